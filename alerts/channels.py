@@ -1,0 +1,382 @@
+"""Page delivery: channels that carry one page to one responder, and the dispatcher.
+
+A `Channel` makes one attempt and either returns (delivered) or raises
+`DeliveryError` with a short reason. The `Dispatcher` owns retries: each
+`Delivery` gets its own asyncio task, so a hanging or failing channel never
+delays a page to anyone else, and `submit` never blocks the caller.
+
+Safety rules (a page must never be silently lost):
+
+- every attempt is reported through ``on_attempt`` (the caller stores it);
+- when every retry failed, ``on_failed`` is called exactly once, and the caller
+  turns it into an escalation event for the core;
+- any exception from a channel counts as a failed attempt, never a lost task;
+- an exception from a callback is logged and the delivery goes on;
+- only `Dispatcher.cancel` (the incident was acknowledged or resolved) and
+  `Dispatcher.close` (shutdown, logged per page) stop a delivery without
+  ``on_failed``.
+
+Logs name pages by page, incident, responder and channel ids only; payloads may
+carry booth names and messages and are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import hmac
+import json
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO, assert_never
+
+import aiohttp
+import structlog
+
+from monitor.config import ChannelConfig
+
+log = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Boothwatch-Signature"
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One page to one responder over one channel."""
+
+    page_id: str
+    incident: str
+    responder: str
+    level: int
+    channel: str  # channel name (key in config.channels)
+    payload: dict[str, Any]  # the page JSON of interface section 8, built by the caller
+
+    def __post_init__(self) -> None:
+        for what in ("page_id", "incident", "responder", "channel"):
+            value = getattr(self, what)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The outcome of one attempt to deliver a page.
+
+    `final` is true when no further attempt follows: it succeeded, it was the last
+    try, or the incident was cancelled meanwhile.
+    """
+
+    number: int
+    ok: bool
+    error: str | None
+    latency: float  # seconds
+    final: bool
+
+
+class DeliveryError(Exception):
+    """A failed attempt; the message is a short reason such as ``HTTP 503``."""
+
+
+class Channel(Protocol):
+    name: str
+    type: str
+
+    async def send(self, delivery: Delivery) -> None:
+        """Make one attempt; raise `DeliveryError` on failure."""
+        ...
+
+
+def encode_payload(payload: Mapping[str, Any]) -> bytes:
+    """The page as compact JSON bytes, the exact bytes sent and signed."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+class WebhookChannel:
+    """POSTs the page JSON to ``config.url``, signed when ``config.secret`` is set.
+
+    The caller owns `session` and should share one `aiohttp.ClientSession` among
+    all webhook channels for the life of the process, so connections stay alive
+    between pages instead of paying a TCP (and TLS) handshake per page.
+    """
+
+    type = "webhook"
+
+    def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession) -> None:
+        if not config.url:
+            raise ValueError(f"webhook channel {config.name!r} needs a url")
+        self.name = config.name
+        self._url = config.url
+        self._secret = config.secret.encode() if config.secret else None
+        self._timeout_s = config.timeout
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._session = session
+
+    async def send(self, delivery: Delivery) -> None:
+        body = encode_payload(delivery.payload)
+        headers = {"Content-Type": "application/json"}
+        if self._secret is not None:
+            digest = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+            headers[SIGNATURE_HEADER] = f"sha256={digest}"
+        try:
+            async with self._session.post(
+                self._url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                # A redirect would turn the POST into a GET; the receiver must be fixed.
+                allow_redirects=False,
+            ) as response:
+                # Read the body to the end so the connection goes back to the pool.
+                async for _ in response.content.iter_chunked(64 * 1024):
+                    pass
+                if not 200 <= response.status < 300:
+                    raise DeliveryError(f"HTTP {response.status}")
+        except TimeoutError:
+            raise DeliveryError(f"timeout after {self._timeout_s}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            if exc.os_error.errno == errno.ECONNREFUSED:
+                raise DeliveryError("connection refused") from None
+            raise DeliveryError(f"connection failed: {exc.os_error.strerror or exc}") from None
+        except aiohttp.ClientError as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise DeliveryError(reason) from None
+
+
+class ConsoleChannel:
+    """Writes one readable line per page to `stream` (a terminal or a log file)."""
+
+    type = "console"
+
+    def __init__(self, config: ChannelConfig, stream: TextIO = sys.stdout) -> None:
+        self.name = config.name
+        self._stream = stream
+
+    async def send(self, delivery: Delivery) -> None:
+        payload = delivery.payload
+        priority = str(payload.get("priority", "?")).upper()
+        message = payload.get("message") or f"incident {delivery.incident}"
+        line = f"[PAGE] level {delivery.level} {priority} {message} -> {delivery.responder}"
+        if payload.get("ack_url"):
+            line += f"  ack: {payload['ack_url']}"
+        try:
+            self._stream.write(" ".join(line.splitlines()) + "\n")
+            self._stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: I/O on a closed file
+            raise DeliveryError(f"console write failed: {exc}") from None
+
+
+class MqttChannel:
+    """Publishes the page JSON to ``config.topic`` (``{responder}`` is replaced).
+
+    The default topic is ``boothwatch/<site>/pages/<responder>``. `publish` belongs
+    to the caller's MQTT client and raises `DeliveryError` when the broker is not
+    connected or never acknowledges; ``config.timeout`` bounds it all the same, so
+    a publish that hangs becomes a failed attempt instead of a page stuck forever.
+    """
+
+    type = "mqtt"
+
+    def __init__(self, config: ChannelConfig, publish: Publish, site: str) -> None:
+        self.name = config.name
+        self._topic = config.topic or f"boothwatch/{site}/pages/{{responder}}"
+        self._publish = publish
+        self._timeout = config.timeout
+
+    def topic(self, responder: str) -> str:
+        # str.replace, not str.format: other braces in a topic are not ours to interpret.
+        return self._topic.replace("{responder}", responder)
+
+    async def send(self, delivery: Delivery) -> None:
+        topic = self.topic(delivery.responder)
+        body = encode_payload(delivery.payload)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._publish(topic, body)
+        except TimeoutError:
+            raise DeliveryError(f"timeout after {self._timeout}s") from None
+
+
+def build_channels(
+    configs: Mapping[str, ChannelConfig],
+    session: aiohttp.ClientSession,
+    publish: Publish,
+    site: str,
+    stream: TextIO = sys.stdout,
+) -> dict[str, Channel]:
+    """One channel per configured entry, keyed like `configs` (`Delivery.channel`)."""
+    channels: dict[str, Channel] = {}
+    for key, config in configs.items():
+        match config.type:
+            case "webhook":
+                channels[key] = WebhookChannel(config, session)
+            case "mqtt":
+                channels[key] = MqttChannel(config, publish, site)
+            case "console":
+                channels[key] = ConsoleChannel(config, stream)
+            case _:
+                assert_never(config.type)
+    return channels
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    delivery: Delivery
+    task: asyncio.Task[None] | None = None
+    stopped: bool = False  # cancel() was called: no further attempt
+    waiting: bool = False  # in a retry sleep, so cancelling the task interrupts no attempt
+
+
+class Dispatcher:
+    """Delivers pages in the background, one task per `Delivery`, with retries.
+
+    Attempt 1 runs at once; after failure ``n`` the task sleeps ``retry_delays[n-1]``
+    (± `jitter` as a fraction) and tries again. After ``len(retry_delays) + 1``
+    failures ``on_failed(delivery, last_reason)`` is called once. Callbacks are
+    plain functions, called from the delivery tasks, never from inside `submit`
+    or `cancel`.
+    """
+
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        on_attempt: Callable[[Delivery, Attempt], None],
+        on_failed: Callable[[Delivery, str], None],
+        retry_delays: Sequence[float] = (0.5, 1, 2, 4, 8),
+        jitter: float = 0.1,
+    ) -> None:
+        if any(not delay >= 0 for delay in retry_delays):
+            raise ValueError(f"retry delays must be >= 0, got {retry_delays!r}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
+        self._channels = dict(channels)
+        self._on_attempt = on_attempt
+        self._on_failed = on_failed
+        self._retry_delays = tuple(float(delay) for delay in retry_delays)
+        self._jitter = jitter
+        self._jobs: set[_Job] = set()
+
+    @property
+    def pending(self) -> int:
+        """How many deliveries are still in flight (attempting or waiting to retry)."""
+        return len(self._jobs)
+
+    def submit(self, delivery: Delivery) -> None:
+        """Start delivering `delivery` in the background; returns at once."""
+        job = _Job(delivery)
+        job.task = asyncio.get_running_loop().create_task(
+            self._run(job), name=f"deliver {delivery.page_id} via {delivery.channel}"
+        )
+        self._jobs.add(job)
+        job.task.add_done_callback(lambda _task: self._jobs.discard(job))
+
+    def cancel(self, incident: str) -> None:
+        """Stop further attempts for `incident` (acknowledged or resolved).
+
+        No ``on_failed`` follows; an attempt already in progress may finish and is
+        still reported.
+        """
+        for job in self._jobs:
+            if job.delivery.incident != incident or job.stopped:
+                continue
+            job.stopped = True
+            log.info("page retries cancelled", **_ids(job.delivery))
+            if job.waiting and job.task is not None:
+                job.task.cancel()
+
+    # The timeout is part of the contract: drain returns (never raises) when it runs out.
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait up to `timeout` seconds for in-flight deliveries (also ones submitted now)."""
+        deadline = time.monotonic() + timeout
+        while self._jobs:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("pages still in flight after drain", pending=len(self._jobs))
+                return
+            tasks = {job.task for job in self._jobs if job.task is not None}
+            await asyncio.wait(tasks, timeout=remaining)
+
+    async def close(self) -> None:
+        """Cancel every delivery in flight and wait for the tasks to end."""
+        jobs = list(self._jobs)
+        for job in jobs:
+            log.warning("page abandoned at shutdown", **_ids(job.delivery))
+            if job.task is not None:
+                job.task.cancel()
+        await asyncio.gather(*(job.task for job in jobs if job.task), return_exceptions=True)
+
+    async def _run(self, job: _Job) -> None:
+        delivery = job.delivery
+        channel = self._channels.get(delivery.channel)
+        if channel is None:
+            log.error("page for an unknown channel", **_ids(delivery))
+            self._report(delivery, Attempt(1, False, "unknown channel", 0.0, final=True))
+            self._fail(delivery, "unknown channel")
+            return
+        attempts = len(self._retry_delays) + 1
+        for number in range(1, attempts + 1):
+            if job.stopped:
+                return
+            error, latency = await _attempt(channel, delivery)
+            last = number == attempts
+            final = error is None or last or job.stopped
+            self._report(delivery, Attempt(number, error is None, error, latency, final))
+            if error is None:
+                log.info("page delivered", attempt=number, latency=latency, **_ids(delivery))
+                return
+            log.warning("page attempt failed", attempt=number, error=error, **_ids(delivery))
+            if last:
+                self._fail(delivery, error)
+                return
+            if not job.stopped:
+                await self._wait(job, self._retry_delays[number - 1])
+
+    async def _wait(self, job: _Job, delay: float) -> None:
+        job.waiting = True
+        try:
+            await asyncio.sleep(delay * random.uniform(1 - self._jitter, 1 + self._jitter))
+        finally:
+            job.waiting = False
+
+    def _report(self, delivery: Delivery, attempt: Attempt) -> None:
+        try:
+            self._on_attempt(delivery, attempt)
+        except Exception:
+            log.exception("on_attempt callback failed", attempt=attempt.number, **_ids(delivery))
+
+    def _fail(self, delivery: Delivery, reason: str) -> None:
+        log.error("page undeliverable", error=reason, **_ids(delivery))
+        try:
+            self._on_failed(delivery, reason)
+        except Exception:
+            # The escalation for this page may be lost: shout.
+            log.critical("on_failed callback failed", exc_info=True, **_ids(delivery))
+
+
+async def _attempt(channel: Channel, delivery: Delivery) -> tuple[str | None, float]:
+    """One send: ``(None, latency)`` when delivered, else ``(reason, latency)``."""
+    started = time.monotonic()
+    try:
+        await channel.send(delivery)
+    except DeliveryError as exc:
+        return str(exc) or "delivery failed", time.monotonic() - started
+    except Exception as exc:
+        # A bug in a channel (or an unserializable payload) still counts as a failed
+        # attempt, so the page is retried and escalated instead of vanishing.
+        log.exception("channel raised unexpectedly", **_ids(delivery))
+        return f"internal error: {type(exc).__name__}", time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def _ids(delivery: Delivery) -> dict[str, str]:
+    return {
+        "page_id": delivery.page_id,
+        "incident": delivery.incident,
+        "responder": delivery.responder,
+        "channel": delivery.channel,
+    }

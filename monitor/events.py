@@ -1,0 +1,193 @@
+"""What goes into the core (events) and what comes out of it (commands).
+
+Events are facts the adapters observed: a canonical booth event from MQTT, an
+acknowledgement from a pager gateway or the HTTP API, a page that could not be
+delivered. Commands are what the core wants done: page a responder, publish
+and store a changed booth or incident. All are frozen, slotted, and check
+their own fields, so a bad value fails where it was made.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitor.booth import BoothView
+    from monitor.incident import IncidentView, TimelineEntry
+
+
+class MotionState(enum.Enum):
+    MOVING = "moving"
+    STILL = "still"
+    ABSENT = "absent"
+
+
+class Press(enum.Enum):
+    CALL = "call"
+    PRESENCE = "presence"
+    CLEAR = "clear"
+
+
+def _need(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+
+
+# --- booth events (canonical MQTT events, interface section 4) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Occupancy:
+    booth: str
+    occupied: bool
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        if not isinstance(self.occupied, bool):
+            raise ValueError("occupied must be a bool")
+
+
+@dataclass(frozen=True, slots=True)
+class Motion:
+    booth: str
+    state: MotionState
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        if not isinstance(self.state, MotionState):
+            raise ValueError("state must be a MotionState")
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    booth: str
+    press: Press
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        if not isinstance(self.press, Press):
+            raise ValueError("press must be a Press")
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    booth: str
+    battery: int | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        if self.battery is not None and not (
+            isinstance(self.battery, int) and 0 <= self.battery <= 100
+        ):
+            raise ValueError("battery must be an int from 0 to 100")
+
+
+BoothEvent = Occupancy | Motion | Button | Heartbeat
+
+
+# --- people and adapters acting on incidents --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """A responder says "I'm going" (ack link, API, or pager gateway)."""
+
+    incident: str
+    responder: str
+    via: str = "api"
+
+    def __post_init__(self) -> None:
+        _need(self.incident, "incident")
+        _need(self.responder, "responder")
+
+
+@dataclass(frozen=True, slots=True)
+class Attend:
+    """A responder is at the booth (presence through the API)."""
+
+    incident: str
+    responder: str
+    via: str = "api"
+
+    def __post_init__(self) -> None:
+        _need(self.incident, "incident")
+        _need(self.responder, "responder")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    incident: str
+    responder: str
+    outcome: str | None = None
+    via: str = "api"
+
+    def __post_init__(self) -> None:
+        _need(self.incident, "incident")
+        _need(self.responder, "responder")
+
+
+@dataclass(frozen=True, slots=True)
+class PageFailed:
+    """Every retry of a page failed: the core records it and escalates."""
+
+    incident: str
+    responder: str
+    level: int
+    channel: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        _need(self.incident, "incident")
+        _need(self.responder, "responder")
+
+
+IncidentEvent = Acknowledge | Attend | Resolve | PageFailed
+Event = BoothEvent | IncidentEvent
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendPage:
+    """Page one responder for one escalation level of an incident."""
+
+    incident: str
+    booth: str
+    booth_name: str
+    responder: str
+    level: int
+    priority: str
+    triggers: tuple[str, ...]
+    message: str
+    raised_at: float
+
+    def __post_init__(self) -> None:
+        _need(self.incident, "incident")
+        _need(self.responder, "responder")
+        if self.level < 1:
+            raise ValueError("level starts at 1")
+
+
+@dataclass(frozen=True, slots=True)
+class BoothChanged:
+    """A booth's state changed: publish it (retained) and store it."""
+
+    view: BoothView
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentChanged:
+    """An incident changed: publish it and store it; `new` are the timeline entries added."""
+
+    view: IncidentView
+    new: tuple[TimelineEntry, ...] = field(default=())
+
+
+Command = SendPage | BoothChanged | IncidentChanged

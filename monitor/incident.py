@@ -1,0 +1,341 @@
+"""One incident at one booth: its state machine, triggers, escalation, timeline. Pure.
+
+Theory of operation
+-------------------
+States: ``open`` -> ``acknowledged`` -> ``attended`` -> ``resolved``.
+
+* A booth has at most one unresolved incident. Triggers (``call``,
+  ``unresponsive``, ``long_session``) fold into it; its priority is the highest
+  of its triggers. A trigger of higher priority re-plans escalation under the
+  higher policy at once and re-opens an acknowledged incident (the ack was for
+  something less urgent); with staff already at the booth it is only recorded.
+* ``open``: escalation steps fire on their schedule.
+* ``acknowledged``: escalation pauses; if nobody is at the booth by
+  ``ack_timeout`` the incident re-opens and the *next* step fires at once.
+* ``attended``: presence stops escalation for good.
+* ``resolved``: final. Only a person resolves an incident with a ``call`` or
+  ``unresponsive`` trigger (clear at the booth, or resolve through the API);
+  vacancy resolves one whose only trigger is ``long_session``.
+
+Every change appends to the timeline. ``acknowledged_at``, ``presence_at`` and
+``resolved_at`` are set once, on the first time, so response times measure from
+``raised_at`` to the first person who answered, arrived, finished.
+
+`TRANSITIONS` is the whole state machine; an action not in it for the current
+state raises `IllegalTransition` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from alerts.escalation import Escalation, Fired, fire_due, has_next_step
+from monitor.booth import IncidentRef
+from monitor.config import Policy, Priority
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    ATTENDED = "attended"
+    RESOLVED = "resolved"
+
+
+class Trigger(enum.Enum):
+    CALL = "call"
+    UNRESPONSIVE = "unresponsive"
+    LONG_SESSION = "long_session"
+
+
+PRIORITY: dict[Trigger, Priority] = {
+    Trigger.CALL: "high",
+    Trigger.UNRESPONSIVE: "high",
+    Trigger.LONG_SESSION: "medium",
+}
+RANK: dict[Priority, int] = {"low": 0, "medium": 1, "high": 2}
+#: triggers that only a person may resolve
+PERSON_ONLY = frozenset({Trigger.CALL, Trigger.UNRESPONSIVE})
+
+
+class Action(enum.Enum):
+    ACK = "ack"
+    PRESENCE = "presence"
+    RESOLVE = "resolve"
+    ACK_TIMEOUT = "ack_timeout"
+    REOPEN = "reopen"  # a higher-priority trigger on an acknowledged incident
+
+
+TRANSITIONS: dict[State, dict[Action, State]] = {
+    State.OPEN: {
+        Action.ACK: State.ACKNOWLEDGED,
+        Action.PRESENCE: State.ATTENDED,
+        Action.RESOLVE: State.RESOLVED,
+    },
+    State.ACKNOWLEDGED: {
+        Action.ACK: State.ACKNOWLEDGED,
+        Action.PRESENCE: State.ATTENDED,
+        Action.RESOLVE: State.RESOLVED,
+        Action.ACK_TIMEOUT: State.OPEN,
+        Action.REOPEN: State.OPEN,
+    },
+    State.ATTENDED: {
+        Action.ACK: State.ATTENDED,
+        Action.PRESENCE: State.ATTENDED,
+        Action.RESOLVE: State.RESOLVED,
+    },
+    State.RESOLVED: {},
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, incident: str, state: State, action: Action) -> None:
+        super().__init__(f"incident {incident} is {state.value}: cannot {action.value}")
+        self.incident = incident
+        self.state = state
+        self.action = action
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: float
+    kind: str  # trigger, page, page_failed, state, escalated, note
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentView:
+    """An incident as published, served by the API and kept in the store."""
+
+    id: str
+    booth: str
+    priority: Priority
+    state: str
+    triggers: tuple[str, ...]
+    level: int
+    max_level: int
+    raised_at: float
+    acknowledged_at: float | None
+    acknowledged_by: str | None
+    presence_at: float | None
+    presence_by: str | None
+    resolved_at: float | None
+    resolved_by: str | None
+    outcome: str | None
+    reopened: int
+    timeline: tuple[TimelineEntry, ...]
+    # kept for restart
+    escalation_priority: Priority
+    next_index: int
+    next_at: float | None
+    ack_deadline: float | None
+
+    def ref(self) -> IncidentRef:
+        return IncidentRef(id=self.id, priority=self.priority, state=self.state, level=self.level)
+
+
+class Incident:
+    def __init__(
+        self, id: str, booth: str, trigger: Trigger, now: float, policies: dict[Priority, Policy]
+    ) -> None:
+        self.id = id
+        self.booth = booth
+        self.policies = policies
+        self.raised_at = now
+        self.triggers: list[Trigger] = [trigger]
+        self.state = State.OPEN
+        self.level = 0
+        self.max_level = 0
+        self.reopened = 0
+        self.acknowledged_at: float | None = None
+        self.acknowledged_by: str | None = None
+        self.presence_at: float | None = None
+        self.presence_by: str | None = None
+        self.resolved_at: float | None = None
+        self.resolved_by: str | None = None
+        self.outcome: str | None = None
+        self.ack_deadline: float | None = None
+        self.timeline: list[TimelineEntry] = []
+        self.escalation = Escalation.start(self.priority, policies[self.priority], now)
+        self.note(now, "trigger", trigger=trigger.value, priority=self.priority)
+        self.note(now, "state", to=State.OPEN.value)
+
+    # --- derived --------------------------------------------------------------------
+
+    @property
+    def priority(self) -> Priority:
+        return max((PRIORITY[t] for t in self.triggers), key=RANK.__getitem__)
+
+    @property
+    def policy(self) -> Policy:
+        return self.policies[self.escalation.priority]
+
+    def note(self, now: float, kind: str, **detail: Any) -> TimelineEntry:
+        entry = TimelineEntry(at=now, kind=kind, detail=detail)
+        self.timeline.append(entry)
+        return entry
+
+    def _go(self, action: Action, now: float, **detail: Any) -> None:
+        allowed = TRANSITIONS[self.state]
+        if action not in allowed:
+            raise IllegalTransition(self.id, self.state, action)
+        new = allowed[action]
+        if new is not self.state:
+            self.note(now, "state", to=new.value, **{"from": self.state.value}, **detail)
+            self.state = new
+
+    # --- actions --------------------------------------------------------------------
+
+    def add_trigger(self, trigger: Trigger, now: float) -> bool:
+        """Fold a trigger in; True when escalation was re-planned under a higher policy."""
+        if self.state is State.RESOLVED:
+            raise IllegalTransition(self.id, self.state, Action.REOPEN)
+        was = self.priority
+        if trigger in self.triggers:
+            self.note(now, "trigger", trigger=trigger.value, repeated=True)
+            return False
+        self.triggers.append(trigger)
+        self.note(now, "trigger", trigger=trigger.value, priority=PRIORITY[trigger])
+        if RANK[self.priority] <= RANK[was] or self.state is State.ATTENDED:
+            return False
+        if self.state is State.ACKNOWLEDGED:
+            self._go(Action.REOPEN, now, reason="higher priority trigger")
+            self.ack_deadline = None
+        self.escalation = Escalation.start(self.priority, self.policy, now)
+        self.note(now, "replanned", priority=self.priority)
+        return True
+
+    def acknowledge(self, responder: str, now: float, via: str) -> None:
+        self._go(Action.ACK, now, by=responder, via=via)
+        self.note(now, "ack", responder=responder, via=via)
+        if self.acknowledged_at is None:
+            self.acknowledged_at, self.acknowledged_by = now, responder
+        if self.state is State.ACKNOWLEDGED:
+            self.escalation.next_at = None  # paused; next_index is where a re-open resumes
+            timeout = self.policy.ack_timeout
+            self.ack_deadline = now + timeout if timeout is not None else None
+
+    def attend(self, responder: str, now: float, via: str) -> None:
+        self._go(Action.PRESENCE, now, by=responder, via=via)
+        self.note(now, "presence", responder=responder, via=via)
+        if self.presence_at is None:
+            self.presence_at, self.presence_by = now, responder
+        self._stop()
+
+    def resolve(self, responder: str | None, now: float, outcome: str | None, via: str) -> None:
+        if self.state is not State.RESOLVED and self.presence_at is None and via == "booth":
+            # clear pressed at the booth: whoever pressed it was there
+            self.attend(responder or "booth", now, via)
+        self._go(Action.RESOLVE, now, by=responder, via=via)
+        self.resolved_at, self.resolved_by, self.outcome = now, responder, outcome
+        self._stop()
+
+    def vacated(self, now: float) -> bool:
+        """The session ended: resolve when long_session is the only trigger."""
+        if self.triggers == [Trigger.LONG_SESSION]:
+            self.resolve(None, now, "session_ended", "vacancy")
+            return True
+        self.note(now, "note", text="booth vacated; incident stays open until a person resolves")
+        return False
+
+    def page_failed(self, responder: str, level: int, channel: str, reason: str, now: float) -> bool:
+        """A page could not be delivered; escalate at once. True when a step was pulled in."""
+        self.note(
+            now, "page_failed", responder=responder, level=level, channel=channel, reason=reason
+        )
+        esc = self.escalation
+        if (
+            self.state is State.OPEN
+            and level == self.level
+            and esc.next_at is not None
+            and esc.next_at > now
+            and has_next_step(self.policy, esc)
+        ):
+            esc.next_at = now
+            self.note(now, "escalated", reason="page failed")
+            return True
+        return False
+
+    def _stop(self) -> None:
+        self.escalation.next_at = None
+        self.ack_deadline = None
+
+    # --- time -----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.escalation.next_at, self.ack_deadline) if t is not None]
+        return min(times, default=None)
+
+    def on_timer(self, now: float) -> Fired | None:
+        """Handle an ack timeout and fire due steps; return what must be paged."""
+        if (
+            self.state is State.ACKNOWLEDGED
+            and self.ack_deadline is not None
+            and self.ack_deadline <= now
+        ):
+            self._go(Action.ACK_TIMEOUT, now, reason="nobody at the booth")
+            self.reopened += 1
+            self.ack_deadline = None
+            self.escalation.next_at = now  # continue from the next step, at once
+        if self.state is not State.OPEN:
+            return None
+        fired = fire_due(self.policy, self.escalation, now)
+        if fired is not None:
+            self.level = fired.level
+            self.max_level = max(self.max_level, fired.level)
+            self.note(now, "escalated", level=fired.level, priority=self.escalation.priority)
+        return fired
+
+    # --- views and restart ----------------------------------------------------------
+
+    def view(self) -> IncidentView:
+        return IncidentView(
+            id=self.id,
+            booth=self.booth,
+            priority=self.priority,
+            state=self.state.value,
+            triggers=tuple(t.value for t in self.triggers),
+            level=self.level,
+            max_level=self.max_level,
+            raised_at=self.raised_at,
+            acknowledged_at=self.acknowledged_at,
+            acknowledged_by=self.acknowledged_by,
+            presence_at=self.presence_at,
+            presence_by=self.presence_by,
+            resolved_at=self.resolved_at,
+            resolved_by=self.resolved_by,
+            outcome=self.outcome,
+            reopened=self.reopened,
+            timeline=tuple(self.timeline),
+            escalation_priority=self.escalation.priority,
+            next_index=self.escalation.next_index,
+            next_at=self.escalation.next_at,
+            ack_deadline=self.ack_deadline,
+        )
+
+    @classmethod
+    def restore(cls, snap: dict[str, Any], policies: dict[Priority, Policy]) -> Incident:
+        """Rebuild from the stored view (as JSON)."""
+        self = cls.__new__(cls)
+        self.id = snap["id"]
+        self.booth = snap["booth"]
+        self.policies = policies
+        self.raised_at = snap["raised_at"]
+        self.triggers = [Trigger(t) for t in snap["triggers"]]
+        self.state = State(snap["state"])
+        self.level = snap["level"]
+        self.max_level = snap["max_level"]
+        self.reopened = snap["reopened"]
+        for name in (
+            "acknowledged_at", "acknowledged_by", "presence_at", "presence_by",
+            "resolved_at", "resolved_by", "outcome", "ack_deadline",
+        ):
+            setattr(self, name, snap[name])
+        self.timeline = [TimelineEntry(e["at"], e["kind"], e["detail"]) for e in snap["timeline"]]
+        self.escalation = Escalation(
+            priority=snap["escalation_priority"],
+            next_index=snap["next_index"],
+            next_at=snap["next_at"],
+        )
+        return self

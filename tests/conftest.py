@@ -1,0 +1,63 @@
+"""Shared fixtures: a real Mosquitto per test and a publisher that waits for the broker's ack."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.mosquitto import Mosquitto, Publish, find_mosquitto
+
+PUBLISH_TIMEOUT = 5.0
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A started Mosquitto on a free 127.0.0.1 port with its own config, stopped afterwards."""
+    binary = find_mosquitto()
+    if binary is None:
+        message = "mosquitto is not installed (make test installs it: apt-get install mosquitto)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must run the integration tests", pytrace=False)
+        pytest.skip(message)
+    broker = Mosquitto(tmp_path / "mosquitto", binary=binary)
+    with broker:
+        yield broker
+
+
+@pytest.fixture
+def mqtt_publish(mosquitto: Mosquitto) -> Iterator[Publish]:
+    """A function that publishes through one MQTT v5 client and returns once the broker has it."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    connected = threading.Event()
+    outcome: list[Any] = []
+
+    def on_connect(
+        client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        outcome.append(reason_code)
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    try:
+        if not connected.wait(PUBLISH_TIMEOUT):
+            raise TimeoutError(f"no CONNACK from {mosquitto.url}")
+        if outcome[0].is_failure:
+            raise ConnectionError(f"{mosquitto.url} refused the publisher: {outcome[0]}")
+
+        def publish(topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+            info = client.publish(topic, payload, qos=qos, retain=retain)
+            info.wait_for_publish(timeout=PUBLISH_TIMEOUT)
+            if not info.is_published():
+                raise TimeoutError(f"{topic}: no ack within {PUBLISH_TIMEOUT:g} s")
+
+        yield publish
+    finally:
+        client.disconnect()
+        client.loop_stop()

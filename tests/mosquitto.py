@@ -1,0 +1,190 @@
+"""A real Mosquitto for integration tests: our own config, a free port, a private directory.
+
+Never a shared or public broker: each test gets a fresh process that listens on
+127.0.0.1 only. Persistence is on, so a persistent session (fixed client id,
+clean start off) keeps its queued QoS 1 messages while the client is away, and
+across `stop()` and `start()` on the same instance, which keeps its port.
+The queue limits are raised as the deploy config raises them, because the
+defaults drop QoS 1 messages to a slow subscriber past 1000 queued.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol, Self
+
+DEFAULT_BINARY = "/usr/sbin/mosquitto"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+_PORT_ATTEMPTS = 3  # a free port can be taken by someone else before mosquitto binds it
+
+
+def find_mosquitto() -> str | None:
+    """The mosquitto binary: on PATH, else where Debian puts it (sbin is often off PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    if os.access(DEFAULT_BINARY, os.X_OK):
+        return DEFAULT_BINARY
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class Publish(Protocol):
+    """What the `mqtt_publish` fixture returns: publish and wait for the broker's ack."""
+
+    def __call__(
+        self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+
+class MosquittoError(RuntimeError):
+    """Mosquitto did not start; the message carries the tail of its log."""
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path, binary: str | None = None, port: int | None = None) -> None:
+        found = binary or find_mosquitto()
+        if found is None:
+            raise MosquittoError(f"mosquitto not found on PATH or at {DEFAULT_BINARY}")
+        self.binary = found
+        self.workdir = Path(workdir)
+        self.config_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        self.output_path = self.workdir / "mosquitto.out"  # stderr: errors before the log opens
+        self.host = "127.0.0.1"
+        self._port = port  # None: a free one at the first start()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._output: IO[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the broker has no port until start()")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the broker and return once it accepts TCP connections."""
+        if self.running:
+            raise RuntimeError("mosquitto is already running")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # A restart keeps its port, so clients reconnect to the same URL.
+        fixed = self._port is not None
+        for attempt in range(1 if fixed else _PORT_ATTEMPTS):
+            if not fixed:
+                self._port = free_port()
+            self._write_config()
+            self._spawn()
+            try:
+                self._wait_ready()
+                return
+            except MosquittoError:
+                lost_race = "Address already in use" in self._log_tail()
+                self.stop()
+                if not lost_race or attempt == _PORT_ATTEMPTS - 1 or fixed:
+                    raise
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL); safe to call more than once."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+
+    def log_text(self) -> str:
+        """Everything the broker logged, stderr included."""
+        parts = []
+        for path in (self.output_path, self.log_path):
+            if path.exists():
+                parts.append(path.read_text(encoding="utf-8", errors="replace"))
+        return "".join(parts)
+
+    def config_text(self) -> str:
+        return self.config_path.read_text(encoding="utf-8")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _write_config(self) -> None:
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "max_inflight_messages 1000",
+            "max_queued_messages 100000",
+            f"log_dest file {self.log_path}",
+            # One type a line: mosquitto reads only the first word of a log_type line.
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+        if os.geteuid() == 0:
+            # As root, mosquitto switches to the user "mosquitto", who cannot write here.
+            lines.append("user root")
+        self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _spawn(self) -> None:
+        self._output = self.output_path.open("ab")
+        self._process = subprocess.Popen(
+            [self.binary, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+        )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                raise MosquittoError(f"mosquitto exited with {code}:\n{self._log_tail()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise MosquittoError(
+            f"mosquitto did not accept connections on {self.host}:{self.port} "
+            f"within {START_TIMEOUT:g} s:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])

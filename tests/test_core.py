@@ -1,0 +1,470 @@
+"""The pure core, driven with a hand-stepped clock: no sleeping, no patching."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from monitor.config import Policy, Step
+from monitor.core import SiteCore, UnknownBooth, UnknownIncident
+from monitor.events import (
+    Acknowledge,
+    Attend,
+    BoothChanged,
+    Button,
+    Command,
+    Heartbeat,
+    IncidentChanged,
+    Motion,
+    MotionState,
+    Occupancy,
+    PageFailed,
+    Press,
+    Resolve,
+    SendPage,
+)
+from monitor.incident import TRANSITIONS, Action, IllegalTransition, Incident, State, Trigger
+from tests.factories import make_config
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    """A site core plus the time we tell it."""
+
+    def __init__(self, **config: object) -> None:
+        counter = itertools.count(1)
+        self.core = SiteCore(make_config(**config), lambda: f"inc{next(counter)}")  # type: ignore[arg-type]
+        self.now = T0
+
+    def send(self, event: object) -> list[Command]:
+        return self.core.handle(event, self.now)  # type: ignore[arg-type]
+
+    def advance(self, seconds: float) -> list[Command]:
+        """Step time forward, firing every deadline on the way, as the runtime's timer does."""
+        end = self.now + seconds
+        out: list[Command] = []
+        while (at := self.core.next_deadline()) is not None and at <= end:
+            self.now = at
+            out.extend(self.core.on_timer(at))
+        self.now = end
+        return out
+
+
+def pages(commands: list[Command]) -> list[tuple[str, int]]:
+    return [(c.responder, c.level) for c in commands if isinstance(c, SendPage)]
+
+
+def incident(commands: list[Command]) -> IncidentChanged:
+    changes = [c for c in commands if isinstance(c, IncidentChanged)]
+    assert changes, "expected an incident change"
+    return changes[-1]
+
+
+def call(clock: Clock, booth: str = "b1") -> str:
+    out = clock.send(Button(booth, Press.CALL))
+    return incident(out).view.id
+
+
+# --- calls and escalation ----------------------------------------------------------------
+
+
+def test_call_pages_nurse_at_once_and_shows_on_booth() -> None:
+    """A call press opens a high incident and pages every nurse immediately."""
+    clock = Clock()
+    out = clock.send(Button("b1", Press.CALL))
+    assert pages(out) == [("ana", 1)]
+    view = incident(out).view
+    assert (view.priority, view.state, view.triggers, view.level) == ("high", "open", ("call",), 1)
+    assert view.raised_at == T0
+    booth = [c for c in out if isinstance(c, BoothChanged)][-1].view
+    assert booth.incident is not None and booth.incident.id == view.id
+
+
+def test_level_two_fires_on_time_not_before() -> None:
+    """Step two (nurse and coordinator) fires exactly 30 s after raised_at."""
+    clock = Clock()
+    call(clock)
+    assert pages(clock.advance(29.9)) == []
+    assert pages(clock.advance(0.1)) == [("ana", 2), ("rui", 2)]
+    assert clock.now == T0 + 30
+
+
+def test_last_step_repeats_until_acknowledged() -> None:
+    """After the last step, it repeats every `repeat` seconds on the original schedule."""
+    clock = Clock()
+    call(clock)
+    clock.advance(30)
+    assert pages(clock.advance(59)) == []
+    assert pages(clock.advance(1)) == [("ana", 2), ("rui", 2)]
+    assert pages(clock.advance(60)) == [("ana", 2), ("rui", 2)]
+
+
+def test_ack_pauses_and_ack_timeout_reopens_with_next_step() -> None:
+    """No presence by ack_timeout re-opens the incident and fires the next step at once."""
+    clock = Clock()
+    iid = call(clock)
+    clock.advance(5)
+    out = clock.send(Acknowledge(iid, "ana"))
+    view = incident(out).view
+    assert (view.state, view.acknowledged_by, view.acknowledged_at) == ("acknowledged", "ana", T0 + 5)
+    assert clock.core.next_deadline() == T0 + 5 + 120
+    assert pages(clock.advance(119)) == []  # step 2 at +30 s is held back by the ack
+    out = clock.advance(1)
+    assert pages(out) == [("ana", 2), ("rui", 2)]
+    view = incident(out).view
+    assert (view.state, view.reopened, view.acknowledged_at) == ("open", 1, T0 + 5)
+    assert pages(clock.advance(60)) == [("ana", 2), ("rui", 2)]
+
+
+def test_presence_stops_escalation_and_clear_resolves() -> None:
+    """Presence at the booth stops every page; clear resolves and frees the booth."""
+    clock = Clock()
+    iid = call(clock)
+    clock.advance(10)
+    out = clock.send(Button("b1", Press.PRESENCE))
+    view = incident(out).view
+    assert (view.state, view.presence_at) == ("attended", T0 + 10)
+    assert clock.core.next_deadline() is None
+    assert pages(clock.advance(600)) == []
+    out = clock.send(Button("b1", Press.CLEAR))
+    view = incident(out).view
+    assert (view.state, view.resolved_at, view.resolved_by) == ("resolved", T0 + 610, "booth")
+    assert [c for c in out if isinstance(c, BoothChanged)][-1].view.incident is None
+    with pytest.raises(UnknownIncident):
+        clock.send(Acknowledge(iid, "ana"))
+
+
+def test_clear_without_presence_records_presence_too() -> None:
+    """A clear pressed at the booth means someone was there: presence_at is stamped."""
+    clock = Clock()
+    call(clock)
+    clock.advance(40)
+    view = incident(clock.send(Button("b1", Press.CLEAR))).view
+    assert view.presence_at == T0 + 40 and view.resolved_at == T0 + 40
+
+
+def test_api_resolve_with_outcome() -> None:
+    """Resolve through the API records who and the outcome."""
+    clock = Clock()
+    iid = call(clock)
+    clock.send(Attend(iid, "ana"))
+    view = incident(clock.send(Resolve(iid, "ana", "ok"))).view
+    assert (view.state, view.resolved_by, view.outcome) == ("resolved", "ana", "ok")
+
+
+def test_second_call_folds_into_open_incident() -> None:
+    """One booth has one open incident: a second call pages nobody again."""
+    clock = Clock()
+    first = call(clock)
+    clock.advance(3)
+    out = clock.send(Button("b1", Press.CALL))
+    assert pages(out) == []
+    view = incident(out).view
+    assert view.id == first and view.triggers == ("call",)
+    assert view.timeline[-1].detail == {"trigger": "call", "repeated": True}
+
+
+def test_booths_are_independent() -> None:
+    """A call at another booth opens its own incident."""
+    clock = Clock()
+    a, b = call(clock, "b1"), call(clock, "b2")
+    assert a != b
+    assert {v.id for v in clock.core.open_incident_views()} == {a, b}
+
+
+# --- stillness and long sessions ---------------------------------------------------------
+
+
+def test_still_person_becomes_unresponsive_after_stillness() -> None:
+    """Occupied and still for `stillness` seconds raises a high unresponsive incident."""
+    clock = Clock(stillness=180)
+    clock.send(Occupancy("b1", True))
+    clock.advance(20)
+    clock.send(Motion("b1", MotionState.MOVING))
+    clock.advance(10)
+    clock.send(Motion("b1", MotionState.STILL))
+    assert pages(clock.advance(179)) == []
+    out = clock.advance(1)
+    assert pages(out) == [("ana", 1)]
+    view = incident(out).view
+    assert (view.triggers, view.priority, view.raised_at) == (("unresponsive",), "high", T0 + 210)
+
+
+def test_absent_while_occupied_counts_as_still() -> None:
+    """A presence sensor that loses a still person reports absent: that is still, not vacant."""
+    clock = Clock(stillness=60)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.MOVING))
+    clock.advance(5)
+    clock.send(Motion("b1", MotionState.STILL))
+    clock.advance(30)
+    clock.send(Motion("b1", MotionState.ABSENT))  # still -> absent keeps the clock running
+    assert pages(clock.advance(29)) == []
+    assert pages(clock.advance(1)) == [("ana", 1)]  # 60 s after the still at +5 s
+
+
+def test_movement_resets_the_stillness_clock() -> None:
+    """Moving before `stillness` elapses starts the count again from the next still."""
+    clock = Clock(stillness=60)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.STILL))
+    clock.advance(50)
+    clock.send(Motion("b1", MotionState.MOVING))
+    clock.advance(5)
+    clock.send(Motion("b1", MotionState.STILL))
+    assert pages(clock.advance(59)) == []
+    assert pages(clock.advance(1)) == [("ana", 1)]
+
+
+def test_stillness_before_entry_counts_from_session_start() -> None:
+    """A booth left 'absent' before someone enters times their stillness from entry."""
+    clock = Clock(stillness=60)
+    clock.send(Motion("b1", MotionState.ABSENT))
+    clock.advance(500)
+    clock.send(Occupancy("b1", True))
+    assert pages(clock.advance(59)) == []
+    assert pages(clock.advance(1)) == [("ana", 1)]
+
+
+def test_vacant_booth_never_unresponsive() -> None:
+    """Stillness in an empty booth is just an empty booth."""
+    clock = Clock(stillness=60)
+    clock.send(Motion("b1", MotionState.STILL))
+    assert clock.advance(3600) == []
+
+
+def test_long_session_is_medium_and_vacancy_resolves_it() -> None:
+    """An over-long session pages at medium; leaving the booth resolves it."""
+    clock = Clock(long_session=1200)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.MOVING))
+    assert pages(clock.advance(1199)) == []
+    out = clock.advance(1)
+    assert pages(out) == [("ana", 1)]
+    assert incident(out).view.priority == "medium"
+    view = incident(clock.send(Occupancy("b1", False))).view
+    assert (view.state, view.outcome, view.resolved_by) == ("resolved", "session_ended", None)
+    assert clock.core.open_incident_views() == []
+
+
+def test_vacancy_never_resolves_a_call() -> None:
+    """Only a person resolves a call: the booth emptying leaves it open and escalating."""
+    clock = Clock()
+    clock.send(Occupancy("b1", True))
+    iid = call(clock)
+    out = clock.send(Occupancy("b1", False))
+    assert incident(out).view.state == "open"
+    assert clock.core.incident_view(iid).state == "open"
+    assert pages(clock.advance(30)) == [("ana", 2), ("rui", 2)]
+
+
+def test_higher_trigger_replans_at_once_and_reopens_ack() -> None:
+    """A medium long-session incident that becomes unresponsive re-plans under high at once."""
+    clock = Clock(long_session=600, stillness=900)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.STILL))
+    out = clock.advance(600)
+    iid = incident(out).view.id
+    clock.send(Acknowledge(iid, "ana"))
+    out = clock.advance(300)  # stillness fires at +900
+    assert pages(out) == [("ana", 1)]
+    view = incident(out).view
+    assert (view.id, view.priority, view.state) == (iid, "high", "open")
+    assert view.triggers == ("long_session", "unresponsive")
+    assert pages(clock.advance(30)) == [("ana", 2), ("rui", 2)]
+    assert incident(clock.send(Occupancy("b1", False))).view.state == "open"
+
+
+def test_lower_trigger_is_recorded_without_replanning() -> None:
+    """A long session inside an open call incident is recorded and pages nobody."""
+    clock = Clock(long_session=100)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.MOVING))
+    iid = call(clock)
+    clock.send(Attend(iid, "ana"))
+    out = clock.advance(100)
+    assert pages(out) == []
+    view = incident(out).view
+    assert view.triggers == ("call", "long_session") and view.priority == "high"
+
+
+def test_resolved_with_person_still_there_is_timed_again() -> None:
+    """Staff who clear a booth with a still person get paged again after another stillness."""
+    clock = Clock(stillness=60)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.STILL))
+    clock.advance(60)
+    clock.advance(10)
+    clock.send(Button("b1", Press.CLEAR))
+    assert pages(clock.advance(59)) == []
+    assert pages(clock.advance(1)) == [("ana", 1)]
+
+
+# --- failures and restart ----------------------------------------------------------------
+
+
+def test_failed_page_pulls_next_step_in() -> None:
+    """A page that could not be delivered escalates to the next step at once."""
+    clock = Clock()
+    iid = call(clock)
+    clock.advance(8)
+    out = clock.send(PageFailed(iid, "ana", 1, "pager", "HTTP 503"))
+    assert pages(out) == [("ana", 2), ("rui", 2)]
+    kinds = [e.kind for e in incident(out).view.timeline]
+    assert "page_failed" in kinds
+    assert pages(clock.advance(22)) == []  # the +30 s step already fired
+    assert pages(clock.advance(38)) == [("ana", 2), ("rui", 2)]  # repeat from step 2's slot
+
+
+def test_restore_fires_what_fell_due_once_and_the_rest_on_time() -> None:
+    """After a crash the plan keeps its wall-clock schedule; missed steps fold into one page."""
+    clock = Clock()
+    call(clock)
+    stored = json.loads(json.dumps([asdict(v) for v in clock.core.open_incident_views()]))
+    booths = json.loads(json.dumps([asdict(v) for v in clock.core.booth_views()]))
+
+    counter = itertools.count(100)
+    fresh = SiteCore(make_config(), lambda: f"x{next(counter)}")
+    fresh.restore(booths, stored)
+    assert fresh.next_deadline() == T0 + 30
+    # down until +95: step 2 (+30) and the repeat at +90 both fell due
+    out = fresh.on_timer(T0 + 95)
+    assert pages(out) == [("ana", 2), ("rui", 2)]
+    assert fresh.next_deadline() == T0 + 150
+    assert pages(fresh.on_timer(T0 + 150)) == [("ana", 2), ("rui", 2)]
+
+
+def test_restore_resumes_stillness_against_original_deadline() -> None:
+    """A stillness timer due while the service was down fires as soon as it is back."""
+    clock = Clock(stillness=60)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.STILL))
+    clock.advance(20)
+    booths = json.loads(json.dumps([asdict(v) for v in clock.core.booth_views()]))
+    fresh = SiteCore(make_config(stillness=60), lambda: "z1")
+    fresh.restore(booths, [])
+    assert fresh.next_deadline() == T0 + 60
+    out = fresh.on_timer(T0 + 75)
+    assert pages(out) == [("ana", 1)]
+    assert incident(out).view.raised_at == T0 + 75
+
+
+def test_unknown_booth_and_incident_are_refused() -> None:
+    """Events naming nothing we know raise, and change nothing."""
+    clock = Clock()
+    with pytest.raises(UnknownBooth):
+        clock.send(Button("b9", Press.CALL))
+    with pytest.raises(UnknownIncident):
+        clock.send(Acknowledge("nope", "ana"))
+    assert clock.core.open_incident_views() == []
+
+
+def test_heartbeat_changes_nothing_visible() -> None:
+    """A heartbeat keeps the booth's view as it was: nothing to publish."""
+    clock = Clock()
+    assert clock.send(Heartbeat("b1", 80)) == []
+
+
+def test_repeated_occupancy_is_not_a_new_session() -> None:
+    """A second 'occupied' reading keeps the session start and its timers."""
+    clock = Clock(long_session=100)
+    clock.send(Occupancy("b1", True))
+    clock.advance(50)
+    assert clock.send(Occupancy("b1", True)) == []
+    assert pages(clock.advance(50)) == [("ana", 1)]
+
+
+# --- the state machine table -------------------------------------------------------------
+
+
+def _incident_in(state: State) -> Incident:
+    config = make_config()
+    inc = Incident("i1", "b1", Trigger.CALL, T0, dict(config.escalation))
+    inc.on_timer(T0)
+    if state in (State.ACKNOWLEDGED, State.ATTENDED, State.RESOLVED):
+        inc.acknowledge("ana", T0 + 1, "api")
+    if state in (State.ATTENDED, State.RESOLVED):
+        inc.attend("ana", T0 + 2, "api")
+    if state is State.RESOLVED:
+        inc.resolve("ana", T0 + 3, "ok", "api")
+    assert inc.state is state
+    return inc
+
+
+_DO = {
+    Action.ACK: lambda inc: inc.acknowledge("rui", T0 + 10, "api"),
+    Action.PRESENCE: lambda inc: inc.attend("rui", T0 + 10, "api"),
+    Action.RESOLVE: lambda inc: inc.resolve("rui", T0 + 10, "ok", "api"),
+    Action.ACK_TIMEOUT: lambda inc: inc.on_timer(T0 + 10_000),
+    Action.REOPEN: lambda inc: inc.add_trigger(Trigger.LONG_SESSION, T0 + 10),
+}
+
+
+@pytest.mark.parametrize("state", list(State))
+@pytest.mark.parametrize("action", [Action.ACK, Action.PRESENCE, Action.RESOLVE])
+def test_every_person_action_in_every_state(state: State, action: Action) -> None:
+    """Each (state, action) either moves as the table says or raises and changes nothing."""
+    inc = _incident_in(state)
+    before = inc.view()
+    if action in TRANSITIONS[state]:
+        _DO[action](inc)
+        assert inc.state is TRANSITIONS[state][action]
+    else:
+        with pytest.raises(IllegalTransition):
+            _DO[action](inc)
+        assert inc.view() == before
+
+
+def test_ack_timeout_only_acts_on_acknowledged() -> None:
+    """The ack timer moves only an acknowledged incident; other states ignore the time."""
+    for state in State:
+        inc = _incident_in(state)
+        _DO[Action.ACK_TIMEOUT](inc)
+        expected = State.OPEN if state is State.ACKNOWLEDGED else state
+        assert inc.state is expected
+
+
+def test_trigger_on_resolved_incident_is_illegal() -> None:
+    """A resolved incident takes no more triggers."""
+    inc = _incident_in(State.RESOLVED)
+    with pytest.raises(IllegalTransition):
+        _DO[Action.REOPEN](inc)
+
+
+def test_low_policy_without_repeat_pages_once() -> None:
+    """A policy with no repeat stops after its last step."""
+    clock = Clock(high=Policy(steps=(Step(0, ("rui",)),)))
+    call(clock)
+    assert clock.core.next_deadline() is None
+    assert pages(clock.advance(3600)) == []
+
+
+# --- the split: the core does no I/O -----------------------------------------------------
+
+CORE_MODULES = [
+    "monitor/core.py", "monitor/booth.py", "monitor/incident.py", "monitor/events.py",
+    "monitor/config.py", "alerts/escalation.py",
+]
+FORBIDDEN = {
+    "asyncio", "aiosqlite", "sqlite3", "paho", "aiohttp", "prometheus_client", "structlog",
+    "socket", "time", "threading", "subprocess",
+}
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_modules_import_no_io(module: str) -> None:
+    """A core module that imports an I/O library or reads the clock breaks the design."""
+    tree = ast.parse((Path(__file__).parent.parent / module).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported & FORBIDDEN == set()

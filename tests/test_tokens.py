@@ -1,0 +1,145 @@
+"""Signed ack links: round trip, binding to incident and responder, expiry, garbage."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alerts.tokens import AckTokens, InvalidToken
+
+SECRET = "correct horse battery staple"
+TTL = 3600.0
+
+
+def reason_of(tokens: AckTokens, token: str, now: float | None = None) -> str:
+    with pytest.raises(InvalidToken) as info:
+        tokens.check(token, now=now)
+    return info.value.reason
+
+
+def test_round_trip() -> None:
+    """A fresh token names the incident and responder it was made for."""
+    tokens = AckTokens(SECRET, TTL)
+    token = tokens.make("01JDINCIDENT", "ana")
+    assert tokens.check(token) == ("01JDINCIDENT", "ana")
+
+
+def test_token_is_url_safe() -> None:
+    """Tokens go into a URL path unquoted."""
+    token = AckTokens(SECRET, TTL).make("01JD/../x?", "zoë")
+    assert all(c.isascii() and (c.isalnum() or c in "-_.") for c in token)
+
+
+def test_token_for_one_incident_cannot_ack_another() -> None:
+    """Swapping the payload of a token for A into one for B breaks the signature."""
+    tokens = AckTokens(SECRET, TTL)
+    token_a = tokens.make("A", "ana")
+    token_b = tokens.make("B", "ana")
+    payload_b = token_b.split(".", 1)[0]
+    altered = payload_b + "." + token_a.split(".", 1)[1]
+    assert reason_of(tokens, altered) == "forged"
+
+
+def test_token_for_one_responder_cannot_ack_as_another() -> None:
+    """The responder is signed too."""
+    tokens = AckTokens(SECRET, TTL)
+    token_ana = tokens.make("A", "ana")
+    token_rui = tokens.make("A", "rui")
+    altered = token_rui.split(".", 1)[0] + "." + token_ana.split(".", 1)[1]
+    assert reason_of(tokens, altered) == "forged"
+
+
+def test_wrong_secret_is_forged() -> None:
+    """A token made with another secret is refused as forged."""
+    token = AckTokens("another secret", TTL).make("A", "ana")
+    assert reason_of(AckTokens(SECRET, TTL), token) == "forged"
+
+
+def test_expired_with_time_passed_in() -> None:
+    """A token is good until ttl seconds after signing, then expired."""
+    tokens = AckTokens(SECRET, TTL)
+    made = time.time()
+    token = tokens.make("A", "ana")
+    # Signing time is stored in whole seconds, rounded down: allow one second.
+    assert tokens.check(token, now=made + TTL - 1.5) == ("A", "ana")
+    assert reason_of(tokens, token, now=made + TTL + 0.5) == "expired"
+
+
+def test_expired_with_real_clock() -> None:
+    """With a tiny ttl, the real clock expires the token within about a second."""
+    tokens = AckTokens(SECRET, 0.05)
+    token = tokens.make("A", "ana")
+    deadline = time.monotonic() + 1.1
+    while time.monotonic() < deadline:
+        try:
+            tokens.check(token)
+        except InvalidToken as exc:
+            assert exc.reason == "expired"
+            return
+        time.sleep(0.02)
+    pytest.fail("token did not expire")
+
+
+def test_clock_stepped_back_still_accepts() -> None:
+    """A genuine token signed 'in the future' (clock stepped back) is still accepted."""
+    tokens = AckTokens(SECRET, TTL)
+    token = tokens.make("A", "ana")
+    assert tokens.check(token, now=time.time() - 600) == ("A", "ana")
+
+
+@pytest.mark.parametrize("garbage", ["", ".", "..", "a.b", "abc", "a b.c.d", "é.b.c", "x" * 5000])
+def test_obvious_garbage_is_malformed(garbage: str) -> None:
+    """Things not shaped like a token are malformed."""
+    assert reason_of(AckTokens(SECRET, TTL), garbage) == "malformed"
+
+
+def test_well_shaped_nonsense_is_forged() -> None:
+    """Something shaped like a token with a bad signature is forged."""
+    assert reason_of(AckTokens(SECRET, TTL), "abc.def.ghi") == "forged"
+
+
+@pytest.mark.parametrize(("secret", "ttl"), [("", TTL), (b"", TTL), (SECRET, 0), (SECRET, -1)])
+def test_refuses_empty_secret_and_non_positive_ttl(secret: str | bytes, ttl: float) -> None:
+    """An empty secret would make every token forgeable."""
+    with pytest.raises(ValueError):
+        AckTokens(secret, ttl)
+
+
+@pytest.mark.parametrize(("incident", "responder"), [("", "ana"), ("A", "")])
+def test_make_refuses_empty_ids(incident: str, responder: str) -> None:
+    """A token must name an incident and a responder."""
+    with pytest.raises(ValueError):
+        AckTokens(SECRET, TTL).make(incident, responder)
+
+
+_TOKENS = AckTokens(SECRET, TTL)
+_GOOD = _TOKENS.make("01JDINCIDENT", "ana")
+
+
+@given(st.text())
+def test_random_text_is_refused_cleanly(text: str) -> None:
+    """Any random text is malformed or forged, never another exception."""
+    with pytest.raises(InvalidToken) as info:
+        _TOKENS.check(text)
+    assert info.value.reason in ("malformed", "forged")
+
+
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."))
+def test_random_token_alphabet_text_is_refused_cleanly(text: str) -> None:
+    """Random text in the token alphabet reaches itsdangerous and is still refused cleanly."""
+    with pytest.raises(InvalidToken) as info:
+        _TOKENS.check(text)
+    assert info.value.reason in ("malformed", "forged")
+
+
+@given(st.integers(min_value=0, max_value=len(_GOOD) - 1), st.characters())
+def test_mutated_token_never_crashes(index: int, char: str) -> None:
+    """Replacing one character of a genuine token yields it back unchanged or a clean refusal."""
+    mutated = _GOOD[:index] + char + _GOOD[index + 1 :]
+    try:
+        assert _TOKENS.check(mutated) == ("01JDINCIDENT", "ana")
+    except InvalidToken as exc:
+        assert exc.reason in ("malformed", "forged")
