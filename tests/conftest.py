@@ -10,10 +10,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.mosquitto import Mosquitto, Publish, find_mosquitto
 
 PUBLISH_TIMEOUT = 5.0
+
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
@@ -32,7 +34,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 def mqtt_publish(mosquitto: Mosquitto) -> Iterator[Publish]:
     """A function that publishes through one MQTT v5 client and returns once the broker has it."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     connected = threading.Event()
     outcome: list[Any] = []
 

@@ -11,6 +11,7 @@ defaults drop QoS 1 messages to a slow subscriber past 1000 queued.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import IO, Protocol, Self
 DEFAULT_BINARY = "/usr/sbin/mosquitto"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+_RUNNING = re.compile(rb"mosquitto version \S+ running")
 _PORT_ATTEMPTS = 3  # a free port can be taken by someone else before mosquitto binds it
 
 
@@ -68,6 +70,7 @@ class Mosquitto:
         self._port = port  # None: a free one at the first start()
         self._process: subprocess.Popen[bytes] | None = None
         self._output: IO[bytes] | None = None
+        self._log_start = 0  # where this run's log begins, since a restart appends
 
     @property
     def port(self) -> int:
@@ -155,6 +158,8 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
             "log_type notice",
+            # Only this level logs "running", the sign that our listener is open.
+            "log_type information",
         ]
         if os.geteuid() == 0:
             # As root, mosquitto switches to the user "mosquitto", who cannot write here.
@@ -162,6 +167,7 @@ class Mosquitto:
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _spawn(self) -> None:
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._output = self.output_path.open("ab")
         self._process = subprocess.Popen(
             [self.binary, "-c", str(self.config_path)],
@@ -176,15 +182,27 @@ class Mosquitto:
             if self._process is None or self._process.poll() is not None:
                 code = None if self._process is None else self._process.returncode
                 raise MosquittoError(f"mosquitto exited with {code}:\n{self._log_tail()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.02)
+            # The log line proves the listener is ours: a port taken by someone else
+            # accepts connections too, while our broker dies of "Address already in use".
+            if self._running_logged():
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=0.5):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.02)
         raise MosquittoError(
             f"mosquitto did not accept connections on {self.host}:{self.port} "
             f"within {START_TIMEOUT:g} s:\n{self._log_tail()}"
         )
+
+    def _running_logged(self) -> bool:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                return _RUNNING.search(log.read()) is not None
+        except FileNotFoundError:
+            return False
 
     def _log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])

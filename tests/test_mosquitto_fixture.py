@@ -11,6 +11,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -26,9 +27,7 @@ def subscriber(
     broker: Mosquitto, topic: str, client_id: str = "", persistent: bool = False
 ) -> Iterator[queue.Queue[mqtt.MQTTMessage]]:
     """Yield a queue of the messages a QoS 1 subscription to `topic` receives."""
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
     subscribed = threading.Event()
 
@@ -44,11 +43,9 @@ def subscriber(
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
     properties.SessionExpiryInterval = 300 if persistent else 0
-    client.connect(
-        broker.host, broker.port, clean_start=not persistent, properties=properties
-    )
+    client.connect(broker.host, broker.port, clean_start=not persistent, properties=properties)
     client.loop_start()
     try:
         assert subscribed.wait(TIMEOUT), "no SUBACK"

@@ -1,0 +1,273 @@
+"""paho-mqtt 2.x driven by the asyncio loop: persistent session, manual acks, reconnects.
+
+paho does the protocol; this adapter gives it the event loop: the socket is
+watched with ``add_reader``/``add_writer`` so every callback (``on_message``
+included) runs on the loop thread, with no second thread and no hand-off
+latency. ``loop_misc`` runs once a second for keep-alive pings.
+
+* Fixed client id, clean start off and a session expiry (MQTT 5), or
+  ``clean_session=False`` (3.1.1): the broker keeps our subscription and queues
+  QoS 1 messages while we are down.
+* ``manual_ack``: a message is acknowledged only when the caller says so (after
+  its event is stored). Packet ids belong to one connection, so an ack is tagged
+  with the connection's generation and dropped if the connection has changed
+  since; the broker then redelivers, and the caller's deduplication absorbs it.
+* Reconnect with jittered exponential backoff; the Last Will marks us offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from monitor.config import MqttConfig
+
+log = structlog.get_logger(__name__)
+
+OnMessage = Callable[[paho.MQTTMessage, int], None]
+
+
+class NotConnected(Exception):
+    """The broker is not reachable right now."""
+
+
+class MqttLink:
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        subscriptions: Sequence[str],
+        on_message: OnMessage,
+        will: tuple[str, bytes] | None = None,
+        on_connected: Callable[[bool], None] | None = None,
+        receive_maximum: int = 1000,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.config = config
+        self._subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._backoff = backoff
+        self.generation = 0  # bumped on every new connection
+        self.connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._lost = asyncio.Event()
+        self._misc: asyncio.Task[None] | None = None
+        self._confirm: dict[int, asyncio.Future[None]] = {}
+        v5 = config.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            clean_session=None if v5 else False,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            manual_ack=True,
+            reconnect_on_failure=False,  # we reconnect ourselves, with jitter
+        )
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)  # unlimited: never drop our own publishes
+        if config.username is not None:
+            client.username_pw_set(config.username, config.password)
+        if config.tls:
+            client.tls_set(
+                ca_certs=config.ca_file,
+                certfile=config.cert_file,
+                keyfile=config.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        client.on_socket_open = self._socket_open
+        client.on_socket_close = self._socket_close
+        client.on_socket_register_write = self._register_write
+        client.on_socket_unregister_write = self._unregister_write
+        self._client = client
+        self._receive_maximum = receive_maximum
+
+    # --- running ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        delay = self._backoff[0]
+        while True:
+            try:
+                await self._connect_once()
+                delay = self._backoff[0]
+                await self._lost.wait()
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                log.warning("mqtt_connect_failed", error=str(exc) or type(exc).__name__)
+            self._lost.clear()
+            self._set_disconnected()
+            wait = random.uniform(delay / 2, delay)  # jitter: sites restart all at once
+            log.info("mqtt_reconnect_in", seconds=round(wait, 2))
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self._backoff[1])
+
+    async def _connect_once(self) -> None:
+        assert self._loop is not None
+        self._connack = self._loop.create_future()
+        cfg = self.config
+        if cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+            props.SessionExpiryInterval = int(cfg.session_expiry)
+            props.ReceiveMaximum = self._receive_maximum
+            connect = lambda: self._client.connect(  # noqa: E731
+                cfg.host, cfg.port, keepalive=cfg.keepalive, clean_start=False,
+                properties=props,
+            )
+        else:
+            connect = lambda: self._client.connect(  # noqa: E731
+                cfg.host, cfg.port, keepalive=cfg.keepalive
+            )
+        # connect() resolves and opens the socket (blocking); keep the loop free meanwhile
+        await self._loop.run_in_executor(None, connect)
+        reason = await asyncio.wait_for(self._connack, timeout=15)
+        if reason.is_failure:
+            self._client.disconnect()
+            raise ConnectionError(f"broker refused the connection: {reason}")
+        self._misc = self._loop.create_task(self._misc_loop(), name="mqtt-misc")
+
+    async def _misc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            self._client.loop_misc()
+
+    async def close(self, final: tuple[str, bytes] | None = None) -> None:
+        """Publish ``final`` (e.g. status offline), then disconnect cleanly."""
+        if self.connected and final is not None:
+            try:
+                await self.publish_confirmed(final[0], final[1], retain=True, timeout=2)
+            except (NotConnected, TimeoutError):
+                pass
+        self._client.disconnect()
+        self._set_disconnected()
+
+    # --- publishing and acknowledging ---------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Queue a publish; paho keeps QoS 1 messages across a reconnect."""
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def publish_confirmed(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 5.0
+    ) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK."""
+        if not self.connected or self._loop is None:
+            raise NotConnected("broker not connected")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise NotConnected(f"publish failed: {paho.error_string(info.rc)}")
+        if info.is_published():
+            return
+        self._confirm[info.mid] = fut
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            self._confirm.pop(info.mid, None)
+
+    def ack(self, mid: int, generation: int) -> bool:
+        """Acknowledge a message of connection ``generation``; False if that connection is gone."""
+        if generation != self.generation or not self.connected:
+            return False
+        self._client.ack(mid, 1)
+        return True
+
+    # --- paho callbacks (on the loop thread) ------------------------------------------
+
+    def _handle_connect(
+        self, client: paho.Client, _u: Any, flags: paho.ConnectFlags, reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(reason)
+        if reason.is_failure:
+            return
+        self.generation += 1
+        self.connected = True
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
+        log.info("mqtt_connected", session_present=flags.session_present,
+                 generation=self.generation)
+        if self._on_connected is not None:
+            self._on_connected(flags.session_present)
+
+    def _handle_disconnect(
+        self, _c: paho.Client, _u: Any, _f: paho.DisconnectFlags, reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
+        was = self.connected
+        self._set_disconnected()
+        if was:
+            log.warning("mqtt_disconnected", reason=str(reason))
+        self._lost.set()
+
+    def _set_disconnected(self) -> None:
+        self.connected = False
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        for fut in self._confirm.values():
+            if not fut.done():
+                fut.set_exception(NotConnected("connection lost before PUBACK"))
+        self._confirm.clear()
+
+    def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        self._on_message(msg, self.generation)
+
+    def _handle_publish(
+        self, _c: paho.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties
+    ) -> None:
+        fut = self._confirm.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # connect() runs in an executor thread, so socket hooks may fire off the loop thread
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        self._call(self._add_reader, sock)
+
+    def _add_reader(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(sock, self._read)
+
+    def _read(self) -> None:
+        self._client.loop_read(max_packets=100)
+
+    def _socket_close(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._call(self._loop.remove_reader, sock)
+        self._call(self._loop.remove_writer, sock)
+
+    def _register_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._call(self._loop.add_writer, sock, client.loop_write)
+
+    def _unregister_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._call(self._loop.remove_writer, sock)

@@ -1,0 +1,95 @@
+"""Prometheus metrics, each registry private to one runtime (tests run several).
+
+Label values are bounded: booth ids come from the config, reasons and results
+from fixed sets, never from payloads; no label carries personal data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+#: response-time buckets fine enough for seconds, up to 10 minutes
+RESPONSE_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.events = Counter(
+            "boothwatch_events", "Booth events by kind and result (accepted, duplicate, error)",
+            ["kind", "result"], registry=r,
+        )
+        self.rejected = Counter(
+            "boothwatch_events_rejected", "MQTT messages rejected, by reason",
+            ["reason"], registry=r,
+        )
+        self.acks = Counter(
+            "boothwatch_mqtt_acks", "Acknowledgements from pager gateways on the ack topic",
+            ["result"], registry=r,
+        )
+        self.incidents_raised = Counter(
+            "boothwatch_incidents_raised", "Incidents raised, by first trigger and priority",
+            ["trigger", "priority"], registry=r,
+        )
+        self.reopened = Counter(
+            "boothwatch_incidents_reopened", "Acknowledged incidents re-opened by ack timeout",
+            registry=r,
+        )
+        self.pages = Counter(
+            "boothwatch_pages", "Page delivery attempts by channel and result",
+            ["channel", "result"], registry=r,
+        )
+        self.page_latency = Histogram(
+            "boothwatch_page_delivery_seconds", "Time of a successful delivery attempt",
+            ["channel"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        common = ["priority", "trigger"]
+        self.to_ack = Histogram(
+            "boothwatch_time_to_acknowledge_seconds", "From raised_at to the first acknowledgement",
+            common, buckets=RESPONSE_BUCKETS, registry=r,
+        )
+        self.to_presence = Histogram(
+            "boothwatch_time_to_presence_seconds", "From raised_at to the first presence",
+            common, buckets=RESPONSE_BUCKETS, registry=r,
+        )
+        self.to_resolve = Histogram(
+            "boothwatch_time_to_resolve_seconds", "From raised_at to resolved",
+            common, buckets=RESPONSE_BUCKETS, registry=r,
+        )
+        self.broker_connected = Gauge(
+            "boothwatch_broker_connected", "1 while connected to the MQTT broker", registry=r
+        )
+        self.store_writable = Gauge(
+            "boothwatch_store_writable", "1 while the last store commit succeeded", registry=r
+        )
+        self.store_commit = Histogram(
+            "boothwatch_store_commit_seconds", "Time to commit one batch",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+
+    def watch(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Add gauges computed at scrape time from live state."""
+        self.registry.register(_Live(collect))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Live(Collector):
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
+
+
+def gauge(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family

@@ -1,0 +1,497 @@
+"""The runtime: wires the pure core to MQTT, SQLite, pages, HTTP, metrics and logs.
+
+Path of a booth event: paho calls `_on_message` on the loop thread; it is
+parsed, deduplicated, handed to the core, and the commands are carried out at
+once (pages go to the dispatcher without waiting for the disk). The event and
+every state change join the store's current batch; the message is acknowledged
+to the broker only when that batch has committed. A crash before the commit
+means the broker redelivers, the core sees the event again, and at worst a
+page goes out twice, never zero times.
+
+Timers: one task sleeps until the core's next deadline (or until an event
+moved it) and calls ``on_timer``. Times are wall-clock epoch seconds, so a
+restart resumes every plan against its original deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import paho.mqtt.client as paho
+import structlog
+from prometheus_client.core import Metric
+from ulid import ULID
+
+from alerts.channels import Attempt, Delivery, DeliveryError, Dispatcher, build_channels
+from alerts.tokens import AckTokens
+from devices.canonical import Parsed, Rejected, parse_event, parse_topic
+from devices.mqtt import MqttLink, NotConnected
+from monitor.config import Config
+from monitor.core import SiteCore, UnknownIncident
+from monitor.events import (
+    Acknowledge,
+    BoothChanged,
+    Command,
+    Event,
+    IncidentChanged,
+    SendPage,
+)
+from monitor.incident import IllegalTransition, IncidentView
+from monitor.logs import RateLimit
+from monitor.metrics import Metrics, gauge
+from monitor.store import EventRow, PageRow, Store, dumps
+from monitor.views import booth_json, incident_json, iso
+
+log = structlog.get_logger(__name__)
+
+DEDUPE_WINDOW = 24 * 3600.0  # event ids remembered this long (store and memory)
+DEDUPE_MEMORY = 200_000
+
+
+class IncidentGone(Exception):
+    """The incident exists but is resolved: nothing more can be done to it (HTTP 409)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    site: str
+
+    @property
+    def events(self) -> str:
+        return f"boothwatch/{self.site}/booths/+/events"
+
+    @property
+    def status(self) -> str:
+        return f"boothwatch/{self.site}/status"
+
+    @property
+    def ack(self) -> str:
+        return f"boothwatch/{self.site}/ack"
+
+    def state(self, booth: str) -> str:
+        return f"boothwatch/{self.site}/booths/{booth}/state"
+
+    def incident(self, incident: str) -> str:
+        return f"boothwatch/{self.site}/incidents/{incident}"
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8),
+    ) -> None:
+        self.config = config
+        self.env = os.environ if env is None else env
+        self.clock = clock
+        self.topics = Topics(config.site.id)
+        self.metrics = Metrics()
+        self.core = SiteCore(config, new_id=lambda: str(ULID()))
+        self._retry_delays = retry_delays
+        self._known_booths = frozenset(b.id for b in config.booths)
+        self._booth_names = {b.id: b.name for b in config.booths}
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._recent_dups: OrderedDict[bytes, None] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._rate = RateLimit(60.0)
+        self.started = asyncio.Event()
+        self.store: Store
+        self.mqtt: MqttLink
+        self.dispatcher: Dispatcher
+        self.tokens: AckTokens
+        self.api_token = self.env.get("BOOTHWATCH_API_TOKEN") or None
+        self.metrics.watch(self._live_metrics)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def run(self, *, http: bool = True) -> None:
+        """Run until cancelled; shut down cleanly (status offline, store flushed)."""
+        cfg = self.config
+        self.store = await Store.open(cfg.store.path)
+        try:
+            secret = self.env.get("BOOTHWATCH_SECRET") or await self.store.secret(
+                "ack_secret", secrets.token_hex(32)
+            )
+            self.tokens = AckTokens(secret, cfg.http.ack_link_ttl)
+            self.core.restore(await self.store.load_booths(), await self.store.load_open_incidents())
+            for key in await self.store.event_ids_since(self.clock() - DEDUPE_WINDOW):
+                self._remember(key)
+            restored = len(self.core.incidents)
+            async with aiohttp.ClientSession() as session:
+                self.mqtt = MqttLink(
+                    cfg.mqtt,
+                    subscriptions=[self.topics.events, self.topics.ack],
+                    on_message=self._on_message,
+                    will=(self.topics.status, b"offline"),
+                    on_connected=self._on_connected,
+                )
+                channels = build_channels(
+                    cfg.channels, session, self._publish_page, cfg.site.id
+                )
+                self.dispatcher = Dispatcher(
+                    channels, self._on_attempt, self._on_page_failed, self._retry_delays
+                )
+                try:
+                    await self._serve(http, restored)
+                finally:
+                    await self.dispatcher.drain(2.0)
+                    await self.dispatcher.close()
+                    await self.mqtt.close(final=(self.topics.status, b"offline"))
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._flush_store(), 5)
+            await self.store.close()
+            log.info("stopped")
+
+    async def _serve(self, http: bool, restored: int) -> None:
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self.store.run_writer(), name="store-writer")
+            tg.create_task(self.mqtt.run(), name="mqtt")
+            tg.create_task(self._timer_loop(), name="timers")
+            if http:
+                from monitor.http import serve  # noqa: PLC0415 - keeps aiohttp.web optional
+
+                tg.create_task(serve(self), name="http")
+            await self._resend_unsent_pages()
+            # publish every booth's state once, so retained topics match the store
+            for view in self.core.booth_views():
+                self._execute([BoothChanged(view)], self.clock())
+            self._wake.set()  # fire whatever fell due while we were down
+            log.info("started", site=self.config.site.id, booths=len(self.config.booths),
+                     open_incidents=restored)
+            self.started.set()
+            del writer
+
+    async def _flush_store(self) -> None:
+        # the writer task is gone by now: commit the tail directly
+        writer = asyncio.create_task(self.store.run_writer())
+        try:
+            await self.store.flush()
+        finally:
+            writer.cancel()
+
+    def _on_connected(self, session_present: bool) -> None:
+        self.mqtt.publish(self.topics.status, b"online", retain=True)
+
+    # --- MQTT in ----------------------------------------------------------------------
+
+    def _on_message(self, msg: paho.MQTTMessage, generation: int) -> None:
+        now = self.clock()
+        try:
+            if msg.topic == self.topics.ack:
+                self._on_ack_message(msg, generation, now)
+            else:
+                self._on_event_message(msg, generation, now)
+        except Exception:
+            # our own bug: never let it stop the other booths; the message stays unacked
+            log.exception("ingest_failed", topic=msg.topic)
+            self.metrics.events.labels("unknown", "error").inc()
+
+    def _reject(self, topic: str, reason: str, detail: str, mid: int, generation: int) -> None:
+        self.metrics.rejected.labels(reason).inc()
+        if self._rate.allow(topic, reason):
+            log.warning("event_rejected", topic=topic, reason=reason, detail=detail)
+        self.mqtt.ack(mid, generation)  # nothing to store: do not have it redelivered forever
+
+    def _on_event_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
+        booth = parse_topic(msg.topic, self.config.site.id)
+        if booth is None:
+            self._reject(msg.topic, "bad_topic", "not a booth events topic", msg.mid, generation)
+            return
+        if msg.retain:
+            # a retained message is a snapshot someone left on the broker, not a new event
+            self._reject(msg.topic, "retained", "retained message ignored", msg.mid, generation)
+            return
+        parsed = parse_event(booth, bytes(msg.payload), self._known_booths)
+        if isinstance(parsed, Rejected):
+            self._reject(msg.topic, parsed.reason, parsed.detail, msg.mid, generation)
+            return
+        kind = _kind(parsed)
+        if self._duplicate(booth, parsed, msg):
+            self.metrics.events.labels(kind, "duplicate").inc()
+            self.mqtt.ack(msg.mid, generation)
+            return
+        stored = self.store.add_event(
+            EventRow(booth=booth, kind=kind, event_id=parsed.event_id, device=parsed.device,
+                     ts=parsed.ts, received_at=now, payload=msg.payload.decode())
+        )
+        self._ack_when(stored, msg.mid, generation)
+        self._execute(self.core.handle(parsed.event, now), now)
+        self.metrics.events.labels(kind, "accepted").inc()
+        self._wake.set()
+
+    def _duplicate(self, booth: str, parsed: Parsed, msg: paho.MQTTMessage) -> bool:
+        """Same event id seen before, or a redelivery (dup flag) of a message seen before."""
+        if parsed.event_id is not None:
+            key = (booth, parsed.event_id)
+            if key in self._seen:
+                return True
+            self._remember(key)
+            return False
+        digest = hashlib.blake2b(msg.topic.encode() + b"\0" + msg.payload, digest_size=16).digest()
+        if msg.dup and digest in self._recent_dups:
+            return True
+        self._recent_dups[digest] = None
+        if len(self._recent_dups) > 10_000:
+            self._recent_dups.popitem(last=False)
+        return False
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        self._seen[key] = None
+        if len(self._seen) > DEDUPE_MEMORY:
+            self._seen.popitem(last=False)
+
+    def _ack_when(self, stored: asyncio.Future[None], mid: int, generation: int) -> None:
+        stored.add_done_callback(lambda _f: self.mqtt.ack(mid, generation))
+
+    def _on_ack_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
+        import json  # noqa: PLC0415
+
+        try:
+            body = json.loads(msg.payload)
+            event = Acknowledge(str(body["incident"]), str(body["responder"]), via="mqtt")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.metrics.acks.labels("rejected").inc()
+            if self._rate.allow(msg.topic, "bad_ack"):
+                log.warning("ack_rejected", reason=str(exc))
+            self.mqtt.ack(msg.mid, generation)
+            return
+        try:
+            commands = self.core.handle(event, now)
+        except (UnknownIncident, IllegalTransition) as exc:
+            self.metrics.acks.labels("ignored").inc()
+            log.info("ack_ignored", incident=event.incident, reason=type(exc).__name__)
+            self.mqtt.ack(msg.mid, generation)
+            return
+        self.metrics.acks.labels("accepted").inc()
+        self._ack_when(self._execute(commands, now), msg.mid, generation)
+        self._wake.set()
+
+    # --- people (HTTP) ----------------------------------------------------------------
+
+    async def act(self, event: Event) -> IncidentView:
+        """Apply an action from the API; returns once the change is stored."""
+        now = self.clock()
+        incident = getattr(event, "incident")
+        try:
+            commands = self.core.handle(event, now)
+        except UnknownIncident:
+            stored = await self.store.incident(incident)
+            if stored is None:
+                raise
+            raise IncidentGone(incident) from None
+        done = self._execute(commands, now)
+        self._wake.set()
+        await done
+        for cmd in reversed(commands):
+            if isinstance(cmd, IncidentChanged) and cmd.view.id == incident:
+                return cmd.view
+        return self.core.incident_view(incident)
+
+    def booth_name(self, booth_id: str) -> str:
+        return self._booth_names.get(booth_id, booth_id)
+
+    def booths_json(self) -> list[dict[str, Any]]:
+        return [booth_json(v) for v in self.core.booth_views()]
+
+    async def incidents_json(self, open_only: bool) -> list[dict[str, Any]]:
+        from monitor.views import incident_from_stored  # noqa: PLC0415
+
+        await self.store.flush()
+        rows = await self.store.incidents(open_only)
+        return [incident_json(incident_from_stored(r), self.booth_name(r["booth"]))
+                for r in rows]
+
+    async def readiness(self) -> list[str]:
+        reasons = []
+        if not self.mqtt.connected:
+            reasons.append("broker not connected")
+        if not await self.store.check_writable():
+            reasons.append(f"store not writable: {self.store.last_error}")
+        return reasons
+
+    # --- commands ---------------------------------------------------------------------
+
+    def _execute(self, commands: Iterable[Command], now: float) -> asyncio.Future[None]:
+        """Carry out the core's commands; the future completes when they are stored."""
+        done: asyncio.Future[None] | None = None
+        for cmd in commands:
+            match cmd:
+                case SendPage():
+                    done = self._page(cmd, now) or done
+                case BoothChanged(view=view):
+                    payload = dumps(booth_json(view)).encode()
+                    self.mqtt.publish(self.topics.state(view.id), payload, retain=True)
+                    done = self.store.put_booth(view, now)
+                case IncidentChanged(view=view, new=new):
+                    body = incident_json(view, self.booth_name(view.booth))
+                    self.mqtt.publish(self.topics.incident(view.id), dumps(body).encode())
+                    done = self.store.put_incident(view, new)
+                    self._observe(view, new)
+        if done is None:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+        return done
+
+    def _observe(self, view: IncidentView, new: tuple[Any, ...]) -> None:
+        trigger = view.triggers[0]
+        for entry in new:
+            if entry.kind != "state":
+                continue
+            to = entry.detail.get("to")
+            if to == "open" and "from" not in entry.detail:
+                self.metrics.incidents_raised.labels(trigger, view.priority).inc()
+                log.info("incident_raised", incident=view.id, booth=view.booth,
+                         trigger=trigger, priority=view.priority)
+            elif to == "open":
+                self.metrics.reopened.inc()
+            elif to == "acknowledged" and view.acknowledged_at == entry.at:
+                self.metrics.to_ack.labels(view.priority, trigger).observe(
+                    entry.at - view.raised_at)
+            elif to == "resolved":
+                self.metrics.to_resolve.labels(view.priority, trigger).observe(
+                    entry.at - view.raised_at)
+                self.dispatcher.cancel(view.id)
+                log.info("incident_resolved", incident=view.id, booth=view.booth,
+                         by=view.resolved_by, outcome=view.outcome)
+            if to == "attended" and view.presence_at == entry.at:
+                self.metrics.to_presence.labels(view.priority, trigger).observe(
+                    entry.at - view.raised_at)
+            if to in ("acknowledged", "attended"):
+                self.dispatcher.cancel(view.id)  # stop retrying pages nobody needs now
+
+    def _page(self, cmd: SendPage, now: float) -> asyncio.Future[None] | None:
+        responder = next((r for r in self.config.responders if r.id == cmd.responder), None)
+        if responder is None:
+            log.error("page_unknown_responder", responder=cmd.responder)
+            return None
+        payload = {
+            "incident": cmd.incident,
+            "site": self.config.site.id,
+            "booth": cmd.booth,
+            "booth_name": cmd.booth_name,
+            "priority": cmd.priority,
+            "triggers": list(cmd.triggers),
+            "level": cmd.level,
+            "responder": cmd.responder,
+            "message": cmd.message,
+            "raised_at": iso(cmd.raised_at),
+            "ack_url": self.ack_url(cmd.incident, cmd.responder),
+        }
+        done = None
+        for channel in responder.channels:
+            row = PageRow(id=str(ULID()), incident=cmd.incident, responder=cmd.responder,
+                          channel=channel, level=cmd.level, payload=payload, status="queued",
+                          attempts=0, created_at=now, updated_at=now)
+            done = self.store.put_page(row)
+            self.dispatcher.submit(_delivery(row))
+        log.info("page", incident=cmd.incident, booth=cmd.booth, responder=cmd.responder,
+                 level=cmd.level, priority=cmd.priority)
+        return done
+
+    def ack_url(self, incident: str, responder: str) -> str:
+        return f"{self.config.http.public_url}/ack/{self.tokens.make(incident, responder)}"
+
+    async def _resend_unsent_pages(self) -> None:
+        """Pages queued or mid-retry when we stopped are sent again: none is dropped."""
+        for row in await self.store.unsent_pages():
+            log.warning("page_resent_after_restart", incident=row.incident,
+                        responder=row.responder, channel=row.channel)
+            self.dispatcher.submit(_delivery(row))
+
+    def _on_attempt(self, delivery: Delivery, attempt: Attempt) -> None:
+        now = self.clock()
+        status = "sent" if attempt.ok else ("failed" if attempt.final else "retrying")
+        self.metrics.pages.labels(delivery.channel, "sent" if attempt.ok else "failed").inc()
+        if attempt.ok:
+            self.metrics.page_latency.labels(delivery.channel).observe(attempt.latency)
+        else:
+            log.warning("page_attempt_failed", incident=delivery.incident,
+                        responder=delivery.responder, channel=delivery.channel,
+                        attempt=attempt.number, error=attempt.error, final=attempt.final)
+        self.store.put_page(PageRow(
+            id=delivery.page_id, incident=delivery.incident, responder=delivery.responder,
+            channel=delivery.channel, level=delivery.level, payload=delivery.payload,
+            status=status, attempts=attempt.number, created_at=now, updated_at=now,
+            last_error=attempt.error, sent_at=now if attempt.ok else None,
+            latency=attempt.latency if attempt.ok else None,
+        ))
+
+    def _on_page_failed(self, delivery: Delivery, reason: str) -> None:
+        from monitor.events import PageFailed  # noqa: PLC0415
+
+        now = self.clock()
+        try:
+            commands = self.core.handle(
+                PageFailed(delivery.incident, delivery.responder, delivery.level,
+                           delivery.channel, reason),
+                now,
+            )
+        except UnknownIncident:
+            return  # resolved meanwhile; the failure is in the pages table
+        self._execute(commands, now)
+        self._wake.set()
+
+    async def _publish_page(self, topic: str, payload: bytes) -> None:
+        try:
+            await self.mqtt.publish_confirmed(topic, payload)
+        except NotConnected as exc:
+            raise DeliveryError(str(exc)) from exc
+
+    # --- timers -----------------------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.core.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            now = self.clock()
+            try:
+                self._execute(self.core.on_timer(now), now)
+            except Exception:
+                log.exception("timer_failed")
+                await asyncio.sleep(1)
+
+    # --- metrics at scrape time -------------------------------------------------------
+
+    def _live_metrics(self) -> Iterable[Metric]:
+        open_by: dict[tuple[str, ...], float] = {
+            (p, s): 0.0 for p in ("high", "medium", "low")
+            for s in ("open", "acknowledged", "attended")
+        }
+        for inc in self.core.incidents.values():
+            open_by[(inc.priority, inc.state.value)] += 1
+        yield gauge("boothwatch_incidents_open", "Unresolved incidents by priority and state",
+                    ["priority", "state"], open_by)
+        occupied = sum(1 for b in self.core.booths.values() if b.occupied)
+        yield gauge("boothwatch_sessions_active", "Booths occupied now", [], {(): occupied})
+        connected = 1.0 if getattr(self, "mqtt", None) and self.mqtt.connected else 0.0
+        yield gauge("boothwatch_mqtt_connected", "1 while connected to the broker", [],
+                    {(): connected})
+        if hasattr(self, "store"):
+            yield gauge("boothwatch_store_pending_writes", "Rows waiting for the next commit",
+                        [], {(): float(self.store.pending())})
+
+
+def _kind(parsed: Parsed) -> str:
+    return type(parsed.event).__name__.lower()
+
+
+def _delivery(row: PageRow) -> Delivery:
+    return Delivery(page_id=row.id, incident=row.incident, responder=row.responder,
+                    level=row.level, channel=row.channel, payload=row.payload)

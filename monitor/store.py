@@ -1,0 +1,445 @@
+"""SQLite store (aiosqlite, WAL): events, sessions, incidents with their timeline, pages.
+
+Writes are batched: callers add rows to the current batch and get a future that
+completes when that batch is committed. One writer task commits whatever has
+gathered while the previous commit ran, so a burst becomes a few large
+transactions instead of many small ones. The MQTT adapter acknowledges a
+message to the broker only when the batch holding its event has committed.
+
+A failed commit is never dropped: the batch is kept, merged with what came
+since, and retried with backoff; meanwhile ``writable`` is False (``/readyz``
+says so) and nothing is acknowledged to the broker, which keeps the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiosqlite
+import structlog
+
+from monitor.booth import BoothView
+from monitor.incident import IncidentView, TimelineEntry
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    booth TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_id TEXT,
+    device TEXT,
+    ts REAL,
+    received_at REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_booth_id ON events(booth, event_id)
+    WHERE event_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+CREATE TABLE IF NOT EXISTS booths (
+    id TEXT PRIMARY KEY,
+    view TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    booth TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    UNIQUE (booth, started_at)
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    booth TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    state TEXT NOT NULL,
+    triggers TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    max_level INTEGER NOT NULL,
+    raised_at REAL NOT NULL,
+    acknowledged_at REAL,
+    acknowledged_by TEXT,
+    presence_at REAL,
+    resolved_at REAL,
+    resolved_by TEXT,
+    outcome TEXT,
+    view TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
+CREATE INDEX IF NOT EXISTS incidents_raised ON incidents(raised_at);
+CREATE TABLE IF NOT EXISTS timeline (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timeline_incident ON timeline(incident);
+CREATE TABLE IF NOT EXISTS pages (
+    id TEXT PRIMARY KEY,
+    incident TEXT NOT NULL,
+    responder TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    sent_at REAL,
+    latency REAL
+);
+CREATE INDEX IF NOT EXISTS pages_incident ON pages(incident);
+CREATE INDEX IF NOT EXISTS pages_status ON pages(status);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    booth: str
+    kind: str
+    event_id: str | None
+    device: str | None
+    ts: float | None
+    received_at: float
+    payload: str
+
+
+@dataclass(slots=True)
+class PageRow:
+    id: str
+    incident: str
+    responder: str
+    channel: str
+    level: int
+    payload: dict[str, Any]
+    status: str  # queued | retrying | sent | failed | cancelled
+    attempts: int
+    created_at: float
+    updated_at: float
+    last_error: str | None = None
+    sent_at: float | None = None
+    latency: float | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[EventRow] = field(default_factory=list)
+    booths: dict[str, tuple[BoothView, float]] = field(default_factory=dict)
+    sessions: list[tuple[str, float, float | None]] = field(default_factory=list)
+    incidents: dict[str, IncidentView] = field(default_factory=dict)
+    timeline: list[tuple[str, TimelineEntry]] = field(default_factory=list)
+    pages: dict[str, PageRow] = field(default_factory=dict)
+    done: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return (
+            len(self.events) + len(self.booths) + len(self.sessions) + len(self.incidents)
+            + len(self.timeline) + len(self.pages)
+        )
+
+    def absorb(self, later: _Batch) -> None:
+        """Fold a later batch into this one (after a failed commit), keeping order."""
+        self.events += later.events
+        self.booths.update(later.booths)
+        self.sessions += later.sessions
+        self.incidents.update(later.incidents)
+        self.timeline += later.timeline
+        self.pages.update(later.pages)
+        if later.done is not None:
+            if self.done is None:
+                self.done = later.done
+            else:  # whoever waits on the later batch now waits on this merged one
+                later_done = later.done
+                self.done.add_done_callback(lambda _f: _settle(later_done))
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+        self._db = db
+        self.path = path
+        self._batch = _Batch()
+        self._wakeup = asyncio.Event()
+        self._occupied: dict[str, float | None] = {}  # booth -> open session start
+        self.writable = True
+        self.last_error: str | None = None
+        self.last_commit_seconds = 0.0
+        self.commits = 0
+
+    @classmethod
+    async def open(cls, path: str) -> Store:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.executescript(SCHEMA)
+        await db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        store = cls(db, path)
+        for booth, started in await store._fetch(
+            "SELECT booth, started_at FROM sessions WHERE ended_at IS NULL"
+        ):
+            store._occupied[booth] = started
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # --- writes (batched) -------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[None]:
+        if self._batch.done is None:
+            self._batch.done = asyncio.get_running_loop().create_future()
+        self._wakeup.set()
+        return self._batch.done
+
+    def add_event(self, row: EventRow) -> asyncio.Future[None]:
+        self._batch.events.append(row)
+        return self._future()
+
+    def put_booth(self, view: BoothView, now: float) -> asyncio.Future[None]:
+        self._batch.booths[view.id] = (view, now)
+        open_start = self._occupied.get(view.id)
+        if view.occupied and view.session_started_at != open_start:
+            if open_start is not None:
+                self._batch.sessions.append((view.id, open_start, now))
+            assert view.session_started_at is not None
+            self._batch.sessions.append((view.id, view.session_started_at, None))
+            self._occupied[view.id] = view.session_started_at
+        elif not view.occupied and open_start is not None:
+            self._batch.sessions.append((view.id, open_start, now))
+            self._occupied[view.id] = None
+        return self._future()
+
+    def put_incident(
+        self, view: IncidentView, new: Iterable[TimelineEntry]
+    ) -> asyncio.Future[None]:
+        self._batch.incidents[view.id] = view
+        self._batch.timeline.extend((view.id, entry) for entry in new)
+        return self._future()
+
+    def put_page(self, row: PageRow) -> asyncio.Future[None]:
+        self._batch.pages[row.id] = row
+        return self._future()
+
+    def pending(self) -> int:
+        return len(self._batch)
+
+    async def run_writer(self) -> None:
+        """Commit batches until cancelled; a failed commit is retried, never dropped."""
+        failed: _Batch | None = None
+        delay = 0.05
+        while True:
+            if failed is None:
+                await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._batch = self._batch, _Batch()
+            if failed is not None:
+                failed.absorb(batch)
+                batch, failed = failed, None
+            if not len(batch):
+                if batch.done is not None:
+                    _settle(batch.done)
+                continue
+            started = time.perf_counter()
+            try:
+                await self._commit(batch)
+            except (aiosqlite.Error, OSError) as exc:
+                self.writable = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("store_commit_failed", error=self.last_error, retry_in=delay)
+                failed = batch
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.05
+            self.writable, self.last_error = True, None
+            self.last_commit_seconds = time.perf_counter() - started
+            self.commits += 1
+            if batch.done is not None:
+                _settle(batch.done)
+
+    async def flush(self) -> None:
+        """Wait until everything added so far is committed."""
+        if len(self._batch):
+            await self._future()
+
+    async def _commit(self, b: _Batch) -> None:
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if b.events:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO events"
+                    "(booth, kind, event_id, device, ts, received_at, payload)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    [(e.booth, e.kind, e.event_id, e.device, e.ts, e.received_at, e.payload)
+                     for e in b.events],
+                )
+            if b.booths:
+                await db.executemany(
+                    "INSERT INTO booths(id, view, updated_at) VALUES (?,?,?)"
+                    " ON CONFLICT(id) DO UPDATE SET view=excluded.view,"
+                    " updated_at=excluded.updated_at",
+                    [(bid, dumps(asdict(view)), at) for bid, (view, at) in b.booths.items()],
+                )
+            for booth, started, ended in b.sessions:
+                await db.execute(
+                    "INSERT INTO sessions(booth, started_at, ended_at) VALUES (?,?,?)"
+                    " ON CONFLICT(booth, started_at) DO UPDATE SET ended_at=excluded.ended_at",
+                    (booth, started, ended),
+                )
+            if b.incidents:
+                await db.executemany(
+                    "INSERT INTO incidents(id, booth, priority, state, triggers, level,"
+                    " max_level, raised_at, acknowledged_at, acknowledged_by, presence_at,"
+                    " resolved_at, resolved_by, outcome, view)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(id) DO UPDATE SET priority=excluded.priority,"
+                    " state=excluded.state, triggers=excluded.triggers, level=excluded.level,"
+                    " max_level=excluded.max_level, acknowledged_at=excluded.acknowledged_at,"
+                    " acknowledged_by=excluded.acknowledged_by,"
+                    " presence_at=excluded.presence_at, resolved_at=excluded.resolved_at,"
+                    " resolved_by=excluded.resolved_by, outcome=excluded.outcome,"
+                    " view=excluded.view",
+                    [(v.id, v.booth, v.priority, v.state, dumps(v.triggers), v.level,
+                      v.max_level, v.raised_at, v.acknowledged_at, v.acknowledged_by,
+                      v.presence_at, v.resolved_at, v.resolved_by, v.outcome, dumps(asdict(v)))
+                     for v in b.incidents.values()],
+                )
+            if b.timeline:
+                await db.executemany(
+                    "INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
+                    [(iid, e.at, e.kind, dumps(e.detail)) for iid, e in b.timeline],
+                )
+            if b.pages:
+                await db.executemany(
+                    "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
+                    " attempts, last_error, created_at, updated_at, sent_at, latency)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
+                    " attempts=excluded.attempts, last_error=excluded.last_error,"
+                    " updated_at=excluded.updated_at, sent_at=excluded.sent_at,"
+                    " latency=excluded.latency",
+                    [(p.id, p.incident, p.responder, p.channel, p.level, dumps(p.payload),
+                      p.status, p.attempts, p.last_error, p.created_at, p.updated_at,
+                      p.sent_at, p.latency) for p in b.pages.values()],
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        async with self._db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def load_booths(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in await self._fetch("SELECT view FROM booths")]
+
+    async def load_open_incidents(self) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT view FROM incidents WHERE state != 'resolved' ORDER BY raised_at"
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    async def incidents(self, open_only: bool, limit: int = 500) -> list[dict[str, Any]]:
+        where = "WHERE state != 'resolved'" if open_only else ""
+        rows = await self._fetch(
+            f"SELECT view FROM incidents {where} ORDER BY raised_at DESC LIMIT ?", (limit,)
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    async def incident(self, incident_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT view FROM incidents WHERE id = ?", (incident_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def unsent_pages(self) -> list[PageRow]:
+        """Pages queued or retrying when the service stopped, to be sent again."""
+        rows = await self._fetch(
+            "SELECT p.id, p.incident, p.responder, p.channel, p.level, p.payload, p.status,"
+            " p.attempts, p.created_at, p.updated_at, p.last_error FROM pages p"
+            " JOIN incidents i ON i.id = p.incident"
+            " WHERE p.status IN ('queued', 'retrying') AND i.state = 'open'"
+            " ORDER BY p.created_at"
+        )
+        return [
+            PageRow(id=r[0], incident=r[1], responder=r[2], channel=r[3], level=r[4],
+                    payload=json.loads(r[5]), status=r[6], attempts=r[7], created_at=r[8],
+                    updated_at=r[9], last_error=r[10])
+            for r in rows
+        ]
+
+    async def pages(self, incident_id: str) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT id, responder, channel, level, status, attempts, last_error, created_at,"
+            " sent_at, latency FROM pages WHERE incident = ? ORDER BY created_at",
+            (incident_id,),
+        )
+        keys = ("id", "responder", "channel", "level", "status", "attempts", "last_error",
+                "created_at", "sent_at", "latency")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    async def event_ids_since(self, since: float) -> list[tuple[str, str]]:
+        rows = await self._fetch(
+            "SELECT booth, event_id FROM events WHERE event_id IS NOT NULL AND received_at >= ?",
+            (since,),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def count(self, table: str) -> int:
+        if table not in ("events", "incidents", "pages", "sessions", "timeline"):
+            raise ValueError(table)
+        rows = await self._fetch(f"SELECT count(*) FROM {table}")
+        return int(rows[0][0])
+
+    async def secret(self, name: str, make: str) -> str:
+        """A value kept in meta (e.g. the ack-link key when no env secret is set)."""
+        rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (name,))
+        if rows:
+            return str(rows[0][0])
+        await self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (name, make))
+        return make
+
+    async def check_writable(self) -> bool:
+        """A cheap write probe for /readyz."""
+        try:
+            await self._db.execute(
+                "INSERT INTO meta(key, value) VALUES ('probe', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(time.time()),),
+            )
+        except (aiosqlite.Error, OSError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        return self.writable
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,588 @@
+"""Tests for configuration loading and checking (interface section 3)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitor.config import (
+    Config,
+    ConfigError,
+    format_duration,
+    load_config,
+    parse_config,
+    parse_duration,
+    summary,
+)
+
+# Verbatim from /work/shared/interface.md section 3.
+INTERFACE_TOML = """\
+[site]
+id = "lisbon-1"                       # [a-z0-9_-]+, used in topics
+name = "Sala Mouraria"
+timezone = "Europe/Lisbon"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"         # mqtts://host:8883 for TLS
+client_id = "boothwatch-lisbon-1"     # fixed, so the broker keeps our session while we are down
+# username = "boothwatch"             # password from BOOTHWATCH_MQTT_PASSWORD
+# ca_file = "ca.crt"  cert_file = "client.crt"  key_file = "client.key"
+
+[store]
+path = "boothwatch.db"
+
+[http]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"  # base of the ack links that pages carry
+
+[defaults]                            # per booth, each can be overridden in [[booths]]
+long_session = "20m"
+stillness = "3m"
+device_timeout = "15m"
+
+[[booths]]
+id = "b1"
+name = "Booth 1"
+
+[[booths]]
+id = "b2"
+name = "Booth 2"
+long_session = "30m"
+
+[channels.pager]
+type = "webhook"                      # webhook | mqtt | console (more come later)
+url = "http://127.0.0.1:9000/page"
+
+[channels.screen]
+type = "console"
+
+[[responders]]
+id = "ana"
+name = "Ana"
+roles = ["nurse"]
+channels = ["pager"]
+
+[[responders]]
+id = "rui"
+name = "Rui"
+roles = ["coordinator"]
+channels = ["pager", "screen"]
+
+[escalation.high]
+steps = [
+  { after = "0s",  notify = ["role:nurse"] },
+  { after = "30s", notify = ["role:nurse", "role:coordinator"] },
+]
+repeat = "60s"          # resend the last step this often until acknowledged
+ack_timeout = "2m"      # acknowledged but nobody at the booth by then: re-open and escalate
+
+[escalation.medium]
+steps = [ { after = "0s", notify = ["role:nurse"] } ]
+repeat = "5m"
+ack_timeout = "5m"
+
+[escalation.low]
+steps = [ { after = "0s", notify = ["role:coordinator"] } ]
+"""
+
+
+def _data(text: str = INTERFACE_TOML) -> dict[str, object]:
+    return tomllib.loads(text)
+
+
+def _problems(data: dict[str, object], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env or {})
+    return info.value.problems
+
+
+def test_interface_example_parses() -> None:
+    """The exact file from the interface contract loads with defaults and overrides applied."""
+    config = parse_config(_data(), {}, source="interface.toml")
+    assert isinstance(config, Config)
+    assert config.source == "interface.toml"
+    assert config.site.id == "lisbon-1"
+    assert config.site.name == "Sala Mouraria"
+    assert config.site.timezone == "Europe/Lisbon"
+    b1, b2 = config.booth("b1"), config.booth("b2")
+    assert b1 is not None and b2 is not None
+    assert [b.id for b in config.booths] == ["b1", "b2"]
+    assert isinstance(config.booths, tuple)
+    assert b1.long_session == 1200.0
+    assert b2.long_session == 1800.0
+    assert b1.stillness == 180.0 and b2.stillness == 180.0
+    assert b1.device_timeout == 900.0
+    high = config.escalation["high"]
+    assert [(s.after, s.notify) for s in high.steps] == [
+        (0.0, ("role:nurse",)),
+        (30.0, ("role:nurse", "role:coordinator")),
+    ]
+    assert high.repeat == 60.0
+    assert high.ack_timeout == 120.0
+    medium = config.escalation["medium"]
+    assert (medium.repeat, medium.ack_timeout) == (300.0, 300.0)
+    low = config.escalation["low"]
+    assert low.repeat is None and low.ack_timeout is None
+    assert low.steps[0].notify == ("role:coordinator",)
+    assert {name: ch.type for name, ch in config.channels.items()} == {
+        "pager": "webhook",
+        "screen": "console",
+    }
+    assert config.channels["pager"].url == "http://127.0.0.1:9000/page"
+    assert config.channels["pager"].timeout == 5.0
+    assert config.mqtt.host == "127.0.0.1"
+    assert config.mqtt.port == 1883
+    assert config.mqtt.tls is False
+    assert config.mqtt.client_id == "boothwatch-lisbon-1"
+    assert config.mqtt.protocol == "5"
+    assert config.mqtt.keepalive == 30
+    assert config.mqtt.session_expiry == 7 * 24 * 3600.0
+    assert config.mqtt.password is None
+    assert (config.http.host, config.http.port) == ("127.0.0.1", 8080)
+    assert config.http.public_url == "http://127.0.0.1:8080"
+    assert config.http.ack_link_ttl == 12 * 3600.0
+    assert config.store.path == "boothwatch.db"
+    assert [(r.id, r.roles, r.channels) for r in config.responders] == [
+        ("ana", ("nurse",), ("pager",)),
+        ("rui", ("coordinator",), ("pager", "screen")),
+    ]
+
+
+def test_load_config_reads_file(tmp_path: Path) -> None:
+    """load_config reads a TOML file and records its path as the source."""
+    path = tmp_path / "boothwatch.toml"
+    path.write_text(INTERFACE_TOML, encoding="utf-8")
+    config = load_config(path, env={})
+    assert config.source == str(path)
+    assert config.booths[1].long_session == 1800.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (0, 0.0),
+        (45, 45.0),
+        (2.5, 2.5),
+        ("45", 45.0),
+        ("0s", 0.0),
+        ("90s", 90.0),
+        ("20m", 1200.0),
+        ("2h", 7200.0),
+        ("1h30m", 5400.0),
+        ("1h30m15s", 5415.0),
+        ("1m30s", 90.0),
+        ("1.5h", 5400.0),
+    ],
+)
+def test_parse_duration_good(text: object, seconds: float) -> None:
+    """Numbers of seconds and h/m/s strings give the right number of seconds."""
+    result = parse_duration(text)
+    assert result == seconds
+    assert isinstance(result, float)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "20 minutes",
+        "",
+        "h",
+        "1h30",
+        "30m1h",
+        " 45",
+        "45 ",
+        "1d",
+        "-5s",
+        "-5",
+        -1,
+        -0.5,
+        True,
+        False,
+        None,
+        [30],
+        {"s": 30},
+        float("nan"),
+        float("inf"),
+        10**400,
+        "9" * 400 + "h",
+    ],
+)
+def test_parse_duration_bad(value: object) -> None:
+    """Anything but a non-negative number or an h/m/s string raises ValueError."""
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_parse_duration_messages() -> None:
+    """The error names the expected forms and echoes the value; negatives say so."""
+    with pytest.raises(ValueError) as info:
+        parse_duration("20 minutes")
+    assert str(info.value) == (
+        'expected seconds or a duration like "90s", "20m", "1h30m", got "20 minutes"'
+    )
+    with pytest.raises(ValueError, match="negative"):
+        parse_duration(-3)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (30, "30s"), (60, "60s"), (90, "90s"), (120, "2m"), (180, "3m"),
+     (1200, "20m"), (3600, "1h"), (5400, "1h30m"), (5415, "1h30m15s"), (1.5, "1.5s")],
+)  # fmt: skip
+def test_format_duration(seconds: float, text: str) -> None:
+    """Durations print in a short human form."""
+    assert format_duration(seconds) == text
+
+
+@given(st.integers(min_value=0, max_value=10**7))
+def test_format_duration_round_trips(seconds: int) -> None:
+    """What format_duration prints, parse_duration reads back to the same value."""
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@given(st.one_of(st.text(), st.from_regex(r"-?[0-9hms.]{0,12}", fullmatch=True)))
+def test_parse_duration_total(text: str) -> None:
+    """On any text parse_duration returns a non-negative float or raises ValueError."""
+    try:
+        result = parse_duration(text)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(result, float)
+        assert result >= 0
+
+
+MANY_MISTAKES = INTERFACE_TOML.replace(
+    'name = "Sala Mouraria"\n', ""
+).replace(
+    'long_session = "30m"', 'long_session = "30 minutes"\nstillnes = "1m"'
+).replace(
+    '[[responders]]\nid = "ana"',
+    '[[booths]]\nid = "b1"\nname = "Again"\n\n[[responders]]\nid = "ana"',
+).replace(
+    'notify = ["role:coordinator"] }', 'notify = ["role:coordinatr"] }'
+).replace(
+    'channels = ["pager", "screen"]', 'channels = ["pager", "scren"]'
+)  # fmt: skip
+
+
+def test_many_mistakes_reported_together() -> None:
+    """Every mistake in a file is reported at once, each with its key path."""
+    problems = _problems(_data(MANY_MISTAKES))
+    expected = [
+        "site.name: missing",
+        "booths[1].long_session: expected seconds or a duration like",
+        "booths[1].stillnes: unknown key",
+        "booths[2].id: duplicate booth id \"b1\"",
+        "responders[1].channels[1]: unknown channel \"scren\"",
+        "escalation.low.steps[0].notify[0]: unknown role \"coordinatr\" (no responder has it)",
+    ]
+    for prefix in expected:
+        assert any(p.startswith(prefix) for p in problems), (prefix, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_config_error_str_lists_every_problem() -> None:
+    """str(ConfigError) has one problem per line."""
+    problems = _problems(_data(MANY_MISTAKES))
+    with pytest.raises(ConfigError) as info:
+        parse_config(_data(MANY_MISTAKES), {})
+    assert str(info.value).splitlines() == problems
+
+
+def test_missing_tables_and_wrong_types() -> None:
+    """Missing tables and wrong types are problems naming the key, not Python exceptions."""
+    data = _data()
+    del data["site"]
+    data["http"] = "127.0.0.1:8080"
+    booths = data["booths"]
+    assert isinstance(booths, list)
+    booths[1]["name"] = 7
+    data["responders"] = [{"id": "ana", "name": "Ana", "roles": "nurse", "channels": []}]
+    problems = _problems(data)
+    for prefix in (
+        "site: missing",
+        "http: expected a table",
+        "booths[1].name: expected a string",
+        "responders[0].roles: expected a list of strings",
+        "responders[0].channels: must not be empty",
+    ):
+        assert any(p.startswith(prefix) for p in problems), (prefix, problems)
+
+
+def test_empty_document_lists_every_required_table() -> None:
+    """An empty file names each missing required table and nothing else."""
+    problems = _problems({})
+    assert [p.split(":")[0] for p in problems] == [
+        "site", "mqtt", "store", "http", "booths", "channels", "responders", "escalation",
+    ]  # fmt: skip
+
+
+def test_unknown_keys_everywhere() -> None:
+    """Typos at the top level, in tables, channels and steps are each reported."""
+    text = (
+        INTERFACE_TOML.replace("[store]", "[store]\nsize = 1")
+        .replace('type = "console"', 'type = "console"\nurl = "http://x"')
+        .replace('{ after = "0s", notify = ["role:nurse"] } ]',
+                 '{ after = "0s", notify = ["role:nurse"], when = 1 } ]')
+        + '\n[extra]\nx = 1\n\n[escalation.urgent]\nsteps = []\n'
+    )  # fmt: skip
+    problems = _problems(_data(text))
+    assert sorted(p.split(":")[0] for p in problems) == sorted([
+        "store.size",
+        "channels.screen.url",
+        "escalation.medium.steps[0].when",
+        "extra",
+        "escalation.urgent",
+    ])  # fmt: skip
+
+
+def test_booth_typo_suggests_key() -> None:
+    """An unknown booth key is reported with the close known key."""
+    data = _data()
+    booths = data["booths"]
+    assert isinstance(booths, list)
+    booths[0]["long_sesion"] = "5m"
+    assert _problems(data) == [
+        'booths[0].long_sesion: unknown key (did you mean "long_session"?)'
+    ]
+
+
+def test_escalation_rules() -> None:
+    """Steps must not go back in time, repeat must be positive, targets must exist."""
+    data = _data()
+    escalation = data["escalation"]
+    assert isinstance(escalation, dict)
+    escalation["high"] = {
+        "steps": [
+            {"after": "30s", "notify": ["ana"]},
+            {"after": "10s", "notify": ["bob", "role:nurse"]},
+        ],
+        "repeat": "0s",
+        "ack_timeout": "soon",
+    }
+    del escalation["low"]
+    escalation["medium"]["steps"] = []
+    problems = _problems(data)
+    assert [p.split(": ")[0] for p in problems] == [
+        "escalation.high.steps[1].after",
+        "escalation.high.steps[1].notify[0]",
+        "escalation.high.repeat",
+        "escalation.high.ack_timeout",
+        "escalation.medium.steps",
+        "escalation.low",
+    ]
+    assert 'unknown responder "bob"' in problems[1]
+    assert problems[2].endswith("must be greater than 0")
+
+
+def test_defaults_table_optional_and_positive() -> None:
+    """Without [defaults] the built-in thresholds apply; zero thresholds are rejected."""
+    data = _data()
+    del data["defaults"]
+    config = parse_config(data, {})
+    assert config.booths[0].long_session == 1200.0
+    assert config.booths[0].stillness == 180.0
+    assert config.booths[0].device_timeout == 900.0
+    data["defaults"] = {"stillness": 0}
+    booths = data["booths"]
+    assert isinstance(booths, list)
+    booths[0]["device_timeout"] = "0s"
+    assert _problems(data) == [
+        "defaults.stillness: must be greater than 0",
+        "booths[0].device_timeout: must be greater than 0",
+    ]
+
+
+def test_password_in_file_rejected() -> None:
+    """A password in the file is a problem that points at the environment variable."""
+    data = _data()
+    mqtt = data["mqtt"]
+    assert isinstance(mqtt, dict)
+    mqtt["password"] = "hunter2"
+    problems = _problems(data)
+    assert len(problems) == 1
+    assert problems[0].startswith("mqtt.password: ")
+    assert "BOOTHWATCH_MQTT_PASSWORD" in problems[0]
+    assert "hunter2" not in problems[0]
+
+
+def test_password_from_env() -> None:
+    """BOOTHWATCH_MQTT_PASSWORD from the environment lands in mqtt.password."""
+    config = parse_config(_data(), {"BOOTHWATCH_MQTT_PASSWORD": "s3cret-pw"})
+    assert config.mqtt.password == "s3cret-pw"
+
+
+def test_mqtts_defaults() -> None:
+    """mqtts:// means TLS on port 8883 unless a port is given."""
+    data = _data()
+    mqtt = data["mqtt"]
+    assert isinstance(mqtt, dict)
+    mqtt["url"] = "mqtts://broker.example.org"
+    config = parse_config(data, {})
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == (
+        "broker.example.org", 8883, True,
+    )  # fmt: skip
+    mqtt["url"] = "mqtts://broker.example.org:9999"
+    assert parse_config(data, {}).mqtt.port == 9999
+    mqtt["url"] = "mqtt://broker.example.org"
+    config = parse_config(data, {})
+    assert (config.mqtt.port, config.mqtt.tls) == (1883, False)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:1883", "mqtt.url: scheme must be mqtt or mqtts"),
+        ("mqtt://", "mqtt.url: missing host"),
+        ("mqtt://u:p@host", "mqtt.url: must not carry credentials"),
+        ("mqtt://host:0", "mqtt.url: port must be between 1 and 65535"),
+    ],
+)
+def test_bad_mqtt_url(url: str, message: str) -> None:
+    """A bad broker URL is a problem at mqtt.url."""
+    data = _data()
+    mqtt = data["mqtt"]
+    assert isinstance(mqtt, dict)
+    mqtt["url"] = url
+    problems = _problems(data)
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+
+
+def test_client_id_required() -> None:
+    """An empty or missing client id is a problem explaining why it must be fixed."""
+    data = _data()
+    mqtt = data["mqtt"]
+    assert isinstance(mqtt, dict)
+    mqtt["client_id"] = ""
+    (problem,) = _problems(data)
+    assert problem.startswith("mqtt.client_id: ") and "session" in problem
+    del mqtt["client_id"]
+    (problem,) = _problems(data)
+    assert problem.startswith("mqtt.client_id: missing") and "session" in problem
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [("127.0.0.1:8080", "127.0.0.1", 8080), ("[::1]:8081", "::1", 8081),
+     ("0.0.0.0:65535", "0.0.0.0", 65535)],
+)  # fmt: skip
+def test_http_listen_good(listen: str, host: str, port: int) -> None:
+    """host:port, including a bracketed IPv6 host, is split into host and port."""
+    data = _data()
+    http = data["http"]
+    assert isinstance(http, dict)
+    http["listen"] = listen
+    http["public_url"] = "https://watch.example.org/bw/"
+    config = parse_config(data, {})
+    assert (config.http.host, config.http.port) == (host, port)
+    assert config.http.public_url == "https://watch.example.org/bw"
+
+
+@pytest.mark.parametrize("listen", ["8080", "localhost", "host:0", "host:70000", "::1:80", ":80"])
+def test_http_listen_bad(listen: str) -> None:
+    """A listen address without a valid host and port is a problem at http.listen."""
+    data = _data()
+    http = data["http"]
+    assert isinstance(http, dict)
+    http["listen"] = listen
+    problems = _problems(data)
+    assert len(problems) == 1 and problems[0].startswith("http.listen: "), problems
+
+
+def test_site_rules() -> None:
+    """A bad site id and an unknown time zone are both reported."""
+    data = _data()
+    site = data["site"]
+    assert isinstance(site, dict)
+    site["id"] = "Lisbon 1"
+    site["timezone"] = "Europe/Lisbn"
+    problems = _problems(data)
+    assert [p.split(": ")[0] for p in problems] == ["site.id", "site.timezone"]
+
+
+def test_channel_rules() -> None:
+    """Channel types, webhook URLs and secret_env are checked."""
+    data = _data()
+    channels = data["channels"]
+    assert isinstance(channels, dict)
+    channels["pager"] = {"type": "webhook", "url": "ftp://x", "secret_env": "PAGER_KEY"}
+    channels["bad name"] = {"type": "console"}
+    channels["sms"] = {"type": "sms"}
+    channels["bus"] = {"type": "mqtt", "topic": "pages/out"}
+    problems = _problems(data)
+    assert [p.split(": ")[0] for p in problems] == [
+        "channels.pager.url",
+        "channels.pager.secret_env",
+        'channels."bad name"',
+        "channels.sms.type",
+    ]
+
+
+def test_channel_secret_from_env() -> None:
+    """secret_env takes the webhook secret from the named environment variable."""
+    data = _data()
+    channels = data["channels"]
+    assert isinstance(channels, dict)
+    channels["pager"]["secret_env"] = "PAGER_KEY"
+    config = parse_config(data, {"PAGER_KEY": "k3y-from-env"})
+    assert config.channels["pager"].secret == "k3y-from-env"
+
+
+def test_bad_toml_names_file(tmp_path: Path) -> None:
+    """A TOML syntax error is one problem naming the file and the line."""
+    path = tmp_path / "broken.toml"
+    path.write_text('[site]\nid = "x\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}: ")
+    assert "line 2" in problem
+
+
+def test_missing_file_names_file(tmp_path: Path) -> None:
+    """An unreadable file is one problem naming the file."""
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}: cannot read")
+
+
+def test_summary_content_without_secrets() -> None:
+    """The summary shows booths, responders, channels and policies but no secret."""
+    data = _data()
+    channels = data["channels"]
+    assert isinstance(channels, dict)
+    channels["pager"]["secret"] = "webhook-secret-value"
+    channels["pager"]["url"] = "https://hooks.example.org/T0/tok3n-in-path"
+    mqtt = data["mqtt"]
+    assert isinstance(mqtt, dict)
+    mqtt["username"] = "boothwatch"
+    config = parse_config(data, {"BOOTHWATCH_MQTT_PASSWORD": "mqtt-pass-value"})
+    text = summary(config)
+    for needle in (
+        "lisbon-1",
+        "Sala Mouraria",
+        "Europe/Lisbon",
+        "mqtt://127.0.0.1:1883",
+        "boothwatch-lisbon-1",
+        "boothwatch.db",
+        "127.0.0.1:8080",
+        "b1 Booth 1: long session 20m, stillness 3m, device timeout 15m",
+        "b2 Booth 2: long session 30m",
+        "ana Ana: roles nurse; channels pager",
+        "rui Rui: roles coordinator; channels pager, screen",
+        "pager: webhook",
+        "screen: console",
+        "high: 0s → role:nurse; 30s → role:nurse, role:coordinator; repeat 60s; ack timeout 2m",
+        "low: 0s → role:coordinator",
+    ):
+        assert needle in text, (needle, text)
+    for secret in ("webhook-secret-value", "mqtt-pass-value", "tok3n-in-path"):
+        assert secret not in text
+    assert len(text.splitlines()) <= 40
