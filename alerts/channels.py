@@ -290,7 +290,7 @@ class Dispatcher:
                 job.task.cancel()
 
     # The timeout is part of the contract: drain returns (never raises) when it runs out.
-    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
+    async def drain(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for in-flight deliveries (also ones submitted now)."""
         deadline = time.monotonic() + timeout
         while self._jobs:

@@ -60,6 +60,7 @@ class MqttLink:
         self._backoff = backoff
         self.generation = 0  # bumped on every new connection
         self.connected = False
+        self._unacked_subs: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._lost = asyncio.Event()
@@ -91,6 +92,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._register_write
@@ -200,12 +202,30 @@ class MqttLink:
             return
         self.generation += 1
         self.connected = True
+        self._unacked_subs = set()
         for topic in self._subscriptions:
-            client.subscribe(topic, qos=1)
+            _rc, mid = client.subscribe(topic, qos=1)
+            if mid is not None:
+                self._unacked_subs.add(mid)
         log.info("mqtt_connected", session_present=flags.session_present,
                  generation=self.generation)
         if self._on_connected is not None:
             self._on_connected(flags.session_present)
+
+    @property
+    def ready(self) -> bool:
+        """Connected and every subscription acknowledged: events reach us from now on."""
+        return self.connected and not self._unacked_subs
+
+    def _handle_subscribe(
+        self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Properties
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            # a broker ACL that refuses our subscription: we would hear nothing; say so loudly
+            log.error("mqtt_subscribe_refused", reasons=failed)
+            return
+        self._unacked_subs.discard(mid)
 
     def _handle_disconnect(
         self, _c: paho.Client, _u: Any, _f: paho.DisconnectFlags, reason: ReasonCode,

@@ -50,7 +50,10 @@ from monitor.incident import Incident, IncidentView, Trigger
 
 _Key = tuple[str, str]  # ("booth", id) or ("incident", id)
 
-_TIMER_TRIGGER = {Timer.UNRESPONSIVE: Trigger.UNRESPONSIVE, Timer.LONG_SESSION: Trigger.LONG_SESSION}
+_TIMER_TRIGGER = {
+    Timer.UNRESPONSIVE: Trigger.UNRESPONSIVE,
+    Timer.LONG_SESSION: Trigger.LONG_SESSION,
+}
 
 
 class UnknownIncident(KeyError):
@@ -126,7 +129,9 @@ class SiteCore:
                 self._apply(inc, now, out, lambda: None)
         return out
 
-    def restore(self, booths: Iterable[dict[str, Any]], incidents: Iterable[dict[str, Any]]) -> None:
+    def restore(
+        self, booths: Iterable[dict[str, Any]], incidents: Iterable[dict[str, Any]]
+    ) -> None:
         """Rebuild from stored views; booths and incidents the config no longer has are skipped."""
         for snap in booths:
             booth = self.booths.get(snap["id"])

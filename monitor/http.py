@@ -18,7 +18,7 @@ from aiohttp import web
 
 from alerts.tokens import InvalidToken
 from monitor.core import UnknownIncident
-from monitor.events import Acknowledge, Attend, Event, Resolve
+from monitor.events import Acknowledge, Attend, IncidentEvent, Resolve
 from monitor.incident import IllegalTransition
 from monitor.runtime import IncidentGone, Runtime
 from monitor.views import incident_json
@@ -117,7 +117,7 @@ def _action(kind: str) -> Handler:
         if not isinstance(responder, str) or not RESPONDER_RE.match(responder):
             return _error(400, "responder: a responder id is required")
         incident = request.match_info["id"]
-        event: Event
+        event: IncidentEvent
         if kind == "ack":
             event = Acknowledge(incident, responder, via="api")
         elif kind == "presence":
@@ -133,7 +133,7 @@ def _action(kind: str) -> Handler:
     return handle
 
 
-async def _apply(request: web.Request, event: Event) -> web.Response:
+async def _apply(request: web.Request, event: IncidentEvent) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
         view = await runtime.act(event)

@@ -239,7 +239,9 @@ class Incident:
         self.note(now, "note", text="booth vacated; incident stays open until a person resolves")
         return False
 
-    def page_failed(self, responder: str, level: int, channel: str, reason: str, now: float) -> bool:
+    def page_failed(
+        self, responder: str, level: int, channel: str, reason: str, now: float
+    ) -> bool:
         """A page could not be delivered; escalate at once. True when a step was pulled in."""
         self.note(
             now, "page_failed", responder=responder, level=level, channel=channel, reason=reason

@@ -42,8 +42,8 @@ from monitor.events import (
     Acknowledge,
     BoothChanged,
     Command,
-    Event,
     IncidentChanged,
+    IncidentEvent,
     SendPage,
 )
 from monitor.incident import IllegalTransition, IncidentView
@@ -126,7 +126,9 @@ class Runtime:
                 "ack_secret", secrets.token_hex(32)
             )
             self.tokens = AckTokens(secret, cfg.http.ack_link_ttl)
-            self.core.restore(await self.store.load_booths(), await self.store.load_open_incidents())
+            self.core.restore(
+                await self.store.load_booths(), await self.store.load_open_incidents()
+            )
             for key in await self.store.event_ids_since(self.clock() - DEDUPE_WINDOW):
                 self._remember(key)
             restored = len(self.core.incidents)
@@ -151,8 +153,11 @@ class Runtime:
                     await self.dispatcher.close()
                     await self.mqtt.close(final=(self.topics.status, b"offline"))
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._flush_store(), 5)
+            try:
+                await asyncio.wait_for(self.store.drain(), 5)
+            except Exception:
+                # the broker still holds every unacknowledged event: nothing is lost
+                log.exception("store_drain_failed")
             await self.store.close()
             log.info("stopped")
 
@@ -162,7 +167,7 @@ class Runtime:
             tg.create_task(self.mqtt.run(), name="mqtt")
             tg.create_task(self._timer_loop(), name="timers")
             if http:
-                from monitor.http import serve  # noqa: PLC0415 - keeps aiohttp.web optional
+                from monitor.http import serve
 
                 tg.create_task(serve(self), name="http")
             await self._resend_unsent_pages()
@@ -174,14 +179,6 @@ class Runtime:
                      open_incidents=restored)
             self.started.set()
             del writer
-
-    async def _flush_store(self) -> None:
-        # the writer task is gone by now: commit the tail directly
-        writer = asyncio.create_task(self.store.run_writer())
-        try:
-            await self.store.flush()
-        finally:
-            writer.cancel()
 
     def _on_connected(self, session_present: bool) -> None:
         self.mqtt.publish(self.topics.status, b"online", retain=True)
@@ -258,7 +255,7 @@ class Runtime:
         stored.add_done_callback(lambda _f: self.mqtt.ack(mid, generation))
 
     def _on_ack_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
-        import json  # noqa: PLC0415
+        import json
 
         try:
             body = json.loads(msg.payload)
@@ -282,10 +279,10 @@ class Runtime:
 
     # --- people (HTTP) ----------------------------------------------------------------
 
-    async def act(self, event: Event) -> IncidentView:
+    async def act(self, event: IncidentEvent) -> IncidentView:
         """Apply an action from the API; returns once the change is stored."""
         now = self.clock()
-        incident = getattr(event, "incident")
+        incident = event.incident
         try:
             commands = self.core.handle(event, now)
         except UnknownIncident:
@@ -308,7 +305,7 @@ class Runtime:
         return [booth_json(v) for v in self.core.booth_views()]
 
     async def incidents_json(self, open_only: bool) -> list[dict[str, Any]]:
-        from monitor.views import incident_from_stored  # noqa: PLC0415
+        from monitor.views import incident_from_stored
 
         await self.store.flush()
         rows = await self.store.incidents(open_only)
@@ -319,6 +316,8 @@ class Runtime:
         reasons = []
         if not self.mqtt.connected:
             reasons.append("broker not connected")
+        elif not self.mqtt.ready:
+            reasons.append("broker subscription not acknowledged")
         if not await self.store.check_writable():
             reasons.append(f"store not writable: {self.store.last_error}")
         return reasons
@@ -431,7 +430,7 @@ class Runtime:
         ))
 
     def _on_page_failed(self, delivery: Delivery, reason: str) -> None:
-        from monitor.events import PageFailed  # noqa: PLC0415
+        from monitor.events import PageFailed
 
         now = self.clock()
         try:

@@ -14,11 +14,13 @@ says so) and nothing is acknowledged to the broker, which keeps the messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import aiosqlite
@@ -186,13 +188,15 @@ class Store:
         self.last_error: str | None = None
         self.last_commit_seconds = 0.0
         self.commits = 0
+        self._inflight: asyncio.Future[None] | None = None
+        self._inflight_done: asyncio.Future[None] | None = None
 
     @classmethod
-    async def open(cls, path: str) -> Store:
+    async def open(cls, path: str, busy_timeout_ms: int = 5000) -> Store:
         db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
-        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         await db.executescript(SCHEMA)
         await db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
@@ -265,8 +269,11 @@ class Store:
                     _settle(batch.done)
                 continue
             started = time.perf_counter()
+            # a commit is never cancelled half-way: shutdown waits for it in `drain`
+            self._inflight = asyncio.ensure_future(self._commit(batch))
+            self._inflight_done = batch.done
             try:
-                await self._commit(batch)
+                await asyncio.shield(self._inflight)
             except (aiosqlite.Error, OSError) as exc:
                 self.writable = False
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -275,17 +282,39 @@ class Store:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
                 continue
+            except asyncio.CancelledError:
+                self._inflight.add_done_callback(partial(self._settled, batch=batch))
+                raise
             delay = 0.05
-            self.writable, self.last_error = True, None
-            self.last_commit_seconds = time.perf_counter() - started
-            self.commits += 1
-            if batch.done is not None:
-                _settle(batch.done)
+            self._committed(batch, time.perf_counter() - started)
+
+    def _committed(self, batch: _Batch, seconds: float) -> None:
+        self.writable, self.last_error = True, None
+        self.last_commit_seconds = seconds
+        self.commits += 1
+        if batch.done is not None:
+            _settle(batch.done)
+
+    def _settled(self, task: asyncio.Future[None], *, batch: _Batch) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self._committed(batch, 0.0)
+
+    async def drain(self) -> None:
+        """At shutdown, with the writer stopped: finish the commit under way, then the rest."""
+        if self._inflight is not None:
+            with contextlib.suppress(aiosqlite.Error, OSError):
+                await self._inflight
+        batch, self._batch = self._batch, _Batch()
+        if len(batch):
+            await self._commit(batch)
+            self._committed(batch, 0.0)
 
     async def flush(self) -> None:
-        """Wait until everything added so far is committed."""
+        """Wait until everything added so far is committed (the writer commits in order)."""
         if len(self._batch):
             await self._future()
+        elif self._inflight_done is not None:
+            await asyncio.shield(self._inflight_done)
 
     async def _commit(self, b: _Batch) -> None:
         db = self._db
@@ -350,7 +379,8 @@ class Store:
                 )
             await db.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
             raise
 
     # --- reads ------------------------------------------------------------------------

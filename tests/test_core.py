@@ -112,7 +112,8 @@ def test_ack_pauses_and_ack_timeout_reopens_with_next_step() -> None:
     clock.advance(5)
     out = clock.send(Acknowledge(iid, "ana"))
     view = incident(out).view
-    assert (view.state, view.acknowledged_by, view.acknowledged_at) == ("acknowledged", "ana", T0 + 5)
+    assert (view.state, view.acknowledged_by) == ("acknowledged", "ana")
+    assert view.acknowledged_at == T0 + 5
     assert clock.core.next_deadline() == T0 + 5 + 120
     assert pages(clock.advance(119)) == []  # step 2 at +30 s is held back by the ack
     out = clock.advance(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator
@@ -51,6 +52,7 @@ class Service:
         return 0.0
 
 
+@contextlib.asynccontextmanager
 async def start_service(
     tmp_path: Path, broker: Mosquitto, publish: Publish, env: dict[str, str] | None = None,
     **config: str,
@@ -65,7 +67,7 @@ async def start_service(
         task = asyncio.create_task(runtime.run())
         try:
             await asyncio.wait_for(runtime.started.wait(), 10)
-            await eventually(lambda: runtime.mqtt.connected, 10)
+            await eventually(lambda: runtime.mqtt.ready, 10)
             async with aiohttp.ClientSession() as http:
                 yield Service(runtime, hook, http, f"http://127.0.0.1:{http_port}", publish,
                               broker)
@@ -79,7 +81,7 @@ async def start_service(
 async def service(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
 ) -> AsyncIterator[Service]:
-    async for svc in start_service(tmp_path, mosquitto, mqtt_publish):
+    async with start_service(tmp_path, mosquitto, mqtt_publish) as svc:
         yield svc
 
 
@@ -224,8 +226,8 @@ async def test_unresponsive_and_long_session_with_short_thresholds(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
 ) -> None:
     """A still person pages high after `stillness`; an over-long session pages medium."""
-    async for svc in start_service(tmp_path, mosquitto, mqtt_publish,
-                                   stillness="1s", long_session="1.5s", step2="1h"):
+    async with start_service(tmp_path, mosquitto, mqtt_publish,
+                             stillness="1s", long_session="1.5s", step2="1h") as svc:
         svc.publish(events_topic("b1"), event("occupancy", occupied=True))
         svc.publish(events_topic("b1"), event("motion", state="still"))
         svc.publish(events_topic("b2"), event("occupancy", occupied=True))
@@ -250,7 +252,7 @@ async def test_api_token_protects_posts_and_forged_links_are_refused(
 ) -> None:
     """With BOOTHWATCH_API_TOKEN set a POST needs the bearer token; a forged link gets 403."""
     env = {"BOOTHWATCH_API_TOKEN": "s3cret", "BOOTHWATCH_SECRET": "links"}
-    async for svc in start_service(tmp_path, mosquitto, mqtt_publish, env=env):
+    async with start_service(tmp_path, mosquitto, mqtt_publish, env=env) as svc:
         svc.publish(events_topic("b1"), event("button", press="call"))
         page = (await svc.hook.wait(1))[0]
         path = f"/api/incidents/{page['incident']}/ack"
