@@ -58,12 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for problem in exc.problems:
                     print(f"config: {problem}", file=sys.stderr)
                 return 2
-            from monitor.runtime import Runtime  # noqa: PLC0415 - keep check-config light
+            from monitor.runtime import Runtime
 
             return _run_until_signal(Runtime(config).run())
         case "demo":
             configure(args.log_format or "console")
-            from monitor.demo import run_demo  # noqa: PLC0415
+            from monitor.demo import run_demo
 
             return _run_until_signal(run_demo(args.http, args.db, args.speed))
     raise AssertionError(args.command)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -60,16 +60,6 @@ class Metrics:
         self.to_resolve = Histogram(
             "boothwatch_time_to_resolve_seconds", "From raised_at to resolved",
             common, buckets=RESPONSE_BUCKETS, registry=r,
-        )
-        self.broker_connected = Gauge(
-            "boothwatch_broker_connected", "1 while connected to the MQTT broker", registry=r
-        )
-        self.store_writable = Gauge(
-            "boothwatch_store_writable", "1 while the last store commit succeeded", registry=r
-        )
-        self.store_commit = Histogram(
-            "boothwatch_store_commit_seconds", "Time to commit one batch",
-            buckets=LATENCY_BUCKETS, registry=r,
         )
 
     def watch(self, collect: Callable[[], Iterable[Metric]]) -> None:

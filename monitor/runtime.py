@@ -479,12 +479,17 @@ class Runtime:
                     ["priority", "state"], open_by)
         occupied = sum(1 for b in self.core.booths.values() if b.occupied)
         yield gauge("boothwatch_sessions_active", "Booths occupied now", [], {(): occupied})
-        connected = 1.0 if getattr(self, "mqtt", None) and self.mqtt.connected else 0.0
-        yield gauge("boothwatch_mqtt_connected", "1 while connected to the broker", [],
-                    {(): connected})
+        if hasattr(self, "mqtt"):
+            yield gauge("boothwatch_broker_connected", "1 while connected to the MQTT broker",
+                        [], {(): 1.0 if self.mqtt.connected else 0.0})
         if hasattr(self, "store"):
+            store = self.store
+            yield gauge("boothwatch_store_writable", "1 while the last store commit succeeded",
+                        [], {(): 1.0 if store.writable else 0.0})
             yield gauge("boothwatch_store_pending_writes", "Rows waiting for the next commit",
-                        [], {(): float(self.store.pending())})
+                        [], {(): float(store.pending())})
+            yield gauge("boothwatch_store_last_commit_seconds", "Duration of the last commit",
+                        [], {(): store.last_commit_seconds})
 
 
 def _kind(parsed: Parsed) -> str:
