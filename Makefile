@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/boothwatch demo
 
 test: install-test mosquitto
-	$(BIN)/ruff check monitor devices alerts tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
