@@ -9,6 +9,9 @@ text) and whose `detail` says what was wrong for the log.
 Checks run in the order of `REASONS`, so a payload that is wrong in several
 ways is counted once, under the first: size, encoding, syntax, shape, booth,
 kind, fields. Unknown extra fields are ignored because firmware adds them.
+
+The firmware adapters (`devices/adapters/`) reject with these same reasons, so
+one counter covers every device; they add no label of their own.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ REASONS: Final = frozenset(
         "unknown_booth",  # the topic's booth is not configured
         "unknown_kind",  # "kind" is a string, but not one we know
         "bad_field",  # a field is missing, of the wrong type, or out of range
-        "bad_topic",  # parse_topic failed (reported by the caller)
+        "bad_topic",  # parse_topic failed (reported by the caller), or not an adapter topic
     }
 )
 

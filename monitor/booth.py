@@ -19,6 +19,13 @@ Two timers run while a booth is occupied, each firing once:
   (later) flags such a booth as unmonitored.
 * **long_session**: occupied continuously for the booth's ``long_session``.
 
+Door booths (``occupancy_from = "door"``): the door closing starts a session
+when presence follows within ``door_window`` (or is already there); the door
+opening ends it. A door reported closed again without an open between means an
+open was missed: the old session ends and a new one may start. In such a booth
+an occupancy sensor only confirms presence; it never ends a session, so a
+presence sensor that loses a still person cannot end the session either.
+
 The booth reports what fired; the site core turns that into incidents.
 """
 
@@ -58,10 +65,14 @@ class BoothView:
     incident: IncidentRef | None
     devices_ok: bool
     mode: str
+    door: str | None  # "closed" | "open" | None (no door reports)
+    unmonitored: bool  # a motion, occupancy or door sensor of this booth is offline
     # kept for restart, not published
     stillness_from: float | None
     unresponsive_fired: bool
     long_fired: bool
+    door_closed_at: float | None = None
+    awaiting_presence: bool = False
 
 
 _STILL = (MotionState.STILL, MotionState.ABSENT)
@@ -77,6 +88,13 @@ class Booth:
         self.stillness_from: float | None = None
         self.unresponsive_fired = False
         self.long_fired = False
+        self.door_closed: bool | None = None
+        self.door_closed_at: float | None = None
+        self.awaiting_presence = False
+
+    @property
+    def door_mode(self) -> bool:
+        return self.config.occupancy_from == "door"
 
     # --- events ---------------------------------------------------------------------
 
@@ -111,6 +129,39 @@ class Booth:
             self.stillness_from = None
             self.unresponsive_fired = False
         return True
+
+    def occupancy_reading(self, occupied: bool, now: float) -> bool:
+        """An occupancy event: sets the session, or in a door booth confirms presence."""
+        if not self.door_mode:
+            return self.set_occupied(occupied, now)
+        return self.presence_seen(now) if occupied else False
+
+    def presence_seen(self, now: float) -> bool:
+        """Someone is in a door booth: start the session the door closing announced."""
+        if (
+            self.door_mode
+            and self.awaiting_presence
+            and self.door_closed_at is not None
+            and now - self.door_closed_at <= self.config.door_window
+        ):
+            self.awaiting_presence = False
+            return self.set_occupied(True, now)
+        return False
+
+    def door(self, closed: bool, now: float) -> bool:
+        """A door report; True when a session started or ended."""
+        again = closed and self.door_closed is True
+        self.door_closed = closed
+        if not self.door_mode:
+            return False
+        changed = False
+        if self.occupied and (again or not closed):
+            changed = self.set_occupied(False, now)  # opened (or an open was missed)
+        self.awaiting_presence = closed
+        self.door_closed_at = now if closed else None
+        if closed and self.motion in (MotionState.MOVING, MotionState.STILL):
+            changed = self.presence_seen(now) or changed  # they are already inside
+        return changed
 
     def incident_resolved(self, now: float) -> None:
         """Staff finished with the booth: a person still there is timed afresh."""
@@ -150,7 +201,9 @@ class Booth:
 
     # --- views and restart ----------------------------------------------------------
 
-    def view(self, incident: IncidentRef | None) -> BoothView:
+    def view(
+        self, incident: IncidentRef | None, devices_ok: bool = True, unmonitored: bool = False
+    ) -> BoothView:
         return BoothView(
             id=self.config.id,
             name=self.config.name,
@@ -159,11 +212,15 @@ class Booth:
             motion=self.motion.value if self.motion else None,
             still_since=self.still_since,
             incident=incident,
-            devices_ok=True,
+            devices_ok=devices_ok,
             mode="normal",
+            door=None if self.door_closed is None else ("closed" if self.door_closed else "open"),
+            unmonitored=unmonitored,
             stillness_from=self.stillness_from,
             unresponsive_fired=self.unresponsive_fired,
             long_fired=self.long_fired,
+            door_closed_at=self.door_closed_at,
+            awaiting_presence=self.awaiting_presence,
         )
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -175,3 +232,7 @@ class Booth:
         self.stillness_from = snap["stillness_from"]
         self.unresponsive_fired = bool(snap["unresponsive_fired"])
         self.long_fired = bool(snap["long_fired"])
+        door = snap.get("door")
+        self.door_closed = None if door is None else door == "closed"
+        self.door_closed_at = snap.get("door_closed_at")
+        self.awaiting_presence = bool(snap.get("awaiting_presence", False))

@@ -34,6 +34,27 @@ def _parser() -> argparse.ArgumentParser:
                       help="SQLite file (default: a new temporary file)")
     demo.add_argument("--speed", type=float, default=1.0,
                       help="timer scale: 2 halves every demo threshold")
+    from devices.simulator import DEFAULT_RATE, FORMATS, SCENARIOS
+
+    sim = sub.add_parser(
+        "sim", help="simulated booth devices publishing to a broker",
+        description="Publishes what the devices of booths b1..bN would, in the format of "
+                    "one firmware; prints a summary every few seconds; Ctrl-C stops it.",
+    )
+    sim.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL",
+                     help="broker (default mqtt://127.0.0.1:1883; mqtt://user:pass@host too)")
+    sim.add_argument("--site", metavar="ID", help="site id, for canonical topics")
+    sim.add_argument("--booths", type=int, required=True, metavar="N")
+    sim.add_argument("--format", required=True, choices=FORMATS)
+    sim.add_argument("--scenario", choices=SCENARIOS)
+    sim.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
+                     help=f"load: messages a second over all booths (default {DEFAULT_RATE:g})")
+    sim.add_argument("--speed", type=float, default=1.0, metavar="X",
+                     help="compress time: every offset divided by X")
+    sim.add_argument("--duration", type=float, default=None, metavar="S",
+                     help="stop after S seconds (default: when done; load runs until Ctrl-C)")
+    sim.add_argument("--print-devices", action="store_true",
+                     help="print the [[booths]] and [[devices]] TOML for a config, and exit")
     return parser
 
 
@@ -66,6 +87,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.demo import run_demo
 
             return _run_until_signal(run_demo(args.http, args.db, args.speed))
+        case "sim":
+            from devices import simulator
+
+            problems = simulator.problems(args.format, args.scenario or "normal", args.booths,
+                                          args.speed, args.rate, args.duration, url=args.mqtt)
+            if args.print_devices and args.booths >= 1:
+                print(simulator.devices_toml(args.format, args.booths, scenario=args.scenario),
+                      end="")
+                return 0
+            problems += [f"--{name} is required (unless --print-devices)"
+                         for name in ("site", "scenario") if not getattr(args, name)]
+            if problems:
+                for problem in problems:
+                    print(f"boothwatch sim: {problem}", file=sys.stderr)
+                return 2
+            configure(args.log_format or "console")
+            return _run_until_signal(simulator.run_sim(
+                args.mqtt, args.site, args.format, args.scenario, args.booths,
+                speed=args.speed, rate=args.rate, duration=args.duration,
+            ))
     raise AssertionError(args.command)
 
 

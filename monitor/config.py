@@ -17,12 +17,16 @@ import tomllib
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 Priority = Literal["high", "medium", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "medium", "low")
 ChannelType = Literal["webhook", "mqtt", "console"]
+DeviceSource = Literal["zigbee2mqtt", "esphome", "tasmota", "shelly", "canonical"]
+DeviceRole = Literal["call_button", "presence_button", "motion", "occupancy", "door"]
+PressAction = Literal["call", "presence", "clear", "ignore"]
+OccupancyFrom = Literal["sensor", "door"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,26 @@ class BoothConfig:
     long_session: float
     stillness: float
     device_timeout: float
+    # "sensor": occupancy events start and end sessions; "door": a door closing with
+    # presence following within door_window starts one, the door opening ends it
+    occupancy_from: OccupancyFrom = "sensor"
+    door_window: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    """An off-the-shelf device mapped to a booth and a role ([[devices]])."""
+
+    id: str
+    source: DeviceSource
+    topic: str  # the device's own topic, as its firmware names it (see devices/adapters)
+    booth: str
+    role: DeviceRole
+    # press type (single, double, triple, quadruple, hold, release) -> action; missing
+    # types fall back to the role's defaults
+    actions: dict[str, PressAction] = field(default_factory=dict)
+    battery_low: int = 20  # percent; below it the device is low on battery
+    inverted: bool = False  # flip a binary sensor (e.g. a reed switch wired the other way)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +137,7 @@ class Config:
     responders: tuple[ResponderConfig, ...]
     escalation: dict[Priority, Policy]
     source: str = field(default="<memory>", compare=False)
+    devices: tuple[DeviceConfig, ...] = ()
 
     def booth(self, booth_id: str) -> BoothConfig | None:
         for booth in self.booths:
@@ -257,11 +282,37 @@ _SESSION_EXPIRY_MAX = 0xFFFFFFFF  # MQTT 5: four-byte interval; this value means
 DEFAULT_LONG_SESSION = 20 * 60.0
 DEFAULT_STILLNESS = 3 * 60.0
 DEFAULT_DEVICE_TIMEOUT = 15 * 60.0
+DEFAULT_DOOR_WINDOW = 30.0
+DEFAULT_BATTERY_LOW = 20
 _BOOTH_THRESHOLDS: tuple[tuple[str, float], ...] = (
     ("long_session", DEFAULT_LONG_SESSION),
     ("stillness", DEFAULT_STILLNESS),
     ("device_timeout", DEFAULT_DEVICE_TIMEOUT),
+    ("door_window", DEFAULT_DOOR_WINDOW),
 )
+_OCCUPANCY_FROM: tuple[OccupancyFrom, ...] = ("sensor", "door")
+
+_DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_DEVICE_KEYS = ("id", "source", "topic", "booth", "role", "actions", "battery_low", "inverted")
+DEVICE_SOURCES: tuple[DeviceSource, ...] = (
+    "zigbee2mqtt", "esphome", "tasmota", "shelly", "canonical",
+)  # fmt: skip
+DEVICE_ROLES: tuple[DeviceRole, ...] = (
+    "call_button", "presence_button", "motion", "occupancy", "door",
+)  # fmt: skip
+_BUTTON_ROLES: tuple[DeviceRole, ...] = ("call_button", "presence_button")
+PRESS_TYPES: tuple[str, ...] = ("single", "double", "triple", "quadruple", "hold", "release")
+PRESS_ACTIONS: tuple[PressAction, ...] = ("call", "presence", "clear", "ignore")
+_SERVICE_ROOT = "boothwatch"  # the service's own topic namespace
+_ESPHOME_TOPIC_RE = re.compile(r".+/binary_sensor/[^/]+/state")
+_SHELLY_GEN1_PREFIX = "shellies/"
+
+_T = TypeVar("_T", bound=str)
+
+
+def _one_of(options: Sequence[str]) -> str:
+    """The options as prose: "a, b or c"."""
+    return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
 
 
 def _join(path: str, key: str) -> str:
@@ -300,17 +351,24 @@ class _Checker:
             return None
         return value
 
-    def tables(self, parent: Table, key: str, path: str) -> list[tuple[str, Table]] | None:
-        """A required array of tables ([[key]]) as (path, table) pairs; None if unusable."""
+    def tables(
+        self, parent: Table, key: str, path: str, *, required: bool = True
+    ) -> list[tuple[str, Table]] | None:
+        """An array of tables ([[key]]) as (path, table) pairs; None if unusable.
+
+        A required one must be present and non-empty; an optional one may be absent or empty.
+        """
         where = _join(path, key)
         if key not in parent:
+            if not required:
+                return []
             self.add(where, f"missing (at least one [[{key}]] is required)")
             return None
         value = parent[key]
         if not isinstance(value, list):
             self.add(where, f"expected a list of tables ([[{key}]]), got {_describe(value)}")
             return None
-        if not value:
+        if not value and required:
             self.add(where, f"at least one [[{key}]] is required")
             return None
         out: list[tuple[str, Table]] = []
@@ -373,6 +431,52 @@ class _Checker:
         if key not in table:
             return None
         return self.duration(table, key, path, None, positive=True)
+
+    def choice(
+        self, table: Table, key: str, path: str, options: Sequence[_T], default: _T | None
+    ) -> _T | None:
+        """One of `options`; `default` when absent (None: required). None after a problem."""
+        where = _join(path, key)
+        if key not in table:
+            if default is None:
+                self.add(where, f"missing ({_one_of(options)})")
+            return default
+        value = table[key]
+        for option in options:
+            if value == option:
+                return option
+        message = f"expected {_one_of(options)}, got {_describe(value)}"
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value, options, n=1)
+            if close:
+                message += f' (did you mean "{close[0]}"?)'
+        self.add(where, message)
+        return None
+
+    def percent(self, table: Table, key: str, path: str, default: int) -> int:
+        """A whole percentage from 1 to 99; `default` when absent or after a problem."""
+        if key not in table:
+            return default
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(
+                _join(path, key),
+                f"expected a whole percentage from 1 to 99, got {_describe(value)}",
+            )
+            return default
+        if not 1 <= value <= 99:
+            self.add(_join(path, key), f"must be between 1 and 99, got {value}")
+            return default
+        return value
+
+    def boolean(self, table: Table, key: str, path: str, default: bool) -> bool:
+        if key not in table:
+            return default
+        value = table[key]
+        if not isinstance(value, bool):
+            self.add(_join(path, key), f"expected true or false, got {_describe(value)}")
+            return default
+        return value
 
     def strings(self, table: Table, key: str, path: str) -> list[tuple[str, str]]:
         """A required non-empty list of non-empty strings as (path, value) pairs."""
@@ -592,23 +696,36 @@ def _parse_http(c: _Checker, t: Table) -> HttpConfig:
     return HttpConfig(host=host, port=port, public_url=public_url.rstrip("/"), ack_link_ttl=ttl)
 
 
-def _parse_defaults(c: _Checker, t: Table | None) -> dict[str, float]:
-    defaults = dict(_BOOTH_THRESHOLDS)
+@dataclass(slots=True)
+class _Defaults:
+    """[defaults]: per-booth thresholds and occupancy_from, and each device's battery_low."""
+
+    durations: dict[str, float] = field(default_factory=lambda: dict(_BOOTH_THRESHOLDS))
+    occupancy_from: OccupancyFrom = "sensor"
+    battery_low: int = DEFAULT_BATTERY_LOW
+
+
+def _parse_defaults(c: _Checker, t: Table | None) -> _Defaults:
+    defaults = _Defaults()
     if t is None:
         return defaults
-    c.known_keys(t, tuple(defaults), "defaults")
+    c.known_keys(t, (*defaults.durations, "occupancy_from", "battery_low"), "defaults")
     for key, builtin in _BOOTH_THRESHOLDS:
         value = c.duration(t, key, "defaults", builtin, positive=True)
-        defaults[key] = value if value > 0 else builtin  # keep booths' checks meaningful
+        # keep booths' checks meaningful
+        defaults.durations[key] = value if value > 0 else builtin
+    occupancy_from = c.choice(t, "occupancy_from", "defaults", _OCCUPANCY_FROM, "sensor")
+    defaults.occupancy_from = occupancy_from or "sensor"
+    defaults.battery_low = c.percent(t, "battery_low", "defaults", DEFAULT_BATTERY_LOW)
     return defaults
 
 
 def _parse_booths(
-    c: _Checker, items: list[tuple[str, Table]], defaults: dict[str, float]
+    c: _Checker, items: list[tuple[str, Table]], defaults: _Defaults
 ) -> list[BoothConfig]:
     booths: list[BoothConfig] = []
     seen: dict[str, str] = {}
-    allowed = ("id", "name", *defaults)
+    allowed = ("id", "name", *defaults.durations, "occupancy_from")
     for path, t in items:
         c.known_keys(t, allowed, path)
         booth_id = c.identifier(t, "id", path, _BOOTH_ID_RE)
@@ -619,8 +736,11 @@ def _parse_booths(
         name = c.string(t, "name", path)
         thresholds = {
             key: c.duration(t, key, path, default, positive=True)
-            for key, default in defaults.items()
+            for key, default in defaults.durations.items()
         }
+        occupancy_from = c.choice(
+            t, "occupancy_from", path, _OCCUPANCY_FROM, defaults.occupancy_from
+        )
         booths.append(
             BoothConfig(
                 id=booth_id,
@@ -628,9 +748,185 @@ def _parse_booths(
                 long_session=thresholds["long_session"],
                 stillness=thresholds["stillness"],
                 device_timeout=thresholds["device_timeout"],
+                occupancy_from=occupancy_from or defaults.occupancy_from,
+                door_window=thresholds["door_window"],
             )
         )
     return booths
+
+
+def _topic_problem(source: DeviceSource | None, topic: str, site_id: str, booth: str) -> str | None:
+    """What is wrong with a device's `topic` for its `source`, or None."""
+    if "+" in topic or "#" in topic:
+        return "must not contain the wildcards + or #"
+    if topic.startswith("/") or topic.endswith("/"):
+        return 'must not start or end with "/"'
+    if "//" in topic:
+        return 'must not have an empty level ("//")'
+    if source == "canonical":
+        # A canonical device publishes the booth event on its booth's events topic.
+        expected = f"{_SERVICE_ROOT}/{site_id}/booths/{booth}/events"
+        if site_id and booth and topic != expected:
+            return (
+                f"a canonical device publishes on its booth's events topic "
+                f"{_describe(expected)}, got {_describe(topic)}"
+            )
+        return None
+    if topic == _SERVICE_ROOT or topic.startswith(f"{_SERVICE_ROOT}/"):
+        return (
+            f'must not be under "{_SERVICE_ROOT}/" (that namespace is the service\'s own; '
+            f'a device publishing the canonical event takes source = "canonical")'
+        )
+    levels = topic.count("/") + 1
+    match source:
+        case "esphome":
+            if not _ESPHOME_TOPIC_RE.fullmatch(topic):
+                return (
+                    f"expected <node>/binary_sensor/<name>/state for esphome, "
+                    f"got {_describe(topic)}"
+                )
+        case "shelly":
+            gen1 = topic.startswith(_SHELLY_GEN1_PREFIX)
+            if levels != (2 if gen1 else 1):
+                return (
+                    f"expected shellies/<id> (Gen1) or <id> (Gen2, one level) for shelly, "
+                    f"got {_describe(topic)}"
+                )
+        case "tasmota":
+            if levels != 1:
+                return (
+                    f'expected <t>, Tasmota\'s %topic% (one level, no "/"), '
+                    f"got {_describe(topic)}"
+                )
+        case "zigbee2mqtt":
+            if levels < 2:
+                return (
+                    f"expected <base>/<friendly_name> for zigbee2mqtt "
+                    f'(e.g. "zigbee2mqtt/booth1-button"), got {_describe(topic)}'
+                )
+    return None
+
+
+@dataclass(slots=True)
+class _Devices:
+    devices: list[DeviceConfig] = field(default_factory=list)
+    # (booth, role) of every device whose booth and role are both usable
+    roles: set[tuple[str, DeviceRole]] = field(default_factory=set)
+    # booths a faulty device may have been meant for (None: any booth)
+    doubtful: set[str | None] = field(default_factory=set)
+
+
+def _parse_devices(
+    c: _Checker,
+    items: list[tuple[str, Table]],
+    booth_ids: set[str] | None,
+    site_id: str,
+    battery_low: int,
+) -> _Devices:
+    """[[devices]]; `booth_ids` is None when the booths were unusable (no booth check)."""
+    out = _Devices()
+    seen_ids: dict[str, str] = {}
+    seen_topics: dict[tuple[str, str], str] = {}
+    for path, t in items:
+        c.known_keys(t, _DEVICE_KEYS, path)
+        device_id = c.identifier(t, "id", path, _DEVICE_ID_RE)
+        if device_id in seen_ids:
+            c.add(
+                f"{path}.id",
+                f"duplicate device id {_describe(device_id)} (also {seen_ids[device_id]})",
+            )
+        elif device_id:
+            seen_ids[device_id] = path
+        source = c.choice(t, "source", path, DEVICE_SOURCES, None)
+        booth = c.string(t, "booth", path)
+        if booth and booth_ids is not None and booth not in booth_ids:
+            known = ", ".join(sorted(booth_ids)) or "none defined"
+            c.add(f"{path}.booth", f"unknown booth {_describe(booth)} (known: {known})")
+            booth = ""
+        role = c.choice(t, "role", path, DEVICE_ROLES, None)
+        if source == "canonical" and role == "door":
+            c.add(
+                f"{path}.role",
+                "a canonical device cannot be a door (the canonical event has no door)",
+            )
+        topic = c.string(t, "topic", path)
+        if topic:
+            problem = _topic_problem(source, topic, site_id, booth)
+            if problem is not None:
+                c.add(f"{path}.topic", problem)
+            elif source is not None and source != "canonical":
+                # canonical devices of one booth all publish on its events topic
+                first = seen_topics.setdefault((source, topic), path)
+                if first != path:
+                    c.add(f"{path}.topic", f"same topic as {first}")
+        actions = _parse_actions(c, t, path, role)
+        if booth and role is not None:
+            out.roles.add((booth, role))
+        elif booth:
+            out.doubtful.add(booth)
+        else:
+            out.doubtful.add(None)
+        out.devices.append(
+            DeviceConfig(
+                id=device_id,
+                source=source or "canonical",
+                topic=topic,
+                booth=booth,
+                role=role or "call_button",
+                actions=actions,
+                battery_low=c.percent(t, "battery_low", path, battery_low),
+                inverted=c.boolean(t, "inverted", path, False),
+            )
+        )
+    return out
+
+
+def _parse_actions(
+    c: _Checker, t: Table, path: str, role: DeviceRole | None
+) -> dict[str, PressAction]:
+    """A button's press type -> action table (optional)."""
+    actions: dict[str, PressAction] = {}
+    if "actions" not in t:
+        return actions
+    where = f"{path}.actions"
+    raw = t["actions"]
+    if not isinstance(raw, dict):
+        c.add(where, f"expected a table of press type = action, got {_describe(raw)}")
+        return actions
+    if role is not None and role not in _BUTTON_ROLES:
+        c.add(where, f"only call_button and presence_button devices take actions, not {role}")
+        return actions
+    for press in raw:
+        if press not in PRESS_TYPES:
+            message = f"unknown press type (expected {_one_of(PRESS_TYPES)})"
+            close = difflib.get_close_matches(press, PRESS_TYPES, n=1)
+            if close:
+                message += f' (did you mean "{close[0]}"?)'
+            c.add(_join(where, press), message)
+            continue
+        action = c.choice(raw, press, where, PRESS_ACTIONS, None)
+        if action is not None:
+            actions[press] = action
+    return actions
+
+
+def _check_door_booths(
+    c: _Checker, items: list[tuple[str, Table]], booths: list[BoothConfig], devices: _Devices
+) -> None:
+    """A booth whose occupancy comes from its door needs a door and a presence sensor."""
+    for (path, _), booth in zip(items, booths, strict=True):
+        if booth.occupancy_from != "door" or not booth.id:
+            continue
+        if booth.id in devices.doubtful or None in devices.doubtful:
+            continue  # a faulty device may be the one it needs; its problem is reported
+        has_door = (booth.id, "door") in devices.roles
+        has_sensor = any((booth.id, r) in devices.roles for r in ("motion", "occupancy"))
+        if not (has_door and has_sensor):
+            c.add(
+                f"{path}.occupancy_from",
+                f'"door" needs a door device and a motion or occupancy device '
+                f"for booth {_describe(booth.id)}",
+            )
 
 
 def _parse_channels(
@@ -799,7 +1095,8 @@ def _parse_escalation(
 # --------------------------------------------------------------------------- public API
 
 _TOP_LEVEL = (
-    "site", "mqtt", "store", "http", "defaults", "booths", "channels", "responders", "escalation",
+    "site", "mqtt", "store", "http", "defaults", "booths", "devices", "channels", "responders",
+    "escalation",
 )  # fmt: skip
 
 
@@ -829,6 +1126,19 @@ def parse_config(
     defaults = _parse_defaults(c, c.table(root, "defaults", "", required=False))
     booth_items = c.tables(root, "booths", "")
     booths = _parse_booths(c, booth_items, defaults) if booth_items is not None else []
+
+    device_items = c.tables(root, "devices", "", required=False)
+    devices = _Devices()
+    if device_items is not None:
+        # Every booth's id, unless one failed to parse: a device naming it is not to blame.
+        booth_ids = (
+            {b.id for b in booths}
+            if booth_items is not None and all(b.id for b in booths)
+            else None
+        )
+        devices = _parse_devices(c, device_items, booth_ids, site.id, defaults.battery_low)
+    if booth_items is not None and device_items is not None:
+        _check_door_booths(c, booth_items, booths, devices)
 
     channels_t = c.table(root, "channels", "", required=True)
     channels = _parse_channels(c, channels_t, env) if channels_t is not None else {}
@@ -867,6 +1177,7 @@ def parse_config(
         responders=tuple(responders),
         escalation=escalation,
         source=source,
+        devices=tuple(devices.devices),
     )
 
 
@@ -921,10 +1232,21 @@ def summary(config: Config) -> str:
         f"booths ({len(config.booths)}):",
     ]
     for b in config.booths:
-        lines.append(
+        text = (
             f"  {b.id} {b.name}: long session {fd(b.long_session)}, stillness "
             f"{fd(b.stillness)}, device timeout {fd(b.device_timeout)}"
         )
+        if b.occupancy_from == "door":
+            text += f", occupancy from door (window {fd(b.door_window)})"
+        lines.append(text)
+    lines.append(f"devices ({len(config.devices)}):")
+    for d in config.devices:
+        text = f"  {d.id}: {d.source} {d.topic} → booth {d.booth}, {d.role}"
+        if d.actions:
+            text += "; actions " + ", ".join(f"{k}={v}" for k, v in d.actions.items())
+        if d.inverted:
+            text += "; inverted"
+        lines.append(text)
     lines.append(f"responders ({len(config.responders)}):")
     for r in config.responders:
         lines.append(

@@ -28,18 +28,24 @@ from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
 from alerts.escalation import Fired, resolve_targets
+from devices.registry import SENSOR_ROLES, DeviceRegistry, HealthChange
 from monitor.booth import Booth, BoothView, Timer
 from monitor.config import BoothConfig, Config, Policy, Priority
 from monitor.events import (
     Acknowledge,
     Attend,
     BoothChanged,
+    BoothEvent,
     Button,
     Command,
+    DeviceChanged,
+    DeviceReading,
+    Door,
     Event,
     Heartbeat,
     IncidentChanged,
     Motion,
+    MotionState,
     Occupancy,
     PageFailed,
     Press,
@@ -48,7 +54,7 @@ from monitor.events import (
 )
 from monitor.incident import Incident, IncidentView, Trigger
 
-_Key = tuple[str, str]  # ("booth", id) or ("incident", id)
+_Key = tuple[str, str]  # ("booth" | "incident" | "device", id)
 
 _TIMER_TRIGGER = {
     Timer.UNRESPONSIVE: Trigger.UNRESPONSIVE,
@@ -64,6 +70,10 @@ class UnknownBooth(KeyError):
     """The event names a booth the configuration does not have."""
 
 
+class UnknownDevice(KeyError):
+    """The reading names a device the configuration does not have."""
+
+
 class SiteCore:
     def __init__(self, config: Config, new_id: Callable[[], str]) -> None:
         self.config = config
@@ -75,16 +85,31 @@ class SiteCore:
         self._views: dict[str, BoothView] = {}
         self._heap: list[tuple[float, _Key]] = []
         self._due: dict[_Key, float] = {}
+        self.registry = DeviceRegistry(
+            config.devices, {b.id: b for b in config.booths}, now=0.0
+        )
         for booth in self.booths.values():
             self._views[booth.config.id] = booth.view(None)
+
+    def start(self, now: float) -> None:
+        """Begin timing device silence (devices never heard are timed from now)."""
+        for dev in self.registry.devices.values():
+            if dev.last_seen is None:
+                dev.silent_since = now
+            self._schedule(("device", dev.config.id), self.registry.next_deadline(dev.config.id))
 
     # --- public API -----------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Command]:
         out: list[Command] = []
         match event:
-            case Occupancy() | Motion() | Button() | Heartbeat():
+            case Occupancy() | Motion() | Button() | Heartbeat() | Door():
                 self._booth_event(event, now, out)
+            case DeviceReading(device=device, reading=reading, retained=retained):
+                if device not in self.registry.devices:
+                    raise UnknownDevice(device)
+                events, health = self.registry.handle(device, reading, retained, now)
+                self._device_results(device, events, health, now, out)
             case Acknowledge(incident=iid, responder=who, via=via):
                 inc = self._incident(iid)
                 self._apply(inc, now, out, lambda: inc.acknowledge(who, now, via))
@@ -124,15 +149,26 @@ class SiteCore:
             kind, ident = key
             if kind == "booth":
                 self._booth_timer(self.booths[ident], now, out)
+            elif kind == "device":
+                events, health = self.registry.on_timer(ident, now)
+                self._device_results(ident, events, health, now, out)
             else:
                 inc = self.incidents[ident]
                 self._apply(inc, now, out, lambda: None)
         return out
 
     def restore(
-        self, booths: Iterable[dict[str, Any]], incidents: Iterable[dict[str, Any]]
+        self,
+        booths: Iterable[dict[str, Any]],
+        incidents: Iterable[dict[str, Any]],
+        devices: Iterable[dict[str, Any]] = (),
+        now: float = 0.0,
     ) -> None:
-        """Rebuild from stored views; booths and incidents the config no longer has are skipped."""
+        """Rebuild from stored views; what the config no longer has is skipped."""
+        for snap in devices:
+            dev = self.registry.devices.get(snap["id"])
+            if dev is not None:
+                dev.restore(snap, now)
         for snap in booths:
             booth = self.booths.get(snap["id"])
             if booth is not None:
@@ -159,23 +195,26 @@ class SiteCore:
 
     # --- booths ---------------------------------------------------------------------
 
-    def _booth_event(
-        self, event: Occupancy | Motion | Button | Heartbeat, now: float, out: list[Command]
-    ) -> None:
+    def _booth_event(self, event: BoothEvent, now: float, out: list[Command]) -> None:
         booth = self.booths.get(event.booth)
         if booth is None:
             raise UnknownBooth(event.booth)
         inc = self._open_incident(event.booth)
         match event:
             case Occupancy(occupied=occupied):
-                if booth.set_occupied(occupied, now) and inc is not None:
-                    if occupied:
-                        self._apply(inc, now, out, lambda: inc.note(now, "note", text="occupied"))
-                    else:
-                        self._apply(inc, now, out, lambda: inc.vacated(now))
+                if booth.occupancy_reading(occupied, now):
+                    self._session_changed(booth, now, out)
+            case Door(closed=closed):
+                if inc is not None:
+                    state = "closed" if closed else "open"
+                    self._apply(inc, now, out, lambda: inc.note(now, "door", state=state))
+                if booth.door(closed, now):
+                    self._session_changed(booth, now, out)
             case Motion(state=state):
                 if booth.set_motion(state, now) and inc is not None:
                     self._apply(inc, now, out, lambda: inc.note(now, "motion", state=state.value))
+                if state is not MotionState.ABSENT and booth.presence_seen(now):
+                    self._session_changed(booth, now, out)
             case Button(press=Press.CALL):
                 self._trigger(booth, Trigger.CALL, now, out)
             case Button(press=Press.PRESENCE):
@@ -193,6 +232,65 @@ class SiteCore:
         self._schedule(("booth", booth.config.id), booth.next_deadline())
         self._emit_booth(booth.config.id, out)
 
+    def _session_changed(self, booth: Booth, now: float, out: list[Command]) -> None:
+        """A session started or ended: tell the incident; an unwatched occupied booth is urgent."""
+        booth_id = booth.config.id
+        inc = self._open_incident(booth_id)
+        if booth.occupied:
+            if inc is not None:
+                self._apply(inc, now, out, lambda: inc.note(now, "note", text="occupied"))
+            if self._unmonitored(booth_id):
+                self._trigger(booth, Trigger.DEVICE_OFFLINE, now, out, priority="high")
+        elif inc is not None:
+            self._apply(inc, now, out, lambda: inc.vacated(now))
+
+    # --- devices --------------------------------------------------------------------
+
+    def _device_results(
+        self, device: str, events: list[BoothEvent], health: list[HealthChange], now: float,
+        out: list[Command],
+    ) -> None:
+        for event in events:
+            self._booth_event(event, now, out)
+        for change in health:
+            self._health(change, now, out)
+        dev = self.registry.devices[device]
+        self._schedule(("device", device), self.registry.next_deadline(device))
+        out.append(DeviceChanged(dev.view(), dev.snapshot()))
+        self._emit_booth(dev.config.booth, out)
+
+    def _unmonitored(self, booth_id: str) -> bool:
+        return any(not d.online for d in self.registry.booth_devices(booth_id)
+                   if d.config.role in SENSOR_ROLES)
+
+    def _health(self, change: HealthChange, now: float, out: list[Command]) -> None:
+        booth = self.booths[change.booth]
+        inc = self._open_incident(change.booth)
+        sensor = change.role in SENSOR_ROLES
+        match change.kind:
+            case "offline":
+                # nobody is watching a person who may overdose: urgent only while occupied
+                urgent = sensor and booth.occupied
+                self._trigger(booth, Trigger.DEVICE_OFFLINE, now, out,
+                              priority="high" if urgent else "low",
+                              detail={"device": change.device, "reason": change.detail})
+            case "online":
+                if inc is not None and all(d.online for d in
+                                           self.registry.booth_devices(change.booth)):
+                    self._apply(inc, now, out,
+                                lambda: inc.clear(Trigger.DEVICE_OFFLINE, now, change.device))
+            case "low_battery":
+                self._trigger(booth, Trigger.LOW_BATTERY, now, out,
+                              detail={"device": change.device, "battery": change.detail})
+            case "battery_ok":
+                if inc is not None and not any(d.battery_low for d in
+                                               self.registry.booth_devices(change.booth)):
+                    self._apply(inc, now, out,
+                                lambda: inc.clear(Trigger.LOW_BATTERY, now, change.device))
+
+    def device_views(self) -> list[Any]:
+        return [d.view() for d in self.registry.devices.values()]
+
     def _booth_timer(self, booth: Booth, now: float, out: list[Command]) -> None:
         for timer in booth.on_timer(now):
             self._trigger(booth, _TIMER_TRIGGER[timer], now, out)
@@ -201,7 +299,12 @@ class SiteCore:
 
     def _booth_view(self, booth_id: str) -> BoothView:
         inc = self._open_incident(booth_id)
-        return self.booths[booth_id].view(inc.view().ref() if inc is not None else None)
+        devices = self.registry.booth_devices(booth_id)
+        return self.booths[booth_id].view(
+            inc.view().ref() if inc is not None else None,
+            devices_ok=all(d.online and not d.battery_low for d in devices),
+            unmonitored=self._unmonitored(booth_id),
+        )
 
     def _emit_booth(self, booth_id: str, out: list[Command]) -> None:
         view = self._booth_view(booth_id)
@@ -221,15 +324,26 @@ class SiteCore:
             raise UnknownIncident(incident_id)
         return inc
 
-    def _trigger(self, booth: Booth, trigger: Trigger, now: float, out: list[Command]) -> None:
+    def _trigger(
+        self, booth: Booth, trigger: Trigger, now: float, out: list[Command],
+        priority: Priority | None = None, detail: dict[str, Any] | None = None,
+    ) -> None:
         inc = self._open_incident(booth.config.id)
         if inc is None:
-            inc = Incident(self._new_id(), booth.config.id, trigger, now, self._policies)
+            inc = Incident(self._new_id(), booth.config.id, trigger, now, self._policies,
+                           priority)
             self.incidents[inc.id] = inc
             self._open_at[booth.config.id] = inc.id
+            if detail:
+                inc.note(now, "note", **detail)
             self._apply(inc, now, out, lambda: None, new_from=0)
         else:
-            self._apply(inc, now, out, lambda: inc.add_trigger(trigger, now))
+            def add() -> None:
+                inc.add_trigger(trigger, now, priority)
+                if detail:
+                    inc.note(now, "note", **detail)
+
+            self._apply(inc, now, out, add)
 
     def _apply(
         self,
@@ -300,6 +414,10 @@ def page_message(booth: BoothConfig, triggers: Iterable[Trigger]) -> str:
                 parts.append(f"no movement for {_minutes(booth.stillness)}")
             case Trigger.LONG_SESSION:
                 parts.append(f"session over {_minutes(booth.long_session)}")
+            case Trigger.DEVICE_OFFLINE:
+                parts.append("a device is offline")
+            case Trigger.LOW_BATTERY:
+                parts.append("a device's battery is low")
             case _:
                 assert_never(trigger)
     return f"{booth.name}: " + "; ".join(parts)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from devices.readings import Reading
+    from devices.registry import DeviceView
     from monitor.booth import BoothView
     from monitor.incident import IncidentView, TimelineEntry
 
@@ -88,7 +90,33 @@ class Heartbeat:
             raise ValueError("battery must be an int from 0 to 100")
 
 
-BoothEvent = Occupancy | Motion | Button | Heartbeat
+@dataclass(frozen=True, slots=True)
+class Door:
+    """A door contact report: closed or open."""
+
+    booth: str
+    closed: bool
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        if not isinstance(self.closed, bool):
+            raise ValueError("closed must be a bool")
+
+
+BoothEvent = Occupancy | Motion | Button | Heartbeat | Door
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReading:
+    """What an off-the-shelf device's message said (after its firmware adapter)."""
+
+    device: str
+    reading: Reading
+    retained: bool = False
+
+    def __post_init__(self) -> None:
+        _need(self.device, "device")
 
 
 # --- people and adapters acting on incidents --------------------------------------------
@@ -148,7 +176,7 @@ class PageFailed:
 
 
 IncidentEvent = Acknowledge | Attend | Resolve | PageFailed
-Event = BoothEvent | IncidentEvent
+Event = BoothEvent | DeviceReading | IncidentEvent
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -190,4 +218,12 @@ class IncidentChanged:
     new: tuple[TimelineEntry, ...] = field(default=())
 
 
-Command = SendPage | BoothChanged | IncidentChanged
+@dataclass(frozen=True, slots=True)
+class DeviceChanged:
+    """A device's health or last state changed: store it (and show it in metrics)."""
+
+    view: DeviceView
+    snapshot: dict[str, Any]
+
+
+Command = SendPage | BoothChanged | IncidentChanged | DeviceChanged

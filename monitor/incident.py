@@ -14,8 +14,12 @@ States: ``open`` -> ``acknowledged`` -> ``attended`` -> ``resolved``.
   ``ack_timeout`` the incident re-opens and the *next* step fires at once.
 * ``attended``: presence stops escalation for good.
 * ``resolved``: final. Only a person resolves an incident with a ``call`` or
-  ``unresponsive`` trigger (clear at the booth, or resolve through the API);
-  vacancy resolves one whose only trigger is ``long_session``.
+  ``unresponsive`` trigger (clear at the booth, or resolve through the API).
+  Sensors may *clear* the other triggers: vacancy clears ``long_session``, the
+  device coming back clears ``device_offline``, a fresh battery clears
+  ``low_battery``; an incident whose every trigger is cleared resolves itself.
+  A trigger's priority is its own unless the core says otherwise
+  (``device_offline`` is ``high`` in an occupied booth, ``low`` in an empty one).
 
 Every change appends to the timeline. ``acknowledged_at``, ``presence_at`` and
 ``resolved_at`` are set once, on the first time, so response times measure from
@@ -47,12 +51,22 @@ class Trigger(enum.Enum):
     CALL = "call"
     UNRESPONSIVE = "unresponsive"
     LONG_SESSION = "long_session"
+    DEVICE_OFFLINE = "device_offline"
+    LOW_BATTERY = "low_battery"
 
 
 PRIORITY: dict[Trigger, Priority] = {
     Trigger.CALL: "high",
     Trigger.UNRESPONSIVE: "high",
     Trigger.LONG_SESSION: "medium",
+    Trigger.DEVICE_OFFLINE: "low",
+    Trigger.LOW_BATTERY: "low",
+}
+#: the outcome recorded when sensors clear the last trigger of an incident
+CLEARED_OUTCOME: dict[Trigger, str] = {
+    Trigger.LONG_SESSION: "session_ended",
+    Trigger.DEVICE_OFFLINE: "device_back",
+    Trigger.LOW_BATTERY: "battery_ok",
 }
 RANK: dict[Priority, int] = {"low": 0, "medium": 1, "high": 2}
 #: triggers that only a person may resolve
@@ -125,6 +139,8 @@ class IncidentView:
     outcome: str | None
     reopened: int
     timeline: tuple[TimelineEntry, ...]
+    trigger_priorities: dict[str, Priority]
+    cleared: tuple[str, ...]
     # kept for restart
     escalation_priority: Priority
     next_index: int
@@ -137,13 +153,16 @@ class IncidentView:
 
 class Incident:
     def __init__(
-        self, id: str, booth: str, trigger: Trigger, now: float, policies: dict[Priority, Policy]
+        self, id: str, booth: str, trigger: Trigger, now: float, policies: dict[Priority, Policy],
+        priority: Priority | None = None,
     ) -> None:
         self.id = id
         self.booth = booth
         self.policies = policies
         self.raised_at = now
         self.triggers: list[Trigger] = [trigger]
+        self.trigger_priority: dict[Trigger, Priority] = {trigger: priority or PRIORITY[trigger]}
+        self.cleared: set[Trigger] = set()
         self.state = State.OPEN
         self.level = 0
         self.max_level = 0
@@ -165,7 +184,7 @@ class Incident:
 
     @property
     def priority(self) -> Priority:
-        return max((PRIORITY[t] for t in self.triggers), key=RANK.__getitem__)
+        return max(self.trigger_priority.values(), key=RANK.__getitem__)
 
     @property
     def policy(self) -> Policy:
@@ -187,16 +206,21 @@ class Incident:
 
     # --- actions --------------------------------------------------------------------
 
-    def add_trigger(self, trigger: Trigger, now: float) -> bool:
+    def add_trigger(self, trigger: Trigger, now: float, priority: Priority | None = None) -> bool:
         """Fold a trigger in; True when escalation was re-planned under a higher policy."""
         if self.state is State.RESOLVED:
             raise IllegalTransition(self.id, self.state, Action.REOPEN)
         was = self.priority
-        if trigger in self.triggers:
+        priority = priority or PRIORITY[trigger]
+        known = self.trigger_priority.get(trigger)
+        self.cleared.discard(trigger)
+        if known is not None and RANK[priority] <= RANK[known]:
             self.note(now, "trigger", trigger=trigger.value, repeated=True)
             return False
-        self.triggers.append(trigger)
-        self.note(now, "trigger", trigger=trigger.value, priority=PRIORITY[trigger])
+        if known is None:
+            self.triggers.append(trigger)
+        self.trigger_priority[trigger] = priority
+        self.note(now, "trigger", trigger=trigger.value, priority=priority)
         if RANK[self.priority] <= RANK[was] or self.state is State.ATTENDED:
             return False
         if self.state is State.ACKNOWLEDGED:
@@ -231,10 +255,20 @@ class Incident:
         self.resolved_at, self.resolved_by, self.outcome = now, responder, outcome
         self._stop()
 
+    def clear(self, trigger: Trigger, now: float, via: str) -> bool:
+        """A sensor says a trigger's cause is gone; True when that resolved the incident."""
+        if trigger in PERSON_ONLY or trigger not in self.trigger_priority:
+            return False
+        self.cleared.add(trigger)
+        self.note(now, "cleared", trigger=trigger.value, via=via)
+        if self.cleared >= set(self.triggers):
+            self.resolve(None, now, CLEARED_OUTCOME[trigger], via)
+            return True
+        return False
+
     def vacated(self, now: float) -> bool:
-        """The session ended: resolve when long_session is the only trigger."""
-        if self.triggers == [Trigger.LONG_SESSION]:
-            self.resolve(None, now, "session_ended", "vacancy")
+        """The session ended: that clears long_session; other triggers stay."""
+        if self.clear(Trigger.LONG_SESSION, now, "vacancy"):
             return True
         self.note(now, "note", text="booth vacated; incident stays open until a person resolves")
         return False
@@ -310,6 +344,8 @@ class Incident:
             outcome=self.outcome,
             reopened=self.reopened,
             timeline=tuple(self.timeline),
+            trigger_priorities={t.value: p for t, p in self.trigger_priority.items()},
+            cleared=tuple(sorted(t.value for t in self.cleared)),
             escalation_priority=self.escalation.priority,
             next_index=self.escalation.next_index,
             next_at=self.escalation.next_at,
@@ -325,6 +361,8 @@ class Incident:
         self.policies = policies
         self.raised_at = snap["raised_at"]
         self.triggers = [Trigger(t) for t in snap["triggers"]]
+        self.trigger_priority = {Trigger(t): p for t, p in snap["trigger_priorities"].items()}
+        self.cleared = {Trigger(t) for t in snap["cleared"]}
         self.state = State(snap["state"])
         self.level = snap["level"]
         self.max_level = snap["max_level"]

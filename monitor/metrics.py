@@ -28,6 +28,10 @@ class Metrics:
             "boothwatch_events_rejected", "MQTT messages rejected, by reason",
             ["reason"], registry=r,
         )
+        self.device_messages = Counter(
+            "boothwatch_device_messages", "Messages from off-the-shelf devices, by source",
+            ["source", "result"], registry=r,
+        )
         self.acks = Counter(
             "boothwatch_mqtt_acks", "Acknowledgements from pager gateways on the ack topic",
             ["result"], registry=r,

@@ -34,14 +34,17 @@ from ulid import ULID
 
 from alerts.channels import Attempt, Delivery, DeliveryError, Dispatcher, build_channels
 from alerts.tokens import AckTokens
+from devices import adapters
 from devices.canonical import Parsed, Rejected, parse_event, parse_topic
 from devices.mqtt import MqttLink, NotConnected
-from monitor.config import Config
+from monitor.config import Config, DeviceConfig
 from monitor.core import SiteCore, UnknownIncident
 from monitor.events import (
     Acknowledge,
     BoothChanged,
     Command,
+    DeviceChanged,
+    DeviceReading,
     IncidentChanged,
     IncidentEvent,
     SendPage,
@@ -103,6 +106,13 @@ class Runtime:
         self._retry_delays = retry_delays
         self._known_booths = frozenset(b.id for b in config.booths)
         self._booth_names = {b.id: b.name for b in config.booths}
+        # device topic -> the devices listening on it (a z2m bridge topic serves many)
+        self._device_routes: dict[str, list[DeviceConfig]] = {}
+        for device in config.devices:
+            if device.source == "canonical":
+                continue  # canonical devices publish on the booth events topic
+            for topic in adapters.topics(device):
+                self._device_routes.setdefault(topic, []).append(device)
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._recent_dups: OrderedDict[bytes, None] = OrderedDict()
         self._wake = asyncio.Event()
@@ -127,15 +137,17 @@ class Runtime:
             )
             self.tokens = AckTokens(secret, cfg.http.ack_link_ttl)
             self.core.restore(
-                await self.store.load_booths(), await self.store.load_open_incidents()
+                await self.store.load_booths(), await self.store.load_open_incidents(),
+                await self.store.load_devices(), now=self.clock(),
             )
+            self.core.start(self.clock())
             for key in await self.store.event_ids_since(self.clock() - DEDUPE_WINDOW):
                 self._remember(key)
             restored = len(self.core.incidents)
             async with aiohttp.ClientSession() as session:
                 self.mqtt = MqttLink(
                     cfg.mqtt,
-                    subscriptions=[self.topics.events, self.topics.ack],
+                    subscriptions=[self.topics.events, self.topics.ack, *self._device_routes],
                     on_message=self._on_message,
                     will=(self.topics.status, b"offline"),
                     on_connected=self._on_connected,
@@ -190,6 +202,8 @@ class Runtime:
         try:
             if msg.topic == self.topics.ack:
                 self._on_ack_message(msg, generation, now)
+            elif msg.topic in self._device_routes:
+                self._on_device_message(msg, generation, now)
             else:
                 self._on_event_message(msg, generation, now)
         except Exception:
@@ -228,6 +242,35 @@ class Runtime:
         self._ack_when(stored, msg.mid, generation)
         self._execute(self.core.handle(parsed.event, now), now)
         self.metrics.events.labels(kind, "accepted").inc()
+        self._wake.set()
+
+    def _on_device_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
+        """An off-the-shelf device's own topic: its adapter, then the registry in the core."""
+        payload = bytes(msg.payload)
+        done: asyncio.Future[None] | None = None
+        for device in self._device_routes[msg.topic]:
+            decoded = adapters.decode(device, msg.topic, payload, bool(msg.retain))
+            if isinstance(decoded, Rejected):
+                self.metrics.rejected.labels(decoded.reason).inc()
+                if self._rate.allow(msg.topic, decoded.reason):
+                    log.warning("device_message_rejected", topic=msg.topic, device=device.id,
+                                reason=decoded.reason, detail=decoded.detail)
+                continue
+            for reading in decoded:
+                commands = self.core.handle(
+                    DeviceReading(device.id, reading, bool(msg.retain)), now)
+                if any(not isinstance(c, DeviceChanged) for c in commands):
+                    # it changed something: keep the message itself for the record
+                    self.store.add_event(EventRow(
+                        booth=device.booth, kind=f"device:{device.source}", event_id=None,
+                        device=device.id, ts=None, received_at=now,
+                        payload=payload.decode("utf-8", "replace")))
+                self.metrics.device_messages.labels(device.source, "accepted").inc()
+                done = self._execute(commands, now)
+        if done is None:
+            self.mqtt.ack(msg.mid, generation)  # nothing to store
+        else:
+            self._ack_when(done, msg.mid, generation)
         self._wake.set()
 
     def _duplicate(self, booth: str, parsed: Parsed, msg: paho.MQTTMessage) -> bool:
@@ -340,6 +383,8 @@ class Runtime:
                     self.mqtt.publish(self.topics.incident(view.id), dumps(body).encode())
                     done = self.store.put_incident(view, new)
                     self._observe(view, new)
+                case DeviceChanged(view=dview, snapshot=snapshot):
+                    done = self.store.put_device(dview.booth, snapshot, now)
         if done is None:
             done = asyncio.get_running_loop().create_future()
             done.set_result(None)
@@ -479,6 +524,24 @@ class Runtime:
                     ["priority", "state"], open_by)
         occupied = sum(1 for b in self.core.booths.values() if b.occupied)
         yield gauge("boothwatch_sessions_active", "Booths occupied now", [], {(): occupied})
+        devices = self.core.device_views()
+        if devices:
+            now = self.clock()
+            by_state: dict[tuple[str, ...], float] = {("online",): 0.0, ("offline",): 0.0}
+            for d in devices:
+                by_state[("online" if d.online else "offline",)] += 1
+            yield gauge("boothwatch_devices", "Configured devices by state", ["state"], by_state)
+            yield gauge("boothwatch_device_last_seen_age_seconds",
+                        "Seconds since a device was last heard", ["device", "booth"],
+                        {(d.id, d.booth): now - d.last_seen for d in devices
+                         if d.last_seen is not None})
+            yield gauge("boothwatch_device_battery_percent", "Last reported battery",
+                        ["device", "booth"],
+                        {(d.id, d.booth): float(d.battery) for d in devices
+                         if d.battery is not None})
+        unmonitored: dict[tuple[str, ...], float] = {(v.id,): 1.0 if v.unmonitored else 0.0 for v in self.core.booth_views()}
+        yield gauge("boothwatch_booth_unmonitored", "1 while a booth sensor is offline",
+                    ["booth"], unmonitored)
         if hasattr(self, "mqtt"):
             yield gauge("boothwatch_broker_connected", "1 while connected to the MQTT broker",
                         [], {(): 1.0 if self.mqtt.connected else 0.0})

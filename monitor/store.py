@@ -104,6 +104,15 @@ CREATE TABLE IF NOT EXISTS pages (
 );
 CREATE INDEX IF NOT EXISTS pages_incident ON pages(incident);
 CREATE INDEX IF NOT EXISTS pages_status ON pages(status);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    booth TEXT NOT NULL,
+    online INTEGER NOT NULL,
+    last_seen REAL,
+    battery INTEGER,
+    snapshot TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -143,12 +152,13 @@ class _Batch:
     incidents: dict[str, IncidentView] = field(default_factory=dict)
     timeline: list[tuple[str, TimelineEntry]] = field(default_factory=list)
     pages: dict[str, PageRow] = field(default_factory=dict)
+    devices: dict[str, tuple[str, dict[str, Any], float]] = field(default_factory=dict)
     done: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return (
             len(self.events) + len(self.booths) + len(self.sessions) + len(self.incidents)
-            + len(self.timeline) + len(self.pages)
+            + len(self.timeline) + len(self.pages) + len(self.devices)
         )
 
     def absorb(self, later: _Batch) -> None:
@@ -159,6 +169,7 @@ class _Batch:
         self.incidents.update(later.incidents)
         self.timeline += later.timeline
         self.pages.update(later.pages)
+        self.devices.update(later.devices)
         if later.done is not None:
             if self.done is None:
                 self.done = later.done
@@ -247,6 +258,10 @@ class Store:
 
     def put_page(self, row: PageRow) -> asyncio.Future[None]:
         self._batch.pages[row.id] = row
+        return self._future()
+
+    def put_device(self, booth: str, snapshot: dict[str, Any], now: float) -> asyncio.Future[None]:
+        self._batch.devices[snapshot["id"]] = (booth, snapshot, now)
         return self._future()
 
     def pending(self) -> int:
@@ -377,6 +392,16 @@ class Store:
                       p.status, p.attempts, p.last_error, p.created_at, p.updated_at,
                       p.sent_at, p.latency) for p in b.pages.values()],
                 )
+            if b.devices:
+                await db.executemany(
+                    "INSERT INTO devices(id, booth, online, last_seen, battery, snapshot,"
+                    " updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+                    " booth=excluded.booth, online=excluded.online,"
+                    " last_seen=excluded.last_seen, battery=excluded.battery,"
+                    " snapshot=excluded.snapshot, updated_at=excluded.updated_at",
+                    [(did, booth, int(snap["online"]), snap["last_seen"], snap["battery"],
+                      dumps(snap), at) for did, (booth, snap, at) in b.devices.items()],
+                )
             await db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -391,6 +416,9 @@ class Store:
 
     async def load_booths(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in await self._fetch("SELECT view FROM booths")]
+
+    async def load_devices(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in await self._fetch("SELECT snapshot FROM devices")]
 
     async def load_open_incidents(self) -> list[dict[str, Any]]:
         rows = await self._fetch(

@@ -33,6 +33,8 @@ def booth_json(view: BoothView) -> dict[str, Any]:
         },
         "devices_ok": view.devices_ok,
         "mode": view.mode,
+        "unmonitored": view.unmonitored,
+        "door": view.door,
     }
 
 
@@ -81,6 +83,7 @@ def incident_from_stored(snap: dict[str, Any]) -> IncidentView:
     """An IncidentView from its stored JSON (as `dataclasses.asdict` wrote it)."""
     fields = dict(snap)
     fields["triggers"] = tuple(fields["triggers"])
+    fields["cleared"] = tuple(fields["cleared"])
     fields["timeline"] = tuple(
         TimelineEntry(e["at"], e["kind"], e["detail"]) for e in fields["timeline"]
     )
