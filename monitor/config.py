@@ -812,8 +812,8 @@ class _Devices:
     devices: list[DeviceConfig] = field(default_factory=list)
     # (booth, role) of every device whose booth and role are both usable
     roles: set[tuple[str, DeviceRole]] = field(default_factory=set)
-    # booths a faulty device may have been meant for (None: any booth)
-    doubtful: set[str | None] = field(default_factory=set)
+    # booths with a device whose role is unusable: it may be the door or sensor they need
+    doubtful: set[str] = field(default_factory=set)
 
 
 def _parse_devices(
@@ -864,8 +864,6 @@ def _parse_devices(
             out.roles.add((booth, role))
         elif booth:
             out.doubtful.add(booth)
-        else:
-            out.doubtful.add(None)
         out.devices.append(
             DeviceConfig(
                 id=device_id,
@@ -917,8 +915,8 @@ def _check_door_booths(
     for (path, _), booth in zip(items, booths, strict=True):
         if booth.occupancy_from != "door" or not booth.id:
             continue
-        if booth.id in devices.doubtful or None in devices.doubtful:
-            continue  # a faulty device may be the one it needs; its problem is reported
+        if booth.id in devices.doubtful:
+            continue  # a device with a bad role may be the one it needs; that is reported
         has_door = (booth.id, "door") in devices.roles
         has_sensor = any((booth.id, r) in devices.roles for r in ("motion", "occupancy"))
         if not (has_door and has_sensor):

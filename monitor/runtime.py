@@ -539,7 +539,9 @@ class Runtime:
                         ["device", "booth"],
                         {(d.id, d.booth): float(d.battery) for d in devices
                          if d.battery is not None})
-        unmonitored: dict[tuple[str, ...], float] = {(v.id,): 1.0 if v.unmonitored else 0.0 for v in self.core.booth_views()}
+        unmonitored: dict[tuple[str, ...], float] = {
+            (v.id,): 1.0 if v.unmonitored else 0.0 for v in self.core.booth_views()
+        }
         yield gauge("boothwatch_booth_unmonitored", "1 while a booth sensor is offline",
                     ["booth"], unmonitored)
         if hasattr(self, "mqtt"):

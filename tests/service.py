@@ -138,7 +138,7 @@ class Webhook:
         self._new.set()
         return web.Response(text="ok")
 
-    async def wait(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def wait(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until ``count`` pages have arrived in total; return them all."""
         async with asyncio.timeout(timeout):
             while len(self.pages) < count:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from monitor.config import (
     Config,
     ConfigError,
+    DeviceConfig,
     format_duration,
     load_config,
     parse_config,
@@ -586,3 +587,341 @@ def test_summary_content_without_secrets() -> None:
     for secret in ("webhook-secret-value", "mqtt-pass-value", "tok3n-in-path"):
         assert secret not in text
     assert len(text.splitlines()) <= 40
+
+
+# --------------------------------------------------------------------------- devices
+
+DEVICES_TOML = """
+[[devices]]
+id = "b1-button"
+source = "zigbee2mqtt"
+topic = "zigbee2mqtt/b1-button"
+booth = "b1"
+role = "call_button"
+actions = { hold = "presence", release = "ignore" }
+
+[[devices]]
+id = "b1-door"
+source = "esphome"
+topic = "b1node/binary_sensor/door/state"
+booth = "b1"
+role = "door"
+inverted = true
+
+[[devices]]
+id = "b1.motion"
+source = "tasmota"
+topic = "b1-pir"
+booth = "b1"
+role = "motion"
+battery_low = 35
+
+[[devices]]
+id = "b2-presence"
+source = "shelly"
+topic = "shellies/shelly1-b2"
+booth = "b2"
+role = "presence_button"
+
+[[devices]]
+id = "b2-call"
+source = "shelly"
+topic = "shellyplusi4-b2"
+booth = "b2"
+role = "call_button"
+
+[[devices]]
+id = "b2-occupancy"
+source = "canonical"
+topic = "boothwatch/lisbon-1/booths/b2/events"
+booth = "b2"
+role = "occupancy"
+"""
+
+DOOR_BOOTH = 'id = "b1"\nname = "Booth 1"\noccupancy_from = "door"\ndoor_window = "45s"'
+
+
+def _with_devices(battery_low: int | None = None) -> dict[str, object]:
+    text = INTERFACE_TOML.replace('id = "b1"\nname = "Booth 1"', DOOR_BOOTH) + DEVICES_TOML
+    if battery_low is not None:
+        text = text.replace(
+            'device_timeout = "15m"', f'device_timeout = "15m"\nbattery_low = {battery_low}'
+        )
+    return _data(text)
+
+
+def test_devices_parse() -> None:
+    """One device of every source and role becomes the right DeviceConfig, defaults applied."""
+    config = parse_config(_with_devices(), {})
+    by_id = {d.id: d for d in config.devices}
+    assert list(by_id) == [
+        "b1-button", "b1-door", "b1.motion", "b2-presence", "b2-call", "b2-occupancy",
+    ]  # fmt: skip
+    assert isinstance(config.devices, tuple)
+    assert DeviceConfig(
+        id="b1-button", source="zigbee2mqtt", topic="zigbee2mqtt/b1-button", booth="b1",
+        role="call_button", actions={"hold": "presence", "release": "ignore"},
+        battery_low=20, inverted=False,
+    ) == by_id["b1-button"]  # fmt: skip
+    door = by_id["b1-door"]
+    assert (door.source, door.role, door.inverted, door.actions) == ("esphome", "door", True, {})
+    motion = by_id["b1.motion"]
+    assert (motion.source, motion.topic, motion.role, motion.battery_low) == (
+        "tasmota", "b1-pir", "motion", 35,
+    )  # fmt: skip
+    assert [(by_id[i].source, by_id[i].role, by_id[i].booth) for i in
+            ("b2-presence", "b2-call", "b2-occupancy")] == [
+        ("shelly", "presence_button", "b2"),
+        ("shelly", "call_button", "b2"),
+        ("canonical", "occupancy", "b2"),
+    ]  # fmt: skip
+    assert all(d.battery_low == 20 for i, d in by_id.items() if i != "b1.motion")
+    b1, b2 = config.booths
+    assert (b1.occupancy_from, b1.door_window) == ("door", 45.0)
+    assert (b2.occupancy_from, b2.door_window) == ("sensor", 30.0)
+
+
+def test_device_defaults_from_defaults_table() -> None:
+    """[defaults] sets battery_low for every device and occupancy_from/door_window per booth."""
+    data = _with_devices(battery_low=15)
+    defaults = data["defaults"]
+    assert isinstance(defaults, dict)
+    defaults["door_window"] = "1m"
+    config = parse_config(data, {})
+    assert {d.id: d.battery_low for d in config.devices} == {
+        "b1-button": 15, "b1-door": 15, "b1.motion": 35, "b2-presence": 15, "b2-call": 15,
+        "b2-occupancy": 15,
+    }  # fmt: skip
+    assert [b.door_window for b in config.booths] == [45.0, 60.0]
+    defaults["occupancy_from"] = "door"  # b2 has no door device
+    assert _problems(data) == [
+        'booths[1].occupancy_from: "door" needs a door device and a motion or occupancy '
+        'device for booth "b2"'
+    ]
+
+
+def test_interface_example_has_no_devices() -> None:
+    """Without [[devices]] the config has none and booths take occupancy from sensors."""
+    config = parse_config(_data(), {})
+    assert config.devices == ()
+    assert all((b.occupancy_from, b.door_window) == ("sensor", 30.0) for b in config.booths)
+
+
+DEVICE_MISTAKES = """
+[[devices]]
+id = "d0"
+source = "zigbee2mqtt"
+topic = "zigbee2mqtt/d0"
+booth = "b9"
+role = "call_button"
+
+[[devices]]
+id = "d1"
+source = "zigbe2mqtt"
+topic = "zigbee2mqtt/d1"
+booth = "b2"
+role = "call_button"
+
+[[devices]]
+id = "d2"
+source = "zigbee2mqtt"
+topic = "zigbee2mqtt/d2"
+booth = "b2"
+role = "buton"
+
+[[devices]]
+id = "d3"
+source = "zigbee2mqtt"
+topic = "zigbee2mqtt/d0"
+booth = "b2"
+role = "motion"
+
+[[devices]]
+id = "d4"
+source = "tasmota"
+topic = "tele/+/SENSOR"
+booth = "b2"
+role = "motion"
+
+[[devices]]
+id = "d5"
+source = "esphome"
+topic = "b2node/sensor/door/state"
+booth = "b2"
+role = "door"
+
+[[devices]]
+id = "d6"
+source = "esphome"
+topic = "b2node/binary_sensor/pir/state"
+booth = "b2"
+role = "motion"
+actions = { single = "call" }
+
+[[devices]]
+id = "d7"
+source = "shelly"
+topic = "shellyplus1-b2"
+booth = "b2"
+role = "presence_button"
+actions = { double = "page" }
+
+[[devices]]
+id = "b1-radar"
+source = "zigbee2mqtt"
+topic = "zigbee2mqtt/b1-radar"
+booth = "b1"
+role = "occupancy"
+"""
+
+
+def test_device_mistakes_reported_together() -> None:
+    """Every device mistake is one problem with its key path, all in one ConfigError."""
+    text = (
+        INTERFACE_TOML.replace('id = "b1"\nname = "Booth 1"', DOOR_BOOTH) + DEVICE_MISTAKES
+    )
+    problems = _problems(_data(text))
+    assert problems == [
+        'devices[0].booth: unknown booth "b9" (known: b1, b2)',
+        'devices[1].source: expected zigbee2mqtt, esphome, tasmota, shelly or canonical, '
+        'got "zigbe2mqtt" (did you mean "zigbee2mqtt"?)',
+        "devices[2].role: expected call_button, presence_button, motion, occupancy or door, "
+        'got "buton" (did you mean "call_button"?)',
+        "devices[3].topic: same topic as devices[0]",
+        "devices[4].topic: must not contain the wildcards + or #",
+        "devices[5].topic: expected <node>/binary_sensor/<name>/state for esphome, "
+        'got "b2node/sensor/door/state"',
+        "devices[6].actions: only call_button and presence_button devices take actions, "
+        "not motion",
+        "devices[7].actions.double: expected call, presence, clear or ignore, got \"page\"",
+        'booths[0].occupancy_from: "door" needs a door device and a motion or occupancy '
+        'device for booth "b1"',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "topic", "message"),
+    [
+        ("zigbee2mqtt", "b1-button", "expected <base>/<friendly_name>"),
+        ("zigbee2mqtt", "/zigbee2mqtt/b1", 'must not start or end with "/"'),
+        ("zigbee2mqtt", "zigbee2mqtt/b1/", 'must not start or end with "/"'),
+        ("zigbee2mqtt", "zigbee2mqtt//b1", "must not have an empty level"),
+        ("zigbee2mqtt", "zigbee2mqtt/#", "must not contain the wildcards"),
+        ("zigbee2mqtt", "boothwatch/lisbon-1/x", 'must not be under "boothwatch/"'),
+        ("tasmota", "boothwatch", 'must not be under "boothwatch/"'),
+        ("tasmota", "tele/b1/SENSOR", "expected <t>"),
+        ("shelly", "shellies/a/b", "expected shellies/<id> (Gen1) or <id> (Gen2"),
+        ("shelly", "shellyplus/b1", "expected shellies/<id> (Gen1) or <id> (Gen2"),
+        ("esphome", "b1/binary_sensor/door", "expected <node>/binary_sensor/<name>/state"),
+        ("esphome", "binary_sensor/door/state", "expected <node>/binary_sensor/<name>/state"),
+        ("canonical", "boothwatch/lisbon-1/booths/b2/events", "a canonical device publishes"),
+    ],
+)
+def test_device_topic_shapes(source: str, topic: str, message: str) -> None:
+    """A topic that does not fit its source is one problem at devices[i].topic."""
+    data = _data()
+    data["devices"] = [
+        {"id": "d", "source": source, "topic": topic, "booth": "b1", "role": "call_button"}
+    ]
+    (problem,) = _problems(data)
+    assert problem.startswith(f"devices[0].topic: {message}"), problem
+
+
+@pytest.mark.parametrize(
+    ("source", "topic"),
+    [
+        ("zigbee2mqtt", "zigbee2mqtt/room/b1 button"),
+        ("esphome", "site/b1node/binary_sensor/call/state"),
+        ("shelly", "shellies/shelly1-b1"),
+        ("shelly", "shellyplus1-b1"),
+        ("tasmota", "b1-button"),
+        ("canonical", "boothwatch/lisbon-1/booths/b1/events"),
+    ],
+)
+def test_device_topic_shapes_good(source: str, topic: str) -> None:
+    """Each source's own topic forms are accepted."""
+    data = _data()
+    data["devices"] = [
+        {"id": "d", "source": source, "topic": topic, "booth": "b1", "role": "call_button"}
+    ]
+    assert parse_config(data, {}).devices[0].topic == topic
+
+
+def test_device_types_and_keys() -> None:
+    """Wrong types, bad ids, duplicate ids and unknown keys in [[devices]] are problems."""
+    data = _data()
+    data["defaults"] = {"battery_low": 100, "occupancy_from": "doors"}
+    booths = data["booths"]
+    assert isinstance(booths, list)
+    booths[1]["door_window"] = "0s"
+    base = {"source": "tasmota", "booth": "b1", "role": "call_button"}
+    data["devices"] = [
+        {"id": "a b", "topic": "t0", **base, "battery_low": "20"},
+        {"id": "x", "topic": "t1", **base, "inverted": "yes", "actons": {}},
+        {"id": "x", "topic": "t2", **base, "actions": {"hould": "call"}},
+        {"id": "y", "topic": "t3", **base, "actions": "call"},
+        {"id": "z", "source": "canonical", "topic": "boothwatch/lisbon-1/booths/b1/events",
+         "booth": "b1", "role": "door"},
+        "not a table",
+    ]  # fmt: skip
+    problems = _problems(data)
+    assert problems == [
+        "defaults.occupancy_from: expected sensor or door, got \"doors\" "
+        '(did you mean "door"?)',
+        "defaults.battery_low: must be between 1 and 99, got 100",
+        "booths[1].door_window: must be greater than 0",
+        "devices[5]: expected a table, got \"not a table\"",
+        'devices[0].id: "a b" must match ^[A-Za-z0-9_.-]+$',
+        'devices[0].battery_low: expected a whole percentage from 1 to 99, got "20"',
+        'devices[1].actons: unknown key (did you mean "actions"?)',
+        'devices[1].inverted: expected true or false, got "yes"',
+        'devices[2].id: duplicate device id "x" (also devices[1])',
+        "devices[2].actions.hould: unknown press type (expected single, double, triple, "
+        'quadruple, hold or release) (did you mean "hold"?)',
+        'devices[3].actions: expected a table of press type = action, got "call"',
+        "devices[4].role: a canonical device cannot be a door (the canonical event has no door)",
+    ]
+
+
+def test_devices_must_be_array_of_tables() -> None:
+    """[devices] as a table is a problem; an empty [[devices]] list is fine."""
+    data = _data()
+    data["devices"] = {"id": "x"}
+    assert _problems(data) == ["devices: expected a list of tables ([[devices]]), got a table"]
+    data["devices"] = []
+    assert parse_config(data, {}).devices == ()
+
+
+def test_door_booth_check_not_echoed() -> None:
+    """A door booth whose device has a bad role gets no second problem; a bad booth does."""
+    text = INTERFACE_TOML.replace('id = "b1"\nname = "Booth 1"', DOOR_BOOTH) + DEVICES_TOML
+    data = _data(text)
+    devices = data["devices"]
+    assert isinstance(devices, list)
+    devices[1]["role"] = "dor"
+    (problem,) = _problems(data)
+    assert problem.startswith("devices[1].role: ")
+    devices[1]["role"] = "door"
+    devices[2]["booth"] = "b3"
+    assert _problems(data) == [
+        'devices[2].booth: unknown booth "b3" (known: b1, b2)',
+        'booths[0].occupancy_from: "door" needs a door device and a motion or occupancy '
+        'device for booth "b1"',
+    ]
+
+
+def test_summary_mentions_devices() -> None:
+    """The summary lists each device and the booths taking occupancy from their door."""
+    text = summary(parse_config(_with_devices(), {}))
+    for needle in (
+        "devices (6):",
+        "b1-button: zigbee2mqtt zigbee2mqtt/b1-button → booth b1, call_button; "
+        "actions hold=presence, release=ignore",
+        "b1-door: esphome b1node/binary_sensor/door/state → booth b1, door; inverted",
+        "b2-occupancy: canonical boothwatch/lisbon-1/booths/b2/events → booth b2, occupancy",
+        "b1 Booth 1: long session 20m, stillness 3m, device timeout 15m, "
+        "occupancy from door (window 45s)",
+    ):
+        assert needle in text, (needle, text)
+    assert "occupancy from door" not in text.split("b2 Booth 2")[1].splitlines()[0]
+    assert "devices (0):" in summary(parse_config(_data(), {}))
