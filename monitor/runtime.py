@@ -36,6 +36,7 @@ from alerts.channels import Attempt, Delivery, DeliveryError, Dispatcher, build_
 from alerts.tokens import AckTokens
 from devices import adapters
 from devices.canonical import Parsed, Rejected, parse_event, parse_topic
+from devices.readings import Reading
 from devices.mqtt import MqttLink, NotConnected
 from monitor.config import Config, DeviceConfig
 from monitor.core import SiteCore, UnknownIncident
@@ -45,6 +46,7 @@ from monitor.events import (
     Command,
     DeviceChanged,
     DeviceReading,
+    Heartbeat,
     IncidentChanged,
     IncidentEvent,
     SendPage,
@@ -108,6 +110,8 @@ class Runtime:
         self._booth_names = {b.id: b.name for b in config.booths}
         # device topic -> the devices listening on it (a z2m bridge topic serves many)
         self._device_routes: dict[str, list[DeviceConfig]] = {}
+        self._canonical_devices = frozenset(
+            d.id for d in config.devices if d.source == "canonical")
         for device in config.devices:
             if device.source == "canonical":
                 continue  # canonical devices publish on the booth events topic
@@ -241,6 +245,11 @@ class Runtime:
         )
         self._ack_when(stored, msg.mid, generation)
         self._execute(self.core.handle(parsed.event, now), now)
+        if parsed.device in self._canonical_devices:
+            # a canonical device's health: any event is a sign of life, a heartbeat its battery
+            battery = parsed.event.battery if isinstance(parsed.event, Heartbeat) else None
+            self._execute(self.core.handle(
+                DeviceReading(parsed.device, Reading(battery=battery)), now), now)
         self.metrics.events.labels(kind, "accepted").inc()
         self._wake.set()
 

@@ -78,14 +78,18 @@ role = "presence_button"
 
 @contextlib.asynccontextmanager
 async def service(
-    tmp_path: Path, broker: Mosquitto, hook: Webhook, **config: str
+    tmp_path: Path, broker: Mosquitto, hook: Webhook, devices: str = DEVICES,
+    device_timeout: str = "15m", **config: str
 ) -> AsyncIterator[Runtime]:
     path = write_config(tmp_path / "boothwatch.toml", mqtt_port=broker.port,
                         http_port=free_port(), webhook_url=hook.url,
                         db=tmp_path / "boothwatch.db", **config)
-    text = path.read_text().replace('id = "b1"\nname = "Booth 1"',
-                                    'id = "b1"\nname = "Booth 1"\noccupancy_from = "door"')
-    path.write_text(text + DEVICES)
+    text = path.read_text().replace('device_timeout = "15m"',
+                                    f'device_timeout = "{device_timeout}"')
+    if devices is DEVICES:
+        text = text.replace('id = "b1"\nname = "Booth 1"',
+                            'id = "b1"\nname = "Booth 1"\noccupancy_from = "door"')
+    path.write_text(text + devices)
     runtime = Runtime(load_config(path), env={}, retry_delays=(0.05,))
     task = asyncio.create_task(runtime.run())
     try:
@@ -194,3 +198,31 @@ async def test_garbage_on_a_device_topic_is_counted(
         rejected = [line for line in text.splitlines()
                     if line.startswith("boothwatch_events_rejected_total{")]
         assert sum(float(line.rsplit(" ", 1)[1]) for line in rejected) == 2
+
+
+CANONICAL = """
+[[devices]]
+id = "b2-sensor"
+source = "canonical"
+topic = "boothwatch/lisbon-1/booths/b2/events"
+booth = "b2"
+role = "motion"
+"""
+
+
+async def test_canonical_device_heartbeats_keep_it_online_silence_does_not(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    """A canonical device is alive while it sends events; silent past its timeout it pages."""
+    async with Webhook() as hook, service(tmp_path, mosquitto, hook, devices=CANONICAL,
+                                          device_timeout="1.5s") as rt:
+        topic = "boothwatch/lisbon-1/booths/b2/events"
+        for _ in range(4):
+            mqtt_publish(topic, '{"kind":"heartbeat","battery":55,"device":"b2-sensor"}')
+            await asyncio.sleep(0.5)
+        assert hook.pages == []
+        device = next(d for d in rt.core.device_views() if d.id == "b2-sensor")
+        assert (device.online, device.battery) == (True, 55)
+        page = (await hook.wait(1, timeout=4))[0]
+        assert (page["booth"], page["triggers"], page["priority"]) == (
+            "b2", ["device_offline"], "low")
