@@ -61,6 +61,8 @@ class MqttLink:
         self.generation = 0  # bumped on every new connection
         self.connected = False
         self._unacked_subs: set[int] = set()
+        self._sock: Any = None
+        self._paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._lost = asyncio.Event()
@@ -75,7 +77,7 @@ class MqttLink:
             manual_ack=True,
             reconnect_on_failure=False,  # we reconnect ourselves, with jitter
         )
-        client.max_inflight_messages_set(1000)
+        client.max_inflight_messages_set(0)  # unlimited: a cap makes paho rescan its queue
         client.max_queued_messages_set(0)  # unlimited: never drop our own publishes
         if config.username is not None:
             client.username_pw_set(config.username, config.password)
@@ -138,7 +140,8 @@ class MqttLink:
             )
         # connect() resolves and opens the socket (blocking); keep the loop free meanwhile
         await self._loop.run_in_executor(None, connect)
-        reason = await asyncio.wait_for(self._connack, timeout=15)
+        async with asyncio.timeout(15):  # not wait_for: it can swallow a cancellation on 3.11
+            reason = await self._connack
         if reason.is_failure:
             self._client.disconnect()
             raise ConnectionError(f"broker refused the connection: {reason}")
@@ -179,7 +182,8 @@ class MqttLink:
             return
         self._confirm[info.mid] = fut
         try:
-            await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                await fut
         finally:
             self._confirm.pop(info.mid, None)
 
@@ -274,13 +278,30 @@ class MqttLink:
 
     def _add_reader(self, sock: Any) -> None:
         assert self._loop is not None
-        self._loop.add_reader(sock, self._read)
+        self._sock = sock
+        if not self._paused:
+            self._loop.add_reader(sock, self._read)
+
+    def pause_reading(self) -> None:
+        """Stop taking messages (the caller is behind); the broker keeps them meanwhile."""
+        if not self._paused and self._sock is not None and self._loop is not None:
+            self._paused = True
+            self._loop.remove_reader(self._sock)
+            log.warning("mqtt_reading_paused", reason="store behind")
+
+    def resume_reading(self) -> None:
+        if self._paused and self._loop is not None:
+            self._paused = False
+            if self._sock is not None:
+                self._loop.add_reader(self._sock, self._read)
+            log.info("mqtt_reading_resumed")
 
     def _read(self) -> None:
         self._client.loop_read(max_packets=100)
 
     def _socket_close(self, client: paho.Client, _u: Any, sock: Any) -> None:
         assert self._loop is not None
+        self._sock = None
         self._call(self._loop.remove_reader, sock)
         self._call(self._loop.remove_writer, sock)
 

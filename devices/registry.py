@@ -134,9 +134,12 @@ class DeviceRegistry:
     def __init__(self, devices: tuple[DeviceConfig, ...], booths: dict[str, BoothConfig],
                  now: float) -> None:
         self.devices = {d.id: Device(d, booths[d.booth], now) for d in devices}
+        self._by_booth: dict[str, list[Device]] = {}
+        for dev in self.devices.values():
+            self._by_booth.setdefault(dev.config.booth, []).append(dev)
 
     def booth_devices(self, booth: str) -> list[Device]:
-        return [d for d in self.devices.values() if d.config.booth == booth]
+        return self._by_booth.get(booth, [])
 
     def handle(
         self, device_id: str, reading: Reading, retained: bool, now: float

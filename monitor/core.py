@@ -29,7 +29,7 @@ from typing import Any, assert_never
 
 from alerts.escalation import Fired, resolve_targets
 from devices.registry import SENSOR_ROLES, DeviceRegistry, HealthChange
-from monitor.booth import Booth, BoothView, Timer
+from monitor.booth import Booth, BoothView, IncidentRef, Timer
 from monitor.config import BoothConfig, Config, Policy, Priority
 from monitor.events import (
     Acknowledge,
@@ -300,8 +300,9 @@ class SiteCore:
     def _booth_view(self, booth_id: str) -> BoothView:
         inc = self._open_incident(booth_id)
         devices = self.registry.booth_devices(booth_id)
+        ref = None if inc is None else IncidentRef(inc.id, inc.priority, inc.state.value, inc.level)
         return self.booths[booth_id].view(
-            inc.view().ref() if inc is not None else None,
+            ref,
             devices_ok=all(d.online and not d.battery_low for d in devices),
             unmonitored=self._unmonitored(booth_id),
         )

@@ -36,8 +36,9 @@ from alerts.channels import Attempt, Delivery, DeliveryError, Dispatcher, build_
 from alerts.tokens import AckTokens
 from devices import adapters
 from devices.canonical import Parsed, Rejected, parse_event, parse_topic
-from devices.readings import Reading
 from devices.mqtt import MqttLink, NotConnected
+from devices.readings import Reading
+from monitor.booth import BoothView
 from monitor.config import Config, DeviceConfig
 from monitor.core import SiteCore, UnknownIncident
 from monitor.events import (
@@ -61,6 +62,10 @@ log = structlog.get_logger(__name__)
 
 DEDUPE_WINDOW = 24 * 3600.0  # event ids remembered this long (store and memory)
 DEDUPE_MEMORY = 200_000
+# the broker applies no backpressure (Mosquitto overruns its in-flight limit), so stop
+# reading MQTT while this many rows wait for a commit, and read again once below LOW
+PENDING_HIGH = 20_000
+PENDING_LOW = 5_000
 
 
 class IncidentGone(Exception):
@@ -135,6 +140,7 @@ class Runtime:
         """Run until cancelled; shut down cleanly (status offline, store flushed)."""
         cfg = self.config
         self.store = await Store.open(cfg.store.path)
+        self.store.on_committed = self._maybe_resume
         try:
             secret = self.env.get("BOOTHWATCH_SECRET") or await self.store.secret(
                 "ack_secret", secrets.token_hex(32)
@@ -187,9 +193,6 @@ class Runtime:
 
                 tg.create_task(serve(self), name="http")
             await self._resend_unsent_pages()
-            # publish every booth's state once, so retained topics match the store
-            for view in self.core.booth_views():
-                self._execute([BoothChanged(view)], self.clock())
             self._wake.set()  # fire whatever fell due while we were down
             log.info("started", site=self.config.site.id, booths=len(self.config.booths),
                      open_incidents=restored)
@@ -198,6 +201,14 @@ class Runtime:
 
     def _on_connected(self, session_present: bool) -> None:
         self.mqtt.publish(self.topics.status, b"online", retain=True)
+        for view in self.core.booth_views():
+            self._publish_booth(view)  # QoS 0 below: whatever a broken link lost, send again
+
+    def _publish_booth(self, view: BoothView) -> None:
+        # retained state at QoS 0: it is a snapshot, republished in full on every reconnect,
+        # and a PUBACK per event would cost the ingest path more than it buys
+        payload = dumps(booth_json(view)).encode()
+        self.mqtt.publish(self.topics.state(view.id), payload, qos=0, retain=True)
 
     # --- MQTT in ----------------------------------------------------------------------
 
@@ -244,6 +255,8 @@ class Runtime:
                      ts=parsed.ts, received_at=now, payload=msg.payload.decode())
         )
         self._ack_when(stored, msg.mid, generation)
+        if self.store.pending() > PENDING_HIGH:
+            self.mqtt.pause_reading()  # unacknowledged messages wait safely in the broker
         self._execute(self.core.handle(parsed.event, now), now)
         if parsed.device in self._canonical_devices:
             # a canonical device's health: any event is a sign of life, a heartbeat its battery
@@ -281,6 +294,10 @@ class Runtime:
         else:
             self._ack_when(done, msg.mid, generation)
         self._wake.set()
+
+    def _maybe_resume(self) -> None:
+        if self.store.pending() < PENDING_LOW:
+            self.mqtt.resume_reading()
 
     def _duplicate(self, booth: str, parsed: Parsed, msg: paho.MQTTMessage) -> bool:
         """Same event id seen before, or a redelivery (dup flag) of a message seen before."""
@@ -384,8 +401,7 @@ class Runtime:
                 case SendPage():
                     done = self._page(cmd, now) or done
                 case BoothChanged(view=view):
-                    payload = dumps(booth_json(view)).encode()
-                    self.mqtt.publish(self.topics.state(view.id), payload, retain=True)
+                    self._publish_booth(view)
                     done = self.store.put_booth(view, now)
                 case IncidentChanged(view=view, new=new):
                     body = incident_json(view, self.booth_name(view.booth))
@@ -510,8 +526,11 @@ class Runtime:
         while True:
             deadline = self.core.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and shutdown would then hang
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             now = self.clock()
             try:

@@ -18,7 +18,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -201,6 +201,7 @@ class Store:
         self.commits = 0
         self._inflight: asyncio.Future[None] | None = None
         self._inflight_done: asyncio.Future[None] | None = None
+        self.on_committed: Callable[[], None] | None = None  # e.g. resume reading MQTT
 
     @classmethod
     async def open(cls, path: str, busy_timeout_ms: int = 5000) -> Store:
@@ -309,6 +310,8 @@ class Store:
         self.commits += 1
         if batch.done is not None:
             _settle(batch.done)
+        if self.on_committed is not None:
+            self.on_committed()
 
     def _settled(self, task: asyncio.Future[None], *, batch: _Batch) -> None:
         if not task.cancelled() and task.exception() is None:
@@ -335,26 +338,36 @@ class Store:
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
         try:
+            # one statement per table: each row would otherwise make the writer thread and
+            # the event loop trade the GIL, which under load costs far more than the insert
             if b.events:
-                await db.executemany(
+                await db.execute(
                     "INSERT OR IGNORE INTO events"
                     "(booth, kind, event_id, device, ts, received_at, payload)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    [(e.booth, e.kind, e.event_id, e.device, e.ts, e.received_at, e.payload)
-                     for e in b.events],
+                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                    " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+                    " json_extract(value, '$[4]'), json_extract(value, '$[5]'),"
+                    " json_extract(value, '$[6]') FROM json_each(?)",
+                    (dumps([[e.booth, e.kind, e.event_id, e.device, e.ts, e.received_at,
+                             e.payload] for e in b.events]),),
                 )
             if b.booths:
-                await db.executemany(
-                    "INSERT INTO booths(id, view, updated_at) VALUES (?,?,?)"
+                await db.execute(
+                    "INSERT INTO booths(id, view, updated_at)"
+                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                    " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
                     " ON CONFLICT(id) DO UPDATE SET view=excluded.view,"
                     " updated_at=excluded.updated_at",
-                    [(bid, dumps(asdict(view)), at) for bid, (view, at) in b.booths.items()],
+                    (dumps([[bid, dumps(booth_snapshot(view)), at]
+                            for bid, (view, at) in b.booths.items()]),),
                 )
-            for booth, started, ended in b.sessions:
+            if b.sessions:
                 await db.execute(
-                    "INSERT INTO sessions(booth, started_at, ended_at) VALUES (?,?,?)"
+                    "INSERT INTO sessions(booth, started_at, ended_at)"
+                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                    " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
                     " ON CONFLICT(booth, started_at) DO UPDATE SET ended_at=excluded.ended_at",
-                    (booth, started, ended),
+                    (dumps(b.sessions),),
                 )
             if b.incidents:
                 await db.executemany(
@@ -393,14 +406,19 @@ class Store:
                       p.sent_at, p.latency) for p in b.pages.values()],
                 )
             if b.devices:
-                await db.executemany(
+                await db.execute(
                     "INSERT INTO devices(id, booth, online, last_seen, battery, snapshot,"
-                    " updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+                    " updated_at) SELECT json_extract(value, '$[0]'),"
+                    " json_extract(value, '$[1]'), json_extract(value, '$[2]'),"
+                    " json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
+                    " json_extract(value, '$[5]'), json_extract(value, '$[6]')"
+                    " FROM json_each(?) WHERE true ON CONFLICT(id) DO UPDATE SET"
                     " booth=excluded.booth, online=excluded.online,"
                     " last_seen=excluded.last_seen, battery=excluded.battery,"
                     " snapshot=excluded.snapshot, updated_at=excluded.updated_at",
-                    [(did, booth, int(snap["online"]), snap["last_seen"], snap["battery"],
-                      dumps(snap), at) for did, (booth, snap, at) in b.devices.items()],
+                    (dumps([[did, booth, int(snap["online"]), snap["last_seen"],
+                             snap["battery"], dumps(snap), at]
+                            for did, (booth, snap, at) in b.devices.items()]),),
                 )
             await db.execute("COMMIT")
         except BaseException:
@@ -496,6 +514,18 @@ class Store:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False
         return self.writable
+
+
+def booth_snapshot(view: BoothView) -> dict[str, Any]:
+    """The stored form of a booth view (what `Booth.restore` reads); asdict is too slow here."""
+    snap = {name: getattr(view, name) for name in _BOOTH_FIELDS}
+    inc = view.incident
+    snap["incident"] = None if inc is None else {
+        "id": inc.id, "priority": inc.priority, "state": inc.state, "level": inc.level}
+    return snap
+
+
+_BOOTH_FIELDS = tuple(f for f in BoothView.__dataclass_fields__ if f != "incident")
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

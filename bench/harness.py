@@ -1,0 +1,422 @@
+"""What both benchmarks share: the deploy broker, the real service as a subprocess, figures.
+
+The broker is the production config ``deploy/mosquitto/mosquitto.conf`` with only
+what cannot be shared changed: the port, the persistence directory, the password
+file (a fresh one with a bench account) and the user when run as root. Every
+queue and in-flight limit is the deploy value, so a benchmark measures what a
+site would get. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
+SITE = "bench"
+MQTT_USER = "boothwatch"
+MQTT_PASSWORD = "bench-password"  # a throwaway account in a throwaway password file
+LIMIT_KEYS = (
+    "max_inflight_messages",
+    "max_queued_messages",
+    "max_queued_bytes",
+    "message_size_limit",
+    "set_tcp_nodelay",
+    "persistence",
+    "autosave_interval",
+)
+_RUNNING = re.compile(r"mosquitto version \S+ running")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def find_binary(name: str, *fallbacks: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for path in fallbacks:
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def settings(text: str) -> dict[str, str]:
+    """The active (uncommented) ``key value`` lines of a mosquitto config; last one wins."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            found[key] = value.strip()
+    return found
+
+
+class Broker:
+    """Mosquitto with the deploy config on a free port; ``overrides`` replace deploy settings."""
+
+    def __init__(self, workdir: Path, overrides: dict[str, str] | None = None) -> None:
+        binary = find_binary("mosquitto", "/usr/sbin/mosquitto")
+        if binary is None:
+            raise RuntimeError("mosquitto not found (make bench installs it)")
+        self.binary = binary
+        self.workdir = workdir
+        self.overrides = dict(overrides or {})
+        self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.auth = False
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def effective(self) -> dict[str, str]:
+        return settings(self.config_path.read_text(encoding="utf-8"))
+
+    def _config(self) -> str:
+        passwd = find_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+        if passwd is not None:
+            subprocess.run(
+                [passwd, "-c", "-b", str(self.workdir / "passwd"), MQTT_USER, MQTT_PASSWORD],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            self.auth = True
+        out: list[str] = []
+        seen: set[str] = set()
+        for line in DEPLOY_CONF.read_text(encoding="utf-8").splitlines():
+            stripped = line.strip()
+            key = stripped.partition(" ")[0] if stripped and not stripped.startswith("#") else ""
+            if key == "listener":
+                out.append(f"listener {self.port} {self.host}")
+            elif key == "persistence_location":
+                out.append(f"persistence_location {self.workdir}/")
+            elif key == "password_file":
+                out.append(f"password_file {self.workdir / 'passwd'}" if self.auth else "")
+            elif key == "allow_anonymous" and not self.auth:
+                out.append("allow_anonymous true  # bench: mosquitto_passwd is not installed")
+            elif key == "log_dest":
+                # stdout into a file is block-buffered; a log file is written line by line
+                if f"log_dest file {self.log_path}" not in out:
+                    out.append(f"log_dest file {self.log_path}")
+            elif key == "acl_file":
+                out.append("")  # a deploy ACL would name production users
+            elif key == "user" and os.geteuid() == 0:
+                # the packaged user could not write our temporary directory
+                out.append("user root")
+            elif key in self.overrides:
+                out.append(f"{key} {self.overrides[key]}")
+                seen.add(key)
+            else:
+                out.append(line)
+        out += [f"{k} {v}" for k, v in self.overrides.items() if k not in seen]
+        return "\n".join(out) + "\n"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.config_path.write_text(self._config(), encoding="utf-8")
+        self._log = (self.workdir / "mosquitto.out").open("ab")  # errors before the log opens
+        self._process = subprocess.Popen(
+            [self.binary, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited {self._process.returncode}:\n{self.log()}")
+            if _RUNNING.search(self.log()):
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=0.5):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not start within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        parts = []
+        for path in (self.workdir / "mosquitto.out", self.log_path):
+            if path.exists():
+                parts.append(path.read_text(encoding="utf-8", errors="replace"))
+        return "".join(parts)
+
+    def dropped_warnings(self) -> int:
+        return self.log().count("Outgoing messages are being dropped")
+
+    def stop(self) -> int | None:
+        process, self._process = self._process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            code = process.returncode
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- service
+
+
+def service_toml(
+    *,
+    mqtt_port: int,
+    http_port: int,
+    db: Path,
+    booths: int,
+    auth: bool,
+    channel: str,
+    long_session: str = "1h",
+    stillness: str = "1h",
+    device_timeout: str = "1h",
+    client_id: str = "boothwatch-bench",
+    protocol: str = "5",
+) -> str:
+    """A site config: ``booths`` booths b1..bN, one responder ana (nurse) on ``channel``.
+
+    ``channel`` is the body of ``[channels.pager]``. A call pages ana once (step 0s,
+    repeat every hour), so one press is one page.
+    """
+    username = f'username = "{MQTT_USER}"\n' if auth else ""
+    parts = [f"""\
+[site]
+id = "{SITE}"
+name = "Bench site"
+timezone = "Europe/Lisbon"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+client_id = "{client_id}"
+protocol = "{protocol}"
+{username}
+[store]
+path = "{db}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+public_url = "http://127.0.0.1:{http_port}"
+
+[defaults]
+long_session = "{long_session}"
+stillness = "{stillness}"
+device_timeout = "{device_timeout}"
+
+[channels.pager]
+{channel}
+
+[[responders]]
+id = "ana"
+name = "Ana"
+roles = ["nurse"]
+channels = ["pager"]
+
+[escalation.high]
+steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
+repeat = "1h"
+ack_timeout = "1h"
+
+[escalation.medium]
+steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
+repeat = "1h"
+ack_timeout = "1h"
+
+[escalation.low]
+steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
+"""]
+    parts += [f'[[booths]]\nid = "b{i}"\nname = "Booth {i}"\n' for i in range(1, booths + 1)]
+    return "\n".join(parts)
+
+
+class Service:
+    """``boothwatch run --config FILE`` as a subprocess; stderr (JSON logs) to a file."""
+
+    def __init__(self, workdir: Path, config: str, http_port: int, *,
+                 profile: Path | None = None, src: Path = REPO) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "boothwatch.toml"
+        self.config_path.write_text(config, encoding="utf-8")
+        self.http_port = http_port
+        self.stderr_path = workdir / "service.stderr"
+        self.stdout_path = workdir / "service.stdout"
+        self.profile = profile
+        self.src = src  # where monitor/, devices/, alerts/ are imported from
+        self.process: subprocess.Popen[bytes] | None = None
+        self._files: list[IO[bytes]] = []
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def command(self) -> list[str]:
+        python = REPO / ".venv" / "bin" / "python"
+        exe = str(python) if python.exists() else sys.executable
+        if self.profile is not None:
+            return [exe, "-m", "cProfile", "-o", str(self.profile),
+                    "-m", "monitor.cli", "run", "--config", str(self.config_path)]
+        script = REPO / ".venv" / "bin" / "boothwatch"
+        if script.exists():
+            return [str(script), "run", "--config", str(self.config_path)]
+        return [exe, "-m", "monitor.cli", "run", "--config", str(self.config_path)]
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")}
+        env["BOOTHWATCH_MQTT_PASSWORD"] = MQTT_PASSWORD
+        env["BOOTHWATCH_SECRET"] = "bench-secret"
+        # The packages from `src` (this checkout unless told), whatever state the venv's
+        # editable install is in (one made before monitor/__init__.py existed maps
+        # `monitor` to a namespace package).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.src), env.get("PYTHONPATH")]))
+        out = self.stdout_path.open("ab")
+        err = self.stderr_path.open("ab")
+        self._files = [out, err]
+        self.process = subprocess.Popen(
+            self.command(), cwd=self.src, env=env,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Poll GET /readyz until 200; returns the seconds it took."""
+        started = time.monotonic()
+        deadline = started + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(self.base + "/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - started
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}: {exc.read().decode(errors='replace')[:200]}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"service not ready within {timeout} s ({last}):\n{self.stderr_tail()}")
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(
+                f"service exited with {self.process.returncode}:\n{self.stderr_tail()}"
+            )
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(self.base + path, timeout=10) as resp:
+            body: bytes = resp.read()
+        return body.decode()
+
+    def metrics(self) -> dict[str, float]:
+        """Samples of the Prometheus text as ``name{labels}`` -> value."""
+        samples: dict[str, float] = {}
+        for line in self.get("/metrics").splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def peak_rss_mb(self) -> float | None:
+        """VmHWM (peak resident set) of the service process, in MiB."""
+        if self.process is None:
+            return None
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        return int(match.group(1)) / 1024 if match else None
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        if not self.stderr_path.exists():
+            return ""
+        text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_count(self, word: str) -> int:
+        if not self.stderr_path.exists():
+            return 0
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace").count(word)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait (SIGKILL after ``timeout``); the exit code, None if never started."""
+        process, self.process = self.process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                    print(f"  service did not stop within {timeout} s of SIGTERM: killed")
+            code = process.returncode
+        for f in self._files:
+            f.close()
+        self._files = []
+        return code
+
+
+def add_src_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--src", type=Path, default=REPO, metavar="DIR",
+        help="import the service (monitor/, devices/, alerts/) from DIR, e.g. an unpacked "
+             "`git archive` of a commit, instead of this checkout",
+    )
+
+
+def summarise(values: Sequence[float]) -> str:
+    """count, p50, p90, p99, max of seconds, shown in ms."""
+    if not values:
+        return "count 0"
+    ms = [v * 1000 for v in values]
+    return (f"count {len(ms)}  p50 {percentile(ms, 50):.2f}  p90 {percentile(ms, 90):.2f}  "
+            f"p99 {percentile(ms, 99):.2f}  max {max(ms):.2f} ms")
+
+
+def broker_line(broker: Broker) -> str:
+    eff = broker.effective()
+    shown = "  ".join(f"{k}={eff.get(k, '(default)')}" for k in LIMIT_KEYS)
+    note = "" if not broker.overrides else f"  [overridden: {broker.overrides}]"
+    return f"broker: mosquitto {broker.host}:{broker.port}  {shown}{note}"

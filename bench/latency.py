@@ -1,0 +1,307 @@
+"""Press-to-page latency of the real service, against the floor of its two hops.
+
+A call press is published (QoS 1) to the deploy-config broker; the service
+(``boothwatch run``, a subprocess) raises an incident and POSTs a page to a
+webhook receiver in this process. Latency = page received - press published,
+both ``time.time()`` on this machine. The floor, measured in the same run on the
+same broker and receiver: (a) MQTT one-way, publish to a plain subscriber's
+on_message; (b) HTTP one-way, a page-sized POST over a keep-alive session to
+the receiver. floor = a + b. Targets: p50 <= 2 x floor p50, p99 < 20 ms.
+
+    .venv/bin/python bench/latency.py [--booths 400] [--presses 400] [--interval 0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+import paho.mqtt.client as paho
+from aiohttp import web
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.harness import (
+    MQTT_PASSWORD,
+    MQTT_USER,
+    SITE,
+    Broker,
+    Service,
+    add_src_option,
+    broker_line,
+    free_port,
+    percentile,
+    service_toml,
+    summarise,
+)
+
+CONNECT_TIMEOUT = 10.0
+
+PAGE_SAMPLE: dict[str, Any] = {  # what the service POSTs (interface section 8), for the floor
+    "incident": "01JDX5K3ZQ4T8W6V2N9M7B1C0D", "site": SITE, "booth": "b1",
+    "booth_name": "Booth 1", "priority": "high", "triggers": ["call"], "level": 1,
+    "responder": "ana", "message": "Booth 1: call button pressed",
+    "raised_at": "2026-11-23T20:15:03.120Z",
+    "ack_url": "http://127.0.0.1:8080/ack/" + "x" * 120,
+}
+
+
+class Receiver:
+    """A webhook receiver: the arrival time (time.time()) of each POST, keyed by its booth."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/page"
+        self.arrivals: dict[str, list[float]] = {}
+        self._new = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/page", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        now = time.time()
+        body = json.loads(await request.read())
+        self.arrivals.setdefault(str(body.get("booth")), []).append(now)
+        self._new.set()
+        return web.Response(text="ok")
+
+    async def wait_for(self, keys: Sequence[str], timeout: float) -> None:
+        """Until a page has come for every key, or ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not all(k in self.arrivals for k in keys):
+                    self._new.clear()
+                    await self._new.wait()
+
+
+def connect(broker: Broker, name: str) -> paho.Client:
+    """A started MQTT v5 client (network loop in its own thread), connected."""
+    client = paho.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"bench-{name}-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv5)
+    if broker.auth:
+        client.username_pw_set(MQTT_USER, MQTT_PASSWORD)
+    client.max_inflight_messages_set(1000)
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: connected.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    if not connected.wait(CONNECT_TIMEOUT):
+        client.loop_stop()
+        raise RuntimeError(f"{name}: no CONNACK from the broker")
+    return client
+
+
+def publish_spaced(
+    client: paho.Client, messages: Sequence[tuple[str, bytes]], interval: float
+) -> dict[str, float]:
+    """Publish QoS 1 messages ``interval`` apart; time.time() just before each, by topic."""
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    for i, (topic, payload) in enumerate(messages):
+        delay = start + i * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent[topic] = time.time()
+        client.publish(topic, payload, qos=1)
+    return sent
+
+
+def mqtt_floor(broker: Broker, count: int, interval: float) -> list[float]:
+    """One-way publish -> on_message times of QoS 1 messages through the broker."""
+    received: dict[str, float] = {}
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        received[msg.topic] = time.time()
+        if len(received) >= count:
+            done.set()
+
+    sub = connect(broker, "floor-sub")
+    pub = connect(broker, "floor-pub")
+    try:
+        sub.on_message = on_message
+        sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        sub.subscribe("bench/floor/#", qos=1)
+        if not subscribed.wait(CONNECT_TIMEOUT):
+            raise RuntimeError("floor subscriber: no SUBACK")
+        payload = json.dumps({"kind": "button", "press": "call", "id": "floor"}).encode()
+        sent = publish_spaced(pub, [(f"bench/floor/{i}", payload) for i in range(count)],
+                              interval)
+        done.wait(10)
+    finally:
+        for client in (sub, pub):
+            client.disconnect()
+            client.loop_stop()
+    return [received[t] - sent[t] for t in sent if t in received]
+
+
+def http_floor(receiver: Receiver, count: int, interval: float) -> list[float]:
+    """One-way POST -> receiver times of page-sized JSON over one keep-alive session.
+
+    Runs its own event loop in this (worker) thread, so the client is not on the
+    receiver's loop, as the service's client is not.
+    """
+
+    async def run() -> dict[str, float]:
+        sent: dict[str, float] = {}
+        headers = {"Content-Type": "application/json"}
+        async with aiohttp.ClientSession() as session:
+            start = time.monotonic()
+            for i in range(count):
+                delay = start + i * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                booth = f"floor-{i}"
+                body = json.dumps({**PAGE_SAMPLE, "booth": booth}).encode()
+                sent[booth] = time.time()
+                async with session.post(receiver.url, data=body, headers=headers) as resp:
+                    await resp.read()
+        return sent
+
+    sent = asyncio.run(run())
+    return [receiver.arrivals[b][0] - t for b, t in sent.items() if b in receiver.arrivals]
+
+
+def press(broker: Broker, booths: Sequence[str], interval: float) -> dict[str, float]:
+    """One call press per booth, ``interval`` apart; publish time by booth."""
+    client = connect(broker, "presses")
+    nonce = uuid.uuid4().hex[:8]
+    try:
+        messages = [
+            (f"boothwatch/{SITE}/booths/{b}/events",
+             json.dumps({"kind": "button", "press": "call", "id": f"call-{nonce}-{b}"}).encode())
+            for b in booths
+        ]
+        sent = publish_spaced(client, messages, interval)
+        time.sleep(0.2)  # let the last PUBACKs in before disconnecting
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return {topic.split("/")[3]: t for topic, t in sent.items()}
+
+
+def stats(values: Sequence[float]) -> tuple[float, float]:
+    """(p50, p99) in ms."""
+    return percentile(values, 50) * 1000, percentile(values, 99) * 1000
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> int:
+    broker = Broker(tmp / "broker")
+    receiver = Receiver()
+    service: Service | None = None
+    failed = False
+    try:
+        broker.start()
+        print(broker_line(broker))
+        await receiver.start()
+        http_port = free_port()
+        config = service_toml(
+            mqtt_port=broker.port, http_port=http_port, db=tmp / "boothwatch.db",
+            booths=args.booths, auth=broker.auth,
+            channel=f'type = "webhook"\nurl = "{receiver.url}"\ntimeout = "5s"',
+        )
+        service = Service(tmp, config, http_port, src=args.src, profile=args.profile)
+        service.start()
+        ready = await asyncio.to_thread(service.wait_ready)
+        print(f"service: ready in {ready:.2f} s with {args.booths} booths (pid "
+              f"{service.process.pid if service.process else '?'})")
+        await asyncio.sleep(args.settle)
+
+        n, gap = args.presses, args.interval
+        mqtt_times = await asyncio.to_thread(mqtt_floor, broker, n, gap)
+        http_times = await asyncio.to_thread(http_floor, receiver, n, gap)
+        print(f"floor (a) MQTT one-way:   {summarise(mqtt_times)}")
+        print(f"floor (b) HTTP one-way:   {summarise(http_times)}")
+
+        booths = [f"b{i}" for i in range(1, n + 1)]
+        sent = await asyncio.to_thread(press, broker, booths, gap)
+        await receiver.wait_for(booths, timeout=15)
+        service.check_alive()
+        latencies = [receiver.arrivals[b][0] - t for b, t in sent.items() if b in receiver.arrivals]
+        missing = [b for b in booths if b not in receiver.arrivals]
+        extra = sum(len(receiver.arrivals[b]) - 1 for b in booths if b in receiver.arrivals)
+        print(f"press -> page (service):  {summarise(latencies)}")
+        print(f"  presses {n} ({gap * 1000:g} ms apart), pages received {n - len(missing)}, "
+              f"missing {len(missing)}, extra pages {extra}")
+        if not latencies or len(mqtt_times) < n or len(http_times) < n:
+            print("FAILED: not every press/floor message arrived")
+            return 1
+
+        a50, a99 = stats(mqtt_times)
+        b50, b99 = stats(http_times)
+        f50, f99 = a50 + b50, a99 + b99
+        p50, p99 = stats(latencies)
+        print(f"floor = a + b:            p50 {f50:.2f} ms  p99 {f99:.2f} ms")
+        print(f"ratio p50 / floor p50:    {p50 / f50:.2f}x   (p99 / floor p99: {p99 / f99:.2f}x)")
+        ok50, ok99 = p50 <= 2 * f50, p99 < 20
+        print(f"target p50 <= 2x floor:   {'MET' if ok50 else 'MISSED'} "
+              f"({p50:.2f} ms vs {2 * f50:.2f} ms)")
+        print(f"target p99 < 20 ms:       {'MET' if ok99 else 'MISSED'} ({p99:.2f} ms)")
+        if missing:
+            failed = True
+    finally:
+        if service is not None:
+            code = service.stop()
+            clean = "clean" if code == 0 else "NOT CLEAN, see " + str(service.stderr_path)
+            print(f"service: exit code {code} after SIGTERM ({clean})")
+            if code != 0:
+                print(service.stderr_tail())
+                failed = True
+        await receiver.stop()
+        broker.stop()
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--booths", type=int, default=400, help="booths in the config")
+    parser.add_argument("--presses", type=int, default=None,
+                        help="call presses, one per booth (default: every booth)")
+    parser.add_argument("--interval", type=float, default=0.02,
+                        help="seconds between presses (and floor messages)")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds to wait after /readyz before measuring")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the service under cProfile and write FILE (skews latency)")
+    add_src_option(parser)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    args.profile = Path(args.profile).resolve() if args.profile else None
+    args.presses = args.booths if args.presses is None else args.presses
+    if not 0 < args.presses <= args.booths:
+        parser.error("--presses must be between 1 and --booths (one press per booth)")
+    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-latency-"))
+    try:
+        return asyncio.run(run(args, tmp))
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
