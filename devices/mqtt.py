@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import select
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ from monitor.config import MqttConfig
 log = structlog.get_logger(__name__)
 
 OnMessage = Callable[[paho.MQTTMessage, int], None]
+READ_BURST = 500  # packets read per wakeup at most, so timers and HTTP still get their turn
 
 
 class NotConnected(Exception):
@@ -297,7 +299,19 @@ class MqttLink:
             log.info("mqtt_reading_resumed")
 
     def _read(self) -> None:
-        self._client.loop_read(max_packets=100)
+        # paho's loop_read reads one packet whatever max_packets says: drain what is there,
+        # so a burst costs one loop wakeup, not one per message
+        for _ in range(READ_BURST):
+            if self._client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            sock = self._sock
+            if sock is None or self._paused:
+                return
+            pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+            if pending is not None and pending() > 0:
+                continue
+            if not select.select([sock], [], [], 0)[0]:
+                return
 
     def _socket_close(self, client: paho.Client, _u: Any, sock: Any) -> None:
         assert self._loop is not None

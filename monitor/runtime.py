@@ -125,6 +125,7 @@ class Runtime:
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._recent_dups: OrderedDict[bytes, None] = OrderedDict()
         self._wake = asyncio.Event()
+        self._timer_at: float | None = None  # the deadline the timer task sleeps towards
         self._rate = RateLimit(60.0)
         self.started = asyncio.Event()
         self.store: Store
@@ -264,7 +265,7 @@ class Runtime:
             self._execute(self.core.handle(
                 DeviceReading(parsed.device, Reading(battery=battery)), now), now)
         self.metrics.events.labels(kind, "accepted").inc()
-        self._wake.set()
+        self._rearm()
 
     def _on_device_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
         """An off-the-shelf device's own topic: its adapter, then the registry in the core."""
@@ -293,7 +294,13 @@ class Runtime:
             self.mqtt.ack(msg.mid, generation)  # nothing to store
         else:
             self._ack_when(done, msg.mid, generation)
-        self._wake.set()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Wake the timer task only if an event moved the next deadline earlier."""
+        deadline = self.core.next_deadline()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            self._wake.set()
 
     def _maybe_resume(self) -> None:
         if self.store.pending() < PENDING_LOW:
@@ -344,7 +351,7 @@ class Runtime:
             return
         self.metrics.acks.labels("accepted").inc()
         self._ack_when(self._execute(commands, now), msg.mid, generation)
-        self._wake.set()
+        self._rearm()
 
     # --- people (HTTP) ----------------------------------------------------------------
 
@@ -360,7 +367,7 @@ class Runtime:
                 raise
             raise IncidentGone(incident) from None
         done = self._execute(commands, now)
-        self._wake.set()
+        self._rearm()
         await done
         for cmd in reversed(commands):
             if isinstance(cmd, IncidentChanged) and cmd.view.id == incident:
@@ -512,7 +519,7 @@ class Runtime:
         except UnknownIncident:
             return  # resolved meanwhile; the failure is in the pages table
         self._execute(commands, now)
-        self._wake.set()
+        self._rearm()
 
     async def _publish_page(self, topic: str, payload: bytes) -> None:
         try:
@@ -524,7 +531,7 @@ class Runtime:
 
     async def _timer_loop(self) -> None:
         while True:
-            deadline = self.core.next_deadline()
+            deadline = self._timer_at = self.core.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the event is set, and shutdown would then hang
