@@ -251,6 +251,9 @@ class Runtime:
             self.metrics.events.labels(kind, "duplicate").inc()
             self.mqtt.ack(msg.mid, generation)
             return
+        # the core first: a page's delivery task is then queued before the store writer
+        # wakes, so the page leaves before the batch is built
+        self._execute(self.core.handle(parsed.event, now), now)
         stored = self.store.add_event(
             EventRow(booth=booth, kind=kind, event_id=parsed.event_id, device=parsed.device,
                      ts=parsed.ts, received_at=now, payload=msg.payload.decode())
@@ -258,7 +261,6 @@ class Runtime:
         self._ack_when(stored, msg.mid, generation)
         if self.store.pending() > PENDING_HIGH:
             self.mqtt.pause_reading()  # unacknowledged messages wait safely in the broker
-        self._execute(self.core.handle(parsed.event, now), now)
         if parsed.device in self._canonical_devices:
             # a canonical device's health: any event is a sign of life, a heartbeat its battery
             battery = parsed.event.battery if isinstance(parsed.event, Heartbeat) else None
@@ -403,6 +405,9 @@ class Runtime:
     def _execute(self, commands: Iterable[Command], now: float) -> asyncio.Future[None]:
         """Carry out the core's commands; the future completes when they are stored."""
         done: asyncio.Future[None] | None = None
+        commands = list(commands)
+        # pages first, so their delivery tasks run before the store writer's
+        commands.sort(key=lambda c: not isinstance(c, SendPage))
         for cmd in commands:
             match cmd:
                 case SendPage():
@@ -472,8 +477,8 @@ class Runtime:
             row = PageRow(id=str(ULID()), incident=cmd.incident, responder=cmd.responder,
                           channel=channel, level=cmd.level, payload=payload, status="queued",
                           attempts=0, created_at=now, updated_at=now)
-            done = self.store.put_page(row)
             self.dispatcher.submit(_delivery(row))
+            done = self.store.put_page(row)
         log.info("page", incident=cmd.incident, booth=cmd.booth, responder=cmd.responder,
                  level=cmd.level, priority=cmd.priority)
         return done
