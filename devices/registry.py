@@ -14,12 +14,14 @@ booth events:
   it is passed on, so a sensor flapping between two states neither floods the
   store nor flaps the booth.
 * Doors: every real report passes (a second "closed" without an "open" between
-  means an open was missed, and the booth needs to know); a retained snapshot or
-  a repeated Zigbee2MQTT state-cache field is not a report.
+  means an open was missed, and the booth needs to know). Only ESPHome reports
+  purely on change; a retained snapshot, Zigbee2MQTT's state cache and Tasmota's
+  periodic telemetry repeat state, and a repeat from them is not a report.
 
 Health: a device is offline on its availability / LWT message, or when nothing
-was heard from it for its booth's ``device_timeout`` (buttons, which check in
-only hourly, get at least `BUTTON_SILENCE`); any message brings it back. A
+was heard from it for its booth's ``device_timeout`` (only chatty mains-powered
+presence sensors; battery devices, ESPHome nodes, doors and buttons get at least
+`BUTTON_SILENCE`, see `Device.silence_limit`); any message brings it back. A
 battery under the device's ``battery_low`` is low, reported at most once a day.
 The registry reports health changes; the site core turns them into triggers.
 """
@@ -38,6 +40,9 @@ DEBOUNCE = 2.0
 BUTTON_SILENCE = 2 * 3600.0
 LOW_BATTERY_EVERY = 24 * 3600.0
 SENSOR_ROLES = frozenset({"motion", "occupancy", "door"})
+#: sources whose non-retained door reports are each a real change (so "closed" twice
+#: means an open was missed); the others repeat their state periodically
+REPORTS_CHANGES_ONLY = frozenset({"esphome"})
 
 ROLE_ACTIONS: dict[str, dict[str, PressAction]] = {
     "call_button": {
@@ -90,7 +95,17 @@ class Device:
 
     @property
     def silence_limit(self) -> float:
-        if self.config.role in SENSOR_ROLES:
+        """How long a healthy device may stay silent.
+
+        Mains-powered presence sensors (mmWave) talk all the time: the booth's
+        device_timeout. Battery devices (anything that reported a battery) check in
+        only about hourly, ESPHome nodes publish only on change and have a Last Will
+        for going offline, and doors and buttons speak only when used: at least
+        BUTTON_SILENCE, so a quiet booth does not page anyone about its devices.
+        """
+        c = self.config
+        chatty = c.role in ("motion", "occupancy") and c.source != "esphome"
+        if chatty and self.battery is None:
             return self.booth.device_timeout
         return max(self.booth.device_timeout, BUTTON_SILENCE)
 
@@ -179,14 +194,15 @@ class DeviceRegistry:
     def _press(self, dev: Device, reading: Reading, retained: bool,
                events: list[BoothEvent]) -> None:
         c = dev.config
-        if c.role not in ROLE_ACTIONS or retained:
-            return  # a retained message is a snapshot, never a press
+        if c.role not in ROLE_ACTIONS:
+            return
         press = reading.press
         if press is None and reading.binary is not None:
             was, dev.binary = dev.binary, reading.binary
-            press = "single" if reading.binary and was is False else None
-        if press is None:
-            return
+            # an ON after OFF or after nothing known is a press: better page twice than never
+            press = "single" if reading.binary and was is not True else None
+        if press is None or retained:
+            return  # a retained message is a snapshot, never a press
         action = c.actions.get(press) or ROLE_ACTIONS[c.role][press]
         if action != "ignore":
             events.append(Button(c.booth, _PRESS[action], device=c.id))
@@ -222,8 +238,8 @@ class DeviceRegistry:
             return
         if field == "door":
             repeat = dev.emitted.get("door") == value
-            if repeat and (retained or c.source == "zigbee2mqtt"):
-                return  # a snapshot or the state cache repeating itself, not a report
+            if repeat and (retained or c.source not in REPORTS_CHANGES_ONLY):
+                return  # a snapshot, or state the firmware repeats (z2m cache, Tasmota tele)
             dev.emitted["door"] = value
             events.append(Door(c.booth, bool(value), device=c.id))
             return

@@ -196,14 +196,16 @@ def test_sensor_offline_in_vacant_booth_is_low_until_someone_enters() -> None:
 
 
 def test_silence_past_device_timeout_is_offline() -> None:
-    """A sensor not heard for its booth's device_timeout goes offline; buttons get 2 h."""
+    """A chatty sensor silent for device_timeout goes offline; quiet devices get 2 h."""
     site = Site()
     out = site.advance(599)
     assert pages(out) == []
     out = site.advance(1)
     assert {p[2] for p in pages(out)} == {("device_offline",)}
+    assert {d.id for d in site.core.device_views() if not d.online} == {"radar"}
+    site.advance(7200 - 600)
     offline = {d.id for d in site.core.device_views() if not d.online}
-    assert offline == {"radar", "door", "pir2"}
+    assert offline == {"radar", "door", "pir2", "btn", "staff"}
 
 
 def test_low_battery_pages_low_at_most_daily() -> None:
@@ -231,3 +233,48 @@ def test_unused_booth_config_type() -> None:
     """BoothConfig defaults keep sensor-driven sessions and a 30 s door window."""
     booth = BoothConfig("b", "B", 1.0, 1.0, 1.0)
     assert (booth.occupancy_from, booth.door_window) == ("sensor", 30.0)
+
+
+def test_first_binary_button_press_after_restart_pages() -> None:
+    """A retained OFF on reconnect is recorded; the first real ON is then a press."""
+    site = Site()
+    site.core.registry.devices["btn"].config = replace(
+        site.core.registry.devices["btn"].config, source="esphome")
+    assert pages(site.read("btn", retained=True, binary=False)) == []
+    assert pages(site.read("btn", binary=True)) == [("ana", "high", ("call",))]
+
+
+def test_first_binary_on_with_nothing_known_is_a_press_but_retained_on_is_not() -> None:
+    """With no earlier state a live ON pages (better twice than never); a retained ON never."""
+    site = Site()
+    assert pages(site.read("btn", retained=True, binary=True)) == []
+    site2 = Site()
+    assert pages(site2.read("btn", binary=True)) == [("ana", "high", ("call",))]
+
+
+def test_periodic_door_telemetry_does_not_end_the_session() -> None:
+    """Tasmota repeats its Switch state every TelePeriod: a repeat is not a missed open."""
+    site = Site(door=True)
+    dev = site.core.registry.devices["door"]
+    dev.config = replace(dev.config, source="tasmota")
+    site.read("radar", occupancy=True, motion=MotionState.MOVING)
+    site.read("door", binary=False)  # closed (ON = open)
+    started = site.booth().session_started_at  # type: ignore[attr-defined]
+    site.advance(300)
+    site.read("door", binary=False)  # the same state again, five minutes later
+    assert site.booth().session_started_at == started  # type: ignore[attr-defined]
+
+
+def test_battery_devices_and_doors_may_stay_quiet_for_two_hours() -> None:
+    """A battery PIR and a door that say nothing for an hour are not offline; mmWave is."""
+    site = Site()
+    site.read("radar", occupancy=False, motion=MotionState.ABSENT, battery=90)
+    site.read("pir2", binary=False)
+    site.read("door", contact=True)
+    site.advance(3600)
+    offline = {d.id for d in site.core.device_views() if not d.online}
+    assert offline == set()  # esphome pir2 has a Last Will; radar reported a battery
+    site2 = Site()
+    site2.read("radar", occupancy=False, motion=MotionState.ABSENT)  # mains mmWave
+    site2.advance(601)
+    assert {d.id for d in site2.core.device_views() if not d.online} == {"radar"}
