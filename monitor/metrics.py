@@ -14,6 +14,11 @@ from prometheus_client.registry import Collector
 
 #: response-time buckets fine enough for seconds, up to 10 minutes
 RESPONSE_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)
+#: outcome label values; anything else a person typed counts as "other"
+OUTCOMES = frozenset({
+    "ok", "overdose_naloxone", "overdose_oxygen", "emergency_services", "false_alarm",
+    "no_one_there", "other", "session_ended", "device_back", "battery_ok", "none",
+})
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -37,8 +42,16 @@ class Metrics:
             ["result"], registry=r,
         )
         self.incidents_raised = Counter(
-            "boothwatch_incidents_raised", "Incidents raised, by first trigger and priority",
-            ["trigger", "priority"], registry=r,
+            "boothwatch_incidents_raised", "Incidents raised, by first trigger, priority, booth",
+            ["trigger", "priority", "booth"], registry=r,
+        )
+        self.incidents_resolved = Counter(
+            "boothwatch_incidents_resolved", "Incidents resolved, by outcome and first trigger",
+            ["outcome", "trigger"], registry=r,
+        )
+        self.steps = Counter(
+            "boothwatch_escalation_steps", "Escalation steps fired, by level and priority",
+            ["level", "priority"], registry=r,
         )
         self.reopened = Counter(
             "boothwatch_incidents_reopened", "Acknowledged incidents re-opened by ack timeout",
@@ -52,7 +65,7 @@ class Metrics:
             "boothwatch_page_delivery_seconds", "Time of a successful delivery attempt",
             ["channel"], buckets=LATENCY_BUCKETS, registry=r,
         )
-        common = ["priority", "trigger"]
+        common = ["trigger", "priority", "booth", "level"]
         self.to_ack = Histogram(
             "boothwatch_time_to_acknowledge_seconds", "From raised_at to the first acknowledgement",
             common, buckets=RESPONSE_BUCKETS, registry=r,

@@ -54,7 +54,7 @@ from monitor.events import (
 )
 from monitor.incident import IllegalTransition, IncidentView
 from monitor.logs import RateLimit
-from monitor.metrics import Metrics, gauge
+from monitor.metrics import OUTCOMES, Metrics, gauge
 from monitor.store import EventRow, PageRow, Store, dumps
 from monitor.views import booth_json, incident_json, iso
 
@@ -126,6 +126,7 @@ class Runtime:
         self._recent_dups: OrderedDict[bytes, None] = OrderedDict()
         self._wake = asyncio.Event()
         self._timer_at: float | None = None  # the deadline the timer task sleeps towards
+        self._last_event_at: float | None = None
         self._rate = RateLimit(60.0)
         self.started = asyncio.Event()
         self.store: Store
@@ -267,6 +268,7 @@ class Runtime:
             self._execute(self.core.handle(
                 DeviceReading(parsed.device, Reading(battery=battery)), now), now)
         self.metrics.events.labels(kind, "accepted").inc()
+        self._last_event_at = now
         self._rearm()
 
     def _on_device_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
@@ -291,6 +293,7 @@ class Runtime:
                         device=device.id, ts=None, received_at=now,
                         payload=payload.decode("utf-8", "replace")))
                 self.metrics.device_messages.labels(device.source, "accepted").inc()
+                self._last_event_at = now
                 done = self._execute(commands, now)
         if done is None:
             self.mqtt.ack(msg.mid, generation)  # nothing to store
@@ -429,28 +432,32 @@ class Runtime:
 
     def _observe(self, view: IncidentView, new: tuple[Any, ...]) -> None:
         trigger = view.triggers[0]
+        m = self.metrics
+        labels = (trigger, view.priority, view.booth, str(view.max_level))
         for entry in new:
+            if entry.kind == "escalated" and "level" in entry.detail:
+                m.steps.labels(str(entry.detail["level"]), view.priority).inc()
             if entry.kind != "state":
                 continue
             to = entry.detail.get("to")
             if to == "open" and "from" not in entry.detail:
-                self.metrics.incidents_raised.labels(trigger, view.priority).inc()
+                m.incidents_raised.labels(trigger, view.priority, view.booth).inc()
                 log.info("incident_raised", incident=view.id, booth=view.booth,
                          trigger=trigger, priority=view.priority)
             elif to == "open":
-                self.metrics.reopened.inc()
+                m.reopened.inc()
             elif to == "acknowledged" and view.acknowledged_at == entry.at:
-                self.metrics.to_ack.labels(view.priority, trigger).observe(
-                    entry.at - view.raised_at)
+                m.to_ack.labels(*labels).observe(entry.at - view.raised_at)
             elif to == "resolved":
-                self.metrics.to_resolve.labels(view.priority, trigger).observe(
-                    entry.at - view.raised_at)
+                m.to_resolve.labels(*labels).observe(entry.at - view.raised_at)
+                outcome = view.outcome or "none"
+                m.incidents_resolved.labels(
+                    outcome if outcome in OUTCOMES else "other", trigger).inc()
                 self.dispatcher.cancel(view.id)
                 log.info("incident_resolved", incident=view.id, booth=view.booth,
                          by=view.resolved_by, outcome=view.outcome)
             if to == "attended" and view.presence_at == entry.at:
-                self.metrics.to_presence.labels(view.priority, trigger).observe(
-                    entry.at - view.raised_at)
+                m.to_presence.labels(*labels).observe(entry.at - view.raised_at)
             if to in ("acknowledged", "attended"):
                 self.dispatcher.cancel(view.id)  # stop retrying pages nobody needs now
 
@@ -562,11 +569,29 @@ class Runtime:
             open_by[(inc.priority, inc.state.value)] += 1
         yield gauge("boothwatch_incidents_open", "Unresolved incidents by priority and state",
                     ["priority", "state"], open_by)
+        now = self.clock()
         occupied = sum(1 for b in self.core.booths.values() if b.occupied)
         yield gauge("boothwatch_sessions_active", "Booths occupied now", [], {(): occupied})
+        views = self.core.booth_views()
+        yield gauge("boothwatch_booth_occupied", "1 while the booth is occupied", ["booth"],
+                    {(v.id,): float(v.occupied) for v in views})
+        yield gauge("boothwatch_booth_still", "1 while an occupied booth's person is still",
+                    ["booth"], {(v.id,): float(v.occupied and v.motion in ("still", "absent"))
+                                for v in views})
+        rank = {"low": 1.0, "medium": 2.0, "high": 3.0}
+        yield gauge("boothwatch_booth_incident_priority",
+                    "Open incident at the booth: 0 none, 1 low, 2 medium, 3 high", ["booth"],
+                    {(v.id,): rank[v.incident.priority] if v.incident else 0.0 for v in views})
+        oldest = min((inc.raised_at for inc in self.core.incidents.values()), default=None)
+        yield gauge("boothwatch_oldest_open_incident_age_seconds",
+                    "Age of the oldest unresolved incident (0 when none)", [],
+                    {(): 0.0 if oldest is None else now - oldest})
+        if self._last_event_at is not None:
+            yield gauge("boothwatch_last_event_age_seconds",
+                        "Seconds since the last accepted booth or device event", [],
+                        {(): now - self._last_event_at})
         devices = self.core.device_views()
         if devices:
-            now = self.clock()
             by_state: dict[tuple[str, ...], float] = {("online",): 0.0, ("offline",): 0.0}
             for d in devices:
                 by_state[("online" if d.online else "offline",)] += 1
