@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench install install-test mosquitto clean
+.PHONY: demo test lint bench install install-test servers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,22 +15,28 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 
-# The integration tests start their own Mosquitto on a free port; they need the binary.
-mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
-	  echo "installing mosquitto"; \
+# The integration tests start their own Mosquitto and Prometheus on free ports; they need
+# the binaries (promtool comes with prometheus). Installs only what is missing, without
+# recommends (prometheus would bring node-exporter). Debian's packages may start system
+# services on 1883 and 9090: the tests never use them.
+servers:
+	@missing=; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing=" mosquitto mosquitto-clients"; \
+	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	[ -z "$$missing" ] || { \
+	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mosquitto-clients; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; }
 
 demo: install
 	$(BIN)/boothwatch demo
 
-test: install-test mosquitto
+test: install-test servers
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
-bench: install-test mosquitto
+bench: install-test servers
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/ingest.py
 

@@ -35,7 +35,7 @@ from ulid import ULID
 from alerts.channels import Attempt, Delivery, DeliveryError, Dispatcher, build_channels
 from alerts.tokens import AckTokens
 from devices import adapters
-from devices.canonical import Parsed, Rejected, parse_event, parse_topic
+from devices.canonical import REASONS, Parsed, Rejected, parse_event, parse_topic
 from devices.mqtt import MqttLink, NotConnected
 from devices.readings import Reading
 from monitor.booth import BoothView
@@ -52,7 +52,7 @@ from monitor.events import (
     IncidentEvent,
     SendPage,
 )
-from monitor.incident import IllegalTransition, IncidentView
+from monitor.incident import IllegalTransition, IncidentView, Trigger
 from monitor.logs import RateLimit
 from monitor.metrics import OUTCOMES, Metrics, gauge
 from monitor.store import EventRow, PageRow, Store, dumps
@@ -135,6 +135,26 @@ class Runtime:
         self.tokens: AckTokens
         self.api_token = self.env.get("BOOTHWATCH_API_TOKEN") or None
         self.metrics.watch(self._live_metrics)
+        self._precreate_series()
+
+    def _precreate_series(self) -> None:
+        """Start bounded label sets at 0, so rate() and increase() see the first event.
+
+        Per-booth series are left to appear on first use: at thousands of booths they
+        would cost more than the first sample is worth.
+        """
+        m = self.metrics
+        for channel in self.config.channels:
+            for result in ("sent", "failed"):
+                m.pages.labels(channel, result)
+        for reason in (*REASONS, "retained"):
+            m.rejected.labels(reason)
+        for trigger in Trigger:
+            for outcome in OUTCOMES:
+                m.incidents_resolved.labels(outcome, trigger.value)
+        for priority, policy in self.config.escalation.items():
+            for level in range(1, len(policy.steps) + 1):
+                m.steps.labels(str(level), priority)
 
     # --- lifecycle --------------------------------------------------------------------
 
