@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="stop after S seconds (default: when done; load runs until Ctrl-C)")
     sim.add_argument("--print-devices", action="store_true",
                      help="print the [[booths]] and [[devices]] TOML for a config, and exit")
+    from monitor import report
+
+    report.add_arguments(sub.add_parser(
+        "report", help="incidents and response times from the store (table, CSV, JSON)",
+        description="Reads the SQLite store (read-only): incidents raised in [--from, --to), "
+                    "grouped; response-time percentiles, outcomes, pages; the longest "
+                    "incidents with their timeline. Shifts come from --shifts until the "
+                    "roster supplies them.",
+    ))
     return parser
 
 
@@ -107,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.mqtt, args.site, args.format, args.scenario, args.booths,
                 speed=args.speed, rate=args.rate, duration=args.duration,
             ))
+        case "report":
+            from monitor import report
+
+            return report.main(args)
     raise AssertionError(args.command)
 
 
