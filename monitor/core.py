@@ -30,7 +30,7 @@ from typing import Any, assert_never
 from alerts.escalation import Fired, resolve_targets
 from devices.registry import SENSOR_ROLES, DeviceRegistry, HealthChange
 from monitor.booth import Booth, BoothView, IncidentRef, Timer
-from monitor.config import BoothConfig, Config, Policy, Priority
+from monitor.config import BoothConfig, Config, Policy, Priority, format_duration
 from monitor.events import (
     Acknowledge,
     Attend,
@@ -412,9 +412,9 @@ def page_message(booth: BoothConfig, triggers: Iterable[Trigger]) -> str:
             case Trigger.CALL:
                 parts.append("call button pressed")
             case Trigger.UNRESPONSIVE:
-                parts.append(f"no movement for {_minutes(booth.stillness)}")
+                parts.append(f"no movement for {format_duration(round(booth.stillness))}")
             case Trigger.LONG_SESSION:
-                parts.append(f"session over {_minutes(booth.long_session)}")
+                parts.append(f"session over {format_duration(round(booth.long_session))}")
             case Trigger.DEVICE_OFFLINE:
                 parts.append("a device is offline")
             case Trigger.LOW_BATTERY:
@@ -422,9 +422,3 @@ def page_message(booth: BoothConfig, triggers: Iterable[Trigger]) -> str:
             case _:
                 assert_never(trigger)
     return f"{booth.name}: " + "; ".join(parts)
-
-
-def _minutes(seconds: float) -> str:
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)} min"
-    return f"{seconds:g} s"

@@ -470,3 +470,20 @@ def test_core_modules_import_no_io(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported & FORBIDDEN == set()
+
+
+def test_page_message_reads_well_on_a_lock_screen() -> None:
+    """Durations in a page are whole and short: '3m', '20m', never '6.66667 s'."""
+    clock = Clock(stillness=180, long_session=1200)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.STILL))
+    out = clock.advance(180)
+    assert [c.message for c in out if isinstance(c, SendPage)] == [
+        "Booth 1: no movement for 3m"]
+    out = clock.advance(1020)
+    assert incident(out).view.triggers == ("unresponsive", "long_session")
+    odd = Clock(stillness=6.66667)
+    odd.send(Occupancy("b1", True))
+    odd.send(Motion("b1", MotionState.STILL))
+    assert [c.message for c in odd.advance(7) if isinstance(c, SendPage)] == [
+        "Booth 1: no movement for 7s"]
