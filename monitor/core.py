@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
 from alerts.escalation import Fired, resolve_targets
-from devices.registry import SENSOR_ROLES, DeviceRegistry, HealthChange
+from devices.registry import SENSOR_ROLES, DeviceRegistry, DeviceView, HealthChange
 from monitor.booth import Booth, BoothView, IncidentRef, Timer
 from monitor.config import BoothConfig, Config, Policy, Priority, format_duration
 from monitor.events import (
@@ -288,7 +288,7 @@ class SiteCore:
                     self._apply(inc, now, out,
                                 lambda: inc.clear(Trigger.LOW_BATTERY, now, change.device))
 
-    def device_views(self) -> list[Any]:
+    def device_views(self) -> list[DeviceView]:
         return [d.view() for d in self.registry.devices.values()]
 
     def _booth_timer(self, booth: Booth, now: float, out: list[Command]) -> None:

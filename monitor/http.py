@@ -26,6 +26,7 @@ from monitor.views import incident_json
 log = structlog.get_logger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
+MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 OUTCOME_RE = re.compile(r"^[a-z0-9_]{1,40}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,7 +103,15 @@ async def incidents(request: web.Request) -> web.Response:
     state = request.query.get("state", "open")
     if state not in ("open", "all"):
         return _error(400, "state must be open or all")
-    return web.json_response(await request.app[RUNTIME].incidents_json(state == "open"))
+    try:
+        limit = int(request.query.get("limit", "500"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_INCIDENTS:
+        return _error(400, f"limit must be a whole number from 1 to {MAX_INCIDENTS}")
+    items, total = await request.app[RUNTIME].incidents_json(state == "open", limit)
+    # newest first; the header says when there are more than were returned
+    return web.json_response(items, headers={"X-Total-Count": str(total)})
 
 
 def _action(kind: str) -> Handler:

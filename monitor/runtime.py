@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import time
@@ -50,13 +51,14 @@ from monitor.events import (
     Heartbeat,
     IncidentChanged,
     IncidentEvent,
+    PageFailed,
     SendPage,
 )
 from monitor.incident import IllegalTransition, IncidentView, Trigger
 from monitor.logs import RateLimit
 from monitor.metrics import OUTCOMES, Metrics, gauge
 from monitor.store import EventRow, PageRow, Store, dumps
-from monitor.views import booth_json, incident_json, iso
+from monitor.views import booth_json, incident_from_stored, incident_json, iso
 
 log = structlog.get_logger(__name__)
 
@@ -356,8 +358,6 @@ class Runtime:
         stored.add_done_callback(lambda _f: self.mqtt.ack(mid, generation))
 
     def _on_ack_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
-        import json
-
         try:
             body = json.loads(msg.payload)
             event = Acknowledge(str(body["incident"]), str(body["responder"]), via="mqtt")
@@ -405,13 +405,14 @@ class Runtime:
     def booths_json(self) -> list[dict[str, Any]]:
         return [booth_json(v) for v in self.core.booth_views()]
 
-    async def incidents_json(self, open_only: bool) -> list[dict[str, Any]]:
-        from monitor.views import incident_from_stored
-
+    async def incidents_json(
+        self, open_only: bool, limit: int = 500
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The newest ``limit`` incidents as API JSON, and the total there is."""
         await self.store.flush()
-        rows = await self.store.incidents(open_only)
+        rows, total = await self.store.incidents(open_only, limit)
         return [incident_json(incident_from_stored(r), self.booth_name(r["booth"]))
-                for r in rows]
+                for r in rows], total
 
     async def readiness(self) -> list[str]:
         reasons = []
@@ -539,8 +540,6 @@ class Runtime:
         ))
 
     def _on_page_failed(self, delivery: Delivery, reason: str) -> None:
-        from monitor.events import PageFailed
-
         now = self.clock()
         try:
             commands = self.core.handle(

@@ -444,12 +444,16 @@ class Store:
         )
         return [json.loads(r[0]) for r in rows]
 
-    async def incidents(self, open_only: bool, limit: int = 500) -> list[dict[str, Any]]:
+    async def incidents(
+        self, open_only: bool, limit: int = 500
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The newest ``limit`` incidents, and how many there are in all."""
         where = "WHERE state != 'resolved'" if open_only else ""
         rows = await self._fetch(
             f"SELECT view FROM incidents {where} ORDER BY raised_at DESC LIMIT ?", (limit,)
         )
-        return [json.loads(r[0]) for r in rows]
+        (total,) = (await self._fetch(f"SELECT count(*) FROM incidents {where}"))[0]
+        return [json.loads(r[0]) for r in rows], int(total)
 
     async def incident(self, incident_id: str) -> dict[str, Any] | None:
         rows = await self._fetch("SELECT view FROM incidents WHERE id = ?", (incident_id,))

@@ -14,6 +14,7 @@ from monitor.events import (
     DeviceReading,
     IncidentChanged,
     MotionState,
+    Occupancy,
     SendPage,
 )
 from tests.factories import make_config
@@ -119,9 +120,7 @@ def test_fp1e_no_movement_in_an_occupied_booth_pages_unresponsive() -> None:
     assert ("ana", "high", ("unresponsive",)) in pages(out)
 
 
-def _occupancy(booth: str) -> object:
-    from monitor.events import Occupancy
-
+def _occupancy(booth: str) -> Occupancy:
     return Occupancy(booth, True)
 
 
@@ -229,8 +228,8 @@ def test_low_battery_pages_low_at_most_daily() -> None:
     assert seen[0][0] >= notified + 86_400
 
 
-def test_unused_booth_config_type() -> None:
-    """BoothConfig defaults keep sensor-driven sessions and a 30 s door window."""
+def test_booths_default_to_sensor_sessions_and_a_30s_door_window() -> None:
+    """Without occupancy_from a booth's sessions come from sensors; the door window is 30 s."""
     booth = BoothConfig("b", "B", 1.0, 1.0, 1.0)
     assert (booth.occupancy_from, booth.door_window) == ("sensor", 30.0)
 

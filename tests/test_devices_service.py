@@ -127,7 +127,7 @@ async def test_every_firmware_button_pages_a_call(
         page = (await hook.wait(2))[1]
         assert (page["booth"], page["triggers"]) == ("b2", ["call"])
         await asyncio.sleep(0.3)
-        incidents = await rt.incidents_json(open_only=True)
+        incidents, _total = await rt.incidents_json(open_only=True)
         b2 = next(i for i in incidents if i["booth"] == "b2")
         repeats = [e for e in b2["timeline"] if e["kind"] == "trigger" and e.get("repeated")]
         assert len(repeats) == 2  # Tasmota and Shelly folded into the same incident
@@ -181,7 +181,7 @@ async def test_retained_button_message_on_restart_pages_nothing(
     async with Webhook() as hook, service(tmp_path, mosquitto, hook) as rt:
         await asyncio.sleep(1.0)
         assert hook.pages == []
-        assert await rt.incidents_json(open_only=False) == []
+        assert await rt.incidents_json(open_only=False) == ([], 0)
 
 
 async def test_garbage_on_a_device_topic_is_counted(

@@ -316,3 +316,21 @@ async def test_health_and_readiness(service: Service, mosquitto: Mosquitto) -> N
         assert "broker not connected" in (await resp.json())["reasons"]
     mosquitto.start()
     await eventually(lambda: svc.runtime.mqtt.connected, timeout=40)
+
+
+async def test_incident_list_is_newest_first_and_says_how_many_there_are(
+    service: Service,
+) -> None:
+    """?limit cuts the list to the newest; X-Total-Count tells that more exist."""
+    svc = service
+    for booth in ("b1", "b2"):
+        svc.publish(events_topic(booth), event("button", press="call"))
+    await svc.hook.wait(2)
+    async with svc.http.get(f"{svc.base}/api/incidents?state=all&limit=1") as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Total-Count"] == "2"
+        items = await resp.json()
+    assert [i["booth"] for i in items] == ["b2"]
+    for bad in ("0", "x", "10001"):
+        async with svc.http.get(f"{svc.base}/api/incidents?limit={bad}") as resp:
+            assert resp.status == 400, bad
