@@ -1,9 +1,13 @@
 """Page delivery: channels that carry one page to one responder, and the dispatcher.
 
-A `Channel` makes one attempt and either returns (delivered) or raises
-`DeliveryError` with a short reason. The `Dispatcher` owns retries: each
-`Delivery` gets its own asyncio task, so a hanging or failing channel never
-delays a page to anyone else, and `submit` never blocks the caller.
+A `Channel` makes one attempt and either returns (accepted; optionally with the
+service's receipt id) or raises `DeliveryError` with a short reason. The
+`Dispatcher` owns fallback and retries: a `Delivery` lists the responder's
+channels in order; a round tries them in that order until one accepts, so a
+failed channel hands the page to the next one at once; a round where every
+channel failed is retried after a back-off. Each `Delivery` gets its own asyncio
+task, so a hanging or failing channel never delays a page to anyone else, and
+`submit` never blocks the caller.
 
 Safety rules (a page must never be silently lost):
 
@@ -12,7 +16,8 @@ Safety rules (a page must never be silently lost):
   turns it into an escalation event for the core;
 - any exception from a channel counts as a failed attempt, never a lost task;
 - an exception from a callback is logged and the delivery goes on;
-- only `Dispatcher.cancel` (the incident was acknowledged or resolved) and
+- only `Dispatcher.cancel` (the incident was acknowledged or resolved; it stops
+  pages, never the notices that tell people so) and
   `Dispatcher.close` (shutdown, logged per page) stop a delivery without
   ``on_failed``.
 
@@ -31,8 +36,8 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TextIO, assert_never
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TextIO, assert_never
 
 import aiohttp
 import structlog
@@ -44,24 +49,35 @@ log = structlog.get_logger(__name__)
 SIGNATURE_HEADER = "X-Boothwatch-Signature"
 
 Publish = Callable[[str, bytes], Awaitable[None]]
+#: page: an escalation step (escalates when undeliverable); notice: someone is attending,
+#: all clear (recorded, never escalated); test: `boothwatch test-page`
+DeliveryKind = Literal["page", "notice", "test"]
+DELIVERY_KINDS: tuple[DeliveryKind, ...] = ("page", "notice", "test")
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One page to one responder over one channel."""
+    """One page to one responder, over the first of its channels that accepts it."""
 
     page_id: str
     incident: str
     responder: str
     level: int
-    channel: str  # channel name (key in config.channels)
+    channels: tuple[str, ...]  # channel names (keys in config.channels), in fallback order
     payload: dict[str, Any]  # the page JSON of interface section 8, built by the caller
+    # channel name -> the responder's address there (ntfy topic, Pushover user key, phone...)
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    kind: DeliveryKind = "page"
 
     def __post_init__(self) -> None:
-        for what in ("page_id", "incident", "responder", "channel"):
+        for what in ("page_id", "incident", "responder"):
             value = getattr(self, what)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+        if not self.channels or not all(isinstance(c, str) and c for c in self.channels):
+            raise ValueError(f"channels must be non-empty names, got {self.channels!r}")
+        if self.kind not in DELIVERY_KINDS:
+            raise ValueError(f"kind must be one of {DELIVERY_KINDS}, got {self.kind!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +88,13 @@ class Attempt:
     try, or the incident was cancelled meanwhile.
     """
 
-    number: int
+    number: int  # 1-based, counting every channel tried
+    channel: str
     ok: bool
     error: str | None
     latency: float  # seconds
     final: bool
+    receipt: str | None = None  # the service's id for an accepted message, if it gives one
 
 
 class DeliveryError(Exception):
@@ -87,8 +105,12 @@ class Channel(Protocol):
     name: str
     type: str
 
-    async def send(self, delivery: Delivery) -> None:
-        """Make one attempt; raise `DeliveryError` on failure."""
+    async def send(self, delivery: Delivery, address: str | None) -> str | None:
+        """Make one attempt; raise `DeliveryError` on failure.
+
+        `address` is the responder's address on this channel, if the config gives one.
+        Returns the service's receipt or message id when it gives one, else None.
+        """
         ...
 
 
@@ -117,7 +139,7 @@ class WebhookChannel:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._session = session
 
-    async def send(self, delivery: Delivery) -> None:
+    async def send(self, delivery: Delivery, address: str | None) -> str | None:
         body = encode_payload(delivery.payload)
         headers = {"Content-Type": "application/json"}
         if self._secret is not None:
@@ -146,6 +168,7 @@ class WebhookChannel:
         except aiohttp.ClientError as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise DeliveryError(reason) from None
+        return None
 
 
 class ConsoleChannel:
@@ -157,11 +180,14 @@ class ConsoleChannel:
         self.name = config.name
         self._stream = stream
 
-    async def send(self, delivery: Delivery) -> None:
+    async def send(self, delivery: Delivery, address: str | None) -> str | None:
         payload = delivery.payload
         priority = str(payload.get("priority", "?")).upper()
         message = payload.get("message") or f"incident {delivery.incident}"
-        line = f"[PAGE] level {delivery.level} {priority} {message} -> {delivery.responder}"
+        if delivery.kind == "page":
+            line = f"[PAGE] level {delivery.level} {priority} {message} -> {delivery.responder}"
+        else:
+            line = f"[{delivery.kind.upper()}] {message} -> {delivery.responder}"
         if payload.get("ack_url"):
             line += f"  ack: {payload['ack_url']}"
         try:
@@ -169,6 +195,7 @@ class ConsoleChannel:
             self._stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: I/O on a closed file
             raise DeliveryError(f"console write failed: {exc}") from None
+        return None
 
 
 class MqttChannel:
@@ -192,7 +219,7 @@ class MqttChannel:
         # str.replace, not str.format: other braces in a topic are not ours to interpret.
         return self._topic.replace("{responder}", responder)
 
-    async def send(self, delivery: Delivery) -> None:
+    async def send(self, delivery: Delivery, address: str | None) -> str | None:
         topic = self.topic(delivery.responder)
         body = encode_payload(delivery.payload)
         try:
@@ -200,6 +227,7 @@ class MqttChannel:
                 await self._publish(topic, body)
         except TimeoutError:
             raise DeliveryError(f"timeout after {self._timeout}s") from None
+        return None
 
 
 def build_channels(
@@ -233,11 +261,13 @@ class _Job:
 
 
 class Dispatcher:
-    """Delivers pages in the background, one task per `Delivery`, with retries.
+    """Delivers pages in the background, one task per `Delivery`, with fallback and retries.
 
-    Attempt 1 runs at once; after failure ``n`` the task sleeps ``retry_delays[n-1]``
-    (± `jitter` as a fraction) and tries again. After ``len(retry_delays) + 1``
-    failures ``on_failed(delivery, last_reason)`` is called once. Callbacks are
+    A round tries the delivery's channels in order and stops at the first that
+    accepts; a failed channel hands over to the next one at once. After a round
+    in which every channel failed, the task sleeps ``retry_delays[n-1]`` (± `jitter`
+    as a fraction) and runs round ``n+1``. After ``len(retry_delays) + 1`` failed
+    rounds ``on_failed(delivery, last_reason)`` is called once. Callbacks are
     plain functions, called from the delivery tasks, never from inside `submit`
     or `cancel`.
     """
@@ -270,22 +300,23 @@ class Dispatcher:
         """Start delivering `delivery` in the background; returns at once."""
         job = _Job(delivery)
         job.task = asyncio.get_running_loop().create_task(
-            self._run(job), name=f"deliver {delivery.page_id} via {delivery.channel}"
+            self._run(job), name=f"deliver {delivery.page_id}"
         )
         self._jobs.add(job)
         job.task.add_done_callback(lambda _task: self._jobs.discard(job))
 
     def cancel(self, incident: str) -> None:
-        """Stop further attempts for `incident` (acknowledged or resolved).
+        """Stop further attempts of `incident`'s pages (acknowledged or resolved).
 
-        No ``on_failed`` follows; an attempt already in progress may finish and is
-        still reported.
+        Notices and tests go on. No ``on_failed`` follows; an attempt already in
+        progress may finish and is still reported.
         """
         for job in self._jobs:
-            if job.delivery.incident != incident or job.stopped:
+            delivery = job.delivery
+            if delivery.incident != incident or delivery.kind != "page" or job.stopped:
                 continue
             job.stopped = True
-            log.info("page retries cancelled", **_ids(job.delivery))
+            log.info("page retries cancelled", **_ids(delivery))
             if job.waiting and job.task is not None:
                 job.task.cancel()
 
@@ -312,29 +343,40 @@ class Dispatcher:
 
     async def _run(self, job: _Job) -> None:
         delivery = job.delivery
-        channel = self._channels.get(delivery.channel)
-        if channel is None:
-            log.error("page for an unknown channel", **_ids(delivery))
-            self._report(delivery, Attempt(1, False, "unknown channel", 0.0, final=True))
-            self._fail(delivery, "unknown channel")
-            return
-        attempts = len(self._retry_delays) + 1
-        for number in range(1, attempts + 1):
-            if job.stopped:
-                return
-            error, latency = await _attempt(channel, delivery)
-            last = number == attempts
-            final = error is None or last or job.stopped
-            self._report(delivery, Attempt(number, error is None, error, latency, final))
-            if error is None:
-                log.info("page delivered", attempt=number, latency=latency, **_ids(delivery))
-                return
-            log.warning("page attempt failed", attempt=number, error=error, **_ids(delivery))
-            if last:
+        rounds = len(self._retry_delays) + 1
+        number = 0
+        error = "no channel"
+        for round_ in range(1, rounds + 1):
+            for position, name in enumerate(delivery.channels):
+                if job.stopped:
+                    return
+                number += 1
+                channel = self._channels.get(name)
+                receipt = None
+                if channel is None:
+                    error, latency = "unknown channel", 0.0
+                    log.error("page for an unknown channel", channel_name=name,
+                              **_ids(delivery))
+                else:
+                    error_or_none, latency, receipt = await _attempt(
+                        channel, delivery, delivery.addresses.get(name))
+                    if error_or_none is None:
+                        self._report(delivery, Attempt(number, name, True, None, latency,
+                                                       final=True, receipt=receipt))
+                        log.info("page delivered", attempt=number, channel_name=name,
+                                 latency=latency, **_ids(delivery))
+                        return
+                    error = error_or_none
+                last = round_ == rounds and position == len(delivery.channels) - 1
+                self._report(delivery, Attempt(number, name, False, error, latency,
+                                               final=last or job.stopped))
+                log.warning("page attempt failed", attempt=number, channel_name=name,
+                            error=error, **_ids(delivery))
+            if round_ == rounds:
                 self._fail(delivery, error)
                 return
             if not job.stopped:
-                await self._wait(job, self._retry_delays[number - 1])
+                await self._wait(job, self._retry_delays[round_ - 1])
 
     async def _wait(self, job: _Job, delay: float) -> None:
         job.waiting = True
@@ -358,19 +400,22 @@ class Dispatcher:
             log.critical("on_failed callback failed", exc_info=True, **_ids(delivery))
 
 
-async def _attempt(channel: Channel, delivery: Delivery) -> tuple[str | None, float]:
-    """One send: ``(None, latency)`` when delivered, else ``(reason, latency)``."""
+async def _attempt(
+    channel: Channel, delivery: Delivery, address: str | None
+) -> tuple[str | None, float, str | None]:
+    """One send: ``(None, latency, receipt)`` when accepted, else ``(reason, latency, None)``."""
     started = time.monotonic()
     try:
-        await channel.send(delivery)
+        receipt = await channel.send(delivery, address)
     except DeliveryError as exc:
-        return str(exc) or "delivery failed", time.monotonic() - started
+        return str(exc) or "delivery failed", time.monotonic() - started, None
     except Exception as exc:
         # A bug in a channel (or an unserializable payload) still counts as a failed
         # attempt, so the page is retried and escalated instead of vanishing.
-        log.exception("channel raised unexpectedly", **_ids(delivery))
-        return f"internal error: {type(exc).__name__}", time.monotonic() - started
-    return None, time.monotonic() - started
+        log.exception("channel raised unexpectedly", channel_name=channel.name,
+                      **_ids(delivery))
+        return f"internal error: {type(exc).__name__}", time.monotonic() - started, None
+    return None, time.monotonic() - started, receipt
 
 
 def _ids(delivery: Delivery) -> dict[str, str]:
@@ -378,5 +423,5 @@ def _ids(delivery: Delivery) -> dict[str, str]:
         "page_id": delivery.page_id,
         "incident": delivery.incident,
         "responder": delivery.responder,
-        "channel": delivery.channel,
+        "kind": delivery.kind,
     }

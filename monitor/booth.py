@@ -64,7 +64,9 @@ class BoothView:
     still_since: float | None
     incident: IncidentRef | None
     devices_ok: bool
-    mode: str
+    mode: str  # "normal" | "maintenance"
+    # {"since", "until", "reason", "by"} while automatic triggers are suppressed
+    maintenance: dict[str, Any] | None
     door: str | None  # "closed" | "open" | None (no door reports)
     unmonitored: bool  # a motion, occupancy or door sensor of this booth is offline
     # kept for restart, not published
@@ -91,6 +93,7 @@ class Booth:
         self.door_closed: bool | None = None
         self.door_closed_at: float | None = None
         self.awaiting_presence = False
+        self.maintenance: dict[str, Any] | None = None
 
     @property
     def door_mode(self) -> bool:
@@ -163,6 +166,16 @@ class Booth:
             changed = self.presence_seen(now) or changed  # they are already inside
         return changed
 
+    def start_maintenance(self, now: float, until: float, reason: str, by: str) -> None:
+        self.maintenance = {"since": now, "until": until, "reason": reason, "by": by}
+
+    def end_maintenance(self, now: float) -> dict[str, Any] | None:
+        """Back to normal; a person still in the booth is timed afresh from now."""
+        ended, self.maintenance = self.maintenance, None
+        if ended is not None:
+            self.incident_resolved(now)
+        return ended
+
     def incident_resolved(self, now: float) -> None:
         """Staff finished with the booth: a person still there is timed afresh."""
         if self.occupied and self.motion in _STILL:
@@ -213,7 +226,8 @@ class Booth:
             still_since=self.still_since,
             incident=incident,
             devices_ok=devices_ok,
-            mode="normal",
+            mode="normal" if self.maintenance is None else "maintenance",
+            maintenance=self.maintenance,
             door=None if self.door_closed is None else ("closed" if self.door_closed else "open"),
             unmonitored=unmonitored,
             stillness_from=self.stillness_from,
@@ -236,3 +250,4 @@ class Booth:
         self.door_closed = None if door is None else door == "closed"
         self.door_closed_at = snap.get("door_closed_at")
         self.awaiting_presence = bool(snap.get("awaiting_presence", False))
+        self.maintenance = snap.get("maintenance")

@@ -10,19 +10,21 @@ from __future__ import annotations
 import datetime
 import difflib
 import json
+import logging
 import math
 import os
 import re
+import ssl
 import tomllib
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Literal, TypeVar, assert_never
 from urllib.parse import urlsplit
 
 Priority = Literal["high", "medium", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "medium", "low")
-ChannelType = Literal["webhook", "mqtt", "console"]
+ChannelType = Literal["webhook", "mqtt", "console", "ntfy", "pushover", "apprise"]
 DeviceSource = Literal["zigbee2mqtt", "esphome", "tasmota", "shelly", "canonical"]
 DeviceRole = Literal["call_button", "presence_button", "motion", "occupancy", "door"]
 PressAction = Literal["call", "presence", "clear", "ignore"]
@@ -99,10 +101,42 @@ class DeviceConfig:
 class ChannelConfig:
     name: str
     type: ChannelType
-    url: str | None = None  # webhook
+    url: str | None = None  # webhook; ntfy server; Pushover API base; Apprise URL (maybe from env)
     secret: str | None = None  # webhook HMAC key (from `secret` or the env var `secret_env`)
-    topic: str | None = None  # mqtt; default boothwatch/<site>/pages/<responder>
+    topic: str | None = None  # mqtt; default boothwatch/<site>/pages/<responder>; ntfy template
     timeout: float = 5.0
+    # ntfy access token or Pushover application token, from the env var `token_env`
+    token: str | None = None
+    # pushover: emergency retry and expiry overrides (else from the high policy, see
+    # pushover_timing)
+    retry: float | None = None
+    expire: float | None = None
+    poll_interval: float = 5.0  # pushover: how often an emergency receipt is polled
+
+    @property
+    def needs_address(self) -> bool:
+        """Whether a responder on this channel must give an address for it."""
+        if self.type in NEEDS_ADDRESS:
+            return True
+        if self.type == "ntfy":
+            return self.topic is None  # no topic template: the address is the topic
+        if self.type == "apprise":
+            return ADDRESS_PLACEHOLDER in (self.url or "")
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A weekly shift in the site's time zone: on ``days`` from ``start`` to ``end``.
+
+    Times are minutes after local midnight; an ``end`` at or before ``start`` runs
+    into the next day (a night shift belongs to the day it starts).
+    """
+
+    days: frozenset[int]  # Monday = 0
+    start: int
+    end: int
+    text: str = field(default="", compare=False)  # as written, for summaries
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +144,11 @@ class ResponderConfig:
     id: str
     name: str
     roles: tuple[str, ...]
-    channels: tuple[str, ...]
+    channels: tuple[str, ...]  # in fallback order
+    # channel name -> this responder's address on it (ntfy topic, Pushover user key,
+    # phone number for an Apprise URL template); personal data: never logged
+    address: dict[str, str] = field(default_factory=dict)
+    shifts: tuple[Shift, ...] = ()  # none: on duty unless checked out
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +162,9 @@ class Policy:
     steps: tuple[Step, ...]
     repeat: float | None = None
     ack_timeout: float | None = None
+    # run the whole list of steps this many more times (each cycle after `repeat`)
+    # before only the last step repeats; None: the last step repeats from the start
+    max_repeats: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,11 +310,17 @@ _CHANNEL_TYPES: dict[str, ChannelType] = {
     "webhook": "webhook",
     "mqtt": "mqtt",
     "console": "console",
+    "ntfy": "ntfy",
+    "pushover": "pushover",
+    "apprise": "apprise",
 }
 _CHANNEL_KEYS: dict[str, tuple[str, ...]] = {
     "webhook": ("type", "url", "secret", "secret_env", "timeout"),
     "mqtt": ("type", "topic"),
     "console": ("type",),
+    "ntfy": ("type", "url", "topic", "token_env", "timeout"),
+    "pushover": ("type", "url", "token_env", "retry", "expire", "poll_interval", "timeout"),
+    "apprise": ("type", "url", "url_env", "timeout"),
 }
 _PROTOCOLS: dict[str, Literal["5", "3.1.1"]] = {"5": "5", "3.1.1": "3.1.1"}
 _MQTT_PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"
@@ -555,8 +602,11 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
 
     url = c.string(t, "url", "mqtt")
     host, port, tls = "", 0, False
+    url_problems = len(c.problems)
     if url:
         host, port, tls = _parse_mqtt_url(c, url)
+    # plain or TLS is known only from a good URL; a bad one is reported already
+    scheme_known = bool(url) and len(c.problems) == url_problems
 
     if "client_id" not in t:
         c.add(
@@ -578,6 +628,10 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
             )
 
     username = c.optional_string(t, "username", "mqtt")
+    password = env.get(_MQTT_PASSWORD_ENV) or None
+    if password and not username:
+        # paho sends a password only with a user name: it would be dropped without a word
+        c.add("mqtt.username", f"missing, but {_MQTT_PASSWORD_ENV} is set: whose password is it?")
     ca_file = c.optional_string(t, "ca_file", "mqtt")
     cert_file = c.optional_string(t, "cert_file", "mqtt")
     key_file = c.optional_string(t, "key_file", "mqtt")
@@ -585,6 +639,7 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
         c.add("mqtt.key_file", "needs mqtt.cert_file as well")
     if cert_file and not key_file:
         c.add("mqtt.cert_file", "needs mqtt.key_file as well")
+    _check_tls_files(c, tls if scheme_known else None, ca_file, cert_file, key_file)
 
     protocol: Literal["5", "3.1.1"] = "5"
     if "protocol" in t:
@@ -621,7 +676,7 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
         tls=tls,
         client_id=client_id,
         username=username,
-        password=env.get(_MQTT_PASSWORD_ENV) or None,
+        password=password,
         ca_file=ca_file,
         cert_file=cert_file,
         key_file=key_file,
@@ -659,6 +714,63 @@ def _parse_mqtt_url(c: _Checker, url: str) -> tuple[str, int, bool]:
     if not 1 <= port <= 65535:
         c.add(where, f"port must be between 1 and 65535, got {port}")
     return host, port, tls
+
+
+def _check_tls_files(
+    c: _Checker, tls: bool | None, ca_file: str | None, cert_file: str | None,
+    key_file: str | None,
+) -> None:
+    """Load the TLS files as the client will: a wrong path, a file of the wrong kind or a key
+    that is not the certificate's is a problem now, not a reconnect loop at run time.
+    ``tls`` is None when the URL is bad, so plain or TLS is unknown."""
+    given = {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}
+    if tls is False:
+        for key, name in given.items():
+            if name:
+                c.add(
+                    f"mqtt.{key}",
+                    "only used with TLS, but mqtt.url is mqtt://: use mqtts:// "
+                    "(or nothing would be encrypted)",
+                )
+        return
+    contents: dict[str, bytes] = {}
+    for key, name in given.items():
+        if name:
+            try:
+                with open(name, "rb") as handle:
+                    contents[key] = handle.read()
+            except OSError as exc:
+                c.add(f"mqtt.{key}", f"cannot read {_describe(name)}: {exc.strerror or exc}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file and "ca_file" in contents:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError as exc:
+            c.add(
+                "mqtt.ca_file",
+                f"{_describe(ca_file)} is not a PEM CA certificate ({exc.reason or exc})",
+            )
+    if not (cert_file and key_file and "cert_file" in contents and "key_file" in contents):
+        return
+    if b"-----BEGIN CERTIFICATE-----" not in contents["cert_file"]:
+        c.add("mqtt.cert_file", f"{_describe(cert_file)} holds no PEM certificate")
+    elif b"ENCRYPTED" in contents["key_file"]:
+        c.add(
+            "mqtt.key_file",
+            f"{_describe(key_file)} is encrypted, and the service cannot ask for a "
+            "passphrase: store it unencrypted, readable only by the service's user",
+        )
+    elif b"PRIVATE KEY-----" not in contents["key_file"]:
+        c.add("mqtt.key_file", f"{_describe(key_file)} holds no PEM private key")
+    else:
+        try:
+            # an empty passphrase: OpenSSL must never stop to ask for one on a terminal
+            context.load_cert_chain(cert_file, key_file, password="")
+        except ssl.SSLError as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                c.add("mqtt.key_file", f"{_describe(key_file)} is not mqtt.cert_file's key")
+            else:
+                c.add("mqtt.cert_file", f"cannot load it with mqtt.key_file ({exc.reason or exc})")
 
 
 def _parse_listen(c: _Checker, listen: str) -> tuple[str, int]:
@@ -932,6 +1044,7 @@ def _parse_channels(
 ) -> dict[str, ChannelConfig]:
     channels: dict[str, ChannelConfig] = {}
     every_key = tuple(dict.fromkeys(k for keys in _CHANNEL_KEYS.values() for k in keys))
+    types = _one_of(list(_CHANNEL_TYPES))
     for name, value in t.items():
         path = _join("channels", name)
         if not _CHANNEL_NAME_RE.fullmatch(name):
@@ -942,29 +1055,194 @@ def _parse_channels(
         raw_type = value.get("type")
         ctype = _CHANNEL_TYPES.get(raw_type) if isinstance(raw_type, str) else None
         if "type" not in value:
-            c.add(f"{path}.type", "missing (webhook, mqtt or console)")
+            c.add(f"{path}.type", f"missing ({types})")
         elif ctype is None:
-            c.add(f"{path}.type", f"expected webhook, mqtt or console, got {_describe(raw_type)}")
+            c.add(f"{path}.type", f"expected {types}, got {_describe(raw_type)}")
         if ctype is None:
             c.known_keys(value, every_key, path)
             continue
+        if ctype in ("ntfy", "pushover") and "token" in value:
+            c.add(f"{path}.token", "do not put the token in the file; name an environment "
+                  "variable that holds it in token_env")
+            value = {k: v for k, v in value.items() if k != "token"}
         c.known_keys(value, _CHANNEL_KEYS[ctype], path)
-        url = secret = topic = None
-        timeout = 5.0
-        if ctype == "webhook":
-            url = c.string(value, "url", path)
-            if url:
-                _check_http_url(c, url, f"{path}.url")
-            secret = _channel_secret(c, value, path, env)
+        if ctype in ("webhook", "ntfy", "pushover", "apprise"):
             timeout = c.duration(value, "timeout", path, 5.0, positive=True)
-        elif ctype == "mqtt":
-            topic = c.optional_string(value, "topic", path)
-            if topic and ("+" in topic or "#" in topic):
-                c.add(f"{path}.topic", "must not contain the wildcards + or #")
-        channels[name] = ChannelConfig(
-            name=name, type=ctype, url=url, secret=secret, topic=topic, timeout=timeout
-        )
+        else:
+            timeout = 5.0
+        config = ChannelConfig(name=name, type=ctype, timeout=timeout)
+        match ctype:
+            case "webhook":
+                url = c.string(value, "url", path)
+                if url:
+                    _check_http_url(c, url, f"{path}.url")
+                secret = _channel_secret(c, value, path, env)
+                config = replace(config, url=url, secret=secret)
+            case "mqtt":
+                topic = c.optional_string(value, "topic", path)
+                if topic and ("+" in topic or "#" in topic):
+                    c.add(f"{path}.topic", "must not contain the wildcards + or #")
+                config = replace(config, topic=topic)
+            case "console":
+                pass
+            case "ntfy":
+                config = _parse_ntfy(c, value, path, env, config)
+            case "pushover":
+                config = _parse_pushover(c, value, path, env, config)
+            case "apprise":
+                config = replace(config, url=_apprise_url(c, value, path, env))
+            case _:
+                assert_never(ctype)
+        channels[name] = config
     return channels
+
+
+#: in an ntfy topic template, replaced by the responder id
+RESPONDER_PLACEHOLDER = "{responder}"
+#: in an Apprise URL, replaced by the responder's address on the channel
+ADDRESS_PLACEHOLDER = "{address}"
+NTFY_TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what an ntfy server accepts
+PUSHOVER_API = "https://api.pushover.net"
+PUSHOVER_MIN_RETRY = 30.0  # Pushover refuses an emergency message retried more often
+PUSHOVER_MAX_EXPIRE = 3 * 3600.0  # and one that keeps retrying longer
+#: the retry interval when the high policy has no repeat of its own
+PUSHOVER_DEFAULT_RETRY = 60.0
+PUSHOVER_MIN_POLL = 5.0  # Pushover: poll a receipt no faster than every 5 seconds
+
+
+def _parse_ntfy(
+    c: _Checker, t: Table, path: str, env: Mapping[str, str], config: ChannelConfig
+) -> ChannelConfig:
+    url = c.string(t, "url", path)
+    if url:
+        _check_http_url(c, url, f"{path}.url")
+    topic = c.optional_string(t, "topic", path)
+    if topic and not NTFY_TOPIC_RE.fullmatch(topic.replace(RESPONDER_PLACEHOLDER, "x")):
+        c.add(f"{path}.topic", f"{_describe(topic)} is not an ntfy topic (letters, digits, - "
+              f"and _, at most 64; {RESPONDER_PLACEHOLDER} is replaced by the responder id)")
+    token = _token_from_env(c, t, path, env, required=False)
+    return replace(config, url=url, topic=topic, token=token)
+
+
+def _parse_pushover(
+    c: _Checker, t: Table, path: str, env: Mapping[str, str], config: ChannelConfig
+) -> ChannelConfig:
+    url = c.optional_string(t, "url", path) or PUSHOVER_API
+    if "url" in t:
+        _check_http_url(c, url, f"{path}.url")
+    token = _token_from_env(c, t, path, env, required=True)
+    retry = c.optional_duration(t, "retry", path)
+    if retry is not None and retry < PUSHOVER_MIN_RETRY:
+        c.add(f"{path}.retry", f"Pushover needs at least {format_duration(PUSHOVER_MIN_RETRY)}"
+              f", got {format_duration(retry)}")
+    expire = c.optional_duration(t, "expire", path)
+    if expire is not None and expire > PUSHOVER_MAX_EXPIRE:
+        c.add(f"{path}.expire", f"Pushover allows at most {format_duration(PUSHOVER_MAX_EXPIRE)}"
+              f", got {format_duration(expire)}")
+    elif expire is not None and retry is not None and expire < retry:
+        c.add(f"{path}.expire", f"shorter than retry ({format_duration(retry)}): the page would "
+              "never be repeated")
+    poll = c.duration(t, "poll_interval", path, PUSHOVER_MIN_POLL, positive=True)
+    if poll < PUSHOVER_MIN_POLL:
+        c.add(f"{path}.poll_interval", f"Pushover asks for at most one poll per receipt every "
+              f"{format_duration(PUSHOVER_MIN_POLL)}, got {format_duration(poll)}")
+    return replace(config, url=url, token=token, retry=retry, expire=expire, poll_interval=poll)
+
+
+def pushover_timing(channel: ChannelConfig, high: Policy | None) -> tuple[float, float]:
+    """``(retry, expire)`` in seconds for an emergency (high) page on a Pushover channel.
+
+    Retry follows the high policy's ``repeat`` (Pushover repeats the alert itself
+    until someone acknowledges), within what Pushover accepts. Expire is Pushover's
+    maximum: boothwatch cancels the receipt once the incident is acknowledged or
+    resolved, and an open high incident must never go quiet. The channel's own
+    ``retry`` and ``expire`` override both.
+    """
+    repeat = high.repeat if high is not None and high.repeat else PUSHOVER_DEFAULT_RETRY
+    retry = channel.retry if channel.retry is not None else repeat
+    retry = min(max(retry, PUSHOVER_MIN_RETRY), PUSHOVER_MAX_EXPIRE)
+    expire = channel.expire if channel.expire is not None else PUSHOVER_MAX_EXPIRE
+    return retry, max(expire, retry)
+
+
+def _apprise_url(c: _Checker, t: Table, path: str, env: Mapping[str, str]) -> str | None:
+    """The Apprise URL from ``url`` or the environment variable named by ``url_env``."""
+    if "url" in t and "url_env" in t:
+        c.add(f"{path}.url_env", "set either url or url_env, not both")
+        return None
+    if "url" in t:
+        where = f"{path}.url"
+        url = c.string(t, "url", path)
+        if url and _has_password(url):
+            c.add(where, "carries a password: put the URL in an environment variable and "
+                  "name it in url_env")
+            return None
+    elif "url_env" in t:
+        where = f"{path}.url_env"
+        var = c.string(t, "url_env", path)
+        url = env.get(var, "").strip() if var else ""
+        if var and not url:
+            c.add(where, f"environment variable {var} is not set")
+    else:
+        c.add(f"{path}.url", "missing (or url_env: an environment variable holding a URL "
+              "that carries credentials)")
+        return None
+    if not url:
+        return None
+    problem = _apprise_url_problem(url)
+    if problem:
+        c.add(where, problem)  # the URL itself is not shown: it may carry credentials
+        return None
+    return url
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False  # not a URL urllib understands; Apprise's check below will say why
+
+
+def _apprise_url_problem(url: str) -> str | None:
+    """Why Apprise cannot use `url`, or None. Imports apprise only when a site uses it."""
+    # Lazily: importing apprise costs ~0.1 s, and most sites configure no such channel.
+    import apprise
+    from apprise.manager_plugins import NotificationManager
+
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        return "expected an Apprise URL such as tgram://..., mailto://..., json://..."
+    schemes = NotificationManager()  # type: ignore[no-untyped-call]  # apprise leaves it untyped
+    if scheme.lower() not in schemes:
+        return f"Apprise does not know the scheme {_describe(scheme)}"
+    if ADDRESS_PLACEHOLDER in url:
+        return None  # the full form is known once a responder's address is in it
+    # Apprise logs why it rejects a URL, with the URL: keep that out of our output.
+    apprise_log = logging.getLogger("apprise")
+    was_disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        usable = apprise.Apprise.instantiate(url) is not None
+    finally:
+        apprise_log.disabled = was_disabled
+    return None if usable else f"Apprise cannot use this {scheme} URL (check its form)"
+
+
+def _token_from_env(
+    c: _Checker, t: Table, path: str, env: Mapping[str, str], *, required: bool
+) -> str | None:
+    if "token_env" not in t:
+        if required:
+            c.add(f"{path}.token_env", "missing: the environment variable that holds the "
+                  "application token")
+        return None
+    var = c.string(t, "token_env", path)
+    if not var:
+        return None
+    token = env.get(var, "").strip()
+    if not token:
+        c.add(f"{path}.token_env", f"environment variable {var} is not set")
+        return None
+    return token
 
 
 def _channel_secret(c: _Checker, t: Table, path: str, env: Mapping[str, str]) -> str | None:
@@ -984,14 +1262,49 @@ def _channel_secret(c: _Checker, t: Table, path: str, env: Mapping[str, str]) ->
     return from_env
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SHIFT_RE = re.compile(r"(?P<days>[a-z,-]+)\s+(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})")
+_SHIFT_HINT = 'expected "<days> HH:MM-HH:MM" such as "mon-fri 08:00-16:00" or "sat,sun 20:00-08:00"'
+#: channel types that cannot reach a responder without an address of theirs
+NEEDS_ADDRESS: frozenset[str] = frozenset({"pushover"})
+
+
+def parse_shift(text: str) -> Shift:
+    """``"mon-fri 08:00-16:00"``, ``"sat,sun 20:00-08:00"``, ``"daily 07:00-19:00"``."""
+    match = _SHIFT_RE.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(_SHIFT_HINT)
+    days: set[int] = set()
+    for part in match["days"].split(","):
+        if part == "daily":
+            days.update(range(7))
+            continue
+        first, _, last = part.partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise ValueError(f"unknown day in {part!r} (days: {', '.join(_DAYS)}, or daily)")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+    times = []
+    for key in ("start", "end"):
+        hours, minutes = (int(x) for x in match[key].split(":"))
+        if hours > 24 or minutes > 59 or (hours == 24 and minutes):
+            raise ValueError(f"{match[key]} is not a time of day (00:00 to 24:00)")
+        times.append(hours * 60 + minutes)
+    start, end = times
+    if start == 24 * 60:
+        raise ValueError("a shift cannot start at 24:00")
+    return Shift(days=frozenset(days), start=start, end=end, text=text.strip())
+
+
 def _parse_responders(
-    c: _Checker, items: list[tuple[str, Table]], channel_names: set[str] | None
+    c: _Checker, items: list[tuple[str, Table]], channels: Mapping[str, ChannelConfig] | None,
+    channel_names: set[str] | None,
 ) -> list[ResponderConfig]:
     """Responders; `channel_names` is None when [channels] itself was unusable."""
     responders: list[ResponderConfig] = []
     seen: dict[str, str] = {}
     for path, t in items:
-        c.known_keys(t, ("id", "name", "roles", "channels"), path)
+        c.known_keys(t, ("id", "name", "roles", "channels", "address", "shifts"), path)
         responder_id = c.identifier(t, "id", path, _RESPONDER_ID_RE)
         if responder_id in seen:
             c.add(
@@ -1002,28 +1315,66 @@ def _parse_responders(
             seen[responder_id] = path
         name = c.string(t, "name", path)
         roles = [role for _, role in c.strings(t, "roles", path)]
-        channels = c.strings(t, "channels", path)
+        channel_list = c.strings(t, "channels", path)
         if channel_names is not None:
-            for item_path, channel in channels:
+            for item_path, channel in channel_list:
                 if channel not in channel_names:
                     known = ", ".join(sorted(channel_names)) or "none defined"
                     c.add(item_path, f"unknown channel {_describe(channel)} (known: {known})")
+        names = tuple(dict.fromkeys(ch for _, ch in channel_list))
+        address = _parse_address(c, t, path, names, channels)
+        shifts: list[Shift] = []
+        if "shifts" in t:
+            for item_path, text in c.strings(t, "shifts", path):
+                try:
+                    shifts.append(parse_shift(text))
+                except ValueError as exc:
+                    c.add(item_path, f"{exc}, got {_describe(text)}")
         responders.append(
             ResponderConfig(
                 id=responder_id,
                 name=name,
                 roles=tuple(dict.fromkeys(roles)),
-                channels=tuple(dict.fromkeys(ch for _, ch in channels)),
+                channels=names,
+                address=address,
+                shifts=tuple(shifts),
             )
         )
     return responders
+
+
+def _parse_address(
+    c: _Checker, t: Table, path: str, names: tuple[str, ...],
+    channels: Mapping[str, ChannelConfig] | None,
+) -> dict[str, str]:
+    """``address = { phone = "ana-7f3k" }``: where each of the responder's channels reaches them."""
+    where = f"{path}.address"
+    raw = t.get("address", {})
+    if not isinstance(raw, dict):
+        c.add(where, f"expected a table of channel = address, got {_describe(raw)}")
+        return {}
+    address: dict[str, str] = {}
+    for channel, value in raw.items():
+        if channel not in names:
+            c.add(_join(where, channel), "not one of this responder's channels")
+        elif not isinstance(value, str) or not value.strip():
+            c.add(_join(where, channel), f"expected a non-empty string, got {_describe(value)}")
+        else:
+            address[channel] = value.strip()
+    if channels is not None:
+        for channel in names:
+            config = channels.get(channel)
+            if config is not None and config.needs_address and channel not in address:
+                c.add(_join(where, channel),
+                      f"missing: a {config.type} channel needs the responder's address")
+    return address
 
 
 def _parse_policy(
     c: _Checker, t: Table, path: str, roles: set[str] | None, responder_ids: set[str] | None
 ) -> Policy:
     """One escalation policy; target checks are skipped when responders were unusable."""
-    c.known_keys(t, ("steps", "repeat", "ack_timeout"), path)
+    c.known_keys(t, ("steps", "repeat", "ack_timeout", "max_repeats"), path)
     steps: list[Step] = []
     raw_steps = t.get("steps")
     steps_path = f"{path}.steps"
@@ -1057,7 +1408,18 @@ def _parse_policy(
             steps.append(Step(after=after, notify=tuple(target for _, target in targets)))
     repeat = c.optional_duration(t, "repeat", path)
     ack_timeout = c.optional_duration(t, "ack_timeout", path)
-    return Policy(steps=tuple(steps), repeat=repeat, ack_timeout=ack_timeout)
+    max_repeats: int | None = None
+    if "max_repeats" in t:
+        raw_max = t["max_repeats"]
+        if isinstance(raw_max, bool) or not isinstance(raw_max, int) or not 0 <= raw_max <= 100:
+            c.add(f"{path}.max_repeats", f"expected a whole number from 0 to 100, got "
+                  f"{_describe(raw_max)}")
+        elif repeat is None:
+            c.add(f"{path}.max_repeats", "needs repeat: the interval between cycles")
+        else:
+            max_repeats = raw_max
+    return Policy(steps=tuple(steps), repeat=repeat, ack_timeout=ack_timeout,
+                  max_repeats=max_repeats)
 
 
 def _check_target(
@@ -1145,7 +1507,8 @@ def parse_config(
 
     responder_items = c.tables(root, "responders", "")
     responders = (
-        _parse_responders(c, responder_items, channel_names)
+        _parse_responders(c, responder_items, channels if channels_t is not None else None,
+                          channel_names)
         if responder_items is not None
         else []
     )
@@ -1207,6 +1570,28 @@ def _hide_path(url: str | None) -> str:
     return origin + ("/..." if more else "")
 
 
+def _push_summary(ch: ChannelConfig, high: Policy | None) -> str:
+    """The rest of a summary line for a push channel: no token, topic or URL path."""
+    fd = format_duration
+    parts = []
+    if ch.type == "ntfy":
+        where = _hide_path(ch.url)
+        # a topic works like a password on a server without access control: not shown
+        parts.append("topic from a template" if ch.topic else "topic = responder's address")
+        parts.append("access token set" if ch.token else "no access token")
+    elif ch.type == "pushover":
+        where = _hide_path(ch.url)
+        retry, expire = pushover_timing(ch, high)
+        parts += ["app token set", f"high: emergency, retry {fd(retry)}, expire {fd(expire)}",
+                  f"receipts polled every {fd(ch.poll_interval)}"]
+    else:
+        where = f"{(ch.url or '?').partition('://')[0]}://..."
+        if ch.needs_address:
+            parts.append("address from each responder")
+    parts.append(f"timeout {fd(ch.timeout)}")
+    return f" {where} ({', '.join(parts)})"
+
+
 def summary(config: Config) -> str:
     """A one-screen description of a checked configuration; it never shows a secret."""
     site, mqtt, http = config.site, config.mqtt, config.http
@@ -1247,8 +1632,10 @@ def summary(config: Config) -> str:
         lines.append(text)
     lines.append(f"responders ({len(config.responders)}):")
     for r in config.responders:
+        duty = ("shifts " + ", ".join(s.text for s in r.shifts)) if r.shifts else "always on duty"
         lines.append(
-            f"  {r.id} {r.name}: roles {', '.join(r.roles)}; channels {', '.join(r.channels)}"
+            f"  {r.id} {r.name}: roles {', '.join(r.roles)}; channels "
+            f"{' → '.join(r.channels)}; {duty}"
         )
     lines.append(f"channels ({len(config.channels)}):")
     for ch in config.channels.values():
@@ -1258,6 +1645,8 @@ def summary(config: Config) -> str:
             text += f" {_hide_path(ch.url)} ({signed}, timeout {fd(ch.timeout)})"
         elif ch.type == "mqtt":
             text += f" topic {ch.topic or f'boothwatch/{site.id}/pages/<responder>'}"
+        elif ch.type in ("ntfy", "pushover", "apprise"):
+            text += _push_summary(ch, config.escalation.get("high"))
         lines.append(text)
     lines.append("escalation:")
     for priority in PRIORITIES:
@@ -1269,5 +1658,7 @@ def summary(config: Config) -> str:
             parts.append(f"repeat {fd(policy.repeat)}")
         if policy.ack_timeout is not None:
             parts.append(f"ack timeout {fd(policy.ack_timeout)}")
+        if policy.max_repeats is not None:
+            parts.append(f"cycle {policy.max_repeats} more times")
         lines.append(f"  {priority}: {'; '.join(parts)}")
     return "\n".join(lines)

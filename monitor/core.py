@@ -16,6 +16,19 @@ Any change to a booth or incident is returned as `BoothChanged` /
 core from what was stored, and the next `on_timer` fires whatever fell due
 while the service was down.
 
+Who gets a page: a step's ``role:X`` pages the on-duty responders with role X
+(`alerts.roster`). A step with nobody on duty for any of its targets is skipped
+at once to the next step, and every role found empty is recorded (timeline
+``duty_gap``, counted by the runtime); if even the last step has nobody on
+duty, its targets are paged regardless of duty: someone must always hear.
+When an incident is acknowledged, attended or resolved, everyone paged for it
+so far (but the person who acted) gets a `SendNotice`.
+
+Maintenance: a booth in maintenance has its automatic triggers
+(``long_session``, ``unresponsive``, ``device_offline``) suppressed and
+audited; a call still pages, marked as from a booth in maintenance.
+Maintenance ends by an API call or by itself at ``until``, both audited.
+
 Deadlines sit in a heap with lazy deletion, so a site with thousands of booths
 costs O(log n) per event. Unknown incidents raise `UnknownIncident`; actions an
 incident's state does not allow raise `IllegalTransition` and change nothing.
@@ -28,12 +41,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
 from alerts.escalation import Fired, resolve_targets
+from alerts.roster import Roster, UnknownResponder
 from devices.registry import SENSOR_ROLES, DeviceRegistry, DeviceView, HealthChange
 from monitor.booth import Booth, BoothView, IncidentRef, Timer
 from monitor.config import BoothConfig, Config, Policy, Priority, format_duration
 from monitor.events import (
     Acknowledge,
     Attend,
+    Audit,
     BoothChanged,
     BoothEvent,
     Button,
@@ -41,6 +56,8 @@ from monitor.events import (
     DeviceChanged,
     DeviceReading,
     Door,
+    DutyChanged,
+    EndMaintenance,
     Event,
     Heartbeat,
     IncidentChanged,
@@ -48,13 +65,20 @@ from monitor.events import (
     MotionState,
     Occupancy,
     PageFailed,
+    PageReport,
     Press,
     Resolve,
+    SendNotice,
     SendPage,
+    SetDuty,
+    StartMaintenance,
 )
-from monitor.incident import Incident, IncidentView, Trigger
+from monitor.incident import Incident, IncidentView, TimelineEntry, Trigger
 
-_Key = tuple[str, str]  # ("booth" | "incident" | "device", id)
+_Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance", id)
+#: triggers a booth in maintenance does not raise (a call still pages)
+AUTOMATIC = frozenset({Trigger.LONG_SESSION, Trigger.UNRESPONSIVE, Trigger.DEVICE_OFFLINE})
+MAX_MAINTENANCE = 7 * 24 * 3600.0
 
 _TIMER_TRIGGER = {
     Timer.UNRESPONSIVE: Trigger.UNRESPONSIVE,
@@ -74,12 +98,18 @@ class UnknownDevice(KeyError):
     """The reading names a device the configuration does not have."""
 
 
+class BadRequest(ValueError):
+    """A person asked for something that cannot be (maintenance ending in the past...)."""
+
+
 class SiteCore:
     def __init__(self, config: Config, new_id: Callable[[], str]) -> None:
         self.config = config
         self._new_id = new_id
         self._policies: dict[Priority, Policy] = dict(config.escalation)
         self.booths: dict[str, Booth] = {b.id: Booth(b) for b in config.booths}
+        self.roster = Roster(config.responders, config.site.timezone)
+        self._names = {r.id: r.name for r in config.responders}
         self.incidents: dict[str, Incident] = {}  # unresolved only
         self._open_at: dict[str, str] = {}  # booth id -> its unresolved incident id
         self._views: dict[str, BoothView] = {}
@@ -116,9 +146,31 @@ class SiteCore:
             case Attend(incident=iid, responder=who, via=via):
                 inc = self._incident(iid)
                 self._apply(inc, now, out, lambda: inc.attend(who, now, via))
-            case Resolve(incident=iid, responder=who, outcome=outcome, via=via):
+            case Resolve(incident=iid, responder=who, outcome=outcome, via=via, note=note):
                 inc = self._incident(iid)
-                self._apply(inc, now, out, lambda: inc.resolve(who, now, outcome, via))
+                self._apply(inc, now, out, lambda: inc.resolve(who, now, outcome, via, note))
+            case PageReport():
+                inc = self._incident(event.incident)
+                self._apply(inc, now, out, lambda: inc.page_report(
+                    event.responder, event.level, event.channel, event.ok, event.reason, now))
+            case SetDuty(responder=who, on=on, by=by, via=via):
+                if who not in self._names:
+                    raise UnknownResponder(who)
+                override = self.roster.set_duty(who, on, now, by, via)
+                out.append(DutyChanged(override.snapshot()))
+                out.append(Audit(now, "duty", who, {"on": on, "by": by, "via": via,
+                                                    "until": override.until}))
+            case StartMaintenance(booth=booth_id, until=until, reason=reason, by=by):
+                booth = self._booth(booth_id)
+                if not now < until <= now + MAX_MAINTENANCE:
+                    raise BadRequest("until must be in the future, at most 7 days ahead")
+                booth.start_maintenance(now, until, reason, by)
+                out.append(Audit(now, "maintenance_started", booth_id,
+                                 {"until": until, "reason": reason, "by": by}))
+                self._schedule(("maintenance", booth_id), until)
+                self._emit_booth(booth_id, out)
+            case EndMaintenance(booth=booth_id, by=by):
+                self._end_maintenance(self._booth(booth_id), now, by, out)
             case PageFailed():
                 inc = self._incident(event.incident)
                 self._apply(
@@ -149,6 +201,8 @@ class SiteCore:
             kind, ident = key
             if kind == "booth":
                 self._booth_timer(self.booths[ident], now, out)
+            elif kind == "maintenance":
+                self._end_maintenance(self.booths[ident], now, "expiry", out)
             elif kind == "device":
                 events, health = self.registry.on_timer(ident, now)
                 self._device_results(ident, events, health, now, out)
@@ -163,8 +217,10 @@ class SiteCore:
         incidents: Iterable[dict[str, Any]],
         devices: Iterable[dict[str, Any]] = (),
         now: float = 0.0,
+        duty: Iterable[dict[str, Any]] = (),
     ) -> None:
         """Rebuild from stored views; what the config no longer has is skipped."""
+        self.roster.restore(duty, now)
         for snap in devices:
             dev = self.registry.devices.get(snap["id"])
             if dev is not None:
@@ -174,6 +230,8 @@ class SiteCore:
             if booth is not None:
                 booth.restore(snap)
                 self._schedule(("booth", booth.config.id), booth.next_deadline())
+                if booth.maintenance is not None:
+                    self._schedule(("maintenance", booth.config.id), booth.maintenance["until"])
         for snap in incidents:
             if snap["booth"] not in self.booths or snap["state"] == "resolved":
                 continue
@@ -194,6 +252,24 @@ class SiteCore:
         return [inc.view() for inc in self.incidents.values()]
 
     # --- booths ---------------------------------------------------------------------
+
+    def _booth(self, booth_id: str) -> Booth:
+        booth = self.booths.get(booth_id)
+        if booth is None:
+            raise UnknownBooth(booth_id)
+        return booth
+
+    def _end_maintenance(self, booth: Booth, now: float, by: str, out: list[Command]) -> None:
+        booth_id = booth.config.id
+        ended = booth.end_maintenance(now)
+        self._schedule(("maintenance", booth_id), None)
+        if ended is None:
+            return  # not in maintenance: nothing to do, nothing to audit
+        kind = "maintenance_expired" if by == "expiry" else "maintenance_ended"
+        out.append(Audit(now, kind, booth_id, {"by": by, "reason": ended["reason"],
+                                               "since": ended["since"]}))
+        self._schedule(("booth", booth_id), booth.next_deadline())
+        self._emit_booth(booth_id, out)
 
     def _booth_event(self, event: BoothEvent, now: float, out: list[Command]) -> None:
         booth = self.booths.get(event.booth)
@@ -330,6 +406,13 @@ class SiteCore:
         priority: Priority | None = None, detail: dict[str, Any] | None = None,
     ) -> None:
         inc = self._open_incident(booth.config.id)
+        if booth.maintenance is not None:
+            if trigger in AUTOMATIC:
+                out.append(Audit(now, "trigger_suppressed", booth.config.id, {
+                    "trigger": trigger.value, "reason": booth.maintenance["reason"],
+                    **(detail or {})}))
+                return
+            detail = {**(detail or {}), "text": "booth in maintenance"}
         if inc is None:
             inc = Incident(self._new_id(), booth.config.id, trigger, now, self._policies,
                            priority)
@@ -356,10 +439,10 @@ class SiteCore:
     ) -> None:
         """Run ``action`` on ``inc``, fire what fell due, and emit the resulting commands."""
         start = len(inc.timeline) if new_from is None else new_from
+        paged_before = inc.paged()
         action()  # raises IllegalTransition before anything changed
-        fired = inc.on_timer(now)
-        if fired is not None:
-            out.extend(self._pages(inc, fired, now))
+        self._fire(inc, now, out)
+        self._notices(inc, paged_before, inc.timeline[start:], out)
         new = tuple(inc.timeline[start:])
         if new:
             out.append(IncidentChanged(inc.view(), new))
@@ -374,22 +457,72 @@ class SiteCore:
             self._schedule(("incident", inc.id), inc.next_deadline())
         self._emit_booth(inc.booth, out)
 
-    def _pages(self, inc: Incident, fired: Fired, now: float) -> list[SendPage]:
+    def _fire(self, inc: Incident, now: float, out: list[Command]) -> None:
+        """Fire what is due, skipping steps with nobody on duty (see the module docstring)."""
+        responders = self.config.responders
+        fired = inc.on_timer(now)
+        while fired is not None:
+            targets = resolve_targets(fired.targets, responders,
+                                      lambda rid: self.roster.on_duty(rid, now))
+            if targets.gaps:
+                inc.note(now, "duty_gap", level=fired.level, roles=list(targets.gaps))
+            if targets.responders:
+                out.extend(self._pages(inc, fired, targets.responders, now))
+                return
+            if inc.skip_step(fired.level, targets.gaps, now):
+                fired = inc.on_timer(now)
+                continue
+            inc.note(now, "note", text="nobody on duty: paging the last step regardless")
+            everyone = resolve_targets(fired.targets, responders).responders
+            out.extend(self._pages(inc, fired, everyone, now))
+            return
+
+    def _notices(self, inc: Incident, paged: list[str], new: Iterable[TimelineEntry],
+                 out: list[Command]) -> None:
+        """Tell everyone paged so far that someone is on it, or that all is clear."""
         booth = self.booths[inc.booth].config
+        for entry in new:
+            if entry.kind != "state":
+                continue
+            to, by = entry.detail.get("to"), entry.detail.get("by")
+            who = "Staff at the booth" if by in (None, "booth") else self._names.get(by, by)
+            if to == "acknowledged":
+                message = f"{who} is attending {booth.name}"
+            elif to == "attended" and entry.detail.get("from") == "open":
+                message = f"{who} is at {booth.name}"
+            elif to == "resolved":
+                message = f"{booth.name}: all clear"
+            else:
+                continue
+            for responder in paged:
+                if responder == by:
+                    continue
+                inc.note(entry.at, "notice", responder=responder, text=message)
+                out.append(SendNotice(incident=inc.id, booth=booth.id, booth_name=booth.name,
+                                      responder=responder, priority=inc.priority,
+                                      message=message))
+
+    def _pages(
+        self, inc: Incident, fired: Fired, responders: Iterable[str], now: float
+    ) -> list[SendPage]:
+        booth = self.booths[inc.booth]
+        message = page_message(booth.config, inc.triggers, urgent=inc.urgent,
+                               maintenance=booth.maintenance is not None)
         pages = []
-        for responder in resolve_targets(fired.targets, self.config.responders):
+        for responder in responders:
             inc.note(now, "page", responder=responder, level=fired.level)
             pages.append(
                 SendPage(
                     incident=inc.id,
-                    booth=booth.id,
-                    booth_name=booth.name,
+                    booth=booth.config.id,
+                    booth_name=booth.config.name,
                     responder=responder,
                     level=fired.level,
                     priority=inc.priority,
                     triggers=tuple(t.value for t in inc.triggers),
-                    message=page_message(booth, inc.triggers),
+                    message=message,
                     raised_at=inc.raised_at,
+                    urgent=inc.urgent,
                 )
             )
         return pages
@@ -404,13 +537,16 @@ class SiteCore:
             heapq.heappush(self._heap, (at, key))
 
 
-def page_message(booth: BoothConfig, triggers: Iterable[Trigger]) -> str:
+def page_message(
+    booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
+    maintenance: bool = False,
+) -> str:
     """The one line a nurse reads on a lock screen, in the order the triggers came."""
     parts = []
     for trigger in triggers:
         match trigger:
             case Trigger.CALL:
-                parts.append("call button pressed")
+                parts.append("call button pressed again" if urgent else "call button pressed")
             case Trigger.UNRESPONSIVE:
                 parts.append(f"no movement for {format_duration(round(booth.stillness))}")
             case Trigger.LONG_SESSION:
@@ -421,4 +557,9 @@ def page_message(booth: BoothConfig, triggers: Iterable[Trigger]) -> str:
                 parts.append("a device's battery is low")
             case _:
                 assert_never(trigger)
-    return f"{booth.name}: " + "; ".join(parts)
+    text = f"{booth.name}: " + "; ".join(parts)
+    if urgent:
+        text = "URGENT: " + text
+    if maintenance:
+        text += " (booth in maintenance)"
+    return text

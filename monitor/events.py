@@ -148,16 +148,33 @@ class Attend:
         _need(self.responder, "responder")
 
 
+#: what happened, recorded when a person resolves an incident (interface section 6)
+OUTCOMES: tuple[str, ...] = (
+    "ok", "overdose_naloxone", "overdose_oxygen", "emergency_services", "false_alarm",
+    "no_one_there", "other",
+)  # fmt: skip
+NOTE_MAX = 500  # characters of free text with an outcome
+
+
+def check_outcome(outcome: str | None, note: str | None) -> None:
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+    if note is not None and (not isinstance(note, str) or len(note) > NOTE_MAX):
+        raise ValueError(f"note must be text of at most {NOTE_MAX} characters")
+
+
 @dataclass(frozen=True, slots=True)
 class Resolve:
     incident: str
     responder: str
     outcome: str | None = None
     via: str = "api"
+    note: str | None = None
 
     def __post_init__(self) -> None:
         _need(self.incident, "incident")
         _need(self.responder, "responder")
+        check_outcome(self.outcome, self.note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +192,68 @@ class PageFailed:
         _need(self.responder, "responder")
 
 
-IncidentEvent = Acknowledge | Attend | Resolve | PageFailed
-Event = BoothEvent | DeviceReading | IncidentEvent
+@dataclass(frozen=True, slots=True)
+class PageReport:
+    """A page reached a channel (``ok``) or a channel failed and the next one takes over."""
+
+    incident: str
+    responder: str
+    level: int
+    channel: str
+    ok: bool
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.incident, "incident")
+        _need(self.responder, "responder")
+
+
+IncidentEvent = Acknowledge | Attend | Resolve | PageFailed | PageReport
+
+
+@dataclass(frozen=True, slots=True)
+class SetDuty:
+    """A responder checks in (``on``) or out, through the API or MQTT."""
+
+    responder: str
+    on: bool
+    by: str
+    via: str = "api"
+
+    def __post_init__(self) -> None:
+        _need(self.responder, "responder")
+        _need(self.by, "by")
+        if not isinstance(self.on, bool):
+            raise ValueError("on must be a bool")
+
+
+@dataclass(frozen=True, slots=True)
+class StartMaintenance:
+    """Take a booth out of automatic monitoring until ``until`` (epoch seconds)."""
+
+    booth: str
+    until: float
+    reason: str
+    by: str
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        _need(self.reason, "reason")
+        _need(self.by, "by")
+
+
+@dataclass(frozen=True, slots=True)
+class EndMaintenance:
+    booth: str
+    by: str
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        _need(self.by, "by")
+
+
+SiteEvent = SetDuty | StartMaintenance | EndMaintenance
+Event = BoothEvent | DeviceReading | IncidentEvent | SiteEvent
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -195,12 +272,30 @@ class SendPage:
     triggers: tuple[str, ...]
     message: str
     raised_at: float
+    urgent: bool = False
 
     def __post_init__(self) -> None:
         _need(self.incident, "incident")
         _need(self.responder, "responder")
         if self.level < 1:
             raise ValueError("level starts at 1")
+
+
+@dataclass(frozen=True, slots=True)
+class SendNotice:
+    """Tell a responder already paged that someone is attending, or that all is clear."""
+
+    incident: str
+    booth: str
+    booth_name: str
+    responder: str
+    priority: str
+    message: str
+
+    def __post_init__(self) -> None:
+        _need(self.incident, "incident")
+        _need(self.responder, "responder")
+        _need(self.message, "message")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,4 +321,24 @@ class DeviceChanged:
     snapshot: dict[str, Any]
 
 
-Command = SendPage | BoothChanged | IncidentChanged | DeviceChanged
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Something a coordinator must be able to look up later that belongs to no incident:
+    maintenance started, ended or expired, a trigger suppressed, a duty change."""
+
+    at: float
+    kind: str
+    subject: str  # a booth or responder id
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DutyChanged:
+    """A check-in or check-out to store, so a restart keeps it."""
+
+    snapshot: dict[str, Any]
+
+
+Command = (
+    SendPage | SendNotice | BoothChanged | IncidentChanged | DeviceChanged | Audit | DutyChanged
+)

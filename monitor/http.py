@@ -11,24 +11,38 @@ import hmac
 import html
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from alerts.roster import UnknownResponder
 from alerts.tokens import InvalidToken
-from monitor.core import UnknownIncident
-from monitor.events import Acknowledge, Attend, IncidentEvent, Resolve
+from monitor.config import parse_duration
+from monitor.core import BadRequest, UnknownBooth, UnknownIncident
+from monitor.events import (
+    NOTE_MAX,
+    OUTCOMES,
+    Acknowledge,
+    Attend,
+    EndMaintenance,
+    IncidentEvent,
+    Resolve,
+    SetDuty,
+    SiteEvent,
+    StartMaintenance,
+)
 from monitor.incident import IllegalTransition
-from monitor.runtime import IncidentGone, Runtime
-from monitor.views import incident_json
+from monitor.runtime import IncidentGone, OutcomeRecorded, Runtime
+from monitor.views import incident_json, iso
 
 log = structlog.get_logger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
 MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-OUTCOME_RE = re.compile(r"^[a-z0-9_]{1,40}$")
+REASON_MAX = 200
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -44,8 +58,15 @@ def make_app(runtime: Runtime) -> web.Application:
         web.post("/api/incidents/{id}/ack", _action("ack")),
         web.post("/api/incidents/{id}/presence", _action("presence")),
         web.post("/api/incidents/{id}/resolve", _action("resolve")),
+        web.post("/api/incidents/{id}/outcome", outcome),
+        web.get("/api/responders", responders),
+        web.post("/api/responders/{id}/duty", duty),
+        web.post("/api/booths/{id}/maintenance", maintenance),
+        web.post("/api/booths/{id}/maintenance/end", maintenance_end),
+        web.get("/api/audit", audit),
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
+        web.post("/ack/{token}/outcome", ack_outcome),
     ])
     return app
 
@@ -132,14 +153,185 @@ def _action(kind: str) -> Handler:
         elif kind == "presence":
             event = Attend(incident, responder, via="api")
         else:
-            outcome = body.get("outcome")
-            if outcome is not None and (not isinstance(outcome, str)
-                                        or not OUTCOME_RE.match(outcome)):
-                return _error(400, "outcome: a short word such as ok or false_alarm")
-            event = Resolve(incident, responder, outcome, via="api")
+            problem = _outcome_problem(body, required=False)
+            if problem:
+                return _error(400, problem)
+            event = Resolve(incident, responder, body.get("outcome"), via="api",
+                            note=body.get("note"))
         return await _apply(request, event)
 
     return handle
+
+
+def _outcome_problem(body: dict[str, Any], required: bool) -> str | None:
+    outcome, note = body.get("outcome"), body.get("note")
+    if outcome is None and not required:
+        if note is not None:
+            return "note: only with an outcome"
+        return None
+    if outcome not in OUTCOMES:
+        return f"outcome: one of {', '.join(OUTCOMES)}"
+    if note is not None and (not isinstance(note, str) or len(note) > NOTE_MAX):
+        return f"note: text of at most {NOTE_MAX} characters"
+    return None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "body must be JSON")
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    return body
+
+
+async def _record_outcome(runtime: Runtime, incident: str, responder: str, body: dict[str, Any],
+                          via: str) -> tuple[int, dict[str, Any] | str]:
+    """Resolve an open incident with its outcome, or add the outcome to a resolved one."""
+    try:
+        if incident in runtime.core.incidents:
+            view = await runtime.act(Resolve(incident, responder, body["outcome"], via=via,
+                                             note=body.get("note")))
+        else:
+            view = await runtime.set_outcome(incident, responder, body["outcome"],
+                                             body.get("note"))
+    except UnknownIncident:
+        return 404, "unknown incident"
+    except OutcomeRecorded:
+        return 409, "an outcome is already recorded"
+    except (IncidentGone, IllegalTransition):
+        return 409, "incident changed meanwhile; try again"
+    return 200, incident_json(view, runtime.booth_name(view.booth))
+
+
+async def outcome(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    responder = body.get("responder")
+    if not isinstance(responder, str) or not RESPONDER_RE.match(responder):
+        return _error(400, "responder: a responder id is required")
+    problem = _outcome_problem(body, required=True)
+    if problem:
+        return _error(400, problem)
+    status, result = await _record_outcome(request.app[RUNTIME], request.match_info["id"],
+                                           responder, body, "api")
+    if isinstance(result, str):
+        return _error(status, result)
+    return web.json_response(result)
+
+
+# --- duty and maintenance ----------------------------------------------------------------
+
+
+async def responders(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    return web.json_response(_duty_json(runtime))
+
+
+def _duty_json(runtime: Runtime) -> list[dict[str, Any]]:
+    out = runtime.core.roster.duty_view(runtime.clock())
+    for item in out:
+        if item["override"] is not None:
+            item["override"] = {**item["override"], "at": iso(item["override"]["at"]),
+                                "until": iso(item["override"]["until"])}
+    return out
+
+
+async def duty(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    on = body.get("on")
+    if not isinstance(on, bool):
+        return _error(400, "on: true (check in) or false (check out)")
+    responder = request.match_info["id"]
+    by = body.get("by", responder)
+    if not isinstance(by, str) or not RESPONDER_RE.match(by):
+        return _error(400, "by: who made the change (a short id)")
+    runtime = request.app[RUNTIME]
+    problem = await _site_act(runtime, SetDuty(responder, on, by=by, via="api"))
+    if problem is not None:
+        return problem
+    return web.json_response(next(r for r in _duty_json(runtime) if r["id"] == responder))
+
+
+async def _site_act(runtime: Runtime, event: SiteEvent) -> web.Response | None:
+    try:
+        await runtime.act_site(event)
+    except UnknownResponder:
+        return _error(404, "unknown responder")
+    except UnknownBooth:
+        return _error(404, "unknown booth")
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    return None
+
+
+def _parse_until(value: object, now: float) -> float | None:
+    """An ISO 8601 time with its offset, or a duration from now ("2h", 3600)."""
+    if isinstance(value, str) and ("T" in value or "-" in value):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return when.timestamp() if when.tzinfo is not None else None
+    try:
+        return now + parse_duration(value)
+    except ValueError:
+        return None
+
+
+async def maintenance(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    runtime = request.app[RUNTIME]
+    until = _parse_until(body.get("until"), runtime.clock())
+    if until is None:
+        return _error(400, 'until: an ISO 8601 time with offset ("2026-11-23T22:00:00Z") or '
+                      'a duration ("2h")')
+    reason, by = body.get("reason"), body.get("by")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
+        return _error(400, f"reason: why (text of 1 to {REASON_MAX} characters)")
+    if not isinstance(by, str) or not RESPONDER_RE.match(by):
+        return _error(400, "by: who takes the booth out (a short id)")
+    booth = request.match_info["id"]
+    problem = await _site_act(runtime, StartMaintenance(booth, until, reason.strip(), by))
+    return problem or _booth_response(runtime, booth)
+
+
+async def maintenance_end(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    by = body.get("by")
+    if not isinstance(by, str) or not RESPONDER_RE.match(by):
+        return _error(400, "by: who puts the booth back (a short id)")
+    runtime = request.app[RUNTIME]
+    booth = request.match_info["id"]
+    problem = await _site_act(runtime, EndMaintenance(booth, by))
+    return problem or _booth_response(runtime, booth)
+
+
+def _booth_response(runtime: Runtime, booth: str) -> web.Response:
+    return web.json_response(next(b for b in runtime.booths_json() if b["booth"] == booth))
+
+
+async def audit(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "500"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_INCIDENTS:
+        return _error(400, f"limit must be a whole number from 1 to {MAX_INCIDENTS}")
+    runtime = request.app[RUNTIME]
+    await runtime.store.flush()
+    entries = await runtime.store.audit(limit, request.query.get("subject") or None)
+    return web.json_response([{**e, "at": iso(e["at"]),
+                               **({"until": iso(e["until"])} if e.get("until") else {})}
+                              for e in entries])
 
 
 async def _apply(request: web.Request, event: IncidentEvent) -> web.Response:
@@ -194,7 +386,8 @@ async def _incident_for(request: web.Request) -> tuple[dict[str, Any] | None, st
     except UnknownIncident:
         stored = await runtime.store.incident(incident)
         data = None if stored is None else {"state": stored["state"], "booth": stored["booth"],
-                                            "booth_name": runtime.booth_name(stored["booth"])}
+                                            "booth_name": runtime.booth_name(stored["booth"]),
+                                            "outcome": stored.get("outcome")}
     return data, incident, responder
 
 
@@ -207,19 +400,24 @@ async def ack_page(request: web.Request) -> web.Response:
         return _html("Unknown incident", "<h1>Unknown incident</h1>", 404)
     booth = html.escape(str(data.get("booth_name") or data["booth"]))
     if data["state"] == "resolved":
-        return _html(f"{booth}: resolved",
-                     f"<h1>{booth}</h1><p>This incident is already resolved.</p>")
+        if data.get("outcome") in OUTCOMES:
+            return _html(f"{booth}: resolved",
+                         f"<h1>{booth}</h1><p>This incident is resolved.</p>")
+        return _html(f"{booth}: resolved", f"<h1>{booth}</h1><p>This incident is resolved. "
+                     f"What happened?</p>{_outcome_form(request)}")
     priority = html.escape(str(data.get("priority", "")))
     triggers = ", ".join(html.escape(t) for t in data.get("triggers", []))
     ack_by = data.get("acknowledged_by")
     already = (f"<p>Already acknowledged by {html.escape(str(ack_by))}.</p>"
                if ack_by and data["state"] != "open" else "")
+    going = (f"<form method=\"post\"><button type=\"submit\">I'm going "
+             f"({html.escape(responder)})</button></form>")
     body = (
         f"<h1>{booth}</h1>"
         f"<p class=\"{priority}\">{priority.upper()} &middot; {triggers}</p>"
         f"<p>State: {html.escape(data['state'])}</p>{already}"
-        f"<form method=\"post\"><button type=\"submit\">I'm going "
-        f"({html.escape(responder)})</button></form>"
+        + (going if data["state"] == "open"
+           else "<p>When you are done:</p>" + _outcome_form(request))
     )
     return _html(f"{booth}: acknowledge", body)
 
@@ -230,7 +428,9 @@ async def ack_post(request: web.Request) -> web.Response:
         incident, responder = runtime.tokens.check(request.match_info["token"])
     except InvalidToken as exc:
         return _bad_token(exc.reason)
-    response = await _apply(request, Acknowledge(incident, responder, via="link"))
+    # the ntfy Acknowledge button adds ?via=ntfy so the timeline says where the tap came from
+    via = "ntfy" if request.query.get("via") == "ntfy" else "link"
+    response = await _apply(request, Acknowledge(incident, responder, via=via))
     if response.status != 200:
         text = {404: "Unknown incident", 409: "This incident is already resolved"}
         return _html("Not acknowledged", f"<h1>{text.get(response.status, 'Error')}</h1>",
@@ -238,4 +438,53 @@ async def ack_post(request: web.Request) -> web.Response:
     booth = html.escape(runtime.booth_name(runtime.core.incidents[incident].booth)
                         if incident in runtime.core.incidents else "the booth")
     return _html("Acknowledged", f"<h1>Acknowledged</h1><p>You are going to {booth}. "
-                 "Press presence at the booth when you arrive.</p>")
+                 "Press presence at the booth when you arrive.</p>"
+                 f"<p>When you are done:</p>{_outcome_form(request)}")
+
+
+OUTCOME_LABELS = {
+    "ok": "Person OK",
+    "overdose_naloxone": "Overdose: naloxone given",
+    "overdose_oxygen": "Overdose: oxygen given",
+    "emergency_services": "Emergency services called",
+    "false_alarm": "False alarm",
+    "no_one_there": "No one there",
+    "other": "Other",
+}
+assert set(OUTCOME_LABELS) == set(OUTCOMES)
+def _outcome_form(request: web.Request) -> str:
+    action = (f"{request.app[RUNTIME].config.http.public_url}/ack/"
+              f"{request.match_info['token']}/outcome")
+    return f"<form method=\"post\" action=\"{html.escape(action)}\">" + _OUTCOME_FIELDS
+
+
+_OUTCOME_FIELDS = (
+    "".join(f"<p><label><input type=\"radio\" name=\"outcome\" value=\"{key}\" required> "
+              f"{html.escape(label)}</label></p>" for key, label in OUTCOME_LABELS.items())
+    + f"<p><textarea name=\"note\" maxlength=\"{NOTE_MAX}\" rows=\"3\" "
+    "placeholder=\"Note (optional)\" style=\"width:100%\"></textarea></p>"
+    "<button type=\"submit\">Resolve with this outcome</button>"
+    "</form>"
+)
+
+
+async def ack_outcome(request: web.Request) -> web.Response:
+    """The outcome form of the ack page: resolves (or completes) the incident."""
+    runtime = request.app[RUNTIME]
+    try:
+        incident, responder = runtime.tokens.check(request.match_info["token"])
+    except InvalidToken as exc:
+        return _bad_token(exc.reason)
+    form = await request.post()
+    body: dict[str, Any] = {"outcome": form.get("outcome")}
+    note = form.get("note")
+    if isinstance(note, str) and note.strip():
+        body["note"] = note.strip()
+    problem = _outcome_problem(body, required=True)
+    if problem:
+        return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(problem)}</p>", 400)
+    status, result = await _record_outcome(runtime, incident, responder, body, "link")
+    if isinstance(result, str):
+        return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(result)}</p>", status)
+    label = html.escape(OUTCOME_LABELS[body["outcome"]])
+    return _html("Resolved", f"<h1>Resolved</h1><p>{label}. Thank you.</p>")

@@ -13,6 +13,9 @@ States: ``open`` -> ``acknowledged`` -> ``attended`` -> ``resolved``.
 * ``acknowledged``: escalation pauses; if nobody is at the booth by
   ``ack_timeout`` the incident re-opens and the *next* step fires at once.
 * ``attended``: presence stops escalation for good.
+* A call pressed again on an open incident (the person is still waiting)
+  marks it *urgent* and jumps escalation to the next step at once (Brave
+  Buttons' rule); on an acknowledged incident it re-opens it first.
 * ``resolved``: final. Only a person resolves an incident with a ``call`` or
   ``unresponsive`` trigger (clear at the booth, or resolve through the API).
   Sensors may *clear* the other triggers: vacancy clears ``long_session``, the
@@ -35,7 +38,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.escalation import Escalation, Fired, fire_due, has_next_step
+from alerts.escalation import Escalation, Fired, fire_due, has_next_step, jump
 from monitor.booth import IncidentRef
 from monitor.config import Policy, Priority
 
@@ -137,6 +140,8 @@ class IncidentView:
     resolved_at: float | None
     resolved_by: str | None
     outcome: str | None
+    outcome_note: str | None
+    urgent: bool
     reopened: int
     timeline: tuple[TimelineEntry, ...]
     trigger_priorities: dict[str, Priority]
@@ -174,6 +179,8 @@ class Incident:
         self.resolved_at: float | None = None
         self.resolved_by: str | None = None
         self.outcome: str | None = None
+        self.outcome_note: str | None = None
+        self.urgent = False
         self.ack_deadline: float | None = None
         self.timeline: list[TimelineEntry] = []
         self.escalation = Escalation.start(self.priority, policies[self.priority], now)
@@ -189,6 +196,11 @@ class Incident:
     @property
     def policy(self) -> Policy:
         return self.policies[self.escalation.priority]
+
+    def paged(self) -> list[str]:
+        """Everyone paged for this incident so far, in the order first paged."""
+        return list(dict.fromkeys(e.detail["responder"] for e in self.timeline
+                                  if e.kind == "page"))
 
     def note(self, now: float, kind: str, **detail: Any) -> TimelineEntry:
         entry = TimelineEntry(at=now, kind=kind, detail=detail)
@@ -214,6 +226,8 @@ class Incident:
         priority = priority or PRIORITY[trigger]
         known = self.trigger_priority.get(trigger)
         self.cleared.discard(trigger)
+        if known is not None and trigger is Trigger.CALL:
+            return self._called_again(now)
         if known is not None and RANK[priority] <= RANK[known]:
             self.note(now, "trigger", trigger=trigger.value, repeated=True)
             return False
@@ -228,6 +242,27 @@ class Incident:
             self.ack_deadline = None
         self.escalation = Escalation.start(self.priority, self.policy, now)
         self.note(now, "replanned", priority=self.priority)
+        return True
+
+    def _called_again(self, now: float) -> bool:
+        """The person pressed call again: urgent, and the next step now. True if it jumped."""
+        self.urgent = True
+        self.note(now, "trigger", trigger=Trigger.CALL.value, repeated=True, urgent=True)
+        if self.state is State.ATTENDED:
+            return False  # staff are with them
+        if self.state is State.ACKNOWLEDGED:
+            self._go(Action.REOPEN, now, reason="call pressed again")
+            self.ack_deadline = None
+        jump(self.policy, self.escalation, now)
+        self.note(now, "jumped", reason="call pressed again")
+        return True
+
+    def skip_step(self, level: int, gaps: tuple[str, ...], now: float) -> bool:
+        """Nobody on duty for a step: pull the next step in now. False at the top."""
+        if self.state is not State.OPEN or not has_next_step(self.policy, self.escalation):
+            return False
+        self.note(now, "step_skipped", level=level, roles=list(gaps), reason="nobody on duty")
+        self.escalation.next_at = now
         return True
 
     def acknowledge(self, responder: str, now: float, via: str) -> None:
@@ -247,13 +282,28 @@ class Incident:
             self.presence_at, self.presence_by = now, responder
         self._stop()
 
-    def resolve(self, responder: str | None, now: float, outcome: str | None, via: str) -> None:
+    def resolve(
+        self, responder: str | None, now: float, outcome: str | None, via: str,
+        note: str | None = None,
+    ) -> None:
         if self.state is not State.RESOLVED and self.presence_at is None and via == "booth":
             # clear pressed at the booth: whoever pressed it was there
             self.attend(responder or "booth", now, via)
         self._go(Action.RESOLVE, now, by=responder, via=via)
         self.resolved_at, self.resolved_by, self.outcome = now, responder, outcome
+        self.outcome_note = note
+        if outcome is not None:
+            self.note(now, "outcome", outcome=outcome, by=responder, note=note)
         self._stop()
+
+    def page_report(self, responder: str, level: int, channel: str, ok: bool,
+                    reason: str | None, now: float) -> None:
+        """Where a page went: accepted by a channel, or a channel failed over to the next."""
+        if ok:
+            self.note(now, "page_sent", responder=responder, level=level, channel=channel)
+        else:
+            self.note(now, "page_fallback", responder=responder, level=level, channel=channel,
+                      reason=reason)
 
     def clear(self, trigger: Trigger, now: float, via: str) -> bool:
         """A sensor says a trigger's cause is gone; True when that resolved the incident."""
@@ -342,6 +392,8 @@ class Incident:
             resolved_at=self.resolved_at,
             resolved_by=self.resolved_by,
             outcome=self.outcome,
+            outcome_note=self.outcome_note,
+            urgent=self.urgent,
             reopened=self.reopened,
             timeline=tuple(self.timeline),
             trigger_priorities={t.value: p for t, p in self.trigger_priority.items()},
@@ -367,6 +419,8 @@ class Incident:
         self.level = snap["level"]
         self.max_level = snap["max_level"]
         self.reopened = snap["reopened"]
+        self.outcome_note = snap.get("outcome_note")  # absent in views stored before 0.4
+        self.urgent = bool(snap.get("urgent", False))
         for name in (
             "acknowledged_at", "acknowledged_by", "presence_at", "presence_by",
             "resolved_at", "resolved_by", "outcome", "ack_deadline",

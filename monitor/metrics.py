@@ -49,6 +49,26 @@ class Metrics:
             "boothwatch_incidents_resolved", "Incidents resolved, by outcome and first trigger",
             ["outcome", "trigger"], registry=r,
         )
+        self.outcomes = Counter(
+            "boothwatch_incident_outcomes",
+            "Outcomes recorded by a person (on resolve or afterwards), by first trigger",
+            ["outcome", "trigger"], registry=r,
+        )
+        self.duty_gaps = Counter(
+            "boothwatch_duty_gaps",
+            "Escalation steps that targeted a role with nobody on duty, by role and priority",
+            ["role", "priority"], registry=r,
+        )
+        self.steps_skipped = Counter(
+            "boothwatch_escalation_steps_skipped",
+            "Escalation steps skipped at once because nobody they target was on duty",
+            ["level", "priority"], registry=r,
+        )
+        self.suppressed = Counter(
+            "boothwatch_triggers_suppressed",
+            "Automatic triggers not raised because the booth was in maintenance",
+            ["trigger", "booth"], registry=r,
+        )
         self.steps = Counter(
             "boothwatch_escalation_steps", "Escalation steps fired, by level and priority",
             ["level", "priority"], registry=r,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import paho.mqtt.client as paho
@@ -33,7 +34,15 @@ import structlog
 from prometheus_client.core import Metric
 from ulid import ULID
 
-from alerts.channels import Attempt, Delivery, DeliveryError, Dispatcher, build_channels
+from alerts.channels import (
+    Attempt,
+    Delivery,
+    DeliveryError,
+    DeliveryKind,
+    Dispatcher,
+    build_channels,
+)
+from alerts.roster import UnknownResponder
 from alerts.tokens import AckTokens
 from devices import adapters
 from devices.canonical import REASONS, Parsed, Rejected, parse_event, parse_topic
@@ -42,22 +51,30 @@ from devices.readings import Reading
 from monitor.booth import BoothView
 from monitor.config import Config, DeviceConfig
 from monitor.core import SiteCore, UnknownIncident
+from monitor.events import OUTCOMES as OUTCOME_VALUES
 from monitor.events import (
     Acknowledge,
+    Audit,
     BoothChanged,
     Command,
     DeviceChanged,
     DeviceReading,
+    DutyChanged,
+    Event,
     Heartbeat,
     IncidentChanged,
     IncidentEvent,
     PageFailed,
+    PageReport,
+    SendNotice,
     SendPage,
+    SetDuty,
+    SiteEvent,
 )
-from monitor.incident import IllegalTransition, IncidentView, Trigger
+from monitor.incident import Action, IllegalTransition, IncidentView, TimelineEntry, Trigger
 from monitor.logs import RateLimit
 from monitor.metrics import OUTCOMES, Metrics, gauge
-from monitor.store import EventRow, PageRow, Store, dumps
+from monitor.store import AttemptRow, EventRow, PageRow, Store, dumps
 from monitor.views import booth_json, incident_from_stored, incident_json, iso
 
 log = structlog.get_logger(__name__)
@@ -68,6 +85,18 @@ DEDUPE_MEMORY = 200_000
 # reading MQTT while this many rows wait for a commit, and read again once below LOW
 PENDING_HIGH = 20_000
 PENDING_LOW = 5_000
+
+
+class ReceiptSink(Protocol):
+    """What the runtime needs from a receipt watcher (Pushover emergency pages)."""
+
+    def watch(self, receipt: str, incident: str, responder: str) -> None: ...
+
+    def cancel(self, incident: str) -> None: ...
+
+
+class OutcomeRecorded(Exception):
+    """A person already recorded this incident's outcome (HTTP 409)."""
 
 
 class IncidentGone(Exception):
@@ -89,6 +118,10 @@ class Topics:
     @property
     def ack(self) -> str:
         return f"boothwatch/{self.site}/ack"
+
+    @property
+    def duty(self) -> str:
+        return f"boothwatch/{self.site}/duty"
 
     def state(self, booth: str) -> str:
         return f"boothwatch/{self.site}/booths/{booth}/state"
@@ -115,6 +148,7 @@ class Runtime:
         self._retry_delays = retry_delays
         self._known_booths = frozenset(b.id for b in config.booths)
         self._booth_names = {b.id: b.name for b in config.booths}
+        self._responders = {r.id: r for r in config.responders}
         # device topic -> the devices listening on it (a z2m bridge topic serves many)
         self._device_routes: dict[str, list[DeviceConfig]] = {}
         self._canonical_devices = frozenset(
@@ -136,6 +170,7 @@ class Runtime:
         self.dispatcher: Dispatcher
         self.tokens: AckTokens
         self.api_token = self.env.get("BOOTHWATCH_API_TOKEN") or None
+        self.receipts: ReceiptSink | None = None  # Pushover receipts, when a channel has them
         self.metrics.watch(self._live_metrics)
         self._precreate_series()
 
@@ -154,9 +189,16 @@ class Runtime:
         for trigger in Trigger:
             for outcome in OUTCOMES:
                 m.incidents_resolved.labels(outcome, trigger.value)
+        for trigger in Trigger:
+            for outcome in OUTCOME_VALUES:
+                m.outcomes.labels(outcome, trigger.value)
+        roles = {role for r in self.config.responders for role in r.roles}
         for priority, policy in self.config.escalation.items():
             for level in range(1, len(policy.steps) + 1):
                 m.steps.labels(str(level), priority)
+                m.steps_skipped.labels(str(level), priority)
+            for role in roles:
+                m.duty_gaps.labels(role, priority)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -173,6 +215,7 @@ class Runtime:
             self.core.restore(
                 await self.store.load_booths(), await self.store.load_open_incidents(),
                 await self.store.load_devices(), now=self.clock(),
+                duty=await self.store.load_duty(),
             )
             self.core.start(self.clock())
             for key in await self.store.event_ids_since(self.clock() - DEDUPE_WINDOW):
@@ -181,7 +224,8 @@ class Runtime:
             async with aiohttp.ClientSession() as session:
                 self.mqtt = MqttLink(
                     cfg.mqtt,
-                    subscriptions=[self.topics.events, self.topics.ack, *self._device_routes],
+                    subscriptions=[self.topics.events, self.topics.ack, self.topics.duty,
+                                   *self._device_routes],
                     on_message=self._on_message,
                     will=(self.topics.status, b"offline"),
                     on_connected=self._on_connected,
@@ -241,6 +285,8 @@ class Runtime:
         try:
             if msg.topic == self.topics.ack:
                 self._on_ack_message(msg, generation, now)
+            elif msg.topic == self.topics.duty:
+                self._on_duty_message(msg, generation, now)
             elif msg.topic in self._device_routes:
                 self._on_device_message(msg, generation, now)
             else:
@@ -378,7 +424,60 @@ class Runtime:
         self._ack_when(self._execute(commands, now), msg.mid, generation)
         self._rearm()
 
+    def _on_duty_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
+        """``{"responder": "ana", "on": true}`` on boothwatch/<site>/duty: check in or out."""
+        if msg.retain:
+            # a retained check-in is old news replayed at every reconnect, never a new one
+            self._reject(msg.topic, "retained", "retained duty message ignored", msg.mid,
+                         generation)
+            return
+        try:
+            body = json.loads(msg.payload)
+            on = body["on"]
+            if not isinstance(on, bool):
+                raise TypeError("on must be true or false")
+            who = str(body["responder"])
+            event = SetDuty(who, on, by=str(body.get("by") or who), via="mqtt")
+            commands = self.core.handle(event, now)
+        except (ValueError, KeyError, TypeError, UnknownResponder) as exc:
+            self.metrics.rejected.labels("bad_duty").inc()
+            if self._rate.allow(msg.topic, "bad_duty"):
+                log.warning("duty_rejected", reason=type(exc).__name__)
+            self.mqtt.ack(msg.mid, generation)
+            return
+        self._ack_when(self._execute(commands, now), msg.mid, generation)
+
     # --- people (HTTP) ----------------------------------------------------------------
+
+    async def act_site(self, event: SiteEvent) -> None:
+        """Duty and maintenance from the API; returns once the change is stored."""
+        now = self.clock()
+        commands = self.core.handle(event, now)  # raises UnknownBooth/UnknownResponder/...
+        done = self._execute(commands, now)
+        self._rearm()
+        await done
+
+    async def set_outcome(self, incident: str, responder: str, outcome: str,
+                          note: str | None) -> IncidentView:
+        """Record what happened at an incident already resolved (by the clear button...)."""
+        now = self.clock()
+        if incident in self.core.incidents:
+            raise IllegalTransition(incident, self.core.incidents[incident].state,
+                                    _RESOLVE_FIRST)
+        await self.store.flush()
+        stored = await self.store.incident(incident)
+        if stored is None:
+            raise UnknownIncident(incident)
+        view = incident_from_stored(stored)
+        if view.outcome in OUTCOME_VALUES:
+            raise OutcomeRecorded(incident)  # counted once; a correction is a coordinator's
+        entry = TimelineEntry(now, "outcome", {"outcome": outcome, "by": responder,
+                                                "note": note})
+        view = dataclasses.replace(view, outcome=outcome, outcome_note=note,
+                                   timeline=(*view.timeline, entry))
+        await self._execute([IncidentChanged(view, (entry,))], now)  # counted in _observe
+        return view
+
 
     async def act(self, event: IncidentEvent) -> IncidentView:
         """Apply an action from the API; returns once the change is stored."""
@@ -436,6 +535,16 @@ class Runtime:
             match cmd:
                 case SendPage():
                     done = self._page(cmd, now) or done
+                case SendNotice():
+                    done = self._notice(cmd, now) or done
+                case Audit(at=at, kind=kind, subject=subject, detail=detail):
+                    log.info("audit", kind=kind, subject=subject,
+                             **{k: v for k, v in detail.items() if k in _AUDIT_LOGGED})
+                    if kind == "trigger_suppressed":
+                        self.metrics.suppressed.labels(detail["trigger"], subject).inc()
+                    done = self.store.add_audit(at, kind, subject, detail)
+                case DutyChanged(snapshot=snapshot):
+                    done = self.store.put_duty(snapshot, now)
                 case BoothChanged(view=view):
                     self._publish_booth(view)
                     done = self.store.put_booth(view, now)
@@ -458,6 +567,13 @@ class Runtime:
         for entry in new:
             if entry.kind == "escalated" and "level" in entry.detail:
                 m.steps.labels(str(entry.detail["level"]), view.priority).inc()
+            elif entry.kind == "duty_gap":
+                for role in entry.detail["roles"]:
+                    m.duty_gaps.labels(role, view.priority).inc()
+            elif entry.kind == "step_skipped":
+                m.steps_skipped.labels(str(entry.detail["level"]), view.priority).inc()
+            elif entry.kind == "outcome" and view.outcome in OUTCOME_VALUES:
+                m.outcomes.labels(view.outcome, trigger).inc()
             if entry.kind != "state":
                 continue
             to = entry.detail.get("to")
@@ -474,25 +590,32 @@ class Runtime:
                 outcome = view.outcome or "none"
                 m.incidents_resolved.labels(
                     outcome if outcome in OUTCOMES else "other", trigger).inc()
-                self.dispatcher.cancel(view.id)
+                self._cancel_pages(view.id)
                 log.info("incident_resolved", incident=view.id, booth=view.booth,
                          by=view.resolved_by, outcome=view.outcome)
             if to == "attended" and view.presence_at == entry.at:
                 m.to_presence.labels(*labels).observe(entry.at - view.raised_at)
             if to in ("acknowledged", "attended"):
-                self.dispatcher.cancel(view.id)  # stop retrying pages nobody needs now
+                self._cancel_pages(view.id)  # stop retrying pages nobody needs now
+
+    def _cancel_pages(self, incident: str) -> None:
+        self.dispatcher.cancel(incident)
+        if self.receipts is not None:
+            self.receipts.cancel(incident)  # Pushover emergency retries stop buzzing
 
     def _page(self, cmd: SendPage, now: float) -> asyncio.Future[None] | None:
-        responder = next((r for r in self.config.responders if r.id == cmd.responder), None)
+        responder = self._responders.get(cmd.responder)
         if responder is None:
             log.error("page_unknown_responder", responder=cmd.responder)
             return None
         payload = {
+            "kind": "page",
             "incident": cmd.incident,
             "site": self.config.site.id,
             "booth": cmd.booth,
             "booth_name": cmd.booth_name,
             "priority": cmd.priority,
+            "urgent": cmd.urgent,
             "triggers": list(cmd.triggers),
             "level": cmd.level,
             "responder": cmd.responder,
@@ -500,16 +623,45 @@ class Runtime:
             "raised_at": iso(cmd.raised_at),
             "ack_url": self.ack_url(cmd.incident, cmd.responder),
         }
-        done = None
-        for channel in responder.channels:
-            row = PageRow(id=str(ULID()), incident=cmd.incident, responder=cmd.responder,
-                          channel=channel, level=cmd.level, payload=payload, status="queued",
-                          attempts=0, created_at=now, updated_at=now)
-            self.dispatcher.submit(_delivery(row))
-            done = self.store.put_page(row)
         log.info("page", incident=cmd.incident, booth=cmd.booth, responder=cmd.responder,
-                 level=cmd.level, priority=cmd.priority)
-        return done
+                 level=cmd.level, priority=cmd.priority, urgent=cmd.urgent)
+        return self._deliver("page", cmd.incident, cmd.responder, cmd.level, payload, now)
+
+    def _notice(self, cmd: SendNotice, now: float) -> asyncio.Future[None] | None:
+        payload = {
+            "kind": "notice",
+            "incident": cmd.incident,
+            "site": self.config.site.id,
+            "booth": cmd.booth,
+            "booth_name": cmd.booth_name,
+            "responder": cmd.responder,
+            "priority": cmd.priority,
+            "message": cmd.message,
+        }
+        return self._deliver("notice", cmd.incident, cmd.responder, 0, payload, now)
+
+    def _deliver(self, kind: DeliveryKind, incident: str, responder_id: str, level: int,
+                 payload: dict[str, Any], now: float) -> asyncio.Future[None] | None:
+        """Store the page as queued and hand it to the dispatcher (the responder's
+        channels in their fallback order)."""
+        responder = self._responders.get(responder_id)
+        if responder is None:
+            log.error("page_unknown_responder", responder=responder_id)
+            return None
+        row = PageRow(id=str(ULID()), incident=incident, responder=responder_id,
+                      channel=responder.channels[0], level=level, payload=payload,
+                      status="queued", attempts=0, created_at=now, updated_at=now, kind=kind)
+        self.dispatcher.submit(self._delivery(row))
+        return self.store.put_page(row)
+
+    def _delivery(self, row: PageRow) -> Delivery:
+        responder = self._responders.get(row.responder)
+        # a responder removed from the config since: the channel it was queued for
+        channels = responder.channels if responder is not None else (row.channel,)
+        return Delivery(page_id=row.id, incident=row.incident, responder=row.responder,
+                        level=row.level, channels=channels, payload=row.payload,
+                        addresses=responder.address if responder is not None else {},
+                        kind="notice" if row.kind == "notice" else "page")
 
     def ack_url(self, incident: str, responder: str) -> str:
         return f"{self.config.http.public_url}/ack/{self.tokens.make(incident, responder)}"
@@ -519,38 +671,56 @@ class Runtime:
         for row in await self.store.unsent_pages():
             log.warning("page_resent_after_restart", incident=row.incident,
                         responder=row.responder, channel=row.channel)
-            self.dispatcher.submit(_delivery(row))
+            self.dispatcher.submit(self._delivery(row))
 
     def _on_attempt(self, delivery: Delivery, attempt: Attempt) -> None:
         now = self.clock()
         status = "sent" if attempt.ok else ("failed" if attempt.final else "retrying")
-        self.metrics.pages.labels(delivery.channel, "sent" if attempt.ok else "failed").inc()
+        self.metrics.pages.labels(attempt.channel, "sent" if attempt.ok else "failed").inc()
         if attempt.ok:
-            self.metrics.page_latency.labels(delivery.channel).observe(attempt.latency)
+            self.metrics.page_latency.labels(attempt.channel).observe(attempt.latency)
         else:
             log.warning("page_attempt_failed", incident=delivery.incident,
-                        responder=delivery.responder, channel=delivery.channel,
-                        attempt=attempt.number, error=attempt.error, final=attempt.final)
+                        responder=delivery.responder, channel=attempt.channel,
+                        kind=delivery.kind, attempt=attempt.number, error=attempt.error,
+                        final=attempt.final)
         self.store.put_page(PageRow(
             id=delivery.page_id, incident=delivery.incident, responder=delivery.responder,
-            channel=delivery.channel, level=delivery.level, payload=delivery.payload,
+            channel=attempt.channel, level=delivery.level, payload=delivery.payload,
             status=status, attempts=attempt.number, created_at=now, updated_at=now,
             last_error=attempt.error, sent_at=now if attempt.ok else None,
-            latency=attempt.latency if attempt.ok else None,
+            latency=attempt.latency if attempt.ok else None, kind=delivery.kind,
+            receipt=attempt.receipt,
         ))
+        self.store.add_attempt(AttemptRow(
+            page=delivery.page_id, number=attempt.number, channel=attempt.channel,
+            ok=attempt.ok, error=attempt.error, latency=attempt.latency,
+            receipt=attempt.receipt, at=now))
+        if delivery.kind != "page":
+            return
+        if attempt.ok and attempt.receipt and self.receipts is not None \
+                and self.config.channels[attempt.channel].type in RECEIPT_CHANNELS:
+            self.receipts.watch(attempt.receipt, delivery.incident, delivery.responder)
+        channels = delivery.channels
+        fell_back = (not attempt.ok and attempt.number <= len(channels)
+                     and attempt.channel != channels[-1])
+        if attempt.ok or fell_back:
+            self._tell_core(PageReport(delivery.incident, delivery.responder, delivery.level,
+                                       attempt.channel, attempt.ok, attempt.error), now)
 
-    def _on_page_failed(self, delivery: Delivery, reason: str) -> None:
-        now = self.clock()
+    def _tell_core(self, event: Event, now: float) -> None:
         try:
-            commands = self.core.handle(
-                PageFailed(delivery.incident, delivery.responder, delivery.level,
-                           delivery.channel, reason),
-                now,
-            )
+            commands = self.core.handle(event, now)
         except UnknownIncident:
-            return  # resolved meanwhile; the failure is in the pages table
+            return  # resolved meanwhile; the pages table has the record
         self._execute(commands, now)
         self._rearm()
+
+    def _on_page_failed(self, delivery: Delivery, reason: str) -> None:
+        if delivery.kind != "page":
+            return  # a notice that could not be delivered is recorded, never escalated
+        self._tell_core(PageFailed(delivery.incident, delivery.responder, delivery.level,
+                                   delivery.channels[-1], reason), self.clock())
 
     async def _publish_page(self, topic: str, payload: bytes) -> None:
         try:
@@ -589,6 +759,9 @@ class Runtime:
         yield gauge("boothwatch_incidents_open", "Unresolved incidents by priority and state",
                     ["priority", "state"], open_by)
         now = self.clock()
+        yield gauge("boothwatch_responders_on_duty", "Responders on duty now, by role", ["role"],
+                    {(role,): float(n) for role, n in self.core.roster.on_duty_by_role(
+                        self.clock()).items()})
         occupied = sum(1 for b in self.core.booths.values() if b.occupied)
         yield gauge("boothwatch_sessions_active", "Booths occupied now", [], {(): occupied})
         views = self.core.booth_views()
@@ -645,6 +818,7 @@ def _kind(parsed: Parsed) -> str:
     return type(parsed.event).__name__.lower()
 
 
-def _delivery(row: PageRow) -> Delivery:
-    return Delivery(page_id=row.id, incident=row.incident, responder=row.responder,
-                    level=row.level, channel=row.channel, payload=row.payload)
+_AUDIT_LOGGED = frozenset({"trigger", "by", "on", "via", "until"})  # never free text
+_RESOLVE_FIRST = Action.RESOLVE
+#: channel types whose receipts say when the person acknowledged on their device
+RECEIPT_CHANNELS = frozenset({"pushover"})

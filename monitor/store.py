@@ -31,7 +31,7 @@ from monitor.incident import IncidentView, TimelineEntry
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -104,6 +104,30 @@ CREATE TABLE IF NOT EXISTS pages (
 );
 CREATE INDEX IF NOT EXISTS pages_incident ON pages(incident);
 CREATE INDEX IF NOT EXISTS pages_status ON pages(status);
+CREATE TABLE IF NOT EXISTS page_attempts (
+    page TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    error TEXT,
+    latency REAL NOT NULL,
+    receipt TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (page, number)
+);
+CREATE TABLE IF NOT EXISTS duty (
+    responder TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
     booth TEXT NOT NULL,
@@ -135,13 +159,28 @@ class PageRow:
     channel: str
     level: int
     payload: dict[str, Any]
-    status: str  # queued | retrying | sent | failed | cancelled
+    status: str  # queued | retrying | sent | delivered | acknowledged | failed
     attempts: int
     created_at: float
     updated_at: float
     last_error: str | None = None
     sent_at: float | None = None
     latency: float | None = None
+    kind: str = "page"  # page | notice
+    receipt: str | None = None  # the service's id (a Pushover receipt) once accepted
+    delivered_at: float | None = None  # the service says the device has it
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    page: str
+    number: int
+    channel: str
+    ok: bool
+    error: str | None
+    latency: float
+    receipt: str | None
+    at: float
 
 
 @dataclass(slots=True)
@@ -153,12 +192,16 @@ class _Batch:
     timeline: list[tuple[str, TimelineEntry]] = field(default_factory=list)
     pages: dict[str, PageRow] = field(default_factory=dict)
     devices: dict[str, tuple[str, dict[str, Any], float]] = field(default_factory=dict)
+    attempts: list[AttemptRow] = field(default_factory=list)
+    duty: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    audit: list[tuple[float, str, str, dict[str, Any]]] = field(default_factory=list)
     done: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return (
             len(self.events) + len(self.booths) + len(self.sessions) + len(self.incidents)
-            + len(self.timeline) + len(self.pages) + len(self.devices)
+            + len(self.timeline) + len(self.pages) + len(self.devices) + len(self.attempts)
+            + len(self.duty) + len(self.audit)
         )
 
     def absorb(self, later: _Batch) -> None:
@@ -170,6 +213,9 @@ class _Batch:
         self.timeline += later.timeline
         self.pages.update(later.pages)
         self.devices.update(later.devices)
+        self.attempts += later.attempts
+        self.duty.update(later.duty)
+        self.audit += later.audit
         if later.done is not None:
             if self.done is None:
                 self.done = later.done
@@ -210,6 +256,7 @@ class Store:
         await db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
         await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         await db.executescript(SCHEMA)
+        await _migrate(db)
         await db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -259,6 +306,19 @@ class Store:
 
     def put_page(self, row: PageRow) -> asyncio.Future[None]:
         self._batch.pages[row.id] = row
+        return self._future()
+
+    def add_attempt(self, row: AttemptRow) -> asyncio.Future[None]:
+        self._batch.attempts.append(row)
+        return self._future()
+
+    def put_duty(self, snapshot: dict[str, Any], now: float) -> asyncio.Future[None]:
+        self._batch.duty[snapshot["responder"]] = (snapshot, now)
+        return self._future()
+
+    def add_audit(self, at: float, kind: str, subject: str,
+                  detail: dict[str, Any]) -> asyncio.Future[None]:
+        self._batch.audit.append((at, kind, subject, detail))
         return self._future()
 
     def put_device(self, booth: str, snapshot: dict[str, Any], now: float) -> asyncio.Future[None]:
@@ -395,15 +455,40 @@ class Store:
             if b.pages:
                 await db.executemany(
                     "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
-                    " attempts, last_error, created_at, updated_at, sent_at, latency)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " attempts, last_error, created_at, updated_at, sent_at, latency, kind,"
+                    " receipt, delivered_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
+                    " channel=excluded.channel,"
                     " attempts=excluded.attempts, last_error=excluded.last_error,"
-                    " updated_at=excluded.updated_at, sent_at=excluded.sent_at,"
-                    " latency=excluded.latency",
+                    " updated_at=excluded.updated_at,"
+                    " sent_at=coalesce(excluded.sent_at, pages.sent_at),"
+                    " latency=coalesce(excluded.latency, pages.latency),"
+                    " receipt=coalesce(excluded.receipt, pages.receipt),"
+                    " delivered_at=coalesce(excluded.delivered_at, pages.delivered_at)",
                     [(p.id, p.incident, p.responder, p.channel, p.level, dumps(p.payload),
                       p.status, p.attempts, p.last_error, p.created_at, p.updated_at,
-                      p.sent_at, p.latency) for p in b.pages.values()],
+                      p.sent_at, p.latency, p.kind, p.receipt, p.delivered_at)
+                     for p in b.pages.values()],
+                )
+            if b.attempts:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO page_attempts(page, number, channel, ok, error,"
+                    " latency, receipt, at) VALUES (?,?,?,?,?,?,?,?)",
+                    [(a.page, a.number, a.channel, int(a.ok), a.error, a.latency, a.receipt,
+                      a.at) for a in b.attempts],
+                )
+            if b.duty:
+                await db.executemany(
+                    "INSERT INTO duty(responder, snapshot, updated_at) VALUES (?,?,?)"
+                    " ON CONFLICT(responder) DO UPDATE SET snapshot=excluded.snapshot,"
+                    " updated_at=excluded.updated_at",
+                    [(rid, dumps(snap), at) for rid, (snap, at) in b.duty.items()],
+                )
+            if b.audit:
+                await db.executemany(
+                    "INSERT INTO audit(at, kind, subject, detail) VALUES (?,?,?,?)",
+                    [(at, kind, subject, dumps(detail)) for at, kind, subject, detail in b.audit],
                 )
             if b.devices:
                 await db.execute(
@@ -460,30 +545,73 @@ class Store:
         return json.loads(rows[0][0]) if rows else None
 
     async def unsent_pages(self) -> list[PageRow]:
-        """Pages queued or retrying when the service stopped, to be sent again."""
+        """Pages of open incidents, and notices, queued or retrying when the service
+        stopped: to be sent again."""
         rows = await self._fetch(
             "SELECT p.id, p.incident, p.responder, p.channel, p.level, p.payload, p.status,"
-            " p.attempts, p.created_at, p.updated_at, p.last_error FROM pages p"
+            " p.attempts, p.created_at, p.updated_at, p.last_error, p.kind FROM pages p"
             " JOIN incidents i ON i.id = p.incident"
-            " WHERE p.status IN ('queued', 'retrying') AND i.state = 'open'"
+            " WHERE p.status IN ('queued', 'retrying')"
+            " AND (i.state = 'open' OR p.kind != 'page')"
             " ORDER BY p.created_at"
         )
         return [
             PageRow(id=r[0], incident=r[1], responder=r[2], channel=r[3], level=r[4],
                     payload=json.loads(r[5]), status=r[6], attempts=r[7], created_at=r[8],
-                    updated_at=r[9], last_error=r[10])
+                    updated_at=r[9], last_error=r[10], kind=r[11])
+            for r in rows
+        ]
+
+    async def open_receipts(self) -> list[PageRow]:
+        """Accepted pages with a receipt whose incident is unresolved (to watch again)."""
+        rows = await self._fetch(
+            "SELECT p.id, p.incident, p.responder, p.channel, p.level, p.payload, p.status,"
+            " p.attempts, p.created_at, p.updated_at, p.receipt FROM pages p"
+            " JOIN incidents i ON i.id = p.incident"
+            " WHERE p.receipt IS NOT NULL AND p.kind = 'page' AND i.state != 'resolved'"
+            " AND p.status IN ('sent', 'delivered') ORDER BY p.created_at"
+        )
+        return [
+            PageRow(id=r[0], incident=r[1], responder=r[2], channel=r[3], level=r[4],
+                    payload=json.loads(r[5]), status=r[6], attempts=r[7], created_at=r[8],
+                    updated_at=r[9], receipt=r[10])
             for r in rows
         ]
 
     async def pages(self, incident_id: str) -> list[dict[str, Any]]:
+        """The incident's pages and notices, each with its delivery attempts."""
         rows = await self._fetch(
-            "SELECT id, responder, channel, level, status, attempts, last_error, created_at,"
-            " sent_at, latency FROM pages WHERE incident = ? ORDER BY created_at",
+            "SELECT id, kind, responder, channel, level, status, attempts, last_error,"
+            " created_at, sent_at, latency, receipt, delivered_at FROM pages"
+            " WHERE incident = ? ORDER BY created_at",
             (incident_id,),
         )
-        keys = ("id", "responder", "channel", "level", "status", "attempts", "last_error",
-                "created_at", "sent_at", "latency")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        keys = ("id", "kind", "responder", "channel", "level", "status", "attempts",
+                "last_error", "created_at", "sent_at", "latency", "receipt", "delivered_at")
+        pages = [dict(zip(keys, r, strict=True)) for r in rows]
+        attempts = await self._fetch(
+            "SELECT a.page, a.number, a.channel, a.ok, a.error, a.latency, a.at"
+            " FROM page_attempts a JOIN pages p ON p.id = a.page WHERE p.incident = ?"
+            " ORDER BY a.page, a.number", (incident_id,))
+        by_page: dict[str, list[dict[str, Any]]] = {}
+        for a in attempts:
+            by_page.setdefault(a[0], []).append({
+                "number": a[1], "channel": a[2], "ok": bool(a[3]), "error": a[4],
+                "latency": a[5], "at": a[6]})
+        for page in pages:
+            page["tries"] = by_page.get(page["id"], [])
+        return pages
+
+    async def load_duty(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in await self._fetch("SELECT snapshot FROM duty")]
+
+    async def audit(self, limit: int = 500, subject: str | None = None) -> list[dict[str, Any]]:
+        """The newest audit entries (maintenance, suppressed triggers, duty changes)."""
+        where, args = ("WHERE subject = ?", (subject, limit)) if subject else ("", (limit,))
+        rows = await self._fetch(
+            f"SELECT at, kind, subject, detail FROM audit {where} ORDER BY seq DESC LIMIT ?",
+            args)
+        return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
 
     async def event_ids_since(self, since: float) -> list[tuple[str, str]]:
         rows = await self._fetch(
@@ -493,7 +621,8 @@ class Store:
         return [(r[0], r[1]) for r in rows]
 
     async def count(self, table: str) -> int:
-        if table not in ("events", "incidents", "pages", "sessions", "timeline"):
+        if table not in ("events", "incidents", "pages", "sessions", "timeline",
+                         "page_attempts", "audit", "duty"):
             raise ValueError(table)
         rows = await self._fetch(f"SELECT count(*) FROM {table}")
         return int(rows[0][0])
@@ -518,6 +647,18 @@ class Store:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False
         return self.writable
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Bring a store made by an older version up to this schema (columns added since)."""
+    async with db.execute("PRAGMA table_info(pages)") as cur:
+        have = {row[1] for row in await cur.fetchall()}
+    for column, decl in (("kind", "TEXT NOT NULL DEFAULT 'page'"), ("receipt", "TEXT"),
+                         ("delivered_at", "REAL")):
+        if column not in have:
+            await db.execute(f"ALTER TABLE pages ADD COLUMN {column} {decl}")
+    await db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                     (str(SCHEMA_VERSION),))
 
 
 def booth_snapshot(view: BoothView) -> dict[str, Any]:

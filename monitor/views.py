@@ -33,6 +33,10 @@ def booth_json(view: BoothView) -> dict[str, Any]:
         },
         "devices_ok": view.devices_ok,
         "mode": view.mode,
+        "maintenance": None if view.maintenance is None else {
+            "since": iso(view.maintenance["since"]), "until": iso(view.maintenance["until"]),
+            "reason": view.maintenance["reason"], "by": view.maintenance["by"],
+        },
         "unmonitored": view.unmonitored,
         "door": view.door,
     }
@@ -62,6 +66,8 @@ def incident_json(view: IncidentView, booth_name: str | None = None) -> dict[str
         "resolved_at": iso(view.resolved_at),
         "resolved_by": view.resolved_by,
         "outcome": view.outcome,
+        "outcome_note": view.outcome_note,
+        "urgent": view.urgent,
         "response": response_times(view),
         "timeline": [timeline_json(e) for e in view.timeline],
     }
@@ -82,6 +88,8 @@ def response_times(view: IncidentView) -> dict[str, float | None]:
 def incident_from_stored(snap: dict[str, Any]) -> IncidentView:
     """An IncidentView from its stored JSON (as `dataclasses.asdict` wrote it)."""
     fields = dict(snap)
+    fields.setdefault("outcome_note", None)  # views stored before 0.4 lack these
+    fields.setdefault("urgent", False)
     fields["triggers"] = tuple(fields["triggers"])
     fields["cleared"] = tuple(fields["cleared"])
     fields["timeline"] = tuple(

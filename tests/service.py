@@ -32,7 +32,17 @@ def write_config(
     repeat: str = "1s",
     ack_timeout: str = "1.5s",
     client_id: str = "boothwatch-test",
+    mqtt_url: str | None = None,
+    mqtt_username: str | None = None,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> Path:
+    """A site config for tests; by default plain MQTT to 127.0.0.1:``mqtt_port``, no account."""
+    mqtt_url = mqtt_url or f"mqtt://127.0.0.1:{mqtt_port}"
+    optional = {"username": mqtt_username, "ca_file": ca_file, "cert_file": cert_file,
+                "key_file": key_file}
+    mqtt_extra = "".join(f'{key} = "{value}"\n' for key, value in optional.items() if value)
     path.write_text(f"""
 [site]
 id = "{SITE}"
@@ -40,9 +50,9 @@ name = "Sala Mouraria"
 timezone = "Europe/Lisbon"
 
 [mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
+url = "{mqtt_url}"
 client_id = "{client_id}"
-
+{mqtt_extra}
 [store]
 path = "{db}"
 
@@ -106,7 +116,8 @@ class Webhook:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/page"
-        self.pages: list[dict[str, Any]] = []
+        self.pages: list[dict[str, Any]] = []  # kind "page" only
+        self.notices: list[dict[str, Any]] = []  # "Ana is attending", "all clear"
         self.received_at: list[float] = []
         self.bad_signatures = 0
         self.fail_next = 0
@@ -133,7 +144,11 @@ class Webhook:
         if self.fail_next > 0:
             self.fail_next -= 1
             return web.Response(status=503)
-        self.pages.append(json.loads(body))
+        payload = json.loads(body)
+        if payload.get("kind") == "notice":
+            self.notices.append(payload)
+            return web.Response(text="ok")
+        self.pages.append(payload)
         self.received_at.append(time.time())
         self._new.set()
         return web.Response(text="ok")

@@ -25,6 +25,7 @@ from alerts.channels import (
     ConsoleChannel,
     Delivery,
     DeliveryError,
+    DeliveryKind,
     Dispatcher,
     MqttChannel,
     WebhookChannel,
@@ -50,10 +51,12 @@ PAYLOAD: dict[str, Any] = {
 
 
 def delivery(
-    channel: str = "hook", incident: str = "01JDINCIDENT", responder: str = "ana", n: int = 1
+    channel: str | tuple[str, ...] = "hook", incident: str = "01JDINCIDENT",
+    responder: str = "ana", n: int = 1, kind: DeliveryKind = "page",
 ) -> Delivery:
     payload = dict(PAYLOAD, incident=incident, responder=responder)
-    return Delivery(f"page-{incident}-{n}", incident, responder, 1, channel, payload)
+    channels = (channel,) if isinstance(channel, str) else channel
+    return Delivery(f"page-{incident}-{n}", incident, responder, 1, channels, payload, kind=kind)
 
 
 @dataclass
@@ -162,7 +165,7 @@ async def test_webhook_posts_exactly_the_payload(
     server: Server, session: aiohttp.ClientSession
 ) -> None:
     """The body is the page JSON, sent as application/json, unsigned without a secret."""
-    await webhook(server, session).send(delivery())
+    await webhook(server, session).send(delivery(), None)
     (body,) = server.seen.bodies
     assert json.loads(body) == PAYLOAD
     headers = server.seen.headers[0]
@@ -174,7 +177,7 @@ async def test_webhook_signature_is_hmac_of_raw_body(
     server: Server, session: aiohttp.ClientSession
 ) -> None:
     """With a secret, the header carries HMAC-SHA256 of the exact bytes received."""
-    await webhook(server, session, "s3cret").send(delivery())
+    await webhook(server, session, "s3cret").send(delivery(), None)
     body = server.seen.bodies[0]
     expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert server.seen.headers[0][SIGNATURE_HEADER] == f"sha256={expected}"
@@ -185,8 +188,8 @@ async def test_webhook_reuses_one_connection(
 ) -> None:
     """Two pages in a row travel over the same kept-alive TCP connection."""
     channel = webhook(server, session)
-    await channel.send(delivery(n=1))
-    await channel.send(delivery(n=2))
+    await channel.send(delivery(n=1), None)
+    await channel.send(delivery(n=2), None)
     assert len(server.seen.peers) == 2
     assert server.seen.peers[0] == server.seen.peers[1]
 
@@ -198,10 +201,10 @@ async def test_webhook_non_2xx_is_a_delivery_error(
     server.seen.statuses = [503, 302, 204]
     channel = webhook(server, session)
     with pytest.raises(DeliveryError, match=r"^HTTP 503$"):
-        await channel.send(delivery())
+        await channel.send(delivery(), None)
     with pytest.raises(DeliveryError, match=r"^HTTP 302$"):
-        await channel.send(delivery())
-    await channel.send(delivery())
+        await channel.send(delivery(), None)
+    await channel.send(delivery(), None)
 
 
 async def test_webhook_connection_refused(session: aiohttp.ClientSession) -> None:
@@ -211,13 +214,13 @@ async def test_webhook_connection_refused(session: aiohttp.ClientSession) -> Non
         port = sock.getsockname()[1]
     config = ChannelConfig("hook", "webhook", f"http://127.0.0.1:{port}/hook", timeout=2.0)
     with pytest.raises(DeliveryError, match=r"^connection refused$"):
-        await WebhookChannel(config, session).send(delivery())
+        await WebhookChannel(config, session).send(delivery(), None)
 
 
 async def test_webhook_timeout(server: Server, session: aiohttp.ClientSession) -> None:
     """A receiver slower than the channel timeout is a failed attempt."""
     with pytest.raises(DeliveryError, match=r"^timeout after 0\.2s$"):
-        await hanging(server, session, 0.2).send(delivery("slow"))
+        await hanging(server, session, 0.2).send(delivery("slow"), None)
 
 
 def test_webhook_needs_a_url() -> None:
@@ -232,7 +235,8 @@ def test_webhook_needs_a_url() -> None:
 async def test_console_writes_one_line() -> None:
     """The console channel writes one readable line with the ack link."""
     stream = io.StringIO()
-    await ConsoleChannel(ChannelConfig("console", "console"), stream).send(delivery("console"))
+    console = ConsoleChannel(ChannelConfig("console", "console"), stream)
+    await console.send(delivery("console"), None)
     assert stream.getvalue() == (
         "[PAGE] level 1 HIGH Booth 1: call button pressed -> ana"
         "  ack: http://127.0.0.1:8080/ack/tok\n"
@@ -244,7 +248,8 @@ async def test_console_broken_stream_is_a_delivery_error() -> None:
     stream = io.StringIO()
     stream.close()
     with pytest.raises(DeliveryError, match="console write failed"):
-        await ConsoleChannel(ChannelConfig("console", "console"), stream).send(delivery("console"))
+        console = ConsoleChannel(ChannelConfig("console", "console"), stream)
+    await console.send(delivery("console"), None)
 
 
 Published = list[tuple[str, bytes]]
@@ -263,7 +268,7 @@ async def test_mqtt_default_topic_and_json_body() -> None:
     """Without a topic, pages go to boothwatch/<site>/pages/<responder> as JSON."""
     calls, publish = recording_publish()
     channel = MqttChannel(ChannelConfig("mqtt", "mqtt"), publish, "lisbon-1")
-    await channel.send(delivery("mqtt", responder="rui"))
+    await channel.send(delivery("mqtt", responder="rui"), None)
     ((topic, body),) = calls
     assert topic == "boothwatch/lisbon-1/pages/rui"
     assert json.loads(body) == dict(PAYLOAD, responder="rui")
@@ -273,7 +278,7 @@ async def test_mqtt_topic_placeholder() -> None:
     """{responder} in a configured topic is replaced; other text is left alone."""
     calls, publish = recording_publish()
     config = ChannelConfig("mqtt", "mqtt", topic="pagers/{responder}/in")
-    await MqttChannel(config, publish, "lisbon-1").send(delivery("mqtt"))
+    await MqttChannel(config, publish, "lisbon-1").send(delivery("mqtt"), None)
     assert calls[0][0] == "pagers/ana/in"
 
 
@@ -287,10 +292,10 @@ async def test_mqtt_publish_failure_and_hang() -> None:
         await asyncio.Event().wait()
 
     with pytest.raises(DeliveryError, match=r"^broker not connected$"):
-        await MqttChannel(ChannelConfig("m", "mqtt"), not_connected, "s").send(delivery("m"))
+        await MqttChannel(ChannelConfig("m", "mqtt"), not_connected, "s").send(delivery("m"), None)
     config = ChannelConfig("m", "mqtt", timeout=0.05)
     with pytest.raises(DeliveryError, match=r"^timeout after 0\.05s$"):
-        await MqttChannel(config, hangs, "s").send(delivery("m"))
+        await MqttChannel(config, hangs, "s").send(delivery("m"), None)
 
 
 async def test_build_channels(session: aiohttp.ClientSession) -> None:
@@ -406,14 +411,14 @@ async def test_cancel_during_attempt_lets_it_finish(
 
 
 async def test_unknown_channel_fails_at_once() -> None:
-    """A page for a channel that does not exist is failed at once, without retries."""
+    """A page for a channel that does not exist fails every round without waiting."""
     rec = Recorder()
-    d = dispatcher(rec)
+    d = dispatcher(rec, delays=())
     page = delivery("nowhere")
     d.submit(page)
     assert rec.attempts == []  # submit itself never calls back
     await d.drain(1.0)
-    assert rec.attempts == [(page, Attempt(1, False, "unknown channel", 0.0, True))]
+    assert rec.attempts == [(page, Attempt(1, "nowhere", False, "unknown channel", 0.0, True))]
     assert rec.failed == [(page, "unknown channel")]
 
 
@@ -451,7 +456,7 @@ async def test_channel_bug_counts_as_failed_attempt() -> None:
         name = "broken"
         type = "console"
 
-        async def send(self, delivery: Delivery) -> None:
+        async def send(self, delivery: Delivery, address: str | None) -> str | None:
             raise KeyError("oops")
 
     rec = Recorder()
@@ -491,3 +496,87 @@ def test_dispatcher_refuses_bad_delays(delays: tuple[float, ...]) -> None:
     """Negative or NaN retry delays are a configuration bug."""
     with pytest.raises(ValueError):
         dispatcher(Recorder(), delays=delays)
+
+
+async def test_failed_channel_falls_back_to_the_next_at_once(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """The first channel refuses; the second gets the page in the same round, no back-off."""
+    refused = WebhookChannel(ChannelConfig("dead", "webhook", "http://127.0.0.1:1/x"), session)
+    rec = Recorder()
+    d = dispatcher(rec, refused, webhook(server, session), delays=(5.0,))
+    page = delivery(("dead", "hook"))
+    d.submit(page)
+    await d.drain(2.0)  # a back-off of 5 s would make this time out
+    assert [(a.number, a.channel, a.ok, a.final) for _, a in rec.attempts] == [
+        (1, "dead", False, False),
+        (2, "hook", True, True),
+    ]
+    assert rec.attempts[0][1].error == "connection refused"
+    assert len(server.seen.bodies) == 1
+    assert rec.failed == []
+
+
+async def test_every_channel_failing_backs_off_then_fails_once(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """Each round tries every channel in order; after the last round, one on_failed."""
+    server.seen.statuses = [500]
+    refused = WebhookChannel(ChannelConfig("dead", "webhook", "http://127.0.0.1:1/x"), session)
+    rec = Recorder()
+    d = dispatcher(rec, refused, webhook(server, session), delays=(0.01,))
+    page = delivery(("dead", "hook"))
+    d.submit(page)
+    await d.drain(2.0)
+    assert [(a.number, a.channel, a.final) for _, a in rec.attempts] == [
+        (1, "dead", False), (2, "hook", False), (3, "dead", False), (4, "hook", True),
+    ]
+    assert rec.failed == [(page, "HTTP 500")]
+
+
+async def test_cancel_stops_pages_but_not_notices(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """An acknowledgement cancels the incident's page retries; its notices keep trying."""
+    server.seen.statuses = [503, 200]
+    rec = Recorder()
+    d = dispatcher(rec, webhook(server, session), delays=(0.2,))
+    d.submit(delivery(incident="A", responder="ana"))
+    d.submit(delivery(incident="A", responder="rui", kind="notice"))
+    await rec.until(lambda: len(rec.attempts) == 2)
+    d.cancel("A")
+    await d.drain(2.0)
+    notices = [a for p, a in rec.attempts if p.kind == "notice"]
+    pages = [a for p, a in rec.attempts if p.kind == "page"]
+    assert len(pages) == 1  # the page stopped after its first attempt
+    assert notices[-1].ok
+    assert rec.failed == []
+
+
+async def test_receipt_and_address_reach_the_record() -> None:
+    """The responder's address for the channel is passed in; the receipt comes back."""
+    seen: list[str | None] = []
+
+    class Receipted:
+        name = "push"
+        type = "console"
+
+        async def send(self, delivery: Delivery, address: str | None) -> str | None:
+            seen.append(address)
+            return "r-123"
+
+    rec = Recorder()
+    d = dispatcher(rec, Receipted())
+    page = Delivery("p1", "A", "ana", 1, ("push",), dict(PAYLOAD), addresses={"push": "uKEY"})
+    d.submit(page)
+    await d.drain(1.0)
+    assert seen == ["uKEY"]
+    assert [(a.ok, a.receipt) for _, a in rec.attempts] == [(True, "r-123")]
+
+
+def test_delivery_checks_itself() -> None:
+    """No channels, or an unknown kind, is a bug where the delivery is made."""
+    with pytest.raises(ValueError):
+        Delivery("p", "A", "ana", 1, (), {})
+    with pytest.raises(ValueError):
+        Delivery("p", "A", "ana", 1, ("x",), {}, kind="shout")  # type: ignore[arg-type]

@@ -414,7 +414,11 @@ def test_password_in_file_rejected() -> None:
 
 def test_password_from_env() -> None:
     """BOOTHWATCH_MQTT_PASSWORD from the environment lands in mqtt.password."""
-    config = parse_config(_data(), {"BOOTHWATCH_MQTT_PASSWORD": "s3cret-pw"})
+    data = _data()
+    mqtt = data["mqtt"]
+    assert isinstance(mqtt, dict)
+    mqtt["username"] = "boothwatch"
+    config = parse_config(data, {"BOOTHWATCH_MQTT_PASSWORD": "s3cret-pw"})
     assert config.mqtt.password == "s3cret-pw"
 
 
@@ -577,7 +581,7 @@ def test_summary_content_without_secrets() -> None:
         "b1 Booth 1: long session 20m, stillness 3m, device timeout 15m",
         "b2 Booth 2: long session 30m",
         "ana Ana: roles nurse; channels pager",
-        "rui Rui: roles coordinator; channels pager, screen",
+        "rui Rui: roles coordinator; channels pager → screen; always on duty",
         "pager: webhook",
         "screen: console",
         "high: 0s → role:nurse; 30s → role:nurse, role:coordinator; repeat 60s; ack timeout 2m",

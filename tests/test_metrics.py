@@ -85,15 +85,19 @@ async def _reopened(svc: Service) -> bool:
 async def test_free_text_outcome_is_bounded_in_labels(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
 ) -> None:
-    """An outcome outside the known set is counted as 'other': labels stay bounded."""
+    """An outcome outside the known set is refused: labels stay bounded."""
     async with start_service(tmp_path, mosquitto, mqtt_publish) as svc:
         svc.publish(events_topic("b2"), event("button", press="call"))
         iid = (await svc.hook.wait(1))[0]["incident"]
         status, _ = await svc.post(f"/api/incidents/{iid}/resolve",
                                    {"responder": "ana", "outcome": "anything_typed"})
+        assert status == 400
+        status, _ = await svc.post(f"/api/incidents/{iid}/resolve",
+                                   {"responder": "ana", "outcome": "other", "note": "typed"})
         assert status == 200
         m = await samples(svc)
         assert value(m, "boothwatch_incidents_resolved_total", outcome="other",
                      trigger="call") == 1
-        assert not any(n == "boothwatch_incidents_resolved_total"
-                       and ("outcome", "anything_typed") in labels for n, labels in m)
+        assert value(m, "boothwatch_incident_outcomes_total", outcome="other",
+                     trigger="call") == 1
+        assert not any(("outcome", "anything_typed") in labels for _, labels in m)

@@ -126,12 +126,12 @@ def simulate_week() -> tuple[Site, dict[str, str]]:
     t = call("B", "b1", T0 + 9 * HOUR)
     site.send(t + 20, Acknowledge(ids["B"], "ana"))
     site.send(t + 90, Attend(ids["B"], "ana"))
-    site.send(t + 600, Resolve(ids["B"], "ana", outcome="naloxone"))
+    site.send(t + 600, Resolve(ids["B"], "ana", outcome="overdose_naloxone"))
     # C: acknowledged only when step two (nurse and coordinator) has fired
     t = call("C", "b2", T0 + DAY + 17 * HOUR)
     site.send(t + 30, Acknowledge(ids["C"], "ana"))
     site.send(t + 90, Attend(ids["C"], "ana"))
-    site.send(t + 900, Resolve(ids["C"], "ana", outcome="naloxone"))
+    site.send(t + 900, Resolve(ids["C"], "ana", outcome="overdose_naloxone"))
     # D: late evening UTC, cleared at the booth (no outcome)
     t = call("D", "b2", T0 + 2 * DAY + 23 * HOUR + 30 * MINUTE)
     site.send(t + 10, Acknowledge(ids["D"], "ana"))
@@ -156,7 +156,7 @@ def simulate_week() -> tuple[Site, dict[str, str]]:
     ids["G"] = site.new_incident()
     site.send(t + 25, Acknowledge(ids["G"], "rui"))
     site.send(t + 70, Attend(ids["G"], "rui"))
-    site.send(t + 900, Resolve(ids["G"], "rui", outcome="oxygen"))
+    site.send(t + 900, Resolve(ids["G"], "rui", outcome="overdose_oxygen"))
     site.send(t + 900, Occupancy("b3", False))
     # H: Sunday evening, never answered
     t = call("H", "b2", T0 + 6 * DAY + 21 * HOUR)
@@ -244,8 +244,8 @@ def test_totals_of_the_week(db: Path) -> None:
     assert total["to_acknowledge"] == stats(6, 10, 30, 30)
     assert total["to_presence"] == stats(6, 70, 140, 140)
     assert total["to_resolve"] == stats(7, 400, 900, 900)
-    assert total["outcomes"] == {"naloxone": 2, "ok": 2, "oxygen": 1, "session_ended": 1,
-                                 "unspecified": 1}
+    assert total["outcomes"] == {"overdose_naloxone": 2, "ok": 2, "overdose_oxygen": 1,
+                                 "session_ended": 1, "unspecified": 1}
     assert total["unresolved"] == 1
     assert total["reopened"] == 1
     assert total["max_level"] == 2
@@ -263,14 +263,14 @@ def test_by_booth(db: Path) -> None:
     assert (b1["reopened"], b1["max_level"], b1["pages"]) == (1, 2, {"sent": 4, "failed": 1})
     assert b2["to_acknowledge"] == stats(2, 10, 30, 30)
     assert b2["to_resolve"] == stats(2, 120, 900, 900)
-    assert (b2["unresolved"], b2["outcomes"]) == (1, {"naloxone": 1, "unspecified": 1})
+    assert (b2["unresolved"], b2["outcomes"]) == (1, {"overdose_naloxone": 1, "unspecified": 1})
     assert b2["pages"] == {"sent": 6, "failed": 3}
     # one value: p50 = p90 = max = that value
     assert b3["to_acknowledge"] == stats(1, 25, 25, 25)
     assert b3["to_presence"] == stats(1, 70, 70, 70)
     assert b3["to_resolve"] == stats(2, 240, 900, 900)
     assert b3["priority"] == {"high": 1, "medium": 1, "low": 0}
-    assert (b3["max_level"], b3["outcomes"]) == (1, {"oxygen": 1, "session_ended": 1})
+    assert (b3["max_level"], b3["outcomes"]) == (1, {"overdose_oxygen": 1, "session_ended": 1})
 
 
 def test_by_first_trigger(db: Path) -> None:
@@ -354,7 +354,7 @@ def test_csv_one_row_per_group_in_seconds(db: Path) -> None:
     assert float(b1["to_presence_p90"]) == 140
     assert float(b1["to_resolve_max"]) == 600
     assert b1["pages_failed"] == "1" and b1["outcome_ok"] == "2"
-    assert b1["outcome_naloxone"] == "1" and b1["outcome_oxygen"] == "0"
+    assert b1["outcome_overdose_naloxone"] == "1" and b1["outcome_overdose_oxygen"] == "0"
     trig = list(csv.DictReader(io.StringIO(render_csv(report(db, by="trigger")))))
     ls = next(r for r in trig if r["trigger"] == "long_session")
     assert ls["to_acknowledge_n"] == "0" and ls["to_acknowledge_p50"] == ""

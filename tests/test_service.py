@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,13 +55,16 @@ class Service:
 @contextlib.asynccontextmanager
 async def start_service(
     tmp_path: Path, broker: Mosquitto, publish: Publish, env: dict[str, str] | None = None,
-    **config: str,
+    edit: Callable[[str], str] | None = None, **config: str,
 ) -> AsyncIterator[Service]:
+    """The service on the test config; `edit` may rewrite the TOML text first."""
     http_port = free_port()
     async with Webhook() as hook:
         path = write_config(tmp_path / "boothwatch.toml", mqtt_port=broker.port,
                             http_port=http_port, webhook_url=hook.url,
                             db=tmp_path / "boothwatch.db", **config)
+        if edit is not None:
+            path.write_text(edit(path.read_text()))
         runtime = Runtime(load_config(path), env=env or {},
                           retry_delays=(0.05, 0.05))
         task = asyncio.create_task(runtime.run())

@@ -18,7 +18,8 @@ def _event(n: int) -> EventRow:
 def _booth(occupied: bool, started: float | None) -> BoothView:
     return BoothView(id="b1", name="Booth 1", occupied=occupied, session_started_at=started,
                      motion=None, still_since=None, incident=None, devices_ok=True,
-                     mode="normal", door=None, unmonitored=False, stillness_from=None,
+                     mode="normal", maintenance=None, door=None, unmonitored=False,
+                     stillness_from=None,
                      unresponsive_fired=False,
                      long_fired=False)
 

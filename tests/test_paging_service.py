@@ -1,0 +1,212 @@
+"""Issue 4 end to end: fallback, duty, repeated presses, maintenance, outcomes, notices.
+
+A real Mosquitto, real SQLite, real HTTP; the pager is a local webhook server.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mosquitto import Mosquitto, Publish, free_port
+from tests.service import SITE, event, events_topic, eventually
+from tests.test_service import Service, start_service
+
+pytestmark = pytest.mark.integration
+
+
+def with_backup_channel(dead_port: int) -> Any:
+    """Ana's first channel is a webhook nobody listens on; her second is the test pager."""
+    def edit(text: str) -> str:
+        text = text.replace('[channels.pager]', f'''[channels.dead]
+type = "webhook"
+url = "http://127.0.0.1:{dead_port}/page"
+timeout = "1s"
+
+[channels.pager]''', 1)
+        return text.replace('''id = "ana"
+name = "Ana"
+roles = ["nurse"]
+channels = ["pager"]''', '''id = "ana"
+name = "Ana"
+roles = ["nurse"]
+channels = ["dead", "pager"]''', 1)
+    return edit
+
+
+def two_nurses(text: str) -> str:
+    return text.replace('''[[responders]]
+id = "rui"''', '''[[responders]]
+id = "bea"
+name = "Bea"
+roles = ["nurse"]
+channels = ["pager"]
+
+[[responders]]
+id = "rui"''', 1)
+
+
+async def raise_call(svc: Service, booth: str = "b1") -> dict[str, Any]:
+    svc.publish(events_topic(booth), event("button", press="call"))
+    return (await eventually(lambda: svc.incidents("open"), 5))[0]  # type: ignore[no-any-return]
+
+
+async def test_failing_first_channel_falls_back_to_the_second_in_the_same_step(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    """Ana's first channel refuses; the same level-1 page reaches her second at once."""
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="30s",
+                             edit=with_backup_channel(free_port())) as svc:
+        inc = await raise_call(svc)
+        pages = await svc.hook.wait(1, 3)
+        assert [(p["responder"], p["level"]) for p in pages] == [("ana", 1)]
+
+        async def timeline_kinds() -> list[tuple[str, str | None]] | None:
+            got = [i for i in await svc.incidents() if i["id"] == inc["id"]][0]
+            kinds = [(e["kind"], e.get("channel")) for e in got["timeline"]]
+            return kinds if ("page_sent", "pager") in kinds else None
+
+        kinds = await eventually(timeline_kinds)
+        assert ("page_fallback", "dead") in kinds
+        stored = await svc.runtime.store.pages(inc["id"])
+        assert [(t["channel"], t["ok"]) for t in stored[0]["tries"]] == [
+            ("dead", False), ("pager", True)]
+        assert stored[0]["status"] == "sent" and stored[0]["channel"] == "pager"
+
+
+async def test_nobody_on_duty_for_the_nurse_role_skips_to_the_coordinator(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    """Ana checks out (HTTP); a call pages Rui at level 2 at once; the gap is counted."""
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="30s") as svc:
+        status, body = await svc.post("/api/responders/ana/duty", {"on": False})
+        assert status == 200 and body["on_duty"] is False
+        await raise_call(svc)
+        pages = await svc.hook.wait(1, 3)
+        assert [(p["responder"], p["level"]) for p in pages] == [("rui", 2)]
+        assert await svc.metric(
+            'boothwatch_duty_gaps_total{priority="high",role="nurse"}') == 2.0
+        assert await svc.metric(
+            'boothwatch_escalation_steps_skipped_total{level="1",priority="high"}') == 1.0
+        async with svc.http.get(f"{svc.base}/api/responders") as resp:
+            duty = {r["id"]: r["on_duty"] for r in await resp.json()}
+        assert duty == {"ana": False, "rui": True}
+
+
+async def test_check_in_and_out_over_mqtt_survives_a_restart(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    """A pager gateway checks Bea out on boothwatch/<site>/duty; a restart keeps it."""
+    async with start_service(tmp_path, mosquitto, mqtt_publish, edit=two_nurses) as svc:
+        mqtt_publish(f"boothwatch/{SITE}/duty", json.dumps({"responder": "bea", "on": False}))
+        await eventually(lambda: not svc.runtime.core.roster.on_duty("bea", svc.runtime.clock()))
+        mqtt_publish(f"boothwatch/{SITE}/duty", b"not json")
+        await eventually(lambda: svc.metric('boothwatch_events_rejected_total{reason="bad_duty"}'))
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="30s",
+                             edit=two_nurses) as svc:
+        await raise_call(svc)
+        pages = await svc.hook.wait(1, 3)
+        assert [(p["responder"], p["level"]) for p in pages] == [("ana", 1)]
+
+
+async def test_two_call_presses_jump_a_level_and_mark_urgent(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="30s") as svc:
+        await raise_call(svc)
+        await svc.hook.wait(1, 3)
+        svc.publish(events_topic("b1"), event("button", press="call"))
+        pages = await svc.hook.wait(3, 3)
+        assert sorted((p["responder"], p["level"], p["urgent"]) for p in pages[1:]) == [
+            ("ana", 2, True), ("rui", 2, True)]
+        assert pages[1]["message"].startswith("URGENT: ")
+        inc = (await svc.incidents("open"))[0]
+        assert inc["urgent"] is True and inc["level"] == 2
+
+
+async def test_maintenance_suppresses_a_stillness_page_but_not_a_call(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    async with start_service(tmp_path, mosquitto, mqtt_publish, stillness="1s") as svc:
+        status, booth = await svc.post("/api/booths/b1/maintenance",
+                                       {"until": "1h", "reason": "sensor swap", "by": "tech"})
+        assert status == 200 and booth["mode"] == "maintenance"
+        assert booth["maintenance"]["reason"] == "sensor swap"
+        svc.publish(events_topic("b1"), event("occupancy", occupied=True))
+        svc.publish(events_topic("b1"), event("motion", state="still"))
+        await eventually(lambda: svc.metric(
+            'boothwatch_triggers_suppressed_total{booth="b1",trigger="unresponsive"}'), 5)
+        assert svc.hook.pages == [] and await svc.incidents("open") == []
+        await raise_call(svc)
+        pages = await svc.hook.wait(1, 3)
+        assert pages[0]["message"] == "Booth 1: call button pressed (booth in maintenance)"
+        status, booth = await svc.post("/api/booths/b1/maintenance/end", {"by": "tech"})
+        assert status == 200 and booth["mode"] == "normal"
+        async with svc.http.get(f"{svc.base}/api/audit?subject=b1") as resp:
+            kinds = [a["kind"] for a in await resp.json()]
+        assert kinds == ["maintenance_ended", "trigger_suppressed", "maintenance_started"]
+        status, body = await svc.post("/api/booths/b1/maintenance",
+                                      {"until": "2020-01-01T00:00:00Z", "reason": "x",
+                                       "by": "tech"})
+        assert status == 400 and "future" in body["error"]
+        status, _ = await svc.post("/api/booths/zz/maintenance/end", {"by": "tech"})
+        assert status == 404
+
+
+async def test_outcomes_land_in_the_incident_list(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    """Resolve with an outcome by API; the clear button then an outcome from the ack page."""
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="30s") as svc:
+        first = await raise_call(svc)
+        status, body = await svc.post(f"/api/incidents/{first['id']}/resolve",
+                                      {"responder": "ana", "outcome": "fine"})
+        assert status == 400 and "overdose_naloxone" in body["error"]
+        status, body = await svc.post(
+            f"/api/incidents/{first['id']}/resolve",
+            {"responder": "ana", "outcome": "overdose_naloxone", "note": "2 doses"})
+        assert status == 200 and body["outcome"] == "overdose_naloxone"
+
+        second = await raise_call(svc, "b2")
+        pages = await svc.hook.wait(2, 3)
+        svc.publish(events_topic("b2"), event("button", press="clear"))
+        await eventually(lambda: _resolved(svc, second["id"]))
+        ack_url = pages[-1]["ack_url"]
+        async with svc.http.get(ack_url) as resp:
+            html = await resp.text()
+        assert "What happened?" in html and 'value="no_one_there"' in html
+        async with svc.http.post(f"{ack_url}/outcome",
+                                 data={"outcome": "no_one_there", "note": ""}) as resp:
+            assert resp.status == 200
+        async with svc.http.post(f"{ack_url}/outcome", data={"outcome": "ok"}) as resp:
+            assert resp.status == 409  # recorded once
+        by_id = {i["id"]: i for i in await svc.incidents()}
+        assert (by_id[first["id"]]["outcome"], by_id[first["id"]]["outcome_note"]) == (
+            "overdose_naloxone", "2 doses")
+        assert by_id[second["id"]]["outcome"] == "no_one_there"
+        assert await svc.metric(
+            'boothwatch_incident_outcomes_total{outcome="no_one_there",trigger="call"}') == 1.0
+
+
+async def _resolved(svc: Service, incident: str) -> bool:
+    return any(i["id"] == incident and i["state"] == "resolved" for i in await svc.incidents())
+
+
+async def test_ack_tells_the_others_and_resolve_sends_all_clear(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="0.2s") as svc:
+        inc = await raise_call(svc)
+        await svc.hook.wait(3, 3)  # ana L1, then ana and rui at L2
+        status, _ = await svc.post(f"/api/incidents/{inc['id']}/ack", {"responder": "ana"})
+        assert status == 200
+        await eventually(lambda: svc.hook.notices)
+        assert [(n["responder"], n["message"]) for n in svc.hook.notices] == [
+            ("rui", "Ana is attending Booth 1")]
+        status, _ = await svc.post(f"/api/incidents/{inc['id']}/resolve",
+                                   {"responder": "ana", "outcome": "ok"})
+        await eventually(lambda: len(svc.hook.notices) == 2)
+        assert svc.hook.notices[1]["message"] == "Booth 1: all clear"
