@@ -41,6 +41,8 @@ LIMIT_KEYS = (
     "autosave_interval",
 )
 _RUNNING = re.compile(r"mosquitto version \S+ running")
+_TLS_KEYS = ("cafile", "certfile", "keyfile", "tls_version", "require_certificate",
+             "use_identity_as_username")  # the TLS listener's settings
 
 
 def free_port() -> int:
@@ -116,7 +118,12 @@ class Broker:
             stripped = line.strip()
             key = stripped.partition(" ")[0] if stripped and not stripped.startswith("#") else ""
             if key == "listener":
-                out.append(f"listener {self.port} {self.host}")
+                # the first is the service's own (loopback, plain); the TLS one for the
+                # LAN would need a site's certificates and measures nothing else
+                listening = not any(item.startswith("listener ") for item in out)
+                out.append(f"listener {self.port} {self.host}" if listening else "")
+            elif key in _TLS_KEYS:
+                out.append("")
             elif key == "persistence_location":
                 out.append(f"persistence_location {self.workdir}/")
             elif key == "password_file":
@@ -304,7 +311,8 @@ class Service:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")}
-        env["BOOTHWATCH_MQTT_PASSWORD"] = MQTT_PASSWORD
+        if "\nusername = " in self.config_path.read_text(encoding="utf-8"):
+            env["BOOTHWATCH_MQTT_PASSWORD"] = MQTT_PASSWORD  # with no username it is an error
         env["BOOTHWATCH_SECRET"] = "bench-secret"
         # The packages from `src` (this checkout unless told), whatever state the venv's
         # editable install is in (one made before monitor/__init__.py existed maps

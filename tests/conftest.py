@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.mosquitto import Mosquitto, Publish, find_mosquitto
+from tests.mosquitto import Mosquitto, Publish, require_mosquitto
 
 PUBLISH_TIMEOUT = 5.0
 
@@ -20,13 +19,7 @@ PUBLISH_TIMEOUT = 5.0
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A started Mosquitto on a free 127.0.0.1 port with its own config, stopped afterwards."""
-    binary = find_mosquitto()
-    if binary is None:
-        message = "mosquitto is not installed (make test installs it: apt-get install mosquitto)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the integration tests", pytrace=False)
-        pytest.skip(message)
-    broker = Mosquitto(tmp_path / "mosquitto", binary=binary)
+    broker = Mosquitto(tmp_path / "mosquitto", binary=require_mosquitto())
     with broker:
         yield broker
 
