@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import paho.mqtt.client as paho
@@ -42,6 +42,7 @@ from alerts.channels import (
     Dispatcher,
     build_channels,
 )
+from alerts.pushover import ReceiptWatcher
 from alerts.roster import UnknownResponder
 from alerts.tokens import AckTokens
 from devices import adapters
@@ -85,14 +86,6 @@ DEDUPE_MEMORY = 200_000
 # reading MQTT while this many rows wait for a commit, and read again once below LOW
 PENDING_HIGH = 20_000
 PENDING_LOW = 5_000
-
-
-class ReceiptSink(Protocol):
-    """What the runtime needs from a receipt watcher (Pushover emergency pages)."""
-
-    def watch(self, receipt: str, incident: str, responder: str) -> None: ...
-
-    def cancel(self, incident: str) -> None: ...
 
 
 class OutcomeRecorded(Exception):
@@ -170,7 +163,7 @@ class Runtime:
         self.dispatcher: Dispatcher
         self.tokens: AckTokens
         self.api_token = self.env.get("BOOTHWATCH_API_TOKEN") or None
-        self.receipts: ReceiptSink | None = None  # Pushover receipts, when a channel has them
+        self.receipts: ReceiptWatcher | None = None  # when a Pushover channel is configured
         self.metrics.watch(self._live_metrics)
         self._precreate_series()
 
@@ -230,8 +223,13 @@ class Runtime:
                     will=(self.topics.status, b"offline"),
                     on_connected=self._on_connected,
                 )
+                if any(c.type == "pushover" for c in cfg.channels.values()):
+                    self.receipts = ReceiptWatcher(session, cfg.channels,
+                                                   self._on_receipt_acknowledged,
+                                                   self._on_receipt_delivered)
                 channels = build_channels(
-                    cfg.channels, session, self._publish_page, cfg.site.id
+                    cfg.channels, session, self._publish_page, cfg.site.id,
+                    policies=cfg.escalation, receipts=self.receipts,
                 )
                 self.dispatcher = Dispatcher(
                     channels, self._on_attempt, self._on_page_failed, self._retry_delays
@@ -256,6 +254,11 @@ class Runtime:
             writer = tg.create_task(self.store.run_writer(), name="store-writer")
             tg.create_task(self.mqtt.run(), name="mqtt")
             tg.create_task(self._timer_loop(), name="timers")
+            if self.receipts is not None:
+                for row in await self.store.open_receipts():
+                    assert row.receipt is not None
+                    self.receipts.watch(row.receipt, row.incident, row.responder, row.channel)
+                tg.create_task(self.receipts.run(), name="pushover-receipts")
             if http:
                 from monitor.http import serve
 
@@ -698,9 +701,6 @@ class Runtime:
             receipt=attempt.receipt, at=now))
         if delivery.kind != "page":
             return
-        if attempt.ok and attempt.receipt and self.receipts is not None \
-                and self.config.channels[attempt.channel].type in RECEIPT_CHANNELS:
-            self.receipts.watch(attempt.receipt, delivery.incident, delivery.responder)
         channels = delivery.channels
         fell_back = (not attempt.ok and attempt.number <= len(channels)
                      and attempt.channel != channels[-1])
@@ -715,6 +715,22 @@ class Runtime:
             return  # resolved meanwhile; the pages table has the record
         self._execute(commands, now)
         self._rearm()
+
+    def _on_receipt_acknowledged(self, incident: str, responder: str, receipt: str) -> None:
+        """The nurse acknowledged the Pushover emergency alert on her phone."""
+        now = self.clock()
+        self.store.mark_receipt(receipt, "acknowledged", now)
+        try:
+            commands = self.core.handle(Acknowledge(incident, responder, via="pushover"), now)
+        except (UnknownIncident, IllegalTransition) as exc:
+            log.info("pushover_ack_ignored", incident=incident, reason=type(exc).__name__)
+            return
+        self._execute(commands, now)
+        self._rearm()
+
+    def _on_receipt_delivered(self, incident: str, responder: str, receipt: str,
+                              at: float) -> None:
+        self.store.mark_receipt(receipt, "delivered", at)
 
     def _on_page_failed(self, delivery: Delivery, reason: str) -> None:
         if delivery.kind != "page":
@@ -820,5 +836,4 @@ def _kind(parsed: Parsed) -> str:
 
 _AUDIT_LOGGED = frozenset({"trigger", "by", "on", "via", "until"})  # never free text
 _RESOLVE_FIRST = Action.RESOLVE
-#: channel types whose receipts say when the person acknowledged on their device
-RECEIPT_CHANNELS = frozenset({"pushover"})
+

@@ -195,13 +195,14 @@ class _Batch:
     attempts: list[AttemptRow] = field(default_factory=list)
     duty: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
     audit: list[tuple[float, str, str, dict[str, Any]]] = field(default_factory=list)
+    receipts: list[tuple[str, str, float]] = field(default_factory=list)
     done: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return (
             len(self.events) + len(self.booths) + len(self.sessions) + len(self.incidents)
             + len(self.timeline) + len(self.pages) + len(self.devices) + len(self.attempts)
-            + len(self.duty) + len(self.audit)
+            + len(self.duty) + len(self.audit) + len(self.receipts)
         )
 
     def absorb(self, later: _Batch) -> None:
@@ -216,6 +217,7 @@ class _Batch:
         self.attempts += later.attempts
         self.duty.update(later.duty)
         self.audit += later.audit
+        self.receipts += later.receipts
         if later.done is not None:
             if self.done is None:
                 self.done = later.done
@@ -319,6 +321,11 @@ class Store:
     def add_audit(self, at: float, kind: str, subject: str,
                   detail: dict[str, Any]) -> asyncio.Future[None]:
         self._batch.audit.append((at, kind, subject, detail))
+        return self._future()
+
+    def mark_receipt(self, receipt: str, status: str, at: float) -> asyncio.Future[None]:
+        """The service reports the page delivered to a device, or acknowledged there."""
+        self._batch.receipts.append((receipt, status, at))
         return self._future()
 
     def put_device(self, booth: str, snapshot: dict[str, Any], now: float) -> asyncio.Future[None]:
@@ -484,6 +491,13 @@ class Store:
                     " ON CONFLICT(responder) DO UPDATE SET snapshot=excluded.snapshot,"
                     " updated_at=excluded.updated_at",
                     [(rid, dumps(snap), at) for rid, (snap, at) in b.duty.items()],
+                )
+            if b.receipts:
+                await db.executemany(
+                    "UPDATE pages SET status = CASE WHEN status = 'acknowledged' THEN status"
+                    " ELSE ? END, delivered_at = coalesce(delivered_at, ?), updated_at = ?"
+                    " WHERE receipt = ?",
+                    [(status, at, at, receipt) for receipt, status, at in b.receipts],
                 )
             if b.audit:
                 await db.executemany(

@@ -247,9 +247,9 @@ async def test_console_broken_stream_is_a_delivery_error() -> None:
     """Writing to a closed stream fails the attempt instead of crashing the task."""
     stream = io.StringIO()
     stream.close()
+    console = ConsoleChannel(ChannelConfig("console", "console"), stream)
     with pytest.raises(DeliveryError, match="console write failed"):
-        console = ConsoleChannel(ChannelConfig("console", "console"), stream)
-    await console.send(delivery("console"), None)
+        await console.send(delivery("console"), None)
 
 
 Published = list[tuple[str, bytes]]
