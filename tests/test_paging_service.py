@@ -6,10 +6,12 @@ A real Mosquitto, real SQLite, real HTTP; the pager is a local webhook server.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.mosquitto import Mosquitto, Publish, free_port
 from tests.service import SITE, event, events_topic, eventually
@@ -65,7 +67,7 @@ async def test_failing_first_channel_falls_back_to_the_second_in_the_same_step(
         assert [(p["responder"], p["level"]) for p in pages] == [("ana", 1)]
 
         async def timeline_kinds() -> list[tuple[str, str | None]] | None:
-            got = [i for i in await svc.incidents() if i["id"] == inc["id"]][0]
+            got = next(i for i in await svc.incidents() if i["id"] == inc["id"])
             kinds = [(e["kind"], e.get("channel")) for e in got["timeline"]]
             return kinds if ("page_sent", "pager") in kinds else None
 
@@ -210,3 +212,160 @@ async def test_ack_tells_the_others_and_resolve_sends_all_clear(
                                    {"responder": "ana", "outcome": "ok"})
         await eventually(lambda: len(svc.hook.notices) == 2)
         assert svc.hook.notices[1]["message"] == "Booth 1: all clear"
+
+
+class PushServer:
+    """A local stand-in for an ntfy server and the Pushover API, recording every request."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ntfy: list[dict[str, Any]] = []
+        self.pushover: list[dict[str, str]] = []
+        self.polls: list[str] = []
+        self.cancels: list[str] = []
+        self.acknowledged = False
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> PushServer:
+        app = web.Application()
+        app.router.add_post("/", self._ntfy)
+        app.router.add_post("/1/messages.json", self._message)
+        app.router.add_get("/1/receipts/{receipt}.json", self._receipt)
+        app.router.add_post("/1/receipts/{receipt}/cancel.json", self._cancel)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _ntfy(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        body["authorization"] = request.headers.get("Authorization")
+        self.ntfy.append(body)
+        return web.json_response({"id": f"m{len(self.ntfy)}", "event": "message"})
+
+    async def _message(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        self.pushover.append({k: str(v) for k, v in form.items()})
+        n = len(self.pushover)
+        reply: dict[str, Any] = {"status": 1, "request": f"req{n}"}
+        if form.get("priority") == "2":
+            reply["receipt"] = f"rcpt{n}"
+        return web.json_response(reply)
+
+    async def _receipt(self, request: web.Request) -> web.Response:
+        self.polls.append(request.match_info["receipt"])
+        assert request.query.get("token") == "app-token"
+        now = int(time.time())
+        return web.json_response({
+            "status": 1, "acknowledged": int(self.acknowledged),
+            "acknowledged_at": now if self.acknowledged else 0,
+            "acknowledged_by": "uANA" if self.acknowledged else "",
+            "last_delivered_at": now, "expired": 0, "request": "x"})
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        self.cancels.append(request.match_info["receipt"])
+        return web.json_response({"status": 1, "request": "c"})
+
+
+def ana_on(channel_toml: str, name: str, address: str) -> Any:
+    """Ana's only channel is `channel_toml`, with her address on it."""
+    def edit(text: str) -> str:
+        text = text.replace("[channels.pager]", f"{channel_toml}\n\n[channels.pager]", 1)
+        return text.replace('''id = "ana"
+name = "Ana"
+roles = ["nurse"]
+channels = ["pager"]''', f'''id = "ana"
+name = "Ana"
+roles = ["nurse"]
+channels = ["{name}"]
+address = {{ {name} = "{address}" }}''', 1)
+    return edit
+
+
+async def test_ntfy_acknowledge_tap_acknowledges_and_stops_escalation(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ana's phone gets an ntfy push; tapping Acknowledge POSTs the action URL as the app
+    does; the incident is acknowledged via ntfy, and level 2 never fires."""
+    monkeypatch.setenv("NTFY_TOKEN", "tk_secret")
+    async with PushServer() as push:
+        edit = ana_on(f'[channels.phone]\ntype = "ntfy"\nurl = "{push.url}"\n'
+                      'token_env = "NTFY_TOKEN"', "phone", "ana-7f3k")
+        async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1.5s",
+                                 ack_timeout="1h", edit=edit) as svc:
+            inc = await raise_call(svc)
+            await eventually(lambda: push.ntfy)
+            message = push.ntfy[0]
+            assert (message["topic"], message["priority"]) == ("ana-7f3k", 5)
+            assert message["authorization"] == "Bearer tk_secret"
+            (action,) = message["actions"]
+            assert (action["action"], action["label"], action["method"]) == (
+                "http", "Acknowledge", "POST")
+            async with svc.http.post(action["url"]) as resp:  # the tap
+                assert resp.status == 200
+            got = (await svc.incidents("open"))[0]
+            assert got["id"] == inc["id"] and got["state"] == "acknowledged"
+            acks = [e for e in got["timeline"] if e["kind"] == "ack"]
+            assert acks[0]["via"] == "ntfy" and acks[0]["responder"] == "ana"
+            # escalation is paused: no step 2 is planned, and nobody else was paged
+            assert svc.runtime.core.incidents[inc["id"]].escalation.next_at is None
+            assert svc.hook.pages == [] and len(push.ntfy) == 1
+
+
+async def test_pushover_receipt_acknowledged_on_the_phone_acknowledges_the_incident(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A high page goes out as a Pushover emergency with retry/expire from the policy; the
+    receipt is polled; once Ana acknowledges on the phone, the incident is hers."""
+    monkeypatch.setenv("PUSHOVER_TOKEN", "app-token")
+    async with PushServer() as push:
+        edit = ana_on(f'[channels.push]\ntype = "pushover"\nurl = "{push.url}"\n'
+                      'token_env = "PUSHOVER_TOKEN"', "push", "uANA")
+        async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
+                                 repeat="45s", edit=edit) as svc:
+            inc = await raise_call(svc)
+            await eventually(lambda: push.pushover)
+            form = push.pushover[0]
+            assert (form["user"], form["priority"], form["token"]) == ("uANA", "2", "app-token")
+            assert (form["retry"], form["expire"]) == ("45", "10800")
+            assert form["url"].startswith(f"{svc.base}/ack/")
+            push.acknowledged = True
+            await eventually(lambda: _state(svc, inc["id"], "acknowledged"), timeout=15)
+            got = (await svc.incidents("open"))[0]
+            acks = [e for e in got["timeline"] if e["kind"] == "ack"]
+            assert (acks[0]["via"], acks[0]["responder"]) == ("pushover", "ana")
+            pages = await svc.runtime.store.pages(inc["id"])
+            assert (pages[0]["receipt"], pages[0]["status"]) == ("rcpt1", "acknowledged")
+
+
+async def test_pushover_retries_are_cancelled_when_acknowledged_elsewhere(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PUSHOVER_TOKEN", "app-token")
+    async with PushServer() as push:
+        edit = ana_on(f'[channels.push]\ntype = "pushover"\nurl = "{push.url}"\n'
+                      'token_env = "PUSHOVER_TOKEN"', "push", "uANA")
+        async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
+                                 edit=edit) as svc:
+            inc = await raise_call(svc)
+            await eventually(lambda: push.pushover)
+            await eventually(lambda: _has_receipt(svc, inc["id"]))
+            status, _ = await svc.post(f"/api/incidents/{inc['id']}/ack", {"responder": "rui"})
+            assert status == 200
+            await eventually(lambda: push.cancels == ["rcpt1"])
+
+
+async def _state(svc: Service, incident: str, state: str) -> bool:
+    return any(i["id"] == incident and i["state"] == state for i in await svc.incidents())
+
+
+async def _has_receipt(svc: Service, incident: str) -> bool:
+    return any(p["receipt"] for p in await svc.runtime.store.pages(incident))
