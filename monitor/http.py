@@ -137,15 +137,12 @@ async def incidents(request: web.Request) -> web.Response:
 
 def _action(kind: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "body must be JSON")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
-        responder = body.get("responder")
-        if not isinstance(responder, str) or not RESPONDER_RE.match(responder):
-            return _error(400, "responder: a responder id is required")
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        responder = _short_id(body, "responder", "a responder id is required")
+        if isinstance(responder, web.Response):
+            return responder
         incident = request.match_info["id"]
         event: IncidentEvent
         if kind == "ack":
@@ -174,6 +171,15 @@ def _outcome_problem(body: dict[str, Any], required: bool) -> str | None:
     if note is not None and (not isinstance(note, str) or len(note) > NOTE_MAX):
         return f"note: text of at most {NOTE_MAX} characters"
     return None
+
+
+def _short_id(body: dict[str, Any], key: str, what: str,
+              default: str | None = None) -> str | web.Response:
+    """A responder-like id from the body, or the 400 that names the field."""
+    value = body.get(key, default)
+    if not isinstance(value, str) or not RESPONDER_RE.match(value):
+        return _error(400, f"{key}: {what}")
+    return value
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -209,9 +215,9 @@ async def outcome(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
-    responder = body.get("responder")
-    if not isinstance(responder, str) or not RESPONDER_RE.match(responder):
-        return _error(400, "responder: a responder id is required")
+    responder = _short_id(body, "responder", "a responder id is required")
+    if isinstance(responder, web.Response):
+        return responder
     problem = _outcome_problem(body, required=True)
     if problem:
         return _error(400, problem)
@@ -247,9 +253,9 @@ async def duty(request: web.Request) -> web.Response:
     if not isinstance(on, bool):
         return _error(400, "on: true (check in) or false (check out)")
     responder = request.match_info["id"]
-    by = body.get("by", responder)
-    if not isinstance(by, str) or not RESPONDER_RE.match(by):
-        return _error(400, "by: who made the change (a short id)")
+    by = _short_id(body, "by", "who made the change (a short id)", default=responder)
+    if isinstance(by, web.Response):
+        return by
     runtime = request.app[RUNTIME]
     problem = await _site_act(runtime, SetDuty(responder, on, by=by, via="api"))
     if problem is not None:
@@ -292,11 +298,12 @@ async def maintenance(request: web.Request) -> web.Response:
     if until is None:
         return _error(400, 'until: an ISO 8601 time with offset ("2026-11-23T22:00:00Z") or '
                       'a duration ("2h")')
-    reason, by = body.get("reason"), body.get("by")
+    reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
         return _error(400, f"reason: why (text of 1 to {REASON_MAX} characters)")
-    if not isinstance(by, str) or not RESPONDER_RE.match(by):
-        return _error(400, "by: who takes the booth out (a short id)")
+    by = _short_id(body, "by", "who takes the booth out (a short id)")
+    if isinstance(by, web.Response):
+        return by
     booth = request.match_info["id"]
     problem = await _site_act(runtime, StartMaintenance(booth, until, reason.strip(), by))
     return problem or _booth_response(runtime, booth)
@@ -306,9 +313,9 @@ async def maintenance_end(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
-    by = body.get("by")
-    if not isinstance(by, str) or not RESPONDER_RE.match(by):
-        return _error(400, "by: who puts the booth back (a short id)")
+    by = _short_id(body, "by", "who puts the booth back (a short id)")
+    if isinstance(by, web.Response):
+        return by
     runtime = request.app[RUNTIME]
     booth = request.match_info["id"]
     problem = await _site_act(runtime, EndMaintenance(booth, by))
