@@ -163,7 +163,8 @@ def _battery(data: Mapping[str, Any]) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         bad("battery", "must be a number", value)
-    if not math.isfinite(value):  # 1e400 parses as inf
+    # An int is compared as it is: math.isfinite would raise on one too big for a float.
+    if isinstance(value, float) and not math.isfinite(value):  # 1e400 parses as inf
         return None
     percent = round(value)
     return percent if 0 <= percent <= 100 else None
