@@ -55,6 +55,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="stop after S seconds (default: when done; load runs until Ctrl-C)")
     sim.add_argument("--print-devices", action="store_true",
                      help="print the [[booths]] and [[devices]] TOML for a config, and exit")
+    test_page = sub.add_parser(
+        "test-page", help="send a clearly marked test page through the real channels",
+        description="Like a fire-alarm test: one test page to the responder on each of their "
+                    "channels (or only --channel), one attempt each; prints delivered or "
+                    "failed, latency and receipt per channel. Exit 0 when all delivered, 1 "
+                    "when one failed, 2 for a config problem or an unknown responder/channel.",
+    )
+    test_page.add_argument("--config", required=True, metavar="FILE")
+    test_page.add_argument("--responder", required=True, metavar="ID")
+    test_page.add_argument("--channel", metavar="NAME",
+                           help="only this one of the responder's channels (default: all)")
     from monitor import report
 
     report.add_arguments(sub.add_parser(
@@ -120,6 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor import report
 
             return report.main(args)
+        case "test-page":
+            configure(args.log_format or "console")
+            from monitor import testpage
+
+            return testpage.main(args)
     raise AssertionError(args.command)
 
 

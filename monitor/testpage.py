@@ -1,0 +1,180 @@
+"""`boothwatch test-page`: a clearly marked test page through each real channel.
+
+Like a fire-alarm test: it builds the site's real channels from the config
+(an mqtt channel connects to the config's broker for the moment of the test,
+under its own client id so the running service keeps its session), sends one
+``kind="test"`` delivery to the responder on each of their channels (or only
+``--channel``), one attempt each and no fallback, and reports per channel:
+delivered or failed, latency, the service's receipt and the reason.
+
+"Delivered" means the channel's service accepted the page (HTTP 2xx, broker
+PUBACK, Apprise success); whether the phone rang is for the responder to
+confirm, and the last line says so.
+
+Exit status: 0 when every channel delivered, 1 when one failed, 2 for a config
+problem or an unknown responder or channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TextIO
+
+import aiohttp
+from ulid import ULID
+
+from alerts.channels import Channel, Delivery, DeliveryError, Publish, build_channels
+from devices.mqtt import MqttLink, NotConnected
+from monitor.config import Config, ConfigError, ResponderConfig, load_config
+
+MQTT_CONNECT_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    channel: str
+    type: str
+    ok: bool
+    latency: float  # seconds
+    receipt: str | None = None
+    reason: str | None = None
+
+
+def main(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config: {problem}", file=err)
+        return 2
+    chosen = choose(config, args.responder, args.channel)
+    if isinstance(chosen, str):
+        print(f"boothwatch test-page: {chosen}", file=err)
+        return 2
+    responder, names = chosen
+    outcomes = asyncio.run(send_test_pages(config, responder, names))
+    return report(outcomes, responder, out)
+
+
+def choose(
+    config: Config, responder_id: str, channel: str | None
+) -> tuple[ResponderConfig, tuple[str, ...]] | str:
+    """The responder and the channels to test, or why not."""
+    responder = next((r for r in config.responders if r.id == responder_id), None)
+    if responder is None:
+        known = ", ".join(r.id for r in config.responders)
+        return f"unknown responder {responder_id!r} (known: {known})"
+    if channel is None:
+        return responder, responder.channels
+    if channel not in responder.channels:
+        where = "one of" if channel in config.channels else "a channel of the config nor"
+        return (f"{channel!r} is not {where} {responder.id}'s channels "
+                f"({', '.join(responder.channels)})")
+    return responder, (channel,)
+
+
+def delivery_for(config: Config, responder: ResponderConfig, channel: str) -> Delivery:
+    """One test page to `responder` over `channel` only."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    page_id = f"test-{ULID()}"
+    payload = {
+        "kind": "test",
+        "site": config.site.id,
+        "responder": responder.id,
+        "message": f"TEST PAGE from boothwatch ({config.site.name}) to {responder.name} "
+                   f"via {channel} at {now}. No action needed.",
+    }
+    return Delivery(page_id, page_id, responder.id, 0, (channel,), payload,
+                    addresses=dict(responder.address), kind="test")
+
+
+async def send_test_pages(
+    config: Config, responder: ResponderConfig, names: Sequence[str], stream: TextIO = sys.stdout,
+) -> list[Outcome]:
+    """Send one test delivery per channel in `names`, at once; outcomes in `names` order."""
+    needs_mqtt = any(config.channels[name].type == "mqtt" for name in names)
+    async with aiohttp.ClientSession() as session, _mqtt(config, needs_mqtt) as publish:
+        channels = build_channels(
+            {name: config.channels[name] for name in names}, session, publish, config.site.id,
+            stream, policies=config.escalation,
+        )
+        return list(await asyncio.gather(*(
+            _attempt(channels[name], delivery_for(config, responder, name), responder)
+            for name in names
+        )))
+
+
+async def _attempt(channel: Channel, delivery: Delivery, responder: ResponderConfig) -> Outcome:
+    started = time.monotonic()
+    try:
+        receipt = await channel.send(delivery, responder.address.get(channel.name))
+    except DeliveryError as exc:
+        reason = str(exc) or "delivery failed"
+    except Exception as exc:  # a bug in a channel: still a failed test, with its name
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+    else:
+        return Outcome(channel.name, channel.type, True, time.monotonic() - started, receipt)
+    return Outcome(channel.name, channel.type, False, time.monotonic() - started, reason=reason)
+
+
+@contextlib.asynccontextmanager
+async def _mqtt(config: Config, wanted: bool) -> AsyncIterator[Publish]:
+    """A publish function on a short-lived connection to the config's broker (if wanted)."""
+
+    async def not_connected(topic: str, payload: bytes) -> None:
+        raise DeliveryError(f"broker not connected within {MQTT_CONNECT_TIMEOUT:g}s")
+
+    if not wanted:
+        yield not_connected
+        return
+    # Our own client id: connecting with the service's would take over its session.
+    mqtt_config = dataclasses.replace(config.mqtt, client_id=f"{config.mqtt.client_id}-test-page",
+                                      session_expiry=0)
+    connected = asyncio.Event()
+    link = MqttLink(mqtt_config, subscriptions=[], on_message=lambda msg, gen: None,
+                    on_connected=lambda present: connected.set())
+    runner = asyncio.create_task(link.run(), name="test-page mqtt")
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(MQTT_CONNECT_TIMEOUT):
+                await connected.wait()
+
+        async def publish(topic: str, payload: bytes) -> None:
+            try:
+                await link.publish_confirmed(topic, payload)
+            except NotConnected as exc:
+                raise DeliveryError(str(exc)) from None
+
+        yield publish if connected.is_set() else not_connected
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await link.close()
+
+
+def report(outcomes: Sequence[Outcome], responder: ResponderConfig, out: TextIO) -> int:
+    """Print one line per channel and a verdict; the exit status (0 all delivered, else 1)."""
+    for o in outcomes:
+        head = f"{o.channel} ({o.type}): "
+        took = f"{o.latency * 1000:.0f} ms"
+        if o.ok:
+            line = head + f"delivered in {took}" + (f", receipt {o.receipt}" if o.receipt else "")
+        else:
+            line = head + f"FAILED after {took}: {o.reason}"
+        print(line, file=out)
+    delivered = sum(o.ok for o in outcomes)
+    if delivered == len(outcomes):
+        print(f"all {delivered} channel(s) delivered; ask {responder.name} to confirm the test "
+              "page arrived on each", file=out)
+        return 0
+    print(f"FAILED: {len(outcomes) - delivered} of {len(outcomes)} channel(s) did not deliver",
+          file=out)
+    return 1
