@@ -1554,6 +1554,10 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError([f"{name}: invalid TOML: {exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{name}: not UTF-8 text: {exc}"]) from exc
+    except RecursionError:
+        raise ConfigError([f"{name}: invalid TOML: nested too deeply"]) from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise ConfigError([f"{name}: invalid TOML: {exc}"]) from exc
     return parse_config(data, os.environ if env is None else env, source=name)
 
 

@@ -185,7 +185,7 @@ def _short_id(body: dict[str, Any], key: str, what: str,
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return _error(400, "body must be JSON")
     if not isinstance(body, dict):
         return _error(400, "body must be a JSON object")

@@ -410,7 +410,7 @@ class Runtime:
         try:
             body = json.loads(msg.payload)
             event = Acknowledge(str(body["incident"]), str(body["responder"]), via="mqtt")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self.metrics.acks.labels("rejected").inc()
             if self._rate.allow(msg.topic, "bad_ack"):
                 log.warning("ack_rejected", reason=str(exc))
@@ -442,7 +442,7 @@ class Runtime:
             who = str(body["responder"])
             event = SetDuty(who, on, by=str(body.get("by") or who), via="mqtt")
             commands = self.core.handle(event, now)
-        except (ValueError, KeyError, TypeError, UnknownResponder) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, UnknownResponder) as exc:
             self.metrics.rejected.labels("bad_duty").inc()
             if self._rate.allow(msg.topic, "bad_duty"):
                 log.warning("duty_rejected", reason=type(exc).__name__)
