@@ -37,12 +37,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TextIO, assert_never
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, assert_never
 
 import aiohttp
 import structlog
 
-from monitor.config import ChannelConfig
+from monitor.config import ChannelConfig, Policy, Priority
+
+if TYPE_CHECKING:
+    from alerts.pushover import ReceiptWatcher
 
 log = structlog.get_logger(__name__)
 
@@ -236,8 +239,19 @@ def build_channels(
     publish: Publish,
     site: str,
     stream: TextIO = sys.stdout,
+    *,
+    policies: Mapping[Priority, Policy] | None = None,
+    receipts: ReceiptWatcher | None = None,
 ) -> dict[str, Channel]:
-    """One channel per configured entry, keyed like `configs` (`Delivery.channel`)."""
+    """One channel per configured entry, keyed like `configs` (`Delivery.channel`).
+
+    `policies` (the config's escalation) set Pushover's emergency retry; `receipts`
+    is told about every Pushover emergency receipt (see alerts/pushover.py).
+    """
+    # Imported here: those modules build on this one.
+    from alerts.push import AppriseChannel, NtfyChannel
+    from alerts.pushover import PushoverChannel
+
     channels: dict[str, Channel] = {}
     for key, config in configs.items():
         match config.type:
@@ -247,6 +261,13 @@ def build_channels(
                 channels[key] = MqttChannel(config, publish, site)
             case "console":
                 channels[key] = ConsoleChannel(config, stream)
+            case "ntfy":
+                channels[key] = NtfyChannel(config, session)
+            case "pushover":
+                high = policies.get("high") if policies is not None else None
+                channels[key] = PushoverChannel(config, session, high, receipts)
+            case "apprise":
+                channels[key] = AppriseChannel(config)
             case _:
                 assert_never(config.type)
     return channels

@@ -256,8 +256,13 @@ class Runtime:
             tg.create_task(self._timer_loop(), name="timers")
             if self.receipts is not None:
                 for row in await self.store.open_receipts():
-                    assert row.receipt is not None
-                    self.receipts.watch(row.receipt, row.incident, row.responder, row.channel)
+                    channel = self.config.channels.get(row.channel)
+                    # only Pushover emergencies have receipts to poll (others: a message id)
+                    if (row.receipt is not None and channel is not None
+                            and channel.type == "pushover"
+                            and row.payload.get("priority") == "high"):
+                        self.receipts.watch(row.receipt, row.incident, row.responder,
+                                            row.channel)
                 tg.create_task(self.receipts.run(), name="pushover-receipts")
             if http:
                 from monitor.http import serve
