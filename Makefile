@@ -39,6 +39,7 @@ test: install-test servers
 bench: install-test servers
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/channels.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
