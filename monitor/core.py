@@ -73,7 +73,7 @@ from monitor.events import (
     SetDuty,
     StartMaintenance,
 )
-from monitor.incident import Incident, IncidentView, TimelineEntry, Trigger
+from monitor.incident import Incident, IncidentView, Trigger
 
 _Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance", id)
 #: triggers a booth in maintenance does not raise (a call still pages)
@@ -439,10 +439,10 @@ class SiteCore:
     ) -> None:
         """Run ``action`` on ``inc``, fire what fell due, and emit the resulting commands."""
         start = len(inc.timeline) if new_from is None else new_from
-        paged_before = inc.paged()
+        before = len(inc.timeline)
         action()  # raises IllegalTransition before anything changed
         self._fire(inc, now, out)
-        self._notices(inc, paged_before, inc.timeline[start:], out)
+        self._notices(inc, before, out)
         new = tuple(inc.timeline[start:])
         if new:
             out.append(IncidentChanged(inc.view(), new))
@@ -477,11 +477,15 @@ class SiteCore:
             out.extend(self._pages(inc, fired, everyone, now))
             return
 
-    def _notices(self, inc: Incident, paged: list[str], new: Iterable[TimelineEntry],
-                 out: list[Command]) -> None:
-        """Tell everyone paged so far that someone is on it, or that all is clear."""
+    def _notices(self, inc: Incident, before: int, out: list[Command]) -> None:
+        """Tell everyone paged before the action that someone is on it, or that all is clear.
+
+        The timeline is only walked for who was paged when the action changed the state,
+        so a long incident's motion notes cost nothing here.
+        """
         booth = self.booths[inc.booth].config
-        for entry in new:
+        paged: list[str] | None = None
+        for entry in inc.timeline[before:]:
             if entry.kind != "state":
                 continue
             to, by = entry.detail.get("to"), entry.detail.get("by")
@@ -494,6 +498,8 @@ class SiteCore:
                 message = f"{booth.name}: all clear"
             else:
                 continue
+            if paged is None:
+                paged = inc.paged(upto=before)
             for responder in paged:
                 if responder == by:
                     continue

@@ -197,9 +197,9 @@ class Incident:
     def policy(self) -> Policy:
         return self.policies[self.escalation.priority]
 
-    def paged(self) -> list[str]:
-        """Everyone paged for this incident so far, in the order first paged."""
-        return list(dict.fromkeys(e.detail["responder"] for e in self.timeline
+    def paged(self, upto: int | None = None) -> list[str]:
+        """Everyone paged for this incident (before timeline entry `upto`), first paged first."""
+        return list(dict.fromkeys(e.detail["responder"] for e in self.timeline[:upto]
                                   if e.kind == "page"))
 
     def note(self, now: float, kind: str, **detail: Any) -> TimelineEntry:
