@@ -482,7 +482,11 @@ async def ack_outcome(request: web.Request) -> web.Response:
         incident, responder = runtime.tokens.check(request.match_info["token"])
     except InvalidToken as exc:
         return _bad_token(exc.reason)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError:  # e.g. multipart without a boundary: the browser never sends that
+        return _html("Not saved", "<h1>Not saved</h1><p>The form did not arrive whole.</p>",
+                     400)
     body: dict[str, Any] = {"outcome": form.get("outcome")}
     note = form.get("note")
     if isinstance(note, str) and note.strip():

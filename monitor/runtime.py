@@ -471,7 +471,7 @@ class Runtime:
         now = self.clock()
         if incident in self.core.incidents:
             raise IllegalTransition(incident, self.core.incidents[incident].state,
-                                    _RESOLVE_FIRST)
+                                    Action.RESOLVE)
         await self.store.flush()
         stored = await self.store.incident(incident)
         if stored is None:
@@ -840,5 +840,4 @@ def _kind(parsed: Parsed) -> str:
 
 
 _AUDIT_LOGGED = frozenset({"trigger", "by", "on", "via", "until"})  # never free text
-_RESOLVE_FIRST = Action.RESOLVE
 

@@ -185,6 +185,9 @@ async def test_outcomes_land_in_the_incident_list(
             assert resp.status == 200
         async with svc.http.post(f"{ack_url}/outcome", data={"outcome": "ok"}) as resp:
             assert resp.status == 409  # recorded once
+        async with svc.http.post(f"{ack_url}/outcome", data=b"",
+                                 headers={"Content-Type": "multipart/form-data"}) as resp:
+            assert resp.status == 400  # found by tests/test_fuzz.py: it was a 500
         by_id = {i["id"]: i for i in await svc.incidents()}
         assert (by_id[first["id"]]["outcome"], by_id[first["id"]]["outcome_note"]) == (
             "overdose_naloxone", "2 doses")
