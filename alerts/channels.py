@@ -53,9 +53,10 @@ SIGNATURE_HEADER = "X-Boothwatch-Signature"
 
 Publish = Callable[[str, bytes], Awaitable[None]]
 #: page: an escalation step (escalates when undeliverable); notice: someone is attending,
-#: all clear (recorded, never escalated); test: `boothwatch test-page`
-DeliveryKind = Literal["page", "notice", "test"]
-DELIVERY_KINDS: tuple[DeliveryKind, ...] = ("page", "notice", "test")
+#: all clear (recorded, never escalated); test: `boothwatch test-page`; system: about
+#: boothwatch itself (monitoring down or restored; loud by its priority, never escalated)
+DeliveryKind = Literal["page", "notice", "test", "system"]
+DELIVERY_KINDS: tuple[DeliveryKind, ...] = ("page", "notice", "test", "system")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,17 @@ class WebhookChannel:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise DeliveryError(reason) from None
         return None
+
+
+def client_session() -> aiohttp.ClientSession:
+    """The one HTTP session the HTTP channels share (webhook, ntfy, Pushover).
+
+    No cap on connections: aiohttp's default pool holds 100, and requests hanging on
+    a dead endpoint (each until its channel's `timeout`) would hold them all, so pages
+    to every other service would queue behind them. The dispatcher's deliveries
+    (responders times open incidents) already bound how many run at once.
+    """
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
 
 class ConsoleChannel:

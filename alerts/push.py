@@ -76,6 +76,8 @@ def notification_text(delivery: Delivery) -> tuple[str, str]:
             title = place
         case "test":
             title = "boothwatch TEST"
+        case "system":
+            title = str(payload.get("title") or "boothwatch")
     return title, message
 
 
@@ -94,10 +96,14 @@ def ack_url(delivery: Delivery, via: str | None = None) -> str | None:
     return urlunsplit(parts._replace(query=query))
 
 
-def mask(text: str, address: str | None) -> str:
-    """`text` without the responder's address in it, at most MAX_REASON characters."""
+def mask(text: str, address: str | None, *secrets: str | None) -> str:
+    """`text` without the responder's address or the channel's `secrets` (a token, the
+    credentials of a URL: a service may echo them back), at most MAX_REASON characters."""
     if address:
         text = text.replace(address, "<address>")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<secret>")
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
@@ -157,6 +163,7 @@ class NtfyChannel:
         self._url = config.url
         self._topic = config.topic
         self._timeout = config.timeout
+        self._token = config.token
         self._headers = {"Content-Type": "application/json"}
         if config.token:
             self._headers["Authorization"] = f"Bearer {config.token}"
@@ -184,7 +191,7 @@ class NtfyChannel:
             "message": body,
             "priority": NTFY_DEFAULT_PRIORITY,
         }
-        if delivery.kind == "page":
+        if delivery.kind in ("page", "system"):  # system: monitoring down is as loud as a call
             message["priority"] = NTFY_PRIORITY.get(priority, NTFY_DEFAULT_PRIORITY)
             tags = [NTFY_TAGS.get(priority, NTFY_TAGS["high"])]
             if delivery.payload.get("urgent"):
@@ -214,7 +221,7 @@ class NtfyChannel:
         if not 200 <= status < 300:
             error = answer.get("error")
             reason = f"HTTP {status}" + (f": {error}" if isinstance(error, str) and error else "")
-            raise DeliveryError(mask(reason, address))
+            raise DeliveryError(mask(reason, address, self._token))
         message_id = answer.get("id")
         return message_id if isinstance(message_id, str) and message_id else None
 
@@ -255,7 +262,7 @@ class AppriseChannel:
         return self._url.replace(ADDRESS_PLACEHOLDER, quote(address, safe="+@"))
 
     def notify_type(self, delivery: Delivery) -> apprise.NotifyType:
-        if delivery.kind != "page":
+        if delivery.kind not in ("page", "system"):
             return apprise.NotifyType.INFO
         priority = str(delivery.payload.get("priority", ""))
         return self.NOTIFY_TYPES.get(priority, apprise.NotifyType.FAILURE)
@@ -286,4 +293,5 @@ class AppriseChannel:
             raise DeliveryError(f"timeout after {format_duration(self._timeout)}")
         problems = [entry.message for entry in result.logs() if entry.message]
         reason = problems[-1] if problems else result.status.name.lower()
-        raise DeliveryError(mask(f"apprise: {reason}", address))
+        url = urlsplit(self._url)
+        raise DeliveryError(mask(f"apprise: {reason}", address, url.username, url.password))

@@ -73,11 +73,11 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _reason(status: int, answer: Mapping[str, Any], address: str | None) -> str:
+def _reason(status: int, answer: Mapping[str, Any], address: str | None, token: str) -> str:
     """Pushover's own words for a refusal ("pushover: user identifier is invalid")."""
     errors = answer.get("errors")
     if isinstance(errors, list) and errors:
-        return mask("pushover: " + "; ".join(str(e) for e in errors), address)
+        return mask("pushover: " + "; ".join(str(e) for e in errors), address, token)
     return f"HTTP {status}"
 
 
@@ -114,6 +114,9 @@ class PushoverChannel:
                 priority = NOTICE_PRIORITY
             case "test":
                 priority = TEST_PRIORITY
+            case "system":
+                # loud (high: past quiet hours) but never an emergency: no receipt to watch
+                priority = min(PRIORITY.get(str(delivery.payload.get("priority", "")), 1), 1)
         form = {
             "token": self._token,
             "user": address,
@@ -139,7 +142,7 @@ class PushoverChannel:
         )
         answer = json_object(reply)
         if status != 200 or answer.get("status") != 1:
-            raise DeliveryError(_reason(status, answer, address))
+            raise DeliveryError(_reason(status, answer, address, self._token))
         receipt = answer.get("receipt")
         if form["priority"] == str(EMERGENCY) and isinstance(receipt, str) and receipt:
             if self._receipts is not None:
@@ -313,10 +316,10 @@ class ReceiptWatcher:
                 # unknown or too old (Pushover keeps receipts a week): asking again won't help
                 del self._watched[entry.receipt]
                 log.error("pushover receipt refused, no longer watched",
-                          error=_reason(status, answer, None), incident=entry.incident,
+                          error=_reason(status, answer, None, app.token), incident=entry.incident,
                           receipt=entry.receipt)
                 return
-            raise DeliveryError(_reason(status, answer, None))
+            raise DeliveryError(_reason(status, answer, None, app.token))
         delivered_at = answer.get("last_delivered_at")
         if not entry.delivered and isinstance(delivered_at, int | float) and delivered_at > 0:
             entry.delivered = True
@@ -347,10 +350,11 @@ class ReceiptWatcher:
         # a 4xx: already expired or unknown; past cancel_by it has stopped by itself
         if (400 <= status < 500 and status != 429) or self.clock() >= entry.cancel_by:
             del self._cancelling[entry.receipt]
-            log.warning("pushover receipt not cancelled", error=_reason(status, answer, None),
+            log.warning("pushover receipt not cancelled",
+                        error=_reason(status, answer, None, app.token),
                         incident=entry.incident, receipt=entry.receipt)
             return
-        raise DeliveryError(_reason(status, answer, None))
+        raise DeliveryError(_reason(status, answer, None, app.token))
 
     def _call(self, callback: Callable[..., None], entry: _Receipt, *more: Any) -> None:
         try:

@@ -12,7 +12,9 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
   its event is stored). Packet ids belong to one connection, so an ack is tagged
   with the connection's generation and dropped if the connection has changed
   since; the broker then redelivers, and the caller's deduplication absorbs it.
-* Reconnect with jittered exponential backoff; the Last Will marks us offline.
+* Reconnect with jittered exponential backoff (0.5 s doubling to 5 s, reset once a
+  connection has held for 10 s); the Last Will marks us offline. ``on_link`` hears
+  when events start or stop reaching us (connected and subscribed, or not).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from monitor.config import MqttConfig
 log = structlog.get_logger(__name__)
 
 OnMessage = Callable[[paho.MQTTMessage, int], None]
+STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
 READ_BURST = 500  # packets read per wakeup at most, so timers and HTTP still get their turn
 
 
@@ -52,13 +55,18 @@ class MqttLink:
         on_message: OnMessage,
         will: tuple[str, bytes] | None = None,
         on_connected: Callable[[bool], None] | None = None,
+        on_link: Callable[[bool], None] | None = None,
         receive_maximum: int = 1000,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        # capped low: each second of waiting after the broker is back is a second nobody
+        # is watching; our single client's attempts cost the broker next to nothing
+        backoff: tuple[float, float] = (0.5, 5.0),
     ) -> None:
         self.config = config
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
         self._on_connected = on_connected
+        self._on_link = on_link
+        self._link_up = False  # what on_link was last told
         self._backoff = backoff
         self.generation = 0  # bumped on every new connection
         self.connected = False
@@ -113,8 +121,11 @@ class MqttLink:
         while True:
             try:
                 await self._connect_once()
-                delay = self._backoff[0]
+                up_at = self._loop.time()
                 await self._lost.wait()
+                if self._loop.time() - up_at >= STABLE_AFTER:
+                    delay = self._backoff[0]  # a connection that held: retry quickly
+                # else a broker that drops us at once (another client with our id?) backs off
             except (OSError, TimeoutError, ConnectionError) as exc:
                 log.warning("mqtt_connect_failed", error=str(exc) or type(exc).__name__)
             self._lost.clear()
@@ -217,6 +228,7 @@ class MqttLink:
                  generation=self.generation)
         if self._on_connected is not None:
             self._on_connected(flags.session_present)
+        self._tell_link()
 
     @property
     def ready(self) -> bool:
@@ -232,6 +244,14 @@ class MqttLink:
             log.error("mqtt_subscribe_refused", reasons=failed)
             return
         self._unacked_subs.discard(mid)
+        self._tell_link()
+
+    def _tell_link(self) -> None:
+        """Tell ``on_link`` when `ready` changes: events reach us, or no longer."""
+        if self.ready != self._link_up:
+            self._link_up = self.ready
+            if self._on_link is not None:
+                self._on_link(self._link_up)
 
     def _handle_disconnect(
         self, _c: paho.Client, _u: Any, _f: paho.DisconnectFlags, reason: ReasonCode,
@@ -252,6 +272,7 @@ class MqttLink:
             if not fut.done():
                 fut.set_exception(NotConnected("connection lost before PUBACK"))
         self._confirm.clear()
+        self._tell_link()
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self._on_message(msg, self.generation)

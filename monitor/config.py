@@ -53,6 +53,8 @@ class MqttConfig:
     protocol: Literal["5", "3.1.1"] = "5"
     keepalive: int = 30
     session_expiry: float = 7 * 24 * 3600.0
+    # cut off from the broker this long: the staff on duty are paged that monitoring is down
+    outage_page_after: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,21 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """[rate_limit]: how much one sender may send before its messages are dropped.
+
+    A token bucket per sender (see devices/ratelimit.py): ``burst`` messages at once,
+    ``rate`` a second sustained. A real sensor sends a few a second at most.
+    """
+
+    rate: float = 10.0  # messages a second, sustained, per sender
+    burst: int = 50  # messages at once
+    # a call pressed again on an open call incident jumps escalation at most this often
+    # per sender (0: every time); floods of repeats are dropped anyway
+    repeat_call_interval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     site: SiteConfig
     mqtt: MqttConfig
@@ -179,6 +196,7 @@ class Config:
     escalation: dict[Priority, Policy]
     source: str = field(default="<memory>", compare=False)
     devices: tuple[DeviceConfig, ...] = ()
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
     def booth(self, booth_id: str) -> BoothConfig | None:
         for booth in self.booths:
@@ -325,6 +343,7 @@ _CHANNEL_KEYS: dict[str, tuple[str, ...]] = {
 _PROTOCOLS: dict[str, Literal["5", "3.1.1"]] = {"5": "5", "3.1.1": "3.1.1"}
 _MQTT_PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"
 _SESSION_EXPIRY_MAX = 0xFFFFFFFF  # MQTT 5: four-byte interval; this value means "never expires"
+_OUTAGE_PAGE_AFTER_MAX = 3600.0  # an hour with no booth watched is already far too long
 
 DEFAULT_LONG_SESSION = 20 * 60.0
 DEFAULT_STILLNESS = 3 * 60.0
@@ -590,7 +609,7 @@ def _parse_site(c: _Checker, t: Table) -> SiteConfig:
 def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
     allowed = (
         "url", "client_id", "username", "ca_file", "cert_file", "key_file",
-        "protocol", "keepalive", "session_expiry",
+        "protocol", "keepalive", "session_expiry", "outage_page_after",
     )  # fmt: skip
     if "password" in t:
         c.add(
@@ -668,6 +687,11 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
     )
     if session_expiry > _SESSION_EXPIRY_MAX:
         c.add("mqtt.session_expiry", f"must be at most {_SESSION_EXPIRY_MAX} seconds")
+    outage_page_after = c.duration(t, "outage_page_after", "mqtt", 60.0, positive=True)
+    if outage_page_after > _OUTAGE_PAGE_AFTER_MAX:
+        c.add("mqtt.outage_page_after",
+              f"must be at most {format_duration(_OUTAGE_PAGE_AFTER_MAX)}: nobody watches the "
+              "booths while the broker is down")
 
     return MqttConfig(
         url=url,
@@ -683,6 +707,7 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
         protocol=protocol,
         keepalive=keepalive,
         session_expiry=session_expiry,
+        outage_page_after=outage_page_after,
     )
 
 
@@ -1456,7 +1481,7 @@ def _parse_escalation(
 
 _TOP_LEVEL = (
     "site", "mqtt", "store", "http", "defaults", "booths", "devices", "channels", "responders",
-    "escalation",
+    "escalation", "rate_limit",
 )  # fmt: skip
 
 
@@ -1526,6 +1551,8 @@ def parse_config(
         _parse_escalation(c, escalation_t, roles, ids) if escalation_t is not None else {}
     )
 
+    rate_limit = _parse_rate_limit(c, c.table(root, "rate_limit", "", required=False))
+
     if c.problems:
         raise ConfigError(c.problems)
     return Config(
@@ -1539,7 +1566,45 @@ def parse_config(
         escalation=escalation,
         source=source,
         devices=tuple(devices.devices),
+        rate_limit=rate_limit,
     )
+
+
+_RATE_LIMIT_KEYS = ("rate", "burst", "repeat_call_interval")
+_MAX_RATE = 1_000_000.0  # messages a second: far past what one broker connection carries
+
+
+def _parse_rate_limit(c: _Checker, t: Table | None) -> RateLimitConfig:
+    """[rate_limit]: every key optional; a bad value is a problem, never a silent default."""
+    default = RateLimitConfig()
+    if t is None:
+        return default
+    c.known_keys(t, _RATE_LIMIT_KEYS, "rate_limit")
+    rate = default.rate
+    if "rate" in t:
+        value = t["rate"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            c.add("rate_limit.rate", f"expected messages a second (a number), got "
+                                     f"{_describe(value)}")
+        elif not 0 < value <= _MAX_RATE:  # NaN fails this too
+            c.add("rate_limit.rate",
+                  f"must be greater than 0 and at most {_MAX_RATE:,.0f}, got {_describe(value)}")
+        else:
+            rate = float(value)
+    burst = default.burst
+    if "burst" in t:
+        value = t["burst"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            c.add("rate_limit.burst", f"expected a whole number of messages, got "
+                                      f"{_describe(value)}")
+        elif not 1 <= value <= _MAX_RATE:
+            c.add("rate_limit.burst",
+                  f"must be between 1 and {_MAX_RATE:,.0f}, got {_describe(value)}")
+        else:
+            burst = value
+    interval = c.duration(t, "repeat_call_interval", "rate_limit",
+                          default.repeat_call_interval, positive=False)
+    return RateLimitConfig(rate=rate, burst=burst, repeat_call_interval=interval)
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -1601,7 +1666,8 @@ def summary(config: Config) -> str:
     site, mqtt, http = config.site, config.mqtt, config.http
     fd = format_duration
     listen_host = f"[{http.host}]" if ":" in http.host else http.host
-    mqtt_extra = [f"MQTT {mqtt.protocol}", f"keepalive {mqtt.keepalive}s"]
+    mqtt_extra = [f"MQTT {mqtt.protocol}", f"keepalive {mqtt.keepalive}s",
+                  f"outage paged after {format_duration(mqtt.outage_page_after)}"]
     if mqtt.username:
         mqtt_extra.append(f"user {mqtt.username}")
     mqtt_extra.append("password set" if mqtt.password else "no password")
@@ -1652,6 +1718,10 @@ def summary(config: Config) -> str:
         elif ch.type in ("ntfy", "pushover", "apprise"):
             text += _push_summary(ch, config.escalation.get("high"))
         lines.append(text)
+    rl = config.rate_limit
+    repeats = (f"a repeated call jumps escalation at most once per {fd(rl.repeat_call_interval)}"
+               if rl.repeat_call_interval > 0 else "every repeated call jumps escalation")
+    lines.append(f"rate limit: {rl.rate:g} messages/s per sender, burst {rl.burst}; {repeats}")
     lines.append("escalation:")
     for priority in PRIORITIES:
         policy = config.escalation.get(priority)

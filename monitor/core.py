@@ -251,6 +251,11 @@ class SiteCore:
     def open_incident_views(self) -> list[IncidentView]:
         return [inc.view() for inc in self.incidents.values()]
 
+    def open_call(self, booth_id: str) -> str | None:
+        """The booth's unresolved incident if a call raised it or folded into it, else None."""
+        inc = self._open_incident(booth_id)
+        return inc.id if inc is not None and Trigger.CALL in inc.trigger_priority else None
+
     # --- booths ---------------------------------------------------------------------
 
     def _booth(self, booth_id: str) -> Booth:

@@ -2,6 +2,14 @@
 
 ``GET /ack/<token>`` only shows the page; ``POST /ack/<token>`` acts, so a link
 preview or a prefetching mail client never acknowledges on a nurse's behalf.
+
+An ack link acknowledges once. Its use is committed to the store before the
+acknowledgement is applied, so a replay (the same link posted again, even after a
+restart) gets 403 and changes nothing: a replayed "I'm going" would otherwise
+pause the escalation of an incident nobody is going to. The page for a used link
+says when and how it was used, and still offers the outcome form, which records
+an outcome once (409 after). A crash between the two commits spends the link
+without acknowledging: escalation goes on, the safe side.
 """
 
 from __future__ import annotations
@@ -10,15 +18,17 @@ import asyncio
 import hmac
 import html
 import re
+import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import aiosqlite
 import structlog
 from aiohttp import web
 
 from alerts.roster import UnknownResponder
-from alerts.tokens import InvalidToken
+from alerts.tokens import AckLink, InvalidToken, Use
 from monitor.config import parse_duration
 from monitor.core import BadRequest, UnknownBooth, UnknownIncident
 from monitor.events import (
@@ -89,8 +99,9 @@ async def serve(runtime: Runtime) -> None:
 async def _bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[RUNTIME].api_token
     if token and request.method == "POST" and request.path.startswith("/api/"):
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        # surrogateescape: aiohttp keeps bytes that are not UTF-8 as surrogates
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
             return _error(401, "missing or wrong bearer token",
                           headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)
@@ -111,7 +122,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[RUNTIME].metrics.render()
+    body = await request.app[RUNTIME].metrics.render_async()
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
@@ -383,70 +394,134 @@ def _bad_token(reason: str) -> web.Response:
                  "Open the newest page you received, or use the staff screen.</p>", 403)
 
 
-async def _incident_for(request: web.Request) -> tuple[dict[str, Any] | None, str, str]:
-    runtime = request.app[RUNTIME]
-    incident, responder = runtime.tokens.check(request.match_info["token"])
-    data: dict[str, Any] | None
+def _link(request: web.Request) -> AckLink:
+    return request.app[RUNTIME].tokens.check(request.match_info["token"])
+
+
+async def _incident_data(runtime: Runtime, incident: str) -> dict[str, Any] | None:
     try:
         view = runtime.core.incident_view(incident)
-        data = incident_json(view, runtime.booth_name(view.booth))
     except UnknownIncident:
         stored = await runtime.store.incident(incident)
-        data = None if stored is None else {"state": stored["state"], "booth": stored["booth"],
+        return None if stored is None else {"state": stored["state"], "booth": stored["booth"],
                                             "booth_name": runtime.booth_name(stored["booth"]),
                                             "outcome": stored.get("outcome")}
-    return data, incident, responder
+    return incident_json(view, runtime.booth_name(view.booth))
+
+
+def _booth(data: dict[str, Any]) -> str:
+    return html.escape(str(data.get("booth_name") or data["booth"]))
 
 
 async def ack_page(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
     try:
-        data, _incident, responder = await _incident_for(request)
+        link = _link(request)
     except InvalidToken as exc:
         return _bad_token(exc.reason)
+    data = await _incident_data(runtime, link.incident)
     if data is None:
         return _html("Unknown incident", "<h1>Unknown incident</h1>", 404)
-    booth = html.escape(str(data.get("booth_name") or data["booth"]))
+    use = runtime.used_links.get(link.digest)
+    if use is not None:
+        return _used(request, data, use, 200)
+    booth = _booth(data)
     if data["state"] == "resolved":
-        if data.get("outcome") in OUTCOMES:
-            return _html(f"{booth}: resolved",
-                         f"<h1>{booth}</h1><p>This incident is resolved.</p>")
-        return _html(f"{booth}: resolved", f"<h1>{booth}</h1><p>This incident is resolved. "
-                     f"What happened?</p>{_outcome_form(request)}")
+        return _html(f"{booth}: resolved", f"<h1>{booth}</h1>{_after(request, data)}")
     priority = html.escape(str(data.get("priority", "")))
     triggers = ", ".join(html.escape(t) for t in data.get("triggers", []))
     ack_by = data.get("acknowledged_by")
     already = (f"<p>Already acknowledged by {html.escape(str(ack_by))}.</p>"
                if ack_by and data["state"] != "open" else "")
     going = (f"<form method=\"post\"><button type=\"submit\">I'm going "
-             f"({html.escape(responder)})</button></form>")
+             f"({html.escape(link.responder)})</button></form>")
     body = (
         f"<h1>{booth}</h1>"
         f"<p class=\"{priority}\">{priority.upper()} &middot; {triggers}</p>"
         f"<p>State: {html.escape(data['state'])}</p>{already}"
-        + (going if data["state"] == "open"
-           else "<p>When you are done:</p>" + _outcome_form(request))
+        + (going if data["state"] == "open" else _after(request, data))
     )
     return _html(f"{booth}: acknowledge", body)
+
+
+def _after(request: web.Request, data: dict[str, Any]) -> str:
+    """What the page offers once someone is going: the outcome form, until one is recorded."""
+    if data["state"] != "resolved":
+        return "<p>When you are done:</p>" + _outcome_form(request)
+    if data.get("outcome") in OUTCOMES:
+        return "<p>This incident is resolved.</p>"
+    return "<p>This incident is resolved. What happened?</p>" + _outcome_form(request)
+
+
+def _used(request: web.Request, data: dict[str, Any], use: Use, status: int) -> web.Response:
+    """The page of a link that already acknowledged: when, how, and the outcome form."""
+    runtime = request.app[RUNTIME]
+    zone = zoneinfo.ZoneInfo(runtime.config.site.timezone)
+    at = datetime.fromtimestamp(use.at, zone)
+    today = datetime.fromtimestamp(runtime.clock(), zone).date() == at.date()
+    when = at.strftime("%H:%M:%S" if today else "%d %b %H:%M:%S")
+    how = {"ntfy": "the Acknowledge button of the notification",
+           "link": "this page"}.get(use.via, use.via)
+    booth = _booth(data)
+    reopened = ("<p>The incident is open again: use the newest page you received, or the "
+                "staff screen.</p>" if data["state"] == "open" else "")
+    return _html(f"{booth}: link already used", (
+        f"<h1>{booth}</h1><p>This link was already used: {html.escape(use.responder)} "
+        f"acknowledged at {html.escape(when)}, with {html.escape(how)}. A link acknowledges "
+        f"once, so nothing was changed now.</p><p>State: {html.escape(data['state'])}</p>"
+        f"{reopened}{_after(request, data)}"), status)
 
 
 async def ack_post(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
-        incident, responder = runtime.tokens.check(request.match_info["token"])
+        link = _link(request)
     except InvalidToken as exc:
         return _bad_token(exc.reason)
+    used = runtime.used_links.get(link.digest)
     # the ntfy Acknowledge button adds ?via=ntfy so the timeline says where the tap came from
     via = "ntfy" if request.query.get("via") == "ntfy" else "link"
-    response = await _apply(request, Acknowledge(incident, responder, via=via))
+    now = runtime.clock()
+    # a resolved (or unknown) incident cannot be acknowledged: that spends no link
+    claim = (runtime.used_links.claim(link, via, now)
+             if used is None and link.incident in runtime.core.incidents else None)
+    if claim is not None and not await _record_use(runtime, link, claim, now):
+        used = claim  # recorded through another app on the same store meanwhile
+    if used is not None:
+        data = await _incident_data(runtime, link.incident)
+        if data is None:
+            return _html("Unknown incident", "<h1>Unknown incident</h1>", 404)
+        return _used(request, data, used, 403)
+    response = await _apply(request, Acknowledge(link.incident, link.responder, via=via))
     if response.status != 200:
         text = {404: "Unknown incident", 409: "This incident is already resolved"}
         return _html("Not acknowledged", f"<h1>{text.get(response.status, 'Error')}</h1>",
                      response.status)
-    booth = html.escape(runtime.booth_name(runtime.core.incidents[incident].booth)
-                        if incident in runtime.core.incidents else "the booth")
+    booth = html.escape(runtime.booth_name(runtime.core.incidents[link.incident].booth)
+                        if link.incident in runtime.core.incidents else "the booth")
     return _html("Acknowledged", f"<h1>Acknowledged</h1><p>You are going to {booth}. "
                  "Press presence at the booth when you arrive.</p>"
                  f"<p>When you are done:</p>{_outcome_form(request)}")
+
+
+async def _record_use(runtime: Runtime, link: AckLink, claim: Use, now: float) -> bool:
+    """Commit that `link` acted; False if the store had it already.
+
+    With the store in trouble (locked, disk full) the use is kept in memory only and the
+    nurse's acknowledgement goes ahead: it matters more than refusing a replay after a
+    restart, and the store holds nothing else until it recovers anyway.
+    """
+    if not runtime.store.writable:
+        log.warning("ack_link_use_in_memory_only", incident=link.incident,
+                    reason="store not writable")
+        return True
+    try:
+        return await runtime.store.use_ack_link(link.digest, claim,
+                                                now - runtime.used_links.ttl)
+    except (aiosqlite.Error, OSError) as exc:
+        log.warning("ack_link_use_in_memory_only", incident=link.incident,
+                    reason=type(exc).__name__)
+        return True
 
 
 OUTCOME_LABELS = {
@@ -476,10 +551,13 @@ _OUTCOME_FIELDS = (
 
 
 async def ack_outcome(request: web.Request) -> web.Response:
-    """The outcome form of the ack page: resolves (or completes) the incident."""
+    """The outcome form of the ack page: resolves (or completes) the incident.
+
+    A used link still records the outcome: that is once per incident anyway (409 after).
+    """
     runtime = request.app[RUNTIME]
     try:
-        incident, responder = runtime.tokens.check(request.match_info["token"])
+        link = _link(request)
     except InvalidToken as exc:
         return _bad_token(exc.reason)
     try:
@@ -494,7 +572,7 @@ async def ack_outcome(request: web.Request) -> web.Response:
     problem = _outcome_problem(body, required=True)
     if problem:
         return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(problem)}</p>", 400)
-    status, result = await _record_outcome(runtime, incident, responder, body, "link")
+    status, result = await _record_outcome(runtime, link.incident, link.responder, body, "link")
     if isinstance(result, str):
         return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(result)}</p>", status)
     label = html.escape(OUTCOME_LABELS[body["outcome"]])

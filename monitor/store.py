@@ -9,6 +9,15 @@ message to the broker only when the batch holding its event has committed.
 A failed commit is never dropped: the batch is kept, merged with what came
 since, and retried with backoff; meanwhile ``writable`` is False (``/readyz``
 says so) and nothing is acknowledged to the broker, which keeps the messages.
+The service goes on from memory (the core pages without waiting for the disk);
+when the store recovers (a lock released, disk space freed) the next commit
+catches up with everything held since the trouble began. Failures are counted
+(``commit_failures``) and logged at once, then at most every
+``FAILURE_LOG_EVERY`` seconds while they last, and once more on recovery.
+
+SQLITE_FULL and SQLITE_IOERR may roll a transaction back themselves or leave it
+open; a ROLLBACK is always attempted and its own error ignored, and a commit
+never starts inside a transaction left open by an earlier failure.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -26,12 +36,14 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from alerts.tokens import Use
 from monitor.booth import BoothView
 from monitor.incident import IncidentView, TimelineEntry
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: used_ack_links
+FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -128,6 +140,15 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE TABLE IF NOT EXISTS used_ack_links (
+    digest TEXT PRIMARY KEY,
+    incident TEXT NOT NULL,
+    responder TEXT NOT NULL,
+    used_at REAL NOT NULL,
+    via TEXT NOT NULL,
+    signed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS used_ack_links_used ON used_ack_links(used_at);
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
     booth TEXT NOT NULL,
@@ -196,13 +217,14 @@ class _Batch:
     duty: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
     audit: list[tuple[float, str, str, dict[str, Any]]] = field(default_factory=list)
     receipts: list[tuple[str, str, float]] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)  # the readiness probe
     done: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return (
             len(self.events) + len(self.booths) + len(self.sessions) + len(self.incidents)
             + len(self.timeline) + len(self.pages) + len(self.devices) + len(self.attempts)
-            + len(self.duty) + len(self.audit) + len(self.receipts)
+            + len(self.duty) + len(self.audit) + len(self.receipts) + len(self.meta)
         )
 
     def absorb(self, later: _Batch) -> None:
@@ -218,6 +240,7 @@ class _Batch:
         self.duty.update(later.duty)
         self.audit += later.audit
         self.receipts += later.receipts
+        self.meta.update(later.meta)
         if later.done is not None:
             if self.done is None:
                 self.done = later.done
@@ -246,10 +269,19 @@ class Store:
         self.writable = True
         self.last_error: str | None = None
         self.last_commit_seconds = 0.0
+        self.last_commit_at = time.monotonic()
         self.commits = 0
+        self.commit_failures = 0
+        self.failing_since: float | None = None  # monotonic, while commits fail
+        self._logged_failure_at = 0.0
+        self._trouble = asyncio.Event()  # set while commits fail
+        self._failed: _Batch | None = None  # held for the next attempt, with what came since
+        self._committing: _Batch | None = None
         self._inflight: asyncio.Future[None] | None = None
         self._inflight_done: asyncio.Future[None] | None = None
         self.on_committed: Callable[[], None] | None = None  # e.g. resume reading MQTT
+        self._links_db: aiosqlite.Connection | None = None  # see `use_ack_link`
+        self.on_failed: Callable[[], None] | None = None  # e.g. keep reading MQTT anyway
 
     @classmethod
     async def open(cls, path: str, busy_timeout_ms: int = 5000) -> Store:
@@ -257,12 +289,15 @@ class Store:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
         await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        await db.executescript(SCHEMA)
-        await _migrate(db)
-        await db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        if not await _schema_current(db):
+            # only a new or older store is written to here: a current one opens read-only,
+            # so a restart while the file is locked or the disk is full still pages
+            await db.executescript(SCHEMA)
+            await _migrate(db)
+            await db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
         store = cls(db, path)
         for booth, started in await store._fetch(
             "SELECT booth, started_at FROM sessions WHERE ended_at IS NULL"
@@ -271,6 +306,8 @@ class Store:
         return store
 
     async def close(self) -> None:
+        if self._links_db is not None:
+            await self._links_db.close()
         await self._db.close()
 
     # --- writes (batched) -------------------------------------------------------------
@@ -332,48 +369,82 @@ class Store:
         self._batch.devices[snapshot["id"]] = (booth, snapshot, now)
         return self._future()
 
+    def barrier(self) -> asyncio.Future[None]:
+        """Completes once everything added so far is committed (the writer keeps order)."""
+        return self._future()
+
+    def probe(self) -> asyncio.Future[None]:
+        """A tiny write through the writer (for /readyz when nothing else was written)."""
+        self._batch.meta["probe"] = str(time.time())
+        return self._future()
+
     def pending(self) -> int:
-        return len(self._batch)
+        """Rows not committed yet: the next batch and whatever a failed commit holds."""
+        held = self._failed or self._committing
+        return len(self._batch) + (len(held) if held is not None else 0)
 
     async def run_writer(self) -> None:
         """Commit batches until cancelled; a failed commit is retried, never dropped."""
-        failed: _Batch | None = None
         delay = 0.05
         while True:
-            if failed is None:
+            if self._failed is None:
                 await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._batch = self._batch, _Batch()
-            if failed is not None:
-                failed.absorb(batch)
-                batch, failed = failed, None
+            if self._failed is not None:
+                self._failed.absorb(batch)
+                batch, self._failed = self._failed, None
             if not len(batch):
                 if batch.done is not None:
                     _settle(batch.done)
                 continue
             started = time.perf_counter()
             # a commit is never cancelled half-way: shutdown waits for it in `drain`
+            self._committing = batch
             self._inflight = asyncio.ensure_future(self._commit(batch))
             self._inflight_done = batch.done
             try:
                 await asyncio.shield(self._inflight)
             except (aiosqlite.Error, OSError) as exc:
-                self.writable = False
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("store_commit_failed", error=self.last_error, retry_in=delay)
-                failed = batch
+                self._failed, self._committing = batch, None
+                self._commit_failed(exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
                 continue
             except asyncio.CancelledError:
                 self._inflight.add_done_callback(partial(self._settled, batch=batch))
                 raise
+            self._committing = None
             delay = 0.05
             self._committed(batch, time.perf_counter() - started)
 
+    def _commit_failed(self, exc: BaseException, retry_in: float) -> None:
+        now = time.monotonic()
+        self.writable = False
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.commit_failures += 1
+        self._trouble.set()
+        if self.failing_since is None:
+            self.failing_since = self._logged_failure_at = now
+            log.error("store_commit_failed", error=self.last_error, pending=self.pending(),
+                      retry_in=retry_in, path=self.path)
+            if self.on_failed is not None:
+                self.on_failed()
+        elif now - self._logged_failure_at >= FAILURE_LOG_EVERY:
+            self._logged_failure_at = now
+            log.error("store_still_failing", error=self.last_error, pending=self.pending(),
+                      failing_for=round(now - self.failing_since, 1),
+                      failures=self.commit_failures, path=self.path)
+
     def _committed(self, batch: _Batch, seconds: float) -> None:
+        if self.failing_since is not None:
+            log.warning("store_recovered", rows=len(batch), path=self.path,
+                        failed_for=round(time.monotonic() - self.failing_since, 1))
+            self.failing_since = None
         self.writable, self.last_error = True, None
+        self._trouble.clear()
         self.last_commit_seconds = seconds
+        self.last_commit_at = time.monotonic()
         self.commits += 1
         if batch.done is not None:
             _settle(batch.done)
@@ -382,27 +453,51 @@ class Store:
 
     def _settled(self, task: asyncio.Future[None], *, batch: _Batch) -> None:
         if not task.cancelled() and task.exception() is None:
+            self._committing = None
             self._committed(batch, 0.0)
 
     async def drain(self) -> None:
-        """At shutdown, with the writer stopped: finish the commit under way, then the rest."""
+        """At shutdown, with the writer stopped: finish the commit under way, then the rest
+        (including whatever failed commits held)."""
+        batch = _Batch()
         if self._inflight is not None:
             with contextlib.suppress(aiosqlite.Error, OSError):
                 await self._inflight
-        batch, self._batch = self._batch, _Batch()
+        for held in (self._committing, self._failed):
+            if held is not None:  # a failed commit's rows: older than the current batch
+                held.absorb(batch)
+                batch = held
+        self._committing = self._failed = None
+        current, self._batch = self._batch, _Batch()
+        batch.absorb(current)
         if len(batch):
             await self._commit(batch)
             self._committed(batch, 0.0)
 
     async def flush(self) -> None:
-        """Wait until everything added so far is committed (the writer commits in order)."""
+        """Wait until everything added so far is committed (the writer commits in order);
+        while commits fail, return at once: reads then miss what memory still holds."""
         if len(self._batch):
-            await self._future()
+            await self.settled(self._future())
         elif self._inflight_done is not None:
-            await asyncio.shield(self._inflight_done)
+            await self.settled(self._inflight_done)
+
+    async def settled(self, done: asyncio.Future[None]) -> bool:
+        """Wait until `done` is committed (True), or until commits fail (False): the change
+        is then held in memory and stored when the store recovers."""
+        while not done.done():
+            if not self.writable:
+                return False
+            trouble: asyncio.Future[Any] = asyncio.ensure_future(self._trouble.wait())
+            try:
+                await asyncio.wait({done, trouble}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                trouble.cancel()
+        return True
 
     async def _commit(self, b: _Batch) -> None:
         db = self._db
+        await self._rollback()  # never commit on top of what an earlier failure left open
         await db.execute("BEGIN IMMEDIATE")
         try:
             # one statement per table: each row would otherwise make the writer thread and
@@ -519,11 +614,21 @@ class Store:
                              snap["battery"], dumps(snap), at]
                             for did, (booth, snap, at) in b.devices.items()]),),
                 )
+            if b.meta:
+                await db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value", b.meta.items())
             await db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await self._rollback()
             raise
+
+    async def _rollback(self) -> None:
+        if self._db.in_transaction:
+            # SQLITE_FULL may have rolled it back already (then ROLLBACK itself fails); the
+            # error that matters is the one being raised
+            with contextlib.suppress(aiosqlite.Error, OSError):
+                await self._db.execute("ROLLBACK")
 
     # --- reads ------------------------------------------------------------------------
 
@@ -627,6 +732,15 @@ class Store:
             args)
         return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
 
+    async def latest_time(self) -> float | None:
+        """The newest time anything was recorded at (events, booths, pages, devices)."""
+        rows = await self._fetch(
+            "SELECT MAX(t) FROM (SELECT MAX(received_at) AS t FROM events"
+            " UNION ALL SELECT MAX(updated_at) FROM booths"
+            " UNION ALL SELECT MAX(updated_at) FROM pages"
+            " UNION ALL SELECT MAX(updated_at) FROM devices)")
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
     async def event_ids_since(self, since: float) -> list[tuple[str, str]]:
         rows = await self._fetch(
             "SELECT booth, event_id FROM events WHERE event_id IS NOT NULL AND received_at >= ?",
@@ -636,7 +750,7 @@ class Store:
 
     async def count(self, table: str) -> int:
         if table not in ("events", "incidents", "pages", "sessions", "timeline",
-                         "page_attempts", "audit", "duty"):
+                         "page_attempts", "audit", "duty", "used_ack_links"):
             raise ValueError(table)
         rows = await self._fetch(f"SELECT count(*) FROM {table}")
         return int(rows[0][0])
@@ -649,28 +763,95 @@ class Store:
         await self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (name, make))
         return make
 
-    async def check_writable(self) -> bool:
-        """A cheap write probe for /readyz."""
+    # --- used ack links -------------------------------------------------------------
+
+    async def use_ack_link(self, digest: str, use: Use, forget_before: float) -> bool:
+        """Record that the ack link `digest` acted, committed when this returns; False if
+        it was recorded already. Forgets the uses of links signed and used before
+        `forget_before` (expired links need no record).
+
+        On a connection of its own: the batch writer's transactions span several awaits
+        on the main one, and a statement slipped in between would commit (or roll back)
+        with that batch instead of now.
+        """
+        if self._links_db is None:
+            self._links_db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._links_db.execute("PRAGMA synchronous=FULL")
+            await self._links_db.execute("PRAGMA busy_timeout=5000")
+        db = self._links_db
+        await db.execute("BEGIN IMMEDIATE")
         try:
-            await self._db.execute(
-                "INSERT INTO meta(key, value) VALUES ('probe', ?)"
-                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (str(time.time()),),
-            )
-        except (aiosqlite.Error, OSError) as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            return False
-        return self.writable
+            await db.execute("DELETE FROM used_ack_links WHERE used_at < ? AND signed_at < ?",
+                             (forget_before, forget_before))
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO used_ack_links(digest, incident, responder, used_at, via,"
+                " signed_at) VALUES (?,?,?,?,?,?)",
+                (digest, use.incident, use.responder, use.at, use.via, use.signed_at))
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        return cursor.rowcount == 1
+
+    async def used_ack_links(self, since: float) -> list[tuple[str, Use]]:
+        """The ack links that acted, except those signed and used before `since`."""
+        rows = await self._fetch(
+            "SELECT digest, incident, responder, used_at, via, signed_at FROM used_ack_links"
+            " WHERE used_at >= ? OR signed_at >= ?", (since, since))
+        return [(r[0], Use(r[1], r[2], r[3], r[4], r[5])) for r in rows]
+
+    async def unwritable(self, idle: float = 10.0, timeout: float = 2.0) -> str | None:
+        """Why the store cannot take writes now (for /readyz), or None.
+
+        The writer's last attempt decides; when nothing was committed for `idle`
+        seconds, a probe row goes through the writer first, so a disk that filled up
+        while all was quiet is found. Never writes beside the writer, whose open
+        transaction it would join.
+        """
+        if self.writable and time.monotonic() - self.last_commit_at >= idle:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.settled(self.probe())
+            except TimeoutError:
+                if self.writable:
+                    return f"no commit within {timeout:g}s"
+        if self.writable:
+            return None
+        since = time.monotonic() - (self.failing_since or time.monotonic())
+        return f"{self.last_error} (for {since:.0f}s, {self.pending()} rows held in memory)"
+
+
+async def _schema_current(db: aiosqlite.Connection) -> bool:
+    """Every table, index and column of this version is there (reading only)."""
+    async with db.execute("SELECT name FROM sqlite_master") as cur:
+        have = {row[0] for row in await cur.fetchall()}
+    if not set(_SCHEMA_NAMES) <= have:
+        return False
+    async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cur:
+        row = await cur.fetchone()
+    return row is not None and row[0] == str(SCHEMA_VERSION) and not await _missing_columns(db)
+
+
+_SCHEMA_NAMES = re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA)
+_PAGES_COLUMNS = (("kind", "TEXT NOT NULL DEFAULT 'page'"), ("receipt", "TEXT"),
+                  ("delivered_at", "REAL"))
+
+
+async def _missing_columns(db: aiosqlite.Connection) -> list[tuple[str, str]]:
+    async with db.execute("PRAGMA table_info(pages)") as cur:
+        have = {row[1] for row in await cur.fetchall()}
+    return [(column, decl) for column, decl in _PAGES_COLUMNS if column not in have]
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
-    """Bring a store made by an older version up to this schema (columns added since)."""
-    async with db.execute("PRAGMA table_info(pages)") as cur:
-        have = {row[1] for row in await cur.fetchall()}
-    for column, decl in (("kind", "TEXT NOT NULL DEFAULT 'page'"), ("receipt", "TEXT"),
-                         ("delivered_at", "REAL")):
-        if column not in have:
-            await db.execute(f"ALTER TABLE pages ADD COLUMN {column} {decl}")
+    """Bring a store made by an older version up to this schema (columns added since).
+
+    Tables added since (``used_ack_links`` in version 3) come from SCHEMA, which
+    creates what is missing whenever `_schema_current` finds something missing.
+    """
+    for column, decl in await _missing_columns(db):
+        await db.execute(f"ALTER TABLE pages ADD COLUMN {column} {decl}")
     await db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                      (str(SCHEMA_VERSION),))
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -33,6 +34,7 @@ from ulid import ULID
 from alerts.channels import Channel, Delivery, DeliveryError, Publish, build_channels
 from devices.mqtt import MqttLink, NotConnected
 from monitor.config import Config, ConfigError, ResponderConfig, load_config
+from monitor.logs import protect
 
 MQTT_CONNECT_TIMEOUT = 5.0
 
@@ -54,6 +56,7 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
         for problem in exc.problems:
             print(f"config: {problem}", file=err)
         return 2
+    protect(config, os.environ)  # a library's log line (Apprise's) names no one
     chosen = choose(config, args.responder, args.channel)
     if isinstance(chosen, str):
         print(f"boothwatch test-page: {chosen}", file=err)

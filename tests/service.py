@@ -17,6 +17,8 @@ from tests.mosquitto import free_port
 
 SITE = "lisbon-1"
 WEBHOOK_SECRET = "hook-secret"
+# appended to a config whose test sends bursts from one booth, the flood limit not under test
+NO_RATE_LIMIT = "\n[rate_limit]\nrate = 100000\nburst = 100000\n"
 
 
 def write_config(

@@ -450,7 +450,8 @@ def test_low_policy_without_repeat_pages_once() -> None:
 
 CORE_MODULES = [
     "monitor/core.py", "monitor/booth.py", "monitor/incident.py", "monitor/events.py",
-    "monitor/config.py", "alerts/escalation.py", "devices/registry.py", "devices/readings.py",
+    "monitor/config.py", "monitor/selfwatch.py", "alerts/escalation.py", "devices/registry.py",
+    "devices/readings.py",
     "devices/canonical.py", "alerts/roster.py",
 ]
 FORBIDDEN = {

@@ -55,7 +55,8 @@ class Service:
 @contextlib.asynccontextmanager
 async def start_service(
     tmp_path: Path, broker: Mosquitto, publish: Publish, env: dict[str, str] | None = None,
-    edit: Callable[[str], str] | None = None, **config: str,
+    edit: Callable[[str], str] | None = None, clock: Callable[[], float] | None = None,
+    **config: str,
 ) -> AsyncIterator[Service]:
     """The service on the test config; `edit` may rewrite the TOML text first."""
     http_port = free_port()
@@ -66,7 +67,7 @@ async def start_service(
         if edit is not None:
             path.write_text(edit(path.read_text()))
         runtime = Runtime(load_config(path), env=env or {},
-                          retry_delays=(0.05, 0.05))
+                          retry_delays=(0.05, 0.05), clock=clock)
         task = asyncio.create_task(runtime.run())
         try:
             await asyncio.wait_for(runtime.started.wait(), 10)

@@ -1,4 +1,5 @@
-"""Signed ack links: round trip, binding to incident and responder, expiry, garbage."""
+"""Signed ack links: round trip, binding to incident and responder, expiry, garbage, and
+the digest that makes them single use."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.tokens import AckTokens, InvalidToken
+from alerts.tokens import AckLink, AckTokens, InvalidToken, UsedLinks
 
 SECRET = "correct horse battery staple"
 TTL = 3600.0
@@ -24,7 +25,8 @@ def test_round_trip() -> None:
     """A fresh token names the incident and responder it was made for."""
     tokens = AckTokens(SECRET, TTL)
     token = tokens.make("01JDINCIDENT", "ana")
-    assert tokens.check(token) == ("01JDINCIDENT", "ana")
+    link = tokens.check(token)
+    assert (link.incident, link.responder) == ("01JDINCIDENT", "ana")
 
 
 def test_token_is_url_safe() -> None:
@@ -64,7 +66,7 @@ def test_expired_with_time_passed_in() -> None:
     made = time.time()
     token = tokens.make("A", "ana")
     # Signing time is stored in whole seconds, rounded down: allow one second.
-    assert tokens.check(token, now=made + TTL - 1.5) == ("A", "ana")
+    assert tokens.check(token, now=made + TTL - 1.5).responder == "ana"
     assert reason_of(tokens, token, now=made + TTL + 0.5) == "expired"
 
 
@@ -87,7 +89,7 @@ def test_clock_stepped_back_still_accepts() -> None:
     """A genuine token signed 'in the future' (clock stepped back) is still accepted."""
     tokens = AckTokens(SECRET, TTL)
     token = tokens.make("A", "ana")
-    assert tokens.check(token, now=time.time() - 600) == ("A", "ana")
+    assert tokens.check(token, now=time.time() - 600).incident == "A"
 
 
 @pytest.mark.parametrize("garbage", ["", ".", "..", "a.b", "abc", "a b.c.d", "é.b.c", "x" * 5000])
@@ -135,11 +137,82 @@ def test_random_token_alphabet_text_is_refused_cleanly(text: str) -> None:
     assert info.value.reason in ("malformed", "forged")
 
 
+_GOOD_LINK = _TOKENS.check(_GOOD)
+
+
 @given(st.integers(min_value=0, max_value=len(_GOOD) - 1), st.characters())
 def test_mutated_token_never_crashes(index: int, char: str) -> None:
-    """Replacing one character of a genuine token yields it back unchanged or a clean refusal."""
+    """Replacing one character of a genuine token yields the same link (same digest, so
+    it counts as used too) or a clean refusal."""
     mutated = _GOOD[:index] + char + _GOOD[index + 1 :]
     try:
-        assert _TOKENS.check(mutated) == ("01JDINCIDENT", "ana")
+        assert _TOKENS.check(mutated) == _GOOD_LINK
     except InvalidToken as exc:
         assert exc.reason in ("malformed", "forged")
+
+
+def respell(token: str) -> str:
+    """The same token with the spare low bits of its signature's last character flipped:
+    base64 decodes both spellings to the same bytes (32 bytes take 43 characters, and the
+    last one carries 2 bits that nothing reads)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    return token[:-1] + alphabet[last ^ 1]
+
+
+def test_a_respelled_token_is_the_same_link() -> None:
+    """Another spelling of a genuine token verifies, and has the same digest: a replay
+    cannot get past the single-use check by changing a letter."""
+    tokens = AckTokens(SECRET, TTL)
+    token = tokens.make("A", "ana")
+    other = respell(token)
+    assert other != token
+    assert tokens.check(other).digest == tokens.check(token).digest
+
+
+def test_every_page_gets_its_own_link() -> None:
+    """Two tokens for the same incident and responder in the same second differ in digest,
+    so using one leaves the other (a later page) usable."""
+    tokens = AckTokens(SECRET, TTL)
+    first, second = tokens.make("A", "ana"), tokens.make("A", "ana")
+    assert first != second
+    assert tokens.check(first).digest != tokens.check(second).digest
+
+
+def test_a_link_made_before_nonces_is_still_accepted() -> None:
+    """A two-part token (made by the previous version, still within its ttl) is accepted,
+    so an upgrade does not break the links on the nurses' phones."""
+    tokens = AckTokens(SECRET, TTL)
+    old = tokens._serializer.dumps(["A", "ana"])
+    assert isinstance(old, str)
+    link = tokens.check(old)
+    assert (link.incident, link.responder) == ("A", "ana")
+
+
+def test_used_links_claim_once_and_forget_after_ttl() -> None:
+    """A link claimed once cannot be claimed again; ttl after its use (and signing) it
+    is forgotten; a released claim can be made again."""
+    used = UsedLinks(ttl=100.0)
+    link = AckLink("A", "ana", signed_at=1000.0, digest="d1")
+    use = used.claim(link, "link", now=1010.0)
+    assert use is not None and (use.responder, use.at, use.via) == ("ana", 1010.0, "link")
+    assert used.claim(link, "ntfy", now=1020.0) is None
+    assert used.get("d1") == use
+    used.forget_before(1109.0 - 100.0)  # now - ttl: still within ttl of its use
+    assert used.get("d1") == use
+    used.forget_before(1111.0 - 100.0)
+    assert used.get("d1") is None and len(used) == 0
+    assert used.claim(link, "link", now=1200.0) is not None
+    used.release("d1")
+    assert used.claim(link, "link", now=1201.0) is not None
+
+
+def test_a_link_signed_in_the_future_is_kept_until_ttl_after_signing() -> None:
+    """The clock was stepped back: the link stays acceptable ttl after its signing time,
+    so its use is remembered that long."""
+    used = UsedLinks(ttl=100.0)
+    used.claim(AckLink("A", "ana", signed_at=2000.0, digest="d2"), "link", now=1000.0)
+    used.forget_before(1500.0 - 100.0)
+    assert used.get("d2") is not None
+    used.forget_before(2101.0 - 100.0)
+    assert used.get("d2") is None

@@ -1,0 +1,52 @@
+"""The runtime's memory of event ids: the newest DEDUPE_MEMORY ids, in a memory that stays put.
+
+The soak (bench/soak.py) saw the service grow ~100 bytes per event past the first
+200,000 events: the OrderedDict that held the ids doubled its table once full.
+These tests count bytes with tracemalloc, never time.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from monitor.runtime import DEDUPE_MEMORY, RecentKeys, Runtime, _event_key
+from tests.factories import make_config
+
+
+def test_remembers_the_newest_keys_and_forgets_the_oldest_first() -> None:
+    """Past capacity the oldest key goes; a key added again keeps its place in line."""
+    keys = RecentKeys(3)
+    for key in (b"a", b"b", b"c"):
+        keys.add(key)
+    keys.add(b"a")  # already there: no second place, not moved to the back
+    assert len(keys) == 3
+    keys.add(b"d")
+    assert b"a" not in keys
+    assert [k in keys for k in (b"b", b"c", b"d")] == [True, True, True]
+    keys.add(b"e")
+    assert b"b" not in keys and b"e" in keys and len(keys) == 3
+
+
+def test_full_memory_of_event_ids_stops_growing() -> None:
+    """Twice DEDUPE_MEMORY more ids after it is full cost nothing; ~100 bytes per id in all."""
+    seen = Runtime(make_config(), env={})._seen
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        i = 0
+        for i in range(DEDUPE_MEMORY):
+            seen.add(_event_key("b1", f"{i:032x}"))
+        full = tracemalloc.get_traced_memory()[0]
+        for i in range(DEDUPE_MEMORY, 3 * DEDUPE_MEMORY):
+            key = _event_key("b1", f"{i:032x}")
+            assert key not in seen
+            seen.add(key)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(seen) == DEDUPE_MEMORY
+    assert _event_key("b1", f"{i:032x}") in seen
+    assert _event_key("b1", f"{DEDUPE_MEMORY:032x}") not in seen  # forgotten: the oldest
+    per_id = (full - before) / DEDUPE_MEMORY
+    assert per_id < 120, f"{per_id:.0f} bytes per remembered id"
+    assert after - full < 256 * 1024, f"grew {(after - full) / 2**20:.1f} MiB once full"
