@@ -72,6 +72,8 @@ class MqttLink:
         self.connected = False
         self._unacked_subs: set[int] = set()
         self._sock: Any = None
+        # set while paho's connect() runs in the executor: publishes are held until it returns
+        self._held: list[tuple[str, bytes, int, bool]] | None = None
         self._paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[ReasonCode] | None = None
@@ -151,8 +153,17 @@ class MqttLink:
             connect = lambda: self._client.connect(  # noqa: E731
                 cfg.host, cfg.port, keepalive=cfg.keepalive
             )
-        # connect() resolves and opens the socket (blocking); keep the loop free meanwhile
-        await self._loop.run_in_executor(None, connect)
+        # connect() resolves and opens the socket (blocking); keep the loop free meanwhile.
+        # paho is not thread-safe: a publish from the loop after the socket opens and before
+        # connect() queues its CONNECT would be written first, and the broker hangs up on a
+        # PUBLISH before CONNECT. Publishes wait until connect() has returned.
+        self._held = []
+        try:
+            await self._loop.run_in_executor(None, connect)
+        finally:
+            held, self._held = self._held, None
+            for topic, payload, qos, retain in held:
+                self._client.publish(topic, payload, qos=qos, retain=retain)
         async with asyncio.timeout(15):  # not wait_for: it can swallow a cancellation on 3.11
             reason = await self._connack
         if reason.is_failure:
@@ -179,6 +190,9 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Queue a publish; paho keeps QoS 1 messages across a reconnect."""
+        if self._held is not None:
+            self._held.append((topic, payload, qos, retain))
+            return
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
     async def publish_confirmed(
@@ -261,6 +275,9 @@ class MqttLink:
         self._set_disconnected()
         if was:
             log.warning("mqtt_disconnected", reason=str(reason))
+        if self._connack is not None and not self._connack.done():
+            # hung up on before answering: retry now, not after the CONNACK timeout
+            self._connack.set_exception(ConnectionError("connection closed before CONNACK"))
         self._lost.set()
 
     def _set_disconnected(self) -> None:

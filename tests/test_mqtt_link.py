@@ -1,0 +1,163 @@
+"""The MQTT adapter against a real Mosquitto: what happens while a connection is being opened.
+
+paho's ``connect()`` opens the socket in an executor thread (so a slow broker does not block
+the loop) while the loop may be publishing: restored incidents are paged and announced the
+moment the service starts. The crash harness once caught a restart that published in the
+instant between the socket opening and the CONNECT being queued: the PUBLISH went out first,
+the broker dropped the connection as a protocol error, and the service waited 15 s for a
+CONNACK that could not come, hearing no acks meanwhile. These tests force that instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+import structlog.testing
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt import MqttLink
+from monitor.config import MqttConfig
+from tests.mosquitto import Mosquitto
+
+WAIT = 20.0  # longer than the adapter's own 15 s CONNACK timeout, so a stall shows as a retry
+
+
+class Listener:
+    """A plain paho client in its own thread, recording what reaches ``topic``."""
+
+    def __init__(self, broker: Mosquitto, topic: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.got = threading.Condition()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise TimeoutError("listener: no SUBACK")
+
+    def _message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self.got:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.got.notify_all()
+
+    def wait_for(self, count: int, timeout: float = WAIT) -> list[tuple[str, bytes, bool]]:
+        with self.got:
+            self.got.wait_for(lambda: len(self.messages) >= count, timeout)
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def listener(mosquitto: Mosquitto) -> Iterator[Listener]:
+    lst = Listener(mosquitto, "race/#")
+    yield lst
+    lst.close()
+
+
+@contextlib.asynccontextmanager
+async def running(link: MqttLink) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(link.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await link.close()
+
+
+def make_link(broker: Mosquitto, client_id: str) -> tuple[MqttLink, asyncio.Event]:
+    """The adapter, and an event set once it is connected and subscribed."""
+    cfg = MqttConfig(url=broker.url, host=broker.host, port=broker.port, tls=False,
+                     client_id=client_id)
+    up = asyncio.Event()
+    link = MqttLink(cfg, subscriptions=["race-in/#"], on_message=lambda _m, _g: None,
+                    on_link=lambda ready: up.set() if ready else None)
+    return link, up
+
+
+async def wait_up(up: asyncio.Event) -> bool:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(WAIT):
+            await up.wait()
+    return up.is_set()
+
+
+def publish_when_the_socket_opens(link: MqttLink, loop: asyncio.AbstractEventLoop,
+                                  opened: list[float]) -> None:
+    """Make every connection attempt publish from the loop between paho's socket opening and
+    its CONNECT being queued: the window the executor thread leaves open."""
+    client: paho.Client = link._client  # the paho client the adapter drives
+    hook = client.on_socket_open
+
+    def on_socket_open(c: paho.Client, userdata: Any, sock: Any) -> None:
+        assert hook is not None
+        hook(c, userdata, sock)
+        opened.append(time.monotonic())
+        done = threading.Event()
+
+        def publish_now() -> None:
+            n = len(opened)
+            link.publish(f"race/incident/{n}", b"raised", qos=1)
+            link.publish(f"race/state/{n}", b"occupied", qos=0, retain=True)
+            done.set()
+
+        loop.call_soon_threadsafe(publish_now)
+        assert done.wait(5), "the loop did not run the publish"
+
+    client.on_socket_open = on_socket_open
+
+
+async def test_a_publish_while_the_socket_opens_does_not_break_the_connection(
+        mosquitto: Mosquitto, listener: Listener) -> None:
+    link, up = make_link(mosquitto, "race-publish")
+    opened: list[float] = []
+    publish_when_the_socket_opens(link, asyncio.get_running_loop(), opened)
+    async with running(link):
+        assert await wait_up(up), f"not up within {WAIT:g} s; broker:\n{mosquitto.log_text()}"
+        # the first attempt held: the broker never saw a PUBLISH before a CONNECT
+        assert len(opened) == 1, f"{len(opened)} connection attempts"
+        assert link.generation == 1
+        got = listener.wait_for(2)
+    assert sorted((t, p) for t, p, _r in got) == [("race/incident/1", b"raised"),
+                                                 ("race/state/1", b"occupied")]
+    assert "protocol error" not in mosquitto.log_text().lower()
+
+
+async def test_a_connection_closed_before_its_connack_is_retried_at_once(
+        mosquitto: Mosquitto) -> None:
+    """The broker hangs up on the CONNECT: the adapter notices at once and tries again, not
+    after waiting out the CONNACK timeout."""
+    link, up = make_link(mosquitto, "race-hangup")
+    client: paho.Client = link._client
+    hook = client.on_socket_open
+    opened: list[float] = []
+
+    def on_socket_open(c: paho.Client, userdata: Any, sock: Any) -> None:
+        assert hook is not None
+        hook(c, userdata, sock)
+        opened.append(time.monotonic())
+        if len(opened) == 1:
+            sock.sendall(b"\xff\x00")  # a reserved packet type: the broker hangs up on us
+
+    client.on_socket_open = on_socket_open
+    with structlog.testing.capture_logs() as logs:
+        async with running(link):
+            assert await wait_up(up)
+    assert len(opened) == 2, f"{len(opened)} connection attempts"
+    failures = [e["error"] for e in logs if e["event"] == "mqtt_connect_failed"]
+    # the hang-up itself ended the attempt, not the 15 s CONNACK timeout
+    assert failures == ["connection closed before CONNACK"], failures
