@@ -59,6 +59,8 @@ def summary(results: list[TrialResult], wall: float) -> str:
         f"ghost incidents:          {total('ghost_incidents')}  (paged, killed before "
         "the commit, raised again under a new id on redelivery)",
         f"acks repeated:            {total('reacks')}  (the first named a ghost incident)",
+        f"ghost links offered:      {total('offers_taken')}  (a link to a ghost incident "
+        "acknowledged the alarm raised again, through its page's offer)",
         f"restart -> late page:     {_spread(late_spawn)}  (pages due while dead, "
         "from the restart's spawn)",
         f"ready -> late page:       {_spread(late_ready)}  (negative: before /readyz said so)",

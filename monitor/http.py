@@ -421,7 +421,7 @@ async def ack_page(request: web.Request) -> web.Response:
         return _bad_token(exc.reason)
     data = await _incident_data(runtime, link.incident)
     if data is None:
-        return _html("Unknown incident", "<h1>Unknown incident</h1>", 404)
+        return _not_on_record(runtime, link)
     use = runtime.used_links.get(link.digest)
     if use is not None:
         return _used(request, data, use, 200)
@@ -442,6 +442,44 @@ async def ack_page(request: web.Request) -> web.Response:
         + (going if data["state"] == "open" else _after(request, data))
     )
     return _html(f"{booth}: acknowledge", body)
+
+
+def _not_on_record(runtime: Runtime, link: AckLink) -> web.Response:
+    """The page of a genuine link whose incident was never stored.
+
+    That happens when the service is killed after paging and before committing: on restart
+    the device's message is redelivered and the alarm raised again under a new id, paged
+    anew. The nurse holding the first page must not meet a dead end, so the page lists the
+    unresolved incidents raised since this link was made, each with a fresh link for the
+    same responder (a button: nothing acts until they choose). Older incidents are not
+    offered: the link vouches for its responder, not for what came before it.
+    """
+    zone = zoneinfo.ZoneInfo(runtime.config.site.timezone)
+    since = sorted((v for v in runtime.core.open_incident_views()
+                    if v.state != "resolved" and v.raised_at >= link.signed_at),
+                   key=lambda v: v.raised_at)
+    items = []
+    for view in since:
+        booth = html.escape(runtime.booth_name(view.booth))
+        at = datetime.fromtimestamp(view.raised_at, zone).strftime("%H:%M:%S")
+        triggers = ", ".join(html.escape(t) for t in view.triggers)
+        state = ("" if view.state == "open" else
+                 f" &middot; {html.escape(view.state)} by "
+                 f"{html.escape(str(view.acknowledged_by or ''))}")
+        action = html.escape(runtime.ack_url(view.id, link.responder))
+        items.append(
+            f"<li><p><b>{booth}</b> &middot; {html.escape(view.priority.upper())} &middot; "
+            f"{triggers} &middot; raised {at}{state}</p>"
+            f"<form method=\"post\" action=\"{action}\"><button type=\"submit\">"
+            f"I'm going to {booth} ({html.escape(link.responder)})</button></form></li>")
+    log.warning("ack_link_incident_not_on_record", incident=link.incident,
+                offered=[v.id for v in since])
+    offer = (f"<p>Raised since this page was sent:</p><ul>{''.join(items)}</ul>" if items
+             else "<p>Nothing has been raised since. Use the staff screen.</p>")
+    return _html("Incident not on record", (
+        "<h1>This incident is not on record</h1><p>boothwatch restarted just after paging "
+        "you, before it could record the incident. The alarm was raised again and paged "
+        f"anew.</p>{offer}"), 404)
 
 
 def _after(request: web.Request, data: dict[str, Any]) -> str:
@@ -492,6 +530,9 @@ async def ack_post(request: web.Request) -> web.Response:
         if data is None:
             return _html("Unknown incident", "<h1>Unknown incident</h1>", 404)
         return _used(request, data, used, 403)
+    if (link.incident not in runtime.core.incidents
+            and await runtime.store.incident(link.incident) is None):
+        return _not_on_record(runtime, link)
     response = await _apply(request, Acknowledge(link.incident, link.responder, via=via))
     if response.status != 200:
         text = {404: "Unknown incident", 409: "This incident is already resolved"}

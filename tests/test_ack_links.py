@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import html
+import math
+import re
 import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -299,3 +303,39 @@ async def test_a_header_that_is_not_utf8_is_a_401_not_a_500(
 
         reply = await asyncio.to_thread(send)
         assert reply.startswith(b"HTTP/1.1 401"), reply[:80]
+
+
+async def test_a_link_whose_incident_was_never_recorded_offers_what_was_raised_since(
+        service: Service) -> None:
+    """A crash after paging and before the commit leaves the first page's link naming an
+    incident that was never stored; the restart raises the alarm again under a new id (the
+    crash bench's "ghost incidents"). That link's page is a 404 offering the incidents raised
+    since it was made, each behind a button with a fresh link for the same responder.
+    Nothing acts on GET or on the dead link itself; incidents older than the link are not
+    offered (the link vouches for its responder, not for what came before it)."""
+    svc = service
+    older = await call(svc, "b2")
+    # links carry whole seconds: let one pass so the older incident is clearly before it
+    await asyncio.sleep(math.ceil(time.time()) - time.time() + 0.05)
+    ghost = f"{svc.base}/ack/{svc.runtime.tokens.make('01KGH0STGH0STGH0STGH0STGH0', 'ana')}"
+    again = await call(svc, "b1")  # the alarm raised again after the restart
+
+    async with svc.http.get(ghost) as resp:
+        assert resp.status == 404
+        text = await resp.text()
+    assert "not on record" in text and "Booth 1" in text and "Booth 2" not in text
+    actions = re.findall(r'<form method="post" action="([^"]+)">', text)
+    assert len(actions) == 1 and "I'm going to Booth 1 (ana)" in text
+    status, text = await post(svc, ghost)  # the dead link itself acknowledges nothing
+    assert status == 404 and "not on record" in text
+    for page in (again, older):
+        assert acks(await incident(svc, page["incident"])) == []
+    assert len(svc.runtime.used_links) == 0
+
+    status, text = await post(svc, html.unescape(actions[0]))
+    assert status == 200 and "Acknowledged" in text
+    inc = await incident(svc, again["incident"])
+    assert inc["state"] == "acknowledged" and inc["acknowledged_by"] == "ana"
+    assert (await incident(svc, older["incident"]))["state"] == "open"
+    status, _ = await post(svc, html.unescape(actions[0]))  # the fresh link is single use too
+    assert status == 403
