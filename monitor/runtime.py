@@ -126,10 +126,6 @@ OUTAGE_SETTLE = 10.0
 # broker sends nothing more, calls included, so ask for the most MQTT allows.
 RECEIVE_MAXIMUM = 65_535
 WINDOW_WARN = RECEIVE_MAXIMUM * 9 // 10
-# the connection generation of a message held back by the rate limiter and handled later:
-# MqttLink.ack ignores it, since the message was acknowledged when it was held back
-HELD = -1
-
 
 class OutcomeRecorded(Exception):
     """A person already recorded this incident's outcome (HTTP 409)."""
@@ -420,16 +416,19 @@ class Runtime:
         self._calling = frozenset(d.id for d in self.config.devices if may_call(d))
         self._drop_counters: dict[tuple[str, str, str], Counter] = {}
         # each flooding sender's latest dropped message (per kind, for a booth's canonical
-        # sender), held back until a token is free
-        self._held: dict[tuple[Sender, str], paho.MQTTMessage] = {}
+        # sender) and its connection generation, held back until a token is free; it is
+        # acknowledged once stored, or when a newer one replaces it
+        self._held: dict[tuple[Sender, str], tuple[paho.MQTTMessage, int]] = {}
+        self._releasing: paho.MQTTMessage | None = None  # a held message on its way in
         self._held_retry: set[tuple[Sender, str]] = set()
         self.metrics.watch(self._flood_metrics)
 
     def _admitted(self, sender: Sender, msg: paho.MQTTMessage, generation: int,
                   kind: Kind = Kind.OTHER, booth: str = "") -> bool:
-        """Whether the limiter lets `msg` through; a dropped one is acknowledged, and held
-        back (the sender's latest) or counted as dropped."""
-        if generation == HELD:
+        """Whether the limiter lets `msg` through. A dropped one is held back unacknowledged
+        (the sender's latest, acknowledged once stored) or acknowledged and counted as
+        dropped (a repeated call, or a held one a newer message replaces)."""
+        if msg is self._releasing:
             return True  # a held-back message, its token already taken
         open_call = self.core.open_call(booth) if kind is not Kind.OTHER else None
         # the limiter's own clock: monotonic, so a wall-clock step never frees a flood
@@ -437,17 +436,16 @@ class Runtime:
         reason = self.flood.admit(sender, tick, kind, open_call)
         if reason is None:
             if self._held and (slot := self._slot(sender, msg)) in self._held:
-                del self._held[slot]  # older than this one: never to be delivered
-                self._count_drop(sender, RATE_LIMITED)
+                self._drop_held(slot)  # older than this one: never to be delivered
             return True
-        self.mqtt.ack(msg.mid, generation)  # nothing to store now: never have it redelivered
         if kind is Kind.CALL:
+            self.mqtt.ack(msg.mid, generation)  # nothing to store: never have it redelivered
             self._count_drop(sender, reason)  # a repeated call: never held back
         else:
             slot = self._slot(sender, msg)
             if slot in self._held:
-                self._count_drop(sender, RATE_LIMITED)  # the one it replaces is gone for good
-            self._held[slot] = msg
+                self._drop_held(slot)  # the one it replaces is gone for good
+            self._held[slot] = (msg, generation)
             if slot not in self._held_retry:
                 self._held_retry.add(slot)
                 asyncio.get_running_loop().call_later(
@@ -457,6 +455,11 @@ class Runtime:
             log.warning("messages_dropped", source=sender.source, booth=sender.booth or None,
                         device=sender.device, topic=msg.topic, reason=reason, dropped=dropped)
         return False
+
+    def _drop_held(self, slot: tuple[Sender, str]) -> None:
+        old, generation = self._held.pop(slot)
+        self.mqtt.ack(old.mid, generation)
+        self._count_drop(slot[0], RATE_LIMITED)
 
     def _count_drop(self, sender: Sender, reason: str) -> None:
         labels = (sender.source, sender.booth, reason)
@@ -480,9 +483,14 @@ class Runtime:
             asyncio.get_running_loop().call_later(
                 1.0 / self.flood.rate, self._release_held, slot)
             return
-        # acknowledged when it was held back: HELD never acknowledges again (that packet
-        # id may be another message's by now)
-        self._on_message(self._held.pop(slot), HELD)
+        # the normal path: stored, then acknowledged (unless its connection is gone, and
+        # then the broker redelivers it and deduplication absorbs the copy)
+        msg, generation = self._held.pop(slot)
+        self._releasing = msg
+        try:
+            self._on_message(msg, generation)
+        finally:
+            self._releasing = None
 
     def _flood_metrics(self) -> Iterable[Metric]:
         yield gauge("boothwatch_senders_flooding",

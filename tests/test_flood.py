@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -35,7 +36,8 @@ from devices.ratelimit import (
 from devices.readings import Reading
 from monitor.config import ConfigError, DeviceConfig, RateLimitConfig, parse_config
 from tests.mosquitto import Mosquitto, Publish
-from tests.service import SITE, event, events_topic, eventually
+from tests.service import SITE, Webhook, event, events_topic, eventually
+from tests.test_process import _service
 from tests.test_service import Service, start_service
 
 S1 = Sender("canonical", "b1", "radar")
@@ -460,3 +462,42 @@ async def test_a_flooding_pager_gateway_is_limited_on_the_ack_topic(
 
         ignored = await eventually(settled, 20)
         assert 20 <= ignored < 200  # the burst plus 10 a second reached the core
+
+
+@pytest.mark.integration
+async def test_a_held_back_message_is_acknowledged_only_once_stored(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    """A flooding sender's latest message is held back until a token frees; a crash
+    meanwhile must not lose it. It stays unacknowledged, so the broker redelivers it to the
+    restarted service, which stores it: the core ends with the last thing the device said."""
+    async with Webhook() as webhook:
+        svc = _service(tmp_path, mosquitto, webhook)
+        normal = svc.config.read_text()
+        # one message at once, then one every 60 s: the second is held back for a minute
+        svc.config.write_text(normal + '\n[rate_limit]\nrate = 0.0167\nburst = 1\n')
+        svc.start()
+        try:
+            await svc.ready()
+            mqtt_publish(events_topic("b1"), event("occupancy", occupied=True, id="o1"))
+            mqtt_publish(events_topic("b1"), event("motion", state="still", id="m1"))
+            await eventually(lambda: "messages_dropped" in svc.log.read_text(), 10)
+            svc.kill9()  # m1 is held back, not yet stored
+            svc.config.write_text(normal)
+            svc.start()
+            await svc.ready()
+
+            async def b1() -> dict[str, Any] | None:
+                async with aiohttp.ClientSession() as http, http.get(
+                        f"http://127.0.0.1:{svc.http_port}/api/booths") as resp:
+                    booth: dict[str, Any] = next(b for b in await resp.json()
+                                                 if b["booth"] == "b1")
+                    return booth if booth["motion"] == "still" else None
+
+            booth = await eventually(b1, 10)
+            assert booth["occupied"] is True and booth["still_since"] is not None
+        finally:
+            assert svc.stop() == 0
+        with contextlib.closing(sqlite3.connect(tmp_path / "boothwatch.db")) as conn:
+            ids = [json.loads(p)["id"] for (p,) in conn.execute("SELECT payload FROM events")]
+        assert sorted(ids) == ["m1", "o1"]
