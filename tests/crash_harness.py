@@ -754,6 +754,12 @@ class Trial:
                 problems.append(f"{page['booth']}: unexpected page {page}")
         if self.hook.bad_signatures:
             problems.append(f"webhook: {self.hook.bad_signatures} bad signature(s)")
+        for run in self.svc.runs[1:]:
+            # a restart that is slow to listen hears no acks meanwhile (the CI failure of
+            # a publish racing paho's CONNECT: 15.8 s); typical is half a second
+            if run.ready is not None and run.ready - run.spawn > LATE_LIMIT:
+                problems.append(f"restart at t+{run.spawn - self.t0:.3f} ready only after "
+                                f"{run.ready - run.spawn:.1f} s")
         if final:
             self.result.failures += problems
             r = self.result
