@@ -15,6 +15,10 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
 * Reconnect with jittered exponential backoff (0.5 s doubling to 5 s, reset once a
   connection has held for 10 s); the Last Will marks us offline. ``on_link`` hears
   when events start or stop reaching us (connected and subscribed, or not).
+* ``connect()`` blocks (DNS, TCP), so it runs in an executor thread; paho is not
+  thread-safe, so publishes made meanwhile are held and handed to paho once it
+  returns (a PUBLISH written before the CONNECT makes the broker hang up). A
+  connection closed before its CONNACK is retried at once.
 """
 
 from __future__ import annotations
