@@ -444,6 +444,15 @@ async def ack_page(request: web.Request) -> web.Response:
     return _html(f"{booth}: acknowledge", body)
 
 
+async def _on_record(runtime: Runtime, link: AckLink) -> bool:
+    """Whether the store has the link's incident (resolved, so no longer in memory); a
+    store that cannot be read counts as not: the nurse still gets the offer."""
+    try:
+        return await runtime.store.incident(link.incident) is not None
+    except (aiosqlite.Error, OSError):
+        return False
+
+
 def _not_on_record(runtime: Runtime, link: AckLink) -> web.Response:
     """The page of a genuine link whose incident was never stored.
 
@@ -530,8 +539,7 @@ async def ack_post(request: web.Request) -> web.Response:
         if data is None:
             return _html("Unknown incident", "<h1>Unknown incident</h1>", 404)
         return _used(request, data, used, 403)
-    if (link.incident not in runtime.core.incidents
-            and await runtime.store.incident(link.incident) is None):
+    if link.incident not in runtime.core.incidents and not await _on_record(runtime, link):
         return _not_on_record(runtime, link)
     response = await _apply(request, Acknowledge(link.incident, link.responder, via=via))
     if response.status != 200:
