@@ -160,10 +160,6 @@ class UsedLinks:
         self._used[link.digest] = use
         return use
 
-    def release(self, digest: str) -> None:
-        """Undo a claim whose use could not be recorded (the link did not act)."""
-        self._used.pop(digest, None)
-
     def load(self, uses: Iterable[tuple[str, Use]]) -> None:
         """The uses recorded before a restart."""
         self._used.update(uses)

@@ -44,11 +44,12 @@ pages. The first repeat of each sender always passes: that is the person saying
 
 A dropped message is gone, except the latest of each sender (of each event
 kind, for a booth's canonical sender, which may be several devices: see
-`held_slot`): the runtime holds it back and hands it to the core as soon as the
-sender's bucket has a token again (`take`), unless a newer one got through
-first. So the core always ends with the last thing a device said: the state it
-was left in after a flood, or at the end of a backlog the broker replays after
-an outage (which arrives as a burst too). Repeated calls are never held back.
+`held_slot`): the runtime holds it back, unacknowledged, and hands it to the core
+as soon as the sender's bucket has a token again (`take`), unless a newer one got
+through first (then it is acknowledged and counted as dropped). So the core
+always ends with the last thing a device said: the state it was left in after a
+flood, or at the end of a backlog the broker replays after an outage (which
+arrives as a burst too). Repeated calls are never held back.
 
 The drop path runs thousands of times a second during a flood: one dict lookup
 and a few float operations. For a booth with no named canonical device, the
@@ -129,9 +130,7 @@ class Limiter:
         for, if it already has a call trigger (only looked at for `Kind.EDGE` and
         `Kind.CALL`).
         """
-        bucket = self._buckets.get(sender)
-        if bucket is None:
-            bucket = self._buckets[sender] = _Bucket(self.burst, now)
+        bucket = self._bucket(sender, now)
         took = self._take(bucket, now)
         if kind is Kind.OTHER or (kind is Kind.EDGE and open_call is not None):
             if took:
@@ -149,6 +148,12 @@ class Limiter:
         bucket.repeat = (open_call, now)
         return None
 
+    def _bucket(self, sender: Hashable, now: float) -> _Bucket:
+        bucket = self._buckets.get(sender)
+        if bucket is None:
+            bucket = self._buckets[sender] = _Bucket(self.burst, now)
+        return bucket
+
     def _take(self, bucket: _Bucket, now: float) -> bool:
         elapsed = now - bucket.at
         tokens = bucket.tokens
@@ -164,9 +169,7 @@ class Limiter:
     def take(self, sender: Hashable, now: float) -> bool:
         """Take a token if `sender` has one, counting nothing: for a message held back
         from a flood and tried again later (the runtime keeps each sender's latest)."""
-        bucket = self._buckets.get(sender)
-        if bucket is None:
-            bucket = self._buckets[sender] = _Bucket(self.burst, now)
+        bucket = self._bucket(sender, now)
         return self._take(bucket, now)
 
     @staticmethod

@@ -465,8 +465,7 @@ def _not_on_record(runtime: Runtime, link: AckLink) -> web.Response:
     """
     zone = zoneinfo.ZoneInfo(runtime.config.site.timezone)
     since = sorted((v for v in runtime.core.open_incident_views()
-                    if v.state != "resolved" and v.raised_at >= link.signed_at),
-                   key=lambda v: v.raised_at)
+                    if v.raised_at >= link.signed_at), key=lambda v: v.raised_at)
     items = []
     for view in since:
         booth = html.escape(runtime.booth_name(view.booth))

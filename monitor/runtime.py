@@ -414,7 +414,6 @@ class Runtime:
                 self._route_senders[topic] = Sender(
                     devices[0].source, booths.pop() if len(booths) == 1 else "")
         self._calling = frozenset(d.id for d in self.config.devices if may_call(d))
-        self._drop_counters: dict[tuple[str, str, str], Counter] = {}
         # each flooding sender's latest dropped message (per kind, for a booth's canonical
         # sender) and its connection generation, held back until a token is free; it is
         # acknowledged once stored, or when a newer one replaces it
@@ -462,11 +461,7 @@ class Runtime:
         self._count_drop(slot[0], RATE_LIMITED)
 
     def _count_drop(self, sender: Sender, reason: str) -> None:
-        labels = (sender.source, sender.booth, reason)
-        counter = self._drop_counters.get(labels)
-        if counter is None:
-            counter = self._drop_counters[labels] = self.metrics.dropped.labels(*labels)
-        counter.inc()
+        self._counted(self.metrics.dropped, sender.source, sender.booth, reason)
 
     @staticmethod
     def _slot(sender: Sender, msg: paho.MQTTMessage) -> tuple[Sender, str]:

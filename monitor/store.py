@@ -497,7 +497,7 @@ class Store:
 
     async def _commit(self, b: _Batch) -> None:
         db = self._db
-        await self._rollback()  # never commit on top of what an earlier failure left open
+        await _rollback(db)  # never commit on top of what an earlier failure left open
         await db.execute("BEGIN IMMEDIATE")
         try:
             # one statement per table: each row would otherwise make the writer thread and
@@ -620,15 +620,8 @@ class Store:
                     " ON CONFLICT(key) DO UPDATE SET value=excluded.value", b.meta.items())
             await db.execute("COMMIT")
         except BaseException:
-            await self._rollback()
+            await _rollback(db)
             raise
-
-    async def _rollback(self) -> None:
-        if self._db.in_transaction:
-            # SQLITE_FULL may have rolled it back already (then ROLLBACK itself fails); the
-            # error that matters is the one being raised
-            with contextlib.suppress(aiosqlite.Error, OSError):
-                await self._db.execute("ROLLBACK")
 
     # --- reads ------------------------------------------------------------------------
 
@@ -789,8 +782,7 @@ class Store:
                 (digest, use.incident, use.responder, use.at, use.via, use.signed_at))
             await db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await _rollback(db)
             raise
         return cursor.rowcount == 1
 
@@ -820,6 +812,14 @@ class Store:
             return None
         since = time.monotonic() - (self.failing_since or time.monotonic())
         return f"{self.last_error} (for {since:.0f}s, {self.pending()} rows held in memory)"
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    if db.in_transaction:
+        # SQLITE_FULL may have rolled it back already (then ROLLBACK itself fails); the
+        # error that matters is the one being raised
+        with contextlib.suppress(aiosqlite.Error, OSError):
+            await db.execute("ROLLBACK")
 
 
 async def _schema_current(db: aiosqlite.Connection) -> bool:
