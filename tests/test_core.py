@@ -452,7 +452,7 @@ CORE_MODULES = [
     "monitor/core.py", "monitor/booth.py", "monitor/incident.py", "monitor/events.py",
     "monitor/config.py", "monitor/selfwatch.py", "alerts/escalation.py", "devices/registry.py",
     "devices/readings.py",
-    "devices/canonical.py", "alerts/roster.py",
+    "devices/canonical.py", "alerts/roster.py", "devices/ratelimit.py",
 ]
 FORBIDDEN = {
     "asyncio", "aiosqlite", "sqlite3", "paho", "aiohttp", "prometheus_client", "structlog",

@@ -39,8 +39,10 @@ def test_full_memory_of_event_ids_stops_growing() -> None:
         full = tracemalloc.get_traced_memory()[0]
         for i in range(DEDUPE_MEMORY, 3 * DEDUPE_MEMORY):
             key = _event_key("b1", f"{i:032x}")
-            assert key not in seen
+            oldest = _event_key("b1", f"{i - DEDUPE_MEMORY:032x}")
+            assert key not in seen and oldest in seen
             seen.add(key)
+            assert oldest not in seen  # each new id makes the oldest one go
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()

@@ -11,8 +11,8 @@ and not pages to anyone else.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from alerts.channels import Delivery, Dispatcher, WebhookChannel, client_session
 from monitor.config import ChannelConfig
+from tests.local_service import LocalService, local_service
 from tests.mosquitto import Mosquitto, Publish, free_port
 from tests.service import NO_RATE_LIMIT, Webhook, event, events_topic, eventually
 from tests.test_service import Service, start_service
@@ -28,30 +29,9 @@ from tests.test_service import Service, start_service
 pytestmark = pytest.mark.integration
 
 
-class Broken:
-    """A real HTTP server that answers every request with 500."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/page"
-        self.requests: list[dict[str, Any]] = []
-        self._runner: web.AppRunner | None = None
-
-    async def __aenter__(self) -> Broken:
-        app = web.Application()
-        app.router.add_post("/page", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.requests.append(json.loads(await request.read()))
-        return web.Response(status=500, text="internal error")
+def broken() -> AbstractAsyncContextManager[LocalService]:
+    """A real HTTP server that answers every request with 500 (and records it)."""
+    return local_service(lambda _seen: web.Response(status=500, text="internal error"))
 
 
 class Hanging:
@@ -113,14 +93,15 @@ async def test_a_webhook_answering_500_falls_back_and_every_failure_is_recorded(
 ) -> None:
     """Ana's first channel answers 500: her second channel gets the level-1 page at once;
     the failed attempt is in page_attempts, the timeline and the metrics."""
-    async with Broken() as broken:
-        edit = site({"broken": (broken.url, "2s")}, ana=["broken", "pager"])
+    async with broken() as server:
+        edit = site({"broken": (f"{server.url}/page", "2s")}, ana=["broken", "pager"])
         async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
                                  edit=edit) as svc:
             svc.publish(events_topic("b1"), event("button", press="call"))
             page = (await svc.hook.wait(1, 5))[0]
             assert (page["responder"], page["level"]) == ("ana", 1)
-            assert [(p["responder"], p["level"]) for p in broken.requests] == [("ana", 1)]
+            assert [(p.json()["responder"], p.json()["level"]) for p in server.requests] == [
+                ("ana", 1)]
 
             async def stored() -> list[dict[str, Any]] | None:
                 pages = await svc.runtime.store.pages(page["incident"])
@@ -144,15 +125,15 @@ async def test_every_channel_failing_is_retried_with_backoff_then_escalates(
     """Ana's only channel answers 500: every round is retried (the test service backs off
     0.05 s twice), each attempt recorded; then the page is failed with its reason and the
     incident escalates to Rui at once."""
-    async with Broken() as broken:
-        edit = site({"broken": (broken.url, "2s")}, ana=["broken"])
+    async with broken() as server:
+        edit = site({"broken": (f"{server.url}/page", "2s")}, ana=["broken"])
         async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
                                  edit=edit) as svc:
             svc.publish(events_topic("b1"), event("button", press="call"))
             page = (await svc.hook.wait(1, 10))[0]
             assert (page["responder"], page["level"]) == ("rui", 2)
             # one try and two retries at level 1 (the escalation pages Ana there too)
-            assert [p["level"] for p in broken.requests].count(1) == 3
+            assert [p.json()["level"] for p in server.requests].count(1) == 3
             await svc.runtime.store.flush()
             pages = await svc.runtime.store.pages(page["incident"])
             ana = next(p for p in pages if (p["responder"], p["level"]) == ("ana", 1))

@@ -22,6 +22,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 import pytest
@@ -244,7 +245,9 @@ async def stand_ins() -> AsyncIterator[tuple[LocalService, Services]]:
 
 
 def where(secret: str, texts: dict[str, str]) -> list[str]:
-    """Every place `secret` occurs: ``name:line``, in the raw text or in a decoded JSON line."""
+    """Every place `secret` occurs: ``name:line``, in the raw text or in a decoded JSON line,
+    as it is or URL-encoded (inside a logged URL or query string)."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
     found = []
     for name, text in texts.items():
         for number, line in enumerate(text.splitlines(), 1):
@@ -254,7 +257,7 @@ def where(secret: str, texts: dict[str, str]) -> list[str]:
                     decoded = json.dumps(json.loads(line), ensure_ascii=False)
                 except ValueError:
                     pass
-            if secret in line or secret in decoded:
+            if any(form in line or form in decoded for form in forms):
                 found.append(f"{name}:{number}: {line[:300]}")
     return found
 

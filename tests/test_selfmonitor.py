@@ -357,6 +357,9 @@ async def test_run_speaks_sd_notify_ready_watchdog_stopping(
                     f"http://127.0.0.1:{http_port}/readyz") as resp:
                 assert resp.status == 200
             assert ready_at > started
+            # sent only once subscribed: its own STATUS says the broker is connected
+            ready = next(m for _, m in got.messages if "READY" in m)
+            assert "broker connected" in ready.get("STATUS", ""), ready
             pings = await got.until("WATCHDOG", count=6)
             gaps = [b - a for a, b in itertools.pairwise(pings[1:])]
             # every ~0.5 s: never as late as the 1 s after which systemd would kill us
