@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, assert_never
 import aiohttp
 import structlog
 
-from monitor.config import ChannelConfig, Policy, Priority
+from monitor.core.settings import ChannelConfig, Policy, Priority
 
 if TYPE_CHECKING:
     from alerts.pushover import ReceiptWatcher

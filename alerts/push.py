@@ -34,13 +34,9 @@ import aiohttp
 import apprise
 
 from alerts.channels import Delivery, DeliveryError
-from monitor.config import (
-    ADDRESS_PLACEHOLDER,
-    NTFY_TOPIC_RE,
-    RESPONDER_PLACEHOLDER,
-    ChannelConfig,
-    format_duration,
-)
+from monitor.config import NTFY_TOPIC_RE
+from monitor.core.durations import format_duration
+from monitor.core.settings import ADDRESS_PLACEHOLDER, RESPONDER_PLACEHOLDER, ChannelConfig
 
 MAX_REPLY = 64 * 1024  # bytes of a service's reply kept; the rest is read and dropped
 MAX_REASON = 160  # characters of a service's own error text kept in a reason

@@ -41,12 +41,8 @@ import structlog
 
 from alerts.channels import Delivery, DeliveryError
 from alerts.push import http_request, json_object, mask, notification_text
-from monitor.config import (
-    PUSHOVER_MAX_EXPIRE,
-    ChannelConfig,
-    Policy,
-    pushover_timing,
-)
+from monitor.config import PUSHOVER_MAX_EXPIRE, pushover_timing
+from monitor.core.settings import ChannelConfig, Policy
 
 log = structlog.get_logger(__name__)
 

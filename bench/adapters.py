@@ -21,8 +21,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devices import adapters
-from devices.canonical import Rejected
-from monitor.config import DeviceConfig, DeviceRole, DeviceSource
+from devices.adapters.canonical import Rejected
+from monitor.core.settings import DeviceConfig, DeviceRole, DeviceSource
 
 Message = tuple[DeviceConfig, str, bytes, bool]
 

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from alerts.channels import Attempt, Delivery, Dispatcher, build_channels
 from bench.harness import summarise
-from monitor.config import ChannelConfig, Policy, Step
+from monitor.core.settings import ChannelConfig, Policy, Step
 
 PAGE: dict[str, Any] = {  # interface section 8, plus kind and urgent
     "kind": "page", "incident": "01JDX5K3ZQ4T8W6V2N9M7B1C0D", "site": "lisbon-1",

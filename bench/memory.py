@@ -30,9 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.config import Policy, Step
-from monitor.core import SiteCore
-from monitor.events import (
+from monitor.core.events import (
     Acknowledge,
     Button,
     Heartbeat,
@@ -42,6 +40,8 @@ from monitor.events import (
     Press,
     SendPage,
 )
+from monitor.core.settings import Policy, Step
+from monitor.core.site import SiteCore
 from tests.factories import make_config
 
 MINUTE = 60.0

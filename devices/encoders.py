@@ -43,7 +43,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, assert_never
 
-from devices.readings import PRESS_TYPES
+from monitor.core.readings import PRESS_TYPES
 
 MotionName = Literal["moving", "still", "absent"]
 Source = Literal["zigbee2mqtt", "esphome", "tasmota", "shelly", "canonical"]

@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from monitor.config import MqttConfig
+from monitor.core.settings import MqttConfig
 
 log = structlog.get_logger(__name__)
 

@@ -7,11 +7,9 @@ I/O except `load_config` reading its file; the core takes a `Config`.
 
 from __future__ import annotations
 
-import datetime
 import difflib
 import json
 import logging
-import math
 import os
 import re
 import ssl
@@ -22,283 +20,32 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar, assert_never
 from urllib.parse import urlsplit
 
-Priority = Literal["high", "medium", "low"]
-PRIORITIES: tuple[Priority, ...] = ("high", "medium", "low")
-ChannelType = Literal["webhook", "mqtt", "console", "ntfy", "pushover", "apprise"]
-DeviceSource = Literal["zigbee2mqtt", "esphome", "tasmota", "shelly", "canonical"]
-DeviceRole = Literal["call_button", "presence_button", "motion", "occupancy", "door"]
-PressAction = Literal["call", "presence", "clear", "ignore"]
-OccupancyFrom = Literal["sensor", "door"]
-
-
-@dataclass(frozen=True, slots=True)
-class SiteConfig:
-    id: str
-    name: str
-    timezone: str
-
-
-@dataclass(frozen=True, slots=True)
-class MqttConfig:
-    url: str
-    host: str
-    port: int
-    tls: bool
-    client_id: str
-    username: str | None = None
-    password: str | None = None  # from BOOTHWATCH_MQTT_PASSWORD, never the file
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    protocol: Literal["5", "3.1.1"] = "5"
-    keepalive: int = 30
-    session_expiry: float = 7 * 24 * 3600.0
-    # cut off from the broker this long: the staff on duty are paged that monitoring is down
-    outage_page_after: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class HttpConfig:
-    host: str
-    port: int
-    public_url: str
-    ack_link_ttl: float = 12 * 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class BoothConfig:
-    id: str
-    name: str
-    long_session: float
-    stillness: float
-    device_timeout: float
-    # "sensor": occupancy events start and end sessions; "door": a door closing with
-    # presence following within door_window starts one, the door opening ends it
-    occupancy_from: OccupancyFrom = "sensor"
-    door_window: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceConfig:
-    """An off-the-shelf device mapped to a booth and a role ([[devices]])."""
-
-    id: str
-    source: DeviceSource
-    topic: str  # the device's own topic, as its firmware names it (see devices/adapters)
-    booth: str
-    role: DeviceRole
-    # press type (single, double, triple, quadruple, hold, release) -> action; missing
-    # types fall back to the role's defaults
-    actions: dict[str, PressAction] = field(default_factory=dict)
-    battery_low: int = 20  # percent; below it the device is low on battery
-    inverted: bool = False  # flip a binary sensor (e.g. a reed switch wired the other way)
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelConfig:
-    name: str
-    type: ChannelType
-    url: str | None = None  # webhook; ntfy server; Pushover API base; Apprise URL (maybe from env)
-    secret: str | None = None  # webhook HMAC key (from `secret` or the env var `secret_env`)
-    topic: str | None = None  # mqtt; default boothwatch/<site>/pages/<responder>; ntfy template
-    timeout: float = 5.0
-    # ntfy access token or Pushover application token, from the env var `token_env`
-    token: str | None = None
-    # pushover: emergency retry and expiry overrides (else from the high policy, see
-    # pushover_timing)
-    retry: float | None = None
-    expire: float | None = None
-    poll_interval: float = 5.0  # pushover: how often an emergency receipt is polled
-
-    @property
-    def needs_address(self) -> bool:
-        """Whether a responder on this channel must give an address for it."""
-        if self.type in NEEDS_ADDRESS:
-            return True
-        if self.type == "ntfy":
-            return self.topic is None  # no topic template: the address is the topic
-        if self.type == "apprise":
-            return ADDRESS_PLACEHOLDER in (self.url or "")
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class Shift:
-    """A weekly shift in the site's time zone: on ``days`` from ``start`` to ``end``.
-
-    Times are minutes after local midnight; an ``end`` at or before ``start`` runs
-    into the next day (a night shift belongs to the day it starts).
-    """
-
-    days: frozenset[int]  # Monday = 0
-    start: int
-    end: int
-    text: str = field(default="", compare=False)  # as written, for summaries
-
-
-@dataclass(frozen=True, slots=True)
-class ResponderConfig:
-    id: str
-    name: str
-    roles: tuple[str, ...]
-    channels: tuple[str, ...]  # in fallback order
-    # channel name -> this responder's address on it (ntfy topic, Pushover user key,
-    # phone number for an Apprise URL template); personal data: never logged
-    address: dict[str, str] = field(default_factory=dict)
-    shifts: tuple[Shift, ...] = ()  # none: on duty unless checked out
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    after: float
-    notify: tuple[str, ...]  # "role:<role>" or a responder id
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    steps: tuple[Step, ...]
-    repeat: float | None = None
-    ack_timeout: float | None = None
-    # run the whole list of steps this many more times (each cycle after `repeat`)
-    # before only the last step repeats; None: the last step repeats from the start
-    max_repeats: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitConfig:
-    """[rate_limit]: how much one sender may send before its messages are dropped.
-
-    A token bucket per sender (see devices/ratelimit.py): ``burst`` messages at once,
-    ``rate`` a second sustained. A real sensor sends a few a second at most.
-    """
-
-    rate: float = 10.0  # messages a second, sustained, per sender
-    burst: int = 50  # messages at once
-    # a call pressed again on an open call incident jumps escalation at most this often
-    # per sender (0: every time); floods of repeats are dropped anyway
-    repeat_call_interval: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    site: SiteConfig
-    mqtt: MqttConfig
-    store: StoreConfig
-    http: HttpConfig
-    booths: tuple[BoothConfig, ...]
-    channels: dict[str, ChannelConfig]
-    responders: tuple[ResponderConfig, ...]
-    escalation: dict[Priority, Policy]
-    source: str = field(default="<memory>", compare=False)
-    devices: tuple[DeviceConfig, ...] = ()
-    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
-
-    def booth(self, booth_id: str) -> BoothConfig | None:
-        for booth in self.booths:
-            if booth.id == booth_id:
-                return booth
-        return None
-
-
-# --------------------------------------------------------------------------- durations
-
-_NUM = r"[0-9]+(?:\.[0-9]+)?"
-_PLAIN_NUMBER_RE = re.compile(_NUM)
-_DURATION_RE = re.compile(rf"(?:(?P<h>{_NUM})h)?(?:(?P<m>{_NUM})m)?(?:(?P<s>{_NUM})s)?")
-_DURATION_HINT = 'expected seconds or a duration like "90s", "20m", "1h30m"'
-
-
-def _describe(value: object) -> str:
-    """How a rejected value is shown in a problem: strings quoted, others by kind."""
-    if isinstance(value, str):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return json.dumps(shown, ensure_ascii=False)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return "a date/time"
-    return f"a {type(value).__name__}"
-
-
-def _duration_from_str(text: str) -> float | None:
-    """The seconds in `text` ("45", "90s", "1h30m"), or None if it is not that form."""
-    if _PLAIN_NUMBER_RE.fullmatch(text):
-        return float(text)
-    match = _DURATION_RE.fullmatch(text)
-    if match is None or not any(match.group("h", "m", "s")):
-        return None
-    hours, minutes, seconds = (float(part or 0) for part in match.group("h", "m", "s"))
-    return hours * 3600.0 + minutes * 60.0 + seconds
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number of seconds or a string like "90s", "20m", "1h30m15s", "45".
-
-    Raises ValueError with a message fit to show after a key path.
-    """
-    seconds: float | None
-    if isinstance(value, bool):
-        seconds = None
-    elif isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            raise ValueError(f"duration too large, got {_describe(value)}") from None
-        if math.isnan(seconds):
-            raise ValueError(f"{_DURATION_HINT}, got nan")
-    elif isinstance(value, str):
-        seconds = _duration_from_str(value)
-        if seconds is None and value.startswith("-") and _duration_from_str(value[1:]):
-            raise ValueError(f"must not be negative, got {_describe(value)}")
-    else:
-        seconds = None
-    if seconds is None:
-        raise ValueError(f"{_DURATION_HINT}, got {_describe(value)}")
-    if seconds < 0:
-        raise ValueError(f"must not be negative, got {_describe(value)}")
-    if math.isinf(seconds):
-        raise ValueError(f"duration too large, got {_describe(value)}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """A human form of a duration that parse_duration reads back: "90s", "20m", "1h30m".
-
-    Under two minutes it stays in seconds ("60s", "90s"); longer ones use h/m/s parts.
-    """
-    if seconds < 0:
-        return "-" + format_duration(-seconds)
-    millis = round(seconds * 1000)
-    if millis < 120_000:
-        return _format_seconds(millis) + "s"
-    whole, frac = divmod(millis, 1000)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    out = ""
-    if hours:
-        out += f"{hours}h"
-    if minutes:
-        out += f"{minutes}m"
-    if secs or frac:
-        out += _format_seconds(secs * 1000 + frac) + "s"
-    return out
-
-
-def _format_seconds(millis: int) -> str:
-    whole, frac = divmod(millis, 1000)
-    return f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
-
+from monitor.core.durations import describe, format_duration, parse_duration
+from monitor.core.readings import PRESS_TYPES
+from monitor.core.settings import (
+    ADDRESS_PLACEHOLDER,
+    PRIORITIES,
+    RESPONDER_PLACEHOLDER,
+    BoothConfig,
+    ChannelConfig,
+    ChannelType,
+    Config,
+    DeviceConfig,
+    DeviceRole,
+    DeviceSource,
+    HttpConfig,
+    MqttConfig,
+    OccupancyFrom,
+    Policy,
+    PressAction,
+    Priority,
+    RateLimitConfig,
+    ResponderConfig,
+    Shift,
+    SiteConfig,
+    Step,
+    StoreConfig,
+)
 
 # --------------------------------------------------------------------------- errors
 
@@ -367,7 +114,7 @@ DEVICE_ROLES: tuple[DeviceRole, ...] = (
     "call_button", "presence_button", "motion", "occupancy", "door",
 )  # fmt: skip
 _BUTTON_ROLES: tuple[DeviceRole, ...] = ("call_button", "presence_button")
-PRESS_TYPES: tuple[str, ...] = ("single", "double", "triple", "quadruple", "hold", "release")
+
 PRESS_ACTIONS: tuple[PressAction, ...] = ("call", "presence", "clear", "ignore")
 _SERVICE_ROOT = "boothwatch"  # the service's own topic namespace
 _ESPHOME_TOPIC_RE = re.compile(r".+/binary_sensor/[^/]+/state")
@@ -413,7 +160,7 @@ class _Checker:
             return None
         value = parent[key]
         if not isinstance(value, dict):
-            self.add(where, f"expected a table, got {_describe(value)}")
+            self.add(where, f"expected a table, got {describe(value)}")
             return None
         return value
 
@@ -432,7 +179,7 @@ class _Checker:
             return None
         value = parent[key]
         if not isinstance(value, list):
-            self.add(where, f"expected a list of tables ([[{key}]]), got {_describe(value)}")
+            self.add(where, f"expected a list of tables ([[{key}]]), got {describe(value)}")
             return None
         if not value and required:
             self.add(where, f"at least one [[{key}]] is required")
@@ -443,7 +190,7 @@ class _Checker:
             if isinstance(item, dict):
                 out.append((item_path, item))
             else:
-                self.add(item_path, f"expected a table, got {_describe(item)}")
+                self.add(item_path, f"expected a table, got {describe(item)}")
         return out
 
     def string(self, table: Table, key: str, path: str) -> str:
@@ -454,7 +201,7 @@ class _Checker:
             return ""
         value = table[key]
         if not isinstance(value, str):
-            self.add(where, f"expected a string, got {_describe(value)}")
+            self.add(where, f"expected a string, got {describe(value)}")
             return ""
         if not value.strip():
             self.add(where, "must not be empty")
@@ -469,7 +216,7 @@ class _Checker:
     def identifier(self, table: Table, key: str, path: str, pattern: re.Pattern[str]) -> str:
         value = self.string(table, key, path)
         if value and not pattern.fullmatch(value):
-            self.add(_join(path, key), f"{_describe(value)} must match ^{pattern.pattern}$")
+            self.add(_join(path, key), f"{describe(value)} must match ^{pattern.pattern}$")
             return ""
         return value
 
@@ -511,7 +258,7 @@ class _Checker:
         for option in options:
             if value == option:
                 return option
-        message = f"expected {_one_of(options)}, got {_describe(value)}"
+        message = f"expected {_one_of(options)}, got {describe(value)}"
         if isinstance(value, str):
             close = difflib.get_close_matches(value, options, n=1)
             if close:
@@ -527,7 +274,7 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int):
             self.add(
                 _join(path, key),
-                f"expected a whole percentage from 1 to 99, got {_describe(value)}",
+                f"expected a whole percentage from 1 to 99, got {describe(value)}",
             )
             return default
         if not 1 <= value <= 99:
@@ -540,7 +287,7 @@ class _Checker:
             return default
         value = table[key]
         if not isinstance(value, bool):
-            self.add(_join(path, key), f"expected true or false, got {_describe(value)}")
+            self.add(_join(path, key), f"expected true or false, got {describe(value)}")
             return default
         return value
 
@@ -552,7 +299,7 @@ class _Checker:
             return []
         value = table[key]
         if not isinstance(value, list):
-            self.add(where, f"expected a list of strings, got {_describe(value)}")
+            self.add(where, f"expected a list of strings, got {describe(value)}")
             return []
         if not value:
             self.add(where, "must not be empty")
@@ -561,7 +308,7 @@ class _Checker:
         for index, item in enumerate(value):
             item_path = f"{where}[{index}]"
             if not isinstance(item, str):
-                self.add(item_path, f"expected a string, got {_describe(item)}")
+                self.add(item_path, f"expected a string, got {describe(item)}")
             elif not item.strip():
                 self.add(item_path, "must not be empty")
             else:
@@ -578,10 +325,10 @@ def _check_http_url(c: _Checker, url: str, where: str) -> bool:
         c.add(where, f"not a valid URL ({exc})")
         return False
     if parts.scheme.lower() not in ("http", "https"):
-        c.add(where, f"scheme must be http or https, got {_describe(url)}")
+        c.add(where, f"scheme must be http or https, got {describe(url)}")
         return False
     if not parts.hostname:
-        c.add(where, f"missing host, got {_describe(url)}")
+        c.add(where, f"missing host, got {describe(url)}")
         return False
     return True
 
@@ -600,7 +347,7 @@ def _parse_site(c: _Checker, t: Table) -> SiteConfig:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             c.add(
                 "site.timezone",
-                f"unknown time zone {_describe(timezone)} (expected a name like "
+                f"unknown time zone {describe(timezone)} (expected a name like "
                 '"Europe/Lisbon")',
             )
     return SiteConfig(id=site_id, name=name, timezone=timezone)
@@ -638,7 +385,7 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
         raw = t["client_id"]
         client_id = raw if isinstance(raw, str) else ""
         if not isinstance(raw, str):
-            c.add("mqtt.client_id", f"expected a string, got {_describe(raw)}")
+            c.add("mqtt.client_id", f"expected a string, got {describe(raw)}")
         elif not raw.strip():
             c.add(
                 "mqtt.client_id",
@@ -665,7 +412,7 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
         raw_protocol = t["protocol"]
         key = str(raw_protocol) if isinstance(raw_protocol, str | int) else ""
         if isinstance(raw_protocol, bool) or key not in _PROTOCOLS:
-            c.add("mqtt.protocol", f'expected "5" or "3.1.1", got {_describe(raw_protocol)}')
+            c.add("mqtt.protocol", f'expected "5" or "3.1.1", got {describe(raw_protocol)}')
         else:
             protocol = _PROTOCOLS[key]
 
@@ -675,7 +422,7 @@ def _parse_mqtt(c: _Checker, t: Table, env: Mapping[str, str]) -> MqttConfig:
         if isinstance(raw_keepalive, bool) or not isinstance(raw_keepalive, int):
             c.add(
                 "mqtt.keepalive",
-                f"expected a whole number of seconds, got {_describe(raw_keepalive)}",
+                f"expected a whole number of seconds, got {describe(raw_keepalive)}",
             )
         elif not 1 <= raw_keepalive <= 65535:
             c.add("mqtt.keepalive", f"must be between 1 and 65535 seconds, got {raw_keepalive}")
@@ -722,12 +469,12 @@ def _parse_mqtt_url(c: _Checker, url: str) -> tuple[str, int, bool]:
         return "", 0, False
     scheme = parts.scheme.lower()
     if scheme not in ("mqtt", "mqtts"):
-        c.add(where, f"scheme must be mqtt or mqtts, got {_describe(url)}")
+        c.add(where, f"scheme must be mqtt or mqtts, got {describe(url)}")
         return "", 0, False
     tls = scheme == "mqtts"
     host = parts.hostname or ""
     if not host:
-        c.add(where, f"missing host (e.g. mqtt://127.0.0.1:1883), got {_describe(url)}")
+        c.add(where, f"missing host (e.g. mqtt://127.0.0.1:1883), got {describe(url)}")
     if parts.username is not None or parts.password is not None:
         c.add(
             where,
@@ -765,7 +512,7 @@ def _check_tls_files(
                 with open(name, "rb") as handle:
                     contents[key] = handle.read()
             except OSError as exc:
-                c.add(f"mqtt.{key}", f"cannot read {_describe(name)}: {exc.strerror or exc}")
+                c.add(f"mqtt.{key}", f"cannot read {describe(name)}: {exc.strerror or exc}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca_file and "ca_file" in contents:
         try:
@@ -773,27 +520,27 @@ def _check_tls_files(
         except ssl.SSLError as exc:
             c.add(
                 "mqtt.ca_file",
-                f"{_describe(ca_file)} is not a PEM CA certificate ({exc.reason or exc})",
+                f"{describe(ca_file)} is not a PEM CA certificate ({exc.reason or exc})",
             )
     if not (cert_file and key_file and "cert_file" in contents and "key_file" in contents):
         return
     if b"-----BEGIN CERTIFICATE-----" not in contents["cert_file"]:
-        c.add("mqtt.cert_file", f"{_describe(cert_file)} holds no PEM certificate")
+        c.add("mqtt.cert_file", f"{describe(cert_file)} holds no PEM certificate")
     elif b"ENCRYPTED" in contents["key_file"]:
         c.add(
             "mqtt.key_file",
-            f"{_describe(key_file)} is encrypted, and the service cannot ask for a "
+            f"{describe(key_file)} is encrypted, and the service cannot ask for a "
             "passphrase: store it unencrypted, readable only by the service's user",
         )
     elif b"PRIVATE KEY-----" not in contents["key_file"]:
-        c.add("mqtt.key_file", f"{_describe(key_file)} holds no PEM private key")
+        c.add("mqtt.key_file", f"{describe(key_file)} holds no PEM private key")
     else:
         try:
             # an empty passphrase: OpenSSL must never stop to ask for one on a terminal
             context.load_cert_chain(cert_file, key_file, password="")
         except ssl.SSLError as exc:
             if "KEY_VALUES_MISMATCH" in str(exc):
-                c.add("mqtt.key_file", f"{_describe(key_file)} is not mqtt.cert_file's key")
+                c.add("mqtt.key_file", f"{describe(key_file)} is not mqtt.cert_file's key")
             else:
                 c.add("mqtt.cert_file", f"cannot load it with mqtt.key_file ({exc.reason or exc})")
 
@@ -803,19 +550,19 @@ def _parse_listen(c: _Checker, listen: str) -> tuple[str, int]:
     if listen.startswith("["):
         match = re.fullmatch(r"\[([^\]]+)\]:([0-9]+)", listen)
         if match is None:
-            c.add(where, f'expected "host:port" like "[::1]:8080", got {_describe(listen)}')
+            c.add(where, f'expected "host:port" like "[::1]:8080", got {describe(listen)}')
             return "", 0
         host, port_text = match.group(1), match.group(2)
     else:
         host, sep, port_text = listen.rpartition(":")
         if not sep or not host:
-            c.add(where, f'expected "host:port" like "127.0.0.1:8080", got {_describe(listen)}')
+            c.add(where, f'expected "host:port" like "127.0.0.1:8080", got {describe(listen)}')
             return "", 0
         if ":" in host:
-            c.add(where, f'put an IPv6 address in brackets ("[::1]:8080"), got {_describe(listen)}')
+            c.add(where, f'put an IPv6 address in brackets ("[::1]:8080"), got {describe(listen)}')
             return "", 0
     if not port_text.isdigit() or not port_text.isascii() or not 1 <= int(port_text) <= 65535:
-        c.add(where, f"port must be a number from 1 to 65535, got {_describe(listen)}")
+        c.add(where, f"port must be a number from 1 to 65535, got {describe(listen)}")
         return host, 0
     return host, int(port_text)
 
@@ -867,7 +614,7 @@ def _parse_booths(
         c.known_keys(t, allowed, path)
         booth_id = c.identifier(t, "id", path, _BOOTH_ID_RE)
         if booth_id in seen:
-            c.add(f"{path}.id", f"duplicate booth id {_describe(booth_id)} (also {seen[booth_id]})")
+            c.add(f"{path}.id", f"duplicate booth id {describe(booth_id)} (also {seen[booth_id]})")
         elif booth_id:
             seen[booth_id] = path
         name = c.string(t, "name", path)
@@ -906,7 +653,7 @@ def _topic_problem(source: DeviceSource | None, topic: str, site_id: str, booth:
         if site_id and booth and topic != expected:
             return (
                 f"a canonical device publishes on its booth's events topic "
-                f"{_describe(expected)}, got {_describe(topic)}"
+                f"{describe(expected)}, got {describe(topic)}"
             )
         return None
     if topic == _SERVICE_ROOT or topic.startswith(f"{_SERVICE_ROOT}/"):
@@ -920,26 +667,26 @@ def _topic_problem(source: DeviceSource | None, topic: str, site_id: str, booth:
             if not _ESPHOME_TOPIC_RE.fullmatch(topic):
                 return (
                     f"expected <node>/binary_sensor/<name>/state for esphome, "
-                    f"got {_describe(topic)}"
+                    f"got {describe(topic)}"
                 )
         case "shelly":
             gen1 = topic.startswith(_SHELLY_GEN1_PREFIX)
             if levels != (2 if gen1 else 1):
                 return (
                     f"expected shellies/<id> (Gen1) or <id> (Gen2, one level) for shelly, "
-                    f"got {_describe(topic)}"
+                    f"got {describe(topic)}"
                 )
         case "tasmota":
             if levels != 1:
                 return (
                     f'expected <t>, Tasmota\'s %topic% (one level, no "/"), '
-                    f"got {_describe(topic)}"
+                    f"got {describe(topic)}"
                 )
         case "zigbee2mqtt":
             if levels < 2:
                 return (
                     f"expected <base>/<friendly_name> for zigbee2mqtt "
-                    f'(e.g. "zigbee2mqtt/booth1-button"), got {_describe(topic)}'
+                    f'(e.g. "zigbee2mqtt/booth1-button"), got {describe(topic)}'
                 )
     return None
 
@@ -970,7 +717,7 @@ def _parse_devices(
         if device_id in seen_ids:
             c.add(
                 f"{path}.id",
-                f"duplicate device id {_describe(device_id)} (also {seen_ids[device_id]})",
+                f"duplicate device id {describe(device_id)} (also {seen_ids[device_id]})",
             )
         elif device_id:
             seen_ids[device_id] = path
@@ -978,7 +725,7 @@ def _parse_devices(
         booth = c.string(t, "booth", path)
         if booth and booth_ids is not None and booth not in booth_ids:
             known = ", ".join(sorted(booth_ids)) or "none defined"
-            c.add(f"{path}.booth", f"unknown booth {_describe(booth)} (known: {known})")
+            c.add(f"{path}.booth", f"unknown booth {describe(booth)} (known: {known})")
             booth = ""
         role = c.choice(t, "role", path, DEVICE_ROLES, None)
         if source == "canonical" and role == "door":
@@ -1026,7 +773,7 @@ def _parse_actions(
     where = f"{path}.actions"
     raw = t["actions"]
     if not isinstance(raw, dict):
-        c.add(where, f"expected a table of press type = action, got {_describe(raw)}")
+        c.add(where, f"expected a table of press type = action, got {describe(raw)}")
         return actions
     if role is not None and role not in _BUTTON_ROLES:
         c.add(where, f"only call_button and presence_button devices take actions, not {role}")
@@ -1060,7 +807,7 @@ def _check_door_booths(
             c.add(
                 f"{path}.occupancy_from",
                 f'"door" needs a door device and a motion or occupancy device '
-                f"for booth {_describe(booth.id)}",
+                f"for booth {describe(booth.id)}",
             )
 
 
@@ -1075,14 +822,14 @@ def _parse_channels(
         if not _CHANNEL_NAME_RE.fullmatch(name):
             c.add(path, f"channel name must match ^{_CHANNEL_NAME_RE.pattern}$")
         if not isinstance(value, dict):
-            c.add(path, f"expected a table, got {_describe(value)}")
+            c.add(path, f"expected a table, got {describe(value)}")
             continue
         raw_type = value.get("type")
         ctype = _CHANNEL_TYPES.get(raw_type) if isinstance(raw_type, str) else None
         if "type" not in value:
             c.add(f"{path}.type", f"missing ({types})")
         elif ctype is None:
-            c.add(f"{path}.type", f"expected {types}, got {_describe(raw_type)}")
+            c.add(f"{path}.type", f"expected {types}, got {describe(raw_type)}")
         if ctype is None:
             c.known_keys(value, every_key, path)
             continue
@@ -1122,10 +869,6 @@ def _parse_channels(
     return channels
 
 
-#: in an ntfy topic template, replaced by the responder id
-RESPONDER_PLACEHOLDER = "{responder}"
-#: in an Apprise URL, replaced by the responder's address on the channel
-ADDRESS_PLACEHOLDER = "{address}"
 NTFY_TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what an ntfy server accepts
 PUSHOVER_API = "https://api.pushover.net"
 PUSHOVER_MIN_RETRY = 30.0  # Pushover refuses an emergency message retried more often
@@ -1143,7 +886,7 @@ def _parse_ntfy(
         _check_http_url(c, url, f"{path}.url")
     topic = c.optional_string(t, "topic", path)
     if topic and not NTFY_TOPIC_RE.fullmatch(topic.replace(RESPONDER_PLACEHOLDER, "x")):
-        c.add(f"{path}.topic", f"{_describe(topic)} is not an ntfy topic (letters, digits, - "
+        c.add(f"{path}.topic", f"{describe(topic)} is not an ntfy topic (letters, digits, - "
               f"and _, at most 64; {RESPONDER_PLACEHOLDER} is replaced by the responder id)")
     token = _token_from_env(c, t, path, env, required=False)
     return replace(config, url=url, topic=topic, token=token)
@@ -1239,7 +982,7 @@ def _apprise_url_problem(url: str) -> str | None:
         return "expected an Apprise URL such as tgram://..., mailto://..., json://..."
     schemes = NotificationManager()  # type: ignore[no-untyped-call]  # apprise leaves it untyped
     if scheme.lower() not in schemes:
-        return f"Apprise does not know the scheme {_describe(scheme)}"
+        return f"Apprise does not know the scheme {describe(scheme)}"
     if ADDRESS_PLACEHOLDER in url:
         return None  # the full form is known once a responder's address is in it
     # Apprise logs why it rejects a URL, with the URL: keep that out of our output.
@@ -1290,8 +1033,6 @@ def _channel_secret(c: _Checker, t: Table, path: str, env: Mapping[str, str]) ->
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SHIFT_RE = re.compile(r"(?P<days>[a-z,-]+)\s+(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})")
 _SHIFT_HINT = 'expected "<days> HH:MM-HH:MM" such as "mon-fri 08:00-16:00" or "sat,sun 20:00-08:00"'
-#: channel types that cannot reach a responder without an address of theirs
-NEEDS_ADDRESS: frozenset[str] = frozenset({"pushover"})
 
 
 def parse_shift(text: str) -> Shift:
@@ -1334,7 +1075,7 @@ def _parse_responders(
         if responder_id in seen:
             c.add(
                 f"{path}.id",
-                f"duplicate responder id {_describe(responder_id)} (also {seen[responder_id]})",
+                f"duplicate responder id {describe(responder_id)} (also {seen[responder_id]})",
             )
         elif responder_id:
             seen[responder_id] = path
@@ -1345,7 +1086,7 @@ def _parse_responders(
             for item_path, channel in channel_list:
                 if channel not in channel_names:
                     known = ", ".join(sorted(channel_names)) or "none defined"
-                    c.add(item_path, f"unknown channel {_describe(channel)} (known: {known})")
+                    c.add(item_path, f"unknown channel {describe(channel)} (known: {known})")
         names = tuple(dict.fromkeys(ch for _, ch in channel_list))
         address = _parse_address(c, t, path, names, channels)
         shifts: list[Shift] = []
@@ -1354,7 +1095,7 @@ def _parse_responders(
                 try:
                     shifts.append(parse_shift(text))
                 except ValueError as exc:
-                    c.add(item_path, f"{exc}, got {_describe(text)}")
+                    c.add(item_path, f"{exc}, got {describe(text)}")
         responders.append(
             ResponderConfig(
                 id=responder_id,
@@ -1376,14 +1117,14 @@ def _parse_address(
     where = f"{path}.address"
     raw = t.get("address", {})
     if not isinstance(raw, dict):
-        c.add(where, f"expected a table of channel = address, got {_describe(raw)}")
+        c.add(where, f"expected a table of channel = address, got {describe(raw)}")
         return {}
     address: dict[str, str] = {}
     for channel, value in raw.items():
         if channel not in names:
             c.add(_join(where, channel), "not one of this responder's channels")
         elif not isinstance(value, str) or not value.strip():
-            c.add(_join(where, channel), f"expected a non-empty string, got {_describe(value)}")
+            c.add(_join(where, channel), f"expected a non-empty string, got {describe(value)}")
         else:
             address[channel] = value.strip()
     if channels is not None:
@@ -1406,7 +1147,7 @@ def _parse_policy(
     if "steps" not in t:
         c.add(steps_path, "missing")
     elif not isinstance(raw_steps, list):
-        c.add(steps_path, f"expected a list of {{after, notify}}, got {_describe(raw_steps)}")
+        c.add(steps_path, f"expected a list of {{after, notify}}, got {describe(raw_steps)}")
     elif not raw_steps:
         c.add(steps_path, "must have at least one step")
     else:
@@ -1414,7 +1155,7 @@ def _parse_policy(
         for index, raw in enumerate(raw_steps):
             step_path = f"{steps_path}[{index}]"
             if not isinstance(raw, dict):
-                c.add(step_path, f"expected a table {{after, notify}}, got {_describe(raw)}")
+                c.add(step_path, f"expected a table {{after, notify}}, got {describe(raw)}")
                 continue
             c.known_keys(raw, ("after", "notify"), step_path)
             problems_before = len(c.problems)
@@ -1438,7 +1179,7 @@ def _parse_policy(
         raw_max = t["max_repeats"]
         if isinstance(raw_max, bool) or not isinstance(raw_max, int) or not 0 <= raw_max <= 100:
             c.add(f"{path}.max_repeats", f"expected a whole number from 0 to 100, got "
-                  f"{_describe(raw_max)}")
+                  f"{describe(raw_max)}")
         elif repeat is None:
             c.add(f"{path}.max_repeats", "needs repeat: the interval between cycles")
         else:
@@ -1453,11 +1194,11 @@ def _check_target(
     if target.startswith("role:"):
         role = target[len("role:") :]
         if roles is not None and role not in roles:
-            c.add(where, f"unknown role {_describe(role)} (no responder has it)")
+            c.add(where, f"unknown role {describe(role)} (no responder has it)")
     elif ids is not None and target not in ids:
         c.add(
             where,
-            f"unknown responder {_describe(target)} (expected a responder id or role:<role>)",
+            f"unknown responder {describe(target)} (expected a responder id or role:<role>)",
         )
 
 
@@ -1585,10 +1326,10 @@ def _parse_rate_limit(c: _Checker, t: Table | None) -> RateLimitConfig:
         value = t["rate"]
         if isinstance(value, bool) or not isinstance(value, int | float):
             c.add("rate_limit.rate", f"expected messages a second (a number), got "
-                                     f"{_describe(value)}")
+                                     f"{describe(value)}")
         elif not 0 < value <= _MAX_RATE:  # NaN fails this too
             c.add("rate_limit.rate",
-                  f"must be greater than 0 and at most {_MAX_RATE:,.0f}, got {_describe(value)}")
+                  f"must be greater than 0 and at most {_MAX_RATE:,.0f}, got {describe(value)}")
         else:
             rate = float(value)
     burst = default.burst
@@ -1596,10 +1337,10 @@ def _parse_rate_limit(c: _Checker, t: Table | None) -> RateLimitConfig:
         value = t["burst"]
         if isinstance(value, bool) or not isinstance(value, int):
             c.add("rate_limit.burst", f"expected a whole number of messages, got "
-                                      f"{_describe(value)}")
+                                      f"{describe(value)}")
         elif not 1 <= value <= _MAX_RATE:
             c.add("rate_limit.burst",
-                  f"must be between 1 and {_MAX_RATE:,.0f}, got {_describe(value)}")
+                  f"must be between 1 and {_MAX_RATE:,.0f}, got {describe(value)}")
         else:
             burst = value
     interval = c.duration(t, "repeat_call_interval", "rate_limit",

@@ -34,7 +34,9 @@ from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
 from devices import simulator as sim
-from monitor.config import Config, ConfigError, format_duration, parse_config
+from monitor.config import ConfigError, parse_config
+from monitor.core.durations import format_duration
+from monitor.core.settings import Config
 from monitor.runtime import Runtime
 
 SITE = "demo"

@@ -27,11 +27,9 @@ import aiosqlite
 import structlog
 from aiohttp import web
 
-from alerts.roster import UnknownResponder
 from alerts.tokens import AckLink, InvalidToken, Use
-from monitor.config import parse_duration
-from monitor.core import BadRequest, UnknownBooth, UnknownIncident
-from monitor.events import (
+from monitor.core.durations import parse_duration
+from monitor.core.events import (
     NOTE_MAX,
     OUTCOMES,
     Acknowledge,
@@ -43,7 +41,9 @@ from monitor.events import (
     SiteEvent,
     StartMaintenance,
 )
-from monitor.incident import IllegalTransition
+from monitor.core.incident import IllegalTransition
+from monitor.core.roster import UnknownResponder
+from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.runtime import IncidentGone, OutcomeRecorded, Runtime
 from monitor.views import incident_json, iso
 

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 
 import structlog
 
-from monitor.config import Config
+from monitor.core.settings import Config
 
 LogFormat = Literal["json", "console"]
 

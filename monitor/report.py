@@ -109,7 +109,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from monitor.config import PRIORITIES
+from monitor.core.settings import PRIORITIES
 from monitor.views import incident_from_stored, incident_json
 
 GROUPINGS = ("booth", "trigger", "shift", "day")

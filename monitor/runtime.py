@@ -47,28 +47,15 @@ from alerts.channels import (
     client_session,
 )
 from alerts.pushover import ReceiptWatcher
-from alerts.roster import UnknownResponder
 from alerts.tokens import AckTokens, UsedLinks
 from devices import adapters
-from devices.canonical import REASONS, Parsed, Rejected, parse_event, parse_topic
+from devices.adapters.canonical import REASONS, Parsed, Rejected, parse_event, parse_topic
 from devices.mqtt import MqttLink, NotConnected
-from devices.ratelimit import (
-    RATE_LIMITED,
-    Kind,
-    Limiter,
-    Sender,
-    cannot_be_a_call,
-    held_slot,
-    may_call,
-    reading_kind,
-)
-from devices.readings import Reading
-from monitor.booth import BoothView
 from monitor.clock import ServiceClock
-from monitor.config import Config, DeviceConfig, format_duration
-from monitor.core import SiteCore, UnknownIncident
-from monitor.events import OUTCOMES as OUTCOME_VALUES
-from monitor.events import (
+from monitor.core.booth import BoothView
+from monitor.core.durations import format_duration
+from monitor.core.events import OUTCOMES as OUTCOME_VALUES
+from monitor.core.events import (
     Acknowledge,
     Audit,
     BoothChanged,
@@ -89,11 +76,20 @@ from monitor.events import (
     SetDuty,
     SiteEvent,
 )
-from monitor.incident import Action, IllegalTransition, IncidentView, TimelineEntry, Trigger
-from monitor.logs import RateLimit, protect
-from monitor.metrics import OUTCOMES, Metrics, counter, gauge
-from monitor.sdnotify import Notifier
-from monitor.selfwatch import (
+from monitor.core.flood import (
+    RATE_LIMITED,
+    Kind,
+    Limiter,
+    Sender,
+    cannot_be_a_call,
+    held_slot,
+    may_call,
+    reading_kind,
+)
+from monitor.core.incident import Action, IllegalTransition, IncidentView, TimelineEntry, Trigger
+from monitor.core.readings import Reading
+from monitor.core.roster import UnknownResponder
+from monitor.core.selfwatch import (
     MonitoringDown,
     MonitoringRestored,
     Notice,
@@ -102,6 +98,11 @@ from monitor.selfwatch import (
     State,
     outage_recipients,
 )
+from monitor.core.settings import Config, DeviceConfig
+from monitor.core.site import SiteCore, UnknownIncident
+from monitor.logs import RateLimit, protect
+from monitor.metrics import OUTCOMES, Metrics, counter, gauge
+from monitor.sdnotify import Notifier
 from monitor.store import AttemptRow, EventRow, PageRow, Store, dumps
 from monitor.views import booth_json, incident_from_stored, incident_json, iso
 
@@ -387,7 +388,7 @@ class Runtime:
             self.metrics.events.labels("unknown", "error").inc()
 
     def _init_flood_limits(self) -> None:
-        """The limiter and its senders, made once from the config (see devices/ratelimit.py):
+        """The limiter and its senders, made once from the config (see monitor/core/flood.py):
         the drop path runs thousands of times a second and allocates nothing."""
         self.flood = Limiter(self.config.rate_limit)
         # a canonical device named in [[devices]] has its own bucket on its booth's topic;
@@ -559,7 +560,7 @@ class Runtime:
         early: list[list[Reading] | Rejected] | None = None
         kind, booth = Kind.OTHER, ""
         if any(d.id in self._calling for d in routes):
-            # a call button: decode first, so a call is never dropped (devices/ratelimit.py)
+            # a call button: decode first, so a call is never dropped (monitor/core/flood.py)
             early = [adapters.decode(d, msg.topic, payload, retained) for d in routes]
             for device, result in zip(routes, early, strict=True):
                 if device.id in self._calling and not isinstance(result, Rejected):

@@ -37,8 +37,8 @@ import aiosqlite
 import structlog
 
 from alerts.tokens import Use
-from monitor.booth import BoothView
-from monitor.incident import IncidentView, TimelineEntry
+from monitor.core.booth import BoothView
+from monitor.core.incident import IncidentView, TimelineEntry
 
 log = structlog.get_logger(__name__)
 

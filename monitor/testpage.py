@@ -33,7 +33,8 @@ from ulid import ULID
 
 from alerts.channels import Channel, Delivery, DeliveryError, Publish, build_channels
 from devices.mqtt import MqttLink, NotConnected
-from monitor.config import Config, ConfigError, ResponderConfig, load_config
+from monitor.config import ConfigError, load_config
+from monitor.core.settings import Config, ResponderConfig
 from monitor.logs import protect
 
 MQTT_CONNECT_TIMEOUT = 5.0

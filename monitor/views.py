@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.booth import BoothView
-from monitor.incident import IncidentView, TimelineEntry
+from monitor.core.booth import BoothView
+from monitor.core.incident import IncidentView, TimelineEntry
 
 
 def iso(at: float | None) -> str | None:

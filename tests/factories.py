@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from monitor.config import (
+from monitor.core.settings import (
     BoothConfig,
     ChannelConfig,
     Config,

@@ -30,9 +30,17 @@ from typing import Any, Final
 from hypothesis import strategies as st
 
 from devices import adapters
-from devices.canonical import MAX_PAYLOAD, REASONS, Parsed, Rejected, parse_event, parse_topic
-from devices.readings import Reading
-from monitor.config import Config, ConfigError, DeviceConfig, load_config
+from devices.adapters.canonical import (
+    MAX_PAYLOAD,
+    REASONS,
+    Parsed,
+    Rejected,
+    parse_event,
+    parse_topic,
+)
+from monitor.config import ConfigError, load_config
+from monitor.core.readings import Reading
+from monitor.core.settings import Config, DeviceConfig
 from tests.test_adapters import DEVICES, GEN1, GEN2, TASMOTA, Z2M
 from tests.test_config import DEVICES_TOML, DOOR_BOOTH, INTERFACE_TOML
 

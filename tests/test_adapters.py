@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from devices import adapters
 from devices.adapters import esphome, shelly, tasmota, zigbee2mqtt
-from devices.canonical import MAX_PAYLOAD, REASONS, Rejected
-from devices.readings import PRESS_TYPES, Reading
-from monitor.config import DeviceConfig, DeviceRole, DeviceSource
-from monitor.events import MotionState
+from devices.adapters.canonical import MAX_PAYLOAD, REASONS, Rejected
+from monitor.core.events import MotionState
+from monitor.core.readings import PRESS_TYPES, Reading
+from monitor.core.settings import DeviceConfig, DeviceRole, DeviceSource
 
 MOVING, STILL, ABSENT = MotionState.MOVING, MotionState.STILL, MotionState.ABSENT
 

@@ -21,8 +21,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from monitor.config import load_config
+from monitor.core.selfwatch import State
 from monitor.runtime import Runtime
-from monitor.selfwatch import State
 from tests.mosquitto import Mosquitto, free_port, require_mosquitto
 from tests.service import SITE, Webhook, event, events_topic, eventually, write_config
 from tests.test_process import ServiceProcess

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices.canonical import (
+from devices.adapters.canonical import (
     KINDS,
     MAX_PAYLOAD,
     REASONS,
@@ -18,7 +18,7 @@ from devices.canonical import (
     parse_event,
     parse_topic,
 )
-from monitor.events import Button, Heartbeat, Motion, MotionState, Occupancy, Press
+from monitor.core.events import Button, Heartbeat, Motion, MotionState, Occupancy, Press
 
 BOOTHS = frozenset({"b1", "b2"})
 

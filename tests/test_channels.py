@@ -31,7 +31,7 @@ from alerts.channels import (
     WebhookChannel,
     build_channels,
 )
-from monitor.config import ChannelConfig
+from monitor.core.settings import ChannelConfig
 
 FAST = (0.01, 0.01, 0.01)
 

@@ -9,16 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.config import (
-    Config,
-    ConfigError,
-    DeviceConfig,
-    format_duration,
-    load_config,
-    parse_config,
-    parse_duration,
-    summary,
-)
+from monitor.config import ConfigError, load_config, parse_config, summary
+from monitor.core.durations import format_duration, parse_duration
+from monitor.core.settings import Config, DeviceConfig
 
 # Verbatim from /work/shared/interface.md section 3.
 INTERFACE_TOML = """\

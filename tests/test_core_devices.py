@@ -5,10 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
-from devices.readings import Reading
-from monitor.config import BoothConfig, DeviceConfig
-from monitor.core import SiteCore
-from monitor.events import (
+from monitor.core.events import (
     BoothChanged,
     Command,
     DeviceReading,
@@ -17,6 +14,9 @@ from monitor.events import (
     Occupancy,
     SendPage,
 )
+from monitor.core.readings import Reading
+from monitor.core.settings import BoothConfig, DeviceConfig
+from monitor.core.site import SiteCore
 from tests.factories import make_config
 
 T0 = 1_800_000_000.0
@@ -213,7 +213,7 @@ def test_low_battery_pages_low_at_most_daily() -> None:
     assert pages(site.read("btn", battery=15)) == [("rui", "low", ("low_battery",))]
     assert pages(site.read("btn", battery=14)) == []
     iid = site.core.open_incident_views()[0].id
-    from monitor.events import Resolve
+    from monitor.core.events import Resolve
 
     site.core.handle(Resolve(iid, "rui", "ok"), site.now)
     notified, seen = T0, []

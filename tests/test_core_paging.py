@@ -8,11 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alerts.escalation import Escalation, fire_due, level_of
-from alerts.roster import Roster, UnknownResponder
-from monitor.config import Policy, ResponderConfig, Step, parse_shift
-from monitor.core import BadRequest
-from monitor.events import (
+from monitor.config import parse_shift
+from monitor.core.escalation import Escalation, fire_due, level_of
+from monitor.core.events import (
     Acknowledge,
     Attend,
     Audit,
@@ -29,6 +27,9 @@ from monitor.events import (
     SetDuty,
     StartMaintenance,
 )
+from monitor.core.roster import Roster, UnknownResponder
+from monitor.core.settings import Policy, ResponderConfig, Step
+from monitor.core.site import BadRequest
 from tests.test_core import Clock, call, incident, pages
 
 LISBON = ZoneInfo("Europe/Lisbon")

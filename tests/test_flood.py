@@ -1,6 +1,6 @@
 """Issue 6: one device flooding cannot starve the other booths.
 
-The limiter (devices/ratelimit.py) with a hand-stepped clock, then the whole
+The limiter (monitor/core/flood.py) with a hand-stepped clock, then the whole
 service against a real Mosquitto, real SQLite and a real webhook receiver while
 one device floods several thousand messages.
 """
@@ -20,7 +20,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.ratelimit import (
+from monitor.config import ConfigError, parse_config
+from monitor.core.flood import (
     FLOOD_HOLD,
     RATE_LIMITED,
     REPEATED_CALL,
@@ -33,8 +34,8 @@ from devices.ratelimit import (
     may_call,
     reading_kind,
 )
-from devices.readings import Reading
-from monitor.config import ConfigError, DeviceConfig, RateLimitConfig, parse_config
+from monitor.core.readings import Reading
+from monitor.core.settings import DeviceConfig, RateLimitConfig
 from tests.mosquitto import Mosquitto, Publish
 from tests.service import SITE, Webhook, event, events_topic, eventually
 from tests.test_process import _service

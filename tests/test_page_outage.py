@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from alerts.channels import Delivery, Dispatcher, WebhookChannel, client_session
-from monitor.config import ChannelConfig
+from monitor.core.settings import ChannelConfig
 from tests.local_service import LocalService, local_service
 from tests.mosquitto import Mosquitto, Publish, free_port
 from tests.service import NO_RATE_LIMIT, Webhook, event, events_topic, eventually

@@ -31,7 +31,7 @@ from aiohttp import web
 from alerts.channels import Delivery, DeliveryError
 from alerts.push import NtfyChannel
 from alerts.pushover import PushoverChannel
-from monitor.config import ChannelConfig
+from monitor.core.settings import ChannelConfig
 from monitor.logs import PRIVACY, Privacy, protect
 from tests.local_service import LocalService, Seen, local_service
 from tests.mosquitto import Mosquitto, Publish, free_port

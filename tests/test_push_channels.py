@@ -29,15 +29,8 @@ from alerts.channels import (
 )
 from alerts.push import AppriseChannel, NtfyChannel, notification_text
 from alerts.pushover import PushoverChannel, ReceiptWatcher, is_emergency
-from monitor.config import (
-    ChannelConfig,
-    ConfigError,
-    Policy,
-    Step,
-    parse_config,
-    pushover_timing,
-    summary,
-)
+from monitor.config import ConfigError, parse_config, pushover_timing, summary
+from monitor.core.settings import ChannelConfig, Policy, Step
 from tests.local_service import LocalService, Seen, local_service
 from tests.test_config import INTERFACE_TOML
 

@@ -35,8 +35,7 @@ import pytest
 
 from monitor.cli import _parser
 from monitor.cli import main as cli_main
-from monitor.core import SiteCore
-from monitor.events import (
+from monitor.core.events import (
     Acknowledge,
     Attend,
     Button,
@@ -49,6 +48,7 @@ from monitor.events import (
     Resolve,
     SendPage,
 )
+from monitor.core.site import SiteCore
 from monitor.report import (
     DEFAULT_SHIFTS,
     build_report,

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from alerts.channels import Delivery
-from monitor.config import ChannelConfig, ConfigError, ResponderConfig, parse_config
-from monitor.sdnotify import Notifier
-from monitor.selfwatch import (
+from monitor.config import ConfigError, parse_config
+from monitor.core.selfwatch import (
     MonitoringDown,
     MonitoringRestored,
     Recipient,
@@ -29,6 +28,8 @@ from monitor.selfwatch import (
     State,
     outage_recipients,
 )
+from monitor.core.settings import ChannelConfig, ResponderConfig
+from monitor.sdnotify import Notifier
 from tests.mosquitto import Mosquitto, free_port
 from tests.service import Webhook, write_config
 from tests.test_config import INTERFACE_TOML

@@ -22,12 +22,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices import adapters
 from devices import encoders as enc
 from devices import simulator as sim
-from devices.canonical import Parsed, Rejected, parse_event, parse_topic
-from devices.readings import PRESS_TYPES, Reading
-from devices.registry import DeviceRegistry
-from monitor.config import BoothConfig, DeviceConfig, parse_config
-from monitor.events import Button, Door, Heartbeat, MotionState, Occupancy, Press
-from monitor.events import Motion as MotionEvent
+from devices.adapters.canonical import Parsed, Rejected, parse_event, parse_topic
+from monitor.config import parse_config
+from monitor.core.devices import DeviceRegistry
+from monitor.core.events import Button, Door, Heartbeat, MotionState, Occupancy, Press
+from monitor.core.events import Motion as MotionEvent
+from monitor.core.readings import PRESS_TYPES, Reading
+from monitor.core.settings import BoothConfig, DeviceConfig
 from tests.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from monitor.booth import BoothView
+from monitor.core.booth import BoothView
 from monitor.store import EventRow, Store
 
 

@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from typing import Final, Protocol
 
 from devices.adapters import esphome, shelly, tasmota, zigbee2mqtt
-from devices.canonical import Rejected
-from devices.readings import Reading
-from monitor.config import DeviceConfig, DeviceSource
+from devices.adapters.canonical import Rejected
+from monitor.core.readings import Reading
+from monitor.core.settings import DeviceConfig, DeviceSource
 
 __all__ = ["SOURCES", "decode", "topics"]
 

@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NoReturn, TypeVar
 
-from devices.canonical import MAX_PAYLOAD, Rejected
-from devices.readings import Reading
-from monitor.config import DeviceConfig
+from devices.adapters.canonical import MAX_PAYLOAD, Rejected
+from monitor.core.readings import Reading
+from monitor.core.settings import DeviceConfig
 
 Result = list[Reading] | Rejected
 #: decodes one payload of one topic: (payload, retained) -> readings or a rejection

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from devices.adapters._common import Handler, Result, check_topic, route, word
-from devices.canonical import Rejected
-from devices.readings import Reading
-from monitor.config import DeviceConfig
+from devices.adapters.canonical import Rejected
+from monitor.core.readings import Reading
+from monitor.core.settings import DeviceConfig
 
 STATES: Final[Mapping[str, bool]] = {"ON": True, "OFF": False}
 STATUS: Final[Mapping[str, bool]] = {"online": True, "offline": False}

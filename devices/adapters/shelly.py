@@ -26,9 +26,9 @@ from devices.adapters._common import (
     route,
     word,
 )
-from devices.canonical import Rejected
-from devices.readings import Reading
-from monitor.config import DeviceConfig
+from devices.adapters.canonical import Rejected
+from monitor.core.readings import Reading
+from monitor.core.settings import DeviceConfig
 
 #: Gen2 ``input:0`` event -> press type (docs/devices.md); other events are no press
 GEN2_PRESSES: Final[Mapping[str, str]] = {

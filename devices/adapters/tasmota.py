@@ -27,9 +27,9 @@ from devices.adapters._common import (
     show,
     word,
 )
-from devices.canonical import Rejected
-from devices.readings import Reading
-from monitor.config import DeviceConfig
+from devices.adapters.canonical import Rejected
+from monitor.core.readings import Reading
+from monitor.core.settings import DeviceConfig
 
 #: ``ButtonN.Action`` -> press type (docs/devices.md); any other action is no press
 PRESSES: Final[Mapping[str, str]] = {

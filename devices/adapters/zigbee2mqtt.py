@@ -36,10 +36,10 @@ from devices.adapters._common import (
     show,
     text,
 )
-from devices.canonical import Rejected
-from devices.readings import Reading
-from monitor.config import DeviceConfig
-from monitor.events import MotionState
+from devices.adapters.canonical import Rejected
+from monitor.core.events import MotionState
+from monitor.core.readings import Reading
+from monitor.core.settings import DeviceConfig
 
 #: ``action`` values -> press type (docs/devices.md); any other action is no press
 PRESSES: Final[Mapping[str, str]] = {

@@ -23,15 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NoReturn, TypeVar
 
-from monitor.events import (
-    BoothEvent,
-    Button,
-    Heartbeat,
-    Motion,
-    MotionState,
-    Occupancy,
-    Press,
-)
+from monitor.core.events import BoothEvent, Button, Heartbeat, Motion, MotionState, Occupancy, Press
 
 MAX_PAYLOAD: Final = 16 * 1024
 MAX_ID: Final = 128

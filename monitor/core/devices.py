@@ -31,10 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from devices.readings import Reading
-from monitor.config import BoothConfig, DeviceConfig, PressAction
-from monitor.events import BoothEvent, Button, Door, MotionState, Occupancy, Press
-from monitor.events import Motion as MotionEvent
+from monitor.core.events import BoothEvent, Button, Door, MotionState, Occupancy, Press
+from monitor.core.events import Motion as MotionEvent
+from monitor.core.readings import Reading
+from monitor.core.settings import BoothConfig, DeviceConfig, PressAction
 
 DEBOUNCE = 2.0
 BUTTON_SILENCE = 2 * 3600.0

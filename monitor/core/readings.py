@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.events import MotionState
+from monitor.core.events import MotionState
 
 #: normalised button press types; adapters map firmware vocabularies onto these
 PRESS_TYPES = ("single", "double", "triple", "quadruple", "hold", "release")

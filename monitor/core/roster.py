@@ -11,7 +11,7 @@ checks in early is simply on shift when it starts. A responder without shifts
 keeps an override until the next check-in or check-out.
 
 ``role:X`` in an escalation step pages only on-duty responders with role X
-(`alerts.escalation.resolve_targets` takes `Roster.on_duty`).
+(`escalation.resolve_targets` takes `Roster.on_duty`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from monitor.config import ResponderConfig, Shift
+from monitor.core.settings import ResponderConfig, Shift
 
 
 @dataclass(frozen=True, slots=True)

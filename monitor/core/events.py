@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from devices.readings import Reading
-    from devices.registry import DeviceView
-    from monitor.booth import BoothView
-    from monitor.incident import IncidentView, TimelineEntry
+    from monitor.core.booth import BoothView
+    from monitor.core.devices import DeviceView
+    from monitor.core.incident import IncidentView, TimelineEntry
+    from monitor.core.readings import Reading
 
 
 class MotionState(enum.Enum):

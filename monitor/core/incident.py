@@ -38,9 +38,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.escalation import Escalation, Fired, fire_due, has_next_step, jump
-from monitor.booth import IncidentRef
-from monitor.config import Policy, Priority
+from monitor.core.booth import IncidentRef
+from monitor.core.escalation import Escalation, Fired, fire_due, has_next_step, jump
+from monitor.core.settings import Policy, Priority
 
 
 class State(enum.Enum):

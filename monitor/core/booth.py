@@ -35,8 +35,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.config import BoothConfig
-from monitor.events import MotionState
+from monitor.core.events import MotionState
+from monitor.core.settings import BoothConfig
 
 
 class Timer(enum.Enum):

@@ -67,9 +67,9 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from devices.readings import Reading
-from devices.registry import ROLE_ACTIONS
-from monitor.config import DeviceConfig, RateLimitConfig
+from monitor.core.devices import ROLE_ACTIONS
+from monitor.core.readings import Reading
+from monitor.core.settings import DeviceConfig, RateLimitConfig
 
 RATE_LIMITED: Final = "rate_limited"  # the sender's bucket was empty (or it is flooding)
 REPEATED_CALL: Final = "repeated_call"  # a repeat within repeat_call_interval of the last one

@@ -17,7 +17,7 @@ core from what was stored, and the next `on_timer` fires whatever fell due
 while the service was down.
 
 Who gets a page: a step's ``role:X`` pages the on-duty responders with role X
-(`alerts.roster`). A step with nobody on duty for any of its targets is skipped
+(`roster`). A step with nobody on duty for any of its targets is skipped
 at once to the next step, and every role found empty is recorded (timeline
 ``duty_gap``, counted by the runtime); if even the last step has nobody on
 duty, its targets are paged regardless of duty: someone must always hear.
@@ -40,12 +40,11 @@ import heapq
 from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
-from alerts.escalation import Fired, resolve_targets
-from alerts.roster import Roster, UnknownResponder
-from devices.registry import SENSOR_ROLES, DeviceRegistry, DeviceView, HealthChange
-from monitor.booth import Booth, BoothView, IncidentRef, Timer
-from monitor.config import BoothConfig, Config, Policy, Priority, format_duration
-from monitor.events import (
+from monitor.core.booth import Booth, BoothView, IncidentRef, Timer
+from monitor.core.devices import SENSOR_ROLES, DeviceRegistry, DeviceView, HealthChange
+from monitor.core.durations import format_duration
+from monitor.core.escalation import Fired, resolve_targets
+from monitor.core.events import (
     Acknowledge,
     Attend,
     Audit,
@@ -73,7 +72,9 @@ from monitor.events import (
     SetDuty,
     StartMaintenance,
 )
-from monitor.incident import Incident, IncidentView, Trigger
+from monitor.core.incident import Incident, IncidentView, Trigger
+from monitor.core.roster import Roster, UnknownResponder
+from monitor.core.settings import BoothConfig, Config, Policy, Priority
 
 _Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance", id)
 #: triggers a booth in maintenance does not raise (a call still pages)

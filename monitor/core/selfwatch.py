@@ -42,7 +42,7 @@ import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from monitor.config import ChannelConfig, ResponderConfig
+from monitor.core.settings import ChannelConfig, ResponderConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from monitor.config import Policy, Priority, ResponderConfig, Step
+from monitor.core.settings import Policy, Priority, ResponderConfig, Step
 
 
 @dataclass(slots=True)
