@@ -246,7 +246,7 @@ class Route:
 
 def app_routes(service: Service) -> list[Route]:
     """Every route the app declares, so endpoints added later are fuzzed too."""
-    app = make_app(service.runtime)
+    app = make_app(service.runtime.api)
     routes = []
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}

@@ -462,7 +462,7 @@ def test_protect_takes_what_the_config_and_environment_hold(tmp_path: Path) -> N
             assert secret not in cleaned, what
         assert "T0KEN-PATH-77" not in cleaned and "smsuser" not in cleaned
     finally:
-        PRIVACY.protect([], [], [])
+        PRIVACY.reset()
 
 
 def test_library_logs_are_json_and_cleaned() -> None:
