@@ -37,16 +37,10 @@ from prometheus_client import Counter
 from prometheus_client.core import Metric
 from ulid import ULID
 
-from alerts.channels import (
-    Attempt,
-    Delivery,
-    DeliveryError,
-    DeliveryKind,
-    Dispatcher,
-    build_channels,
-    client_session,
-)
-from alerts.pushover import ReceiptWatcher
+from alerts.delivery import Attempt, Delivery, DeliveryError, DeliveryKind, Dispatcher
+from alerts.factory import build_channels
+from alerts.http import client_session
+from alerts.receipts import ReceiptWatcher
 from alerts.tokens import AckTokens, UsedLinks
 from devices import adapters
 from devices.adapters.canonical import REASONS, Parsed, Rejected, parse_event, parse_topic
@@ -931,7 +925,7 @@ class Runtime:
             log.warning("page_attempt_failed", incident=delivery.incident,
                         responder=delivery.responder, channel=attempt.channel,
                         kind=delivery.kind, attempt=attempt.number, error=attempt.error,
-                        final=attempt.final)
+                        final=attempt.final, page_id=delivery.page_id)
         self.store.put_page(PageRow(
             id=delivery.page_id, incident=delivery.incident, responder=delivery.responder,
             channel=attempt.channel, level=delivery.level, payload=delivery.payload,
