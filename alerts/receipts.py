@@ -32,10 +32,9 @@ from typing import Any
 import aiohttp
 import structlog
 
-from alerts.channels.pushover import refusal
+from alerts.channels.pushover import PUSHOVER_MAX_EXPIRE, refusal
 from alerts.delivery import DeliveryError
 from alerts.http import request
-from monitor.config import PUSHOVER_MAX_EXPIRE
 from monitor.core.settings import ChannelConfig
 
 log = structlog.get_logger(__name__)

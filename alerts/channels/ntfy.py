@@ -10,6 +10,7 @@ action. The topic is the responder's address on the channel, else the channel's
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,9 +19,9 @@ import aiohttp
 from alerts.delivery import Delivery, DeliveryError
 from alerts.http import request
 from alerts.text import ACK_LABEL, ack_url, mask, notification_text
-from monitor.config import NTFY_TOPIC_RE
 from monitor.core.settings import RESPONDER_PLACEHOLDER, ChannelConfig
 
+NTFY_TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what an ntfy server accepts
 #: ntfy priorities (1 min .. 5 max) of a page by incident priority
 NTFY_PRIORITY: Mapping[str, int] = {"high": 5, "medium": 4, "low": 3}
 NTFY_DEFAULT_PRIORITY = 3  # notices, tests, and a page of unknown priority

@@ -3,10 +3,10 @@
 A high page goes out at Pushover's emergency priority (2): Pushover repeats it
 every ``retry`` seconds until someone acknowledges it on the phone or
 ``expire`` passes, and answers with a *receipt*. ``retry`` follows the high
-policy's ``repeat`` and ``expire`` is Pushover's maximum (see
-`monitor.config.pushover_timing`), because boothwatch cancels the receipt
-itself once the incident is acknowledged or resolved: an open high incident
-must never go quiet because a timer at Pushover ran out. The channel hands
+policy's ``repeat`` and ``expire`` is Pushover's maximum (see `pushover_timing`),
+because boothwatch cancels the receipt itself once the incident is acknowledged
+or resolved: an open high incident must never go quiet because a timer at
+Pushover ran out. The channel hands
 every emergency receipt to the `alerts.receipts.ReceiptWatcher`, which follows
 it to the nurse's acknowledgement and cancels it.
 """
@@ -22,13 +22,19 @@ import structlog
 from alerts.delivery import Delivery, DeliveryError
 from alerts.http import request
 from alerts.text import ACK_LABEL, ack_url, mask, notification_text
-from monitor.config import pushover_timing
 from monitor.core.settings import ChannelConfig, Policy
 
 if TYPE_CHECKING:
     from alerts.receipts import ReceiptWatcher
 
 log = structlog.get_logger(__name__)
+
+PUSHOVER_API = "https://api.pushover.net"
+PUSHOVER_MIN_RETRY = 30.0  # Pushover refuses an emergency message retried more often
+PUSHOVER_MAX_EXPIRE = 3 * 3600.0  # and one that keeps retrying longer
+#: the retry interval when the high policy has no repeat of its own
+PUSHOVER_DEFAULT_RETRY = 60.0
+PUSHOVER_MIN_POLL = 5.0  # Pushover: poll a receipt no faster than every 5 seconds
 
 EMERGENCY = 2
 #: Pushover priority of a page by incident priority; high is an emergency
@@ -50,6 +56,22 @@ def refusal(status: int, answer: Mapping[str, Any], address: str | None, token: 
     if isinstance(errors, list) and errors:
         return mask("pushover: " + "; ".join(str(e) for e in errors), address, token)
     return f"HTTP {status}"
+
+
+def pushover_timing(channel: ChannelConfig, high: Policy | None) -> tuple[float, float]:
+    """``(retry, expire)`` in seconds for an emergency (high) page on a Pushover channel.
+
+    Retry follows the high policy's ``repeat`` (Pushover repeats the alert itself
+    until someone acknowledges), within what Pushover accepts. Expire is Pushover's
+    maximum: boothwatch cancels the receipt once the incident is acknowledged or
+    resolved, and an open high incident must never go quiet. The channel's own
+    ``retry`` and ``expire`` override both.
+    """
+    repeat = high.repeat if high is not None and high.repeat else PUSHOVER_DEFAULT_RETRY
+    retry = channel.retry if channel.retry is not None else repeat
+    retry = min(max(retry, PUSHOVER_MIN_RETRY), PUSHOVER_MAX_EXPIRE)
+    expire = channel.expire if channel.expire is not None else PUSHOVER_MAX_EXPIRE
+    return retry, max(expire, retry)
 
 
 def _cut(text: str, limit: int) -> str:
