@@ -20,6 +20,14 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar, assert_never
 from urllib.parse import urlsplit
 
+from alerts.channels.ntfy import NTFY_TOPIC_RE
+from alerts.channels.pushover import (
+    PUSHOVER_API,
+    PUSHOVER_MAX_EXPIRE,
+    PUSHOVER_MIN_POLL,
+    PUSHOVER_MIN_RETRY,
+    pushover_timing,
+)
 from monitor.core.durations import describe, format_duration, parse_duration
 from monitor.core.readings import PRESS_TYPES
 from monitor.core.settings import (
@@ -869,15 +877,6 @@ def _parse_channels(
     return channels
 
 
-NTFY_TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what an ntfy server accepts
-PUSHOVER_API = "https://api.pushover.net"
-PUSHOVER_MIN_RETRY = 30.0  # Pushover refuses an emergency message retried more often
-PUSHOVER_MAX_EXPIRE = 3 * 3600.0  # and one that keeps retrying longer
-#: the retry interval when the high policy has no repeat of its own
-PUSHOVER_DEFAULT_RETRY = 60.0
-PUSHOVER_MIN_POLL = 5.0  # Pushover: poll a receipt no faster than every 5 seconds
-
-
 def _parse_ntfy(
     c: _Checker, t: Table, path: str, env: Mapping[str, str], config: ChannelConfig
 ) -> ChannelConfig:
@@ -915,22 +914,6 @@ def _parse_pushover(
         c.add(f"{path}.poll_interval", f"Pushover asks for at most one poll per receipt every "
               f"{format_duration(PUSHOVER_MIN_POLL)}, got {format_duration(poll)}")
     return replace(config, url=url, token=token, retry=retry, expire=expire, poll_interval=poll)
-
-
-def pushover_timing(channel: ChannelConfig, high: Policy | None) -> tuple[float, float]:
-    """``(retry, expire)`` in seconds for an emergency (high) page on a Pushover channel.
-
-    Retry follows the high policy's ``repeat`` (Pushover repeats the alert itself
-    until someone acknowledges), within what Pushover accepts. Expire is Pushover's
-    maximum: boothwatch cancels the receipt once the incident is acknowledged or
-    resolved, and an open high incident must never go quiet. The channel's own
-    ``retry`` and ``expire`` override both.
-    """
-    repeat = high.repeat if high is not None and high.repeat else PUSHOVER_DEFAULT_RETRY
-    retry = channel.retry if channel.retry is not None else repeat
-    retry = min(max(retry, PUSHOVER_MIN_RETRY), PUSHOVER_MAX_EXPIRE)
-    expire = channel.expire if channel.expire is not None else PUSHOVER_MAX_EXPIRE
-    return retry, max(expire, retry)
 
 
 def _apprise_url(c: _Checker, t: Table, path: str, env: Mapping[str, str]) -> str | None:

@@ -24,15 +24,9 @@ import aiohttp
 import structlog
 from ulid import ULID
 
-from alerts.channels import (
-    Attempt,
-    Delivery,
-    DeliveryError,
-    DeliveryKind,
-    Dispatcher,
-    build_channels,
-)
-from alerts.pushover import ReceiptWatcher
+from alerts.delivery import Attempt, Delivery, DeliveryError, DeliveryKind, Dispatcher
+from alerts.factory import build_channels
+from alerts.receipts import ReceiptWatcher
 from alerts.tokens import AckTokens
 from devices.mqtt import MqttLink, NotConnected
 from monitor.codec import iso
@@ -178,7 +172,7 @@ class Paging:
             log.warning("page_attempt_failed", incident=delivery.incident,
                         responder=delivery.responder, channel=attempt.channel,
                         kind=delivery.kind, attempt=attempt.number, error=attempt.error,
-                        final=attempt.final)
+                        final=attempt.final, page_id=delivery.page_id)
         self._store.put_page(_row(
             delivery, now, attempt.channel, status, attempt.number, last_error=attempt.error,
             sent_at=now if attempt.ok else None, latency=attempt.latency if attempt.ok else None,

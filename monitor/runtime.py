@@ -27,7 +27,7 @@ import aiohttp
 import structlog
 from ulid import ULID
 
-from alerts.channels import client_session
+from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
 from monitor.api import Api

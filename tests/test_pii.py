@@ -28,9 +28,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from alerts.channels import Delivery, DeliveryError
-from alerts.push import NtfyChannel
-from alerts.pushover import PushoverChannel
+from alerts.channels.ntfy import NtfyChannel
+from alerts.channels.pushover import PushoverChannel
+from alerts.delivery import Delivery, DeliveryError
 from monitor.core.settings import ChannelConfig
 from monitor.logs import PRIVACY, Privacy, protect
 from tests.local_service import LocalService, Seen, local_service
