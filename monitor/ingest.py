@@ -30,7 +30,8 @@ import structlog
 from prometheus_client.core import Metric
 
 from devices import adapters
-from devices.adapters.canonical import Parsed, Rejected, parse_event, parse_topic
+from devices.adapters.canonical import Parsed, parse_event, parse_topic
+from devices.adapters.payload import Rejected
 from devices.mqtt import MqttLink
 from monitor.core.events import (
     Acknowledge,

@@ -39,6 +39,7 @@ from monitor.core.settings import Config
 from monitor.core.site import SiteCore
 from monitor.driver import Driver
 from monitor.health import Health
+from monitor.http import serve
 from monitor.ingest import DEDUPE_WINDOW, RECEIVE_MAXIMUM, Ingest
 from monitor.logs import protect
 from monitor.metrics import (
@@ -177,8 +178,6 @@ class Runtime:
                     await paging.watch_receipts()
                     tg.create_task(paging.receipts.run(), name="pushover-receipts")
                 if http:
-                    from monitor.http import serve
-
                     tg.create_task(serve(self.api), name="http")
                 await paging.resend_unsent()
                 driver.wake.set()  # fire whatever fell due while we were down

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from devices import adapters
-from devices.adapters.canonical import REASONS
+from devices.adapters.payload import REASONS
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 from monitor.http import make_app

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Final, Protocol
 
 from devices.adapters import esphome, shelly, tasmota, zigbee2mqtt
-from devices.adapters.canonical import Rejected
+from devices.adapters.payload import Rejected
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig, DeviceSource
 

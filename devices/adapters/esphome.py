@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from devices.adapters._common import Handler, Result, check_topic, route, word
-from devices.adapters.canonical import Rejected
+from devices.adapters.payload import Rejected
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 

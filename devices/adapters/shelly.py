@@ -13,20 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from devices.adapters._common import (
-    BadField,
-    Handler,
-    Result,
-    bad,
-    check_topic,
-    field_error,
-    json_object,
-    optional,
-    readings,
-    route,
-    word,
-)
-from devices.adapters.canonical import Rejected
+from devices.adapters._common import Handler, Result, check_topic, optional, readings, route, word
+from devices.adapters.payload import BadField, Rejected, bad, field_error, json_object
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 

@@ -21,22 +21,17 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from devices.adapters._common import (
+from devices.adapters._common import Handler, Result, check_topic, optional, readings, route
+from devices.adapters.payload import (
     BadField,
-    Handler,
-    Result,
+    Rejected,
     bad,
-    check_topic,
     field_error,
     json_object,
     object_from_text,
-    optional,
-    readings,
-    route,
     show,
     text,
 )
-from devices.adapters.canonical import Rejected
 from monitor.core.events import MotionState
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
