@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import importlib.resources
 import re
 import zoneinfo
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,8 @@ MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 REASON_MAX = 200
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: the OpenAPI document of every route below (tests/test_openapi.py holds them to it)
+OPENAPI = importlib.resources.files("monitor").joinpath("openapi.json").read_bytes()
 
 
 def make_app(runtime: Runtime) -> web.Application:
@@ -63,6 +66,7 @@ def make_app(runtime: Runtime) -> web.Application:
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),
+        web.get("/api/openapi.json", openapi),
         web.get("/api/booths", booths),
         web.get("/api/incidents", incidents),
         web.post("/api/incidents/{id}/ack", _action("ack")),
@@ -125,6 +129,10 @@ async def metrics(request: web.Request) -> web.Response:
     body = await request.app[RUNTIME].metrics.render_async()
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
 
 
 async def booths(request: web.Request) -> web.Response:
