@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
+
 from monitor.config import load_config
 from monitor.core.events import NOTE_MAX, OUTCOMES
 from monitor.core.incident import CLEARED_OUTCOME, Trigger
@@ -122,3 +124,28 @@ def test_the_documents_vocabularies_are_the_cores() -> None:
     assert schemas["Priority"]["enum"] == list(PRIORITIES)
     incident_outcomes = schemas["Incident"]["properties"]["outcome"]["enum"]
     assert incident_outcomes == [*OUTCOMES, *CLEARED_OUTCOME.values(), None]
+
+
+def _examples(node: Any, where: str = "#") -> list[tuple[str, dict[str, Any], Any]]:
+    """(where, schema, example) for every schema in the document that gives an example."""
+    found = []
+    if isinstance(node, dict):
+        if "example" in node and ("type" in node or "properties" in node):
+            found.append((where, node, node["example"]))
+        for key, value in node.items():
+            found += _examples(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _examples(value, f"{where}/{index}")
+    return found
+
+
+def test_the_documents_examples_match_its_schemas() -> None:
+    """The examples the reference shows are valid by the document's own schemas."""
+    examples = _examples(DOCUMENT)
+    assert len(examples) > 10
+    for where, schema, example in examples:
+        # the document is the root, so its #/components/... references resolve
+        validator = jsonschema_rs.validator_for({**DOCUMENT, **schema})
+        errors = [e.message for e in validator.iter_errors(example)]
+        assert not errors, (where, errors)
