@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import importlib.resources
 import re
 import zoneinfo
 from collections.abc import Awaitable, Callable
@@ -53,15 +54,17 @@ MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 REASON_MAX = 200
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: the OpenAPI document of every route below (tests/test_openapi.py holds them to it)
+OPENAPI = importlib.resources.files("monitor").joinpath("openapi.json").read_bytes()
 
 
-def make_app(api: Api) -> web.Application:
-    app = web.Application(middlewares=[_bearer], client_max_size=64 * 1024)
-    app[API] = api
-    app.add_routes([
+def routes() -> list[web.RouteDef]:
+    """Every route the service answers (the OpenAPI document lists the same)."""
+    return [
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),
+        web.get("/api/openapi.json", openapi),
         web.get("/api/booths", booths),
         web.get("/api/incidents", incidents),
         web.post("/api/incidents/{id}/ack", _action("ack")),
@@ -76,7 +79,13 @@ def make_app(api: Api) -> web.Application:
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
-    ])
+    ]
+
+
+def make_app(api: Api) -> web.Application:
+    app = web.Application(middlewares=[_bearer], client_max_size=64 * 1024)
+    app[API] = api
+    app.add_routes(routes())
     return app
 
 
@@ -124,6 +133,10 @@ async def metrics(request: web.Request) -> web.Response:
     body = await request.app[API].render_metrics()
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
 
 
 async def booths(request: web.Request) -> web.Response:
