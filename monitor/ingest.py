@@ -66,8 +66,8 @@ PENDING_HIGH = 20_000
 PENDING_LOW = 5_000
 # ...but never while commits fail: the store is not slow then, it is stuck, and a paused
 # reader would stop hearing calls. During a store outage the service reads, pages and holds
-# every event in memory, unacknowledged, up to the broker's in-flight window (see the docs,
-# "When the store is in trouble"). That window is our MQTT 5 Receive Maximum: past it the
+# every event in memory, unacknowledged, up to the broker's in-flight window (see
+# docs/architecture/failures.md). That window is our MQTT 5 Receive Maximum: past it the
 # broker sends nothing more, calls included, so ask for the most MQTT allows.
 RECEIVE_MAXIMUM = 65_535
 WINDOW_WARN = RECEIVE_MAXIMUM * 9 // 10
