@@ -10,7 +10,8 @@ core's commands go out through four ports, in this order:
 * **store** (`StorePort`): every change joins the store's current batch; the
   future returned completes when the batch has committed, and ingest
   acknowledges the MQTT message only then;
-* **observe** (`ObservePort`): metrics and log lines, from typed commands.
+* **observe** (`ObservePort`): metrics and log lines, from the typed news of an
+  incident's change and from audit records.
 
 Nothing here awaits: `handle` and `fire` run to the end on the caller's turn of
 the event loop, so a test can drive the whole service with a hand-stepped clock
@@ -20,7 +21,6 @@ the event loop, so a test can drive the whole service with a hand-stepped clock
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
@@ -63,7 +63,7 @@ class PagePort(Protocol):
 
 
 class ObservePort(Protocol):
-    def command(self, cmd: Command) -> None: ...
+    def command(self, cmd: IncidentChanged | Audit) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,20 +107,23 @@ class Driver:
         if deadline is not None and (self._armed is None or deadline < self._armed):
             self.wake.set()
 
-    def execute(self, commands: Iterable[Command], now: float) -> Stored:
+    def execute(self, commands: list[Command], now: float) -> Stored:
         """Carry out the core's commands; the future completes when they are stored."""
         done: Stored | None = None
-        commands = sorted(commands, key=lambda c: not isinstance(c, SendPage))
+        for cmd in commands:  # pages first: see the module docstring
+            if isinstance(cmd, SendPage):
+                done = self._pages.page(cmd, now) or done
         for cmd in commands:
             match cmd:
                 case SendPage():
-                    done = self._pages.page(cmd, now) or done
+                    pass
                 case SendNotice():
                     done = self._pages.notice(cmd, now) or done
                 case StopPaging(incident=incident):
                     self._pages.stop(incident)
                 case Audit(at=at, kind=kind, subject=subject, detail=detail):
                     done = self._store.add_audit(at, kind, subject, detail)
+                    self._observe.command(cmd)
                 case DutyChanged(snapshot=snapshot):
                     done = self._store.put_duty(snapshot, now)
                 case BoothChanged(view=view):
@@ -129,11 +132,11 @@ class Driver:
                 case IncidentChanged(view=view, new=new):
                     self._publish.incident(view)
                     done = self._store.put_incident(view, new)
+                    self._observe.command(cmd)
                 case DeviceChanged(view=dview, snapshot=snapshot):
                     done = self._store.put_device(dview.booth, snapshot, now)
                 case _:
                     assert_never(cmd)
-            self._observe.command(cmd)
         if done is None:
             done = asyncio.get_running_loop().create_future()
             done.set_result(None)

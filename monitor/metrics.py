@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from devices.adapters.payload import REASONS
 from monitor.clock import ServiceClock
 from monitor.core.events import OUTCOMES as OUTCOME_VALUES
-from monitor.core.events import Audit, Command, IncidentChanged
+from monitor.core.events import Audit, IncidentChanged
 from monitor.core.incident import (
     Change,
     DutyGap,
@@ -208,17 +208,15 @@ class Observer:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def command(self, cmd: Command) -> None:
+    def command(self, cmd: IncidentChanged | Audit) -> None:
         match cmd:
-            case IncidentChanged(view=view, changes=changes) if changes:
+            case IncidentChanged(view=view, changes=changes):
                 self._incident(view, changes)
             case Audit(kind=kind, subject=subject, detail=detail):
                 log.info("audit", kind=kind, subject=subject,
                          **{k: v for k, v in detail.items() if k in _AUDIT_LOGGED})
                 if kind == "trigger_suppressed":
                     self.metrics.suppressed.labels(detail["trigger"], subject).inc()
-            case _:
-                pass
 
     def _incident(self, view: IncidentView, changes: tuple[Change, ...]) -> None:
         m = self.metrics

@@ -462,7 +462,7 @@ def test_every_session_input_in_every_state(door: bool, state: Session,
     """Each (session, input) moves as its booth's table says, or raises and changes nothing."""
     config = make_config().booths[0]
     booth = Booth(replace(config, occupancy_from="door") if door else config)
-    booth.session = state
+    booth.session, booth.occupied = state, state is Session.OCCUPIED
     booth.door_closed_at = T0 if state is Session.AWAITING else None
     booth.session_started_at = T0 if state is Session.OCCUPIED else None
     before = booth.view(None)

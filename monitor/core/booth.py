@@ -160,6 +160,7 @@ class Booth:
     def __init__(self, config: BoothConfig) -> None:
         self.config = config
         self.session = Session.VACANT
+        self.occupied = False  # session is OCCUPIED: read on every event, so kept, not derived
         self.session_started_at: float | None = None
         self.motion: MotionState | None = None
         self.still_since: float | None = None
@@ -170,10 +171,6 @@ class Booth:
         self.door_closed_at: float | None = None
         self.maintenance: dict[str, Any] | None = None
         self._table = DOOR_SESSION if config.occupancy_from == "door" else SENSOR_SESSION
-
-    @property
-    def occupied(self) -> bool:
-        return self.session is Session.OCCUPIED
 
     @property
     def mode(self) -> Mode:
@@ -187,6 +184,7 @@ class Booth:
         if new is None:
             raise IllegalBoothTransition(self.config.id, self.session, sensed)
         was_occupied, self.session = self.occupied, new
+        self.occupied = new is Session.OCCUPIED
         if sensed is Sensed.DOOR_CLOSED:
             self.door_closed_at = now
         elif new is not Session.AWAITING:
@@ -320,7 +318,7 @@ class Booth:
             still_since=self.still_since,
             incident=incident,
             devices_ok=devices_ok,
-            mode=self.mode.value,
+            mode="normal" if self.maintenance is None else "maintenance",
             maintenance=self.maintenance,
             door=None if self.door_closed is None else ("closed" if self.door_closed else "open"),
             unmonitored=unmonitored,
@@ -335,6 +333,7 @@ class Booth:
         """Take up the state `view` describes (as stored before a restart)."""
         self.session = (Session.OCCUPIED if view.occupied else
                         Session.AWAITING if view.awaiting_presence else Session.VACANT)
+        self.occupied = view.occupied
         self.session_started_at = view.session_started_at
         self.motion = MotionState(view.motion) if view.motion else None
         self.still_since = view.still_since
