@@ -9,7 +9,7 @@ Two parts, both in this process, both printing traced memory (Python objects,
   acknowledges, attends and clears. After a warm-up hour it takes a tracemalloc
   snapshot, and at the end prints the allocation sites that grew the most
   (grouped by traceback). A core that keeps nothing per event grows by ~0.
-* ``dedupe``: the runtime's memory of event ids (``monitor.runtime.RecentKeys``)
+* ``dedupe``: the runtime's memory of event ids (``monitor.ingest.RecentKeys``)
   fed ``--events`` fresh ids: traced memory is flat once it holds
   ``DEDUPE_MEMORY`` ids.
 
@@ -157,13 +157,13 @@ def core_day(args: argparse.Namespace) -> int:
 
 def dedupe(args: argparse.Namespace) -> int:
     """Feed the runtime's event-id memory fresh ids; print its traced memory and RSS."""
-    from monitor.runtime import DEDUPE_MEMORY, RecentKeys, _event_key
+    from monitor.ingest import DEDUPE_MEMORY, RecentKeys, event_key
 
     tracemalloc.start(1)
     seen = RecentKeys(DEDUPE_MEMORY)
     step = max(1, args.events // 10)
     for i in range(1, args.events + 1):
-        key = _event_key(f"b{i % 200}", f"{i:032x}")
+        key = event_key(f"b{i % 200}", f"{i:032x}")
         if key in seen:
             raise AssertionError("a fresh id was taken for a duplicate")
         seen.add(key)

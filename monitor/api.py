@@ -74,12 +74,14 @@ class Api:
 
     async def find(self, incident: str) -> IncidentView | None:
         """The incident, open (from the core) or resolved (from the store)."""
-        if incident in self.core.incidents:
-            return self.core.incident_view(incident)
-        return await self.store.incident(incident)
+        return self.open_view(incident) or await self.store.incident(incident)
 
     def is_open(self, incident: str) -> bool:
         return incident in self.core.incidents
+
+    def open_view(self, incident: str) -> IncidentView | None:
+        """The incident if it is open (the core's; never a store read)."""
+        return self.core.incident_view(incident) if self.is_open(incident) else None
 
     def raised_since(self, at: float) -> list[IncidentView]:
         """Unresolved incidents raised at or after ``at``, oldest first."""

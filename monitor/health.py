@@ -52,7 +52,9 @@ OUTAGE_SETTLE = 10.0
 
 class Health:
     def __init__(self, config: Config, *, core: SiteCore, link: MqttLink, store: Store,
-                 paging: Paging, notifier: Notifier, clock: Callable[[], float]) -> None:
+                 paging: Paging, notifier: Notifier, clock: Callable[[], float],
+                 down_since: float) -> None:
+        """``down_since``: when the process began: no booth is watched before the link is up."""
         self._config = config
         self._core = core
         self._link = link
@@ -61,7 +63,8 @@ class Health:
         self.notifier = notifier
         self._clock = clock
         self.selfwatch = SelfWatch(config.mqtt.outage_page_after, OUTAGE_SETTLE,
-                                   self._recipients, lambda: f"outage-{ULID()}", now=clock())
+                                   self._recipients, lambda: f"outage-{ULID()}",
+                                   now=down_since)
         self._wake = asyncio.Event()
         self.started = asyncio.Event()
         self._ready_sent = False

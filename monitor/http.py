@@ -511,13 +511,13 @@ async def ack_post(request: web.Request) -> web.Response:
         return _used(request, data, used, 403)
     if not api.is_open(link.incident) and not await api.on_record(link.incident):
         return _not_on_record(api, link)
+    going_to = api.open_view(link.incident)
     response = await _apply(request, Acknowledge(link.incident, link.responder, via=via))
     if response.status != 200:
         text = {404: "Unknown incident", 409: "This incident is already resolved"}
         return _html("Not acknowledged", f"<h1>{text.get(response.status, 'Error')}</h1>",
                      response.status)
-    view = await api.find(link.incident)
-    booth = html.escape(api.booth_name(view.booth) if view is not None else "the booth")
+    booth = html.escape(api.booth_name(going_to.booth) if going_to else "the booth")
     return _html("Acknowledged", f"<h1>Acknowledged</h1><p>You are going to {booth}. "
                  "Press presence at the booth when you arrive.</p>"
                  f"<p>When you are done:</p>{_outcome_form(request)}")

@@ -104,6 +104,7 @@ class Runtime:
     async def run(self, *, http: bool = True) -> None:
         """Run until cancelled; shut down cleanly (status offline, store flushed)."""
         cfg = self.config
+        began = self.clock()  # nothing is watched from here until the link is up
         self.notifier.status("starting: opening the store")
         store = self.store = await Store.open(cfg.store.path)
         try:
@@ -120,7 +121,7 @@ class Runtime:
                               duty=await store.load_duty(), now=now)
             self.core.start(now)
             async with client_session() as session:
-                await self._serve(store, session, http)
+                await self._serve(store, session, http, began)
         finally:
             try:
                 await asyncio.wait_for(store.drain(), 5)
@@ -131,7 +132,8 @@ class Runtime:
             self.notifier.close()
             log.info("stopped")
 
-    async def _serve(self, store: Store, session: aiohttp.ClientSession, http: bool) -> None:
+    async def _serve(self, store: Store, session: aiohttp.ClientSession, http: bool,
+                     began: float) -> None:
         """Build the parts on the open store, run them, and stop them in order."""
         cfg = self.config
         link = self.mqtt = MqttLink(cfg.mqtt, will=(self.topics.status, b"offline"),
@@ -148,7 +150,8 @@ class Runtime:
         ingest = self.ingest = Ingest(cfg, driver, store, link, self.metrics, self.clock)
         ingest.remember(await store.event_ids_since(self.clock() - DEDUPE_WINDOW))
         health = self.health = Health(cfg, core=self.core, link=link, store=store,
-                                      paging=paging, notifier=self.notifier, clock=self.clock)
+                                      paging=paging, notifier=self.notifier, clock=self.clock,
+                                      down_since=began)
         await health.resume()
         self.api = Api(cfg, self.core, driver, store, paging, health, self.metrics,
                        self.tokens, self.used_links, self.clock,

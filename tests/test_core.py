@@ -487,6 +487,19 @@ def test_door_booth_presence_after_the_window_starts_no_session() -> None:
     assert booth.presence_seen(T0 + 50) is True and booth.occupied
 
 
+def test_a_door_booth_restored_as_a_sensor_booth_takes_occupancy() -> None:
+    """A door booth left awaiting presence, reconfigured to an occupancy sensor and
+    restarted, starts sessions from occupancy (it is vacant, not stuck awaiting)."""
+    door = Booth(replace(make_config().booths[0], occupancy_from="door"))
+    door.door(True, T0)
+    assert door.view(None).awaiting_presence
+    sensor = Booth(make_config().booths[0])
+    sensor.load(door.view(None))
+    assert sensor.session is Session.VACANT
+    assert sensor.occupancy_reading(True, T0 + 10) is True and sensor.occupied
+    assert sensor.next_deadline() == T0 + 10 + sensor.config.long_session
+
+
 def test_low_policy_without_repeat_pages_once() -> None:
     """A policy with no repeat stops after its last step."""
     clock = Clock(high=Policy(steps=(Step(0, ("rui",)),)))

@@ -331,8 +331,11 @@ class Booth:
 
     def load(self, view: BoothView) -> None:
         """Take up the state `view` describes (as stored before a restart)."""
+        # a booth that awaited presence as a door booth, now configured as a sensor booth,
+        # is simply vacant: the sensor table has no awaiting state
+        awaiting = view.awaiting_presence and self._table is DOOR_SESSION
         self.session = (Session.OCCUPIED if view.occupied else
-                        Session.AWAITING if view.awaiting_presence else Session.VACANT)
+                        Session.AWAITING if awaiting else Session.VACANT)
         self.occupied = view.occupied
         self.session_started_at = view.session_started_at
         self.motion = MotionState(view.motion) if view.motion else None
