@@ -26,16 +26,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import apprise
+from apprise.manager_plugins import NotificationManager
 
 from alerts.channels import Delivery, DeliveryError
-from monitor.config import NTFY_TOPIC_RE
-from monitor.core.durations import format_duration
+from monitor.core.durations import describe, format_duration
 from monitor.core.settings import ADDRESS_PLACEHOLDER, RESPONDER_PLACEHOLDER, ChannelConfig
 
 MAX_REPLY = 64 * 1024  # bytes of a service's reply kept; the rest is read and dropped
@@ -53,6 +55,36 @@ NTFY_TAGS: Mapping[str, str] = {
     "test": "test_tube",
 }
 ACK_LABEL = "Acknowledge"
+NTFY_TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what an ntfy server accepts
+
+
+def ntfy_topic_problem(template: str) -> str | None:
+    """Why an ntfy channel's ``topic`` template cannot make topics, or None."""
+    if NTFY_TOPIC_RE.fullmatch(template.replace(RESPONDER_PLACEHOLDER, "x")):
+        return None
+    return (f"{describe(template)} is not an ntfy topic (letters, digits, - and _, at most 64; "
+            f"{RESPONDER_PLACEHOLDER} is replaced by the responder id)")
+
+
+def apprise_url_problem(url: str) -> str | None:
+    """Why Apprise cannot use `url`, or None; the problem never shows the URL, which may
+    carry credentials."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        return "expected an Apprise URL such as tgram://..., mailto://..., json://..."
+    schemes = NotificationManager()  # type: ignore[no-untyped-call]  # apprise leaves it untyped
+    if scheme.lower() not in schemes:
+        return f"Apprise does not know the scheme {describe(scheme)}"
+    if ADDRESS_PLACEHOLDER in url:
+        return None  # the full form is known once a responder's address is in it
+    # Apprise logs why it rejects a URL, with the URL: keep that out of our output.
+    apprise_log = logging.getLogger("apprise")
+    was_disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        usable = apprise.Apprise.instantiate(url) is not None
+    finally:
+        apprise_log.disabled = was_disabled
+    return None if usable else f"Apprise cannot use this {scheme} URL (check its form)"
 
 
 # --------------------------------------------------------------------------- shared

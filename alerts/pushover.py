@@ -4,7 +4,7 @@ A high page goes out at Pushover's emergency priority (2): Pushover repeats it
 every ``retry`` seconds until someone acknowledges it on the phone or
 ``expire`` passes, and answers with a *receipt*. ``retry`` follows the high
 policy's ``repeat`` and ``expire`` is Pushover's maximum (see
-`monitor.config.pushover_timing`), because boothwatch cancels the receipt
+`pushover_timing`), because boothwatch cancels the receipt
 itself once the incident is acknowledged or resolved: an open high incident
 must never go quiet because a timer at Pushover ran out.
 
@@ -41,10 +41,59 @@ import structlog
 
 from alerts.channels import Delivery, DeliveryError
 from alerts.push import http_request, json_object, mask, notification_text
-from monitor.config import PUSHOVER_MAX_EXPIRE, pushover_timing
+from monitor.core.durations import format_duration
 from monitor.core.settings import ChannelConfig, Policy
 
 log = structlog.get_logger(__name__)
+
+PUSHOVER_API = "https://api.pushover.net"
+PUSHOVER_MIN_RETRY = 30.0  # Pushover refuses an emergency message retried more often
+PUSHOVER_MAX_EXPIRE = 3 * 3600.0  # and one that keeps retrying longer
+#: the retry interval when the high policy has no repeat of its own
+PUSHOVER_DEFAULT_RETRY = 60.0
+PUSHOVER_MIN_POLL = 5.0  # Pushover: poll a receipt no faster than every 5 seconds
+
+
+def pushover_timing(channel: ChannelConfig, high: Policy | None) -> tuple[float, float]:
+    """``(retry, expire)`` in seconds for an emergency (high) page on a Pushover channel.
+
+    Retry follows the high policy's ``repeat`` (Pushover repeats the alert itself
+    until someone acknowledges), within what Pushover accepts. Expire is Pushover's
+    maximum: boothwatch cancels the receipt once the incident is acknowledged or
+    resolved, and an open high incident must never go quiet. The channel's own
+    ``retry`` and ``expire`` override both.
+    """
+    repeat = high.repeat if high is not None and high.repeat else PUSHOVER_DEFAULT_RETRY
+    retry = channel.retry if channel.retry is not None else repeat
+    retry = min(max(retry, PUSHOVER_MIN_RETRY), PUSHOVER_MAX_EXPIRE)
+    expire = channel.expire if channel.expire is not None else PUSHOVER_MAX_EXPIRE
+    return retry, max(expire, retry)
+
+
+def retry_problem(retry: float) -> str | None:
+    """Why Pushover would refuse a channel's emergency ``retry``, or None."""
+    if retry < PUSHOVER_MIN_RETRY:
+        return (f"Pushover needs at least {format_duration(PUSHOVER_MIN_RETRY)}, "
+                f"got {format_duration(retry)}")
+    return None
+
+
+def expire_problem(expire: float, retry: float | None) -> str | None:
+    """Why Pushover would refuse, or never repeat, a channel's emergency ``expire``."""
+    if expire > PUSHOVER_MAX_EXPIRE:
+        return (f"Pushover allows at most {format_duration(PUSHOVER_MAX_EXPIRE)}, "
+                f"got {format_duration(expire)}")
+    if retry is not None and expire < retry:
+        return f"shorter than retry ({format_duration(retry)}): the page would never be repeated"
+    return None
+
+
+def poll_problem(poll_interval: float) -> str | None:
+    """Why a channel's receipt ``poll_interval`` is faster than Pushover allows, or None."""
+    if poll_interval < PUSHOVER_MIN_POLL:
+        return (f"Pushover asks for at most one poll per receipt every "
+                f"{format_duration(PUSHOVER_MIN_POLL)}, got {format_duration(poll_interval)}")
+    return None
 
 EMERGENCY = 2
 #: Pushover priority of a page by incident priority; high is an emergency

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.config import ConfigError, load_config, parse_config, summary
+from monitor.config import ConfigError, load_config, parse_config
 from monitor.core.durations import format_duration, parse_duration
 from monitor.core.settings import Config, DeviceConfig
+from monitor.summary import summary
 
 # Verbatim from /work/shared/interface.md section 3.
 INTERFACE_TOML = """\

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor.config import parse_shift
 from monitor.core.escalation import Escalation, fire_due, level_of
 from monitor.core.events import (
     Acknowledge,
@@ -27,7 +26,7 @@ from monitor.core.events import (
     SetDuty,
     StartMaintenance,
 )
-from monitor.core.roster import Roster, UnknownResponder
+from monitor.core.roster import Roster, UnknownResponder, parse_shift
 from monitor.core.settings import Policy, ResponderConfig, Step
 from monitor.core.site import BadRequest
 from tests.test_core import Clock, call, incident, pages

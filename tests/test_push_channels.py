@@ -28,9 +28,10 @@ from alerts.channels import (
     build_channels,
 )
 from alerts.push import AppriseChannel, NtfyChannel, notification_text
-from alerts.pushover import PushoverChannel, ReceiptWatcher, is_emergency
-from monitor.config import ConfigError, parse_config, pushover_timing, summary
+from alerts.pushover import PushoverChannel, ReceiptWatcher, is_emergency, pushover_timing
+from monitor.config import ConfigError, parse_config
 from monitor.core.settings import ChannelConfig, Policy, Step
+from monitor.summary import summary
 from tests.local_service import LocalService, Seen, local_service
 from tests.test_config import INTERFACE_TOML
 

@@ -20,6 +20,7 @@ from devices.adapters._common import (
     bad,
     check_topic,
     field_error,
+    firmware_topic_problem,
     json_object,
     optional,
     readings,
@@ -28,6 +29,7 @@ from devices.adapters._common import (
     word,
 )
 from devices.adapters.canonical import Rejected
+from monitor.core.durations import describe
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 
@@ -47,6 +49,15 @@ SWITCH: Final[Mapping[str, bool]] = {"ON": True, "OFF": False}
 _BUTTON: Final = re.compile(r"Button[1-9][0-9]*", re.ASCII)
 
 
+def topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot be a Tasmota device's %topic%, or None."""
+    if problem := firmware_topic_problem(topic):
+        return problem
+    if "/" in topic:
+        return f'expected <t>, Tasmota\'s %topic% (one level, no "/"), got {describe(topic)}'
+    return None
+
+
 def topics(device: DeviceConfig) -> tuple[str, ...]:
     return tuple(_routes(device))
 
@@ -57,7 +68,7 @@ def decode(device: DeviceConfig, topic: str, payload: bytes, retained: bool) -> 
 
 
 def _routes(device: DeviceConfig) -> dict[str, Handler]:
-    check_topic(device, "<topic>", True)
+    check_topic(device, topic_problem(device.topic))
     t = device.topic
     return {f"tele/{t}/LWT": _lwt, f"stat/{t}/RESULT": _result, f"tele/{t}/SENSOR": _sensor}
 

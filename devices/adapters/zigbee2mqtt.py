@@ -28,6 +28,7 @@ from devices.adapters._common import (
     bad,
     check_topic,
     field_error,
+    firmware_topic_problem,
     json_object,
     object_from_text,
     optional,
@@ -37,6 +38,7 @@ from devices.adapters._common import (
     text,
 )
 from devices.adapters.canonical import Rejected
+from monitor.core.durations import describe
 from monitor.core.events import MotionState
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
@@ -83,6 +85,16 @@ AVAILABILITY: Final[Mapping[str, bool]] = {"online": True, "offline": False}
 _ABSENT: Final = (False, MotionState.ABSENT)
 
 
+def topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot be a Zigbee2MQTT device's ``<base>/<friendly_name>``, or None."""
+    if problem := firmware_topic_problem(topic):
+        return problem
+    if "/" not in topic:
+        return (f"expected <base>/<friendly_name> for zigbee2mqtt "
+                f'(e.g. "zigbee2mqtt/booth1-button"), got {describe(topic)}')
+    return None
+
+
 def topics(device: DeviceConfig) -> tuple[str, ...]:
     return tuple(_routes(device))
 
@@ -93,8 +105,8 @@ def decode(device: DeviceConfig, topic: str, payload: bytes, retained: bool) -> 
 
 
 def _routes(device: DeviceConfig) -> dict[str, Handler]:
-    base, _, name = device.topic.partition("/")
-    check_topic(device, "<base>/<friendly_name>", bool(base and name))
+    check_topic(device, topic_problem(device.topic))
+    base = device.topic.partition("/")[0]
     return {
         device.topic: _state,
         f"{device.topic}/availability": _availability,
