@@ -29,6 +29,7 @@ import select
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 import structlog
@@ -43,8 +44,34 @@ from monitor.core.settings import MqttConfig
 log = structlog.get_logger(__name__)
 
 OnMessage = Callable[[paho.MQTTMessage, int], None]
+PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"  # the broker password: never in the config file
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
 READ_BURST = 500  # packets read per wakeup at most, so timers and HTTP still get their turn
+
+
+def broker_address(url: str) -> tuple[tuple[str, int, bool], list[str]]:
+    """``(host, port, tls)`` of an ``mqtt://`` or ``mqtts://`` broker URL, and what is wrong
+    with it: [mqtt] problems, worded to follow ``mqtt.url:``."""
+    try:
+        parts = urlsplit(url)
+        explicit_port = parts.port
+    except ValueError as exc:
+        return ("", 0, False), [f"not a valid URL ({exc})"]
+    scheme = parts.scheme.lower()
+    if scheme not in ("mqtt", "mqtts"):
+        return ("", 0, False), [f"scheme must be mqtt or mqtts, got {describe(url)}"]
+    tls = scheme == "mqtts"
+    port = explicit_port if explicit_port is not None else (8883 if tls else 1883)
+    problems = []
+    if not parts.hostname:
+        problems.append(f"missing host (e.g. mqtt://127.0.0.1:1883), got {describe(url)}")
+    if parts.username is not None or parts.password is not None:
+        problems.append(f"must not carry credentials; use mqtt.username and {PASSWORD_ENV}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        problems.append("must be just scheme://host[:port], without a path or query")
+    if not 1 <= port <= 65535:
+        problems.append(f"port must be between 1 and 65535, got {port}")
+    return (parts.hostname or "", port, tls), problems
 
 
 def tls_problems(

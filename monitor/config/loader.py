@@ -18,9 +18,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from devices import adapters
+from devices.mqtt import PASSWORD_ENV
 from monitor.config import schema
+from monitor.config.channels import CHANNEL
 from monitor.config.problems import ConfigError, Problem, from_validation, ordered
-from monitor.config.schema import Loc
+from monitor.config.values import Loc
 from monitor.core.durations import describe, format_duration, parse_duration
 from monitor.core.settings import (
     PRIORITIES,
@@ -229,8 +231,8 @@ def _responders(good: _Good, env: Mapping[str, str], problems: list[Problem]) ->
     needs_address = {}  # channel -> its type, for channels that reach a responder by address
     for name in names or ():
         if good.get("channels", name) is not None:
-            checked = schema.CHANNEL.validate_python(channels[name], context={"env": env})
-            config = checked.settings(name, env)
+            checked = CHANNEL.validate_python(channels[name], context={"env": env})
+            config = checked.config(name, env)
             if config.needs_address:
                 needs_address[name] = config.type
     roles: set[str] | None = set()
@@ -272,21 +274,14 @@ def _config(checked: schema.SiteFile, env: Mapping[str, str], source: str) -> Co
     return Config(
         site=SiteConfig(**f.site.model_dump()),
         # the table's keys are MqttConfig's fields, the broker URL aside
-        mqtt=MqttConfig(**mqtt.url._asdict(), **mqtt.model_dump(exclude={"url"}),
-                        password=env.get(schema.MQTT_PASSWORD_ENV) or None),
+        mqtt=MqttConfig(*mqtt.url, **mqtt.model_dump(exclude={"url"}),
+                        password=env.get(PASSWORD_ENV) or None),
         store=StoreConfig(**f.store.model_dump()),
         http=HttpConfig(*http.listen, public_url=http.public_url, ack_link_ttl=http.ack_link_ttl),
-        booths=tuple(
-            BoothConfig(
-                id=b.id, name=b.name,
-                long_session=b.long_session or d.long_session,  # durations here are > 0
-                stillness=b.stillness or d.stillness,
-                device_timeout=b.device_timeout or d.device_timeout,
-                occupancy_from=b.occupancy_from or d.occupancy_from,
-                door_window=b.door_window or d.door_window,
-            ) for b in f.booths
-        ),
-        channels={name: c.settings(name, env) for name, c in f.channels.items()},
+        # a booth's own thresholds over [defaults]
+        booths=tuple(BoothConfig(**d.model_dump(exclude={"battery_low"})
+                                 | b.model_dump(exclude_none=True)) for b in f.booths),
+        channels={name: c.config(name, env) for name, c in f.channels.items()},
         responders=tuple(
             ResponderConfig(id=r.id, name=r.name, roles=tuple(dict.fromkeys(r.roles)),
                             channels=tuple(dict.fromkeys(r.channels)), address=r.address,
@@ -295,9 +290,7 @@ def _config(checked: schema.SiteFile, env: Mapping[str, str], source: str) -> Co
         ),
         escalation={p: policy(getattr(f.escalation, p)) for p in PRIORITIES},
         source=source,
-        devices=tuple(
-            DeviceConfig(**{**dev.model_dump(), "battery_low": dev.battery_low or d.battery_low})
-            for dev in f.devices
-        ),
+        devices=tuple(DeviceConfig(**{"battery_low": d.battery_low}
+                                   | dev.model_dump(exclude_none=True)) for dev in f.devices),
         rate_limit=RateLimitConfig(**f.rate_limit.model_dump()),
     )

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from monitor.config.schema import KEY_ERROR, Loc, Missing, SiteFile, Table, unknown_key
+from monitor.config.schema import SiteFile
+from monitor.config.values import KEY_ERROR, Loc, Missing, Table, did_you_mean
 from monitor.core.durations import describe
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -150,7 +151,7 @@ def _wording(error: ErrorDetails, where: _Place) -> str:
         case "extra_forbidden" if where.table is not None:
             key = str(where.loc[-1])
             return (where.table.refused.get(key) or where.table.unknown
-                    or unknown_key(key, where.table.model_fields))
+                    or "unknown key" + did_you_mean(key, where.table.model_fields))
         case "string_pattern_mismatch":
             return f"{describe(error['input'])} must match {error.get('ctx', {}).get('pattern')}"
     return error["msg"]  # the schema's own words
