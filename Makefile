@@ -1,9 +1,10 @@
 # make demo: set up and run the demo.  make test: set up and run every test.
+# make docs: build the documentation site into site/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench install install-test servers clean
+.PHONY: demo test docs lint bench install install-test servers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +37,17 @@ test: install-test servers
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# The docs packages come with the test extras (the suite builds the site); installed
+# only when missing, so `make docs` is quick on a set-up .venv.
+docs: $(BIN)/python
+	@$(BIN)/python -c "import mkdocs, material, neoteroi.mkdocs.oad" 2>/dev/null \
+	  || $(BIN)/pip install --quiet -e '.[test]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: install-test servers
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/channels.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devices import adapters
-from devices.adapters.canonical import Rejected
+from devices.adapters.payload import Rejected
 from monitor.core.settings import DeviceConfig, DeviceRole, DeviceSource
 
 Message = tuple[DeviceConfig, str, bytes, bool]

@@ -30,7 +30,8 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from alerts.channels import Attempt, Delivery, Dispatcher, build_channels
+from alerts.delivery import Attempt, Delivery, Dispatcher
+from alerts.factory import build_channels
 from bench.harness import summarise
 from monitor.core.settings import ChannelConfig, Policy, Step
 

@@ -140,8 +140,8 @@ class MqttLink:
         self,
         config: MqttConfig,
         *,
-        subscriptions: Sequence[str],
-        on_message: OnMessage,
+        subscriptions: Sequence[str] = (),
+        on_message: OnMessage | None = None,
         will: tuple[str, bytes] | None = None,
         on_connected: Callable[[bool], None] | None = None,
         on_link: Callable[[bool], None] | None = None,
@@ -150,6 +150,7 @@ class MqttLink:
         # is watching; our single client's attempts cost the broker next to nothing
         backoff: tuple[float, float] = (0.5, 5.0),
     ) -> None:
+        """Callbacks run on the loop thread; they may also be given later with `attach`."""
         self.config = config
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
@@ -202,6 +203,16 @@ class MqttLink:
         client.on_socket_unregister_write = self._unregister_write
         self._client = client
         self._receive_maximum = receive_maximum
+
+    def attach(self, *, subscriptions: Sequence[str], on_message: OnMessage,
+               on_connected: Callable[[bool], None] | None = None,
+               on_link: Callable[[bool], None] | None = None) -> None:
+        """Who listens: set once before `run`, by a caller whose listeners need this link
+        already (to acknowledge, to publish)."""
+        self._subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._on_link = on_link
 
     # --- running ----------------------------------------------------------------------
 
@@ -381,7 +392,8 @@ class MqttLink:
         self._tell_link()
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._on_message(msg, self.generation)
+        if self._on_message is not None:
+            self._on_message(msg, self.generation)
 
     def _handle_publish(
         self, _c: paho.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties

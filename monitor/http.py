@@ -17,17 +17,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import importlib.resources
 import re
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
 import structlog
 from aiohttp import web
 
 from alerts.tokens import AckLink, InvalidToken, Use
+from monitor.api import Api, IncidentGone
+from monitor.core.booth import IllegalBoothTransition, Maintain
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
     NOTE_MAX,
@@ -41,28 +43,28 @@ from monitor.core.events import (
     SiteEvent,
     StartMaintenance,
 )
-from monitor.core.incident import IllegalTransition
+from monitor.core.incident import IllegalTransition, OutcomeRecorded
 from monitor.core.roster import UnknownResponder
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
-from monitor.runtime import IncidentGone, OutcomeRecorded, Runtime
-from monitor.views import incident_json, iso
 
 log = structlog.get_logger(__name__)
 
-RUNTIME = web.AppKey("runtime", Runtime)
+API = web.AppKey("api", Api)
 MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 REASON_MAX = 200
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: the OpenAPI document of every route below (tests/test_openapi.py holds them to it)
+OPENAPI = importlib.resources.files("monitor").joinpath("openapi.json").read_bytes()
 
 
-def make_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[_bearer], client_max_size=64 * 1024)
-    app[RUNTIME] = runtime
-    app.add_routes([
+def routes() -> list[web.RouteDef]:
+    """Every route the service answers (the OpenAPI document lists the same)."""
+    return [
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),
+        web.get("/api/openapi.json", openapi),
         web.get("/api/booths", booths),
         web.get("/api/incidents", incidents),
         web.post("/api/incidents/{id}/ack", _action("ack")),
@@ -77,15 +79,21 @@ def make_app(runtime: Runtime) -> web.Application:
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
-    ])
+    ]
+
+
+def make_app(api: Api) -> web.Application:
+    app = web.Application(middlewares=[_bearer], client_max_size=64 * 1024)
+    app[API] = api
+    app.add_routes(routes())
     return app
 
 
-async def serve(runtime: Runtime) -> None:
+async def serve(api: Api) -> None:
     """Serve until cancelled."""
-    runner = web.AppRunner(make_app(runtime), access_log=None)
+    runner = web.AppRunner(make_app(api), access_log=None)
     await runner.setup()
-    cfg = runtime.config.http
+    cfg = api.config.http
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
     log.info("http_listening", host=cfg.host, port=cfg.port)
@@ -97,7 +105,7 @@ async def serve(runtime: Runtime) -> None:
 
 @web.middleware
 async def _bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[RUNTIME].api_token
+    token = request.app[API].token
     if token and request.method == "POST" and request.path.startswith("/api/"):
         # surrogateescape: aiohttp keeps bytes that are not UTF-8 as surrogates
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
@@ -116,19 +124,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    reasons = await request.app[RUNTIME].readiness()
+    reasons = await request.app[API].readiness()
     return web.json_response({"ready": not reasons, "reasons": reasons},
                              status=503 if reasons else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = await request.app[RUNTIME].metrics.render_async()
+    body = await request.app[API].render_metrics()
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
+
+
 async def booths(request: web.Request) -> web.Response:
-    return web.json_response(request.app[RUNTIME].booths_json())
+    return web.json_response(request.app[API].booths())
 
 
 async def incidents(request: web.Request) -> web.Response:
@@ -141,7 +153,7 @@ async def incidents(request: web.Request) -> web.Response:
         limit = 0
     if not 1 <= limit <= MAX_INCIDENTS:
         return _error(400, f"limit must be a whole number from 1 to {MAX_INCIDENTS}")
-    items, total = await request.app[RUNTIME].incidents_json(state == "open", limit)
+    items, total = await request.app[API].incidents(state == "open", limit)
     # newest first; the header says when there are more than were returned
     return web.json_response(items, headers={"X-Total-Count": str(total)})
 
@@ -203,23 +215,19 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
-async def _record_outcome(runtime: Runtime, incident: str, responder: str, body: dict[str, Any],
+async def _record_outcome(api: Api, incident: str, responder: str, body: dict[str, Any],
                           via: str) -> tuple[int, dict[str, Any] | str]:
     """Resolve an open incident with its outcome, or add the outcome to a resolved one."""
     try:
-        if incident in runtime.core.incidents:
-            view = await runtime.act(Resolve(incident, responder, body["outcome"], via=via,
-                                             note=body.get("note")))
-        else:
-            view = await runtime.set_outcome(incident, responder, body["outcome"],
-                                             body.get("note"))
+        view = await api.record_outcome(incident, responder, body["outcome"], body.get("note"),
+                                        via)
     except UnknownIncident:
         return 404, "unknown incident"
     except OutcomeRecorded:
         return 409, "an outcome is already recorded"
     except (IncidentGone, IllegalTransition):
         return 409, "incident changed meanwhile; try again"
-    return 200, incident_json(view, runtime.booth_name(view.booth))
+    return 200, api.incident_json(view)
 
 
 async def outcome(request: web.Request) -> web.Response:
@@ -232,7 +240,7 @@ async def outcome(request: web.Request) -> web.Response:
     problem = _outcome_problem(body, required=True)
     if problem:
         return _error(400, problem)
-    status, result = await _record_outcome(request.app[RUNTIME], request.match_info["id"],
+    status, result = await _record_outcome(request.app[API], request.match_info["id"],
                                            responder, body, "api")
     if isinstance(result, str):
         return _error(status, result)
@@ -243,17 +251,7 @@ async def outcome(request: web.Request) -> web.Response:
 
 
 async def responders(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    return web.json_response(_duty_json(runtime))
-
-
-def _duty_json(runtime: Runtime) -> list[dict[str, Any]]:
-    out = runtime.core.roster.duty_view(runtime.clock())
-    for item in out:
-        if item["override"] is not None:
-            item["override"] = {**item["override"], "at": iso(item["override"]["at"]),
-                                "until": iso(item["override"]["until"])}
-    return out
+    return web.json_response(request.app[API].responders())
 
 
 async def duty(request: web.Request) -> web.Response:
@@ -267,22 +265,25 @@ async def duty(request: web.Request) -> web.Response:
     by = _short_id(body, "by", "who made the change (a short id)", default=responder)
     if isinstance(by, web.Response):
         return by
-    runtime = request.app[RUNTIME]
-    problem = await _site_act(runtime, SetDuty(responder, on, by=by, via="api"))
+    api = request.app[API]
+    problem = await _site_act(api, SetDuty(responder, on, by=by, via="api"))
     if problem is not None:
         return problem
-    return web.json_response(next(r for r in _duty_json(runtime) if r["id"] == responder))
+    return web.json_response(next(r for r in api.responders() if r["id"] == responder))
 
 
-async def _site_act(runtime: Runtime, event: SiteEvent) -> web.Response | None:
+async def _site_act(api: Api, event: SiteEvent) -> web.Response | None:
     try:
-        await runtime.act_site(event)
+        await api.act_site(event)
     except UnknownResponder:
         return _error(404, "unknown responder")
     except UnknownBooth:
         return _error(404, "unknown booth")
     except BadRequest as exc:
         return _error(400, str(exc))
+    except IllegalBoothTransition as exc:
+        return _error(409, "the booth is already in maintenance; end it first"
+                      if exc.what is Maintain.START else "the booth is not in maintenance")
     return None
 
 
@@ -304,8 +305,8 @@ async def maintenance(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
-    runtime = request.app[RUNTIME]
-    until = _parse_until(body.get("until"), runtime.clock())
+    api = request.app[API]
+    until = _parse_until(body.get("until"), api.clock())
     if until is None:
         return _error(400, 'until: an ISO 8601 time with offset ("2026-11-23T22:00:00Z") or '
                       'a duration ("2h")')
@@ -316,8 +317,8 @@ async def maintenance(request: web.Request) -> web.Response:
     if isinstance(by, web.Response):
         return by
     booth = request.match_info["id"]
-    problem = await _site_act(runtime, StartMaintenance(booth, until, reason.strip(), by))
-    return problem or _booth_response(runtime, booth)
+    problem = await _site_act(api, StartMaintenance(booth, until, reason.strip(), by))
+    return problem or web.json_response(api.booth(booth))
 
 
 async def maintenance_end(request: web.Request) -> web.Response:
@@ -327,14 +328,10 @@ async def maintenance_end(request: web.Request) -> web.Response:
     by = _short_id(body, "by", "who puts the booth back (a short id)")
     if isinstance(by, web.Response):
         return by
-    runtime = request.app[RUNTIME]
+    api = request.app[API]
     booth = request.match_info["id"]
-    problem = await _site_act(runtime, EndMaintenance(booth, by))
-    return problem or _booth_response(runtime, booth)
-
-
-def _booth_response(runtime: Runtime, booth: str) -> web.Response:
-    return web.json_response(next(b for b in runtime.booths_json() if b["booth"] == booth))
+    problem = await _site_act(api, EndMaintenance(booth, by))
+    return problem or web.json_response(api.booth(booth))
 
 
 async def audit(request: web.Request) -> web.Response:
@@ -344,23 +341,19 @@ async def audit(request: web.Request) -> web.Response:
         limit = 0
     if not 1 <= limit <= MAX_INCIDENTS:
         return _error(400, f"limit must be a whole number from 1 to {MAX_INCIDENTS}")
-    runtime = request.app[RUNTIME]
-    await runtime.store.flush()
-    entries = await runtime.store.audit(limit, request.query.get("subject") or None)
-    return web.json_response([{**e, "at": iso(e["at"]),
-                               **({"until": iso(e["until"])} if e.get("until") else {})}
-                              for e in entries])
+    entries = await request.app[API].audit(limit, request.query.get("subject") or None)
+    return web.json_response(entries)
 
 
 async def _apply(request: web.Request, event: IncidentEvent) -> web.Response:
-    runtime = request.app[RUNTIME]
+    api = request.app[API]
     try:
-        view = await runtime.act(event)
+        view = await api.act(event)
     except UnknownIncident:
         return _error(404, "unknown incident")
     except (IncidentGone, IllegalTransition):
         return _error(409, "incident is resolved")
-    return web.json_response(incident_json(view, runtime.booth_name(view.booth)))
+    return web.json_response(api.incident_json(view))
 
 
 # --- ack links -------------------------------------------------------------------------
@@ -395,18 +388,12 @@ def _bad_token(reason: str) -> web.Response:
 
 
 def _link(request: web.Request) -> AckLink:
-    return request.app[RUNTIME].tokens.check(request.match_info["token"])
+    return request.app[API].link(request.match_info["token"])
 
 
-async def _incident_data(runtime: Runtime, incident: str) -> dict[str, Any] | None:
-    try:
-        view = runtime.core.incident_view(incident)
-    except UnknownIncident:
-        stored = await runtime.store.incident(incident)
-        return None if stored is None else {"state": stored["state"], "booth": stored["booth"],
-                                            "booth_name": runtime.booth_name(stored["booth"]),
-                                            "outcome": stored.get("outcome")}
-    return incident_json(view, runtime.booth_name(view.booth))
+async def _incident_data(api: Api, incident: str) -> dict[str, Any] | None:
+    view = await api.find(incident)
+    return None if view is None else api.incident_json(view)
 
 
 def _booth(data: dict[str, Any]) -> str:
@@ -414,15 +401,15 @@ def _booth(data: dict[str, Any]) -> str:
 
 
 async def ack_page(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    api = request.app[API]
     try:
         link = _link(request)
     except InvalidToken as exc:
         return _bad_token(exc.reason)
-    data = await _incident_data(runtime, link.incident)
+    data = await _incident_data(api, link.incident)
     if data is None:
-        return _not_on_record(runtime, link)
-    use = runtime.used_links.get(link.digest)
+        return _not_on_record(api, link)
+    use = api.used(link)
     if use is not None:
         return _used(request, data, use, 200)
     booth = _booth(data)
@@ -444,16 +431,7 @@ async def ack_page(request: web.Request) -> web.Response:
     return _html(f"{booth}: acknowledge", body)
 
 
-async def _on_record(runtime: Runtime, link: AckLink) -> bool:
-    """Whether the store has the link's incident (resolved, so no longer in memory); a
-    store that cannot be read counts as not: the nurse still gets the offer."""
-    try:
-        return await runtime.store.incident(link.incident) is not None
-    except (aiosqlite.Error, OSError):
-        return False
-
-
-def _not_on_record(runtime: Runtime, link: AckLink) -> web.Response:
+def _not_on_record(api: Api, link: AckLink) -> web.Response:
     """The page of a genuine link whose incident was never stored.
 
     That happens when the service is killed after paging and before committing: on restart
@@ -463,18 +441,17 @@ def _not_on_record(runtime: Runtime, link: AckLink) -> web.Response:
     same responder (a button: nothing acts until they choose). Older incidents are not
     offered: the link vouches for its responder, not for what came before it.
     """
-    zone = zoneinfo.ZoneInfo(runtime.config.site.timezone)
-    since = sorted((v for v in runtime.core.open_incident_views()
-                    if v.raised_at >= link.signed_at), key=lambda v: v.raised_at)
+    zone = zoneinfo.ZoneInfo(api.config.site.timezone)
+    since = api.raised_since(link.signed_at)
     items = []
     for view in since:
-        booth = html.escape(runtime.booth_name(view.booth))
+        booth = html.escape(api.booth_name(view.booth))
         at = datetime.fromtimestamp(view.raised_at, zone).strftime("%H:%M:%S")
         triggers = ", ".join(html.escape(t) for t in view.triggers)
         state = ("" if view.state == "open" else
                  f" &middot; {html.escape(view.state)} by "
                  f"{html.escape(str(view.acknowledged_by or ''))}")
-        action = html.escape(runtime.ack_url(view.id, link.responder))
+        action = html.escape(api.ack_url(view.id, link.responder))
         items.append(
             f"<li><p><b>{booth}</b> &middot; {html.escape(view.priority.upper())} &middot; "
             f"{triggers} &middot; raised {at}{state}</p>"
@@ -501,10 +478,10 @@ def _after(request: web.Request, data: dict[str, Any]) -> str:
 
 def _used(request: web.Request, data: dict[str, Any], use: Use, status: int) -> web.Response:
     """The page of a link that already acknowledged: when, how, and the outcome form."""
-    runtime = request.app[RUNTIME]
-    zone = zoneinfo.ZoneInfo(runtime.config.site.timezone)
+    api = request.app[API]
+    zone = zoneinfo.ZoneInfo(api.config.site.timezone)
     at = datetime.fromtimestamp(use.at, zone)
-    today = datetime.fromtimestamp(runtime.clock(), zone).date() == at.date()
+    today = datetime.fromtimestamp(api.clock(), zone).date() == at.date()
     when = at.strftime("%H:%M:%S" if today else "%d %b %H:%M:%S")
     how = {"ntfy": "the Acknowledge button of the notification",
            "link": "this page"}.get(use.via, use.via)
@@ -519,57 +496,31 @@ def _used(request: web.Request, data: dict[str, Any], use: Use, status: int) -> 
 
 
 async def ack_post(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    api = request.app[API]
     try:
         link = _link(request)
     except InvalidToken as exc:
         return _bad_token(exc.reason)
-    used = runtime.used_links.get(link.digest)
     # the ntfy Acknowledge button adds ?via=ntfy so the timeline says where the tap came from
     via = "ntfy" if request.query.get("via") == "ntfy" else "link"
-    now = runtime.clock()
-    # a resolved (or unknown) incident cannot be acknowledged: that spends no link
-    claim = (runtime.used_links.claim(link, via, now)
-             if used is None and link.incident in runtime.core.incidents else None)
-    if claim is not None and not await _record_use(runtime, link, claim, now):
-        used = claim  # recorded through another app on the same store meanwhile
+    used = await api.claim(link, via)
     if used is not None:
-        data = await _incident_data(runtime, link.incident)
+        data = await _incident_data(api, link.incident)
         if data is None:
             return _html("Unknown incident", "<h1>Unknown incident</h1>", 404)
         return _used(request, data, used, 403)
-    if link.incident not in runtime.core.incidents and not await _on_record(runtime, link):
-        return _not_on_record(runtime, link)
+    if not api.is_open(link.incident) and not await api.on_record(link.incident):
+        return _not_on_record(api, link)
     response = await _apply(request, Acknowledge(link.incident, link.responder, via=via))
     if response.status != 200:
         text = {404: "Unknown incident", 409: "This incident is already resolved"}
         return _html("Not acknowledged", f"<h1>{text.get(response.status, 'Error')}</h1>",
                      response.status)
-    booth = html.escape(runtime.booth_name(runtime.core.incidents[link.incident].booth)
-                        if link.incident in runtime.core.incidents else "the booth")
+    view = await api.find(link.incident)
+    booth = html.escape(api.booth_name(view.booth) if view is not None else "the booth")
     return _html("Acknowledged", f"<h1>Acknowledged</h1><p>You are going to {booth}. "
                  "Press presence at the booth when you arrive.</p>"
                  f"<p>When you are done:</p>{_outcome_form(request)}")
-
-
-async def _record_use(runtime: Runtime, link: AckLink, claim: Use, now: float) -> bool:
-    """Commit that `link` acted; False if the store had it already.
-
-    With the store in trouble (locked, disk full) the use is kept in memory only and the
-    nurse's acknowledgement goes ahead: it matters more than refusing a replay after a
-    restart, and the store holds nothing else until it recovers anyway.
-    """
-    if not runtime.store.writable:
-        log.warning("ack_link_use_in_memory_only", incident=link.incident,
-                    reason="store not writable")
-        return True
-    try:
-        return await runtime.store.use_ack_link(link.digest, claim,
-                                                now - runtime.used_links.ttl)
-    except (aiosqlite.Error, OSError) as exc:
-        log.warning("ack_link_use_in_memory_only", incident=link.incident,
-                    reason=type(exc).__name__)
-        return True
 
 
 OUTCOME_LABELS = {
@@ -583,7 +534,7 @@ OUTCOME_LABELS = {
 }
 assert set(OUTCOME_LABELS) == set(OUTCOMES)
 def _outcome_form(request: web.Request) -> str:
-    action = (f"{request.app[RUNTIME].config.http.public_url}/ack/"
+    action = (f"{request.app[API].config.http.public_url}/ack/"
               f"{request.match_info['token']}/outcome")
     return f"<form method=\"post\" action=\"{html.escape(action)}\">" + _OUTCOME_FIELDS
 
@@ -603,7 +554,7 @@ async def ack_outcome(request: web.Request) -> web.Response:
 
     A used link still records the outcome: that is once per incident anyway (409 after).
     """
-    runtime = request.app[RUNTIME]
+    api = request.app[API]
     try:
         link = _link(request)
     except InvalidToken as exc:
@@ -620,7 +571,7 @@ async def ack_outcome(request: web.Request) -> web.Response:
     problem = _outcome_problem(body, required=True)
     if problem:
         return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(problem)}</p>", 400)
-    status, result = await _record_outcome(runtime, link.incident, link.responder, body, "link")
+    status, result = await _record_outcome(api, link.incident, link.responder, body, "link")
     if isinstance(result, str):
         return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(result)}</p>", status)
     label = html.escape(OUTCOME_LABELS[body["outcome"]])

@@ -63,6 +63,11 @@ class Privacy:
         self._secrets = re.compile("|".join(parts)) if parts else None
         self._responders = frozenset(responders)
 
+    def reset(self) -> None:
+        """Forget the site: as before the first `protect` (tests run several sites)."""
+        self._secrets = None
+        self._responders = None
+
     def scrub(self, text: str) -> str:
         text = _ACK_LINK.sub(ACK_TOKEN, text)
         return self._secrets.sub(REDACTED, text) if self._secrets is not None else text

@@ -109,8 +109,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from monitor.codec import incident_from_record, incident_json
 from monitor.core.settings import PRIORITIES
-from monitor.views import incident_from_stored, incident_json
 
 GROUPINGS = ("booth", "trigger", "shift", "day")
 FORMATS = ("table", "csv", "json")
@@ -412,7 +412,7 @@ def _longest(
     views = dict(db.execute(f"SELECT id, view FROM incidents WHERE id IN ({marks})", ids))
     out = []
     for duration, _, iid in top:
-        view = incident_from_stored(json.loads(views[iid]))
+        view = incident_from_record(json.loads(views[iid]))
         item = incident_json(view)
         item["duration"] = round(duration, 3)
         item["open"] = view.resolved_at is None

@@ -29,7 +29,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -37,6 +37,7 @@ import aiosqlite
 import structlog
 
 from alerts.tokens import Use
+from monitor.codec import booth_from_record, booth_record, incident_from_record, incident_record
 from monitor.core.booth import BoothView
 from monitor.core.incident import IncidentView, TimelineEntry
 
@@ -520,7 +521,7 @@ class Store:
                     " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
                     " ON CONFLICT(id) DO UPDATE SET view=excluded.view,"
                     " updated_at=excluded.updated_at",
-                    (dumps([[bid, dumps(booth_snapshot(view)), at]
+                    (dumps([[bid, dumps(booth_record(view)), at]
                             for bid, (view, at) in b.booths.items()]),),
                 )
             if b.sessions:
@@ -546,7 +547,8 @@ class Store:
                     " view=excluded.view",
                     [(v.id, v.booth, v.priority, v.state, dumps(v.triggers), v.level,
                       v.max_level, v.raised_at, v.acknowledged_at, v.acknowledged_by,
-                      v.presence_at, v.resolved_at, v.resolved_by, v.outcome, dumps(asdict(v)))
+                      v.presence_at, v.resolved_at, v.resolved_by, v.outcome,
+                      dumps(incident_record(v)))
                      for v in b.incidents.values()],
                 )
             if b.timeline:
@@ -629,32 +631,33 @@ class Store:
         async with self._db.execute(sql, args) as cur:
             return list(await cur.fetchall())
 
-    async def load_booths(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in await self._fetch("SELECT view FROM booths")]
+    async def load_booths(self) -> list[BoothView]:
+        return [booth_from_record(json.loads(r[0]))
+                for r in await self._fetch("SELECT view FROM booths")]
 
     async def load_devices(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in await self._fetch("SELECT snapshot FROM devices")]
 
-    async def load_open_incidents(self) -> list[dict[str, Any]]:
+    async def load_open_incidents(self) -> list[IncidentView]:
         rows = await self._fetch(
             "SELECT view FROM incidents WHERE state != 'resolved' ORDER BY raised_at"
         )
-        return [json.loads(r[0]) for r in rows]
+        return [incident_from_record(json.loads(r[0])) for r in rows]
 
     async def incidents(
         self, open_only: bool, limit: int = 500
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[IncidentView], int]:
         """The newest ``limit`` incidents, and how many there are in all."""
         where = "WHERE state != 'resolved'" if open_only else ""
         rows = await self._fetch(
             f"SELECT view FROM incidents {where} ORDER BY raised_at DESC LIMIT ?", (limit,)
         )
         (total,) = (await self._fetch(f"SELECT count(*) FROM incidents {where}"))[0]
-        return [json.loads(r[0]) for r in rows], int(total)
+        return [incident_from_record(json.loads(r[0])) for r in rows], int(total)
 
-    async def incident(self, incident_id: str) -> dict[str, Any] | None:
+    async def incident(self, incident_id: str) -> IncidentView | None:
         rows = await self._fetch("SELECT view FROM incidents WHERE id = ?", (incident_id,))
-        return json.loads(rows[0][0]) if rows else None
+        return incident_from_record(json.loads(rows[0][0])) if rows else None
 
     async def unsent_pages(self) -> list[PageRow]:
         """Pages of open incidents, and notices, queued or retrying when the service
@@ -854,18 +857,6 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         await db.execute(f"ALTER TABLE pages ADD COLUMN {column} {decl}")
     await db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                      (str(SCHEMA_VERSION),))
-
-
-def booth_snapshot(view: BoothView) -> dict[str, Any]:
-    """The stored form of a booth view (what `Booth.restore` reads); asdict is too slow here."""
-    snap = {name: getattr(view, name) for name in _BOOTH_FIELDS}
-    inc = view.incident
-    snap["incident"] = None if inc is None else {
-        "id": inc.id, "priority": inc.priority, "state": inc.state, "level": inc.level}
-    return snap
-
-
-_BOOTH_FIELDS = tuple(f for f in BoothView.__dataclass_fields__ if f != "incident")
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

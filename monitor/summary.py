@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from alerts.pushover import pushover_timing
+from alerts.channels.pushover import pushover_timing
 from monitor.core.durations import format_duration
 from monitor.core.settings import PRIORITIES, ChannelConfig, Config, Policy
 

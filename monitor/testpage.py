@@ -31,7 +31,9 @@ from typing import TextIO
 import aiohttp
 from ulid import ULID
 
-from alerts.channels import Channel, Delivery, DeliveryError, Publish, build_channels
+from alerts.channels.mqtt import Publish
+from alerts.delivery import Channel, Delivery, DeliveryError
+from alerts.factory import build_channels
 from devices.mqtt import MqttLink, NotConnected
 from monitor.config import ConfigError, load_config
 from monitor.core.settings import Config, ResponderConfig

@@ -11,9 +11,18 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from monitor.logs import PRIVACY
 from tests.mosquitto import Mosquitto, Publish, require_mosquitto
 
 PUBLISH_TIMEOUT = 5.0
+
+
+@pytest.fixture(autouse=True)
+def _privacy_forgets_the_site() -> Iterator[None]:
+    """The log redaction is process-wide (structlog's processors are): a runtime started by
+    one test must not decide what another test's log lines show."""
+    yield
+    PRIVACY.reset()
 
 
 @pytest.fixture

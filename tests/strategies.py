@@ -30,14 +30,8 @@ from typing import Any, Final
 from hypothesis import strategies as st
 
 from devices import adapters
-from devices.adapters.canonical import (
-    MAX_PAYLOAD,
-    REASONS,
-    Parsed,
-    Rejected,
-    parse_event,
-    parse_topic,
-)
+from devices.adapters.canonical import Parsed, parse_event, parse_topic
+from devices.adapters.payload import MAX_PAYLOAD, REASONS, Rejected
 from monitor.config import ConfigError, load_config
 from monitor.core.readings import Reading
 from monitor.core.settings import Config, DeviceConfig

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from devices import adapters
 from devices.adapters import esphome, shelly, tasmota, zigbee2mqtt
-from devices.adapters.canonical import MAX_PAYLOAD, REASONS, Rejected
+from devices.adapters.payload import MAX_PAYLOAD, REASONS, Rejected
 from monitor.core.events import MotionState
 from monitor.core.readings import PRESS_TYPES, Reading
 from monitor.core.settings import DeviceConfig, DeviceRole, DeviceSource

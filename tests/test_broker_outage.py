@@ -262,7 +262,7 @@ async def test_a_restart_mid_outage_pages_nobody_twice_and_still_says_restored(
     async def resumed_and_quiet() -> bool:
         if not second.started.is_set():
             return False
-        assert second.selfwatch.state is State.PAGED
+        assert second.health.selfwatch.state is State.PAGED
         await asyncio.sleep(2.5)  # well past the 1 s limit: no second page
         return True
 

@@ -9,15 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices.adapters.canonical import (
-    KINDS,
-    MAX_PAYLOAD,
-    REASONS,
-    Parsed,
-    Rejected,
-    parse_event,
-    parse_topic,
-)
+from devices.adapters.canonical import KINDS, Parsed, parse_event, parse_topic
+from devices.adapters.payload import MAX_PAYLOAD, REASONS, Rejected
 from monitor.core.events import Button, Heartbeat, Motion, MotionState, Occupancy, Press
 
 BOOTHS = frozenset({"b1", "b2"})

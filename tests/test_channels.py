@@ -18,19 +18,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from alerts.channels import (
-    SIGNATURE_HEADER,
-    Attempt,
-    Channel,
-    ConsoleChannel,
-    Delivery,
-    DeliveryError,
-    DeliveryKind,
-    Dispatcher,
-    MqttChannel,
-    WebhookChannel,
-    build_channels,
-)
+from alerts.channels.console import ConsoleChannel
+from alerts.channels.mqtt import MqttChannel
+from alerts.channels.webhook import SIGNATURE_HEADER, WebhookChannel
+from alerts.delivery import Attempt, Channel, Delivery, DeliveryError, DeliveryKind, Dispatcher
+from alerts.factory import build_channels
 from monitor.core.settings import ChannelConfig
 
 FAST = (0.01, 0.01, 0.01)

@@ -5,11 +5,19 @@ from __future__ import annotations
 import ast
 import itertools
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from monitor.codec import booth_from_record, booth_record, incident_from_record, incident_record
+from monitor.core.booth import (
+    DOOR_SESSION,
+    SENSOR_SESSION,
+    Booth,
+    IllegalBoothTransition,
+    Sensed,
+    Session,
+)
 from monitor.core.events import (
     Acknowledge,
     Attend,
@@ -29,7 +37,7 @@ from monitor.core.events import (
 from monitor.core.incident import TRANSITIONS, Action, IllegalTransition, Incident, State, Trigger
 from monitor.core.settings import Policy, Step
 from monitor.core.site import SiteCore, UnknownBooth, UnknownIncident
-from tests.factories import make_config
+from tests.factories import make_config, replace
 
 T0 = 1_800_000_000.0
 
@@ -327,12 +335,14 @@ def test_restore_fires_what_fell_due_once_and_the_rest_on_time() -> None:
     """After a crash the plan keeps its wall-clock schedule; missed steps fold into one page."""
     clock = Clock()
     call(clock)
-    stored = json.loads(json.dumps([asdict(v) for v in clock.core.open_incident_views()]))
-    booths = json.loads(json.dumps([asdict(v) for v in clock.core.booth_views()]))
+    stored = [incident_from_record(json.loads(json.dumps(incident_record(v))))
+              for v in clock.core.open_incident_views()]
+    booths = [booth_from_record(json.loads(json.dumps(booth_record(v))))
+              for v in clock.core.booth_views()]
 
     counter = itertools.count(100)
     fresh = SiteCore(make_config(), lambda: f"x{next(counter)}")
-    fresh.restore(booths, stored)
+    fresh.restore(booths=booths, incidents=stored, now=T0 + 1)
     assert fresh.next_deadline() == T0 + 30
     # down until +95: step 2 (+30) and the repeat at +90 both fell due
     out = fresh.on_timer(T0 + 95)
@@ -347,9 +357,10 @@ def test_restore_resumes_stillness_against_original_deadline() -> None:
     clock.send(Occupancy("b1", True))
     clock.send(Motion("b1", MotionState.STILL))
     clock.advance(20)
-    booths = json.loads(json.dumps([asdict(v) for v in clock.core.booth_views()]))
+    booths = [booth_from_record(json.loads(json.dumps(booth_record(v))))
+              for v in clock.core.booth_views()]
     fresh = SiteCore(make_config(stillness=60), lambda: "z1")
-    fresh.restore(booths, [])
+    fresh.restore(booths=booths, now=T0 + 21)
     assert fresh.next_deadline() == T0 + 60
     out = fresh.on_timer(T0 + 75)
     assert pages(out) == [("ana", 1)]
@@ -404,11 +415,14 @@ _DO = {
     Action.RESOLVE: lambda inc: inc.resolve("rui", T0 + 10, "ok", "api"),
     Action.ACK_TIMEOUT: lambda inc: inc.on_timer(T0 + 10_000),
     Action.REOPEN: lambda inc: inc.add_trigger(Trigger.LONG_SESSION, T0 + 10),
+    # a lower-priority trigger: it folds in without re-planning
+    Action.TRIGGER: lambda inc: inc.add_trigger(Trigger.LONG_SESSION, T0 + 10),
 }
 
 
 @pytest.mark.parametrize("state", list(State))
-@pytest.mark.parametrize("action", [Action.ACK, Action.PRESENCE, Action.RESOLVE])
+@pytest.mark.parametrize("action", [Action.ACK, Action.PRESENCE, Action.RESOLVE,
+                                    Action.TRIGGER])
 def test_every_person_action_in_every_state(state: State, action: Action) -> None:
     """Each (state, action) either moves as the table says or raises and changes nothing."""
     inc = _incident_in(state)
@@ -434,8 +448,43 @@ def test_ack_timeout_only_acts_on_acknowledged() -> None:
 def test_trigger_on_resolved_incident_is_illegal() -> None:
     """A resolved incident takes no more triggers."""
     inc = _incident_in(State.RESOLVED)
+    before = inc.view()
     with pytest.raises(IllegalTransition):
         _DO[Action.REOPEN](inc)
+    assert inc.view() == before
+
+
+@pytest.mark.parametrize("door", [False, True], ids=["sensor", "door"])
+@pytest.mark.parametrize("state", list(Session))
+@pytest.mark.parametrize("sensed", list(Sensed))
+def test_every_session_input_in_every_state(door: bool, state: Session,
+                                            sensed: Sensed) -> None:
+    """Each (session, input) moves as its booth's table says, or raises and changes nothing."""
+    config = make_config().booths[0]
+    booth = Booth(replace(config, occupancy_from="door") if door else config)
+    booth.session = state
+    booth.door_closed_at = T0 if state is Session.AWAITING else None
+    booth.session_started_at = T0 if state is Session.OCCUPIED else None
+    before = booth.view(None)
+    table = DOOR_SESSION if door else SENSOR_SESSION
+    if (state, sensed) in table:
+        booth._sense(sensed, T0 + 1)
+        assert booth.session is table[(state, sensed)]
+        assert booth.occupied == (booth.session_started_at is not None)
+    else:
+        with pytest.raises(IllegalBoothTransition):
+            booth._sense(sensed, T0 + 1)
+        assert booth.view(None) == before
+
+
+def test_door_booth_presence_after_the_window_starts_no_session() -> None:
+    """The door closed and nobody was seen within door_window: the booth is vacant again."""
+    booth = Booth(replace(make_config().booths[0], occupancy_from="door", door_window=30))
+    assert booth.door(True, T0) is False and booth.session is Session.AWAITING
+    assert booth.presence_seen(T0 + 31) is False
+    assert booth.session is Session.VACANT and not booth.occupied
+    assert booth.door(True, T0 + 40) is False  # closed again: the window starts afresh
+    assert booth.presence_seen(T0 + 50) is True and booth.occupied
 
 
 def test_low_policy_without_repeat_pages_once() -> None:

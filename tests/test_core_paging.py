@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from monitor.core.booth import IllegalBoothTransition
 from monitor.core.escalation import Escalation, fire_due, level_of
 from monitor.core.events import (
     Acknowledge,
@@ -240,8 +241,23 @@ def test_maintenance_end_and_bad_until() -> None:
     clock.send(StartMaintenance("b1", clock.now + 600, "x", "tech"))
     out = clock.send(EndMaintenance("b1", "tech"))
     assert [c.kind for c in out if isinstance(c, Audit)] == ["maintenance_ended"]
-    assert clock.send(EndMaintenance("b1", "tech")) == []  # ending twice changes nothing
+    views = clock.core.booth_views()
+    with pytest.raises(IllegalBoothTransition):
+        clock.send(EndMaintenance("b1", "tech"))  # ending twice is refused...
+    assert clock.core.booth_views() == views  # ...and changes nothing
     assert clock.advance(700) == []  # the old expiry timer is gone
+
+
+def test_maintenance_started_twice_is_refused_and_changes_nothing() -> None:
+    """A second start does not silently replace the first: end it first."""
+    clock = Clock()
+    clock.send(StartMaintenance("b1", clock.now + 600, "cleaning", "tech"))
+    views = clock.core.booth_views()
+    with pytest.raises(IllegalBoothTransition):
+        clock.send(StartMaintenance("b1", clock.now + 3600, "sensor swap", "ana"))
+    assert clock.core.booth_views() == views
+    out = clock.advance(600)  # the first one still expires on time
+    assert [c.kind for c in out if isinstance(c, Audit)] == ["maintenance_expired"]
 
 
 # --- notices and outcomes ------------------------------------------------------------------

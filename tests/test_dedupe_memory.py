@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import tracemalloc
 
-from monitor.runtime import DEDUPE_MEMORY, RecentKeys, Runtime, _event_key
-from tests.factories import make_config
+from monitor.ingest import DEDUPE_MEMORY, RecentKeys
+from monitor.ingest import event_key as _event_key
 
 
 def test_remembers_the_newest_keys_and_forgets_the_oldest_first() -> None:
@@ -29,7 +29,7 @@ def test_remembers_the_newest_keys_and_forgets_the_oldest_first() -> None:
 
 def test_full_memory_of_event_ids_stops_growing() -> None:
     """Twice DEDUPE_MEMORY more ids after it is full cost nothing; ~100 bytes per id in all."""
-    seen = Runtime(make_config(), env={})._seen
+    seen = RecentKeys(DEDUPE_MEMORY)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from devices import adapters
-from devices.adapters.canonical import REASONS
+from devices.adapters.payload import REASONS
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 from monitor.http import make_app
@@ -246,7 +246,7 @@ class Route:
 
 def app_routes(service: Service) -> list[Route]:
     """Every route the app declares, so endpoints added later are fuzzed too."""
-    app = make_app(service.runtime)
+    app = make_app(service.runtime.api)
     routes = []
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}

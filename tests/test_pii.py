@@ -28,9 +28,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from alerts.channels import Delivery, DeliveryError
-from alerts.push import NtfyChannel
-from alerts.pushover import PushoverChannel
+from alerts.channels.ntfy import NtfyChannel
+from alerts.channels.pushover import PushoverChannel
+from alerts.delivery import Delivery, DeliveryError
 from monitor.core.settings import ChannelConfig
 from monitor.logs import PRIVACY, Privacy, protect
 from tests.local_service import LocalService, Seen, local_service
@@ -462,7 +462,7 @@ def test_protect_takes_what_the_config_and_environment_hold(tmp_path: Path) -> N
             assert secret not in cleaned, what
         assert "T0KEN-PATH-77" not in cleaned and "smsuser" not in cleaned
     finally:
-        PRIVACY.protect([], [], [])
+        PRIVACY.reset()
 
 
 def test_library_logs_are_json_and_cleaned() -> None:

@@ -19,16 +19,13 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from alerts.channels import (
-    Attempt,
-    Delivery,
-    DeliveryError,
-    DeliveryKind,
-    Dispatcher,
-    build_channels,
-)
-from alerts.push import AppriseChannel, NtfyChannel, notification_text
-from alerts.pushover import PushoverChannel, ReceiptWatcher, is_emergency, pushover_timing
+from alerts.channels.apprise import AppriseChannel
+from alerts.channels.ntfy import NtfyChannel
+from alerts.channels.pushover import PushoverChannel, is_emergency, pushover_timing
+from alerts.delivery import Attempt, Delivery, DeliveryError, DeliveryKind, Dispatcher
+from alerts.factory import build_channels
+from alerts.receipts import ReceiptWatcher
+from alerts.text import notification_text
 from monitor.config import ConfigError, parse_config
 from monitor.core.settings import ChannelConfig, Policy, Step
 from monitor.summary import summary

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.channels import Delivery
+from alerts.delivery import Delivery
 from monitor.config import ConfigError, parse_config
 from monitor.core.selfwatch import (
     MonitoringDown,
@@ -202,9 +202,10 @@ async def test_channels_send_monitoring_down_loudly_and_restored_quietly() -> No
     import aiohttp
     import apprise
 
-    from alerts.channels import ConsoleChannel
-    from alerts.push import AppriseChannel, NtfyChannel
-    from alerts.pushover import PushoverChannel
+    from alerts.channels.apprise import AppriseChannel
+    from alerts.channels.console import ConsoleChannel
+    from alerts.channels.ntfy import NtfyChannel
+    from alerts.channels.pushover import PushoverChannel
 
     async with aiohttp.ClientSession() as session:
         ntfy = NtfyChannel(ChannelConfig("phone", "ntfy", url="http://127.0.0.1:1"), session)

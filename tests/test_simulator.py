@@ -22,7 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices import adapters
 from devices import encoders as enc
 from devices import simulator as sim
-from devices.adapters.canonical import Parsed, Rejected, parse_event, parse_topic
+from devices.adapters.canonical import Parsed, parse_event, parse_topic
+from devices.adapters.payload import Rejected
 from monitor.config import parse_config
 from monitor.core.devices import DeviceRegistry
 from monitor.core.events import Button, Door, Heartbeat, MotionState, Occupancy, Press

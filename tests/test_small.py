@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from monitor.codec import iso
 from monitor.config import load_config
 from monitor.logs import RateLimit
-from monitor.views import iso
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,7 +31,7 @@ from typing import Final, Protocol
 
 from devices.adapters import canonical, esphome, shelly, tasmota, zigbee2mqtt
 from devices.adapters._common import firmware_topic_problem, level_problem
-from devices.adapters.canonical import Rejected
+from devices.adapters.payload import Rejected
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig, DeviceSource
 

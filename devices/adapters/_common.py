@@ -1,16 +1,16 @@
-"""What the firmware adapters share: payload loading, field checks, topic routing. Pure.
+"""What the firmware adapters share: field checks, plain-word payloads, topic routing. Pure.
 
-Every failure is a `Rejected` from `devices.canonical`, with the same bounded
-reasons and the same order of checks: size, encoding, syntax, shape, fields.
+Every failure is a `Rejected` (`devices.adapters.payload`), with the same bounded
+reasons and the same order of checks as the canonical decoder.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, TypeVar
 
-from devices.adapters.canonical import MAX_PAYLOAD, TOPIC_ROOT, Rejected
+from devices.adapters.canonical import TOPIC_ROOT
+from devices.adapters.payload import Rejected, bad, show, text
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 
@@ -18,47 +18,7 @@ Result = list[Reading] | Rejected
 #: decodes one payload of one topic: (payload, retained) -> readings or a rejection
 Handler = Callable[[bytes, bool], Result]
 
-_SHOWN: Final = 60  # characters of a bad value quoted in a `detail`
-
 _T = TypeVar("_T")
-
-
-class BadField(Exception):
-    """A field the adapter reads has the wrong type or value; `field_error` reports it."""
-
-
-def show(value: object) -> str:
-    """A bad value for a `detail`: its repr, cut short so input never floods the log."""
-    shown = repr(value)
-    return shown if len(shown) <= _SHOWN else shown[: _SHOWN - 3] + "..."
-
-
-def text(payload: bytes) -> str | Rejected:
-    if len(payload) > MAX_PAYLOAD:
-        return Rejected("too_large", f"{len(payload)} bytes, the limit is {MAX_PAYLOAD}")
-    try:
-        return payload.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as e:
-        return Rejected("bad_utf8", f"invalid UTF-8 at byte {e.start}")
-
-
-def json_object(payload: bytes) -> dict[str, Any] | Rejected:
-    decoded = text(payload)
-    if isinstance(decoded, Rejected):
-        return decoded
-    return object_from_text(decoded)
-
-
-def object_from_text(decoded: str) -> dict[str, Any] | Rejected:
-    try:
-        data = json.loads(decoded, parse_constant=_no_constant)
-    except RecursionError:
-        return Rejected("not_json", "nested too deep")
-    except ValueError as e:  # JSONDecodeError, NaN/Infinity, an int too long to convert
-        return Rejected("not_json", str(e)[:200])
-    if not isinstance(data, dict):
-        return Rejected("not_object", f"a JSON {type(data).__name__}, not an object")
-    return data
 
 
 def word(payload: bytes, table: Mapping[str, _T]) -> _T | Rejected:
@@ -79,14 +39,6 @@ def optional(data: Mapping[str, Any], key: str, kind: type[_T], rule: str) -> _T
     if not isinstance(value, kind):
         bad(key, rule, value)
     return value
-
-
-def bad(key: str, rule: str, value: object) -> NoReturn:
-    raise BadField(f"{key}: {rule}, got {show(value)}")
-
-
-def field_error(error: BadField) -> Rejected:
-    return Rejected("bad_field", str(error))
 
 
 def readings(*found: Reading) -> list[Reading]:
@@ -137,7 +89,3 @@ def route(routes: Mapping[str, Handler], topic: str, payload: bytes, retained: b
     if handler is None:
         return Rejected("bad_topic", f"topic {show(topic)} is not one of this device's")
     return handler(payload, retained)
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")

@@ -1,14 +1,10 @@
 """The canonical booth event (interface section 4): topic and payload to a `BoothEvent`.
 
-Pure: bytes in, a `Parsed` or a `Rejected` out, no I/O. A device that sends
-garbage is the device's fault, not ours, so `parse_event` never raises for any
-input: every failure becomes a `Rejected` whose `reason` is one of the bounded
-set `REASONS` (it is a Prometheus label value, so it must never carry input
-text) and whose `detail` says what was wrong for the log.
-
-Checks run in the order of `REASONS`, so a payload that is wrong in several
-ways is counted once, under the first: size, encoding, syntax, shape, booth,
-kind, fields. Unknown extra fields are ignored because firmware adds them.
+Pure: bytes in, a `Parsed` or a `Rejected` (`devices.adapters.payload`) out, no
+I/O; `parse_event` never raises for any input. Checks run in the order of
+`REASONS`, so a payload that is wrong in several ways is counted once, under the
+first: size, encoding, syntax, shape, booth, kind, fields. Unknown extra fields
+are ignored because firmware adds them.
 
 The firmware adapters (`devices/adapters/`) reject with these same reasons, so
 one counter covers every device; they add no label of their own.
@@ -16,36 +12,28 @@ one counter covers every device; they add no label of their own.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, TypeVar
 
+from devices.adapters.payload import (
+    BadField,
+    Rejected,
+    bad,
+    field_error,
+    json_object,
+    show,
+)
 from monitor.core.durations import describe
 from monitor.core.events import BoothEvent, Button, Heartbeat, Motion, MotionState, Occupancy, Press
 
-MAX_PAYLOAD: Final = 16 * 1024
 MAX_ID: Final = 128
-
-REASONS: Final = frozenset(
-    {
-        "too_large",  # payload over MAX_PAYLOAD bytes
-        "bad_utf8",  # payload is not strict UTF-8
-        "not_json",  # not JSON, or JSON with NaN/Infinity, or nested too deep
-        "not_object",  # JSON, but not an object
-        "unknown_booth",  # the topic's booth is not configured
-        "unknown_kind",  # "kind" is a string, but not one we know
-        "bad_field",  # a field is missing, of the wrong type, or out of range
-        "bad_topic",  # parse_topic failed (reported by the caller), or not an adapter topic
-    }
-)
 
 KINDS: Final = ("button", "occupancy", "motion", "heartbeat")
 
 TOPIC_ROOT: Final = "boothwatch"  # the service's own namespace
-_SHOWN: Final = 60  # characters of a bad value quoted in `detail`
 
 _E = TypeVar("_E", Press, MotionState)
 
@@ -56,20 +44,6 @@ class Parsed:
     event_id: str | None  # the optional "id": a repeated id is a duplicate delivery
     device: str | None
     ts: float | None  # the device's "ts" as epoch seconds; for the record only
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    reason: str
-    detail: str
-
-    def __post_init__(self) -> None:
-        if self.reason not in REASONS:
-            raise ValueError(f"reason {self.reason!r} is not in REASONS")
-
-
-class _BadField(Exception):
-    """Raised inside the field checks; `parse_event` turns it into a `Rejected`."""
 
 
 def parse_topic(topic: str, site: str) -> str | None:
@@ -100,36 +74,25 @@ def topic_problem(topic: str, site: str, booth: str) -> str | None:
 
 def parse_event(booth: str, payload: bytes, known_booths: Container[str]) -> Parsed | Rejected:
     """Parse one canonical event published for `booth`; never raises."""
-    if len(payload) > MAX_PAYLOAD:
-        return Rejected("too_large", f"{len(payload)} bytes, the limit is {MAX_PAYLOAD}")
-    try:
-        text = payload.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as e:
-        return Rejected("bad_utf8", f"invalid UTF-8 at byte {e.start}")
-    try:
-        data = json.loads(text, parse_constant=_no_constant)
-    except RecursionError:
-        return Rejected("not_json", "nested too deep")
-    except ValueError as e:  # JSONDecodeError, NaN/Infinity, an int too long to convert
-        return Rejected("not_json", str(e)[:200])
-    if not isinstance(data, dict):
-        return Rejected("not_object", f"a JSON {type(data).__name__}, not an object")
+    data = json_object(payload)
+    if isinstance(data, Rejected):
+        return data
     if not booth or booth not in known_booths:
-        return Rejected("unknown_booth", f"booth {_show(booth)} is not configured")
+        return Rejected("unknown_booth", f"booth {show(booth)} is not configured")
     if "kind" not in data:
         return Rejected("bad_field", "kind: missing")
     kind = data["kind"]
     if not isinstance(kind, str):
-        return Rejected("bad_field", f"kind: must be a string, got {_show(kind)}")
+        return Rejected("bad_field", f"kind: must be a string, got {show(kind)}")
     if kind not in KINDS:
-        return Rejected("unknown_kind", f"kind {_show(kind)} is not one of {', '.join(KINDS)}")
+        return Rejected("unknown_kind", f"kind {show(kind)} is not one of {', '.join(KINDS)}")
     try:
         event_id = _optional_text(data, "id", MAX_ID)
         device = _optional_text(data, "device", None)
         ts = _optional_ts(data)
         event = _event(kind, booth, device, data)
-    except _BadField as e:
-        return Rejected("bad_field", str(e))
+    except BadField as e:
+        return field_error(e)
     return Parsed(event=event, event_id=event_id, device=device, ts=ts)
 
 
@@ -140,7 +103,7 @@ def _event(kind: str, booth: str, device: str | None, data: Mapping[str, Any]) -
         case "occupancy":
             occupied = _required(data, "occupied")
             if not isinstance(occupied, bool):
-                _bad("occupied", "must be true or false", occupied)
+                bad("occupied", "must be true or false", occupied)
             return Occupancy(booth, occupied, device=device)
         case "motion":
             return Motion(booth, _enum(MotionState, data, "state"), device=device)
@@ -151,7 +114,7 @@ def _event(kind: str, booth: str, device: str | None, data: Mapping[str, Any]) -
 
 def _required(data: Mapping[str, Any], key: str) -> Any:
     if key not in data:
-        raise _BadField(f"{key}: missing")
+        raise BadField(f"{key}: missing")
     return data[key]
 
 
@@ -161,7 +124,7 @@ def _enum(cls: type[_E], data: Mapping[str, Any], key: str) -> _E:
     for member in cls:
         if isinstance(value, str) and value == member.value:
             return member
-    _bad(key, f"must be one of {'|'.join(m.value for m in cls)}", value)
+    bad(key, f"must be one of {'|'.join(m.value for m in cls)}", value)
 
 
 def _optional_text(data: Mapping[str, Any], key: str, max_len: int | None) -> str | None:
@@ -169,12 +132,12 @@ def _optional_text(data: Mapping[str, Any], key: str, max_len: int | None) -> st
         return None
     value = data[key]
     if not isinstance(value, str) or not value:
-        _bad(key, "must be a non-empty string", value)
+        bad(key, "must be a non-empty string", value)
     if max_len is not None and len(value) > max_len:
-        raise _BadField(f"{key}: {len(value)} characters, the limit is {max_len}")
+        raise BadField(f"{key}: {len(value)} characters, the limit is {max_len}")
     if not _encodable(value):
         # JSON escapes can smuggle in lone surrogates, which the store and logs cannot write.
-        _bad(key, "must be valid Unicode", value)
+        bad(key, "must be valid Unicode", value)
     return value
 
 
@@ -183,7 +146,7 @@ def _optional_battery(data: Mapping[str, Any]) -> int | None:
         return None
     value = data["battery"]
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-        _bad("battery", "must be an integer from 0 to 100", value)
+        bad("battery", "must be an integer from 0 to 100", value)
     return value
 
 
@@ -192,29 +155,26 @@ def _optional_ts(data: Mapping[str, Any]) -> float | None:
         return None
     value = data["ts"]
     if isinstance(value, bool):
-        _bad("ts", "must be ISO 8601 or epoch seconds", value)
+        bad("ts", "must be ISO 8601 or epoch seconds", value)
     if isinstance(value, int | float):
         try:
             seconds = float(value)
         except OverflowError:
             seconds = math.inf
         if not math.isfinite(seconds):
-            _bad("ts", "must be a finite number of epoch seconds", value)
+            bad("ts", "must be a finite number of epoch seconds", value)
         return seconds
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value)
             if when.tzinfo is None or when.utcoffset() is None:
                 # A local time without its offset is ambiguous; guessing would misfile it.
-                _bad("ts", "ISO 8601 needs an offset or Z", value)
+                bad("ts", "ISO 8601 needs an offset or Z", value)
             return when.timestamp()
         except (ValueError, OverflowError):
             pass
-    _bad("ts", "must be ISO 8601 with an offset, or epoch seconds", value)
+    bad("ts", "must be ISO 8601 with an offset, or epoch seconds", value)
 
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _encodable(text: str) -> bool:
@@ -224,11 +184,3 @@ def _encodable(text: str) -> bool:
         return False
     return True
 
-
-def _bad(key: str, rule: str, value: object) -> NoReturn:
-    raise _BadField(f"{key}: {rule}, got {_show(value)}")
-
-
-def _show(value: object) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= _SHOWN else shown[: _SHOWN - 3] + "..."

@@ -20,7 +20,7 @@ from devices.adapters._common import (
     route,
     word,
 )
-from devices.adapters.canonical import Rejected
+from devices.adapters.payload import Rejected
 from monitor.core.durations import describe
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig

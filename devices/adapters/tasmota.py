@@ -14,21 +14,16 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from devices.adapters._common import (
-    BadField,
     Handler,
     Result,
-    bad,
     check_topic,
-    field_error,
     firmware_topic_problem,
-    json_object,
     optional,
     readings,
     route,
-    show,
     word,
 )
-from devices.adapters.canonical import Rejected
+from devices.adapters.payload import BadField, Rejected, bad, field_error, json_object, show
 from monitor.core.durations import describe
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig

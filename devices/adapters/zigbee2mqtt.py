@@ -22,22 +22,24 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from devices.adapters._common import (
-    BadField,
     Handler,
     Result,
-    bad,
     check_topic,
-    field_error,
     firmware_topic_problem,
-    json_object,
-    object_from_text,
     optional,
     readings,
     route,
+)
+from devices.adapters.payload import (
+    BadField,
+    Rejected,
+    bad,
+    field_error,
+    json_object,
+    object_from_text,
     show,
     text,
 )
-from devices.adapters.canonical import Rejected
 from monitor.core.durations import describe
 from monitor.core.events import MotionState
 from monitor.core.readings import Reading

@@ -24,8 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from alerts.push import apprise_url_problem, ntfy_topic_problem
-from alerts.pushover import PUSHOVER_API, expire_problem, poll_problem, retry_problem
+from alerts.channels import apprise, ntfy
+from alerts.channels.pushover import PUSHOVER_API, expire_problem, poll_problem, retry_problem
 from monitor.config.values import (
     KEY_ERROR,
     HttpUrl,
@@ -72,13 +72,13 @@ def _apprise_url(url: str) -> str:
     if password:
         wrong("carries a password: put the URL in an environment variable and name it in "
               "url_env")
-    if (problem := apprise_url_problem(url)) is not None:
+    if (problem := apprise.url_problem(url)) is not None:
         wrong(problem)  # the URL itself is not shown: it may carry credentials
     return url
 
 
 def _apprise_url_from_env(var: str, info: ValidationInfo) -> str:
-    if (problem := apprise_url_problem(env(info)[var].strip())) is not None:
+    if (problem := apprise.url_problem(env(info)[var].strip())) is not None:
         wrong(problem)
     return var
 
@@ -111,7 +111,7 @@ class Ntfy(Channel):
     refused = _TOKEN_IN_FILE
     type: Literal["ntfy"]
     url: HttpUrl
-    topic: Annotated[Text, check(ntfy_topic_problem)] | None = None
+    topic: Annotated[Text, check(ntfy.topic_problem)] | None = None
     token_env: Annotated[Text, from_env()] | None = None
     timeout: Positive = _CHANNEL.timeout
 

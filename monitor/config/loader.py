@@ -19,9 +19,10 @@ from pydantic import ValidationError
 
 from devices import adapters
 from devices.mqtt import PASSWORD_ENV
-from monitor.config import schema
 from monitor.config.channels import CHANNEL
 from monitor.config.problems import ConfigError, Problem, from_validation, ordered
+from monitor.config.schema import Defaults, SiteFile
+from monitor.config.schema import Policy as PolicyTable
 from monitor.config.values import Loc
 from monitor.core.durations import describe, format_duration, parse_duration
 from monitor.core.settings import (
@@ -63,10 +64,10 @@ def parse_config(
     data: Mapping[str, object], env: Mapping[str, str], source: str = "<memory>"
 ) -> Config:
     """Check a parsed TOML document; raise ConfigError listing every problem found."""
-    checked: schema.SiteFile | None = None
+    checked: SiteFile | None = None
     problems: list[Problem] = []
     try:
-        checked = schema.SiteFile.model_validate(dict(data), context={"env": env})
+        checked = SiteFile.model_validate(dict(data), context={"env": env})
     except ValidationError as exc:
         problems = from_validation(exc, data)
     problems += _across_tables(_Good(data, problems), env)
@@ -209,7 +210,7 @@ def _door_booths(
     good: _Good, roles: set[tuple[str, str]], doubtful: set[str], problems: list[Problem]
 ) -> None:
     """A booth whose occupancy comes from its door needs a door and a presence sensor."""
-    default = good.get("defaults", "occupancy_from") or schema.Defaults().occupancy_from
+    default = good.get("defaults", "occupancy_from") or Defaults().occupancy_from
     for i in good.items("booths") or ():
         booth = good.get("booths", i, "id")
         if (good.get("booths", i, "occupancy_from") or default) != "door" or booth is None:
@@ -261,12 +262,12 @@ def _responders(good: _Good, env: Mapping[str, str], problems: list[Problem]) ->
     return roles if good.items("responders") is not None else None
 
 
-def _config(checked: schema.SiteFile, env: Mapping[str, str], source: str) -> Config:
+def _config(checked: SiteFile, env: Mapping[str, str], source: str) -> Config:
     """The core's `Config` from a file that passed every check."""
     f, d = checked, checked.defaults
     mqtt, http = f.mqtt, f.http
 
-    def policy(p: schema.Policy) -> Policy:
+    def policy(p: PolicyTable) -> Policy:
         steps = tuple(Step(after=s.after, notify=tuple(s.notify)) for s in p.steps)
         return Policy(steps, repeat=p.repeat, ack_timeout=p.ack_timeout,
                       max_repeats=p.max_repeats)

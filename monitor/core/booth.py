@@ -1,10 +1,31 @@
-"""One booth: its session and what its motion sensor says. Pure, no I/O.
+"""One booth: its session, what its motion sensor says, and maintenance. Pure, no I/O.
 
 Theory of operation
 -------------------
-A booth is *vacant* or *occupied*. ``occupancy`` events start and end a
-session (``session_started_at``). ``motion`` events set the motion state;
-``still_since`` is when the booth last went from moving to still or absent.
+A booth runs three small machines, each a table below; an input a machine's
+table does not have for its state raises `IllegalBoothTransition` and changes
+nothing.
+
+**Session** (`Session`): *vacant* or *occupied*, and in a door booth also
+*awaiting* presence.
+
+* Sensor booths (``occupancy_from = "sensor"``): occupancy readings start and
+  end sessions (`SENSOR_SESSION`).
+* Door booths (``occupancy_from = "door"``, `DOOR_SESSION`): the door closing
+  makes the booth *await* presence for ``door_window``; presence within it (or
+  already there) starts the session, later presence does not (the window has
+  expired: the booth is vacant again). The door opening ends the session. A door
+  reported closed again without an open between means an open was missed: the
+  old session ends and the booth awaits presence afresh. An occupancy sensor only
+  confirms presence; it never ends a session, so a presence sensor that loses a
+  still person cannot end the session either.
+
+**Motion** (`MotionState`, any state to any other): ``still_since`` is when the
+booth last went from moving to still or absent.
+
+**Maintenance** (`Mode`, `MAINTENANCE`): *normal* -> *maintenance* (start) ->
+*normal* (end, by a person or by itself at ``until``). Starting it twice or
+ending it when none is active is refused.
 
 Two timers run while a booth is occupied, each firing once:
 
@@ -13,20 +34,14 @@ Two timers run while a booth is occupied, each firing once:
   moving, so ``absent`` while occupied counts as still, never as vacant. The
   clock starts at the later of ``still_since`` and the session start (a booth
   that was empty and "absent" before someone walked in counts from their entry),
-  and restarts when an incident of this booth is resolved while the person is
-  still there, so staff who leave a still person are reminded again.
-  With no motion reading at all there is nothing to time; device health
-  (later) flags such a booth as unmonitored.
+  and restarts when an incident of this booth is resolved (or maintenance ends)
+  while the person is still there, so staff who leave a still person are
+  reminded again. With no motion reading at all there is nothing to time; device
+  health flags such a booth as unmonitored.
 * **long_session**: occupied continuously for the booth's ``long_session``.
 
-Door booths (``occupancy_from = "door"``): the door closing starts a session
-when presence follows within ``door_window`` (or is already there); the door
-opening ends it. A door reported closed again without an open between means an
-open was missed: the old session ends and a new one may start. In such a booth
-an occupancy sensor only confirms presence; it never ends a session, so a
-presence sensor that loses a still person cannot end the session either.
-
-The booth reports what fired; the site core turns that into incidents.
+The booth reports what changed and what fired; the site core turns that into
+incidents.
 """
 
 from __future__ import annotations
@@ -42,6 +57,67 @@ from monitor.core.settings import BoothConfig
 class Timer(enum.Enum):
     UNRESPONSIVE = "unresponsive"
     LONG_SESSION = "long_session"
+
+
+class Session(enum.Enum):
+    VACANT = "vacant"
+    AWAITING = "awaiting"  # a door booth's door closed: presence expected within the window
+    OCCUPIED = "occupied"
+
+
+class Sensed(enum.Enum):
+    """What a session machine is told."""
+
+    OCCUPIED = "occupied"  # an occupancy sensor sees someone
+    VACANT = "vacant"  # an occupancy sensor sees no one
+    PRESENCE = "presence"  # someone is there: motion, or occupancy in a door booth
+    LATE_PRESENCE = "late_presence"  # presence after the door window expired
+    DOOR_CLOSED = "door_closed"
+    DOOR_OPENED = "door_opened"
+
+
+SENSOR_SESSION: dict[tuple[Session, Sensed], Session] = {
+    (Session.VACANT, Sensed.OCCUPIED): Session.OCCUPIED,
+    (Session.VACANT, Sensed.VACANT): Session.VACANT,
+    (Session.OCCUPIED, Sensed.OCCUPIED): Session.OCCUPIED,  # a repeat: not a new session
+    (Session.OCCUPIED, Sensed.VACANT): Session.VACANT,
+}
+DOOR_SESSION: dict[tuple[Session, Sensed], Session] = {
+    (Session.VACANT, Sensed.DOOR_CLOSED): Session.AWAITING,
+    (Session.VACANT, Sensed.DOOR_OPENED): Session.VACANT,
+    (Session.VACANT, Sensed.PRESENCE): Session.VACANT,  # nobody closed the door
+    (Session.AWAITING, Sensed.PRESENCE): Session.OCCUPIED,
+    (Session.AWAITING, Sensed.LATE_PRESENCE): Session.VACANT,
+    (Session.AWAITING, Sensed.DOOR_CLOSED): Session.AWAITING,  # the window starts again
+    (Session.AWAITING, Sensed.DOOR_OPENED): Session.VACANT,
+    (Session.OCCUPIED, Sensed.PRESENCE): Session.OCCUPIED,
+    (Session.OCCUPIED, Sensed.DOOR_OPENED): Session.VACANT,
+    (Session.OCCUPIED, Sensed.DOOR_CLOSED): Session.AWAITING,  # an open was missed
+}
+
+
+class Mode(enum.Enum):
+    NORMAL = "normal"
+    MAINTENANCE = "maintenance"
+
+
+class Maintain(enum.Enum):
+    START = "start"
+    END = "end"
+
+
+MAINTENANCE: dict[tuple[Mode, Maintain], Mode] = {
+    (Mode.NORMAL, Maintain.START): Mode.MAINTENANCE,
+    (Mode.MAINTENANCE, Maintain.END): Mode.NORMAL,
+}
+
+
+class IllegalBoothTransition(Exception):
+    def __init__(self, booth: str, state: enum.Enum, what: enum.Enum) -> None:
+        super().__init__(f"booth {booth} is {state.value}: cannot {what.value}")
+        self.booth = booth
+        self.state = state
+        self.what = what
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +159,7 @@ _STILL = (MotionState.STILL, MotionState.ABSENT)
 class Booth:
     def __init__(self, config: BoothConfig) -> None:
         self.config = config
-        self.occupied = False
+        self.session = Session.VACANT
         self.session_started_at: float | None = None
         self.motion: MotionState | None = None
         self.still_since: float | None = None
@@ -92,29 +168,72 @@ class Booth:
         self.long_fired = False
         self.door_closed: bool | None = None
         self.door_closed_at: float | None = None
-        self.awaiting_presence = False
         self.maintenance: dict[str, Any] | None = None
+        self._table = DOOR_SESSION if config.occupancy_from == "door" else SENSOR_SESSION
 
     @property
-    def door_mode(self) -> bool:
-        return self.config.occupancy_from == "door"
+    def occupied(self) -> bool:
+        return self.session is Session.OCCUPIED
 
-    # --- events ---------------------------------------------------------------------
+    @property
+    def mode(self) -> Mode:
+        return Mode.NORMAL if self.maintenance is None else Mode.MAINTENANCE
 
-    def set_occupied(self, occupied: bool, now: float) -> bool:
-        """Apply an occupancy reading; True when a session started or ended."""
-        if occupied == self.occupied:
-            return False  # a repeated reading is not a new session
-        self.occupied = occupied
-        self.unresponsive_fired = False
-        self.long_fired = False
-        if occupied:
-            self.session_started_at = now
-            self.stillness_from = self._still_clock_start(now)
-        else:
-            self.session_started_at = None
-            self.stillness_from = None
-        return True
+    # --- the session ------------------------------------------------------------------
+
+    def _sense(self, sensed: Sensed, now: float) -> bool:
+        """Run the session machine; True when a session started or ended."""
+        new = self._table.get((self.session, sensed))
+        if new is None:
+            raise IllegalBoothTransition(self.config.id, self.session, sensed)
+        was_occupied, self.session = self.occupied, new
+        if sensed is Sensed.DOOR_CLOSED:
+            self.door_closed_at = now
+        elif new is not Session.AWAITING:
+            self.door_closed_at = None
+        if was_occupied and not (sensed is Sensed.PRESENCE or sensed is Sensed.OCCUPIED):
+            self._ended()
+            return True
+        if not was_occupied and self.occupied:
+            self._started(now)
+            return True
+        return False
+
+    def _started(self, now: float) -> None:
+        self.unresponsive_fired = self.long_fired = False
+        self.session_started_at = now
+        self.stillness_from = self._still_clock_start(now)
+
+    def _ended(self) -> None:
+        self.unresponsive_fired = self.long_fired = False
+        self.session_started_at = None
+        self.stillness_from = None
+
+    def occupancy_reading(self, occupied: bool, now: float) -> bool:
+        """An occupancy event: sets the session, or in a door booth confirms presence."""
+        if self._table is SENSOR_SESSION:
+            return self._sense(Sensed.OCCUPIED if occupied else Sensed.VACANT, now)
+        return self.presence_seen(now) if occupied else False
+
+    def presence_seen(self, now: float) -> bool:
+        """Someone is in the booth: in a door booth, the session the door announced starts."""
+        if self._table is SENSOR_SESSION:
+            return False
+        late = (self.session is Session.AWAITING and self.door_closed_at is not None
+                and now - self.door_closed_at > self.config.door_window)
+        return self._sense(Sensed.LATE_PRESENCE if late else Sensed.PRESENCE, now)
+
+    def door(self, closed: bool, now: float) -> bool:
+        """A door report; True when a session started or ended."""
+        self.door_closed = closed
+        if self._table is SENSOR_SESSION:
+            return False  # recorded and shown, but sessions come from the occupancy sensor
+        changed = self._sense(Sensed.DOOR_CLOSED if closed else Sensed.DOOR_OPENED, now)
+        if closed and self.motion in (MotionState.MOVING, MotionState.STILL):
+            changed = self.presence_seen(now) or changed  # they are already inside
+        return changed
+
+    # --- motion -----------------------------------------------------------------------
 
     def set_motion(self, state: MotionState, now: float) -> bool:
         """Apply a motion reading; True when the motion state changed."""
@@ -133,47 +252,22 @@ class Booth:
             self.unresponsive_fired = False
         return True
 
-    def occupancy_reading(self, occupied: bool, now: float) -> bool:
-        """An occupancy event: sets the session, or in a door booth confirms presence."""
-        if not self.door_mode:
-            return self.set_occupied(occupied, now)
-        return self.presence_seen(now) if occupied else False
+    # --- maintenance ------------------------------------------------------------------
 
-    def presence_seen(self, now: float) -> bool:
-        """Someone is in a door booth: start the session the door closing announced."""
-        if (
-            self.door_mode
-            and self.awaiting_presence
-            and self.door_closed_at is not None
-            and now - self.door_closed_at <= self.config.door_window
-        ):
-            self.awaiting_presence = False
-            return self.set_occupied(True, now)
-        return False
-
-    def door(self, closed: bool, now: float) -> bool:
-        """A door report; True when a session started or ended."""
-        again = closed and self.door_closed is True
-        self.door_closed = closed
-        if not self.door_mode:
-            return False
-        changed = False
-        if self.occupied and (again or not closed):
-            changed = self.set_occupied(False, now)  # opened (or an open was missed)
-        self.awaiting_presence = closed
-        self.door_closed_at = now if closed else None
-        if closed and self.motion in (MotionState.MOVING, MotionState.STILL):
-            changed = self.presence_seen(now) or changed  # they are already inside
-        return changed
+    def _maintain(self, what: Maintain) -> None:
+        if (self.mode, what) not in MAINTENANCE:
+            raise IllegalBoothTransition(self.config.id, self.mode, what)
 
     def start_maintenance(self, now: float, until: float, reason: str, by: str) -> None:
+        self._maintain(Maintain.START)
         self.maintenance = {"since": now, "until": until, "reason": reason, "by": by}
 
-    def end_maintenance(self, now: float) -> dict[str, Any] | None:
+    def end_maintenance(self, now: float) -> dict[str, Any]:
         """Back to normal; a person still in the booth is timed afresh from now."""
+        self._maintain(Maintain.END)
         ended, self.maintenance = self.maintenance, None
-        if ended is not None:
-            self.incident_resolved(now)
+        assert ended is not None  # the table allows END only in maintenance
+        self.incident_resolved(now)
         return ended
 
     def incident_resolved(self, now: float) -> None:
@@ -182,7 +276,7 @@ class Booth:
             self.stillness_from = now
             self.unresponsive_fired = False
 
-    # --- timers ---------------------------------------------------------------------
+    # --- timers -----------------------------------------------------------------------
 
     def _still_clock_start(self, now: float) -> float | None:
         if not self.occupied or self.motion not in _STILL:
@@ -212,7 +306,7 @@ class Booth:
                     self.long_fired = True
         return fired
 
-    # --- views and restart ----------------------------------------------------------
+    # --- views and restart ------------------------------------------------------------
 
     def view(
         self, incident: IncidentRef | None, devices_ok: bool = True, unmonitored: bool = False
@@ -226,7 +320,7 @@ class Booth:
             still_since=self.still_since,
             incident=incident,
             devices_ok=devices_ok,
-            mode="normal" if self.maintenance is None else "maintenance",
+            mode=self.mode.value,
             maintenance=self.maintenance,
             door=None if self.door_closed is None else ("closed" if self.door_closed else "open"),
             unmonitored=unmonitored,
@@ -234,20 +328,19 @@ class Booth:
             unresponsive_fired=self.unresponsive_fired,
             long_fired=self.long_fired,
             door_closed_at=self.door_closed_at,
-            awaiting_presence=self.awaiting_presence,
+            awaiting_presence=self.session is Session.AWAITING,
         )
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Load the fields `view` wrote (as stored JSON)."""
-        self.occupied = bool(snap["occupied"])
-        self.session_started_at = snap["session_started_at"]
-        self.motion = MotionState(snap["motion"]) if snap["motion"] else None
-        self.still_since = snap["still_since"]
-        self.stillness_from = snap["stillness_from"]
-        self.unresponsive_fired = bool(snap["unresponsive_fired"])
-        self.long_fired = bool(snap["long_fired"])
-        door = snap.get("door")
-        self.door_closed = None if door is None else door == "closed"
-        self.door_closed_at = snap.get("door_closed_at")
-        self.awaiting_presence = bool(snap.get("awaiting_presence", False))
-        self.maintenance = snap.get("maintenance")
+    def load(self, view: BoothView) -> None:
+        """Take up the state `view` describes (as stored before a restart)."""
+        self.session = (Session.OCCUPIED if view.occupied else
+                        Session.AWAITING if view.awaiting_presence else Session.VACANT)
+        self.session_started_at = view.session_started_at
+        self.motion = MotionState(view.motion) if view.motion else None
+        self.still_since = view.still_since
+        self.stillness_from = view.stillness_from
+        self.unresponsive_fired = view.unresponsive_fired
+        self.long_fired = view.long_fired
+        self.door_closed = None if view.door is None else view.door == "closed"
+        self.door_closed_at = view.door_closed_at
+        self.maintenance = view.maintenance

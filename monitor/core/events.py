@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from monitor.core.booth import BoothView
     from monitor.core.devices import DeviceView
-    from monitor.core.incident import IncidentView, TimelineEntry
+    from monitor.core.incident import Change, IncidentView, TimelineEntry
     from monitor.core.readings import Reading
 
 
@@ -208,7 +208,27 @@ class PageReport:
         _need(self.responder, "responder")
 
 
-IncidentEvent = Acknowledge | Attend | Resolve | PageFailed | PageReport
+@dataclass(frozen=True, slots=True)
+class AddOutcome:
+    """A person says what happened at an incident already resolved (by the clear button,
+    or by sensors); ``resolved`` is the incident as the store has it."""
+
+    resolved: IncidentView
+    responder: str
+    outcome: str
+    note: str | None = None
+    via: str = "api"
+
+    def __post_init__(self) -> None:
+        _need(self.responder, "responder")
+        check_outcome(self.outcome, self.note)
+
+    @property
+    def incident(self) -> str:
+        return self.resolved.id
+
+
+IncidentEvent = Acknowledge | Attend | Resolve | PageFailed | PageReport | AddOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,10 +327,20 @@ class BoothChanged:
 
 @dataclass(frozen=True, slots=True)
 class IncidentChanged:
-    """An incident changed: publish it and store it; `new` are the timeline entries added."""
+    """An incident changed: publish it and store it. `new` are the timeline entries added
+    (the record), `changes` the same news typed (what metrics count)."""
 
     view: IncidentView
     new: tuple[TimelineEntry, ...] = field(default=())
+    changes: tuple[Change, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class StopPaging:
+    """Someone is on it or it is over: pages of the incident still being retried can stop
+    (notices go on)."""
+
+    incident: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,5 +370,6 @@ class DutyChanged:
 
 
 Command = (
-    SendPage | SendNotice | BoothChanged | IncidentChanged | DeviceChanged | Audit | DutyChanged
+    SendPage | SendNotice | StopPaging | BoothChanged | IncidentChanged | DeviceChanged | Audit
+    | DutyChanged
 )

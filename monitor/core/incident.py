@@ -30,6 +30,11 @@ Every change appends to the timeline. ``acknowledged_at``, ``presence_at`` and
 
 `TRANSITIONS` is the whole state machine; an action not in it for the current
 state raises `IllegalTransition` and changes nothing.
+
+Besides the timeline (the record people read), an incident keeps typed `Change`s
+since it was last asked (`take_changes`): each state transition, escalation step,
+skipped step, duty gap and outcome. The site core turns them into notices and
+commands, and the metrics adapter counts them, so nobody re-reads the timeline.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 
 from monitor.core.booth import IncidentRef
 from monitor.core.escalation import Escalation, Fired, fire_due, has_next_step, jump
+from monitor.core.events import OUTCOMES
 from monitor.core.settings import Policy, Priority
 
 
@@ -82,6 +88,7 @@ class Action(enum.Enum):
     RESOLVE = "resolve"
     ACK_TIMEOUT = "ack_timeout"
     REOPEN = "reopen"  # a higher-priority trigger on an acknowledged incident
+    TRIGGER = "trigger"  # a trigger folds in (it may then re-open, see add_trigger)
 
 
 TRANSITIONS: dict[State, dict[Action, State]] = {
@@ -89,8 +96,10 @@ TRANSITIONS: dict[State, dict[Action, State]] = {
         Action.ACK: State.ACKNOWLEDGED,
         Action.PRESENCE: State.ATTENDED,
         Action.RESOLVE: State.RESOLVED,
+        Action.TRIGGER: State.OPEN,
     },
     State.ACKNOWLEDGED: {
+        Action.TRIGGER: State.ACKNOWLEDGED,
         Action.ACK: State.ACKNOWLEDGED,
         Action.PRESENCE: State.ATTENDED,
         Action.RESOLVE: State.RESOLVED,
@@ -98,12 +107,62 @@ TRANSITIONS: dict[State, dict[Action, State]] = {
         Action.REOPEN: State.OPEN,
     },
     State.ATTENDED: {
+        Action.TRIGGER: State.ATTENDED,
         Action.ACK: State.ATTENDED,
         Action.PRESENCE: State.ATTENDED,
         Action.RESOLVE: State.RESOLVED,
     },
     State.RESOLVED: {},
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The incident moved to ``to`` (from ``was``; None when it was raised)."""
+
+    at: float
+    was: State | None
+    to: State
+    by: str | None = None
+    first: bool = False  # the first acknowledgement, or the first person at the booth
+
+
+@dataclass(frozen=True, slots=True)
+class StepFired:
+    at: float
+    level: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepSkipped:
+    """A step with nobody on duty was skipped at once for the next one."""
+
+    at: float
+    level: int
+
+
+@dataclass(frozen=True, slots=True)
+class DutyGap:
+    """A step targeted roles with nobody on duty."""
+
+    at: float
+    level: int
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeSet:
+    """A person recorded what happened (on resolve or afterwards)."""
+
+    at: float
+    outcome: str
+
+
+Change = Transition | StepFired | StepSkipped | DutyGap | OutcomeSet
+
+
+class OutcomeRecorded(Exception):
+    """A person already recorded this incident's outcome; a correction is a coordinator's."""
 
 
 class IllegalTransition(Exception):
@@ -183,6 +242,7 @@ class Incident:
         self.urgent = False
         self.ack_deadline: float | None = None
         self.timeline: list[TimelineEntry] = []
+        self.changes: list[Change] = [Transition(now, None, State.OPEN)]
         self.escalation = Escalation.start(self.priority, policies[self.priority], now)
         self.note(now, "trigger", trigger=trigger.value, priority=self.priority)
         self.note(now, "state", to=State.OPEN.value)
@@ -207,21 +267,26 @@ class Incident:
         self.timeline.append(entry)
         return entry
 
-    def _go(self, action: Action, now: float, **detail: Any) -> None:
+    def take_changes(self) -> list[Change]:
+        """The typed changes since the last call (see the module docstring)."""
+        changes, self.changes = self.changes, []
+        return changes
+
+    def _go(self, action: Action, now: float, first: bool = False, **detail: Any) -> None:
         allowed = TRANSITIONS[self.state]
         if action not in allowed:
             raise IllegalTransition(self.id, self.state, action)
         new = allowed[action]
         if new is not self.state:
             self.note(now, "state", to=new.value, **{"from": self.state.value}, **detail)
+            self.changes.append(Transition(now, self.state, new, detail.get("by"), first))
             self.state = new
 
     # --- actions --------------------------------------------------------------------
 
     def add_trigger(self, trigger: Trigger, now: float, priority: Priority | None = None) -> bool:
         """Fold a trigger in; True when escalation was re-planned under a higher policy."""
-        if self.state is State.RESOLVED:
-            raise IllegalTransition(self.id, self.state, Action.REOPEN)
+        self._go(Action.TRIGGER, now)
         was = self.priority
         priority = priority or PRIORITY[trigger]
         known = self.trigger_priority.get(trigger)
@@ -262,11 +327,17 @@ class Incident:
         if self.state is not State.OPEN or not has_next_step(self.policy, self.escalation):
             return False
         self.note(now, "step_skipped", level=level, roles=list(gaps), reason="nobody on duty")
+        self.changes.append(StepSkipped(now, level))
         self.escalation.next_at = now
         return True
 
+    def duty_gap(self, level: int, roles: tuple[str, ...], now: float) -> None:
+        """Nobody on duty for ``roles``, targeted by the step at ``level``."""
+        self.note(now, "duty_gap", level=level, roles=list(roles))
+        self.changes.append(DutyGap(now, level, roles))
+
     def acknowledge(self, responder: str, now: float, via: str) -> None:
-        self._go(Action.ACK, now, by=responder, via=via)
+        self._go(Action.ACK, now, self.acknowledged_at is None, by=responder, via=via)
         self.note(now, "ack", responder=responder, via=via)
         if self.acknowledged_at is None:
             self.acknowledged_at, self.acknowledged_by = now, responder
@@ -276,7 +347,7 @@ class Incident:
             self.ack_deadline = now + timeout if timeout is not None else None
 
     def attend(self, responder: str, now: float, via: str) -> None:
-        self._go(Action.PRESENCE, now, by=responder, via=via)
+        self._go(Action.PRESENCE, now, self.presence_at is None, by=responder, via=via)
         self.note(now, "presence", responder=responder, via=via)
         if self.presence_at is None:
             self.presence_at, self.presence_by = now, responder
@@ -294,7 +365,18 @@ class Incident:
         self.outcome_note = note
         if outcome is not None:
             self.note(now, "outcome", outcome=outcome, by=responder, note=note)
+            self.changes.append(OutcomeSet(now, outcome))
         self._stop()
+
+    def add_outcome(self, responder: str, outcome: str, note: str | None, now: float) -> None:
+        """What happened, told after the incident was resolved (by the clear button...)."""
+        if self.state is not State.RESOLVED:
+            raise IllegalTransition(self.id, self.state, Action.RESOLVE)
+        if self.outcome in OUTCOMES:
+            raise OutcomeRecorded(self.id)  # a sensor's outcome (session_ended...) gives way
+        self.outcome, self.outcome_note = outcome, note
+        self.note(now, "outcome", outcome=outcome, by=responder, note=note)
+        self.changes.append(OutcomeSet(now, outcome))
 
     def page_report(self, responder: str, level: int, channel: str, ok: bool,
                     reason: str | None, now: float) -> None:
@@ -371,6 +453,7 @@ class Incident:
             self.level = fired.level
             self.max_level = max(self.max_level, fired.level)
             self.note(now, "escalated", level=fired.level, priority=self.escalation.priority)
+            self.changes.append(StepFired(now, fired.level))
         return fired
 
     # --- views and restart ----------------------------------------------------------
@@ -405,31 +488,24 @@ class Incident:
         )
 
     @classmethod
-    def restore(cls, snap: dict[str, Any], policies: dict[Priority, Policy]) -> Incident:
-        """Rebuild from the stored view (as JSON)."""
-        self = cls.__new__(cls)
-        self.id = snap["id"]
-        self.booth = snap["booth"]
-        self.policies = policies
-        self.raised_at = snap["raised_at"]
-        self.triggers = [Trigger(t) for t in snap["triggers"]]
-        self.trigger_priority = {Trigger(t): p for t, p in snap["trigger_priorities"].items()}
-        self.cleared = {Trigger(t) for t in snap["cleared"]}
-        self.state = State(snap["state"])
-        self.level = snap["level"]
-        self.max_level = snap["max_level"]
-        self.reopened = snap["reopened"]
-        self.outcome_note = snap.get("outcome_note")  # absent in views stored before 0.4
-        self.urgent = bool(snap.get("urgent", False))
-        for name in (
-            "acknowledged_at", "acknowledged_by", "presence_at", "presence_by",
-            "resolved_at", "resolved_by", "outcome", "ack_deadline",
-        ):
-            setattr(self, name, snap[name])
-        self.timeline = [TimelineEntry(e["at"], e["kind"], e["detail"]) for e in snap["timeline"]]
-        self.escalation = Escalation(
-            priority=snap["escalation_priority"],
-            next_index=snap["next_index"],
-            next_at=snap["next_at"],
-        )
+    def from_view(cls, view: IncidentView, policies: dict[Priority, Policy]) -> Incident:
+        """The incident a stored view describes (`view` is its inverse)."""
+        self = cls.__new__(cls)  # every field is set below, from the view alone
+        self.id, self.booth, self.policies = view.id, view.booth, policies
+        self.raised_at = view.raised_at
+        self.triggers = [Trigger(t) for t in view.triggers]
+        self.trigger_priority = {Trigger(t): p for t, p in view.trigger_priorities.items()}
+        self.cleared = {Trigger(t) for t in view.cleared}
+        self.state = State(view.state)
+        self.level, self.max_level, self.reopened = view.level, view.max_level, view.reopened
+        self.acknowledged_at, self.acknowledged_by = view.acknowledged_at, view.acknowledged_by
+        self.presence_at, self.presence_by = view.presence_at, view.presence_by
+        self.resolved_at, self.resolved_by = view.resolved_at, view.resolved_by
+        self.outcome, self.outcome_note = view.outcome, view.outcome_note
+        self.urgent = view.urgent
+        self.ack_deadline = view.ack_deadline
+        self.timeline = list(view.timeline)
+        self.changes = []
+        self.escalation = Escalation(priority=view.escalation_priority,
+                                     next_index=view.next_index, next_at=view.next_at)
         return self

@@ -42,10 +42,10 @@ from typing import Any, assert_never
 
 from monitor.core.booth import Booth, BoothView, IncidentRef, Timer
 from monitor.core.devices import SENSOR_ROLES, DeviceRegistry, DeviceView, HealthChange
-from monitor.core.durations import format_duration
 from monitor.core.escalation import Fired, resolve_targets
 from monitor.core.events import (
     Acknowledge,
+    AddOutcome,
     Attend,
     Audit,
     BoothChanged,
@@ -71,15 +71,28 @@ from monitor.core.events import (
     SendPage,
     SetDuty,
     StartMaintenance,
+    StopPaging,
 )
-from monitor.core.incident import Incident, IncidentView, Trigger
+from monitor.core.incident import (
+    Action,
+    Change,
+    IllegalTransition,
+    Incident,
+    IncidentView,
+    State,
+    Transition,
+    Trigger,
+)
 from monitor.core.roster import Roster, UnknownResponder
-from monitor.core.settings import BoothConfig, Config, Policy, Priority
+from monitor.core.settings import Config, Policy, Priority
+from monitor.core.words import notice_message, page_message
 
 _Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance", id)
 #: triggers a booth in maintenance does not raise (a call still pages)
 AUTOMATIC = frozenset({Trigger.LONG_SESSION, Trigger.UNRESPONSIVE, Trigger.DEVICE_OFFLINE})
 MAX_MAINTENANCE = 7 * 24 * 3600.0
+#: once an incident reaches one of these, its pages still being retried are not needed
+STOPS_PAGING = frozenset({State.ACKNOWLEDGED, State.ATTENDED, State.RESOLVED})
 
 _TIMER_TRIGGER = {
     Timer.UNRESPONSIVE: Trigger.UNRESPONSIVE,
@@ -172,6 +185,15 @@ class SiteCore:
                 self._emit_booth(booth_id, out)
             case EndMaintenance(booth=booth_id, by=by):
                 self._end_maintenance(self._booth(booth_id), now, by, out)
+            case AddOutcome(resolved=view, responder=who, outcome=outcome, note=note):
+                if view.id in self.incidents:  # not resolved: resolving records the outcome
+                    raise IllegalTransition(view.id, self.incidents[view.id].state,
+                                            Action.RESOLVE)
+                inc = Incident.from_view(view, self._policies)
+                before = len(inc.timeline)
+                inc.add_outcome(who, outcome, note, now)  # raises OutcomeRecorded
+                out.append(IncidentChanged(inc.view(), tuple(inc.timeline[before:]),
+                                           tuple(inc.take_changes())))
             case PageFailed():
                 inc = self._incident(event.incident)
                 self._apply(
@@ -214,29 +236,30 @@ class SiteCore:
 
     def restore(
         self,
-        booths: Iterable[dict[str, Any]],
-        incidents: Iterable[dict[str, Any]],
+        *,
+        now: float,
+        booths: Iterable[BoothView] = (),
+        incidents: Iterable[IncidentView] = (),
         devices: Iterable[dict[str, Any]] = (),
-        now: float = 0.0,
         duty: Iterable[dict[str, Any]] = (),
     ) -> None:
-        """Rebuild from stored views; what the config no longer has is skipped."""
+        """Rebuild from stored views at ``now``; what the config no longer has is skipped."""
         self.roster.restore(duty, now)
         for snap in devices:
             dev = self.registry.devices.get(snap["id"])
             if dev is not None:
                 dev.restore(snap, now)
-        for snap in booths:
-            booth = self.booths.get(snap["id"])
+        for view in booths:
+            booth = self.booths.get(view.id)
             if booth is not None:
-                booth.restore(snap)
+                booth.load(view)
                 self._schedule(("booth", booth.config.id), booth.next_deadline())
                 if booth.maintenance is not None:
                     self._schedule(("maintenance", booth.config.id), booth.maintenance["until"])
-        for snap in incidents:
-            if snap["booth"] not in self.booths or snap["state"] == "resolved":
+        for iview in incidents:
+            if iview.booth not in self.booths or iview.state == "resolved":
                 continue
-            inc = Incident.restore(snap, self._policies)
+            inc = Incident.from_view(iview, self._policies)
             self.incidents[inc.id] = inc
             self._open_at[inc.booth] = inc.id
             self._schedule(("incident", inc.id), inc.next_deadline())
@@ -267,10 +290,8 @@ class SiteCore:
 
     def _end_maintenance(self, booth: Booth, now: float, by: str, out: list[Command]) -> None:
         booth_id = booth.config.id
-        ended = booth.end_maintenance(now)
+        ended = booth.end_maintenance(now)  # raises IllegalBoothTransition when not in it
         self._schedule(("maintenance", booth_id), None)
-        if ended is None:
-            return  # not in maintenance: nothing to do, nothing to audit
         kind = "maintenance_expired" if by == "expiry" else "maintenance_ended"
         out.append(Audit(now, kind, booth_id, {"by": by, "reason": ended["reason"],
                                                "since": ended["since"]}))
@@ -448,10 +469,13 @@ class SiteCore:
         before = len(inc.timeline)
         action()  # raises IllegalTransition before anything changed
         self._fire(inc, now, out)
-        self._notices(inc, before, out)
+        changes = inc.take_changes()
+        self._notices(inc, before, changes, out)
+        if any(isinstance(c, Transition) and c.to in STOPS_PAGING for c in changes):
+            out.append(StopPaging(inc.id))
         new = tuple(inc.timeline[start:])
         if new:
-            out.append(IncidentChanged(inc.view(), new))
+            out.append(IncidentChanged(inc.view(), new, tuple(changes)))
         if inc.resolved_at is not None:
             del self.incidents[inc.id]
             del self._open_at[inc.booth]
@@ -471,7 +495,7 @@ class SiteCore:
             targets = resolve_targets(fired.targets, responders,
                                       lambda rid: self.roster.on_duty(rid, now))
             if targets.gaps:
-                inc.note(now, "duty_gap", level=fired.level, roles=list(targets.gaps))
+                inc.duty_gap(fired.level, targets.gaps, now)
             if targets.responders:
                 out.extend(self._pages(inc, fired, targets.responders, now))
                 return
@@ -483,7 +507,8 @@ class SiteCore:
             out.extend(self._pages(inc, fired, everyone, now))
             return
 
-    def _notices(self, inc: Incident, before: int, out: list[Command]) -> None:
+    def _notices(self, inc: Incident, before: int, changes: list[Change],
+                 out: list[Command]) -> None:
         """Tell everyone paged before the action that someone is on it, or that all is clear.
 
         The timeline is only walked for who was paged when the action changed the state,
@@ -491,25 +516,20 @@ class SiteCore:
         """
         booth = self.booths[inc.booth].config
         paged: list[str] | None = None
-        for entry in inc.timeline[before:]:
-            if entry.kind != "state":
+        for change in changes:
+            if not isinstance(change, Transition):
                 continue
-            to, by = entry.detail.get("to"), entry.detail.get("by")
+            by = change.by
             who = "Staff at the booth" if by in (None, "booth") else self._names.get(by, by)
-            if to == "acknowledged":
-                message = f"{who} is attending {booth.name}"
-            elif to == "attended" and entry.detail.get("from") == "open":
-                message = f"{who} is at {booth.name}"
-            elif to == "resolved":
-                message = f"{booth.name}: all clear"
-            else:
+            message = notice_message(change, who, booth.name)
+            if message is None:
                 continue
             if paged is None:
                 paged = inc.paged(upto=before)
             for responder in paged:
                 if responder == by:
                     continue
-                inc.note(entry.at, "notice", responder=responder, text=message)
+                inc.note(change.at, "notice", responder=responder, text=message)
                 out.append(SendNotice(incident=inc.id, booth=booth.id, booth_name=booth.name,
                                       responder=responder, priority=inc.priority,
                                       message=message))
@@ -548,30 +568,3 @@ class SiteCore:
             self._due[key] = at
             heapq.heappush(self._heap, (at, key))
 
-
-def page_message(
-    booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
-    maintenance: bool = False,
-) -> str:
-    """The one line a nurse reads on a lock screen, in the order the triggers came."""
-    parts = []
-    for trigger in triggers:
-        match trigger:
-            case Trigger.CALL:
-                parts.append("call button pressed again" if urgent else "call button pressed")
-            case Trigger.UNRESPONSIVE:
-                parts.append(f"no movement for {format_duration(round(booth.stillness))}")
-            case Trigger.LONG_SESSION:
-                parts.append(f"session over {format_duration(round(booth.long_session))}")
-            case Trigger.DEVICE_OFFLINE:
-                parts.append("a device is offline")
-            case Trigger.LOW_BATTERY:
-                parts.append("a device's battery is low")
-            case _:
-                assert_never(trigger)
-    text = f"{booth.name}: " + "; ".join(parts)
-    if urgent:
-        text = "URGENT: " + text
-    if maintenance:
-        text += " (booth in maintenance)"
-    return text

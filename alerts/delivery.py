@@ -1,17 +1,19 @@
-"""Page delivery: channels that carry one page to one responder, and the dispatcher.
+"""Page delivery: what a delivery is, what a channel promises, and the dispatcher.
 
-A `Channel` makes one attempt and either returns (accepted; optionally with the
-service's receipt id) or raises `DeliveryError` with a short reason. The
-`Dispatcher` owns fallback and retries: a `Delivery` lists the responder's
-channels in order; a round tries them in that order until one accepts, so a
-failed channel hands the page to the next one at once; a round where every
-channel failed is retried after a back-off. Each `Delivery` gets its own asyncio
-task, so a hanging or failing channel never delays a page to anyone else, and
-`submit` never blocks the caller.
+A `Channel` (one per file in alerts/channels/) makes one attempt and either
+returns (accepted; optionally with the service's receipt id) or raises
+`DeliveryError` with a short reason. The `Dispatcher` owns fallback and
+retries: a `Delivery` lists the responder's channels in order; a round tries
+them in that order until one accepts, so a failed channel hands the page to the
+next one at once; a round where every channel failed is retried after a
+back-off. Each `Delivery` gets its own asyncio task, so a hanging or failing
+channel never delays a page to anyone else, and `submit` never blocks the
+caller.
 
 Safety rules (a page must never be silently lost):
 
-- every attempt is reported through ``on_attempt`` (the caller stores it);
+- every attempt is reported through ``on_attempt``: the caller stores it, and logs a
+  failed one (once, there; the dispatcher does not log it again);
 - when every retry failed, ``on_failed`` is called exactly once, and the caller
   turns it into an escalation event for the core;
 - any exception from a channel counts as a failed attempt, never a lost task;
@@ -28,30 +30,19 @@ carry booth names and messages and are never logged.
 from __future__ import annotations
 
 import asyncio
-import errno
-import hashlib
-import hmac
 import json
 import random
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, assert_never
+from typing import Any, Literal, Protocol
 
-import aiohttp
 import structlog
 
-from monitor.core.settings import ChannelConfig, Policy, Priority
-
-if TYPE_CHECKING:
-    from alerts.pushover import ReceiptWatcher
+from monitor.core.durations import format_duration
 
 log = structlog.get_logger(__name__)
 
-SIGNATURE_HEADER = "X-Boothwatch-Signature"
-
-Publish = Callable[[str, bytes], Awaitable[None]]
 #: page: an escalation step (escalates when undeliverable); notice: someone is attending,
 #: all clear (recorded, never escalated); test: `boothwatch test-page`; system: about
 #: boothwatch itself (monitoring down or restored; loud by its priority, never escalated)
@@ -104,6 +95,11 @@ class Attempt:
 class DeliveryError(Exception):
     """A failed attempt; the message is a short reason such as ``HTTP 503``."""
 
+    @classmethod
+    def timeout(cls, seconds: float) -> DeliveryError:
+        """An attempt that ran out of its channel's `timeout`; every channel words it so."""
+        return cls(f"timeout after {format_duration(seconds)}")
+
 
 class Channel(Protocol):
     name: str
@@ -121,168 +117,6 @@ class Channel(Protocol):
 def encode_payload(payload: Mapping[str, Any]) -> bytes:
     """The page as compact JSON bytes, the exact bytes sent and signed."""
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-
-
-class WebhookChannel:
-    """POSTs the page JSON to ``config.url``, signed when ``config.secret`` is set.
-
-    The caller owns `session` and should share one `aiohttp.ClientSession` among
-    all webhook channels for the life of the process, so connections stay alive
-    between pages instead of paying a TCP (and TLS) handshake per page.
-    """
-
-    type = "webhook"
-
-    def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession) -> None:
-        if not config.url:
-            raise ValueError(f"webhook channel {config.name!r} needs a url")
-        self.name = config.name
-        self._url = config.url
-        self._secret = config.secret.encode() if config.secret else None
-        self._timeout_s = config.timeout
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
-        self._session = session
-
-    async def send(self, delivery: Delivery, address: str | None) -> str | None:
-        body = encode_payload(delivery.payload)
-        headers = {"Content-Type": "application/json"}
-        if self._secret is not None:
-            digest = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
-            headers[SIGNATURE_HEADER] = f"sha256={digest}"
-        try:
-            async with self._session.post(
-                self._url,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                # A redirect would turn the POST into a GET; the receiver must be fixed.
-                allow_redirects=False,
-            ) as response:
-                # Read the body to the end so the connection goes back to the pool.
-                async for _ in response.content.iter_chunked(64 * 1024):
-                    pass
-                if not 200 <= response.status < 300:
-                    raise DeliveryError(f"HTTP {response.status}")
-        except TimeoutError:
-            raise DeliveryError(f"timeout after {self._timeout_s}s") from None
-        except aiohttp.ClientConnectorError as exc:
-            if exc.os_error.errno == errno.ECONNREFUSED:
-                raise DeliveryError("connection refused") from None
-            raise DeliveryError(f"connection failed: {exc.os_error.strerror or exc}") from None
-        except aiohttp.ClientError as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise DeliveryError(reason) from None
-        return None
-
-
-def client_session() -> aiohttp.ClientSession:
-    """The one HTTP session the HTTP channels share (webhook, ntfy, Pushover).
-
-    No cap on connections: aiohttp's default pool holds 100, and requests hanging on
-    a dead endpoint (each until its channel's `timeout`) would hold them all, so pages
-    to every other service would queue behind them. The dispatcher's deliveries
-    (responders times open incidents) already bound how many run at once.
-    """
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-
-
-class ConsoleChannel:
-    """Writes one readable line per page to `stream` (a terminal or a log file)."""
-
-    type = "console"
-
-    def __init__(self, config: ChannelConfig, stream: TextIO = sys.stdout) -> None:
-        self.name = config.name
-        self._stream = stream
-
-    async def send(self, delivery: Delivery, address: str | None) -> str | None:
-        payload = delivery.payload
-        priority = str(payload.get("priority", "?")).upper()
-        message = payload.get("message") or f"incident {delivery.incident}"
-        if delivery.kind == "page":
-            line = f"[PAGE] level {delivery.level} {priority} {message} -> {delivery.responder}"
-        else:
-            line = f"[{delivery.kind.upper()}] {message} -> {delivery.responder}"
-        if payload.get("ack_url"):
-            line += f"  ack: {payload['ack_url']}"
-        try:
-            self._stream.write(" ".join(line.splitlines()) + "\n")
-            self._stream.flush()
-        except (OSError, ValueError) as exc:  # ValueError: I/O on a closed file
-            raise DeliveryError(f"console write failed: {exc}") from None
-        return None
-
-
-class MqttChannel:
-    """Publishes the page JSON to ``config.topic`` (``{responder}`` is replaced).
-
-    The default topic is ``boothwatch/<site>/pages/<responder>``. `publish` belongs
-    to the caller's MQTT client and raises `DeliveryError` when the broker is not
-    connected or never acknowledges; ``config.timeout`` bounds it all the same, so
-    a publish that hangs becomes a failed attempt instead of a page stuck forever.
-    """
-
-    type = "mqtt"
-
-    def __init__(self, config: ChannelConfig, publish: Publish, site: str) -> None:
-        self.name = config.name
-        self._topic = config.topic or f"boothwatch/{site}/pages/{{responder}}"
-        self._publish = publish
-        self._timeout = config.timeout
-
-    def topic(self, responder: str) -> str:
-        # str.replace, not str.format: other braces in a topic are not ours to interpret.
-        return self._topic.replace("{responder}", responder)
-
-    async def send(self, delivery: Delivery, address: str | None) -> str | None:
-        topic = self.topic(delivery.responder)
-        body = encode_payload(delivery.payload)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._publish(topic, body)
-        except TimeoutError:
-            raise DeliveryError(f"timeout after {self._timeout}s") from None
-        return None
-
-
-def build_channels(
-    configs: Mapping[str, ChannelConfig],
-    session: aiohttp.ClientSession,
-    publish: Publish,
-    site: str,
-    stream: TextIO = sys.stdout,
-    *,
-    policies: Mapping[Priority, Policy] | None = None,
-    receipts: ReceiptWatcher | None = None,
-) -> dict[str, Channel]:
-    """One channel per configured entry, keyed like `configs` (`Delivery.channel`).
-
-    `policies` (the config's escalation) set Pushover's emergency retry; `receipts`
-    is told about every Pushover emergency receipt (see alerts/pushover.py).
-    """
-    # Imported here: those modules build on this one.
-    from alerts.push import AppriseChannel, NtfyChannel
-    from alerts.pushover import PushoverChannel
-
-    channels: dict[str, Channel] = {}
-    for key, config in configs.items():
-        match config.type:
-            case "webhook":
-                channels[key] = WebhookChannel(config, session)
-            case "mqtt":
-                channels[key] = MqttChannel(config, publish, site)
-            case "console":
-                channels[key] = ConsoleChannel(config, stream)
-            case "ntfy":
-                channels[key] = NtfyChannel(config, session)
-            case "pushover":
-                high = policies.get("high") if policies is not None else None
-                channels[key] = PushoverChannel(config, session, high, receipts)
-            case "apprise":
-                channels[key] = AppriseChannel(config)
-            case _:
-                assert_never(config.type)
-    return channels
 
 
 @dataclass(eq=False, slots=True)
@@ -403,8 +237,6 @@ class Dispatcher:
                 last = round_ == rounds and position == len(delivery.channels) - 1
                 self._report(delivery, Attempt(number, name, False, error, latency,
                                                final=last or job.stopped))
-                log.warning("page attempt failed", attempt=number, channel_name=name,
-                            error=error, **_ids(delivery))
             if round_ == rounds:
                 self._fail(delivery, error)
                 return

@@ -1,11 +1,21 @@
-"""Booths and incidents as the JSON of the public interface (sections 5 and 7). Pure."""
+"""Booths and incidents to and from JSON: the one codec of each view. Pure.
+
+Each view has two forms, and only this module knows them:
+
+* **public** (`booth_json`, `incident_json`): the interface's JSON, the same on the
+  MQTT state and incident topics and in the HTTP API (sections 5 and 7);
+* **record** (`booth_record`/`booth_from_record`, `incident_record`/
+  `incident_from_record`): what the store keeps, everything a restart needs.
+  A record written by an older version reads with today's defaults.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.core.booth import BoothView
+from monitor.core.booth import BoothView, IncidentRef
 from monitor.core.incident import IncidentView, TimelineEntry
 
 
@@ -85,10 +95,39 @@ def response_times(view: IncidentView) -> dict[str, float | None]:
     }
 
 
-def incident_from_stored(snap: dict[str, Any]) -> IncidentView:
-    """An IncidentView from its stored JSON (as `dataclasses.asdict` wrote it)."""
-    fields = dict(snap)
-    fields.setdefault("outcome_note", None)  # views stored before 0.4 lack these
+def booth_record(view: BoothView) -> dict[str, Any]:
+    """The stored form of a booth view; `dataclasses.asdict` is too slow on the ingest path."""
+    record = {name: getattr(view, name) for name in _BOOTH_FIELDS}
+    inc = view.incident
+    record["incident"] = None if inc is None else {
+        "id": inc.id, "priority": inc.priority, "state": inc.state, "level": inc.level}
+    return record
+
+
+_BOOTH_FIELDS = tuple(f for f in BoothView.__dataclass_fields__ if f != "incident")
+#: fields a booth record may lack (written before they existed) and what they mean then
+_BOOTH_DEFAULTS: dict[str, Any] = {
+    "door": None, "door_closed_at": None, "awaiting_presence": False, "maintenance": None,
+    "mode": "normal", "unmonitored": False, "devices_ok": True,
+}
+
+
+def booth_from_record(record: dict[str, Any]) -> BoothView:
+    fields = {**_BOOTH_DEFAULTS, **record}
+    inc = fields["incident"]
+    fields["incident"] = None if inc is None else IncidentRef(
+        id=inc["id"], priority=inc["priority"], state=inc["state"], level=inc["level"])
+    return BoothView(**fields)
+
+
+def incident_record(view: IncidentView) -> dict[str, Any]:
+    """The stored form of an incident view (its timeline entries as objects)."""
+    return asdict(view)
+
+
+def incident_from_record(record: dict[str, Any]) -> IncidentView:
+    fields = dict(record)
+    fields.setdefault("outcome_note", None)  # records written before 0.4 lack these
     fields.setdefault("urgent", False)
     fields["triggers"] = tuple(fields["triggers"])
     fields["cleared"] = tuple(fields["cleared"])

@@ -1,0 +1,140 @@
+"""The driver: feeds the site core and carries out its commands through small ports.
+
+Every adapter reaches the core through here: ingest hands it an MQTT event, the
+API a person's action, paging a page that failed, the timer task the time. The
+core's commands go out through four ports, in this order:
+
+* **pages** first (`PagePort`): their delivery tasks are queued before the store
+  writer wakes, so a page leaves before the batch holding its cause is built;
+* **publish** (`PublishPort`): a booth's retained state, an incident's change;
+* **store** (`StorePort`): every change joins the store's current batch; the
+  future returned completes when the batch has committed, and ingest
+  acknowledges the MQTT message only then;
+* **observe** (`ObservePort`): metrics and log lines, from typed commands.
+
+Nothing here awaits: `handle` and `fire` run to the end on the caller's turn of
+the event loop, so a test can drive the whole service with a hand-stepped clock
+(`fire(now)` at each deadline, as `tests/test_core.py` does with the bare core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, assert_never
+
+from monitor.core.booth import BoothView
+from monitor.core.events import (
+    Audit,
+    BoothChanged,
+    Command,
+    DeviceChanged,
+    DutyChanged,
+    Event,
+    IncidentChanged,
+    SendNotice,
+    SendPage,
+    StopPaging,
+)
+from monitor.core.incident import IncidentView, TimelineEntry
+from monitor.core.site import SiteCore
+
+Stored = asyncio.Future[None]
+
+
+class StorePort(Protocol):
+    def put_booth(self, view: BoothView, now: float) -> Stored: ...
+    def put_incident(self, view: IncidentView, new: tuple[TimelineEntry, ...]) -> Stored: ...
+    def add_audit(self, at: float, kind: str, subject: str, detail: dict[str, Any]) -> Stored: ...
+    def put_duty(self, snapshot: dict[str, Any], now: float) -> Stored: ...
+    def put_device(self, booth: str, snapshot: dict[str, Any], now: float) -> Stored: ...
+
+
+class PublishPort(Protocol):
+    def booth(self, view: BoothView) -> None: ...
+    def incident(self, view: IncidentView) -> None: ...
+
+
+class PagePort(Protocol):
+    def page(self, cmd: SendPage, now: float) -> Stored | None: ...
+    def notice(self, cmd: SendNotice, now: float) -> Stored | None: ...
+    def stop(self, incident: str) -> None: ...
+
+
+class ObservePort(Protocol):
+    def command(self, cmd: Command) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What the core made of an event, and the future of its storing."""
+
+    commands: list[Command]
+    stored: Stored
+
+
+class Driver:
+    def __init__(self, core: SiteCore, *, store: StorePort, publish: PublishPort,
+                 pages: PagePort, observe: ObservePort) -> None:
+        self.core = core
+        self._store = store
+        self._publish = publish
+        self._pages = pages
+        self._observe = observe
+        self.wake = asyncio.Event()  # set when an event moved the next deadline earlier
+        self._armed: float | None = None  # the deadline the timer task sleeps towards
+
+    def handle(self, event: Event, now: float) -> Handled:
+        """Apply ``event`` at ``now``; raises what the core raises (unknown incident...)."""
+        commands = self.core.handle(event, now)
+        stored = self.execute(commands, now)
+        self.rearm()
+        return Handled(commands, stored)
+
+    def fire(self, now: float) -> Stored:
+        """Fire every deadline due at ``now`` (the timer task, or a test stepping time)."""
+        return self.execute(self.core.on_timer(now), now)
+
+    def next_deadline(self) -> float | None:
+        """When `fire` is due next; the timer task arms itself with this."""
+        self._armed = self.core.next_deadline()
+        return self._armed
+
+    def rearm(self) -> None:
+        """Wake the timer task only if an event moved the next deadline earlier."""
+        deadline = self.core.next_deadline()
+        if deadline is not None and (self._armed is None or deadline < self._armed):
+            self.wake.set()
+
+    def execute(self, commands: Iterable[Command], now: float) -> Stored:
+        """Carry out the core's commands; the future completes when they are stored."""
+        done: Stored | None = None
+        commands = sorted(commands, key=lambda c: not isinstance(c, SendPage))
+        for cmd in commands:
+            match cmd:
+                case SendPage():
+                    done = self._pages.page(cmd, now) or done
+                case SendNotice():
+                    done = self._pages.notice(cmd, now) or done
+                case StopPaging(incident=incident):
+                    self._pages.stop(incident)
+                case Audit(at=at, kind=kind, subject=subject, detail=detail):
+                    done = self._store.add_audit(at, kind, subject, detail)
+                case DutyChanged(snapshot=snapshot):
+                    done = self._store.put_duty(snapshot, now)
+                case BoothChanged(view=view):
+                    self._publish.booth(view)
+                    done = self._store.put_booth(view, now)
+                case IncidentChanged(view=view, new=new):
+                    self._publish.incident(view)
+                    done = self._store.put_incident(view, new)
+                case DeviceChanged(view=dview, snapshot=snapshot):
+                    done = self._store.put_device(dview.booth, snapshot, now)
+                case _:
+                    assert_never(cmd)
+            self._observe.command(cmd)
+        if done is None:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+        return done
