@@ -1029,3 +1029,22 @@ def test_duration_pattern_is_what_parse_duration_reads(text: str) -> None:
         assert re.search(DURATION_PATTERN, text) is None
     else:
         assert re.search(DURATION_PATTERN, text) is not None
+
+
+def test_shift_problems_by_key_path() -> None:
+    """A shift that is not a string, or not of the shift grammar, is one problem at its index."""
+    data = _data()
+    responders = data["responders"]
+    assert isinstance(responders, list)
+    responders[0]["shifts"] = ["mon-fri 08:00-16:00", 7, "mon 25:00-26:00", " ", "weekdays"]
+    assert _problems(data) == [
+        "responders[0].shifts[1]: expected a string, got 7",
+        'responders[0].shifts[2]: 25:00 is not a time of day (00:00 to 24:00), '
+        'got "mon 25:00-26:00"',
+        "responders[0].shifts[3]: must not be empty",
+        'responders[0].shifts[4]: expected "<days> HH:MM-HH:MM" such as "mon-fri 08:00-16:00" '
+        'or "sat,sun 20:00-08:00", got "weekdays"',
+    ]
+    responders[0]["shifts"] = ["sat,sun 20:00-08:00"]
+    (shift,) = parse_config(data, {}).responders[0].shifts
+    assert (shift.days, shift.start, shift.end) == (frozenset({5, 6}), 20 * 60, 8 * 60)

@@ -261,10 +261,11 @@ class Device(Table):
 
 
 def _shift(value: object) -> Shift:
+    written = text(value)  # raises a problem of its own, which is a ValueError too
     try:
-        return parse_shift(text(value))
+        return parse_shift(written)
     except ValueError as exc:
-        wrong(f"{exc}, got {describe(value)}")
+        wrong(f"{exc}, got {describe(written)}")
 
 
 def _address(value: object, info: ValidationInfo) -> dict[str, str]:
