@@ -4,7 +4,8 @@
 core's `Config` (monitor/core/settings.py) or raises `ConfigError` listing every
 problem, each named by its key path (``booths[2].long_session: ...``).
 
-- schema.py: the file's shape as pydantic models, with each key's own checks;
+- values.py: the kinds of value a key takes, each problem worded as it reads;
+- schema.py: the file's tables as pydantic models (channels.py: the [channels] ones);
 - problems.py: pydantic's errors worded and ordered as the file reads;
 - loader.py: reading, the checks across tables, building `Config`.
 """

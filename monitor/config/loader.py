@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from devices import adapters
 from devices.mqtt import PASSWORD_ENV
 from monitor.config.channels import CHANNEL
-from monitor.config.problems import ConfigError, Problem, from_validation, ordered
+from monitor.config.problems import ConfigError, Problem, child, from_validation, ordered
 from monitor.config.schema import Defaults, SiteFile
 from monitor.config.schema import Policy as PolicyTable
 from monitor.config.values import Loc
@@ -96,12 +96,7 @@ class _Good:
             return None
         node: Any = self.data
         for part in loc:
-            if isinstance(node, Mapping) and isinstance(part, str):
-                node = node.get(part)
-            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                node = node[part]
-            else:
-                return None
+            node = child(node, part)
         return node
 
     def items(self, *loc: str | int) -> range | None:

@@ -118,7 +118,7 @@ def _walk(path: Sequence[str | int], data: object) -> _Place:
             order.append((float(names.index(part)) if part in names else 0.0,))
             kind = get_args(kind)[1] if get_origin(kind) is dict else None
         loc.append(part)
-        node = _child(node, part)
+        node = child(node, part)
     return _Place(tuple(loc), tuple(order), table, field)
 
 
@@ -134,8 +134,9 @@ def _bare(kind: Any) -> Any:
             return kind
 
 
-def _child(node: object, part: str | int) -> object:
-    if isinstance(node, dict):
+def child(node: object, part: str | int) -> Any:
+    """The value under `part` of a parsed TOML table or array; None if there is none."""
+    if isinstance(node, Mapping):
         return node.get(part)
     if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
         return node[part]
