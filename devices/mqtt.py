@@ -29,6 +29,7 @@ import select
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 import structlog
@@ -37,13 +38,97 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from monitor.core.durations import describe
 from monitor.core.settings import MqttConfig
 
 log = structlog.get_logger(__name__)
 
 OnMessage = Callable[[paho.MQTTMessage, int], None]
+PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"  # the broker password: never in the config file
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
 READ_BURST = 500  # packets read per wakeup at most, so timers and HTTP still get their turn
+
+
+def broker_address(url: str) -> tuple[tuple[str, int, bool], list[str]]:
+    """``(host, port, tls)`` of an ``mqtt://`` or ``mqtts://`` broker URL, and what is wrong
+    with it: [mqtt] problems, worded to follow ``mqtt.url:``."""
+    try:
+        parts = urlsplit(url)
+        explicit_port = parts.port
+    except ValueError as exc:
+        return ("", 0, False), [f"not a valid URL ({exc})"]
+    scheme = parts.scheme.lower()
+    if scheme not in ("mqtt", "mqtts"):
+        return ("", 0, False), [f"scheme must be mqtt or mqtts, got {describe(url)}"]
+    tls = scheme == "mqtts"
+    port = explicit_port if explicit_port is not None else (8883 if tls else 1883)
+    problems = []
+    if not parts.hostname:
+        problems.append(f"missing host (e.g. mqtt://127.0.0.1:1883), got {describe(url)}")
+    if parts.username is not None or parts.password is not None:
+        problems.append(f"must not carry credentials; use mqtt.username and {PASSWORD_ENV}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        problems.append("must be just scheme://host[:port], without a path or query")
+    if not 1 <= port <= 65535:
+        problems.append(f"port must be between 1 and 65535, got {port}")
+    return (parts.hostname or "", port, tls), problems
+
+
+def tls_problems(
+    tls: bool, ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> list[tuple[str, str]]:
+    """``(key, problem)`` for each of the [mqtt] TLS files that `MqttLink` could not use.
+
+    The files are loaded as the client will load them, so a wrong path, a file of the
+    wrong kind or a key that is not the certificate's is a config problem, not a
+    reconnect loop at run time. ``tls``: the broker URL is ``mqtts://``.
+    """
+    given = {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}
+    problems: list[tuple[str, str]] = []
+    if key_file and not cert_file:
+        problems.append(("key_file", "needs mqtt.cert_file as well"))
+    if cert_file and not key_file:
+        problems.append(("cert_file", "needs mqtt.key_file as well"))
+    if not tls:
+        return problems + [(key, "only used with TLS, but mqtt.url is mqtt://: use mqtts:// "
+                                 "(or nothing would be encrypted)")
+                           for key, name in given.items() if name]
+    contents: dict[str, bytes] = {}
+    for key, name in given.items():
+        if name:
+            try:
+                with open(name, "rb") as handle:
+                    contents[key] = handle.read()
+            except OSError as exc:
+                problems.append((key, f"cannot read {describe(name)}: {exc.strerror or exc}"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file and "ca_file" in contents:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError as exc:
+            problems.append(("ca_file", f"{describe(ca_file)} is not a PEM CA certificate "
+                                        f"({exc.reason or exc})"))
+    if not (cert_file and key_file and "cert_file" in contents and "key_file" in contents):
+        return problems
+    if b"-----BEGIN CERTIFICATE-----" not in contents["cert_file"]:
+        problems.append(("cert_file", f"{describe(cert_file)} holds no PEM certificate"))
+    elif b"ENCRYPTED" in contents["key_file"]:
+        problems.append(("key_file", f"{describe(key_file)} is encrypted, and the service "
+                         "cannot ask for a passphrase: store it unencrypted, readable only "
+                         "by the service's user"))
+    elif b"PRIVATE KEY-----" not in contents["key_file"]:
+        problems.append(("key_file", f"{describe(key_file)} holds no PEM private key"))
+    else:
+        try:
+            # an empty passphrase: OpenSSL must never stop to ask for one on a terminal
+            context.load_cert_chain(cert_file, key_file, password="")
+        except ssl.SSLError as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                problems.append(("key_file", f"{describe(key_file)} is not mqtt.cert_file's key"))
+            else:
+                problems.append(("cert_file", "cannot load it with mqtt.key_file "
+                                              f"({exc.reason or exc})"))
+    return problems
 
 
 class NotConnected(Exception):

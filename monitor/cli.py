@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from monitor import __version__
-from monitor.config import ConfigError, load_config, summary
+from monitor.config import ConfigError, load_config
 from monitor.logs import configure
+from monitor.summary import summary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, metavar="FILE")
     check = sub.add_parser("check-config", help="check a config file and summarise it")
     check.add_argument("file", metavar="FILE")
+    sub.add_parser(
+        "config-schema", help="print the JSON Schema of the config file, for editors",
+        description="Prints the JSON Schema of the TOML config file to stdout; point an "
+                    "editor's TOML support (Taplo, Even Better TOML) at a copy of it.",
+    )
     demo = sub.add_parser("demo", help="everything in one process, with simulated booths")
     demo.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT")
     demo.add_argument("--db", default=None, metavar="FILE",
@@ -90,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"  {problem}", file=sys.stderr)
                 return 2
             print(summary(config))
+            return 0
+        case "config-schema":
+            from monitor.config.schema import json_schema
+
+            print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
             return 0
         case "run":
             configure(args.log_format or "json")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.config import ConfigError, load_config, parse_config, summary
-from monitor.core.durations import format_duration, parse_duration
+from monitor.cli import main
+from monitor.config import ConfigError, load_config, parse_config
+from monitor.core.durations import DURATION_PATTERN, format_duration, parse_duration
 from monitor.core.settings import Config, DeviceConfig
+from monitor.summary import summary
 
 # Verbatim from /work/shared/interface.md section 3.
 INTERFACE_TOML = """\
@@ -922,3 +927,124 @@ def test_summary_mentions_devices() -> None:
         assert needle in text, (needle, text)
     assert "occupancy from door" not in text.split("b2 Booth 2")[1].splitlines()[0]
     assert "devices (0):" in summary(parse_config(_data(), {}))
+
+
+# --------------------------------------------------------------------------- the JSON Schema
+
+TOP_LEVEL = {"site", "mqtt", "store", "http", "defaults", "booths", "devices", "channels",
+             "responders", "escalation", "rate_limit"}
+
+
+def _refusals(schema: dict[str, Any], node: dict[str, Any], value: object, at: str) -> list[str]:
+    """Where `value` breaks what `node` of `schema` says: a key it does not name, a required
+    key that is absent, a value of another JSON type, a string its pattern refuses. A check of
+    the printed schema's structure: no JSON Schema validator is installed."""
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    if "discriminator" in node:
+        mapping = node["discriminator"]["mapping"]
+        tag = value.get(node["discriminator"]["propertyName"]) if isinstance(value, dict) else None
+        if tag not in mapping:
+            return [f"{at}: no channel type {tag!r}"]
+        return _refusals(schema, {"$ref": mapping[tag]}, value, at)
+    if "anyOf" in node:
+        fits = any(not _refusals(schema, option, value, at) for option in node["anyOf"])
+        return [] if fits else [f"{at}: fits none of its forms"]
+    kinds = {"object": dict, "array": list, "string": str, "integer": int, "number": int | float,
+             "boolean": bool}
+    if "type" in node and not isinstance(value, kinds[node["type"]]):
+        return [f"{at}: not {node['type']}"]
+    problems = []
+    if isinstance(value, dict):
+        named = {**node.get("properties", {}), **{key: part for pattern, part in
+                 node.get("patternProperties", {}).items() for key in value
+                 if re.search(pattern, key)}}
+        for key, item in value.items():
+            if key in named:
+                problems += _refusals(schema, named[key], item, f"{at}.{key}")
+            elif isinstance(node.get("additionalProperties"), dict):
+                problems += _refusals(schema, node["additionalProperties"], item, f"{at}.{key}")
+            else:
+                problems.append(f"{at}.{key}: not allowed")
+        problems += [f"{at}.{key}: required" for key in node.get("required", ())
+                     if key not in value]
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems += _refusals(schema, node.get("items", {}), item, f"{at}[{index}]")
+    elif isinstance(value, str) and not re.search(node.get("pattern", ""), value):
+        problems.append(f"{at}: does not match")
+    elif "enum" in node and value not in node["enum"]:
+        problems.append(f"{at}: not one of {node['enum']}")
+    return problems
+
+
+def test_config_schema_names_the_tables_and_takes_the_example(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`boothwatch config-schema` prints a JSON Schema of the file: it names every top-level
+    table and accepts the interface's example, and a site with devices and push channels."""
+    assert main(["config-schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert set(schema["properties"]) == TOP_LEVEL
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == TOP_LEVEL - {"defaults", "devices", "rate_limit"}
+    example = json.loads(json.dumps(_data()))  # the TOML as JSON, as an editor checks it
+    assert _refusals(schema, schema, example, "") == []
+    fuller = tomllib.loads(
+        INTERFACE_TOML.replace('type = "console"', 'type = "console"\n\n[channels.po]\n'
+                               'type = "pushover"\ntoken_env = "PUSHOVER_TOKEN"\nretry = 45')
+        + DEVICES_TOML + '\n[rate_limit]\nrate = 2.5\nburst = 8\n')
+    assert _refusals(schema, schema, fuller, "") == []
+
+
+def test_config_schema_refuses_mistakes(capsys: pytest.CaptureFixture[str]) -> None:
+    """The printed schema refuses what the loader refuses: an unknown key, a missing table, a
+    bad id, a duration in words, a channel of no known type."""
+    main(["config-schema"])
+    schema = json.loads(capsys.readouterr().out)
+    data = _data()
+    booths, site, channels = data["booths"], data["site"], data["channels"]
+    assert isinstance(booths, list) and isinstance(site, dict) and isinstance(channels, dict)
+    booths[0]["long_sesion"] = "5m"
+    booths[1]["long_session"] = "30 minutes"
+    site["id"] = "Lisbon 1"
+    channels["sms"] = {"type": "sms"}
+    del data["escalation"]
+    assert _refusals(schema, schema, data, "") == [
+        ".site.id: does not match",
+        ".booths[0].long_sesion: not allowed",
+        ".booths[1].long_session: fits none of its forms",
+        ".channels.sms: no channel type 'sms'",
+        ".escalation: required",
+    ]
+
+
+@given(st.from_regex(r"[0-9hms.]{0,10}", fullmatch=True))
+def test_duration_pattern_is_what_parse_duration_reads(text: str) -> None:
+    """The JSON Schema's duration pattern accepts exactly the strings parse_duration reads."""
+    try:
+        parse_duration(text)
+    except ValueError:
+        assert re.search(DURATION_PATTERN, text) is None
+    else:
+        assert re.search(DURATION_PATTERN, text) is not None
+
+
+def test_shift_problems_by_key_path() -> None:
+    """A shift that is not a string, or not of the shift grammar, is one problem at its index."""
+    data = _data()
+    responders = data["responders"]
+    assert isinstance(responders, list)
+    responders[0]["shifts"] = ["mon-fri 08:00-16:00", 7, "mon 25:00-26:00", " ", "weekdays"]
+    assert _problems(data) == [
+        "responders[0].shifts[1]: expected a string, got 7",
+        'responders[0].shifts[2]: 25:00 is not a time of day (00:00 to 24:00), '
+        'got "mon 25:00-26:00"',
+        "responders[0].shifts[3]: must not be empty",
+        'responders[0].shifts[4]: expected "<days> HH:MM-HH:MM" such as "mon-fri 08:00-16:00" '
+        'or "sat,sun 20:00-08:00", got "weekdays"',
+    ]
+    responders[0]["shifts"] = ["sat,sun 20:00-08:00"]
+    (shift,) = parse_config(data, {}).responders[0].shifts
+    assert (shift.days, shift.start, shift.end) == (frozenset({5, 6}), 20 * 60, 8 * 60)

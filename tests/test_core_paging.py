@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor.config import parse_shift
 from monitor.core.booth import IllegalBoothTransition
 from monitor.core.escalation import Escalation, fire_due, level_of
 from monitor.core.events import (
@@ -28,7 +27,7 @@ from monitor.core.events import (
     SetDuty,
     StartMaintenance,
 )
-from monitor.core.roster import Roster, UnknownResponder
+from monitor.core.roster import Roster, UnknownResponder, parse_shift
 from monitor.core.settings import Policy, ResponderConfig, Step
 from monitor.core.site import BadRequest
 from tests.test_core import Clock, call, incident, pages

@@ -26,8 +26,9 @@ from alerts.delivery import Attempt, Delivery, DeliveryError, DeliveryKind, Disp
 from alerts.factory import build_channels
 from alerts.receipts import ReceiptWatcher
 from alerts.text import notification_text
-from monitor.config import ConfigError, parse_config, summary
+from monitor.config import ConfigError, parse_config
 from monitor.core.settings import ChannelConfig, Policy, Step
+from monitor.summary import summary
 from tests.local_service import LocalService, Seen, local_service
 from tests.test_config import INTERFACE_TOML
 

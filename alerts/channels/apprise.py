@@ -6,14 +6,38 @@ address. Services without buttons get the ack link in the text.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
 import apprise
+from apprise.manager_plugins import NotificationManager
 
 from alerts.delivery import Delivery, DeliveryError
 from alerts.text import ACK_LABEL, ack_url, mask, notification_text
+from monitor.core.durations import describe
 from monitor.core.settings import ADDRESS_PLACEHOLDER, ChannelConfig
+
+
+def url_problem(url: str) -> str | None:
+    """Why Apprise cannot use `url`, or None; the problem never shows the URL, which may
+    carry credentials."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        return "expected an Apprise URL such as tgram://..., mailto://..., json://..."
+    schemes = NotificationManager()  # type: ignore[no-untyped-call]  # apprise leaves it untyped
+    if scheme.lower() not in schemes:
+        return f"Apprise does not know the scheme {describe(scheme)}"
+    if ADDRESS_PLACEHOLDER in url:
+        return None  # the full form is known once a responder's address is in it
+    # Apprise logs why it rejects a URL, with the URL: keep that out of our output.
+    apprise_log = logging.getLogger("apprise")
+    was_disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        usable = apprise.Apprise.instantiate(url) is not None
+    finally:
+        apprise_log.disabled = was_disabled
+    return None if usable else f"Apprise cannot use this {scheme} URL (check its form)"
 
 
 class AppriseChannel:

@@ -19,6 +19,7 @@ import aiohttp
 from alerts.delivery import Delivery, DeliveryError
 from alerts.http import request
 from alerts.text import ACK_LABEL, ack_url, mask, notification_text
+from monitor.core.durations import describe
 from monitor.core.settings import RESPONDER_PLACEHOLDER, ChannelConfig
 
 NTFY_TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what an ntfy server accepts
@@ -33,6 +34,14 @@ NTFY_TAGS: Mapping[str, str] = {
     "notice": "information_source",
     "test": "test_tube",
 }
+
+
+def topic_problem(template: str) -> str | None:
+    """Why a channel's ``topic`` template cannot make ntfy topics, or None."""
+    if NTFY_TOPIC_RE.fullmatch(template.replace(RESPONDER_PLACEHOLDER, "x")):
+        return None
+    return (f"{describe(template)} is not an ntfy topic (letters, digits, - and _, at most 64; "
+            f"{RESPONDER_PLACEHOLDER} is replaced by the responder id)")
 
 
 class NtfyChannel:

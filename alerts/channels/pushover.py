@@ -22,6 +22,7 @@ import structlog
 from alerts.delivery import Delivery, DeliveryError
 from alerts.http import request
 from alerts.text import ACK_LABEL, ack_url, mask, notification_text
+from monitor.core.durations import format_duration
 from monitor.core.settings import ChannelConfig, Policy
 
 if TYPE_CHECKING:
@@ -72,6 +73,32 @@ def pushover_timing(channel: ChannelConfig, high: Policy | None) -> tuple[float,
     retry = min(max(retry, PUSHOVER_MIN_RETRY), PUSHOVER_MAX_EXPIRE)
     expire = channel.expire if channel.expire is not None else PUSHOVER_MAX_EXPIRE
     return retry, max(expire, retry)
+
+
+def retry_problem(retry: float) -> str | None:
+    """Why Pushover would refuse a channel's emergency ``retry``, or None."""
+    if retry < PUSHOVER_MIN_RETRY:
+        return (f"Pushover needs at least {format_duration(PUSHOVER_MIN_RETRY)}, "
+                f"got {format_duration(retry)}")
+    return None
+
+
+def expire_problem(expire: float, retry: float | None) -> str | None:
+    """Why Pushover would refuse, or never repeat, a channel's emergency ``expire``."""
+    if expire > PUSHOVER_MAX_EXPIRE:
+        return (f"Pushover allows at most {format_duration(PUSHOVER_MAX_EXPIRE)}, "
+                f"got {format_duration(expire)}")
+    if retry is not None and expire < retry:
+        return f"shorter than retry ({format_duration(retry)}): the page would never be repeated"
+    return None
+
+
+def poll_problem(poll_interval: float) -> str | None:
+    """Why a channel's receipt ``poll_interval`` is faster than Pushover allows, or None."""
+    if poll_interval < PUSHOVER_MIN_POLL:
+        return (f"Pushover asks for at most one poll per receipt every "
+                f"{format_duration(PUSHOVER_MIN_POLL)}, got {format_duration(poll_interval)}")
+    return None
 
 
 def _cut(text: str, limit: int) -> str:

@@ -1,8 +1,11 @@
 """Firmware adapters: MQTT messages of off-the-shelf devices to `Reading`s. Pure.
 
 One module per firmware (``zigbee2mqtt``, ``esphome``, ``tasmota``,
-``shelly``), each with the same two functions, dispatched here by
+``shelly``), each with the same three functions, dispatched here by
 `DeviceConfig.source`:
+
+- ``topic_problem(topic)``: why ``topic`` cannot be the device's topic, or None
+  (the config loader reports it under ``devices[i].topic``);
 
 - ``topics(device)``: the exact topics to subscribe for the device, derived from
   its ``topic`` as docs/devices.md lays out per source;
@@ -26,15 +29,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Protocol
 
-from devices.adapters import esphome, shelly, tasmota, zigbee2mqtt
+from devices.adapters import canonical, esphome, shelly, tasmota, zigbee2mqtt
+from devices.adapters._common import firmware_topic_problem, level_problem
 from devices.adapters.payload import Rejected
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig, DeviceSource
 
-__all__ = ["SOURCES", "decode", "topics"]
+__all__ = ["SOURCES", "decode", "topic_problem", "topics"]
 
 
 class _Adapter(Protocol):
+    def topic_problem(self, topic: str, /) -> str | None: ...
+
     def topics(self, device: DeviceConfig, /) -> tuple[str, ...]: ...
 
     def decode(
@@ -51,6 +57,18 @@ _ADAPTERS: Final[Mapping[str, _Adapter]] = {
 
 #: the sources these adapters handle; "canonical" devices go through devices.canonical
 SOURCES: Final[tuple[DeviceSource, ...]] = ("zigbee2mqtt", "esphome", "tasmota", "shelly")
+
+
+def topic_problem(source: str | None, topic: str, site: str, booth: str) -> str | None:
+    """Why `topic` cannot be the topic of a `source` device of `booth` at `site`, or None.
+
+    A source, site or booth that is not known (None or "": it has a problem of its
+    own) skips only the checks that need it.
+    """
+    if source == "canonical":
+        return level_problem(topic) or canonical.topic_problem(topic, site, booth)
+    adapter = _ADAPTERS.get(source or "")
+    return firmware_topic_problem(topic) if adapter is None else adapter.topic_problem(topic)
 
 
 def topics(device: DeviceConfig) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
+from devices.adapters.canonical import TOPIC_ROOT
 from devices.adapters.payload import Rejected, bad, show, text
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
@@ -16,8 +17,6 @@ from monitor.core.settings import DeviceConfig
 Result = list[Reading] | Rejected
 #: decodes one payload of one topic: (payload, retained) -> readings or a rejection
 Handler = Callable[[bytes, bool], Result]
-
-_WILDCARDS: Final = ("+", "#", "\x00")
 
 _T = TypeVar("_T")
 
@@ -50,13 +49,39 @@ def readings(*found: Reading) -> list[Reading]:
 _NOTHING: Final = Reading()
 
 
-def check_topic(device: DeviceConfig, form: str, ok: bool) -> None:
-    """Raise ValueError (our configuration's fault) unless the device topic fits `form`."""
-    if not ok or not device.topic or any(w in device.topic for w in _WILDCARDS):
-        raise ValueError(
-            f"device {device.id}: topic {device.topic!r} is not of the form {form} "
-            f"(source {device.source}), or holds a wildcard"
-        )
+def level_problem(topic: str) -> str | None:
+    """Why `topic` cannot be any device's topic (canonical too), or None."""
+    if not topic:
+        return "must not be empty"
+    if "+" in topic or "#" in topic:
+        return "must not contain the wildcards + or #"
+    if "\x00" in topic:
+        return "must not contain a NUL character"
+    if topic.startswith("/") or topic.endswith("/"):
+        return 'must not start or end with "/"'
+    if "//" in topic:
+        return 'must not have an empty level ("//")'
+    return None
+
+
+def firmware_topic_problem(topic: str) -> str | None:
+    """`level_problem`, or a topic in the service's own namespace: only canonical devices
+    publish there. Each firmware module adds the form of its own topics."""
+    if problem := level_problem(topic):
+        return problem
+    if topic == TOPIC_ROOT or topic.startswith(f"{TOPIC_ROOT}/"):
+        return (f'must not be under "{TOPIC_ROOT}/" (that namespace is the service\'s own; '
+                'a device publishing the canonical event takes source = "canonical")')
+    return None
+
+
+def check_topic(device: DeviceConfig, problem: str | None) -> None:
+    """Raise ValueError (our configuration's fault) if the device's topic has a `problem`.
+
+    The config loader reports the same problem by key path, so this fires only for a
+    `DeviceConfig` built by hand."""
+    if problem is not None:
+        raise ValueError(f"device {device.id} ({device.source}): topic {device.topic!r}: {problem}")
 
 
 def route(routes: Mapping[str, Handler], topic: str, payload: bytes, retained: bool) -> Result:

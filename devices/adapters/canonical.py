@@ -26,13 +26,14 @@ from devices.adapters.payload import (
     json_object,
     show,
 )
+from monitor.core.durations import describe
 from monitor.core.events import BoothEvent, Button, Heartbeat, Motion, MotionState, Occupancy, Press
 
 MAX_ID: Final = 128
 
 KINDS: Final = ("button", "occupancy", "motion", "heartbeat")
 
-_TOPIC_ROOT: Final = "boothwatch"
+TOPIC_ROOT: Final = "boothwatch"  # the service's own namespace
 
 _E = TypeVar("_E", Press, MotionState)
 
@@ -51,11 +52,24 @@ def parse_topic(topic: str, site: str) -> str | None:
     if len(parts) != 5:
         return None
     root, topic_site, booths, booth, events = parts
-    if (root, topic_site, booths, events) != (_TOPIC_ROOT, site, "booths", "events"):
+    if (root, topic_site, booths, events) != (TOPIC_ROOT, site, "booths", "events"):
         return None
     if not booth or "+" in booth or "#" in booth or "\x00" in booth:
         return None
     return booth
+
+
+def topic_problem(topic: str, site: str, booth: str) -> str | None:
+    """Why a canonical device of `booth` cannot publish on `topic`, or None.
+
+    It publishes on its booth's events topic; "" for a site or booth that is not
+    known (it has a problem of its own) skips the check.
+    """
+    expected = f"{TOPIC_ROOT}/{site}/booths/{booth}/events"
+    if site and booth and topic != expected:
+        return (f"a canonical device publishes on its booth's events topic "
+                f"{describe(expected)}, got {describe(topic)}")
+    return None
 
 
 def parse_event(booth: str, payload: bytes, known_booths: Container[str]) -> Parsed | Rejected:

@@ -8,18 +8,36 @@ it from `Reading.binary`, not this stateless adapter.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Final
 
-from devices.adapters._common import Handler, Result, check_topic, route, word
+from devices.adapters._common import (
+    Handler,
+    Result,
+    check_topic,
+    firmware_topic_problem,
+    route,
+    word,
+)
 from devices.adapters.payload import Rejected
+from monitor.core.durations import describe
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 
 STATES: Final[Mapping[str, bool]] = {"ON": True, "OFF": False}
 STATUS: Final[Mapping[str, bool]] = {"online": True, "offline": False}
 
-_SENSOR: Final = "/binary_sensor/"
+_TOPIC: Final = re.compile(r".+/binary_sensor/[^/]+/state")
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot be an ESPHome binary sensor's state topic, or None."""
+    if problem := firmware_topic_problem(topic):
+        return problem
+    if not _TOPIC.fullmatch(topic):
+        return f"expected <node>/binary_sensor/<name>/state for esphome, got {describe(topic)}"
+    return None
 
 
 def topics(device: DeviceConfig) -> tuple[str, ...]:
@@ -32,9 +50,8 @@ def decode(device: DeviceConfig, topic: str, payload: bytes, retained: bool) -> 
 
 
 def _routes(device: DeviceConfig) -> dict[str, Handler]:
-    node, _, sensor = device.topic.rpartition(_SENSOR)
-    form = "<node>/binary_sensor/<name>/state"
-    check_topic(device, form, bool(node and sensor.endswith("/state") and sensor != "/state"))
+    check_topic(device, topic_problem(device.topic))
+    node = device.topic.rpartition("/binary_sensor/")[0]
     return {device.topic: _state, f"{node}/status": _status}
 
 

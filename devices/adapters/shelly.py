@@ -13,8 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from devices.adapters._common import Handler, Result, check_topic, optional, readings, route, word
+from devices.adapters._common import (
+    Handler,
+    Result,
+    check_topic,
+    firmware_topic_problem,
+    optional,
+    readings,
+    route,
+    word,
+)
 from devices.adapters.payload import BadField, Rejected, bad, field_error, json_object
+from monitor.core.durations import describe
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 
@@ -38,6 +48,17 @@ GEN1_PREFIX: Final = "shellies/"
 _INPUT: Final = "input:0"
 
 
+def topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot be a Shelly device's id topic (Gen1 or Gen2), or None."""
+    if problem := firmware_topic_problem(topic):
+        return problem
+    levels = topic.count("/") + 1
+    if levels != (2 if topic.startswith(GEN1_PREFIX) else 1):
+        return (f"expected shellies/<id> (Gen1) or <id> (Gen2, one level) for shelly, "
+                f"got {describe(topic)}")
+    return None
+
+
 def topics(device: DeviceConfig) -> tuple[str, ...]:
     return tuple(_routes(device))
 
@@ -48,11 +69,10 @@ def decode(device: DeviceConfig, topic: str, payload: bytes, retained: bool) -> 
 
 
 def _routes(device: DeviceConfig) -> dict[str, Handler]:
+    check_topic(device, topic_problem(device.topic))
     t = device.topic
     if t.startswith(GEN1_PREFIX):
-        check_topic(device, "shellies/<id>", t != GEN1_PREFIX)
         return {f"{t}/input_event/0": _gen1_event, f"{t}/online": _online}
-    check_topic(device, "<id>", True)
     return {f"{t}/events/rpc": _gen2_rpc, f"{t}/online": _online}
 
 

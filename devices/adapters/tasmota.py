@@ -13,8 +13,18 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from devices.adapters._common import Handler, Result, check_topic, optional, readings, route, word
+from devices.adapters._common import (
+    Handler,
+    Result,
+    check_topic,
+    firmware_topic_problem,
+    optional,
+    readings,
+    route,
+    word,
+)
 from devices.adapters.payload import BadField, Rejected, bad, field_error, json_object, show
+from monitor.core.durations import describe
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 
@@ -34,6 +44,15 @@ SWITCH: Final[Mapping[str, bool]] = {"ON": True, "OFF": False}
 _BUTTON: Final = re.compile(r"Button[1-9][0-9]*", re.ASCII)
 
 
+def topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot be a Tasmota device's %topic%, or None."""
+    if problem := firmware_topic_problem(topic):
+        return problem
+    if "/" in topic:
+        return f'expected <t>, Tasmota\'s %topic% (one level, no "/"), got {describe(topic)}'
+    return None
+
+
 def topics(device: DeviceConfig) -> tuple[str, ...]:
     return tuple(_routes(device))
 
@@ -44,7 +63,7 @@ def decode(device: DeviceConfig, topic: str, payload: bytes, retained: bool) -> 
 
 
 def _routes(device: DeviceConfig) -> dict[str, Handler]:
-    check_topic(device, "<topic>", True)
+    check_topic(device, topic_problem(device.topic))
     t = device.topic
     return {f"tele/{t}/LWT": _lwt, f"stat/{t}/RESULT": _result, f"tele/{t}/SENSOR": _sensor}
 

@@ -21,7 +21,15 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from devices.adapters._common import Handler, Result, check_topic, optional, readings, route
+from devices.adapters._common import (
+    Handler,
+    Result,
+    check_topic,
+    firmware_topic_problem,
+    optional,
+    readings,
+    route,
+)
 from devices.adapters.payload import (
     BadField,
     Rejected,
@@ -32,6 +40,7 @@ from devices.adapters.payload import (
     show,
     text,
 )
+from monitor.core.durations import describe
 from monitor.core.events import MotionState
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
@@ -78,6 +87,16 @@ AVAILABILITY: Final[Mapping[str, bool]] = {"online": True, "offline": False}
 _ABSENT: Final = (False, MotionState.ABSENT)
 
 
+def topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot be a Zigbee2MQTT device's ``<base>/<friendly_name>``, or None."""
+    if problem := firmware_topic_problem(topic):
+        return problem
+    if "/" not in topic:
+        return (f"expected <base>/<friendly_name> for zigbee2mqtt "
+                f'(e.g. "zigbee2mqtt/booth1-button"), got {describe(topic)}')
+    return None
+
+
 def topics(device: DeviceConfig) -> tuple[str, ...]:
     return tuple(_routes(device))
 
@@ -88,8 +107,8 @@ def decode(device: DeviceConfig, topic: str, payload: bytes, retained: bool) -> 
 
 
 def _routes(device: DeviceConfig) -> dict[str, Handler]:
-    base, _, name = device.topic.partition("/")
-    check_topic(device, "<base>/<friendly_name>", bool(base and name))
+    check_topic(device, topic_problem(device.topic))
+    base = device.topic.partition("/")[0]
     return {
         device.topic: _state,
         f"{device.topic}/availability": _availability,

@@ -11,6 +11,8 @@ _NUM = r"[0-9]+(?:\.[0-9]+)?"
 _PLAIN_NUMBER_RE = re.compile(_NUM)
 _DURATION_RE = re.compile(rf"(?:(?P<h>{_NUM})h)?(?:(?P<m>{_NUM})m)?(?:(?P<s>{_NUM})s)?")
 _DURATION_HINT = 'expected seconds or a duration like "90s", "20m", "1h30m"'
+#: the strings parse_duration reads, as a JSON Schema pattern (no named groups)
+DURATION_PATTERN = rf"^(?:{_NUM}|{_NUM}h(?:{_NUM}m)?(?:{_NUM}s)?|{_NUM}m(?:{_NUM}s)?|{_NUM}s)$"
 
 
 def describe(value: object) -> str:

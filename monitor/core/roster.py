@@ -17,6 +17,7 @@ keeps an override until the next check-in or check-out.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,41 @@ class Override:
 
 class UnknownResponder(KeyError):
     """The configuration has no responder with this id."""
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SHIFT_RE = re.compile(r"(?P<days>[a-z,-]+)\s+(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})")
+_SHIFT_HINT = 'expected "<days> HH:MM-HH:MM" such as "mon-fri 08:00-16:00" or "sat,sun 20:00-08:00"'
+
+
+def parse_shift(text: str) -> Shift:
+    """``"mon-fri 08:00-16:00"``, ``"sat,sun 20:00-08:00"``, ``"daily 07:00-19:00"``.
+
+    Raises ValueError with a message fit to show after a key path.
+    """
+    match = _SHIFT_RE.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(_SHIFT_HINT)
+    days: set[int] = set()
+    for part in match["days"].split(","):
+        if part == "daily":
+            days.update(range(7))
+            continue
+        first, _, last = part.partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise ValueError(f"unknown day in {part!r} (days: {', '.join(_DAYS)}, or daily)")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+    times = []
+    for key in ("start", "end"):
+        hours, minutes = (int(x) for x in match[key].split(":"))
+        if hours > 24 or minutes > 59 or (hours == 24 and minutes):
+            raise ValueError(f"{match[key]} is not a time of day (00:00 to 24:00)")
+        times.append(hours * 60 + minutes)
+    start, end = times
+    if start == 24 * 60:
+        raise ValueError("a shift cannot start at 24:00")
+    return Shift(days=frozenset(days), start=start, end=end, text=text.strip())
 
 
 def shift_bounds(shift: Shift, day: dt.date, tz: ZoneInfo) -> tuple[float, float]:

@@ -1,0 +1,125 @@
+"""The one-screen summary `boothwatch check-config` prints of a checked configuration.
+
+It never shows a secret: no password, token or webhook secret, and of a URL only
+its scheme, host and port, since paths and queries can carry tokens.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from alerts.channels.pushover import pushover_timing
+from monitor.core.durations import format_duration
+from monitor.core.settings import PRIORITIES, ChannelConfig, Config, Policy
+
+
+def _hide_path(url: str | None) -> str:
+    """scheme://host[:port] of a URL plus "/..." if it has more: paths can carry tokens."""
+    if not url:
+        return "?"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    origin = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    more = parts.path not in ("", "/") or parts.query or parts.fragment
+    return origin + ("/..." if more else "")
+
+
+def _push_summary(ch: ChannelConfig, high: Policy | None) -> str:
+    """The rest of a summary line for a push channel: no token, topic or URL path."""
+    fd = format_duration
+    parts = []
+    if ch.type == "ntfy":
+        where = _hide_path(ch.url)
+        # a topic works like a password on a server without access control: not shown
+        parts.append("topic from a template" if ch.topic else "topic = responder's address")
+        parts.append("access token set" if ch.token else "no access token")
+    elif ch.type == "pushover":
+        where = _hide_path(ch.url)
+        retry, expire = pushover_timing(ch, high)
+        parts += ["app token set", f"high: emergency, retry {fd(retry)}, expire {fd(expire)}",
+                  f"receipts polled every {fd(ch.poll_interval)}"]
+    else:
+        where = f"{(ch.url or '?').partition('://')[0]}://..."
+        if ch.needs_address:
+            parts.append("address from each responder")
+    parts.append(f"timeout {fd(ch.timeout)}")
+    return f" {where} ({', '.join(parts)})"
+
+
+def summary(config: Config) -> str:
+    """A one-screen description of a checked configuration; it never shows a secret."""
+    site, mqtt, http = config.site, config.mqtt, config.http
+    fd = format_duration
+    listen_host = f"[{http.host}]" if ":" in http.host else http.host
+    mqtt_extra = [f"MQTT {mqtt.protocol}", f"keepalive {mqtt.keepalive}s",
+                  f"outage paged after {format_duration(mqtt.outage_page_after)}"]
+    if mqtt.username:
+        mqtt_extra.append(f"user {mqtt.username}")
+    mqtt_extra.append("password set" if mqtt.password else "no password")
+    if mqtt.ca_file:
+        mqtt_extra.append(f"CA {mqtt.ca_file}")
+    if mqtt.cert_file:
+        mqtt_extra.append(f"client cert {mqtt.cert_file}")
+    lines = [
+        f"config {config.source}",
+        f"site: {site.id} ({site.name}), time zone {site.timezone}",
+        f"mqtt: {mqtt.url} as client {mqtt.client_id} ({', '.join(mqtt_extra)})",
+        f"store: {config.store.path}",
+        f"http: listening on {listen_host}:{http.port}; ack links {http.public_url}/ack/... "
+        f"valid {fd(http.ack_link_ttl)}",
+        f"booths ({len(config.booths)}):",
+    ]
+    for b in config.booths:
+        text = (
+            f"  {b.id} {b.name}: long session {fd(b.long_session)}, stillness "
+            f"{fd(b.stillness)}, device timeout {fd(b.device_timeout)}"
+        )
+        if b.occupancy_from == "door":
+            text += f", occupancy from door (window {fd(b.door_window)})"
+        lines.append(text)
+    lines.append(f"devices ({len(config.devices)}):")
+    for d in config.devices:
+        text = f"  {d.id}: {d.source} {d.topic} → booth {d.booth}, {d.role}"
+        if d.actions:
+            text += "; actions " + ", ".join(f"{k}={v}" for k, v in d.actions.items())
+        if d.inverted:
+            text += "; inverted"
+        lines.append(text)
+    lines.append(f"responders ({len(config.responders)}):")
+    for r in config.responders:
+        duty = ("shifts " + ", ".join(s.text for s in r.shifts)) if r.shifts else "always on duty"
+        lines.append(
+            f"  {r.id} {r.name}: roles {', '.join(r.roles)}; channels "
+            f"{' → '.join(r.channels)}; {duty}"
+        )
+    lines.append(f"channels ({len(config.channels)}):")
+    for ch in config.channels.values():
+        text = f"  {ch.name}: {ch.type}"
+        if ch.type == "webhook":
+            signed = "signed" if ch.secret else "unsigned"
+            text += f" {_hide_path(ch.url)} ({signed}, timeout {fd(ch.timeout)})"
+        elif ch.type == "mqtt":
+            text += f" topic {ch.topic or f'boothwatch/{site.id}/pages/<responder>'}"
+        elif ch.type in ("ntfy", "pushover", "apprise"):
+            text += _push_summary(ch, config.escalation.get("high"))
+        lines.append(text)
+    rl = config.rate_limit
+    repeats = (f"a repeated call jumps escalation at most once per {fd(rl.repeat_call_interval)}"
+               if rl.repeat_call_interval > 0 else "every repeated call jumps escalation")
+    lines.append(f"rate limit: {rl.rate:g} messages/s per sender, burst {rl.burst}; {repeats}")
+    lines.append("escalation:")
+    for priority in PRIORITIES:
+        policy = config.escalation.get(priority)
+        if policy is None:
+            continue
+        parts = [f"{fd(s.after)} → {', '.join(s.notify)}" for s in policy.steps]
+        if policy.repeat is not None:
+            parts.append(f"repeat {fd(policy.repeat)}")
+        if policy.ack_timeout is not None:
+            parts.append(f"ack timeout {fd(policy.ack_timeout)}")
+        if policy.max_repeats is not None:
+            parts.append(f"cycle {policy.max_repeats} more times")
+        lines.append(f"  {priority}: {'; '.join(parts)}")
+    return "\n".join(lines)
