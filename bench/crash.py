@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import percentile
-from tests.crash_harness import TrialResult, run_trials
-from tests.mosquitto import Mosquitto
+from tests.harness.broker import Mosquitto
+from tests.harness.crash import TrialResult, run_trials
 
 
 def _spread(values: list[float]) -> str:

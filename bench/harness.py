@@ -26,6 +26,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from tests.harness.site import Site, Table, policy, responder, step
+from tests.harness.site import booths as site_booths
+
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 SITE = "bench"
@@ -209,73 +212,39 @@ class Broker:
 # --------------------------------------------------------------------------- service
 
 
-def service_toml(
+def bench_site(
     *,
     mqtt_port: int,
     http_port: int,
     db: Path,
     booths: int,
     auth: bool,
-    channel: str,
+    channel: Table,
     long_session: str = "1h",
     stillness: str = "1h",
     device_timeout: str = "1h",
     client_id: str = "boothwatch-bench",
     protocol: str = "5",
-) -> str:
-    """A site config: ``booths`` booths b1..bN, one responder ana (nurse) on ``channel``.
-
-    ``channel`` is the body of ``[channels.pager]``. A call pages ana once (step 0s,
-    repeat every hour), so one press is one page.
+    extra_booths: Sequence[Table] = (),
+) -> Site:
+    """A site config: ``booths`` booths b1..bN (then ``extra_booths``), one responder ana
+    (nurse) on ``channel`` (the table of ``[channels.pager]``). A call pages ana once
+    (step 0s, repeat every hour), so one press is one page.
     """
-    username = f'username = "{MQTT_USER}"\n' if auth else ""
-    parts = [f"""\
-[site]
-id = "{SITE}"
-name = "Bench site"
-timezone = "Europe/Lisbon"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-client_id = "{client_id}"
-protocol = "{protocol}"
-{username}
-[store]
-path = "{db}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-public_url = "http://127.0.0.1:{http_port}"
-
-[defaults]
-long_session = "{long_session}"
-stillness = "{stillness}"
-device_timeout = "{device_timeout}"
-
-[channels.pager]
-{channel}
-
-[[responders]]
-id = "ana"
-name = "Ana"
-roles = ["nurse"]
-channels = ["pager"]
-
-[escalation.high]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-repeat = "1h"
-ack_timeout = "1h"
-
-[escalation.medium]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-repeat = "1h"
-ack_timeout = "1h"
-
-[escalation.low]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-"""]
-    parts += [f'[[booths]]\nid = "b{i}"\nname = "Booth {i}"\n' for i in range(1, booths + 1)]
-    return "\n".join(parts)
+    every_hour = policy(step("0s", "role:nurse"), repeat="1h", ack_timeout="1h")
+    site = Site(
+        id=SITE, name="Bench site", mqtt_port=mqtt_port, client_id=client_id,
+        mqtt={"protocol": protocol, **({"username": MQTT_USER} if auth else {})},
+        store=db, http_port=http_port,
+        defaults={"long_session": long_session, "stillness": stillness,
+                  "device_timeout": device_timeout},
+        booths=[*site_booths(booths), *extra_booths],
+        channels={"pager": channel},
+        responders=[responder("ana", ["nurse"], ["pager"])],
+        escalation={"high": every_hour, "medium": every_hour,
+                    "low": policy(step("0s", "role:nurse"))},
+    )
+    return site
 
 
 class Service:

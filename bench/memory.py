@@ -42,7 +42,7 @@ from monitor.core.events import (
 )
 from monitor.core.settings import Policy, Step
 from monitor.core.site import SiteCore
-from tests.factories import make_config
+from tests.harness.core import make_config
 
 MINUTE = 60.0
 T0 = 1_800_000_000.0

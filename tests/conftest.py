@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from monitor.logs import PRIVACY
-from tests.mosquitto import Mosquitto, Publish, require_mosquitto
+# the harness's own asserts explain themselves as a test's do
+pytest.register_assert_rewrite("tests.harness")
+
+from monitor.logs import PRIVACY  # noqa: E402
+from tests.harness.broker import Mosquitto, Publish, require_mosquitto  # noqa: E402
+from tests.harness.receivers import Webhook  # noqa: E402
 
 PUBLISH_TIMEOUT = 5.0
 
@@ -65,3 +69,10 @@ def mqtt_publish(mosquitto: Mosquitto) -> Iterator[Publish]:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Webhook]:
+    """The test site's pager, a real HTTP server."""
+    async with Webhook() as webhook:
+        yield webhook

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash_harness import run_trials
-from tests.mosquitto import Mosquitto
+from tests.harness.broker import Mosquitto
+from tests.harness.crash import run_trials
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt import MqttLink
 from monitor.core.settings import MqttConfig
-from tests.mosquitto import Mosquitto
+from tests.harness.broker import Mosquitto
 
 WAIT = 20.0  # longer than the adapter's own 15 s CONNACK timeout, so a stall shows as a retry
 

@@ -28,8 +28,8 @@ from alerts.receipts import ReceiptWatcher
 from alerts.text import notification_text
 from monitor.config import ConfigError, parse_config, summary
 from monitor.core.settings import ChannelConfig, Policy, Step
-from tests.local_service import LocalService, Seen, local_service
-from tests.test_config import INTERFACE_TOML
+from tests.harness.receivers import LocalService, Seen, local_service
+from tests.harness.site import example_site
 
 ACK = "http://127.0.0.1:8080/ack/tok.en"
 PAGE: dict[str, Any] = {
@@ -600,15 +600,18 @@ ENV = {
 }
 
 
-def push_data(
-    channels: str = PUSH_CHANNELS, ana: str = 'channels = ["pager", "phone", "po", "sms"]\n'
-    'address = { phone = "ana-x7", po = "' + USER_KEY + '", sms = "+351911111111" }',
-) -> dict[str, Any]:
-    text = INTERFACE_TOML.replace("[[responders]]", channels + "\n[[responders]]", 1)
-    text = text.replace('channels = ["pager"]', ana, 1)
-    if "[channels.team]" in channels:
-        text = text.replace('channels = ["pager", "screen"]', 'channels = ["team", "screen"]')
-    return tomllib.loads(text)
+def push_data(channels: str = PUSH_CHANNELS, ana: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """The interface's site with ``channels`` added; Ana on them with her addresses unless
+    told otherwise, Rui on "team" if there is one."""
+    site = example_site()
+    site.channels.update(tomllib.loads(channels)["channels"])
+    site.responder("ana").update(ana if ana is not None else {
+        "channels": ["pager", "phone", "po", "sms"],
+        "address": {"phone": "ana-x7", "po": USER_KEY, "sms": "+351911111111"}})
+    site.responder("rui")["channels"] = ["team" if "team" in site.channels else "pager",
+                                         "screen"]
+    return site.document()
 
 
 def problems(data: dict[str, Any], env: dict[str, str]) -> list[str]:
@@ -680,7 +683,7 @@ type = "apprise"
 type = "apprise"
 url = "tgram://"
 """
-    found = problems(push_data(channels, 'channels = ["pager"]'), ENV)
+    found = problems(push_data(channels, {"channels": ["pager"]}), ENV)
     assert [p.split(": ")[0] for p in found] == [
         "channels.phone.token",
         "channels.phone.url",
@@ -707,7 +710,7 @@ url = "tgram://"
 
 def test_responder_address_required_where_the_channel_needs_one() -> None:
     """Pushover, ntfy without a topic template and an {address} Apprise URL need an address."""
-    found = problems(push_data(ana='channels = ["pager", "phone", "po", "sms"]'), ENV)
+    found = problems(push_data(ana={"channels": ["pager", "phone", "po", "sms"]}), ENV)
     assert [p.split(": ")[0] for p in found] == [
         "responders[0].address.phone",
         "responders[0].address.po",

@@ -30,7 +30,7 @@ from monitor.core.events import Button, Door, Heartbeat, MotionState, Occupancy,
 from monitor.core.events import Motion as MotionEvent
 from monitor.core.readings import PRESS_TYPES, Reading
 from monitor.core.settings import BoothConfig, DeviceConfig
-from tests.mosquitto import Mosquitto
+from tests.harness.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,8 +22,8 @@ from typing import Any, Self
 
 import aiohttp
 
-from tests.mosquitto import free_port
-from tests.service import SITE
+from tests.harness.broker import free_port
+from tests.harness.site import SITE
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 START_TIMEOUT = 20.0
