@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from monitor.core.events import (
     Acknowledge,
     Button,
+    Event,
     Heartbeat,
     Motion,
     MotionState,
@@ -71,11 +72,11 @@ def core_day(args: argparse.Namespace) -> int:
     now = T0
     core.start(now)
     # (at, seq, event): what the booths and the nurse will do, in time order
-    plan: list[tuple[float, int, object]] = []
+    plan: list[tuple[float, int, Event | tuple[str, str]]] = []
     seq = itertools.count()
     acked: set[str] = set()
 
-    def later(at: float, event: object) -> None:
+    def later(at: float, event: Event | tuple[str, str]) -> None:
         heapq.heappush(plan, (at, next(seq), event))
 
     def session(booth: str, start: float) -> None:
@@ -122,7 +123,7 @@ def core_day(args: argparse.Namespace) -> int:
             session(event[1], now)
             continue
         try:
-            out = core.handle(event, now)  # type: ignore[arg-type]
+            out = core.handle(event, now)
         except Exception as exc:  # an ack for an incident cleared meanwhile
             if type(exc).__name__ not in ("UnknownIncident", "IllegalTransition"):
                 raise
@@ -157,13 +158,13 @@ def core_day(args: argparse.Namespace) -> int:
 
 def dedupe(args: argparse.Namespace) -> int:
     """Feed the runtime's event-id memory fresh ids; print its traced memory and RSS."""
-    from monitor.runtime import DEDUPE_MEMORY, RecentKeys, _event_key
+    from monitor.ingest import DEDUPE_MEMORY, RecentKeys, event_key
 
     tracemalloc.start(1)
     seen = RecentKeys(DEDUPE_MEMORY)
     step = max(1, args.events // 10)
     for i in range(1, args.events + 1):
-        key = _event_key(f"b{i % 200}", f"{i:032x}")
+        key = event_key(f"b{i % 200}", f"{i:032x}")
         if key in seen:
             raise AssertionError("a fresh id was taken for a duplicate")
         seen.add(key)

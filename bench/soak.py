@@ -82,7 +82,7 @@ class Day:
         self.rng = random.Random(args.seed)
         self.tally = Tally()
         self.started = time.monotonic()
-        self.end = self.started + args.hours * 3600 / self.speed
+        self.end: float = self.started + args.hours * 3600 / self.speed
 
     def sim_hours(self) -> float:
         return (time.monotonic() - self.started) * self.speed / 3600

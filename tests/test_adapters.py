@@ -491,7 +491,7 @@ def test_shelly_gen2_other_notifications_say_nothing(value: dict[str, Any]) -> N
         {"method": 1},
         {"method": "NotifyEvent", "params": []},
         {"method": "NotifyEvent", "params": {"events": {}}},
-        notify("single_push"),  # type: ignore[arg-type]
+        notify("single_push"),  # type: ignore[arg-type]  # an event that is not an object
         notify({"component": 0, "event": "single_push"}),
     ],
 )

@@ -50,7 +50,7 @@ class Device:
         # at once (is_published raises) though paho keeps it and sends it on reconnect
         self.acked: set[int] = set()
         self.client.on_publish = lambda _c, _u, mid, *_: self.acked.add(mid)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
         props.SessionExpiryInterval = 3600
         self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
         self.client.loop_start()

@@ -149,6 +149,7 @@ def test_door_open_ends_and_closed_again_means_a_missed_open() -> None:
     site.read("radar", occupancy=True, motion=MotionState.MOVING)
     site.read("door", contact=True)
     first = site.booth().session_started_at
+    assert first is not None
     site.advance(100)
     cfg = replace(site.core.registry.devices["door"].config, source="esphome")
     site.core.registry.devices["door"].config = cfg  # esphome reports only changes

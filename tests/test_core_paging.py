@@ -25,6 +25,7 @@ from monitor.core.events import (
     Press,
     Resolve,
     SendNotice,
+    SendPage,
     SetDuty,
     StartMaintenance,
 )
@@ -145,8 +146,9 @@ def test_nobody_at_all_on_duty_pages_the_last_step_regardless() -> None:
 def test_duty_change_is_stored_and_audited() -> None:
     clock = CoreDriver(make_config(responders=NURSES))
     out = clock.send(SetDuty("ana", False, by="rui", via="mqtt"))
-    assert [type(c) for c in out] == [DutyChanged, Audit]
-    assert out[0].snapshot["on"] is False  # type: ignore[union-attr]
+    changed, audit = out
+    assert isinstance(changed, DutyChanged) and isinstance(audit, Audit)
+    assert changed.snapshot["on"] is False
     with pytest.raises(UnknownResponder):
         clock.send(SetDuty("zed", True, by="zed"))
 
@@ -162,8 +164,8 @@ def test_second_call_press_jumps_a_level_and_marks_urgent() -> None:
     assert pages(out) == [("ana", 2), ("rui", 2)]
     view = incident(out).view
     assert view.urgent and view.level == 2
-    page = next(c for c in out if hasattr(c, "urgent"))
-    assert page.message.startswith("URGENT: Booth 1: call button pressed again")  # type: ignore[union-attr]
+    page = next(c for c in out if isinstance(c, SendPage))
+    assert page.message.startswith("URGENT: Booth 1: call button pressed again")
     # at the top already: a third press pages the top level again at once
     clock.advance(5)
     assert pages(clock.send(Button("b1", Press.CALL))) == [("ana", 2), ("rui", 2)]
@@ -217,7 +219,7 @@ def test_maintenance_suppresses_stillness_but_not_a_call() -> None:
     assert [c.detail["trigger"] for c in suppressed] == ["unresponsive"]
     out = clock.send(Button("b1", Press.CALL))
     assert pages(out) == [("ana", 1)]
-    assert next(c for c in out if hasattr(c, "message")).message.endswith(  # type: ignore[union-attr]
+    assert next(c for c in out if hasattr(c, "message")).message.endswith(
         "(booth in maintenance)")
 
 

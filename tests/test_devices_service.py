@@ -68,7 +68,7 @@ async def test_every_firmware_button_pages_a_call(
         assert (page["booth"], page["triggers"]) == ("b2", ["call"])
         await asyncio.sleep(0.3)
         incidents, _total = await rt.incidents_json(open_only=True)
-        b2 = next(i for i in incidents if i["booth"] == "b2")
+        b2: dict[str, Any] = next(i for i in incidents if i["booth"] == "b2")
         repeats = [e for e in b2["timeline"] if e["kind"] == "trigger" and e.get("repeated")]
         assert len(repeats) == 2  # Tasmota and Shelly folded into the same incident
         mqtt_publish("shellies/shelly1-b2/input_event/0", '{"event":"S","event_cnt":1}')

@@ -43,7 +43,8 @@ def two_nurses(site: Site) -> None:
 
 async def raise_call(svc: Service, booth: str = "b1") -> dict[str, Any]:
     svc.publish(events_topic(booth), event("button", press="call"))
-    return (await eventually(lambda: svc.incidents("open"), 5))[0]  # type: ignore[no-any-return]
+    incidents: list[dict[str, Any]] = await eventually(lambda: svc.incidents("open"), 5)
+    return incidents[0]
 
 
 async def test_failing_first_channel_falls_back_to_the_second_in_the_same_step(

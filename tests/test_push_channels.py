@@ -136,6 +136,7 @@ def test_ntfy_priority_tags_and_actions(
     kind: DeliveryKind, payload: dict[str, Any], priority: int, tags: list[str], actions: bool,
 ) -> None:
     """Pages map the incident priority; notices and tests are 3 with no action or click."""
+    # no session: nothing here reaches the network
     channel = NtfyChannel(ChannelConfig("ch", "ntfy", url="http://127.0.0.1:1"), None)  # type: ignore[arg-type]
     message = channel.message(delivery(kind=kind, **payload), "ana-x7")
     assert (message["priority"], message["tags"]) == (priority, tags)
@@ -448,13 +449,13 @@ async def test_receipt_poll_timeout_is_retried(session: aiohttp.ClientSession) -
 def test_page_in_flight_during_cancel_is_cancelled() -> None:
     """A receipt from a send that began before cancel() is cancelled; a later one is watched."""
     now = [100.0]
-    watcher = ReceiptWatcher(
+    watcher = ReceiptWatcher(  # no session: nothing here polls
         None, {"po": ChannelConfig("po", "pushover", url="http://x", token="t")},  # type: ignore[arg-type]
         lambda *a: None, clock=lambda: now[0],
     )
     watcher.cancel("inc-1")
     watcher.watch(RECEIPT_A, "inc-1", "ana", "po", sent_at=99.0)
-    assert (watcher.watching, watcher.cancelling) == (frozenset(), {RECEIPT_A})
+    assert (watcher.watching, watcher.cancelling) == (frozenset(), frozenset({RECEIPT_A}))
     now[0] = 130.0  # the incident re-opened and paged again
     watcher.watch(RECEIPT_B, "inc-1", "ana", "po", sent_at=120.0)
     watcher.watch(RECEIPT_B, "inc-1", "ana", "po", sent_at=120.0)  # twice: no change
@@ -465,6 +466,7 @@ def test_page_in_flight_during_cancel_is_cancelled() -> None:
 
 def test_watcher_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="interval"):
+        # no session: it refuses before it could poll
         ReceiptWatcher(None, {}, lambda *a: None, interval=0)  # type: ignore[arg-type]
 
 

@@ -370,8 +370,8 @@ async def test_run_speaks_sd_notify_ready_watchdog_stopping(
         stopping = next(m for _, m in got.messages if "STOPPING" in m)
         assert stopping["STOPPING"] == "1" and "stopping" in stopping["STATUS"]
         keys = [m for _, m in got.messages]
-        ready = next(i for i, m in enumerate(keys) if "READY" in m)
-        assert ready < next(i for i, m in enumerate(keys) if "STOPPING" in m)
+        first_ready = next(i for i, m in enumerate(keys) if "READY" in m)
+        assert first_ready < next(i for i, m in enumerate(keys) if "STOPPING" in m)
 
 
 # --- the unit file ----------------------------------------------------------------------------

@@ -123,20 +123,17 @@ async def _first_with(incidents: Any, predicate: Any) -> dict[str, Any] | None:
 async def test_garbage_is_counted_and_a_call_right_after_is_paged(service: Service) -> None:
     """Not JSON, wrong types, unknown booth, oversized, bad UTF-8: counted; the next call pages."""
     svc = service
-    garbage = {
-        "not_json": b"{nope",
-        "bad_field": event("occupancy", occupied="yes"),
-        "unknown_booth": None,
-        "too_large": b'{"kind":"heartbeat","pad":"' + b"x" * 17_000 + b'"}',
-        "bad_utf8": b"\xff\xfe\xfd",
-        "not_object": b"[1,2,3]",
-        "unknown_kind": event("dance"),
+    garbage = {  # reason: (booth, payload)
+        "not_json": ("b2", b"{nope"),
+        "bad_field": ("b2", event("occupancy", occupied="yes")),
+        "unknown_booth": ("b99", event("button", press="call")),
+        "too_large": ("b2", b'{"kind":"heartbeat","pad":"' + b"x" * 17_000 + b'"}'),
+        "bad_utf8": ("b2", b"\xff\xfe\xfd"),
+        "not_object": ("b2", b"[1,2,3]"),
+        "unknown_kind": ("b2", event("dance")),
     }
-    for reason, payload in garbage.items():
-        if reason == "unknown_booth":
-            svc.publish(events_topic("b99"), event("button", press="call"))
-        else:
-            svc.publish(events_topic("b2"), payload)  # type: ignore[arg-type]
+    for booth, payload in garbage.values():
+        svc.publish(events_topic(booth), payload)
     svc.publish(events_topic("b1"), event("button", press="call"))
     pages = await svc.hook.wait(1, timeout=2)
     assert pages[0]["booth"] == "b1"

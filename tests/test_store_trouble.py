@@ -284,9 +284,9 @@ async def full(disk: Path) -> AsyncIterator[None]:
         os.close(fd)
     probe = os.statvfs(disk)
     assert probe.f_bavail == 0, "the disk is not full"
-    with pytest.raises(OSError) as exc:
+    with pytest.raises(OSError) as refused:
         (disk / "probe").write_bytes(b"\0" * 4096)
-    assert exc.value.errno == errno.ENOSPC
+    assert refused.value.errno == errno.ENOSPC
     try:
         yield
     finally:

@@ -67,8 +67,6 @@ from tests.harness.broker import free_port
 from tests.harness.process import Run, ServiceProcess
 from tests.harness.receivers import Webhook
 
-ROOT = Path(__file__).resolve().parent.parent
-
 STILLNESS = 2.0
 LONG_SESSION = 3.0
 FAR = "10m"  # thresholds that must never fire within a trial
