@@ -50,11 +50,11 @@ from bench.harness import (
     add_src_option,
     bench_site,
     broker_line,
-    free_port,
     percentile,
     summarise,
 )
 from bench.latency import Receiver, press
+from tests.harness.broker import free_port
 from tests.harness.site import booth
 
 FLOOD_TOPIC = f"boothwatch/{SITE}/booths/b1/events"

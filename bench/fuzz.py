@@ -1,6 +1,6 @@
 """A long fuzz run of the canonical decoder, every firmware adapter and the config loader.
 
-The same strategies and oracles as tests/test_fuzz.py (tests/strategies.py),
+The same strategies and oracles as tests/test_fuzz.py (tests/harness/strategies.py),
 for longer: first every payload of the hostile corpus (deep nesting, oversize,
 NaN, huge integers, bad UTF-8 in every field the decoders read) and of the
 hostile config files, then hypothesis examples in rounds, target after target,

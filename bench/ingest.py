@@ -48,8 +48,8 @@ from bench.harness import (
     add_src_option,
     bench_site,
     broker_line,
-    free_port,
 )
+from tests.harness.broker import free_port
 
 TARGET = 10_000.0  # events/s
 CLIENT_ID = "boothwatch-bench"

@@ -43,10 +43,10 @@ from bench.harness import (
     add_src_option,
     bench_site,
     broker_line,
-    free_port,
     percentile,
     summarise,
 )
+from tests.harness.broker import free_port
 
 CONNECT_TIMEOUT = 10.0
 

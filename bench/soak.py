@@ -51,9 +51,9 @@ from bench.harness import (
     Service,
     add_src_option,
     bench_site,
-    free_port,
 )
 from bench.latency import connect
+from tests.harness.broker import free_port
 from tests.harness.site import policy, step
 
 MINUTE = 60.0

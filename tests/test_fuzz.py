@@ -1,6 +1,6 @@
 """Hostile input never crashes the service: every rejection is a counted, known reason.
 
-Property-based fuzzing (strategies and oracles in tests/strategies.py) of the
+Property-based fuzzing (strategies and oracles in tests/harness/strategies.py) of the
 canonical decoder, every firmware adapter and the config loader, then of the
 running service: random requests to every HTTP route the app declares, and
 random payloads over MQTT, after which the service still pages. bench/fuzz.py
