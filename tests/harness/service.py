@@ -48,7 +48,6 @@ class Service:
     base: str
     publish: Publish
     broker: Mosquitto
-    config: Path
 
     def advance(self, seconds: float) -> None:
         """Move the hand clock on by ``seconds``, firing every deadline on the way at its
@@ -106,7 +105,7 @@ async def start_service(
         async with running(runtime):
             async with aiohttp.ClientSession() as http:
                 yield Service(runtime, hook, http, f"http://127.0.0.1:{http_port}", publish,
-                              broker, path)
+                              broker)
 
 
 @contextlib.asynccontextmanager
