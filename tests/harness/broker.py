@@ -70,6 +70,45 @@ class Publish(Protocol):
     ) -> None: ...
 
 
+class Publisher:
+    """One MQTT v5 client on its own thread; `publish` returns once the broker has the
+    message (its PUBACK at QoS 1)."""
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        connected = threading.Event()
+        outcome: list[Any] = []
+
+        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+            outcome.append(reason_code)
+            connected.set()
+
+        self.client.on_connect = on_connect
+        self.client.connect(host, port)
+        self.client.loop_start()
+        try:
+            if not connected.wait(timeout):
+                raise TimeoutError(f"no CONNACK from {host}:{port}")
+            if outcome[0].is_failure:
+                raise ConnectionError(f"{host}:{port} refused the publisher: {outcome[0]}")
+        except BaseException:
+            self.close()
+            raise
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1,
+                retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=self.timeout)
+        if not info.is_published():
+            raise TimeoutError(f"{topic}: no ack within {self.timeout:g} s")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 class MosquittoError(RuntimeError):
     """Mosquitto did not start; the message carries the tail of its log."""
 

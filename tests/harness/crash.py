@@ -50,7 +50,6 @@ import math
 import random
 import re
 import sqlite3
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,12 +57,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import paho.mqtt.client as mqtt
 from aiohttp import web
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import site as cfg
-from tests.harness.broker import free_port
+from tests.harness.broker import Publisher, free_port
 from tests.harness.process import Run, ServiceProcess
 from tests.harness.receivers import Webhook
 
@@ -162,29 +159,6 @@ class TrialService(ServiceProcess):
 
     def last_spawn(self, t: float) -> float:
         return max((r.spawn for r in self.runs if r.spawn <= t), default=self.runs[0].spawn)
-
-
-class Publisher:
-    """A paho MQTT v5 client in its own thread; publish() returns once the broker has it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        connected = threading.Event()
-        self.client.on_connect = lambda *_args: connected.set()
-        self.client.connect(host, port)
-        self.client.loop_start()
-        if not connected.wait(10):
-            raise TimeoutError("publisher: no CONNACK")
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        info = self.client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
-        if not info.is_published():
-            raise TimeoutError(f"{topic}: no PUBACK")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def _offer(text: str, booth_name: str) -> str | None:
@@ -532,7 +506,7 @@ class Trial:
                                 webhook_url=hook.url, db=db, client_id=f"bw-{self.site}"
                                 ).write(self.workdir / "boothwatch.toml")
             self.svc = TrialService(config, http_port, self.workdir / "service.log")
-            self.mqtt = Publisher(*self.broker)
+            self.mqtt = Publisher(*self.broker, timeout=10)
             helpers: list[asyncio.Task[None]] = []
             try:
                 self.svc.start()
