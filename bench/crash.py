@@ -1,6 +1,6 @@
 """Crash anywhere, many times: SIGKILL the real service during a scripted scenario.
 
-Runs ``--trials`` trials of `tests/crash_harness.py` (four booths: a call acknowledged
+Runs ``--trials`` trials of `tests/harness/crash.py` (four booths: a call acknowledged
 over MQTT, a still person acknowledged through the ack link, a long session, a short
 session; 1-3 kills per trial at random points, each with a random downtime) against
 one Mosquitto of our own, and prints what was checked and what diverged. Trial *i* uses
@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import percentile
-from tests.crash_harness import TrialResult, run_trials
-from tests.mosquitto import Mosquitto
+from tests.harness.broker import Mosquitto
+from tests.harness.crash import TrialResult, run_trials
 
 
 def _spread(values: list[float]) -> str:

@@ -48,13 +48,14 @@ from bench.harness import (
     Broker,
     Service,
     add_src_option,
+    bench_site,
     broker_line,
-    free_port,
     percentile,
-    service_toml,
     summarise,
 )
 from bench.latency import Receiver, press
+from tests.harness.broker import free_port
+from tests.harness.site import booth
 
 FLOOD_TOPIC = f"boothwatch/{SITE}/booths/b1/events"
 DROPPED = 'boothwatch_messages_dropped_total{booth="b1",reason="rate_limited",source="canonical"}'
@@ -203,11 +204,12 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         http_port = free_port()
         warm = [f"w{i}" for i in range(1, 11)]  # first pages open the webhook connection
         total_booths = 1 + len(args.rates) * args.presses
-        config = service_toml(
+        config = bench_site(
             mqtt_port=broker.port, http_port=http_port, db=tmp / "boothwatch.db",
             booths=total_booths, auth=broker.auth,
-            channel=f'type = "webhook"\nurl = "{receiver.url}"\ntimeout = "5s"',
-        ) + "".join(f'\n[[booths]]\nid = "{w}"\nname = "Warm-up {w}"\n' for w in warm)
+            channel={"type": "webhook", "url": receiver.url, "timeout": "5s"},
+            extra_booths=[booth(w, f"Warm-up {w}") for w in warm],
+        ).text()
         service = Service(tmp, config, http_port, src=args.src, profile=args.profile)
         service.start()
         ready = await asyncio.to_thread(service.wait_ready)

@@ -1,6 +1,6 @@
 """A long fuzz run of the canonical decoder, every firmware adapter and the config loader.
 
-The same strategies and oracles as tests/test_fuzz.py (tests/strategies.py),
+The same strategies and oracles as tests/test_fuzz.py (tests/harness/strategies.py),
 for longer: first every payload of the hostile corpus (deep nesting, oversize,
 NaN, huge integers, bad UTF-8 in every field the decoders read) and of the
 hostile config files, then hypothesis examples in rounds, target after target,
@@ -28,10 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import tomli_w
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from tests import strategies as fz
+from tests.harness import strategies as fz
 
 ROUND = 300  # hypothesis examples per target per round
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -79,7 +80,7 @@ def targets() -> list[Target]:
         fz.payloads(fz.CANONICAL_EXAMPLES),
     )
     config = st.one_of(
-        fz.config_documents().map(lambda doc: (fz.toml_dumps(doc),)),
+        fz.config_documents().map(lambda doc: (tomli_w.dumps(doc),)),
         fz.byte_mutants([fz.BASE_CONFIG_TOML.encode()]).map(lambda text: (text,)),
     )
     return [

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,8 +22,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
+
+from tests.harness.broker import Mosquitto
+from tests.harness.site import Site, Table, policy, responder, step
+from tests.harness.site import booths as site_booths
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -40,16 +42,8 @@ LIMIT_KEYS = (
     "persistence",
     "autosave_interval",
 )
-_RUNNING = re.compile(r"mosquitto version \S+ running")
 _TLS_KEYS = ("cafile", "certfile", "keyfile", "tls_version", "require_certificate",
              "use_identity_as_username")  # the TLS listener's settings
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -83,28 +77,18 @@ def settings(text: str) -> dict[str, str]:
     return found
 
 
-class Broker:
+class Broker(Mosquitto):
     """Mosquitto with the deploy config on a free port; ``overrides`` replace deploy settings."""
 
     def __init__(self, workdir: Path, overrides: dict[str, str] | None = None) -> None:
-        binary = find_binary("mosquitto", "/usr/sbin/mosquitto")
-        if binary is None:
-            raise RuntimeError("mosquitto not found (make bench installs it)")
-        self.binary = binary
-        self.workdir = workdir
+        super().__init__(workdir, config=self._deploy_config)
         self.overrides = dict(overrides or {})
-        self.config_path = workdir / "mosquitto.conf"
-        self.log_path = workdir / "mosquitto.log"
-        self.host = "127.0.0.1"
-        self.port = 0
         self.auth = False
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     def effective(self) -> dict[str, str]:
-        return settings(self.config_path.read_text(encoding="utf-8"))
+        return settings(self.config_text())
 
-    def _config(self) -> str:
+    def _deploy_config(self, _broker: Mosquitto) -> str:
         passwd = find_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
         if passwd is not None:
             subprocess.run(
@@ -147,135 +131,46 @@ class Broker:
         out += [f"{k} {v}" for k, v in self.overrides.items() if k not in seen]
         return "\n".join(out) + "\n"
 
-    def start(self, timeout: float = 10.0) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.config_path.write_text(self._config(), encoding="utf-8")
-        self._log = (self.workdir / "mosquitto.out").open("ab")  # errors before the log opens
-        self._process = subprocess.Popen(
-            [self.binary, "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited {self._process.returncode}:\n{self.log()}")
-            if _RUNNING.search(self.log()):
-                try:
-                    with socket.create_connection((self.host, self.port), timeout=0.5):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.02)
-        raise RuntimeError(f"mosquitto did not start within {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        parts = []
-        for path in (self.workdir / "mosquitto.out", self.log_path):
-            if path.exists():
-                parts.append(path.read_text(encoding="utf-8", errors="replace"))
-        return "".join(parts)
-
     def dropped_warnings(self) -> int:
-        return self.log().count("Outgoing messages are being dropped")
-
-    def stop(self) -> int | None:
-        process, self._process = self._process, None
-        code = None
-        if process is not None:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            code = process.returncode
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return self.log_text().count("Outgoing messages are being dropped")
 
 
 # --------------------------------------------------------------------------- service
 
 
-def service_toml(
+def bench_site(
     *,
     mqtt_port: int,
     http_port: int,
     db: Path,
     booths: int,
     auth: bool,
-    channel: str,
+    channel: Table,
     long_session: str = "1h",
     stillness: str = "1h",
     device_timeout: str = "1h",
     client_id: str = "boothwatch-bench",
     protocol: str = "5",
-) -> str:
-    """A site config: ``booths`` booths b1..bN, one responder ana (nurse) on ``channel``.
-
-    ``channel`` is the body of ``[channels.pager]``. A call pages ana once (step 0s,
-    repeat every hour), so one press is one page.
+    extra_booths: Sequence[Table] = (),
+) -> Site:
+    """A site config: ``booths`` booths b1..bN (then ``extra_booths``), one responder ana
+    (nurse) on ``channel`` (the table of ``[channels.pager]``). A call pages ana once
+    (step 0s, repeat every hour), so one press is one page.
     """
-    username = f'username = "{MQTT_USER}"\n' if auth else ""
-    parts = [f"""\
-[site]
-id = "{SITE}"
-name = "Bench site"
-timezone = "Europe/Lisbon"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-client_id = "{client_id}"
-protocol = "{protocol}"
-{username}
-[store]
-path = "{db}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-public_url = "http://127.0.0.1:{http_port}"
-
-[defaults]
-long_session = "{long_session}"
-stillness = "{stillness}"
-device_timeout = "{device_timeout}"
-
-[channels.pager]
-{channel}
-
-[[responders]]
-id = "ana"
-name = "Ana"
-roles = ["nurse"]
-channels = ["pager"]
-
-[escalation.high]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-repeat = "1h"
-ack_timeout = "1h"
-
-[escalation.medium]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-repeat = "1h"
-ack_timeout = "1h"
-
-[escalation.low]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-"""]
-    parts += [f'[[booths]]\nid = "b{i}"\nname = "Booth {i}"\n' for i in range(1, booths + 1)]
-    return "\n".join(parts)
+    every_hour = policy(step("0s", "role:nurse"), repeat="1h", ack_timeout="1h")
+    site = Site(
+        id=SITE, name="Bench site", mqtt_port=mqtt_port, client_id=client_id,
+        mqtt={"protocol": protocol, **({"username": MQTT_USER} if auth else {})},
+        store=db, http_port=http_port,
+        defaults={"long_session": long_session, "stillness": stillness,
+                  "device_timeout": device_timeout},
+        booths=[*site_booths(booths), *extra_booths],
+        channels={"pager": channel},
+        responders=[responder("ana", ["nurse"], ["pager"])],
+        escalation={"high": every_hour, "medium": every_hour,
+                    "low": policy(step("0s", "role:nurse"))},
+    )
+    return site
 
 
 class Service:

@@ -46,10 +46,10 @@ from bench.harness import (
     Broker,
     Service,
     add_src_option,
+    bench_site,
     broker_line,
-    free_port,
-    service_toml,
 )
+from tests.harness.broker import free_port
 
 TARGET = 10_000.0  # events/s
 CLIENT_ID = "boothwatch-bench"
@@ -218,11 +218,11 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         print(broker_line(broker))
         http_port = free_port()
         db_path = tmp / "boothwatch.db"
-        config = service_toml(
+        config = bench_site(
             mqtt_port=broker.port, http_port=http_port, db=db_path, booths=args.booths,
-            auth=broker.auth, channel='type = "console"', client_id=CLIENT_ID,
+            auth=broker.auth, channel={"type": "console"}, client_id=CLIENT_ID,
             protocol=args.protocol,
-        )
+        ).text()
         service = Service(tmp, config, http_port, profile=profile, src=args.src)
         service.start()
         ready = service.wait_ready(timeout=120)

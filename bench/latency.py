@@ -41,12 +41,12 @@ from bench.harness import (
     Broker,
     Service,
     add_src_option,
+    bench_site,
     broker_line,
-    free_port,
     percentile,
-    service_toml,
     summarise,
 )
+from tests.harness.broker import free_port
 
 CONNECT_TIMEOUT = 10.0
 
@@ -218,11 +218,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         print(broker_line(broker))
         await receiver.start()
         http_port = free_port()
-        config = service_toml(
+        config = bench_site(
             mqtt_port=broker.port, http_port=http_port, db=tmp / "boothwatch.db",
             booths=args.booths, auth=broker.auth,
-            channel=f'type = "webhook"\nurl = "{receiver.url}"\ntimeout = "5s"',
-        )
+            channel={"type": "webhook", "url": receiver.url, "timeout": "5s"},
+        ).text()
         service = Service(tmp, config, http_port, src=args.src, profile=args.profile)
         service.start()
         ready = await asyncio.to_thread(service.wait_ready)

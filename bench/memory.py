@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from monitor.core.events import (
     Acknowledge,
     Button,
+    Event,
     Heartbeat,
     Motion,
     MotionState,
@@ -42,7 +43,7 @@ from monitor.core.events import (
 )
 from monitor.core.settings import Policy, Step
 from monitor.core.site import SiteCore
-from tests.factories import make_config
+from tests.harness.core import make_config
 
 MINUTE = 60.0
 T0 = 1_800_000_000.0
@@ -71,11 +72,11 @@ def core_day(args: argparse.Namespace) -> int:
     now = T0
     core.start(now)
     # (at, seq, event): what the booths and the nurse will do, in time order
-    plan: list[tuple[float, int, object]] = []
+    plan: list[tuple[float, int, Event | tuple[str, str]]] = []
     seq = itertools.count()
     acked: set[str] = set()
 
-    def later(at: float, event: object) -> None:
+    def later(at: float, event: Event | tuple[str, str]) -> None:
         heapq.heappush(plan, (at, next(seq), event))
 
     def session(booth: str, start: float) -> None:
@@ -122,7 +123,7 @@ def core_day(args: argparse.Namespace) -> int:
             session(event[1], now)
             continue
         try:
-            out = core.handle(event, now)  # type: ignore[arg-type]
+            out = core.handle(event, now)
         except Exception as exc:  # an ack for an incident cleared meanwhile
             if type(exc).__name__ not in ("UnknownIncident", "IllegalTransition"):
                 raise

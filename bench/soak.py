@@ -50,10 +50,11 @@ from bench.harness import (
     Broker,
     Service,
     add_src_option,
-    free_port,
-    service_toml,
+    bench_site,
 )
 from bench.latency import connect
+from tests.harness.broker import free_port
+from tests.harness.site import policy, step
 
 MINUTE = 60.0
 # thresholds at speed 1, as a site would set them (domain.md: stillness 2-3 min)
@@ -81,7 +82,7 @@ class Day:
         self.rng = random.Random(args.seed)
         self.tally = Tally()
         self.started = time.monotonic()
-        self.end = self.started + args.hours * 3600 / self.speed
+        self.end: float = self.started + args.hours * 3600 / self.speed
 
     def sim_hours(self) -> float:
         return (time.monotonic() - self.started) * self.speed / 3600
@@ -243,25 +244,22 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         await web.TCPSite(runner, "127.0.0.1", hook_port).start()
 
         http_port = free_port()
-        config = service_toml(
+        site = bench_site(
             mqtt_port=broker.port, http_port=http_port, db=tmp / "boothwatch.db",
             booths=args.booths, auth=broker.auth,
-            channel=f'type = "webhook"\nurl = "http://127.0.0.1:{hook_port}/page"\n'
-                    'timeout = "5s"',
+            channel={"type": "webhook", "url": f"http://127.0.0.1:{hook_port}/page",
+                     "timeout": "5s"},
             long_session=dur(LONG_SESSION), stillness=dur(STILLNESS), device_timeout="1h",
         )
         # the flood limit scaled like everything else: a booth's motion report every
         # simulated minute is 16 a second at speed 960, past the default 10/s, and the
         # limiter would drop the bot's presence and clear presses with them
-        config += (f"\n[rate_limit]\nrate = {max(10.0, scale / 20):g}\n"
-                   f"burst = {max(50, int(scale / 4))}\n")
+        site.rate_limit = {"rate": max(10.0, scale / 20), "burst": max(50, int(scale / 4))}
         # escalation as a site has it: a second step and repeats, scaled like the rest
-        config = config.replace(
-            'steps = [ { after = "0s", notify = ["role:nurse"] } ]\nrepeat = "1h"\n'
-            'ack_timeout = "1h"',
-            f'steps = [ {{ after = "0s", notify = ["role:nurse"] }},'
-            f' {{ after = "{dur(ESCALATE_AFTER)}", notify = ["role:nurse"] }} ]\n'
-            f'repeat = "{dur(REPEAT)}"\nack_timeout = "{dur(ACK_TIMEOUT)}"', 1)
+        site.escalation["high"] = policy(step("0s", "role:nurse"),
+                                         step(dur(ESCALATE_AFTER), "role:nurse"),
+                                         repeat=dur(REPEAT), ack_timeout=dur(ACK_TIMEOUT))
+        config = site.text()
         service = Service(tmp, config, http_port, src=args.src)
         env = {} if args.no_unit_env else unit_environment()
         os.environ.update(env)  # for the service only: the broker is already running

@@ -15,7 +15,8 @@ core's commands go out through four ports, in this order:
 
 Nothing here awaits: `handle` and `fire` run to the end on the caller's turn of
 the event loop, so a test can drive the whole service with a hand-stepped clock
-(`fire(now)` at each deadline, as `tests/test_core.py` does with the bare core).
+(`fire(now)` at each deadline: `tests/harness/service.py` steps the whole service
+so, as `tests/harness/core.py` steps the bare core).
 """
 
 from __future__ import annotations

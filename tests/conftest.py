@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from monitor.logs import PRIVACY
-from tests.mosquitto import Mosquitto, Publish, require_mosquitto
+# the harness's own asserts explain themselves as a test's do
+pytest.register_assert_rewrite("tests.harness")
 
-PUBLISH_TIMEOUT = 5.0
+from monitor.logs import PRIVACY  # noqa: E402
+from tests.harness.broker import Mosquitto, Publish, Publisher, require_mosquitto  # noqa: E402
+from tests.harness.receivers import Webhook  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -36,32 +34,15 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 def mqtt_publish(mosquitto: Mosquitto) -> Iterator[Publish]:
     """A function that publishes through one MQTT v5 client and returns once the broker has it."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    connected = threading.Event()
-    outcome: list[Any] = []
-
-    def on_connect(
-        client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
-    ) -> None:
-        outcome.append(reason_code)
-        connected.set()
-
-    client.on_connect = on_connect
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
+    publisher = Publisher(mosquitto.host, mosquitto.port)
     try:
-        if not connected.wait(PUBLISH_TIMEOUT):
-            raise TimeoutError(f"no CONNACK from {mosquitto.url}")
-        if outcome[0].is_failure:
-            raise ConnectionError(f"{mosquitto.url} refused the publisher: {outcome[0]}")
-
-        def publish(topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
-            info = client.publish(topic, payload, qos=qos, retain=retain)
-            info.wait_for_publish(timeout=PUBLISH_TIMEOUT)
-            if not info.is_published():
-                raise TimeoutError(f"{topic}: no ack within {PUBLISH_TIMEOUT:g} s")
-
-        yield publish
+        yield publisher.publish
     finally:
-        client.disconnect()
-        client.loop_stop()
+        publisher.close()
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Webhook]:
+    """The test site's pager, a real HTTP server."""
+    async with Webhook() as webhook:
+        yield webhook

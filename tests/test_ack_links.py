@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
-import math
 import re
 import socket
 import sqlite3
@@ -19,10 +18,9 @@ import pytest
 
 from alerts.tokens import Use
 from monitor.store import Store
-from tests.mosquitto import Mosquitto, Publish
-from tests.service import event, events_topic, eventually
-from tests.test_service import Service, start_service
-from tests.test_tokens import respell
+from tests.harness.broker import Mosquitto, Publish
+from tests.harness.service import HandClock, Service, event, events_topic, start_service
+from tests.harness.tokens import respell
 
 pytestmark = pytest.mark.integration
 
@@ -140,13 +138,13 @@ async def test_a_second_page_has_a_fresh_link(
 ) -> None:
     """Acknowledged by link, nobody at the booth by ack_timeout: the incident re-opens and
     Ana is paged again with a new link that works; the old one stays used and says the
-    incident is open again."""
+    incident is open again. Time is stepped by hand."""
     async with start_service(tmp_path, mosquitto, mqtt_publish, step2="0.5s", repeat="1h",
-                             ack_timeout="1s") as svc:
+                             ack_timeout="1s", clock=HandClock()) as svc:
         page = await call(svc)
         assert (await post(svc, page["ack_url"]))[0] == 200
-        await eventually(lambda: any(p["responder"] == "ana" and p["level"] == 2
-                                     for p in svc.hook.pages), timeout=5)
+        svc.advance(1)  # the ack timeout: re-opened, the next step (ana and rui) at once
+        await svc.hook.wait(3)
         again = next(p for p in svc.hook.pages if p["responder"] == "ana" and p["level"] == 2)
         assert again["ack_url"] != page["ack_url"]
         status, text = await post(svc, page["ack_url"])
@@ -306,36 +304,40 @@ async def test_a_header_that_is_not_utf8_is_a_401_not_a_500(
 
 
 async def test_a_link_whose_incident_was_never_recorded_offers_what_was_raised_since(
-        service: Service) -> None:
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
     """A crash after paging and before the commit leaves the first page's link naming an
     incident that was never stored; the restart raises the alarm again under a new id (the
     crash bench's "ghost incidents"). That link's page is a 404 offering the incidents raised
     since it was made, each behind a button with a fresh link for the same responder.
     Nothing acts on GET or on the dead link itself; incidents older than the link are not
     offered (the link vouches for its responder, not for what came before it)."""
-    svc = service
-    older = await call(svc, "b2")
-    # links carry whole seconds: let one pass so the older incident is clearly before it
-    await asyncio.sleep(math.ceil(time.time()) - time.time() + 0.05)
-    ghost = f"{svc.base}/ack/{svc.runtime.tokens.make('01KGH0STGH0STGH0STGH0STGH0', 'ana')}"
-    again = await call(svc, "b1")  # the alarm raised again after the restart
+    # links carry whole seconds of the wall clock: the older incident is raised 2 s before
+    # the link is made, the alarm raised again 1 s after it
+    clock = HandClock(time.time() - 2)
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h", repeat="1h",
+                             ack_timeout="1h", clock=clock) as svc:
+        older = await call(svc, "b2")
+        ghost = f"{svc.base}/ack/{svc.runtime.tokens.make('01KGH0STGH0STGH0STGH0STGH0', 'ana')}"
+        svc.advance(3)
+        again = await call(svc, "b1")  # the alarm raised again after the restart
 
-    async with svc.http.get(ghost) as resp:
-        assert resp.status == 404
-        text = await resp.text()
-    assert "not on record" in text and "Booth 1" in text and "Booth 2" not in text
-    actions = re.findall(r'<form method="post" action="([^"]+)">', text)
-    assert len(actions) == 1 and "I'm going to Booth 1 (ana)" in text
-    status, text = await post(svc, ghost)  # the dead link itself acknowledges nothing
-    assert status == 404 and "not on record" in text
-    for page in (again, older):
-        assert acks(await incident(svc, page["incident"])) == []
-    assert len(svc.runtime.used_links) == 0
+        async with svc.http.get(ghost) as resp:
+            assert resp.status == 404
+            text = await resp.text()
+        assert "not on record" in text and "Booth 1" in text and "Booth 2" not in text
+        actions = re.findall(r'<form method="post" action="([^"]+)">', text)
+        assert len(actions) == 1 and "I'm going to Booth 1 (ana)" in text
+        status, text = await post(svc, ghost)  # the dead link itself acknowledges nothing
+        assert status == 404 and "not on record" in text
+        for page in (again, older):
+            assert acks(await incident(svc, page["incident"])) == []
+        assert len(svc.runtime.used_links) == 0
 
-    status, text = await post(svc, html.unescape(actions[0]))
-    assert status == 200 and "Acknowledged" in text
-    inc = await incident(svc, again["incident"])
-    assert inc["state"] == "acknowledged" and inc["acknowledged_by"] == "ana"
-    assert (await incident(svc, older["incident"]))["state"] == "open"
-    status, _ = await post(svc, html.unescape(actions[0]))  # the fresh link is single use too
-    assert status == 403
+        status, text = await post(svc, html.unescape(actions[0]))
+        assert status == 200 and "Acknowledged" in text
+        inc = await incident(svc, again["incident"])
+        assert inc["state"] == "acknowledged" and inc["acknowledged_by"] == "ana"
+        assert (await incident(svc, older["incident"]))["state"] == "open"
+        status, _ = await post(svc, html.unescape(actions[0]))  # the fresh link is single use too
+        assert status == 403

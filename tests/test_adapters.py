@@ -14,21 +14,10 @@ from devices.adapters import esphome, shelly, tasmota, zigbee2mqtt
 from devices.adapters.payload import MAX_PAYLOAD, REASONS, Rejected
 from monitor.core.events import MotionState
 from monitor.core.readings import PRESS_TYPES, Reading
-from monitor.core.settings import DeviceConfig, DeviceRole, DeviceSource
+from monitor.core.settings import DeviceConfig
+from tests.harness.devices import DEVICES, ESPHOME, GEN1, GEN2, TASMOTA, Z2M, device
 
 MOVING, STILL, ABSENT = MotionState.MOVING, MotionState.STILL, MotionState.ABSENT
-
-
-def device(source: DeviceSource, topic: str, role: DeviceRole = "call_button") -> DeviceConfig:
-    return DeviceConfig(id=f"{source}-dev", source=source, topic=topic, booth="b1", role=role)
-
-
-Z2M = device("zigbee2mqtt", "zigbee2mqtt/booth1-button")
-ESPHOME = device("esphome", "booth1/binary_sensor/door/state", "door")
-TASMOTA = device("tasmota", "booth1-button")
-GEN2 = device("shelly", "shellyplus1-a8032ab12345")
-GEN1 = device("shelly", "shellies/shellybutton1-E8DB84D12345")
-DEVICES = (Z2M, ESPHOME, TASMOTA, GEN2, GEN1)
 
 
 def payload(value: bytes | str | dict[str, Any]) -> bytes:
@@ -502,7 +491,7 @@ def test_shelly_gen2_other_notifications_say_nothing(value: dict[str, Any]) -> N
         {"method": 1},
         {"method": "NotifyEvent", "params": []},
         {"method": "NotifyEvent", "params": {"events": {}}},
-        notify("single_push"),  # type: ignore[arg-type]
+        notify("single_push"),  # type: ignore[arg-type]  # an event that is not an object
         notify({"component": 0, "event": "single_push"}),
     ],
 )

@@ -9,7 +9,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ from paho.mqtt.properties import Properties
 from monitor.config import load_config
 from monitor.core.selfwatch import State
 from monitor.runtime import Runtime
-from tests.mosquitto import Mosquitto, free_port, require_mosquitto
-from tests.service import SITE, Webhook, event, events_topic, eventually, write_config
-from tests.test_process import ServiceProcess
-from tests.test_service import retained
+from tests.harness.broker import Mosquitto, free_port, require_mosquitto, retained
+from tests.harness.process import ServiceProcess
+from tests.harness.receivers import Webhook
+from tests.harness.service import event, events_topic, eventually
+from tests.harness.site import SITE, service_site
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ class Device:
         # at once (is_published raises) though paho keeps it and sends it on reconnect
         self.acked: set[int] = set()
         self.client.on_publish = lambda _c, _u, mid, *_: self.acked.add(mid)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
         props.SessionExpiryInterval = 3600
         self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
         self.client.loop_start()
@@ -70,12 +71,6 @@ def device(mosquitto: Mosquitto) -> Iterator[Device]:
         yield dev
     finally:
         dev.close()
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[Webhook]:
-    async with Webhook() as webhook:
-        yield webhook
 
 
 def _system(hook: Webhook, name: str) -> list[dict[str, Any]]:
@@ -118,15 +113,11 @@ async def test_a_30s_broker_outage_pages_staff_and_loses_nothing(
     paged."""
     http_port = free_port()
     db = tmp_path / "boothwatch.db"
-    config = write_config(tmp_path / "boothwatch.toml", mqtt_port=mosquitto.port,
-                          http_port=http_port, webhook_url=hook.url, db=db,
-                          step2="1h", repeat="1h")
-    text = config.read_text()
-    config.write_text(text.replace('client_id = "boothwatch-test"\n',
-                                   f'client_id = "boothwatch-test"\n'
-                                   f'outage_page_after = "{PAGE_AFTER:g}s"\n'))
-    log = tmp_path / "service.log"
-    svc = ServiceProcess(config, http_port, log)
+    site = service_site(mqtt_port=mosquitto.port, http_port=http_port, webhook_url=hook.url,
+                        store=db, step2="1h", repeat="1h")
+    site.mqtt["outage_page_after"] = f"{PAGE_AFTER:g}s"
+    svc = ServiceProcess.of(site, tmp_path)
+    log = svc.log
     svc.start()
     try:
         await svc.ready()
@@ -212,7 +203,7 @@ async def test_a_30s_broker_outage_pages_staff_and_loses_nothing(
         assert [a["kind"] for a in audit] == ["monitoring_restored", "monitoring_down"]
         assert sorted(r["responder"] for r in audit[1]["recipients"]) == ["ana", "rui"]
     finally:
-        assert svc.stop() == 0
+        assert await svc.stop() == 0
 
     # everything published during the outage is in the store, and every page is recorded
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -230,15 +221,12 @@ async def test_a_restart_mid_outage_pages_nobody_twice_and_still_says_restored(
     with the outage (no second down page) and sends "restored" to those told. The
     message skips a responder's mqtt channel, which needs the broker that is down."""
     broker = Mosquitto(tmp_path / "mosquitto", binary=require_mosquitto(), port=free_port())
-    config = write_config(tmp_path / "boothwatch.toml", mqtt_port=broker.port,
-                          http_port=free_port(), webhook_url=hook.url,
-                          db=tmp_path / "boothwatch.db", step2="1h", repeat="1h")
-    text = config.read_text().replace('client_id = "boothwatch-test"\n',
-                                      'client_id = "boothwatch-test"\n'
-                                      'outage_page_after = "1s"\n')
-    head, sep, rui = text.partition('id = "rui"')
-    rui = rui.replace('channels = ["pager"]', 'channels = ["radio", "pager"]', 1)
-    config.write_text(head + sep + rui + '\n[channels.radio]\ntype = "mqtt"\n')
+    site = service_site(mqtt_port=broker.port, http_port=free_port(), webhook_url=hook.url,
+                        store=tmp_path / "boothwatch.db", step2="1h", repeat="1h")
+    site.mqtt["outage_page_after"] = "1s"
+    site.channels["radio"] = {"type": "mqtt"}
+    site.responder("rui")["channels"] = ["radio", "pager"]
+    config = site.write(tmp_path / "boothwatch.toml")
 
     async def run_until(runtime: Runtime, done: Any) -> None:
         task = asyncio.create_task(runtime.run(http=False))

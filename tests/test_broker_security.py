@@ -27,9 +27,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from monitor.config import ConfigError, load_config
-from tests.mosquitto import Mosquitto, Publish, free_port, require_mosquitto
-from tests.service import SITE, event, events_topic, eventually, write_config
-from tests.test_service import start_service
+from tests.harness.broker import Mosquitto, Publish, free_port, require_mosquitto
+from tests.harness.service import event, events_topic, eventually, start_service
+from tests.harness.site import SITE, Site
 
 pytestmark = pytest.mark.integration
 
@@ -289,8 +289,12 @@ def test_make_site_credentials_adds_what_is_missing_and_refuses_contradictions(
 
 
 def _mqtt_problems(tmp_path: Path, env: dict[str, str] | None = None, **mqtt: str) -> list[str]:
-    path = write_config(tmp_path / "site.toml", mqtt_port=1883, http_port=8080,
-                        webhook_url="http://127.0.0.1:9/page", db=tmp_path / "db", **mqtt)
+    """The [mqtt] problems of a site with ``mqtt``: its ``url`` and keys (an empty one is
+    left out)."""
+    url = mqtt.pop("url", None)
+    site = Site(mqtt_url=url, mqtt={key: value for key, value in mqtt.items() if value},
+                store=tmp_path / "db")
+    path = site.write(tmp_path / "site.toml")
     try:
         load_config(path, env or {})
     except ConfigError as exc:
@@ -301,7 +305,7 @@ def _mqtt_problems(tmp_path: Path, env: dict[str, str] | None = None, **mqtt: st
 def test_config_reports_each_tls_mistake_by_key(credentials: Credentials, tmp_path: Path) -> None:
     """mqtts:// with a CA, a client certificate and a password loads; each mistake names its key."""
     c = credentials.file
-    good = {"mqtt_url": "mqtts://127.0.0.1:8883", "mqtt_username": "boothwatch",
+    good = {"url": "mqtts://127.0.0.1:8883", "username": "boothwatch",
             "ca_file": c("ca.crt"), "cert_file": c("boothwatch.crt"),
             "key_file": c("boothwatch.key")}
     assert _mqtt_problems(tmp_path, {"BOOTHWATCH_MQTT_PASSWORD": "pw"}, **good) == []
@@ -316,7 +320,7 @@ def test_config_reports_each_tls_mistake_by_key(credentials: Credentials, tmp_pa
         ({"cert_file": c("boothwatch.key")}, "mqtt.cert_file: ", "holds no PEM certificate"),
         ({"key_file": c("ca.crt")}, "mqtt.key_file: ", "holds no PEM private key"),
         ({"key_file": str(encrypted)}, "mqtt.key_file: ", "is encrypted"),
-        ({"mqtt_url": "mqtt://127.0.0.1:1883"}, "mqtt.ca_file: ", "use mqtts://"),
+        ({"url": "mqtt://127.0.0.1:1883"}, "mqtt.ca_file: ", "use mqtts://"),
     ]
     for change, key, words in cases:
         problems = _mqtt_problems(tmp_path, {"BOOTHWATCH_MQTT_PASSWORD": "pw"},
@@ -324,7 +328,7 @@ def test_config_reports_each_tls_mistake_by_key(credentials: Credentials, tmp_pa
         assert problems and problems[0].startswith(key) and words in problems[0], (
             change, problems)
     # a password with no account to go with it would be dropped silently
-    no_user = {**good, "mqtt_username": ""}
+    no_user = {**good, "username": ""}
     assert _mqtt_problems(tmp_path, {"BOOTHWATCH_MQTT_PASSWORD": "pw"}, **no_user) == [
         "mqtt.username: missing, but BOOTHWATCH_MQTT_PASSWORD is set: whose password is it?"
     ]
@@ -484,12 +488,14 @@ async def test_boothwatch_end_to_end_over_tls(
     monkeypatch.setenv("BOOTHWATCH_MQTT_PASSWORD", credentials.passwords["boothwatch"])
     device = connect("b1")
     gateway = connect("pager-gateway")
-    async with start_service(
-        tmp_path, broker.mosquitto, device_publisher(device),
-        mqtt_url=f"mqtts://127.0.0.1:{broker.port}", mqtt_username="boothwatch",
-        ca_file=credentials.file("ca.crt"), cert_file=credentials.file("boothwatch.crt"),
-        key_file=credentials.file("boothwatch.key"),
-    ) as svc:
+    def over_tls(site: Site) -> None:
+        site.mqtt_url = f"mqtts://127.0.0.1:{broker.port}"
+        site.mqtt.update(username="boothwatch", ca_file=credentials.file("ca.crt"),
+                         cert_file=credentials.file("boothwatch.crt"),
+                         key_file=credentials.file("boothwatch.key"))
+
+    async with start_service(tmp_path, broker.mosquitto, device_publisher(device),
+                             edit=over_tls) as svc:
         assert svc.runtime.config.mqtt.tls
         svc.publish(events_topic("b1"), event("button", press="call", id="tls-call"))
         (page,) = await svc.hook.wait(1)

@@ -218,7 +218,7 @@ async def test_webhook_timeout(server: Server, session: aiohttp.ClientSession) -
 def test_webhook_needs_a_url() -> None:
     """A webhook channel without a url is a configuration bug caught at start."""
     with pytest.raises(ValueError, match="needs a url"):
-        WebhookChannel(ChannelConfig("hook", "webhook"), None)  # type: ignore[arg-type]
+        WebhookChannel(ChannelConfig("hook", "webhook"), None)  # type: ignore[arg-type]  # refused first
 
 
 # --- console and mqtt --------------------------------------------------------------------
@@ -571,4 +571,4 @@ def test_delivery_checks_itself() -> None:
     with pytest.raises(ValueError):
         Delivery("p", "A", "ana", 1, (), {})
     with pytest.raises(ValueError):
-        Delivery("p", "A", "ana", 1, ("x",), {}, kind="shout")  # type: ignore[arg-type]
+        Delivery("p", "A", "ana", 1, ("x",), {}, kind="shout")  # type: ignore[arg-type]  # the bug

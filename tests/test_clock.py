@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from monitor.clock import ServiceClock
-from tests.mosquitto import Mosquitto, Publish
-from tests.service import event, events_topic
-from tests.test_service import start_service
+from tests.harness.broker import Mosquitto, Publish
+from tests.harness.service import event, events_topic, start_service
 
 HOUR = 3600.0
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
+from typing import Any
 
+from monitor.core.booth import BoothView
 from monitor.core.events import (
     BoothChanged,
     Command,
@@ -16,10 +17,7 @@ from monitor.core.events import (
 )
 from monitor.core.readings import Reading
 from monitor.core.settings import BoothConfig, DeviceConfig
-from monitor.core.site import SiteCore
-from tests.factories import make_config
-
-T0 = 1_800_000_000.0
+from tests.harness.core import T0, CoreDriver, make_config
 
 
 def _devices(door_booth: bool = False) -> tuple[DeviceConfig, ...]:
@@ -32,32 +30,20 @@ def _devices(door_booth: bool = False) -> tuple[DeviceConfig, ...]:
     )
 
 
-class Site:
+class Site(CoreDriver):
     def __init__(self, door: bool = False, stillness: float = 60.0) -> None:
         config = make_config(stillness=stillness, long_session=3600)
         booths = tuple(
             replace(b, occupancy_from="door", device_timeout=600.0) if door and b.id == "b1"
             else replace(b, device_timeout=600.0) for b in config.booths
         )
-        config = replace(config, booths=booths, devices=_devices())
-        counter = itertools.count(1)
-        self.core = SiteCore(config, lambda: f"i{next(counter)}")
-        self.now = T0
-        self.core.start(T0)
+        super().__init__(replace(config, booths=booths, devices=_devices()), ids="i",
+                         start=True)
 
-    def read(self, device: str, retained: bool = False, **fields: object) -> list[Command]:
-        reading = Reading(**fields)  # type: ignore[arg-type]
-        return self.core.handle(DeviceReading(device, reading, retained), self.now)
+    def read(self, device: str, retained: bool = False, **fields: Any) -> list[Command]:
+        return self.send(DeviceReading(device, Reading(**fields), retained))
 
-    def advance(self, seconds: float) -> list[Command]:
-        end, out = self.now + seconds, []
-        while (at := self.core.next_deadline()) is not None and at <= end:
-            self.now = at
-            out.extend(self.core.on_timer(at))
-        self.now = end
-        return out
-
-    def booth(self, booth: str = "b1") -> object:
+    def booth(self, booth: str = "b1") -> BoothView:
         return next(v for v in self.core.booth_views() if v.id == booth)
 
 
@@ -102,7 +88,7 @@ def test_flapping_sensor_is_debounced() -> None:
         site.advance(0.3)
         assert not [c for c in site.read("radar", motion=MotionState.MOVING)
                     if isinstance(c, BoothChanged)]
-    assert site.booth().motion == "moving"  # type: ignore[attr-defined]
+    assert site.booth().motion == "moving"
     site.read("radar", motion=MotionState.STILL)
     out = site.advance(2.0)
     assert [c for c in out if isinstance(c, BoothChanged)][-1].view.motion == "still"
@@ -129,11 +115,11 @@ def test_door_closes_then_presence_starts_a_session() -> None:
     site = Site(door=True)
     site.read("door", contact=False)
     site.read("door", contact=True)
-    assert not site.booth().occupied  # type: ignore[attr-defined]
+    assert not site.booth().occupied
     site.advance(10)
     site.read("radar", occupancy=True, motion=MotionState.MOVING)
     view = site.booth()
-    assert view.occupied and view.session_started_at == T0 + 10  # type: ignore[attr-defined]
+    assert view.occupied and view.session_started_at == T0 + 10
 
 
 def test_presence_after_the_window_starts_nothing() -> None:
@@ -142,7 +128,7 @@ def test_presence_after_the_window_starts_nothing() -> None:
     site.read("door", contact=True)
     site.advance(31)
     site.read("radar", occupancy=True, motion=MotionState.MOVING)
-    assert not site.booth().occupied  # type: ignore[attr-defined]
+    assert not site.booth().occupied
 
 
 def test_no_presence_with_door_closed_does_not_end_the_session() -> None:
@@ -150,10 +136,10 @@ def test_no_presence_with_door_closed_does_not_end_the_session() -> None:
     site = Site(door=True, stillness=60)
     site.read("radar", occupancy=True, motion=MotionState.MOVING)
     site.read("door", contact=True)
-    assert site.booth().occupied  # type: ignore[attr-defined]
+    assert site.booth().occupied
     site.read("radar", occupancy=False, motion=MotionState.ABSENT)
     out = site.advance(62)
-    assert site.booth().occupied  # type: ignore[attr-defined]
+    assert site.booth().occupied
     assert ("ana", "high", ("unresponsive",)) in pages(out)  # absent counts as still
 
 
@@ -162,14 +148,15 @@ def test_door_open_ends_and_closed_again_means_a_missed_open() -> None:
     site = Site(door=True)
     site.read("radar", occupancy=True, motion=MotionState.MOVING)
     site.read("door", contact=True)
-    first = site.booth().session_started_at  # type: ignore[attr-defined]
+    first = site.booth().session_started_at
+    assert first is not None
     site.advance(100)
     cfg = replace(site.core.registry.devices["door"].config, source="esphome")
     site.core.registry.devices["door"].config = cfg  # esphome reports only changes
     site.read("door", binary=False)  # closed again (binary OFF = closed)
-    assert site.booth().session_started_at == first + 100  # type: ignore[attr-defined]
+    assert site.booth().session_started_at == first + 100
     site.read("door", binary=True)  # open
-    assert not site.booth().occupied  # type: ignore[attr-defined]
+    assert not site.booth().occupied
 
 
 def test_sensor_offline_in_occupied_booth_pages_high_and_recovers() -> None:
@@ -178,11 +165,11 @@ def test_sensor_offline_in_occupied_booth_pages_high_and_recovers() -> None:
     site.core.handle(_occupancy("b1"), site.now)
     out = site.read("radar", online=False)
     assert pages(out) == [("ana", "high", ("device_offline",))]
-    assert site.booth().unmonitored  # type: ignore[attr-defined]
+    assert site.booth().unmonitored
     out = site.read("radar", occupancy=True, motion=MotionState.MOVING)
     view = [c for c in out if isinstance(c, IncidentChanged)][-1].view
     assert (view.state, view.outcome) == ("resolved", "device_back")
-    assert not site.booth().unmonitored  # type: ignore[attr-defined]
+    assert not site.booth().unmonitored
 
 
 def test_sensor_offline_in_vacant_booth_is_low_until_someone_enters() -> None:
@@ -258,10 +245,10 @@ def test_periodic_door_telemetry_does_not_end_the_session() -> None:
     dev.config = replace(dev.config, source="tasmota")
     site.read("radar", occupancy=True, motion=MotionState.MOVING)
     site.read("door", binary=False)  # closed (ON = open)
-    started = site.booth().session_started_at  # type: ignore[attr-defined]
+    started = site.booth().session_started_at
     site.advance(300)
     site.read("door", binary=False)  # the same state again, five minutes later
-    assert site.booth().session_started_at == started  # type: ignore[attr-defined]
+    assert site.booth().session_started_at == started
 
 
 def test_battery_devices_and_doors_may_stay_quiet_for_two_hours() -> None:

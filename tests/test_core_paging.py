@@ -24,13 +24,14 @@ from monitor.core.events import (
     Press,
     Resolve,
     SendNotice,
+    SendPage,
     SetDuty,
     StartMaintenance,
 )
 from monitor.core.roster import Roster, UnknownResponder, parse_shift
 from monitor.core.settings import Policy, ResponderConfig, Step
 from monitor.core.site import BadRequest
-from tests.test_core import Clock, call, incident, pages
+from tests.harness.core import CoreDriver, call, incident, make_config, pages
 
 LISBON = ZoneInfo("Europe/Lisbon")
 
@@ -109,7 +110,7 @@ def test_without_shifts_always_on_duty_until_checked_out() -> None:
 
 
 def test_role_targets_only_on_duty_responders() -> None:
-    clock = Clock(responders=NURSES)
+    clock = CoreDriver(make_config(responders=NURSES))
     clock.send(SetDuty("bea", False, by="bea"))
     out = clock.send(Button("b1", Press.CALL))
     assert pages(out) == [("ana", 1)]
@@ -117,7 +118,7 @@ def test_role_targets_only_on_duty_responders() -> None:
 
 def test_nobody_on_duty_skips_to_the_next_step_at_once() -> None:
     """No nurse on duty: the coordinator step fires at once, and the gap is recorded."""
-    clock = Clock(responders=NURSES)
+    clock = CoreDriver(make_config(responders=NURSES))
     for nurse in ("ana", "bea"):
         clock.send(SetDuty(nurse, False, by="rui"))
     out = clock.send(Button("b1", Press.CALL))
@@ -132,7 +133,7 @@ def test_nobody_on_duty_skips_to_the_next_step_at_once() -> None:
 
 
 def test_nobody_at_all_on_duty_pages_the_last_step_regardless() -> None:
-    clock = Clock(responders=NURSES)
+    clock = CoreDriver(make_config(responders=NURSES))
     for who in ("ana", "bea", "rui"):
         clock.send(SetDuty(who, False, by="rui"))
     out = clock.send(Button("b1", Press.CALL))
@@ -142,10 +143,11 @@ def test_nobody_at_all_on_duty_pages_the_last_step_regardless() -> None:
 
 
 def test_duty_change_is_stored_and_audited() -> None:
-    clock = Clock(responders=NURSES)
+    clock = CoreDriver(make_config(responders=NURSES))
     out = clock.send(SetDuty("ana", False, by="rui", via="mqtt"))
-    assert [type(c) for c in out] == [DutyChanged, Audit]
-    assert out[0].snapshot["on"] is False  # type: ignore[union-attr]
+    changed, audit = out
+    assert isinstance(changed, DutyChanged) and isinstance(audit, Audit)
+    assert changed.snapshot["on"] is False
     with pytest.raises(UnknownResponder):
         clock.send(SetDuty("zed", True, by="zed"))
 
@@ -154,22 +156,22 @@ def test_duty_change_is_stored_and_audited() -> None:
 
 
 def test_second_call_press_jumps_a_level_and_marks_urgent() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     call(clock)
     clock.advance(5)
     out = clock.send(Button("b1", Press.CALL))
     assert pages(out) == [("ana", 2), ("rui", 2)]
     view = incident(out).view
     assert view.urgent and view.level == 2
-    page = next(c for c in out if hasattr(c, "urgent"))
-    assert page.message.startswith("URGENT: Booth 1: call button pressed again")  # type: ignore[union-attr]
+    page = next(c for c in out if isinstance(c, SendPage))
+    assert page.message.startswith("URGENT: Booth 1: call button pressed again")
     # at the top already: a third press pages the top level again at once
     clock.advance(5)
     assert pages(clock.send(Button("b1", Press.CALL))) == [("ana", 2), ("rui", 2)]
 
 
 def test_repeated_press_reopens_an_acknowledged_incident() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     iid = call(clock)
     clock.send(Acknowledge(iid, "ana"))
     out = clock.send(Button("b1", Press.CALL))
@@ -178,7 +180,7 @@ def test_repeated_press_reopens_an_acknowledged_incident() -> None:
 
 
 def test_press_while_staff_attend_only_notes() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     iid = call(clock)
     clock.send(Attend(iid, "ana"))
     out = clock.send(Button("b1", Press.CALL))
@@ -204,7 +206,7 @@ def test_max_repeats_cycles_the_policy_then_repeats_the_top() -> None:
 
 
 def test_maintenance_suppresses_stillness_but_not_a_call() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     out = clock.send(StartMaintenance("b1", clock.now + 3600, "sensor swap", "tech"))
     assert any(isinstance(c, Audit) and c.kind == "maintenance_started" for c in out)
     assert clock.core.booth_views()[0].mode == "maintenance"
@@ -216,12 +218,12 @@ def test_maintenance_suppresses_stillness_but_not_a_call() -> None:
     assert [c.detail["trigger"] for c in suppressed] == ["unresponsive"]
     out = clock.send(Button("b1", Press.CALL))
     assert pages(out) == [("ana", 1)]
-    assert next(c for c in out if hasattr(c, "message")).message.endswith(  # type: ignore[union-attr]
+    assert next(c for c in out if hasattr(c, "message")).message.endswith(
         "(booth in maintenance)")
 
 
 def test_maintenance_expires_by_itself_and_times_a_still_person_afresh() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     clock.send(StartMaintenance("b1", clock.now + 600, "cleaning", "tech"))
     clock.send(Occupancy("b1", True))
     clock.send(Motion("b1", MotionState.STILL))
@@ -233,7 +235,7 @@ def test_maintenance_expires_by_itself_and_times_a_still_person_afresh() -> None
 
 
 def test_maintenance_end_and_bad_until() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     with pytest.raises(BadRequest):
         clock.send(StartMaintenance("b1", clock.now - 1, "x", "tech"))
     with pytest.raises(BadRequest):
@@ -250,7 +252,7 @@ def test_maintenance_end_and_bad_until() -> None:
 
 def test_maintenance_started_twice_is_refused_and_changes_nothing() -> None:
     """A second start does not silently replace the first: end it first."""
-    clock = Clock()
+    clock = CoreDriver()
     clock.send(StartMaintenance("b1", clock.now + 600, "cleaning", "tech"))
     views = clock.core.booth_views()
     with pytest.raises(IllegalBoothTransition):
@@ -264,7 +266,7 @@ def test_maintenance_started_twice_is_refused_and_changes_nothing() -> None:
 
 
 def test_everyone_paged_hears_who_is_attending_and_the_all_clear() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     iid = call(clock)
     clock.advance(30)  # level 2: ana again and rui
     out = clock.send(Acknowledge(iid, "ana"))
@@ -277,7 +279,7 @@ def test_everyone_paged_hears_who_is_attending_and_the_all_clear() -> None:
 
 
 def test_presence_without_ack_tells_the_others() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     call(clock)
     clock.advance(30)
     out = clock.send(Button("b1", Press.PRESENCE))
@@ -290,7 +292,7 @@ def test_outcome_must_be_known_and_is_kept_with_its_note() -> None:
         Resolve("i", "ana", "fine")
     with pytest.raises(ValueError):
         Resolve("i", "ana", "ok", note="x" * 501)
-    clock = Clock()
+    clock = CoreDriver()
     iid = call(clock)
     view = incident(clock.send(Resolve(iid, "ana", "overdose_naloxone", note="2 doses"))).view
     assert (view.outcome, view.outcome_note) == ("overdose_naloxone", "2 doses")
@@ -298,7 +300,7 @@ def test_outcome_must_be_known_and_is_kept_with_its_note() -> None:
 
 
 def test_page_reports_land_in_the_timeline() -> None:
-    clock = Clock()
+    clock = CoreDriver()
     iid = call(clock)
     out = clock.send(PageReport(iid, "ana", 1, "phone", False, "HTTP 500"))
     out += clock.send(PageReport(iid, "ana", 1, "sms", True))

@@ -1,6 +1,6 @@
 """Crash anywhere: the real service SIGKILLed at random moments loses no event, incident or page.
 
-A handful of seeded trials of `tests/crash_harness.py` (the scenario, the kill plans and
+A handful of seeded trials of `tests/harness/crash.py` (the scenario, the kill plans and
 the oracle are described there); `bench/crash.py` runs hundreds. BOOTHWATCH_CRASH_SEED
 moves the seeds, e.g. to replay a failure `bench/crash.py` found.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash_harness import run_trials
-from tests.mosquitto import Mosquitto
+from tests.harness.broker import Mosquitto
+from tests.harness.crash import run_trials
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices import simulator as sim
 from devices.adapters.canonical import Parsed, parse_event, parse_topic
 from monitor.demo import BOOTHS, CALL_AT, LONG_SESSION, SITE, STILLNESS, scenario
-from tests.mosquitto import Mosquitto, free_port
-from tests.service import eventually
+from tests.harness.broker import Mosquitto, free_port
+from tests.harness.service import eventually
 
 pytestmark = pytest.mark.integration
 

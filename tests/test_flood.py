@@ -36,10 +36,11 @@ from monitor.core.flood import (
 )
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig, RateLimitConfig
-from tests.mosquitto import Mosquitto, Publish
-from tests.service import SITE, Webhook, event, events_topic, eventually
-from tests.test_process import _service
-from tests.test_service import Service, start_service
+from tests.harness.broker import Mosquitto, Publish, free_port
+from tests.harness.process import ServiceProcess
+from tests.harness.receivers import Webhook
+from tests.harness.service import Service, event, events_topic, eventually, start_service
+from tests.harness.site import SITE, Site, device, service_site
 
 S1 = Sender("canonical", "b1", "radar")
 S2 = Sender("canonical", "b2", None)
@@ -270,8 +271,8 @@ def flood(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
         client.loop_stop()
 
 
-def small_limits(text: str) -> str:
-    return text + '\n[rate_limit]\nrate = 10\nburst = 20\nrepeat_call_interval = "5s"\n'
+def small_limits(site: Site) -> None:
+    site.rate_limit = {"rate": 10, "burst": 20, "repeat_call_interval": "5s"}
 
 
 async def stored_events(svc: Service, db: Path) -> list[dict[str, Any]]:
@@ -385,28 +386,16 @@ async def test_a_stuck_call_button_pages_once_and_jumps_once(
         assert len(await svc.incidents("all")) == 2
 
 
-DEVICES = """
-[[devices]]
-id = "b1-button"
-source = "zigbee2mqtt"
-topic = "zigbee2mqtt/b1-button"
-booth = "b1"
-role = "call_button"
+DEVICES = [
+    device("b1-button", "zigbee2mqtt", "zigbee2mqtt/b1-button", "b1", "call_button"),
+    device("b1-radar", "zigbee2mqtt", "zigbee2mqtt/b1-radar", "b1", "motion"),
+    device("b2-call", "esphome", "b2node/binary_sensor/call/state", "b2", "call_button"),
+]
 
-[[devices]]
-id = "b1-radar"
-source = "zigbee2mqtt"
-topic = "zigbee2mqtt/b1-radar"
-booth = "b1"
-role = "motion"
 
-[[devices]]
-id = "b2-call"
-source = "esphome"
-topic = "b2node/binary_sensor/call/state"
-booth = "b2"
-role = "call_button"
-"""
+def small_limits_and_devices(site: Site) -> None:
+    small_limits(site)
+    site.devices = DEVICES
 
 
 @pytest.mark.integration
@@ -416,7 +405,7 @@ async def test_off_the_shelf_floods_are_limited_per_device_and_calls_get_through
     """b1's Zigbee radar and button both flood; the button's one real press (mid-flood,
     its bucket empty) opens b1's incident, and b2's ESPHome button pages too."""
     async with start_service(tmp_path, mosquitto, mqtt_publish, step2="30s",
-                             edit=lambda text: small_limits(text + DEVICES)) as svc:
+                             edit=small_limits_and_devices) as svc:
         chatter = json.dumps({"battery": 97, "linkquality": 120}).encode()
         press = json.dumps({"action": "single", "battery": 97, "linkquality": 120}).encode()
         messages = []
@@ -473,10 +462,11 @@ async def test_a_held_back_message_is_acknowledged_only_once_stored(
     meanwhile must not lose it. It stays unacknowledged, so the broker redelivers it to the
     restarted service, which stores it: the core ends with the last thing the device said."""
     async with Webhook() as webhook:
-        svc = _service(tmp_path, mosquitto, webhook)
-        normal = svc.config.read_text()
+        site = service_site(mqtt_port=mosquitto.port, http_port=free_port(),
+                            webhook_url=webhook.url, store=tmp_path / "boothwatch.db")
         # one message at once, then one every 60 s: the second is held back for a minute
-        svc.config.write_text(normal + '\n[rate_limit]\nrate = 0.0167\nburst = 1\n')
+        site.rate_limit = {"rate": 0.0167, "burst": 1}
+        svc = ServiceProcess.of(site, tmp_path)
         svc.start()
         try:
             await svc.ready()
@@ -484,7 +474,8 @@ async def test_a_held_back_message_is_acknowledged_only_once_stored(
             mqtt_publish(events_topic("b1"), event("motion", state="still", id="m1"))
             await eventually(lambda: "messages_dropped" in svc.log.read_text(), 10)
             svc.kill9()  # m1 is held back, not yet stored
-            svc.config.write_text(normal)
+            site.rate_limit = None
+            site.write(svc.config)
             svc.start()
             await svc.ready()
 
@@ -498,7 +489,7 @@ async def test_a_held_back_message_is_acknowledged_only_once_stored(
             booth = await eventually(b1, 10)
             assert booth["occupied"] is True and booth["still_since"] is not None
         finally:
-            assert svc.stop() == 0
+            assert await svc.stop() == 0
         with contextlib.closing(sqlite3.connect(tmp_path / "boothwatch.db")) as conn:
             ids = [json.loads(p)["id"] for (p,) in conn.execute("SELECT payload FROM events")]
         assert sorted(ids) == ["m1", "o1"]

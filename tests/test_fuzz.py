@@ -1,6 +1,6 @@
 """Hostile input never crashes the service: every rejection is a counted, known reason.
 
-Property-based fuzzing (strategies and oracles in tests/strategies.py) of the
+Property-based fuzzing (strategies and oracles in tests/harness/strategies.py) of the
 canonical decoder, every firmware adapter and the config loader, then of the
 running service: random requests to every HTTP route the app declares, and
 random payloads over MQTT, after which the service still pages. bench/fuzz.py
@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import pytest
+import tomli_w
 import yarl
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -32,11 +33,11 @@ from devices.adapters.payload import REASONS
 from monitor.core.readings import Reading
 from monitor.core.settings import DeviceConfig
 from monitor.http import make_app
-from tests import strategies as fz
-from tests.mosquitto import Mosquitto, Publish
-from tests.service import NO_RATE_LIMIT, SITE, event, events_topic, eventually
-from tests.test_adapters import DEVICES, Z2M
-from tests.test_service import Service, start_service
+from tests.harness import strategies as fz
+from tests.harness.broker import Mosquitto, Publish
+from tests.harness.devices import DEVICES, Z2M
+from tests.harness.service import Service, event, events_topic, eventually, start_service
+from tests.harness.site import SITE, Site
 
 FAST = settings(
     max_examples=150,
@@ -186,16 +187,16 @@ def test_zigbee2mqtt_huge_integer_battery_is_dropped_alone() -> None:
 
 
 def test_the_base_config_loads() -> None:
-    """The document the config fuzzer mutates loads, also after a round trip through toml_dumps."""
+    """The document the config fuzzer mutates loads, also after a round trip through tomli-w."""
     assert fz.config_outcome(fz.BASE_CONFIG_TOML) == fz.ACCEPTED
-    assert fz.config_outcome(fz.toml_dumps(tomllib.loads(fz.BASE_CONFIG_TOML))) == fz.ACCEPTED
+    assert fz.config_outcome(tomli_w.dumps(tomllib.loads(fz.BASE_CONFIG_TOML))) == fz.ACCEPTED
 
 
 @SLOW
 @given(doc=fz.config_documents())
 def test_config_mutants_load_or_list_problems_by_key_path(doc: dict[str, Any]) -> None:
     """Wrong types, missing and unknown keys, odd strings and numbers: a Config or key paths."""
-    fz.config_outcome(fz.toml_dumps(doc))
+    fz.config_outcome(tomli_w.dumps(doc))
 
 
 @SLOW
@@ -513,7 +514,7 @@ async def test_mqtt_hostile_payloads_are_each_counted(
     service still pages afterwards. The flood limit is not under test: a run that sends
     more than a burst to one booth would drop (not reject) some of them."""
     async with start_service(tmp_path, mosquitto, mqtt_publish,
-                             edit=lambda text: text + NO_RATE_LIMIT) as svc:
+                             edit=Site.no_rate_limit) as svc:
         before = await rejected_counts(svc)
         expected: Counter[str] = Counter()
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.mosquitto import Mosquitto, Publish
-from tests.service import event, events_topic, eventually
-from tests.test_service import Service, start_service
+from tests.harness.broker import Mosquitto, Publish
+from tests.harness.service import HandClock, Service, event, events_topic, start_service
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +32,10 @@ def value(all_: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
 async def test_incident_metrics_follow_a_call_from_raise_to_resolve(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
 ) -> None:
-    """Raised, steps by level, re-open, response times by booth and level, outcome, gauges."""
+    """Raised, steps by level, re-open, response times by booth and level, outcome, gauges.
+    Time is stepped by hand."""
     async with start_service(tmp_path, mosquitto, mqtt_publish, step2="0.5s", repeat="1h",
-                             ack_timeout="0.7s") as svc:
+                             ack_timeout="0.7s", clock=HandClock()) as svc:
         before = await samples(svc)
         assert value(before, "boothwatch_booth_incident_priority", booth="b1") == 0
         assert value(before, "boothwatch_oldest_open_incident_age_seconds") == 0
@@ -43,7 +43,9 @@ async def test_incident_metrics_follow_a_call_from_raise_to_resolve(
         svc.publish(events_topic("b1"), event("occupancy", occupied=True))
         svc.publish(events_topic("b1"), event("motion", state="still"))
         svc.publish(events_topic("b1"), event("button", press="call"))
-        page = (await svc.hook.wait(3))[0]  # level 1, then level 2 (nurse + coordinator)
+        await svc.hook.wait(1)
+        svc.advance(1)  # level 2 (nurse and coordinator) at 0.5 s
+        page = (await svc.hook.wait(3))[0]
         iid = page["incident"]
         m = await samples(svc)
         assert value(m, "boothwatch_incidents_raised_total", trigger="call", priority="high",
@@ -54,12 +56,13 @@ async def test_incident_metrics_follow_a_call_from_raise_to_resolve(
         assert value(m, "boothwatch_booth_still", booth="b1") == 1
         assert value(m, "boothwatch_booth_incident_priority", booth="b1") == 3
         assert value(m, "boothwatch_incidents_open", priority="high", state="open") == 1
-        assert value(m, "boothwatch_oldest_open_incident_age_seconds") > 0
+        assert value(m, "boothwatch_oldest_open_incident_age_seconds") == 1
         assert value(m, "boothwatch_last_event_age_seconds") >= 0
         assert ("boothwatch_last_event_age_seconds", frozenset()) in m
 
         await svc.post(f"/api/incidents/{iid}/ack", {"responder": "ana"})
-        await eventually(lambda: _reopened(svc), timeout=4)  # nobody came within 0.7 s
+        svc.advance(0.7)  # nobody came within the ack timeout
+        assert value(await samples(svc), "boothwatch_incidents_reopened_total") == 1
         await svc.post(f"/api/incidents/{iid}/ack", {"responder": "rui"})
         await svc.post(f"/api/incidents/{iid}/presence", {"responder": "rui"})
         await svc.post(f"/api/incidents/{iid}/resolve",
@@ -76,10 +79,6 @@ async def test_incident_metrics_follow_a_call_from_raise_to_resolve(
         assert value(m, "boothwatch_booth_incident_priority", booth="b1") == 0
         assert value(m, "boothwatch_oldest_open_incident_age_seconds") == 0
         assert value(m, "boothwatch_incidents_open", priority="high", state="open") == 0
-
-
-async def _reopened(svc: Service) -> bool:
-    return value(await samples(svc), "boothwatch_incidents_reopened_total") == 1
 
 
 async def test_free_text_outcome_is_bounded_in_labels(

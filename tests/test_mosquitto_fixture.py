@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.mosquitto import Mosquitto, MosquittoError, Publish
+from tests.harness.broker import Mosquitto, MosquittoError, Publish
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt import MqttLink
 from monitor.core.settings import MqttConfig
-from tests.mosquitto import Mosquitto
+from tests.harness.broker import Mosquitto
 
 WAIT = 20.0  # longer than the adapter's own 15 s CONNACK timeout, so a stall shows as a retry
 
@@ -47,7 +47,7 @@ class Listener:
 
     def _message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         with self.got:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             self.got.notify_all()
 
     def wait_for(self, count: int, timeout: float = WAIT) -> list[tuple[str, bytes, bool]]:

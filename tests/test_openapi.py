@@ -10,12 +10,9 @@ real incident, a spent ack link, an outcome recorded twice) the same way.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +34,10 @@ from schemathesis.checks import (
 )
 from schemathesis.schemas import BaseSchema
 
-from tests.mosquitto import Mosquitto, free_port, require_mosquitto
-from tests.service import SITE, event, events_topic, write_config
+from tests.harness.broker import Mosquitto, free_port, require_mosquitto
+from tests.harness.process import ServiceProcess
+from tests.harness.service import event, events_topic
+from tests.harness.site import SITE, service_site
 
 pytestmark = pytest.mark.integration
 
@@ -86,38 +85,22 @@ def _first_page(broker: Mosquitto, responder: str, publish_call: bytes) -> dict[
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("openapi")
     with Mosquitto(tmp / "mosquitto", binary=require_mosquitto()) as broker:
-        http_port = free_port()
         # nobody listens at the webhook: pages go over MQTT, where the test reads them
-        config = write_config(tmp / "boothwatch.toml", mqtt_port=broker.port,
-                              http_port=http_port, db=tmp / "boothwatch.db",
+        config = service_site(mqtt_port=broker.port, http_port=free_port(),
                               webhook_url=f"http://127.0.0.1:{free_port()}/page",
-                              step2="1h", repeat="1h", ack_timeout="1h")
-        config.write_text(config.read_text().replace('channels = ["pager"]', 'channels = ["bus"]')
-                          + '\n[channels.bus]\ntype = "mqtt"\n')
-        log = tmp / "service.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")}
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
-                stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
-                env={**env, "BOOTHWATCH_API_TOKEN": TOKEN})
-        base = f"http://127.0.0.1:{http_port}"
+                              store=tmp / "boothwatch.db", step2="1h", repeat="1h",
+                              ack_timeout="1h")
+        config.channels["bus"] = {"type": "mqtt"}
+        for responder in config.responders:
+            responder["channels"] = ["bus"]
+        service = ServiceProcess.of(config, tmp, env={"BOOTHWATCH_API_TOKEN": TOKEN})
+        service.start()
         try:
-            deadline = time.monotonic() + WAIT
-            while True:
-                assert proc.poll() is None, log.read_text()[-2000:]
-                try:
-                    if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                assert time.monotonic() < deadline, "not ready in time"
-                time.sleep(0.05)
+            asyncio.run(service.ready(WAIT))
             page = _first_page(broker, "ana", event("button", press="call", id="call-1"))
-            yield Site(base, page, log)
+            yield Site(service.base, page, service.log)
         finally:
-            proc.terminate()
-            assert proc.wait(15) == 0, log.read_text()[-2000:]
+            assert asyncio.run(service.stop()) == 0, service.log.read_text()[-2000:]
 
 
 @pytest.fixture(scope="module")

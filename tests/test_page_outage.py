@@ -23,10 +23,10 @@ from alerts.channels.webhook import WebhookChannel
 from alerts.delivery import Delivery, Dispatcher
 from alerts.http import client_session
 from monitor.core.settings import ChannelConfig
-from tests.local_service import LocalService, local_service
-from tests.mosquitto import Mosquitto, Publish, free_port
-from tests.service import NO_RATE_LIMIT, Webhook, event, events_topic, eventually
-from tests.test_service import Service, start_service
+from tests.harness.broker import Mosquitto, Publish, free_port
+from tests.harness.receivers import LocalService, Webhook, local_service
+from tests.harness.service import Service, event, events_topic, eventually, start_service
+from tests.harness.site import Site, responder, webhook
 
 pytestmark = pytest.mark.integration
 
@@ -65,29 +65,25 @@ class Hanging:
 
 
 def site(channels: dict[str, tuple[str, str]], ana: list[str],
-         bea: list[str] | None = None) -> Callable[[str], str]:
+         bea: list[str] | None = None, bursts: bool = False) -> Callable[[Site], None]:
     """Extra webhook channels (name -> (url, timeout)); Ana's channels in order; Bea, a
-    second nurse, with her own channels."""
-    def edit(text: str) -> str:
-        extra = "".join(f'[channels.{name}]\ntype = "webhook"\nurl = "{url}"\n'
-                        f'timeout = "{timeout}"\n\n' for name, (url, timeout) in channels.items())
-        text = text.replace("[channels.pager]", extra + "[channels.pager]", 1)
-        ana_toml = ", ".join(f'"{c}"' for c in ana)
-        text = text.replace('id = "ana"\nname = "Ana"\nroles = ["nurse"]\nchannels = ["pager"]',
-                            f'id = "ana"\nname = "Ana"\nroles = ["nurse"]\nchannels = [{ana_toml}]',
-                            1)
+    second nurse, with her own channels; no flood limit if the test sends ``bursts``."""
+    def edit(site: Site) -> None:
+        extra = {name: webhook(url, secret=None, timeout=timeout)
+                 for name, (url, timeout) in channels.items()}
+        site.channels = {**extra, **site.channels}
+        site.responder("ana")["channels"] = ana
         if bea is not None:
-            bea_toml = ", ".join(f'"{c}"' for c in bea)
-            text = text.replace('[[responders]]\nid = "rui"',
-                                f'[[responders]]\nid = "bea"\nname = "Bea"\nroles = ["nurse"]\n'
-                                f'channels = [{bea_toml}]\n\n[[responders]]\nid = "rui"', 1)
-        return text
+            site.responders.insert(1, responder("bea", ["nurse"], bea))
+        if bursts:
+            site.no_rate_limit()
     return edit
 
 
 async def timeline(svc: Service, incident: str) -> list[dict[str, Any]]:
     got = [i for i in await svc.incidents() if i["id"] == incident]
-    return got[0]["timeline"] if got else []  # type: ignore[no-any-return]
+    timeline: list[dict[str, Any]] = got[0]["timeline"] if got else []
+    return timeline
 
 
 async def test_a_webhook_answering_500_falls_back_and_every_failure_is_recorded(
@@ -183,9 +179,9 @@ async def test_a_hanging_webhook_holds_up_neither_ingest_nor_other_pages(
     and acknowledged, and a call there reaches Bea, whose channel works, while Ana's
     requests are still hanging."""
     async with Hanging() as hanging:
-        edit = site({"hang": (hanging.url, "30s")}, ana=["hang"], bea=["pager"])
+        edit = site({"hang": (hanging.url, "30s")}, ana=["hang"], bea=["pager"], bursts=True)
         async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
-                                 edit=lambda text: edit(text) + NO_RATE_LIMIT) as svc:
+                                 edit=edit) as svc:
             svc.publish(events_topic("b1"), event("button", press="call"))
             first = (await svc.hook.wait(1, 5))[0]
             assert (first["booth"], first["responder"]) == ("b1", "bea")

@@ -7,53 +7,44 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from tests.mosquitto import Mosquitto, Publish, free_port
-from tests.service import SITE, event, events_topic, eventually
-from tests.test_service import Service, start_service
+from tests.harness.broker import Mosquitto, Publish, free_port
+from tests.harness.service import (
+    HandClock,
+    Service,
+    event,
+    events_topic,
+    eventually,
+    start_service,
+)
+from tests.harness.site import SITE, Site, Table, responder, webhook
 
 pytestmark = pytest.mark.integration
 
 
-def with_backup_channel(dead_port: int) -> Any:
+def with_backup_channel(dead_port: int) -> Callable[[Site], None]:
     """Ana's first channel is a webhook nobody listens on; her second is the test pager."""
-    def edit(text: str) -> str:
-        text = text.replace('[channels.pager]', f'''[channels.dead]
-type = "webhook"
-url = "http://127.0.0.1:{dead_port}/page"
-timeout = "1s"
-
-[channels.pager]''', 1)
-        return text.replace('''id = "ana"
-name = "Ana"
-roles = ["nurse"]
-channels = ["pager"]''', '''id = "ana"
-name = "Ana"
-roles = ["nurse"]
-channels = ["dead", "pager"]''', 1)
+    def edit(site: Site) -> None:
+        site.channels = {"dead": webhook(f"http://127.0.0.1:{dead_port}/page", secret=None,
+                                         timeout="1s"), **site.channels}
+        site.responder("ana")["channels"] = ["dead", "pager"]
     return edit
 
 
-def two_nurses(text: str) -> str:
-    return text.replace('''[[responders]]
-id = "rui"''', '''[[responders]]
-id = "bea"
-name = "Bea"
-roles = ["nurse"]
-channels = ["pager"]
-
-[[responders]]
-id = "rui"''', 1)
+def two_nurses(site: Site) -> None:
+    site.responders.insert(1, responder("bea", ["nurse"], ["pager"]))
 
 
 async def raise_call(svc: Service, booth: str = "b1") -> dict[str, Any]:
     svc.publish(events_topic(booth), event("button", press="call"))
-    return (await eventually(lambda: svc.incidents("open"), 5))[0]  # type: ignore[no-any-return]
+    incidents: list[dict[str, Any]] = await eventually(lambda: svc.incidents("open"), 5)
+    return incidents[0]
 
 
 async def test_failing_first_channel_falls_back_to_the_second_in_the_same_step(
@@ -132,15 +123,20 @@ async def test_two_call_presses_jump_a_level_and_mark_urgent(
 async def test_maintenance_suppresses_a_stillness_page_but_not_a_call(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
 ) -> None:
-    async with start_service(tmp_path, mosquitto, mqtt_publish, stillness="1s") as svc:
+    """In maintenance a still person pages nobody (counted, audited); a call still pages.
+    Time is stepped by hand."""
+    async with start_service(tmp_path, mosquitto, mqtt_publish, stillness="1s",
+                             clock=HandClock()) as svc:
         status, booth = await svc.post("/api/booths/b1/maintenance",
                                        {"until": "1h", "reason": "sensor swap", "by": "tech"})
         assert status == 200 and booth["mode"] == "maintenance"
         assert booth["maintenance"]["reason"] == "sensor swap"
         svc.publish(events_topic("b1"), event("occupancy", occupied=True))
         svc.publish(events_topic("b1"), event("motion", state="still"))
-        await eventually(lambda: svc.metric(
-            'boothwatch_triggers_suppressed_total{booth="b1",trigger="unresponsive"}'), 5)
+        await eventually(lambda: svc.runtime.booths_json()[0]["still_since"] is not None)
+        svc.advance(1)  # stillness
+        assert await svc.metric(
+            'boothwatch_triggers_suppressed_total{booth="b1",trigger="unresponsive"}') == 1
         assert svc.hook.pages == [] and await svc.incidents("open") == []
         await raise_call(svc)
         pages = await svc.hook.wait(1, 3)
@@ -203,8 +199,12 @@ async def _resolved(svc: Service, incident: str) -> bool:
 async def test_ack_tells_the_others_and_resolve_sends_all_clear(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
 ) -> None:
-    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="0.2s") as svc:
+    """The others paged hear who is attending, and all clear once resolved. Time is
+    stepped by hand."""
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="0.2s",
+                             clock=HandClock()) as svc:
         inc = await raise_call(svc)
+        svc.advance(0.2)
         await svc.hook.wait(3, 3)  # ana L1, then ana and rui at L2
         status, _ = await svc.post(f"/api/incidents/{inc['id']}/ack", {"responder": "ana"})
         assert status == 200
@@ -275,18 +275,11 @@ class PushServer:
         return web.json_response({"status": 1, "request": "c"})
 
 
-def ana_on(channel_toml: str, name: str, address: str) -> Any:
-    """Ana's only channel is `channel_toml`, with her address on it."""
-    def edit(text: str) -> str:
-        text = text.replace("[channels.pager]", f"{channel_toml}\n\n[channels.pager]", 1)
-        return text.replace('''id = "ana"
-name = "Ana"
-roles = ["nurse"]
-channels = ["pager"]''', f'''id = "ana"
-name = "Ana"
-roles = ["nurse"]
-channels = ["{name}"]
-address = {{ {name} = "{address}" }}''', 1)
+def ana_on(name: str, channel: Table, address: str) -> Callable[[Site], None]:
+    """Ana's only channel is ``channel``, with her address on it."""
+    def edit(site: Site) -> None:
+        site.channels = {name: channel, **site.channels}
+        site.responder("ana").update(channels=[name], address={name: address})
     return edit
 
 
@@ -298,8 +291,8 @@ async def test_ntfy_acknowledge_tap_acknowledges_and_stops_escalation(
     does; the incident is acknowledged via ntfy, and level 2 never fires."""
     monkeypatch.setenv("NTFY_TOKEN", "tk_secret")
     async with PushServer() as push:
-        edit = ana_on(f'[channels.phone]\ntype = "ntfy"\nurl = "{push.url}"\n'
-                      'token_env = "NTFY_TOKEN"', "phone", "ana-7f3k")
+        edit = ana_on("phone", {"type": "ntfy", "url": push.url, "token_env": "NTFY_TOKEN"},
+                      "ana-7f3k")
         async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1.5s",
                                  ack_timeout="1h", edit=edit) as svc:
             inc = await raise_call(svc)
@@ -329,8 +322,8 @@ async def test_pushover_receipt_acknowledged_on_the_phone_acknowledges_the_incid
     receipt is polled; once Ana acknowledges on the phone, the incident is hers."""
     monkeypatch.setenv("PUSHOVER_TOKEN", "app-token")
     async with PushServer() as push:
-        edit = ana_on(f'[channels.push]\ntype = "pushover"\nurl = "{push.url}"\n'
-                      'token_env = "PUSHOVER_TOKEN"', "push", "uANA")
+        edit = ana_on("push", {"type": "pushover", "url": push.url,
+                               "token_env": "PUSHOVER_TOKEN"}, "uANA")
         async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
                                  repeat="45s", edit=edit) as svc:
             inc = await raise_call(svc)
@@ -354,8 +347,8 @@ async def test_pushover_retries_are_cancelled_when_acknowledged_elsewhere(
 ) -> None:
     monkeypatch.setenv("PUSHOVER_TOKEN", "app-token")
     async with PushServer() as push:
-        edit = ana_on(f'[channels.push]\ntype = "pushover"\nurl = "{push.url}"\n'
-                      'token_env = "PUSHOVER_TOKEN"', "push", "uANA")
+        edit = ana_on("push", {"type": "pushover", "url": push.url,
+                               "token_env": "PUSHOVER_TOKEN"}, "uANA")
         async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
                                  edit=edit) as svc:
             inc = await raise_call(svc)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -33,13 +31,14 @@ from alerts.channels.pushover import PushoverChannel
 from alerts.delivery import Delivery, DeliveryError
 from monitor.core.settings import ChannelConfig
 from monitor.logs import PRIVACY, Privacy, protect
-from tests.local_service import LocalService, Seen, local_service
-from tests.mosquitto import Mosquitto, Publish, free_port
-from tests.service import SITE, event, events_topic, eventually
+from tests.harness.broker import Mosquitto, Publish, free_port
+from tests.harness.process import ROOT, ServiceProcess
+from tests.harness.receivers import LocalService, Seen, local_service
+from tests.harness.service import event, events_topic, eventually
+from tests.harness.site import SITE, Site, booths, escalation, responder, webhook
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # what must never reach a log line or a metric, by what it is
 SECRETS = {
@@ -71,94 +70,29 @@ AUTH = {"Authorization": f"Bearer {SECRETS['the API bearer token']}"}
 
 
 def site_config(path: Path, *, mqtt_port: int, http_port: int, hook: str, push: str) -> Path:
-    path.write_text(f"""
-[site]
-id = "{SITE}"
-name = "Sala Mouraria"
-timezone = "Europe/Lisbon"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-client_id = "boothwatch-pii"
-
-[store]
-path = "{path.parent / 'boothwatch.db'}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-public_url = "http://127.0.0.1:{http_port}"
-
-[defaults]
-long_session = "20m"
-stillness = "1s"
-device_timeout = "15m"
-
-[[booths]]
-id = "b1"
-name = "Booth 1"
-
-[[booths]]
-id = "b2"
-name = "Booth 2"
-
-[[booths]]
-id = "b3"
-name = "Booth 3"
-
-[channels.pager]
-type = "webhook"
-url = "{hook}"
-secret_env = "BOOTHWATCH_WEBHOOK_SECRET"
-timeout = "2s"
-
-[channels.sms]
-type = "apprise"
-url_env = "BOOTHWATCH_SMS_URL"
-timeout = "2s"
-
-[channels.phone]
-type = "ntfy"
-url = "{push}"
-token_env = "BOOTHWATCH_NTFY_TOKEN"
-timeout = "2s"
-
-[channels.po]
-type = "pushover"
-url = "{push}"
-token_env = "BOOTHWATCH_PUSHOVER_TOKEN"
-timeout = "2s"
-
-[[responders]]
-id = "ana"
-name = "{SECRETS["ana's name"]}"
-roles = ["nurse"]
-channels = ["sms", "phone"]
-address = {{ sms = "{SECRETS["ana's phone number"]}", phone = "{SECRETS["ana's ntfy topic"]}" }}
-
-[[responders]]
-id = "rui"
-name = "{SECRETS["rui's name"]}"
-roles = ["coordinator"]
-channels = ["po", "pager"]
-address = {{ po = "{SECRETS["rui's Pushover user key"]}" }}
-
-[escalation.high]
-steps = [
-  {{ after = "0s", notify = ["role:nurse"] }},
-  {{ after = "1s", notify = ["role:nurse", "role:coordinator"] }},
-]
-repeat = "1h"
-ack_timeout = "1h"
-
-[escalation.medium]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-repeat = "1h"
-ack_timeout = "1h"
-
-[escalation.low]
-steps = [ {{ after = "0s", notify = ["role:coordinator"] }} ]
-""")
-    return path
+    """A site whose responders have real-looking names, addresses and channel secrets."""
+    site = Site(
+        mqtt_port=mqtt_port, client_id="boothwatch-pii", store=path.parent / "boothwatch.db",
+        http_port=http_port, booths=booths(3),
+        defaults={"long_session": "20m", "stillness": "1s", "device_timeout": "15m"},
+        channels={
+            "pager": webhook(hook, secret=None, secret_env="BOOTHWATCH_WEBHOOK_SECRET"),
+            "sms": {"type": "apprise", "url_env": "BOOTHWATCH_SMS_URL", "timeout": "2s"},
+            "phone": {"type": "ntfy", "url": push, "token_env": "BOOTHWATCH_NTFY_TOKEN",
+                      "timeout": "2s"},
+            "po": {"type": "pushover", "url": push, "token_env": "BOOTHWATCH_PUSHOVER_TOKEN",
+                   "timeout": "2s"},
+        },
+        responders=[
+            responder("ana", ["nurse"], ["sms", "phone"], name=SECRETS["ana's name"],
+                      address={"sms": SECRETS["ana's phone number"],
+                               "phone": SECRETS["ana's ntfy topic"]}),
+            responder("rui", ["coordinator"], ["po", "pager"], name=SECRETS["rui's name"],
+                      address={"po": SECRETS["rui's Pushover user key"]}),
+        ],
+        escalation=escalation(step2="1s", repeat="1h", ack_timeout="1h"),
+    )
+    return site.write(path)
 
 
 class Services:
@@ -192,49 +126,6 @@ class Services:
             return web.json_response({"status": 1, "acknowledged": 0, "last_delivered_at": 0,
                                       "expired": 0, "request": "x"})
         return web.json_response({"status": 1})  # the page webhook, and anything else
-
-
-class Process:
-    """`boothwatch run` with its stdout and stderr in files."""
-
-    def __init__(self, config: Path, port: int, env: dict[str, str], out: Path) -> None:
-        self.config, self.port, self.env, self.out = config, port, env, out
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        with (self.out / f"stdout.{self.runs}").open("wb") as stdout, \
-                (self.out / f"stderr.{self.runs}").open("wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config)],
-                stdout=stdout, stderr=stderr, cwd=ROOT, env=self.env)
-
-    async def ready(self) -> None:
-        async def check() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited: {self.read_all()[-3000:]}")
-            try:
-                async with aiohttp.ClientSession() as http, http.get(
-                        f"http://127.0.0.1:{self.port}/readyz") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await eventually(check, 15, every=0.05)
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(15) == 0
-
-    def outputs(self) -> dict[str, str]:
-        return {path.name: path.read_text(errors="replace")
-                for path in sorted(self.out.glob("std*"))}
-
-    def read_all(self) -> str:
-        return "\n".join(self.outputs().values())
 
 
 @pytest.fixture
@@ -273,11 +164,8 @@ async def test_no_personal_data_or_secret_in_logs_or_metrics(
     sms_url = f"json://smsuser:{password}@127.0.0.1:{push.port}/sms/{{address}}"
     config = site_config(tmp_path / "boothwatch.toml", mqtt_port=mosquitto.port,
                          http_port=port, hook=f"{push.url}/hook", push=push.url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")}
-    env.update(ENV, BOOTHWATCH_SMS_URL=sms_url)
-    out = tmp_path / "out"
-    out.mkdir()
-    svc = Process(config, port, env, out)
+    svc = ServiceProcess(config, port, tmp_path / "stderr", stdout=tmp_path / "stdout",
+                         env={**ENV, "BOOTHWATCH_SMS_URL": sms_url})
     base = f"http://127.0.0.1:{port}"
     links: set[str] = set()
 
@@ -359,7 +247,7 @@ async def test_no_personal_data_or_secret_in_logs_or_metrics(
 
             collect_links()
             assert links, "no ack link seen"
-            svc.stop()
+            assert await svc.stop() == 0
             svc.start()  # a restart: the links survive as used, the logs say what restarted
             await svc.ready()
             async with http.post(action) as resp:
@@ -367,22 +255,23 @@ async def test_no_personal_data_or_secret_in_logs_or_metrics(
             async with http.get(f"{base}/metrics") as resp:
                 metrics = await resp.text()
     finally:
-        if svc.proc is not None and svc.proc.poll() is None:
-            svc.stop()
+        if svc.running:
+            assert await svc.stop() == 0
 
     # not subprocess.run: the stand-ins it pages run on this event loop
     tester = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor.cli", "--log-format", "json", "test-page", "--config",
         str(config), "--responder", "ana", stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
+        stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=svc.env)
     async with asyncio.timeout(60):
         stdout, stderr = await tester.communicate()
     assert tester.returncode == 1, (stdout, stderr)  # ana's SMS gateway is down
     test_page = {"stdout": stdout.decode(errors="replace"),
                  "stderr": stderr.decode(errors="replace")}
     collect_links()
-    texts = {**svc.outputs(), "/metrics": metrics, "test-page stderr": test_page["stderr"]}
-    assert '"event": "page"' in texts["stderr.1"]  # the logs were captured
+    texts = {name: (tmp_path / name).read_text(errors="replace") for name in ("stdout", "stderr")}
+    texts |= {"/metrics": metrics, "test-page stderr": test_page["stderr"]}
+    assert '"event": "page"' in texts["stderr"]  # the logs were captured
     leaks = {what: where(secret, texts) for what, secret in SECRETS.items()}
     # a start is enough: a service's echo may be cut short (channel reasons are)
     leaks |= {f"ack token {token[:24]}...": where(token[:24], texts) for token in links}

@@ -3,86 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.mosquitto import Mosquitto, Publish, free_port
-from tests.service import SITE, Webhook, event, events_topic, eventually, write_config
+from tests.harness.broker import Mosquitto, Publish, free_port, retained
+from tests.harness.process import ROOT, ServiceProcess
+from tests.harness.receivers import Webhook
+from tests.harness.service import event, events_topic, eventually
+from tests.harness.site import SITE, Site, service_site
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
 INTERFACE = ROOT.parent / "shared" / "interface.md"
 
 
-class ServiceProcess:
-    """`python -m monitor.cli run --config FILE` as a child process."""
-
-    def __init__(self, config: Path, http_port: int, log: Path) -> None:
-        self.config, self.http_port, self.log = config, http_port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config)],
-                stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
-                env={k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")},
-            )
-
-    async def ready(self, timeout: float = 15) -> None:
-        async def check() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited: {self.log.read_text()[-2000:]}")
-            try:
-                async with aiohttp.ClientSession() as http, http.get(
-                    f"http://127.0.0.1:{self.http_port}/readyz") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await eventually(check, timeout, every=0.05)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(5)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise
-        return self.proc.returncode
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[Webhook]:
-    async with Webhook() as webhook:
-        yield webhook
-
-
-def _service(tmp_path: Path, broker: Mosquitto, hook: Webhook, **config: str) -> ServiceProcess:
-    http_port = free_port()
-    path = write_config(tmp_path / "boothwatch.toml", mqtt_port=broker.port, http_port=http_port,
-                        webhook_url=hook.url, db=tmp_path / "boothwatch.db", **config)
-    return ServiceProcess(path, http_port, tmp_path / "service.log")
+def _service(tmp_path: Path, broker: Mosquitto, hook: Webhook, step2: str = "1s",
+             repeat: str = "1s", stillness: str = "3m") -> ServiceProcess:
+    return ServiceProcess.of(service_site(
+        mqtt_port=broker.port, http_port=free_port(), webhook_url=hook.url,
+        store=tmp_path / "boothwatch.db", step2=step2, repeat=repeat, stillness=stillness),
+        tmp_path)
 
 
 def _epoch(iso: str) -> float:
@@ -119,7 +66,7 @@ async def test_kill9_mid_escalation_keeps_the_original_schedule(
         assert abs(arrived - due) < 0.7, arrived - due
         assert len([p for p in pages if p["level"] == 1]) == 1  # nobody paged twice
     finally:
-        assert svc.stop() == 0
+        assert await svc.stop() == 0
 
 
 async def test_kill9_mid_stillness_and_an_event_sent_while_down(
@@ -156,20 +103,18 @@ async def test_kill9_mid_stillness_and_an_event_sent_while_down(
         assert all(t - restarted < 5 for t in hook.received_at)
         assert len(pages) == 2
     finally:
-        assert svc.stop() == 0
+        assert await svc.stop() == 0
 
 
 async def test_sigterm_exits_zero_and_marks_offline(
     tmp_path: Path, mosquitto: Mosquitto, hook: Webhook
 ) -> None:
     """SIGTERM stops the service cleanly: exit 0, retained status 'offline'."""
-    from tests.test_service import retained
-
     svc = _service(tmp_path, mosquitto, hook)
     svc.start()
     await svc.ready()
     assert retained(mosquitto, f"boothwatch/{SITE}/status") == {"raw": b"online"}
-    assert svc.stop() == 0
+    assert await svc.stop() == 0
     assert retained(mosquitto, f"boothwatch/{SITE}/status") == {"raw": b"offline"}
 
 
@@ -177,8 +122,6 @@ async def test_kill9_leaves_the_last_will(
     tmp_path: Path, mosquitto: Mosquitto, hook: Webhook
 ) -> None:
     """A crash is announced by the broker: the Last Will sets status to 'offline'."""
-    from tests.test_service import retained
-
     svc = _service(tmp_path, mosquitto, hook)
     svc.start()
     await svc.ready()
@@ -207,10 +150,10 @@ def test_check_config_accepts_the_interface_example(tmp_path: Path) -> None:
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:
     """A wrong config exits 2 naming each mistake by its key path."""
-    path = write_config(tmp_path / "bad.toml", mqtt_port=1883, http_port=8080,
-                        webhook_url="http://127.0.0.1:9/x", db=tmp_path / "x.db",
-                        stillness="soon", long_session="-5m")
-    path.write_text(path.read_text().replace('roles = ["coordinator"]', 'roles = "boss"'))
+    site = Site(store=tmp_path / "x.db")
+    site.defaults.update(stillness="soon", long_session="-5m")
+    site.responder("rui")["roles"] = "boss"
+    path = site.write(tmp_path / "bad.toml")
     result = _cli("check-config", str(path))
     assert result.returncode == 2
     for key in ("defaults.stillness", "defaults.long_session", "responders[1].roles"):

@@ -16,10 +16,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.mosquitto import Mosquitto, Publish
-from tests.prometheus import DEPLOY, Prometheus, PrometheusBin, find_prometheus, rules_for_test
-from tests.service import SITE, Webhook, event, events_topic, eventually
-from tests.test_devices_service import service
+from tests.harness.broker import Mosquitto, Publish
+from tests.harness.prometheus import (
+    DEPLOY,
+    Prometheus,
+    PrometheusBin,
+    find_prometheus,
+    rules_for_test,
+)
+from tests.harness.service import event, events_topic, eventually, start_service
+from tests.harness.site import SITE, Site, device
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +49,9 @@ RULE_CHANGES = {
         f"boothwatch_oldest_open_incident_age_seconds > {HIGH_AFTER}",
 }
 
-# b2's motion radar, so the booth can lose its sensor while someone is inside
-RADAR = """
-[[devices]]
-id = "b2-radar"
-source = "zigbee2mqtt"
-topic = "zigbee2mqtt/b2-radar"
-booth = "b2"
-role = "motion"
-"""
+def with_radar(site: Site) -> None:
+    """b2's motion radar, so the booth can lose its sensor while someone is inside."""
+    site.devices = [device("b2-radar", "zigbee2mqtt", "zigbee2mqtt/b2-radar", "b2", "motion")]
 
 
 @pytest.fixture
@@ -139,13 +139,13 @@ async def test_alerts_fire_and_every_panel_has_data(
     service stopped: each alert fires; and every dashboard query and variable has data."""
     rules = rules_for_test(RULES, tmp_path / "rules.yml", RULE_CHANGES)
     async with (
-        Webhook() as hook,
         aiohttp.ClientSession() as http,
         contextlib.AsyncExitStack() as running,
     ):
-        runtime = await running.enter_async_context(service(
-            tmp_path, mosquitto, hook, devices=RADAR, long_session="5s", step2="1s",
+        svc = await running.enter_async_context(start_service(
+            tmp_path, mosquitto, mqtt_publish, edit=with_radar, long_session="5s", step2="1s",
             repeat="3s"))
+        runtime, hook = svc.runtime, svc.hook
         http_cfg = runtime.config.http
         async with Prometheus(tmp_path / "prometheus", prometheus_bin.prometheus,
                               f"{http_cfg.host}:{http_cfg.port}", [rules]) as prom:

@@ -29,8 +29,8 @@ from alerts.text import notification_text
 from monitor.config import ConfigError, parse_config
 from monitor.core.settings import ChannelConfig, Policy, Step
 from monitor.summary import summary
-from tests.local_service import LocalService, Seen, local_service
-from tests.test_config import INTERFACE_TOML
+from tests.harness.receivers import LocalService, Seen, local_service
+from tests.harness.site import example_site
 
 ACK = "http://127.0.0.1:8080/ack/tok.en"
 PAGE: dict[str, Any] = {
@@ -137,6 +137,7 @@ def test_ntfy_priority_tags_and_actions(
     kind: DeliveryKind, payload: dict[str, Any], priority: int, tags: list[str], actions: bool,
 ) -> None:
     """Pages map the incident priority; notices and tests are 3 with no action or click."""
+    # no session: nothing here reaches the network
     channel = NtfyChannel(ChannelConfig("ch", "ntfy", url="http://127.0.0.1:1"), None)  # type: ignore[arg-type]
     message = channel.message(delivery(kind=kind, **payload), "ana-x7")
     assert (message["priority"], message["tags"]) == (priority, tags)
@@ -449,13 +450,13 @@ async def test_receipt_poll_timeout_is_retried(session: aiohttp.ClientSession) -
 def test_page_in_flight_during_cancel_is_cancelled() -> None:
     """A receipt from a send that began before cancel() is cancelled; a later one is watched."""
     now = [100.0]
-    watcher = ReceiptWatcher(
+    watcher = ReceiptWatcher(  # no session: nothing here polls
         None, {"po": ChannelConfig("po", "pushover", url="http://x", token="t")},  # type: ignore[arg-type]
         lambda *a: None, clock=lambda: now[0],
     )
     watcher.cancel("inc-1")
     watcher.watch(RECEIPT_A, "inc-1", "ana", "po", sent_at=99.0)
-    assert (watcher.watching, watcher.cancelling) == (frozenset(), {RECEIPT_A})
+    assert (watcher.watching, watcher.cancelling) == (frozenset(), frozenset({RECEIPT_A}))
     now[0] = 130.0  # the incident re-opened and paged again
     watcher.watch(RECEIPT_B, "inc-1", "ana", "po", sent_at=120.0)
     watcher.watch(RECEIPT_B, "inc-1", "ana", "po", sent_at=120.0)  # twice: no change
@@ -466,6 +467,7 @@ def test_page_in_flight_during_cancel_is_cancelled() -> None:
 
 def test_watcher_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="interval"):
+        # no session: it refuses before it could poll
         ReceiptWatcher(None, {}, lambda *a: None, interval=0)  # type: ignore[arg-type]
 
 
@@ -601,15 +603,18 @@ ENV = {
 }
 
 
-def push_data(
-    channels: str = PUSH_CHANNELS, ana: str = 'channels = ["pager", "phone", "po", "sms"]\n'
-    'address = { phone = "ana-x7", po = "' + USER_KEY + '", sms = "+351911111111" }',
-) -> dict[str, Any]:
-    text = INTERFACE_TOML.replace("[[responders]]", channels + "\n[[responders]]", 1)
-    text = text.replace('channels = ["pager"]', ana, 1)
-    if "[channels.team]" in channels:
-        text = text.replace('channels = ["pager", "screen"]', 'channels = ["team", "screen"]')
-    return tomllib.loads(text)
+def push_data(channels: str = PUSH_CHANNELS, ana: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """The interface's site with ``channels`` added; Ana on them with her addresses unless
+    told otherwise, Rui on "team" if there is one."""
+    site = example_site()
+    site.channels.update(tomllib.loads(channels)["channels"])
+    site.responder("ana").update(ana if ana is not None else {
+        "channels": ["pager", "phone", "po", "sms"],
+        "address": {"phone": "ana-x7", "po": USER_KEY, "sms": "+351911111111"}})
+    site.responder("rui")["channels"] = ["team" if "team" in site.channels else "pager",
+                                         "screen"]
+    return site.document()
 
 
 def problems(data: dict[str, Any], env: dict[str, str]) -> list[str]:
@@ -681,7 +686,7 @@ type = "apprise"
 type = "apprise"
 url = "tgram://"
 """
-    found = problems(push_data(channels, 'channels = ["pager"]'), ENV)
+    found = problems(push_data(channels, {"channels": ["pager"]}), ENV)
     assert [p.split(": ")[0] for p in found] == [
         "channels.phone.token",
         "channels.phone.url",
@@ -708,7 +713,7 @@ url = "tgram://"
 
 def test_responder_address_required_where_the_channel_needs_one() -> None:
     """Pushover, ntfy without a topic template and an {address} Apprise URL need an address."""
-    found = problems(push_data(ana='channels = ["pager", "phone", "po", "sms"]'), ENV)
+    found = problems(push_data(ana={"channels": ["pager", "phone", "po", "sms"]}), ENV)
     assert [p.split(": ")[0] for p in found] == [
         "responders[0].address.phone",
         "responders[0].address.po",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import itertools
 import json
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from monitor.core.events import (
     Acknowledge,
     Attend,
     Button,
-    Command,
+    Event,
     IncidentChanged,
     Motion,
     MotionState,
@@ -48,7 +47,6 @@ from monitor.core.events import (
     Resolve,
     SendPage,
 )
-from monitor.core.site import SiteCore
 from monitor.report import (
     DEFAULT_SHIFTS,
     build_report,
@@ -62,7 +60,7 @@ from monitor.report import (
     render_table,
 )
 from monitor.store import PageRow, Store
-from tests.factories import make_config
+from tests.harness.core import CoreDriver, make_config
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 11, 24, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
@@ -75,33 +73,28 @@ class Site:
     """The real site core on a hand-stepped clock, keeping what the runtime would store."""
 
     def __init__(self) -> None:
-        counter = itertools.count(1)
-        self.core = SiteCore(make_config(booths=3), lambda: f"inc{next(counter)}")
-        self.now = T0
-        self.changes: list[IncidentChanged] = []
-        self.pages: list[tuple[float, SendPage]] = []
+        self.driver = CoreDriver(make_config(booths=3), now=T0)
 
-    def _keep(self, commands: list[Command]) -> list[Command]:
-        for cmd in commands:
-            if isinstance(cmd, IncidentChanged):
-                self.changes.append(cmd)
-            elif isinstance(cmd, SendPage):
-                self.pages.append((self.now, cmd))
-        return commands
+    @property
+    def now(self) -> float:
+        return self.driver.now
+
+    @property
+    def changes(self) -> list[IncidentChanged]:
+        return [c for _, c in self.driver.history if isinstance(c, IncidentChanged)]
+
+    @property
+    def pages(self) -> list[tuple[float, SendPage]]:
+        return [(at, c) for at, c in self.driver.history if isinstance(c, SendPage)]
 
     def at(self, when: float) -> None:
         """Move the clock to `when`, firing every deadline on the way."""
-        assert when >= self.now
-        while (due := self.core.next_deadline()) is not None and due <= when:
-            self.now = due
-            self._keep(self.core.on_timer(due))
-        self.now = when
+        self.driver.at(when)
 
-    def send(self, when: float, event: Any) -> str | None:
+    def send(self, when: float, event: Event) -> str | None:
         """Send an event at `when`; the id of the incident it changed, if any."""
-        self.at(when)
-        out = self._keep(self.core.handle(event, self.now))
-        changed = [c.view.id for c in out if isinstance(c, IncidentChanged)]
+        self.driver.at(when)
+        changed = [c.view.id for c in self.driver.send(event) if isinstance(c, IncidentChanged)]
         return changed[-1] if changed else None
 
     def new_incident(self) -> str:

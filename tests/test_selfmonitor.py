@@ -10,9 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,11 +28,11 @@ from monitor.core.selfwatch import (
 )
 from monitor.core.settings import ChannelConfig, ResponderConfig
 from monitor.sdnotify import Notifier
-from tests.mosquitto import Mosquitto, free_port
-from tests.service import Webhook, write_config
-from tests.test_config import INTERFACE_TOML
+from tests.harness.broker import Mosquitto, free_port
+from tests.harness.process import ROOT, ServiceProcess
+from tests.harness.receivers import Webhook
+from tests.harness.site import example_site, service_site
 
-ROOT = Path(__file__).resolve().parent.parent
 ANA = Recipient("ana", ("pager",))
 RUI = Recipient("rui", ("sms", "pager"))
 
@@ -229,7 +227,7 @@ async def test_channels_send_monitoring_down_loudly_and_restored_quietly() -> No
 
 
 def _mqtt_problems(**mqtt: object) -> list[str]:
-    data = tomllib.loads(INTERFACE_TOML)
+    data = example_site().document()
     data["mqtt"].update(mqtt)
     with pytest.raises(ConfigError) as info:
         parse_config(data, {})
@@ -238,7 +236,7 @@ def _mqtt_problems(**mqtt: object) -> list[str]:
 
 def test_outage_page_after_default_and_value() -> None:
     """Default 60 s; a duration string is read like every other duration."""
-    data = tomllib.loads(INTERFACE_TOML)
+    data = example_site().document()
     assert parse_config(data, {}).mqtt.outage_page_after == 60.0
     data["mqtt"]["outage_page_after"] = "2m"
     assert parse_config(data, {}).mqtt.outage_page_after == 120.0
@@ -327,13 +325,6 @@ class Received:
         return [m["STATUS"] for _, m in self.messages if "STATUS" in m]
 
 
-def _spawn(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, env=env)
-
-
 @pytest.mark.integration
 async def test_run_speaks_sd_notify_ready_watchdog_stopping(
     tmp_path: Path, mosquitto: Mosquitto, notify_socket: socket.socket
@@ -342,13 +333,14 @@ async def test_run_speaks_sd_notify_ready_watchdog_stopping(
     STATUS lines that say what is going on, STOPPING on SIGTERM, exit 0."""
     http_port = free_port()
     async with Webhook() as hook:
-        config = write_config(tmp_path / "boothwatch.toml", mqtt_port=mosquitto.port,
-                              http_port=http_port, webhook_url=hook.url,
-                              db=tmp_path / "boothwatch.db")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")}
-        env.update(NOTIFY_SOCKET=notify_socket.getsockname(), WATCHDOG_USEC="1000000")
+        site = service_site(mqtt_port=mosquitto.port, http_port=http_port, webhook_url=hook.url,
+                            store=tmp_path / "boothwatch.db")
+        svc = ServiceProcess.of(site, tmp_path, env={
+            "NOTIFY_SOCKET": notify_socket.getsockname(), "WATCHDOG_USEC": "1000000"})
         started = time.monotonic()
-        proc = _spawn(config, env, tmp_path / "service.log")
+        svc.start()
+        assert svc.proc is not None
+        proc = svc.proc
         got = Received(notify_socket)
         try:
             (ready_at,) = await got.until("READY")
@@ -378,8 +370,8 @@ async def test_run_speaks_sd_notify_ready_watchdog_stopping(
         stopping = next(m for _, m in got.messages if "STOPPING" in m)
         assert stopping["STOPPING"] == "1" and "stopping" in stopping["STATUS"]
         keys = [m for _, m in got.messages]
-        ready = next(i for i, m in enumerate(keys) if "READY" in m)
-        assert ready < next(i for i, m in enumerate(keys) if "STOPPING" in m)
+        first_ready = next(i for i, m in enumerate(keys) if "READY" in m)
+        assert first_ready < next(i for i, m in enumerate(keys) if "STOPPING" in m)
 
 
 # --- the unit file ----------------------------------------------------------------------------

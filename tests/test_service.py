@@ -2,83 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import threading
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from monitor.config import load_config
-from monitor.runtime import Runtime
-from tests.mosquitto import Mosquitto, Publish, free_port
-from tests.service import SITE, Webhook, event, events_topic, eventually, write_config
+from tests.harness.broker import Mosquitto, Publish, retained
+from tests.harness.service import (
+    HandClock,
+    Service,
+    event,
+    events_topic,
+    eventually,
+    start_service,
+)
+from tests.harness.site import SITE
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Service:
-    runtime: Runtime
-    hook: Webhook
-    http: aiohttp.ClientSession
-    base: str
-    publish: Publish
-    broker: Mosquitto
-
-    async def incidents(self, state: str = "all") -> list[dict[str, Any]]:
-        async with self.http.get(f"{self.base}/api/incidents?state={state}") as resp:
-            assert resp.status == 200
-            result: list[dict[str, Any]] = await resp.json()
-            return result
-
-    async def post(self, path: str, body: dict[str, Any], **kw: Any) -> tuple[int, Any]:
-        async with self.http.post(f"{self.base}{path}", json=body, **kw) as resp:
-            return resp.status, await resp.json()
-
-    async def metric(self, line_start: str) -> float:
-        async with self.http.get(f"{self.base}/metrics") as resp:
-            text = await resp.text()
-        for line in text.splitlines():
-            if line.startswith(line_start):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-
-@contextlib.asynccontextmanager
-async def start_service(
-    tmp_path: Path, broker: Mosquitto, publish: Publish, env: dict[str, str] | None = None,
-    edit: Callable[[str], str] | None = None, clock: Callable[[], float] | None = None,
-    **config: str,
-) -> AsyncIterator[Service]:
-    """The service on the test config; `edit` may rewrite the TOML text first."""
-    http_port = free_port()
-    async with Webhook() as hook:
-        path = write_config(tmp_path / "boothwatch.toml", mqtt_port=broker.port,
-                            http_port=http_port, webhook_url=hook.url,
-                            db=tmp_path / "boothwatch.db", **config)
-        if edit is not None:
-            path.write_text(edit(path.read_text()))
-        runtime = Runtime(load_config(path), env=env or {},
-                          retry_delays=(0.05, 0.05), clock=clock)
-        task = asyncio.create_task(runtime.run())
-        try:
-            await asyncio.wait_for(runtime.started.wait(), 10)
-            await eventually(lambda: runtime.mqtt.ready, 10)
-            async with aiohttp.ClientSession() as http:
-                yield Service(runtime, hook, http, f"http://127.0.0.1:{http_port}", publish,
-                              broker)
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
 
 
 @pytest.fixture
@@ -89,95 +31,85 @@ async def service(
         yield svc
 
 
-def retained(broker: Mosquitto, topic: str) -> dict[str, Any]:
-    """Read a retained message with a fresh subscriber."""
-    got: list[bytes] = []
-    done = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+async def test_call_lifecycle_end_to_end(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    """Call -> page -> level 2 on time -> ack link -> ack timeout re-open -> presence -> clear.
+    Time is stepped by hand."""
+    async with start_service(tmp_path, mosquitto, mqtt_publish, clock=HandClock()) as svc:
+        svc.publish(events_topic("b1"), event("button", press="call", id="e1"))
+        pages = await svc.hook.wait(1)
+        first = pages[0]
+        assert (first["responder"], first["level"], first["priority"]) == ("ana", 1, "high")
+        assert first["site"] == SITE and first["booth"] == "b1"
+        assert first["booth_name"] == "Booth 1"
+        assert first["triggers"] == ["call"] and first["message"] == "Booth 1: call button pressed"
+        assert first["raised_at"].endswith("Z")
+        assert first["ack_url"].startswith(svc.base + "/ack/")
+        assert svc.hook.bad_signatures == 0
+        incident_id = first["incident"]
 
-    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        got.append(msg.payload)
-        done.set()
+        # level 2 (nurse and coordinator) 1 s after the call: not before
+        svc.advance(0.9)
+        assert [i["level"] for i in await svc.incidents("open")] == [1]
+        svc.advance(0.1)
+        await svc.hook.wait(3, timeout=3)
+        assert svc.hook.since(1) == [("ana", 2), ("rui", 2)]
 
-    client.on_message = on_message
-    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        assert done.wait(5), f"nothing retained on {topic}"
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    result: dict[str, Any] = json.loads(got[0]) if got[0][:1] == b"{" else {"raw": got[0]}
-    return result
+        # GET shows the page and changes nothing
+        async with svc.http.get(first["ack_url"]) as resp:
+            assert resp.status == 200
+            assert "Booth 1" in await resp.text()
+        assert (await svc.incidents("open"))[0]["state"] == "open"
 
+        async with svc.http.post(first["ack_url"]) as resp:
+            assert resp.status == 200
+        inc = (await svc.incidents())[0]
+        assert (inc["state"], inc["acknowledged_by"]) == ("acknowledged", "ana")
+        count = len(svc.hook.pages)
 
-async def test_call_lifecycle_end_to_end(service: Service, mosquitto: Mosquitto) -> None:
-    """Call -> page -> level 2 on time -> ack link -> ack timeout re-open -> presence -> clear."""
-    svc = service
-    svc.publish(events_topic("b1"), event("button", press="call", id="e1"))
-    pages = await svc.hook.wait(1)
-    first = pages[0]
-    assert (first["responder"], first["level"], first["priority"]) == ("ana", 1, "high")
-    assert first["site"] == SITE and first["booth"] == "b1" and first["booth_name"] == "Booth 1"
-    assert first["triggers"] == ["call"] and first["message"] == "Booth 1: call button pressed"
-    assert first["raised_at"].endswith("Z") and first["ack_url"].startswith(svc.base + "/ack/")
-    assert svc.hook.bad_signatures == 0
-    incident_id = first["incident"]
+        # nobody at the booth by ack_timeout (1.5 s): re-opened, next step at once
+        svc.advance(1.4)
+        assert (await svc.incidents())[0]["state"] == "acknowledged"
+        svc.advance(0.1)
+        inc = (await svc.incidents())[0]
+        assert (inc["state"], inc["reopened"]) == ("open", 1)
+        await svc.hook.wait(count + 2, timeout=3)
 
-    await svc.hook.wait(3, timeout=3)  # level 2: nurse and coordinator at +1 s
-    assert svc.hook.since(1) == [("ana", 2), ("rui", 2)]
-    gap = svc.hook.received_at[1] - svc.hook.received_at[0]
-    assert 0.8 < gap < 1.6, gap
+        status, body = await svc.post(f"/api/incidents/{incident_id}/presence",
+                                      {"responder": "rui"})
+        assert status == 200 and body["state"] == "attended" and body["presence_by"] == "rui"
+        svc.publish(events_topic("b1"), event("button", press="clear"))
+        inc = await eventually(
+            lambda: _first_with(svc.incidents(), lambda i: i["state"] == "resolved"))
+        await svc.runtime.store.flush()
+        stored, settled = len(await svc.runtime.store.pages(incident_id)), len(svc.hook.pages)
+        svc.advance(1.2)  # a repeat step (every 1 s) would have fired by now
+        await svc.runtime.store.flush()  # a page is stored as queued when it is fired
+        assert len(await svc.runtime.store.pages(incident_id)) == stored
+        assert len(svc.hook.pages) == settled
 
-    # GET shows the page and changes nothing
-    async with svc.http.get(first["ack_url"]) as resp:
-        assert resp.status == 200
-        assert "Booth 1" in await resp.text()
-    assert (await svc.incidents("open"))[0]["state"] == "open"
+        for stamp in ("raised_at", "acknowledged_at", "presence_at", "resolved_at"):
+            assert inc[stamp] is not None, stamp
+        assert inc["resolved_by"] == "booth" and inc["acknowledged_by"] == "ana"
+        response = inc["response"]
+        assert 0 <= response["to_acknowledge"] <= response["to_presence"]
+        assert response["to_presence"] <= response["to_resolve"]
+        kinds = [e["kind"] for e in inc["timeline"]]
+        for kind in ("trigger", "page", "ack", "presence", "escalated", "state"):
+            assert kind in kinds, kind
 
-    async with svc.http.post(first["ack_url"]) as resp:
-        assert resp.status == 200
-    inc = (await svc.incidents())[0]
-    assert (inc["state"], inc["acknowledged_by"]) == ("acknowledged", "ana")
-    count = len(svc.hook.pages)
+        assert await svc.metric('boothwatch_time_to_acknowledge_seconds_count{') == 1
+        assert await svc.metric('boothwatch_time_to_resolve_seconds_count{') == 1
+        assert await svc.metric('boothwatch_pages_total{channel="pager",result="sent"}') >= 5
+        state = retained(mosquitto, f"boothwatch/{SITE}/booths/b1/state")
+        assert state["incident"] is None and state["booth"] == "b1"
+        assert retained(mosquitto, f"boothwatch/{SITE}/status") == {"raw": b"online"}
 
-    # nobody at the booth by ack_timeout (1.5 s): re-opened, next step at once
-    inc = await eventually(
-        lambda: _first_with(svc.incidents(), lambda i: i["reopened"] == 1), timeout=4
-    )
-    assert inc["state"] == "open"
-    await svc.hook.wait(count + 2, timeout=3)
-
-    status, body = await svc.post(f"/api/incidents/{incident_id}/presence", {"responder": "rui"})
-    assert status == 200 and body["state"] == "attended" and body["presence_by"] == "rui"
-    settled = len(svc.hook.pages)
-    svc.publish(events_topic("b1"), event("button", press="clear"))
-    inc = await eventually(
-        lambda: _first_with(svc.incidents(), lambda i: i["state"] == "resolved"))
-    await asyncio.sleep(1.2)  # a repeat step would have fired by now
-    assert len(svc.hook.pages) == settled
-
-    for stamp in ("raised_at", "acknowledged_at", "presence_at", "resolved_at"):
-        assert inc[stamp] is not None, stamp
-    assert inc["resolved_by"] == "booth" and inc["acknowledged_by"] == "ana"
-    response = inc["response"]
-    assert 0 <= response["to_acknowledge"] <= response["to_presence"] <= response["to_resolve"]
-    kinds = [e["kind"] for e in inc["timeline"]]
-    for kind in ("trigger", "page", "ack", "presence", "escalated", "state"):
-        assert kind in kinds, kind
-
-    assert await svc.metric('boothwatch_time_to_acknowledge_seconds_count{') == 1
-    assert await svc.metric('boothwatch_time_to_resolve_seconds_count{') == 1
-    assert await svc.metric('boothwatch_pages_total{channel="pager",result="sent"}') >= 5
-    state = retained(mosquitto, f"boothwatch/{SITE}/booths/b1/state")
-    assert state["incident"] is None and state["booth"] == "b1"
-    assert retained(mosquitto, f"boothwatch/{SITE}/status") == {"raw": b"online"}
-
-    status, body = await svc.post(f"/api/incidents/{incident_id}/ack", {"responder": "ana"})
-    assert status == 409
-    status, body = await svc.post("/api/incidents/nope/ack", {"responder": "ana"})
-    assert status == 404
+        status, body = await svc.post(f"/api/incidents/{incident_id}/ack", {"responder": "ana"})
+        assert status == 409
+        status, body = await svc.post("/api/incidents/nope/ack", {"responder": "ana"})
+        assert status == 404
 
 
 async def _first_with(incidents: Any, predicate: Any) -> dict[str, Any] | None:
@@ -191,20 +123,17 @@ async def _first_with(incidents: Any, predicate: Any) -> dict[str, Any] | None:
 async def test_garbage_is_counted_and_a_call_right_after_is_paged(service: Service) -> None:
     """Not JSON, wrong types, unknown booth, oversized, bad UTF-8: counted; the next call pages."""
     svc = service
-    garbage = {
-        "not_json": b"{nope",
-        "bad_field": event("occupancy", occupied="yes"),
-        "unknown_booth": None,
-        "too_large": b'{"kind":"heartbeat","pad":"' + b"x" * 17_000 + b'"}',
-        "bad_utf8": b"\xff\xfe\xfd",
-        "not_object": b"[1,2,3]",
-        "unknown_kind": event("dance"),
+    garbage = {  # reason: (booth, payload)
+        "not_json": ("b2", b"{nope"),
+        "bad_field": ("b2", event("occupancy", occupied="yes")),
+        "unknown_booth": ("b99", event("button", press="call")),
+        "too_large": ("b2", b'{"kind":"heartbeat","pad":"' + b"x" * 17_000 + b'"}'),
+        "bad_utf8": ("b2", b"\xff\xfe\xfd"),
+        "not_object": ("b2", b"[1,2,3]"),
+        "unknown_kind": ("b2", event("dance")),
     }
-    for reason, payload in garbage.items():
-        if reason == "unknown_booth":
-            svc.publish(events_topic("b99"), event("button", press="call"))
-        else:
-            svc.publish(events_topic("b2"), payload)  # type: ignore[arg-type]
+    for booth, payload in garbage.values():
+        svc.publish(events_topic(booth), payload)
     svc.publish(events_topic("b1"), event("button", press="call"))
     pages = await svc.hook.wait(1, timeout=2)
     assert pages[0]["booth"] == "b1"
@@ -229,13 +158,21 @@ async def test_duplicate_event_id_counts_once(service: Service) -> None:
 async def test_unresponsive_and_long_session_with_short_thresholds(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
 ) -> None:
-    """A still person pages high after `stillness`; an over-long session pages medium."""
-    async with start_service(tmp_path, mosquitto, mqtt_publish,
+    """A still person pages high after `stillness`; an over-long session pages medium.
+    Time is stepped by hand."""
+    async with start_service(tmp_path, mosquitto, mqtt_publish, clock=HandClock(),
                              stillness="1s", long_session="1.5s", step2="1h") as svc:
         svc.publish(events_topic("b1"), event("occupancy", occupied=True))
         svc.publish(events_topic("b1"), event("motion", state="still"))
         svc.publish(events_topic("b2"), event("occupancy", occupied=True))
         svc.publish(events_topic("b2"), event("motion", state="moving"))
+        await eventually(lambda: _booth(svc, "b1")["still_since"] is not None
+                         and _booth(svc, "b2")["motion"] == "moving")
+        svc.advance(0.9)
+        assert await svc.incidents() == []
+        svc.advance(0.1)  # stillness
+        assert [i["triggers"] for i in await svc.incidents()] == [["unresponsive"]]
+        svc.advance(0.5)  # the session's length
         pages = await svc.hook.wait(2, timeout=4)
         by_booth = {p["booth"]: p for p in pages}
         assert by_booth["b1"]["triggers"] == ["unresponsive"]
@@ -246,9 +183,12 @@ async def test_unresponsive_and_long_session_with_short_thresholds(
         inc = await eventually(lambda: _first_with(
             svc.incidents(), lambda i: i["booth"] == "b2" and i["state"] == "resolved"))
         assert inc["outcome"] == "session_ended"
-        booths = {b["booth"]: b for b in svc.runtime.booths_json()}
-        assert booths["b1"]["incident"]["state"] == "open"
-        assert booths["b1"]["still_since"] is not None
+        assert _booth(svc, "b1")["incident"]["state"] == "open"
+        assert _booth(svc, "b1")["still_since"] is not None
+
+
+def _booth(svc: Service, booth: str) -> dict[str, Any]:
+    return next(b for b in svc.runtime.booths_json() if b["booth"] == booth)
 
 
 async def test_api_token_protects_posts_and_forged_links_are_refused(

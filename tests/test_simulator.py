@@ -30,7 +30,7 @@ from monitor.core.events import Button, Door, Heartbeat, MotionState, Occupancy,
 from monitor.core.events import Motion as MotionEvent
 from monitor.core.readings import PRESS_TYPES, Reading
 from monitor.core.settings import BoothConfig, DeviceConfig
-from tests.mosquitto import Mosquitto
+from tests.harness.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def test_every_device_says_what_its_firmware_can(device: enc.SimDevice) -> None:
 
 
 def _readings(device: enc.SimDevice, wires: list[enc.Wire]) -> list[list[Reading]]:
-    config = DeviceConfig(**device.config())  # type: ignore[arg-type]
+    config = DeviceConfig(**device.config())  # type: ignore[arg-type]  # checked by the config, not here
     subscribed = adapters.topics(config)
     out = []
     for wire in wires:
@@ -156,7 +156,7 @@ def test_adapters_read_every_encoding_back(device: enc.SimDevice) -> None:
 def test_registry_turns_every_encoding_into_the_same_event(device: enc.SimDevice) -> None:
     """Through the adapter and the device registry, each action means what it meant."""
     booth = BoothConfig(device.booth, "Booth", 1200.0, 180.0, 900.0, occupancy_from="door")
-    config = DeviceConfig(**device.config())  # type: ignore[arg-type]
+    config = DeviceConfig(**device.config())  # type: ignore[arg-type]  # checked by the config, not here
     b, d = device.booth, device.id
     for action in ACTIONS:
         wires = enc.encode(device, action, battery=80)
@@ -256,7 +256,7 @@ def test_zigbee2mqtt_payloads_look_like_the_firmware() -> None:
     assert (body["state"], body["presence"], body["distance"]) == ("presence", True, 0.8)
     bridge = enc.zigbee2mqtt_bridge(False)
     assert bridge == enc.Wire("zigbee2mqtt/bridge/state", b'{"state":"offline"}', True)
-    config = DeviceConfig(**button.config())  # type: ignore[arg-type]
+    config = DeviceConfig(**button.config())  # type: ignore[arg-type]  # checked by the config, not here
     assert bridge.topic in adapters.topics(config)
     assert adapters.decode(config, *bridge) == [Reading(online=False)]
 

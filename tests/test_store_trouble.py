@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from tests.mosquitto import Mosquitto, Publish
-from tests.service import NO_RATE_LIMIT, event, events_topic, eventually
-from tests.test_service import Service, start_service
+from tests.harness.broker import Mosquitto, Publish
+from tests.harness.service import Service, event, events_topic, eventually, start_service
+from tests.harness.site import Site
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ async def trouble_then_recovery(svc: Service, db: Path, trouble: Any,
 
 
 async def no_redelivery(tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish,
-                        edit: Callable[[str], str] | None = None) -> None:
+                        edit: Callable[[Site], object] | None = None) -> None:
     """A fresh start on the same session: the broker redelivers nothing, so every message
     of the trouble period was acknowledged (after it was stored)."""
     async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h", edit=edit) as svc:
@@ -233,7 +233,7 @@ async def test_a_call_is_read_behind_more_held_events_than_the_old_window(
     be 1000, and past it the broker sent nothing, calls included): a call is still paged."""
     db = tmp_path / "boothwatch.db"
     async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
-                             edit=lambda text: text + NO_RATE_LIMIT) as svc:
+                             edit=Site.no_rate_limit) as svc:
         async with locked(db):
             for n in range(1500):
                 svc.publish(events_topic("b2"), event("heartbeat", battery=90, id=f"hb-{n}"))
@@ -284,9 +284,9 @@ async def full(disk: Path) -> AsyncIterator[None]:
         os.close(fd)
     probe = os.statvfs(disk)
     assert probe.f_bavail == 0, "the disk is not full"
-    with pytest.raises(OSError) as exc:
+    with pytest.raises(OSError) as refused:
         (disk / "probe").write_bytes(b"\0" * 4096)
-    assert exc.value.errno == errno.ENOSPC
+    assert refused.value.errno == errno.ENOSPC
     try:
         yield
     finally:
@@ -305,9 +305,7 @@ async def test_full_disk_pages_from_memory_and_catches_up(
     await no_redelivery(tmp_path, mosquitto, mqtt_publish, edit=edit)
 
 
-def _store_at(db: Path) -> Callable[[str], str]:
-    def edit(text: str) -> str:
-        start = text.index("[store]")
-        end = text.index("[http]")
-        return text[:start] + f'[store]\npath = "{db}"\n\n' + text[end:]
+def _store_at(db: Path) -> Callable[[Site], None]:
+    def edit(site: Site) -> None:
+        site.store = db
     return edit

@@ -14,73 +14,32 @@ import pytest
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.local_service import LocalService, Seen, local_service
-from tests.mosquitto import Mosquitto
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness.broker import Mosquitto
+from tests.harness.process import ROOT
+from tests.harness.receivers import LocalService, Seen, local_service
+from tests.harness.site import Site, booths, policy, responder, step
 
 
 def site_config(tmp_path: Path, service: LocalService, mqtt_url: str = "mqtt://127.0.0.1:1"
                 ) -> Path:
-    path = tmp_path / "site.toml"
-    path.write_text(f"""
-[site]
-id = "lisbon-1"
-name = "Sala Mouraria"
-timezone = "Europe/Lisbon"
-
-[mqtt]
-url = "{mqtt_url}"
-client_id = "boothwatch-lisbon-1"
-
-[store]
-path = "{tmp_path / 'bw.db'}"
-
-[http]
-listen = "127.0.0.1:8080"
-public_url = "http://127.0.0.1:8080"
-
-[[booths]]
-id = "b1"
-name = "Booth 1"
-
-[channels.hook]
-type = "webhook"
-url = "{service.url}/hook"
-
-[channels.phone]
-type = "ntfy"
-url = "{service.url}/ntfy/"
-token_env = "TEST_NTFY_TOKEN"
-timeout = "2s"
-
-[channels.screen]
-type = "console"
-
-[channels.bus]
-type = "mqtt"
-
-[[responders]]
-id = "ana"
-name = "Ana"
-roles = ["nurse"]
-channels = ["hook", "phone", "screen"]
-address = {{ phone = "ana-x7" }}
-
-[[responders]]
-id = "rui"
-name = "Rui"
-roles = ["nurse"]
-channels = ["bus"]
-
-[escalation.high]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-[escalation.medium]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-[escalation.low]
-steps = [ {{ after = "0s", notify = ["role:nurse"] }} ]
-""")
-    return path
+    """Ana on a webhook, an ntfy phone and the console; Rui on the mqtt channel."""
+    pages_everyone = policy(step("0s", "role:nurse"))
+    site = Site(
+        mqtt_url=mqtt_url, client_id="boothwatch-lisbon-1", store=tmp_path / "bw.db",
+        booths=booths(1),
+        channels={
+            "hook": {"type": "webhook", "url": f"{service.url}/hook"},
+            "phone": {"type": "ntfy", "url": f"{service.url}/ntfy/",
+                      "token_env": "TEST_NTFY_TOKEN", "timeout": "2s"},
+            "screen": {"type": "console"},
+            "bus": {"type": "mqtt"},
+        },
+        responders=[responder("ana", ["nurse"], ["hook", "phone", "screen"],
+                              address={"phone": "ana-x7"}),
+                    responder("rui", ["nurse"], ["bus"])],
+        escalation={"high": pages_everyone, "medium": pages_everyone, "low": pages_everyone},
+    )
+    return site.write(tmp_path / "site.toml")
 
 
 async def run_test_page(

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alerts.tokens import AckLink, AckTokens, InvalidToken, UsedLinks
+from tests.harness.tokens import respell
 
 SECRET = "correct horse battery staple"
 TTL = 3600.0
@@ -149,15 +150,6 @@ def test_mutated_token_never_crashes(index: int, char: str) -> None:
         assert _TOKENS.check(mutated) == _GOOD_LINK
     except InvalidToken as exc:
         assert exc.reason in ("malformed", "forged")
-
-
-def respell(token: str) -> str:
-    """The same token with the spare low bits of its signature's last character flipped:
-    base64 decodes both spellings to the same bytes (32 bytes take 43 characters, and the
-    last one carries 2 bits that nothing reads)."""
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    last = alphabet.index(token[-1])
-    return token[:-1] + alphabet[last ^ 1]
 
 
 def test_a_respelled_token_is_the_same_link() -> None:

@@ -35,8 +35,8 @@ from devices.adapters.payload import MAX_PAYLOAD, REASONS, Rejected
 from monitor.config import ConfigError, load_config
 from monitor.core.readings import Reading
 from monitor.core.settings import Config, DeviceConfig
-from tests.test_adapters import DEVICES, GEN1, GEN2, TASMOTA, Z2M
-from tests.test_config import DEVICES_TOML, DOOR_BOOTH, INTERFACE_TOML
+from tests.harness.devices import DEVICES, GEN1, GEN2, TASMOTA, Z2M
+from tests.harness.site import Site, device, example_site
 
 SITE: Final = "lisbon-1"
 BOOTHS: Final = frozenset({"b1", "b2"})
@@ -378,9 +378,27 @@ def adapter_outcome(dev: DeviceConfig, topic: str, payload: bytes, retained: boo
 
 # --- config documents ---------------------------------------------------------------------
 
-BASE_CONFIG_TOML: Final = (
-    INTERFACE_TOML.replace('id = "b1"\nname = "Booth 1"', DOOR_BOOTH) + DEVICES_TOML
-)
+
+
+def _base_site() -> Site:
+    """The interface's example site with a door booth and a device of every firmware."""
+    site = example_site()
+    site.booth("b1").update(occupancy_from="door", door_window="45s")
+    site.devices = [
+        device("b1-button", "zigbee2mqtt", "zigbee2mqtt/b1-button", "b1", "call_button",
+               actions={"hold": "presence", "release": "ignore"}),
+        device("b1-door", "esphome", "b1node/binary_sensor/door/state", "b1", "door",
+               inverted=True),
+        device("b1.motion", "tasmota", "b1-pir", "b1", "motion", battery_low=35),
+        device("b2-presence", "shelly", "shellies/shelly1-b2", "b2", "presence_button"),
+        device("b2-call", "shelly", "shellyplusi4-b2", "b2", "call_button"),
+        device("b2-occupancy", "canonical", f"boothwatch/{SITE}/booths/b2/events", "b2",
+               "occupancy"),
+    ]
+    return site
+
+
+BASE_CONFIG_TOML: Final = _base_site().text()
 
 _SEGMENT = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*")(?:\[\d+\])*'
 KEY_PATH: Final = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")
@@ -455,49 +473,6 @@ def _pick_config_slot(draw: st.DrawFn, doc: dict[str, Any]) -> tuple[Any, Any]:
     walk(doc)
     slot: tuple[Any, Any] = draw(st.sampled_from(slots))
     return slot
-
-
-def toml_dumps(doc: dict[str, Any]) -> str:
-    """A TOML document of `doc` as top-level keys with inline values (any TOML value fits)."""
-    return "".join(f"{_toml_key(k)} = {_toml_value(v)}\n" for k, v in doc.items())
-
-
-def _toml_key(key: str) -> str:
-    return _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    out = []
-    for ch in text:
-        if ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return (
-            "nan"
-            if math.isnan(value)
-            else repr(value)
-            if math.isfinite(value)
-            else ("inf" if value > 0 else "-inf")
-        )
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"not a TOML value: {value!r}")
 
 
 #: Config files built to hurt the loader: deep nesting, bad encodings, odd TOML.

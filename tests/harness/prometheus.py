@@ -22,10 +22,10 @@ from typing import Any, Self
 
 import aiohttp
 
-from tests.mosquitto import free_port
-from tests.service import SITE
+from tests.harness.broker import free_port
+from tests.harness.site import SITE
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 _PORT_ATTEMPTS = 3  # a free port can be taken by someone else before prometheus binds it

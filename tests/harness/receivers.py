@@ -1,22 +1,30 @@
-"""A real local HTTP server standing in for ntfy, Pushover or a webhook receiver.
+"""Real local HTTP servers that receive what the service sends.
 
-It records every request as it arrived (method, path, query, headers, raw body)
-and answers with what the test's `reply` function returns. Tests wait for
-requests with `wait_for` (a condition, no sleeping) and then check them.
+`Webhook` is the pager of the test site: it checks each page's signature and keeps
+pages and notices apart. `local_service` stands in for ntfy, Pushover, an Apprise
+endpoint or any webhook: it records every request as it arrived (method, path,
+query, headers, raw body) and answers with what the test's `reply` function
+returns. Tests wait for requests with a condition, never by sleeping, then check them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
+from tests.harness.broker import free_port
+from tests.harness.site import WEBHOOK_SECRET
 
 WAIT = 5.0
 
@@ -101,3 +109,58 @@ async def local_service(reply: Reply = ok) -> AsyncIterator[LocalService]:
     finally:
         service.release.set()
         await server.close()
+
+
+class Webhook:
+    """The test site's pager: receives pages and checks their signature."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/page"
+        self.pages: list[dict[str, Any]] = []  # kind "page" only
+        self.notices: list[dict[str, Any]] = []  # "Ana is attending", "all clear"
+        self.received_at: list[float] = []
+        self.bad_signatures = 0
+        self.fail_next = 0
+        self._new = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_post("/page", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        if request.headers.get("X-Boothwatch-Signature") != expected:
+            self.bad_signatures += 1
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return web.Response(status=503)
+        payload = json.loads(body)
+        if payload.get("kind") == "notice":
+            self.notices.append(payload)
+            return web.Response(text="ok")
+        self.pages.append(payload)
+        self.received_at.append(time.time())
+        self._new.set()
+        return web.Response(text="ok")
+
+    async def wait(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until ``count`` pages have arrived in total; return them all."""
+        async with asyncio.timeout(timeout):
+            while len(self.pages) < count:
+                self._new.clear()
+                await self._new.wait()
+        return self.pages
+
+    def since(self, start: int) -> list[tuple[str, int]]:
+        return sorted((p["responder"], p["level"]) for p in self.pages[start:])

@@ -47,14 +47,9 @@ import html
 import itertools
 import json
 import math
-import os
 import random
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,14 +57,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import paho.mqtt.client as mqtt
 from aiohttp import web
-from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.mosquitto import free_port
-from tests.service import WEBHOOK_SECRET, Webhook
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness import site as cfg
+from tests.harness.broker import Publisher, free_port
+from tests.harness.process import Run, ServiceProcess
+from tests.harness.receivers import Webhook
 
 STILLNESS = 2.0
 LONG_SESSION = 3.0
@@ -89,6 +82,7 @@ EDGE = 0.3  # a step due this close to the acknowledgement may or may not have f
 LATE_LIMIT = 10.0  # a page due while the service was dead must come this soon after restart
 WAIT = 15.0  # generous waits for a page or an ack, across restarts
 DOWNTIME = (0.0, 3.0)
+WAIT_READY = 60.0  # a restart on a loaded machine
 
 KILL_POINTS = (
     "pub:b1:call", "pub:b1:presence", "pub:b1:clear", "pub:b2:occupied", "pub:b2:still",
@@ -98,169 +92,38 @@ KILL_POINTS = (
 )
 
 
-def write_config(path: Path, *, site: str, mqtt_port: int, http_port: int, webhook_url: str,
-                 db: Path, client_id: str) -> Path:
+def trial_site(*, site: str, mqtt_port: int, http_port: int, webhook_url: str, db: Path,
+               client_id: str) -> cfg.Site:
+    """The trial's site: b1 calls, b2 goes still, b3 stays long, b4 does neither."""
     high, medium = POLICIES["high"], POLICIES["medium"]
-    path.write_text(f"""
-[site]
-id = "{site}"
-name = "Crash trial"
-timezone = "Europe/Lisbon"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-client_id = "{client_id}"
-
-[store]
-path = "{db}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-public_url = "http://127.0.0.1:{http_port}"
-
-[defaults]
-long_session = "{LONG_SESSION}s"
-stillness = "{STILLNESS}s"
-device_timeout = "15m"
-
-[[booths]]
-id = "b1"
-name = "Booth 1"
-
-[[booths]]
-id = "b2"
-name = "Booth 2"
-long_session = "{FAR}"
-
-[[booths]]
-id = "b3"
-name = "Booth 3"
-stillness = "{FAR}"
-
-[[booths]]
-id = "b4"
-name = "Booth 4"
-long_session = "{FAR}"
-stillness = "{FAR}"
-
-[channels.pager]
-type = "webhook"
-url = "{webhook_url}"
-secret = "{WEBHOOK_SECRET}"
-timeout = "2s"
-
-[[responders]]
-id = "ana"
-name = "Ana"
-roles = ["nurse"]
-channels = ["pager"]
-
-[[responders]]
-id = "rui"
-name = "Rui"
-roles = ["coordinator"]
-channels = ["pager"]
-
-[[responders]]
-id = "eva"
-name = "Eva"
-roles = ["lead"]
-channels = ["pager"]
-
-[escalation.high]
-steps = [
-  {{ after = {high[0][0]}, notify = ["role:nurse"] }},
-  {{ after = {high[1][0]}, notify = ["role:nurse", "role:coordinator"] }},
-  {{ after = {high[2][0]}, notify = ["eva"] }},
-]
-repeat = "60s"
-ack_timeout = "60s"
-
-[escalation.medium]
-steps = [
-  {{ after = {medium[0][0]}, notify = ["role:nurse"] }},
-  {{ after = {medium[1][0]}, notify = ["role:coordinator"] }},
-]
-repeat = "60s"
-ack_timeout = "60s"
-
-[escalation.low]
-steps = [ {{ after = 0, notify = ["role:coordinator"] }} ]
-""")
-    return path
+    return cfg.Site(
+        id=site, name="Crash trial", mqtt_port=mqtt_port, client_id=client_id, store=db,
+        http_port=http_port,
+        defaults={"long_session": f"{LONG_SESSION}s", "stillness": f"{STILLNESS}s",
+                  "device_timeout": "15m"},
+        booths=[cfg.booth("b1"), cfg.booth("b2", long_session=FAR),
+                cfg.booth("b3", stillness=FAR), cfg.booth("b4", long_session=FAR, stillness=FAR)],
+        channels={"pager": cfg.webhook(webhook_url)},
+        responders=[cfg.responder("ana", ["nurse"], ["pager"]),
+                    cfg.responder("rui", ["coordinator"], ["pager"]),
+                    cfg.responder("eva", ["lead"], ["pager"])],
+        escalation={
+            "high": cfg.policy(cfg.step(high[0][0], "role:nurse"),
+                               cfg.step(high[1][0], "role:nurse", "role:coordinator"),
+                               cfg.step(high[2][0], "eva"), repeat="60s", ack_timeout="60s"),
+            "medium": cfg.policy(cfg.step(medium[0][0], "role:nurse"),
+                                 cfg.step(medium[1][0], "role:coordinator"),
+                                 repeat="60s", ack_timeout="60s"),
+            "low": cfg.policy(cfg.step(0, "role:coordinator")),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- the process
 
 
-@dataclass
-class Run:
-    """One life of the service process: spawned, ready (readyz 200), killed (SIGKILL)."""
-
-    spawn: float
-    ready: float | None = None
-    killed: float | None = None
-
-
-class Service:
-    """`python -m monitor.cli run --config FILE` as a child process, killed and restarted."""
-
-    def __init__(self, config: Path, http_port: int, log: Path) -> None:
-        self.config, self.http_port, self.log = config, http_port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs: list[Run] = []
-        self.kills = 0
-
-    def start(self) -> None:
-        with self.log.open("ab") as err:
-            self.runs.append(Run(time.time()))
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config)],
-                stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
-                env={k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")},
-            )
-
-    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.http_port}/readyz"
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode}: "
-                                   f"{self.log.read_text()[-2000:]}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        if self.runs[-1].ready is None:
-                            self.runs[-1].ready = time.time()
-                        return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"service not ready within {timeout} s")
-            await asyncio.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL now (then `reap` it)."""
-        assert self.proc is not None
-        self.runs[-1].killed = time.time()
-        self.proc.send_signal(signal.SIGKILL)
-        self.kills += 1
-
-    async def reap(self) -> None:
-        assert self.proc is not None
-        await asyncio.to_thread(self.proc.wait, 10)
-
-    async def stop(self) -> int:
-        """SIGTERM; the exit code (the interface promises 0)."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return await asyncio.to_thread(self.proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 5)
-                return -9
-        return self.proc.returncode
+class TrialService(ServiceProcess):
+    """The service process of a trial, and what its runs tell about when it could act."""
 
     def settled(self, t: float) -> float:
         """The latest time an input arriving at ``t`` can have been acted on and committed:
@@ -296,29 +159,6 @@ class Service:
 
     def last_spawn(self, t: float) -> float:
         return max((r.spawn for r in self.runs if r.spawn <= t), default=self.runs[0].spawn)
-
-
-class Publisher:
-    """A paho MQTT v5 client in its own thread; publish() returns once the broker has it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        connected = threading.Event()
-        self.client.on_connect = lambda *_args: connected.set()
-        self.client.connect(host, port)
-        self.client.loop_start()
-        if not connected.wait(10):
-            raise TimeoutError("publisher: no CONNACK")
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        info = self.client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
-        if not info.is_published():
-            raise TimeoutError(f"{topic}: no PUBACK")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def _offer(text: str, booth_name: str) -> str | None:
@@ -484,7 +324,7 @@ class Trial:
                 await asyncio.sleep(plan.again_downtime)
                 self.svc.start()
                 self.note("restart")
-            await self.svc.wait_ready(self.http)
+            await self.svc.ready(WAIT_READY, every=0.02)
             self.note("ready")
         finally:
             self._busy = False
@@ -662,15 +502,15 @@ class Trial:
         async with KillingWebhook(self._on_page) as hook, aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=3)) as http:
             self.hook, self.http, self.db = hook, http, db
-            config = write_config(self.workdir / "boothwatch.toml", site=self.site,
-                                  mqtt_port=self.broker[1], http_port=http_port,
-                                  webhook_url=hook.url, db=db, client_id=f"bw-{self.site}")
-            self.svc = Service(config, http_port, self.workdir / "service.log")
-            self.mqtt = Publisher(*self.broker)
+            config = trial_site(site=self.site, mqtt_port=self.broker[1], http_port=http_port,
+                                webhook_url=hook.url, db=db, client_id=f"bw-{self.site}"
+                                ).write(self.workdir / "boothwatch.toml")
+            self.svc = TrialService(config, http_port, self.workdir / "service.log")
+            self.mqtt = Publisher(*self.broker, timeout=10)
             helpers: list[asyncio.Task[None]] = []
             try:
                 self.svc.start()
-                await self.svc.wait_ready(http)
+                await self.svc.ready(WAIT_READY, every=0.02)
                 self.t0 = time.time()
                 self.note("ready")
                 helpers = [asyncio.create_task(self._timed_kill(random.Random(f"{self.seed}-t")))]
@@ -680,7 +520,7 @@ class Trial:
                     await asyncio.sleep(0.1)
                     self.point(name)
                 await asyncio.gather(*self._kill_tasks)
-                await self.svc.wait_ready(http)
+                await self.svc.ready(WAIT_READY, every=0.02)
                 await self._settle()
                 code = await self.svc.stop()
                 self.note(f"stopped: exit {code}")

@@ -10,18 +10,22 @@ defaults drop QoS 1 messages to a slow subscriber past 1000 queued.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
+from typing import IO, Any, Protocol, Self
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 DEFAULT_BINARY = "/usr/sbin/mosquitto"
 START_TIMEOUT = 10.0
@@ -64,6 +68,45 @@ class Publish(Protocol):
     def __call__(
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
     ) -> None: ...
+
+
+class Publisher:
+    """One MQTT v5 client on its own thread; `publish` returns once the broker has the
+    message (its PUBACK at QoS 1)."""
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        connected = threading.Event()
+        outcome: list[Any] = []
+
+        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+            outcome.append(reason_code)
+            connected.set()
+
+        self.client.on_connect = on_connect
+        self.client.connect(host, port)
+        self.client.loop_start()
+        try:
+            if not connected.wait(timeout):
+                raise TimeoutError(f"no CONNACK from {host}:{port}")
+            if outcome[0].is_failure:
+                raise ConnectionError(f"{host}:{port} refused the publisher: {outcome[0]}")
+        except BaseException:
+            self.close()
+            raise
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1,
+                retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=self.timeout)
+        if not info.is_published():
+            raise TimeoutError(f"{topic}: no ack within {self.timeout:g} s")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 class MosquittoError(RuntimeError):
@@ -232,3 +275,27 @@ class Mosquitto:
 
     def _log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+def retained(broker: Mosquitto, topic: str) -> dict[str, Any]:
+    """The message retained on ``topic``, read with a fresh subscriber: a JSON object, or
+    ``{"raw": payload}`` when it is not one."""
+    got: list[bytes] = []
+    done = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        got.append(bytes(msg.payload))
+        done.set()
+
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        assert done.wait(5), f"nothing retained on {topic}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    result: dict[str, Any] = json.loads(got[0]) if got[0][:1] == b"{" else {"raw": got[0]}
+    return result
