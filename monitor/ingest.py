@@ -154,20 +154,21 @@ class Ingest:
 
     def on_message(self, msg: paho.MQTTMessage, generation: int) -> None:
         now = self._clock()
+        topic = msg.topic  # paho decodes it on every read
         try:
-            if msg.topic == self.topics.ack:
+            if topic == self.topics.ack:
                 if self.gate.admit(self.gate.ack, msg, generation):
-                    self._ack_message(msg, generation, now)
-            elif msg.topic == self.topics.duty:
+                    self._ack_message(msg, topic, generation, now)
+            elif topic == self.topics.duty:
                 if self.gate.admit(self.gate.duty, msg, generation):
-                    self._duty_message(msg, generation, now)
-            elif msg.topic in self._routes:
-                self._device_message(msg, generation, now)
+                    self._duty_message(msg, topic, generation, now)
+            elif topic in self._routes:
+                self._device_message(msg, topic, generation, now)
             else:
-                self._event_message(msg, generation, now)
+                self._event_message(msg, topic, generation, now)
         except Exception:
             # our own bug: never let it stop the other booths; the message stays unacked
-            log.exception("ingest_failed", topic=msg.topic)
+            log.exception("ingest_failed", topic=topic)
             self._metrics.events.labels("unknown", "error").inc()
 
     # --- the store sets the pace ------------------------------------------------------
@@ -182,14 +183,15 @@ class Ingest:
 
     # --- booth events -----------------------------------------------------------------
 
-    def _event_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
-        booth = parse_topic(msg.topic, self._site)
+    def _event_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+                       now: float) -> None:
+        booth = parse_topic(topic, self._site)
         if booth is None:
-            self._reject(msg.topic, "bad_topic", "not a booth events topic", msg.mid, generation)
+            self._reject(topic, "bad_topic", "not a booth events topic", msg.mid, generation)
             return
         if msg.retain:
             # a retained message is a snapshot someone left on the broker, not a new event
-            self._reject(msg.topic, "retained", "retained message ignored", msg.mid, generation)
+            self._reject(topic, "retained", "retained message ignored", msg.mid, generation)
             return
         payload = bytes(msg.payload)
         # no named device here and certainly no call: limit it before parsing it, so a
@@ -199,7 +201,7 @@ class Ingest:
             return
         parsed = parse_event(booth, payload, self._known_booths)
         if isinstance(parsed, Rejected):
-            self._reject(msg.topic, parsed.reason, parsed.detail, msg.mid, generation)
+            self._reject(topic, parsed.reason, parsed.detail, msg.mid, generation)
             return
         if known is None:
             event = parsed.event
@@ -208,7 +210,7 @@ class Ingest:
                                    generation, Kind.CALL if call else Kind.OTHER, booth):
                 return
         kind = type(parsed.event).__name__.lower()
-        if self._duplicate(booth, parsed, msg):
+        if self._duplicate(booth, parsed, msg, topic):
             self._metrics.count(self._metrics.events, kind, "duplicate")
             # a redelivery after a reconnect: its first copy may still wait for the store
             self._ack_when(self._store.barrier(), msg.mid, generation)
@@ -230,7 +232,7 @@ class Ingest:
         self._metrics.count(self._metrics.events, kind, "accepted")
         self.last_event_at = now
 
-    def _duplicate(self, booth: str, parsed: Parsed, msg: paho.MQTTMessage) -> bool:
+    def _duplicate(self, booth: str, parsed: Parsed, msg: paho.MQTTMessage, topic: str) -> bool:
         """Same event id seen before, or a redelivery (dup flag) of a message seen before."""
         if parsed.event_id is not None:
             key = event_key(booth, parsed.event_id)
@@ -238,7 +240,7 @@ class Ingest:
                 return True
             self.seen.add(key)
             return False
-        digest = hashlib.blake2b(msg.topic.encode() + b"\0" + msg.payload, digest_size=16).digest()
+        digest = hashlib.blake2b(topic.encode() + b"\0" + msg.payload, digest_size=16).digest()
         if msg.dup and digest in self._recent_dups:
             return True
         self._recent_dups.add(digest)
@@ -246,31 +248,32 @@ class Ingest:
 
     # --- off-the-shelf devices --------------------------------------------------------
 
-    def _device_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
+    def _device_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+                        now: float) -> None:
         """An off-the-shelf device's own topic: its adapter, then the registry in the core."""
         payload = bytes(msg.payload)
-        routes = self._routes[msg.topic]
+        routes = self._routes[topic]
         retained = bool(msg.retain)
         early: list[list[Reading] | Rejected] | None = None
         kind, booth = Kind.OTHER, ""
         if any(d.id in self.gate.calling for d in routes):
             # a call button: decode first, so a call is never dropped (monitor/core/flood.py)
-            early = [adapters.decode(d, msg.topic, payload, retained) for d in routes]
+            early = [adapters.decode(d, topic, payload, retained) for d in routes]
             for device, result in zip(routes, early, strict=True):
                 if device.id in self.gate.calling and not isinstance(result, Rejected):
                     this = reading_kind(device, result, retained)
                     if this > kind:
                         kind, booth = this, device.booth
-        if not self.gate.admit(self.gate.routes[msg.topic], msg, generation, kind, booth):
+        if not self.gate.admit(self.gate.routes[topic], msg, generation, kind, booth):
             return
         done: asyncio.Future[None] | None = None
         for index, device in enumerate(routes):
             decoded = (early[index] if early is not None
-                       else adapters.decode(device, msg.topic, payload, retained))
+                       else adapters.decode(device, topic, payload, retained))
             if isinstance(decoded, Rejected):
                 self._metrics.rejected.labels(decoded.reason).inc()
-                if self._rate.allow(msg.topic, decoded.reason):
-                    log.warning("device_message_rejected", topic=msg.topic, device=device.id,
+                if self._rate.allow(topic, decoded.reason):
+                    log.warning("device_message_rejected", topic=topic, device=device.id,
                                 reason=decoded.reason, detail=decoded.detail)
                 continue
             for reading in decoded:
@@ -291,14 +294,15 @@ class Ingest:
 
     # --- pager gateways ---------------------------------------------------------------
 
-    def _ack_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
+    def _ack_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+                     now: float) -> None:
         """``{"incident": "<id>", "responder": "ana"}`` on boothwatch/<site>/ack."""
         try:
             body = json.loads(msg.payload)
             event = Acknowledge(str(body["incident"]), str(body["responder"]), via="mqtt")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self._metrics.acks.labels("rejected").inc()
-            if self._rate.allow(msg.topic, "bad_ack"):
+            if self._rate.allow(topic, "bad_ack"):
                 log.warning("ack_rejected", reason=str(exc))
             self._link.ack(msg.mid, generation)
             return
@@ -312,11 +316,12 @@ class Ingest:
         self._metrics.acks.labels("accepted").inc()
         self._ack_when(handled.stored, msg.mid, generation)
 
-    def _duty_message(self, msg: paho.MQTTMessage, generation: int, now: float) -> None:
+    def _duty_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+                      now: float) -> None:
         """``{"responder": "ana", "on": true}`` on boothwatch/<site>/duty: check in or out."""
         if msg.retain:
             # a retained check-in is old news replayed at every reconnect, never a new one
-            self._reject(msg.topic, "retained", "retained duty message ignored", msg.mid,
+            self._reject(topic, "retained", "retained duty message ignored", msg.mid,
                          generation)
             return
         try:
@@ -329,7 +334,7 @@ class Ingest:
                 SetDuty(who, on, by=str(body.get("by") or who), via="mqtt"), now)
         except (ValueError, KeyError, TypeError, RecursionError, UnknownResponder) as exc:
             self._metrics.rejected.labels("bad_duty").inc()
-            if self._rate.allow(msg.topic, "bad_duty"):
+            if self._rate.allow(topic, "bad_duty"):
                 log.warning("duty_rejected", reason=type(exc).__name__)
             self._link.ack(msg.mid, generation)
             return
