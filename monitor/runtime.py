@@ -19,6 +19,7 @@ the others stop and the service exits, for systemd to restart it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -120,6 +121,11 @@ class Runtime:
                               devices=await store.load_devices(),
                               duty=await store.load_duty(), now=now)
             self.core.start(now)
+            # what start-up built (the config, the booths, the imported modules) lives as
+            # long as the process: out of the collector's sight, every collection on the
+            # ingest path walks only what events make (bench/ingest.py: ~5% more events/s)
+            gc.collect()
+            gc.freeze()
             async with client_session() as session:
                 await self._serve(store, session, http, began)
         finally:
@@ -130,6 +136,7 @@ class Runtime:
                 log.exception("store_drain_failed")
             await store.close()
             self.notifier.close()
+            gc.unfreeze()  # collectable again (tests run many runtimes in one process)
             log.info("stopped")
 
     async def _serve(self, store: Store, session: aiohttp.ClientSession, http: bool,
