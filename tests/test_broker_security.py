@@ -9,7 +9,6 @@ that nothing else was, so the tests follow the file wherever it goes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -17,7 +16,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +25,23 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from monitor.config import ConfigError, load_config
-from tests.harness.broker import Mosquitto, Publish, free_port, require_mosquitto
+from tests.harness.broker import Publish, require_mosquitto
 from tests.harness.service import event, events_topic, eventually, start_service
 from tests.harness.site import SITE, Site
+from tests.harness.site_broker import (
+    DEPLOY_ACL,
+    DEPLOY_CONF,
+    SCRIPT,
+    Credentials,
+    SiteBroker,
+    changed_lines,
+    directive,
+    make_credentials,
+)
 
 pytestmark = pytest.mark.integration
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
-DEPLOY_CONF = DEPLOY / "mosquitto.conf"
-DEPLOY_ACL = DEPLOY / "acl"
-SCRIPT = DEPLOY / "make-site-credentials"
 TIMEOUT = 5.0
-
-# The directives a test broker may change, and nothing else. Files keep their names.
-FILES = ("cafile", "certfile", "keyfile", "password_file", "acl_file")
-SUBSTITUTED = (*FILES, "listener", "persistence_location", "log_dest", "user")
 
 BOOTHS = ("b1", "b2")
 # Wi-Fi devices, named by their firmware topic (ESPHome, Tasmota, Shelly Gen2, Shelly Gen1)
@@ -49,98 +49,16 @@ DEVICES = ("esp-b1", "tasmota_b1", "shellyplus1-b1", "shelly1-b1")
 NOT_AUTHORIZED = 135  # MQTT 5 reason code
 
 
-def directive(line: str) -> str:
-    stripped = line.strip()
-    return "" if not stripped or stripped.startswith("#") else stripped.split()[0]
-
-
-def changed_lines(deploy: str, running: str) -> list[str]:
-    """Where ``running`` differs from ``deploy`` other than by SUBSTITUTED values."""
-    ours, theirs = deploy.splitlines(), running.splitlines()
-    if len(ours) != len(theirs):
-        return [f"{len(theirs)} lines instead of {len(ours)}"]
-    problems = []
-    for number, (want, got) in enumerate(zip(ours, theirs, strict=True), 1):
-        key = directive(want)
-        if want == got:
-            continue
-        if key not in SUBSTITUTED or directive(got) != key:
-            problems.append(f"line {number}: {got!r} instead of {want!r}")
-        elif key in FILES and Path(got.split()[1]).name != Path(want.split()[1]).name:
-            problems.append(f"line {number}: {got!r} names another file than {want!r}")
-    return problems
-
-
-@dataclass(frozen=True)
-class Credentials:
-    dir: Path
-    passwords: dict[str, str]
-
-    def file(self, name: str) -> str:
-        return str(self.dir / name)
-
-
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
     """A site's CA, certificates and accounts, made by the deploy script."""
-    out = tmp_path_factory.mktemp("site") / "credentials"
-    done = subprocess.run(
-        [str(SCRIPT), "--site", SITE, "--out", str(out), "--host", "127.0.0.1",
-         "--host", "localhost", "--booths", *BOOTHS, "--zigbee2mqtt",
-         *(arg for device in DEVICES for arg in ("--device", device))],
-        capture_output=True, text=True, check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = (out / "passwords").read_text(encoding="utf-8").splitlines()
-    passwords = dict(line.split(":", 1) for line in lines)
-    for secret in passwords.values():
-        assert secret not in done.stdout + done.stderr, "a password was printed"
-    return Credentials(out, passwords)
-
-
-class SiteBroker:
-    """Mosquitto with the deploy config: ``port`` is the TLS listener, ``loopback_port`` 1883's."""
-
-    def __init__(self, workdir: Path, credentials: Credentials, binary: str) -> None:
-        self.credentials = credentials
-        self.loopback_port = 0
-        self.mosquitto = Mosquitto(workdir, binary=binary, config=self._render)
-
-    @property
-    def port(self) -> int:
-        return self.mosquitto.port
-
-    def _render(self, broker: Mosquitto) -> str:
-        self.loopback_port = free_port()
-        ports = {"1883": self.loopback_port, "8883": broker.port}
-        out = []
-        for line in DEPLOY_CONF.read_text(encoding="utf-8").splitlines():
-            key = directive(line)
-            words = line.split()
-            if key == "listener":
-                # a test broker listens on loopback only, whatever the address in the file
-                out.append(f"listener {ports[words[1]]} 127.0.0.1")
-            elif key == "acl_file":
-                out.append(f"acl_file {DEPLOY_ACL}")  # the shipped file itself
-            elif key in FILES:
-                out.append(f"{key} {self.credentials.dir / Path(words[1]).name}")
-            elif key == "persistence_location":
-                out.append(f"persistence_location {broker.workdir}/")
-            elif key == "log_dest":
-                out.append(f"log_dest file {broker.log_path}")  # where Mosquitto looks for it
-            elif key == "user" and os.geteuid() == 0:
-                out.append("user root")  # the packaged user could not read our temporary files
-            else:
-                out.append(line)
-        return "\n".join(out) + "\n"
+    return make_credentials(tmp_path_factory.mktemp("site") / "credentials", BOOTHS, DEVICES,
+                            zigbee2mqtt=True)
 
 
 @pytest.fixture
 def broker(tmp_path: Path, credentials: Credentials) -> Iterator[SiteBroker]:
-    site = SiteBroker(tmp_path / "mosquitto", credentials, require_mosquitto())
-    with site.mosquitto:
-        running = site.mosquitto.config_text()
-        assert changed_lines(DEPLOY_CONF.read_text(encoding="utf-8"), running) == []
+    with SiteBroker(tmp_path / "mosquitto", credentials, require_mosquitto()) as site:
         yield site
 
 
