@@ -244,14 +244,21 @@ async def test_installed_service_pages_for_a_test_press_over_tls(
                 assert (sent.returncode, sent.stdout + sent.stderr) == (0, ""), sent
 
                 (page,) = await hook.wait(1)
-                assert (page["booth"], page["responder"], page["triggers"]) == (
-                    "b1", "ana", ["call"])
+                assert (page["booth"], page["responder"], page["triggers"], page["message"]) == (
+                    "b1", "ana", ["call"], "Booth 1: call button pressed")
                 assert hook.bad_signatures == 0
-                async with aiohttp.ClientSession() as http, http.get(
-                        f"{service.base}/api/incidents?state=open") as resp:
-                    incidents = await resp.json()
-                assert [(i["id"], i["booth"], i["state"]) for i in incidents] == [
-                    (page["incident"], "b1", "open")]
+                async with aiohttp.ClientSession(base_url=service.base) as http:
+                    async with http.get("/api/incidents?state=open") as resp:
+                        incidents = await resp.json()
+                    assert [(i["id"], i["booth"], i["state"]) for i in incidents] == [
+                        (page["incident"], "b1", "open")]
+                    # broker.md's end of the test: resolved, marked as a test
+                    async with http.post(f"/api/incidents/{page['incident']}/resolve", json={
+                            "responder": "ana", "outcome": "other",
+                            "note": "test press at installation"}) as resp:
+                        assert resp.status == 200, await resp.text()
+                    async with http.get("/api/incidents?state=open") as resp:
+                        assert await resp.json() == []
             finally:
                 assert await service.stop() == 0
     logged = [json.loads(line) for line in service.log.read_text().splitlines()
