@@ -626,6 +626,7 @@ class _Summary:
         self.begin()
 
     def begin(self) -> None:
+        """Start the clock (once connected: the connection's time is no part of the rates)."""
         self.start = self.now()
         self.last = (self.start, 0)  # (time, total) at the last line
 
