@@ -41,15 +41,12 @@ def alertmanager_bin() -> AlertmanagerBin:
     return require_alertmanager()
 
 
-def shipped() -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
-    return config
-
-
 def paths(receiver: str) -> set[str]:
     """host:port and path of each webhook of ``receiver`` in the shipped config."""
-    return {(lambda url: url.netloc + url.path)(urlsplit(webhook["url"]))
-            for name, webhook in webhooks(shipped()) if name == receiver}
+    shipped = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    urls = [urlsplit(webhook["url"]) for name, webhook in webhooks(shipped)
+            if name == receiver]
+    return {url.netloc + url.path for url in urls}
 
 
 def test_amtool_accepts_the_shipped_config(alertmanager_bin: AlertmanagerBin) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from tests.harness.daemon import Daemon, DaemonError, missing
+from tests.harness.daemon import Daemon, missing
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "alertmanager" / "alertmanager.yml"
 TEST_TIMINGS = {"group_wait": "0s", "group_interval": "500ms", "repeat_interval": "1s"}
@@ -123,14 +123,6 @@ class Alertmanager(Daemon):
     def address(self) -> str:
         """host:port, as Prometheus's alerting config names it."""
         return f"127.0.0.1:{self.port}"
-
-    async def alerts(self) -> list[dict[str, Any]]:
-        """The alerts Alertmanager holds, with their labels and status."""
-        async with self.http.get(self.url + "/api/v2/alerts") as resp:
-            if resp.status != 200:
-                raise DaemonError(f"alertmanager /api/v2/alerts: {resp.status} {await resp.text()}")
-            alerts: list[dict[str, Any]] = await resp.json()
-        return alerts
 
     def write_config(self) -> None:
         config_for_test(self.config_path, self.hosts, self.files)
