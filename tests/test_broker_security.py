@@ -12,9 +12,11 @@ import json
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devices import simulator as sim
 from monitor.config import ConfigError, load_config
 from tests.harness.broker import Publish, require_mosquitto
 from tests.harness.service import event, events_topic, eventually, start_service
@@ -434,3 +437,89 @@ async def test_boothwatch_end_to_end_over_tls(
             return incident if incident["state"] == "acknowledged" else None
 
         assert (await eventually(acknowledged, 5))["acknowledged_by"] == "ana"
+
+
+# --- boothwatch sim as a booth's account ----------------------------------------------
+
+
+def run_sim(url: str, booths: int, *args: str, password_env: str | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    """The real `boothwatch sim` process: the canonical call scenario at speed 100 (about
+    1.3 s); ``password_env`` as BOOTHWATCH_MQTT_PASSWORD."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")}
+    if password_env is not None:
+        env["BOOTHWATCH_MQTT_PASSWORD"] = password_env
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "sim", "--mqtt", url, "--site", SITE,
+         "--booths", str(booths), "--format", "canonical", "--scenario", "call",
+         "--speed", "100", *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+
+
+def read_by_service(service: Client, count: int) -> Counter[str]:
+    """The booths of the events the service's account has read, once there are `count`
+    (and a moment for any more to show)."""
+    deadline = time.monotonic() + TIMEOUT
+    while len(service.received()) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    return Counter(topic.split("/")[3] for topic, _ in service.received())
+
+
+def test_sim_counts_refused_publishes_by_reason_and_never_prints_the_password(
+    broker: SiteBroker, credentials: Credentials, connect: Any,
+) -> None:
+    """b1's account simulating b1 and b2: b2's publishes are counted as refused, exit 1."""
+    service = connect("boothwatch")
+    service.subscribe_all()
+    password = credentials.passwords["b1"]
+    url = f"mqtt://b1:{password}@127.0.0.1:{broker.loopback_port}"
+    done = run_sim(url, 2)
+
+    sent = Counter(s.booth for s in sim.traffic(SITE, "canonical", "call", 2))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert password not in done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert f"-> mqtt://b1:***@127.0.0.1:{broker.loopback_port} " in lines[0]
+    refusals = [line for line in lines if line.startswith("refused: ")]
+    assert len(refusals) == 1  # one line for the topic, the rest counted
+    assert f" on {events_topic('b2')}: Not authorized (0x87)" in refusals[0]
+    assert lines[-1].startswith(f"done: sent {sent.total()} ")
+    assert lines[-1].endswith(
+        f"; accepted {sent['b1']}, refused {sent['b2']} (Not authorized: b2 {sent['b2']})")
+    # what the simulator calls accepted is what the service's account read
+    assert read_by_service(service, sent["b1"]) == {"b1": sent["b1"]}
+
+
+def test_sim_exits_0_when_the_broker_accepts_everything(
+    broker: SiteBroker, credentials: Credentials, connect: Any,
+) -> None:
+    """b1's account simulating b1 alone, its password from the environment: all accepted."""
+    service = connect("boothwatch")
+    service.subscribe_all()
+    password = credentials.passwords["b1"]
+    done = run_sim(f"mqtt://b1@127.0.0.1:{broker.loopback_port}", 1, password_env=password)
+
+    sent = sum(1 for _ in sim.traffic(SITE, "canonical", "call", 1))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert password not in done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].endswith(f"; accepted {sent}")
+    assert read_by_service(service, sent) == {"b1": sent}
+
+
+def test_sim_over_mqtt_3_1_1_cannot_see_refusals(
+    broker: SiteBroker, credentials: Credentials, connect: Any,
+) -> None:
+    """With MQTT 3.1.1 Mosquitto acks the publishes it drops: why the simulator speaks 5."""
+    service = connect("boothwatch")
+    service.subscribe_all()
+    url = f"mqtt://b1:{credentials.passwords['b1']}@127.0.0.1:{broker.loopback_port}"
+    done = run_sim(url, 2, "--protocol", "3.1.1")
+
+    sent = Counter(s.booth for s in sim.traffic(SITE, "canonical", "call", 2))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert "MQTT 3.1.1: the broker acks a publish it refuses" in lines[0]
+    assert lines[-1].endswith(f"; acked {sent.total()}")
+    assert read_by_service(service, sent["b1"]) == {"b1": sent["b1"]}  # b2's were dropped
