@@ -9,6 +9,7 @@ that nothing else was, so the tests follow the file wherever it goes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import ssl
 import subprocess
