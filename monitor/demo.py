@@ -75,7 +75,8 @@ def demo_config(mqtt_port: int, http: str, db: str, speed: float) -> Config:
         "http": {"listen": http, "public_url": f"http://{http}"},
         "defaults": {"stillness": s(STILLNESS), "long_session": s(LONG_SESSION)},
         "booths": [{"id": b, "name": f"Booth {b[1:]}"} for b in BOOTHS],
-        "channels": {"screen": {"type": "console"}},
+        # the newcomer watches this terminal: a page printed there has reached a person
+        "channels": {"screen": {"type": "console", "watched": True}},
         "responders": [
             {"id": "ana", "name": "Ana", "roles": ["nurse"], "channels": ["screen"]},
             {"id": "rui", "name": "Rui", "roles": ["coordinator"], "channels": ["screen"]},

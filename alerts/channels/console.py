@@ -1,4 +1,9 @@
-"""Console: one readable line per page, for a terminal or a log file."""
+"""Console: one readable line per page, for a terminal or a log file.
+
+A terminal someone watches (the demo's, `watched = true`) reaches a person; a
+service's output goes to its journal, which reaches nobody: the dispatcher then
+records the page as printed, not delivered, and tries the next channel.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ class ConsoleChannel:
 
     def __init__(self, config: ChannelConfig, stream: TextIO = sys.stdout) -> None:
         self.name = config.name
+        self.reaches_a_person = config.reaches_a_person
         self._stream = stream
 
     async def send(self, delivery: Delivery, address: str | None) -> str | None:
