@@ -233,14 +233,22 @@ def test_webhook_needs_a_url() -> None:
 
 
 async def test_console_writes_one_line() -> None:
-    """The console channel writes one readable line with the ack link."""
+    """The console channel writes one readable line, the ack link on a line of its own."""
     stream = io.StringIO()
     console = ConsoleChannel(ChannelConfig("console", "console"), stream)
     await console.send(delivery("console"), None)
-    assert stream.getvalue() == (
-        "[PAGE] level 1 HIGH Booth 1: call button pressed -> ana"
-        "  ack: http://127.0.0.1:8080/ack/tok\n"
-    )
+    page = Delivery("p2", "A", "rui", 2, ("console",),
+                    dict(PAYLOAD, message="Booth 1: call button pressed\nagain", urgent=True))
+    await console.send(page, None)
+    await console.send(Delivery("p3", "A", "rui", 0, ("console",),
+                                {"message": "Ana is attending Booth 1"}, kind="notice"), None)
+    assert stream.getvalue().splitlines() == [
+        "[PAGE] Booth 1: call button pressed -> ana (HIGH, level 1)",
+        "  ack: http://127.0.0.1:8080/ack/tok",
+        "[PAGE] Booth 1: call button pressed again -> rui (HIGH, level 2, URGENT)",
+        "  ack: http://127.0.0.1:8080/ack/tok",
+        "[NOTICE] Ana is attending Booth 1 -> rui",
+    ]
 
 
 async def test_console_broken_stream_is_a_delivery_error() -> None:

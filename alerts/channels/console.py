@@ -15,7 +15,8 @@ from monitor.core.settings import ChannelConfig
 
 
 class ConsoleChannel:
-    """Writes one readable line per page to `stream` (a terminal or a log file)."""
+    """Writes one readable line per page to `stream` (a terminal or a log file): what,
+    to whom, how loud; a page's ack link follows on a line of its own."""
 
     type = "console"
 
@@ -26,16 +27,19 @@ class ConsoleChannel:
 
     async def send(self, delivery: Delivery, address: str | None) -> str | None:
         payload = delivery.payload
-        priority = str(payload.get("priority", "?")).upper()
         message = payload.get("message") or f"incident {delivery.incident}"
+        line = f"[{delivery.kind.upper()}] {message} -> {delivery.responder}"
         if delivery.kind == "page":
-            line = f"[PAGE] level {delivery.level} {priority} {message} -> {delivery.responder}"
-        else:
-            line = f"[{delivery.kind.upper()}] {message} -> {delivery.responder}"
+            loud = [str(payload.get("priority", "?")).upper(), f"level {delivery.level}"]
+            if payload.get("urgent"):
+                loud.append("URGENT")
+            line += f" ({', '.join(loud)})"
+        text = " ".join(line.splitlines()) + "\n"
         if payload.get("ack_url"):
-            line += f"  ack: {payload['ack_url']}"
+            # ~150 characters: inside the line it would wrap it over three lines of a terminal
+            text += f"  ack: {payload['ack_url']}\n"
         try:
-            self._stream.write(" ".join(line.splitlines()) + "\n")
+            self._stream.write(text)
             self._stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: I/O on a closed file
             raise DeliveryError(f"console write failed: {exc}") from None
