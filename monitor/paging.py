@@ -6,9 +6,9 @@ backoff. Every attempt updates the page's row and adds an attempt row; a channel
 that delivered it, or one that failed over to the next, is reported to the core
 (`PageReport`), and a page that every retry failed is reported as `PageFailed`,
 so the core escalates at once: no adapter hides a failure. A page printed on a
-console nobody watches reached nobody: it is recorded as printed (result
-``printed``, the attempt not ok) and counts as a failed attempt for the page. Pages queued or
-mid-retry when the service stopped are sent again at start.
+console nobody watches reached nobody: the attempt is recorded as printed
+(result ``printed``, not ok) and, for the page, as a failed one. Pages queued
+or mid-retry when the service stopped are sent again at start.
 
 Notices ("Ana is attending") and messages about boothwatch itself (monitoring
 down or restored) take the same path, recorded but never escalated. A Pushover
