@@ -4,11 +4,13 @@ A `Channel` (one per file in alerts/channels/) makes one attempt and either
 returns (accepted; optionally with the service's receipt id) or raises
 `DeliveryError` with a short reason. The `Dispatcher` owns fallback and
 retries: a `Delivery` lists the responder's channels in order; a round tries
-them in that order until one accepts, so a failed channel hands the page to the
-next one at once; a round where every channel failed is retried after a
-back-off. Each `Delivery` gets its own asyncio task, so a hanging or failing
-channel never delays a page to anyone else, and `submit` never blocks the
-caller.
+them in that order until one delivers it, so a failed channel hands the page to
+the next one at once; a round where no channel delivered is retried after a
+back-off. Delivered means accepted by a channel that reaches a person: a console
+nobody watches (`reaches_a_person` false) prints the page, that attempt is
+reported as `printed`, not delivered, and the round goes on. Each `Delivery`
+gets its own asyncio task, so a hanging or failing channel never delays a page
+to anyone else, and `submit` never blocks the caller.
 
 Safety rules (a page must never be silently lost):
 
@@ -79,6 +81,8 @@ class Delivery:
 class Attempt:
     """The outcome of one attempt to deliver a page.
 
+    `ok`: delivered, to a channel that reaches a person. `printed`: accepted by a
+    channel that reaches nobody (a console nobody watches); not ok, its `error` says so.
     `final` is true when no further attempt follows: it succeeded, it was the last
     try, or the incident was cancelled meanwhile.
     """
@@ -90,6 +94,11 @@ class Attempt:
     latency: float  # seconds
     final: bool
     receipt: str | None = None  # the service's id for an accepted message, if it gives one
+    printed: bool = False
+
+
+#: why an attempt that a console nobody watches accepted is no delivery
+PRINTED_ONLY = "printed on a console nobody watches"
 
 
 class DeliveryError(Exception):
@@ -104,6 +113,8 @@ class DeliveryError(Exception):
 class Channel(Protocol):
     name: str
     type: str
+    # False for a console nobody watches: what it accepts has reached nobody
+    reaches_a_person: bool
 
     async def send(self, delivery: Delivery, address: str | None) -> str | None:
         """Make one attempt; raise `DeliveryError` on failure.
@@ -131,12 +142,12 @@ class Dispatcher:
     """Delivers pages in the background, one task per `Delivery`, with fallback and retries.
 
     A round tries the delivery's channels in order and stops at the first that
-    accepts; a failed channel hands over to the next one at once. After a round
-    in which every channel failed, the task sleeps ``retry_delays[n-1]`` (± `jitter`
-    as a fraction) and runs round ``n+1``. After ``len(retry_delays) + 1`` failed
-    rounds ``on_failed(delivery, last_reason)`` is called once. Callbacks are
-    plain functions, called from the delivery tasks, never from inside `submit`
-    or `cancel`.
+    delivers; a failed (or only printed) attempt hands over to the next channel at
+    once. After a round in which no channel delivered, the task sleeps
+    ``retry_delays[n-1]`` (± `jitter` as a fraction) and runs round ``n+1``. After
+    ``len(retry_delays) + 1`` failed rounds ``on_failed(delivery, last_reason)`` is
+    called once. Callbacks are plain functions, called from the delivery tasks,
+    never from inside `submit` or `cancel`.
     """
 
     def __init__(
@@ -219,7 +230,7 @@ class Dispatcher:
                     return
                 number += 1
                 channel = self._channels.get(name)
-                receipt = None
+                receipt, printed = None, False
                 if channel is None:
                     error, latency = "unknown channel", 0.0
                     log.error("page for an unknown channel", channel_name=name,
@@ -227,16 +238,18 @@ class Dispatcher:
                 else:
                     error_or_none, latency, receipt = await _attempt(
                         channel, delivery, delivery.addresses.get(name))
-                    if error_or_none is None:
+                    if error_or_none is None and channel.reaches_a_person:
                         self._report(delivery, Attempt(number, name, True, None, latency,
                                                        final=True, receipt=receipt))
                         log.info("page delivered", attempt=number, channel_name=name,
-                                 latency=latency, **_ids(delivery))
+                                 latency_ms=round(latency * 1000, 1), **_ids(delivery))
                         return
-                    error = error_or_none
+                    printed = error_or_none is None
+                    error = error_or_none or PRINTED_ONLY
                 last = round_ == rounds and position == len(delivery.channels) - 1
                 self._report(delivery, Attempt(number, name, False, error, latency,
-                                               final=last or job.stopped))
+                                               final=last or job.stopped, receipt=receipt,
+                                               printed=printed))
             if round_ == rounds:
                 self._fail(delivery, error)
                 return

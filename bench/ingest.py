@@ -220,8 +220,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         db_path = tmp / "boothwatch.db"
         config = bench_site(
             mqtt_port=broker.port, http_port=http_port, db=db_path, booths=args.booths,
-            auth=broker.auth, channel={"type": "console"}, client_id=CLIENT_ID,
-            protocol=args.protocol,
+            # nothing pages; a responder needs a channel that reaches a person
+            auth=broker.auth, channel={"type": "console", "watched": True},
+            client_id=CLIENT_ID, protocol=args.protocol,
         ).text()
         service = Service(tmp, config, http_port, profile=profile, src=args.src)
         service.start()

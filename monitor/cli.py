@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="SQLite file (default: a new temporary file)")
     demo.add_argument("--speed", type=float, default=1.0,
                       help="timer scale: 2 halves every demo threshold")
+    demo.add_argument("--verbose", action="store_true",
+                      help="the service's logs on stderr (default: a file the banner names)")
     from devices.simulator import DEFAULT_RATE, FORMATS, SCENARIOS
 
     sim = sub.add_parser(
@@ -117,10 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _run_until_signal(Runtime(config).run())
         case "demo":
-            configure(args.log_format or "console")
             from monitor.demo import run_demo
 
-            return _run_until_signal(run_demo(args.http, args.db, args.speed))
+            return _run_until_signal(run_demo(args.http, args.db, args.speed,
+                                              verbose=args.verbose,
+                                              log_format=args.log_format or "console"))
         case "sim":
             from devices import simulator
 

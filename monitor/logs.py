@@ -24,7 +24,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 from urllib.parse import quote, urlsplit
 
 import structlog
@@ -112,9 +112,12 @@ def protect(config: Config, env: Mapping[str, str]) -> None:
                     (r.id for r in config.responders))
 
 
-def configure(fmt: LogFormat = "json", level: int = logging.INFO) -> None:
+def configure(fmt: LogFormat = "json", level: int = logging.INFO,
+              stream: TextIO | None = None) -> None:
+    """Log lines, the libraries' too, to `stream` (default stderr)."""
+    out = sys.stderr if stream is None else stream
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
@@ -128,10 +131,10 @@ def configure(fmt: LogFormat = "json", level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_logger_name,

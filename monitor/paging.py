@@ -3,10 +3,12 @@
 A page is stored as ``queued`` and handed to the dispatcher (`alerts.channels`),
 which tries the responder's channels in their fallback order and retries with
 backoff. Every attempt updates the page's row and adds an attempt row; a channel
-that accepted it, or one that failed over to the next, is reported to the core
+that delivered it, or one that failed over to the next, is reported to the core
 (`PageReport`), and a page that every retry failed is reported as `PageFailed`,
-so the core escalates at once: no adapter hides a failure. Pages queued or
-mid-retry when the service stopped are sent again at start.
+so the core escalates at once: no adapter hides a failure. A page printed on a
+console nobody watches reached nobody: the attempt is recorded as printed
+(result ``printed``, not ok) and, for the page, as a failed one. Pages queued
+or mid-retry when the service stopped are sent again at start.
 
 Notices ("Ana is attending") and messages about boothwatch itself (monitoring
 down or restored) take the same path, recorded but never escalated. A Pushover
@@ -63,9 +65,10 @@ class Paging:
         channels = build_channels(config.channels, session, self._publish, config.site.id,
                                   policies=config.escalation, receipts=self.receipts)
         self.dispatcher = Dispatcher(channels, self._attempted, self._failed, retry_delays)
-        for channel in config.channels:
-            for result in ("sent", "failed"):
-                metrics.pages.labels(channel, result)
+        for name, channel in config.channels.items():
+            printed = () if channel.reaches_a_person else ("printed",)
+            for result in ("sent", "failed", *printed):
+                metrics.pages.labels(name, result)
 
     # --- the core's commands (the driver's page port) -----------------------------------
 
@@ -165,11 +168,13 @@ class Paging:
     def _attempted(self, delivery: Delivery, attempt: Attempt) -> None:
         now = self._clock()
         status = "sent" if attempt.ok else ("failed" if attempt.final else "retrying")
-        self._metrics.pages.labels(attempt.channel, "sent" if attempt.ok else "failed").inc()
+        result = "sent" if attempt.ok else ("printed" if attempt.printed else "failed")
+        self._metrics.pages.labels(attempt.channel, result).inc()
         if attempt.ok:
             self._metrics.page_latency.labels(attempt.channel).observe(attempt.latency)
         else:
-            log.warning("page_attempt_failed", incident=delivery.incident,
+            log.warning("page_printed_not_delivered" if attempt.printed
+                        else "page_attempt_failed", incident=delivery.incident,
                         responder=delivery.responder, channel=attempt.channel,
                         kind=delivery.kind, attempt=attempt.number, error=attempt.error,
                         final=attempt.final, page_id=delivery.page_id)

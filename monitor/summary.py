@@ -90,10 +90,9 @@ def summary(config: Config) -> str:
     lines.append(f"responders ({len(config.responders)}):")
     for r in config.responders:
         duty = ("shifts " + ", ".join(s.text for s in r.shifts)) if r.shifts else "always on duty"
-        lines.append(
-            f"  {r.id} {r.name}: roles {', '.join(r.roles)}; channels "
-            f"{' → '.join(r.channels)}; {duty}"
-        )
+        route = " → ".join(c if config.channels[c].reaches_a_person else f"{c} (reaches nobody)"
+                           for c in r.channels)
+        lines.append(f"  {r.id} {r.name}: roles {', '.join(r.roles)}; channels {route}; {duty}")
     lines.append(f"channels ({len(config.channels)}):")
     for ch in config.channels.values():
         text = f"  {ch.name}: {ch.type}"
@@ -104,6 +103,11 @@ def summary(config: Config) -> str:
             text += f" topic {ch.topic or f'boothwatch/{site.id}/pages/<responder>'}"
         elif ch.type in ("ntfy", "pushover", "apprise"):
             text += _push_summary(ch, config.escalation.get("high"))
+        elif ch.watched:
+            text += ", watched (a person watches the service's output: its pages are delivered)"
+        else:
+            text += (" (reaches nobody: it prints on the service's output; no fallback, a page it "
+                     "prints is not delivered)")
         lines.append(text)
     rl = config.rate_limit
     repeats = (f"a repeated call jumps escalation at most once per {fd(rl.repeat_call_interval)}"

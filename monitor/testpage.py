@@ -9,7 +9,8 @@ delivered or failed, latency, the service's receipt and the reason.
 
 "Delivered" means the channel's service accepted the page (HTTP 2xx, broker
 PUBACK, Apprise success); whether the phone rang is for the responder to
-confirm, and the last line says so.
+confirm, and the last line says so. A console nobody watches prints the test
+page here but fails the test, as the service counts it: it reaches nobody.
 
 Exit status: 0 when every channel delivered, 1 when one failed, 2 for a config
 problem or an unknown responder or channel.
@@ -32,7 +33,7 @@ import aiohttp
 from ulid import ULID
 
 from alerts.channels.mqtt import Publish
-from alerts.delivery import Channel, Delivery, DeliveryError
+from alerts.delivery import PRINTED_ONLY, Channel, Delivery, DeliveryError
 from alerts.factory import build_channels
 from devices.mqtt import MqttLink, NotConnected
 from monitor.config import ConfigError, load_config
@@ -126,7 +127,9 @@ async def _attempt(channel: Channel, delivery: Delivery, responder: ResponderCon
     except Exception as exc:  # a bug in a channel: still a failed test, with its name
         reason = f"internal error: {type(exc).__name__}: {exc}"
     else:
-        return Outcome(channel.name, channel.type, True, time.monotonic() - started, receipt)
+        if channel.reaches_a_person:
+            return Outcome(channel.name, channel.type, True, time.monotonic() - started, receipt)
+        reason = PRINTED_ONLY
     return Outcome(channel.name, channel.type, False, time.monotonic() - started, reason=reason)
 
 

@@ -21,7 +21,15 @@ from structlog.testing import capture_logs
 from alerts.channels.console import ConsoleChannel
 from alerts.channels.mqtt import MqttChannel
 from alerts.channels.webhook import SIGNATURE_HEADER, WebhookChannel
-from alerts.delivery import Attempt, Channel, Delivery, DeliveryError, DeliveryKind, Dispatcher
+from alerts.delivery import (
+    PRINTED_ONLY,
+    Attempt,
+    Channel,
+    Delivery,
+    DeliveryError,
+    DeliveryKind,
+    Dispatcher,
+)
 from alerts.factory import build_channels
 from monitor.core.settings import ChannelConfig
 
@@ -225,14 +233,22 @@ def test_webhook_needs_a_url() -> None:
 
 
 async def test_console_writes_one_line() -> None:
-    """The console channel writes one readable line with the ack link."""
+    """The console channel writes one readable line, the ack link on a line of its own."""
     stream = io.StringIO()
     console = ConsoleChannel(ChannelConfig("console", "console"), stream)
     await console.send(delivery("console"), None)
-    assert stream.getvalue() == (
-        "[PAGE] level 1 HIGH Booth 1: call button pressed -> ana"
-        "  ack: http://127.0.0.1:8080/ack/tok\n"
-    )
+    page = Delivery("p2", "A", "rui", 2, ("console",),
+                    dict(PAYLOAD, message="Booth 1: call button pressed\nagain", urgent=True))
+    await console.send(page, None)
+    await console.send(Delivery("p3", "A", "rui", 0, ("console",),
+                                {"message": "Ana is attending Booth 1"}, kind="notice"), None)
+    assert stream.getvalue().splitlines() == [
+        "[PAGE] Booth 1: call button pressed -> ana (HIGH, level 1)",
+        "  ack: http://127.0.0.1:8080/ack/tok",
+        "[PAGE] Booth 1: call button pressed again -> rui (HIGH, level 2, URGENT)",
+        "  ack: http://127.0.0.1:8080/ack/tok",
+        "[NOTICE] Ana is attending Booth 1 -> rui",
+    ]
 
 
 async def test_console_broken_stream_is_a_delivery_error() -> None:
@@ -447,6 +463,7 @@ async def test_channel_bug_counts_as_failed_attempt() -> None:
     class Broken:
         name = "broken"
         type = "console"
+        reaches_a_person = True
 
         async def send(self, delivery: Delivery, address: str | None) -> str | None:
             raise KeyError("oops")
@@ -509,6 +526,36 @@ async def test_failed_channel_falls_back_to_the_next_at_once(
     assert rec.failed == []
 
 
+async def test_a_console_nobody_watches_prints_but_does_not_deliver(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """An unwatched console prints the page, reported as printed (not ok), and the round
+    goes on to the next channel; with nothing after it every round prints, then on_failed.
+    A watched console delivers."""
+    stream = io.StringIO()
+    screen = ConsoleChannel(ChannelConfig("screen", "console"), stream)
+    rec = Recorder()
+    d = dispatcher(rec, screen, webhook(server, session), delays=(0.01,))
+    fell_back, alone = delivery(("screen", "hook"), incident="A"), delivery("screen", incident="B")
+    d.submit(fell_back)
+    d.submit(alone)
+    await d.drain(2.0)
+    assert [(a.channel, a.ok, a.printed, a.error) for a in rec.of("A")] == [
+        ("screen", False, True, PRINTED_ONLY), ("hook", True, False, None)]
+    assert [(a.ok, a.printed, a.final) for a in rec.of("B")] == [
+        (False, True, False), (False, True, True)]
+    assert rec.failed == [(alone, PRINTED_ONLY)]
+    assert stream.getvalue().count("[PAGE]") == 3  # it did print, every time
+
+    watched = ConsoleChannel(ChannelConfig("screen", "console", watched=True), io.StringIO())
+    rec = Recorder()
+    d = dispatcher(rec, watched)
+    d.submit(delivery("screen"))
+    await d.drain(1.0)
+    assert [(a.ok, a.printed, a.final) for _, a in rec.attempts] == [(True, False, True)]
+    assert rec.failed == []
+
+
 async def test_every_channel_failing_backs_off_then_fails_once(
     server: Server, session: aiohttp.ClientSession
 ) -> None:
@@ -552,6 +599,7 @@ async def test_receipt_and_address_reach_the_record() -> None:
     class Receipted:
         name = "push"
         type = "console"
+        reaches_a_person = True
 
         async def send(self, delivery: Delivery, address: str | None) -> str | None:
             seen.append(address)

@@ -526,6 +526,33 @@ def test_channel_rules() -> None:
     ]
 
 
+def test_a_responder_needs_a_channel_that_reaches_a_person() -> None:
+    """A console nobody watches is only marked as a fallback (the interface's example), but
+    a responder with nothing else is refused; ``watched = true`` says a person watches it."""
+    data = _data()
+    channels, responders = data["channels"], data["responders"]
+    assert isinstance(channels, dict) and isinstance(responders, list)
+    responders[1]["channels"] = ["screen", "screen"]
+    channels["pager"]["watched"] = True
+    assert _problems(data) == [
+        'channels.pager.watched: unknown key',
+        "responders[1].channels: no channel that reaches a person: a console prints on the "
+        "service's output, which nobody watches; add a webhook, ntfy, pushover, apprise or "
+        "mqtt channel (or set watched = true on a console that a person watches)",
+    ]
+    del channels["pager"]["watched"]
+    channels["screen"]["watched"] = "yes"
+    assert _problems(data) == ['channels.screen.watched: expected true or false, got "yes"']
+    channels["screen"]["watched"] = True
+    config = parse_config(data, {})
+    assert config.channels["screen"].reaches_a_person
+    assert not parse_config(_data(), {}).channels["screen"].reaches_a_person
+    text = summary(config)
+    assert "rui Rui: roles coordinator; channels screen; always on duty" in text
+    assert ("screen: console, watched (a person watches the service's output: its pages are "
+            "delivered)") in text
+
+
 def test_channel_secret_from_env() -> None:
     """secret_env takes the webhook secret from the named environment variable."""
     data = _data()
@@ -579,9 +606,10 @@ def test_summary_content_without_secrets() -> None:
         "b1 Booth 1: long session 20m, stillness 3m, device timeout 15m",
         "b2 Booth 2: long session 30m",
         "ana Ana: roles nurse; channels pager",
-        "rui Rui: roles coordinator; channels pager → screen; always on duty",
+        "rui Rui: roles coordinator; channels pager → screen (reaches nobody); always on duty",
         "pager: webhook",
-        "screen: console",
+        "screen: console (reaches nobody: it prints on the service's output; no fallback, a "
+        "page it prints is not delivered)",
         "high: 0s → role:nurse; 30s → role:nurse, role:coordinator; repeat 60s; ack timeout 2m",
         "low: 0s → role:coordinator",
     ):

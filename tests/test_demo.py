@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import simulator as sim
 from devices.adapters.canonical import Parsed, parse_event, parse_topic
-from monitor.demo import BOOTHS, CALL_AT, LONG_SESSION, SITE, STILLNESS, scenario
+from monitor.demo import BOOTHS, CALL_AT, LONG_SESSION, SITE, STILLNESS, IncidentLines, scenario
 from tests.harness.broker import Mosquitto, free_port
 from tests.harness.service import eventually
 
@@ -37,7 +37,9 @@ async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
 
 
 async def test_demo_pages_within_seconds_and_stops_cleanly(tmp_path: Path) -> None:
-    """A Booth 1 page reaches stdout, b1 and b2 incidents show in the API, SIGTERM exits 0."""
+    """A Booth 1 page reaches stdout, its ack link on the next line, and an [INCIDENT] line
+    with its id; the watched console counts it as sent; the logs are in the file the banner
+    names, not on the terminal; b1 and b2 incidents show in the API, SIGTERM exits 0."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = await asyncio.create_subprocess_exec(
@@ -60,7 +62,14 @@ async def test_demo_pages_within_seconds_and_stops_cleanly(tmp_path: Path) -> No
         banner = "".join(out)
         for text in (f"{base}/api/incidents?state=all", "/metrics", "Ctrl-C to stop"):
             assert text in banner
+        log_file = next(line.split()[1] for line in out if line.startswith("  logs "))
         out_task = asyncio.create_task(_collect(proc.stdout, out))
+        at = len(out)  # the line after the page's
+        ack = (await eventually(lambda: out[at:]))[0].rstrip("\n")
+        assert ack.startswith(f"  ack: {base}/ack/") and len(ack) <= 160  # two lines of 80
+        opened = await eventually(lambda: [line for line in out
+                                           if line.startswith("[INCIDENT] Booth 1: opened")])
+        incident = opened[0].split()[-1]
 
         async with aiohttp.ClientSession() as http:
 
@@ -77,16 +86,59 @@ async def test_demo_pages_within_seconds_and_stops_cleanly(tmp_path: Path) -> No
             await eventually(raised, timeout=30, every=0.5)
             booths = await get("/api/booths")
             assert sorted(b["booth"] for b in booths) == list(BOOTHS)
+            assert incident in {i["id"] for i in await get("/api/incidents?state=all")}
+            async with http.get(base + "/metrics") as resp:
+                metrics = await resp.text()
+            sent = next(line for line in metrics.splitlines() if line.startswith(
+                'boothwatch_pages_total{channel="screen",result="sent"}'))
+            assert float(sent.split()[-1]) >= 1
+            assert 'result="printed"' not in metrics
 
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
         await asyncio.wait_for(asyncio.gather(err_task, out_task), 5)
         assert "Traceback" not in "".join(err), "".join(err)[-3000:]
+        assert "sim_event" not in "".join(err + out)
+        logs = await asyncio.to_thread(Path(log_file).read_text)
+        assert "sim_event" in logs and "page delivered" in logs
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         err_task.cancel()
+
+
+def test_incident_lines_tell_each_change_once() -> None:
+    """Opened (with the id the curl command needs), a new trigger, acknowledged, open again,
+    at the booth, resolved: one line each, in whole seconds; an escalation step adds none."""
+    lines = IncidentLines()
+    incident: dict[str, Any] = {
+        "id": "01JD", "booth": "b1", "booth_name": "Booth 1", "priority": "medium",
+        "state": "open", "triggers": ["long_session"], "level": 1, "response": {}}
+
+    def change(**fields: Any) -> str | None:
+        incident.update(fields)
+        return lines.line(dict(incident))
+
+    assert change() == "[INCIDENT] Booth 1: opened (medium: long_session), id 01JD"
+    assert change(level=2) is None
+    assert change(priority="high", triggers=["long_session", "unresponsive"]) == (
+        "[INCIDENT] Booth 1: now high: long_session, unresponsive")
+    assert change(state="acknowledged", acknowledged_by="ana",
+                  response={"to_acknowledge": 12.345}) == (
+        "[INCIDENT] Booth 1: acknowledged by ana after 12s")
+    assert change(state="open") == (
+        "[INCIDENT] Booth 1: open again (high: long_session, unresponsive): escalation goes "
+        "on")
+    assert change(state="attended", presence_by="rui",
+                  response={"to_acknowledge": 12.3, "to_presence": 75.6}) == (
+        "[INCIDENT] Booth 1: rui at the booth after 76s")
+    assert change(state="resolved", resolved_by=None, outcome="vacated",
+                  response={"to_resolve": 3600}) == (
+        "[INCIDENT] Booth 1: resolved after 1h (vacated)")
+    assert change(outcome="ok") is None  # recorded afterwards: nothing changed for the room
+    assert lines.line({"id": "01JE", "booth": "b2", "state": "open", "priority": "high",
+                       "triggers": ["call"]}) == "[INCIDENT] b2: opened (high: call), id 01JE"
 
 
 # --- the scenarios ----------------------------------------------------------------------

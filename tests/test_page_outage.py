@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from alerts.channels.webhook import WebhookChannel
-from alerts.delivery import Delivery, Dispatcher
+from alerts.delivery import PRINTED_ONLY, Delivery, Dispatcher
 from alerts.http import client_session
 from monitor.core.settings import ChannelConfig
 from tests.harness.broker import Mosquitto, Publish, free_port
@@ -146,6 +147,47 @@ async def test_every_channel_failing_is_retried_with_backoff_then_escalates(
             assert [(e["responder"], e["reason"]) for e in failed] == [("ana", "HTTP 500")]
             assert await svc.metric(  # Ana's level-2 page is failing by now too
                 'boothwatch_pages_total{channel="broken",result="failed"}') >= 3.0
+
+
+async def test_a_page_printed_on_the_console_is_not_delivered(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+) -> None:
+    """Ana's pager answers 500 and her fallback is a console nobody watches, as Rui's is in
+    the interface's example: each round prints the page and goes on; the page ends failed,
+    is counted and logged as printed, never as sent, and the incident escalates to Rui."""
+    async with broken() as server:
+        edit = site({"broken": (f"{server.url}/page", "2s")}, ana=["broken", "screen"])
+
+        def with_console(s: Site) -> None:
+            edit(s)
+            s.channels["screen"] = {"type": "console"}
+
+        with capture_logs() as logs:
+            async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
+                                     edit=with_console) as svc:
+                svc.publish(events_topic("b1"), event("button", press="call"))
+                page = (await svc.hook.wait(1, 10))[0]
+                assert (page["responder"], page["level"]) == ("rui", 2)
+                await svc.runtime.store.flush()
+                pages = await svc.runtime.store.pages(page["incident"])
+                ana = next(p for p in pages if (p["responder"], p["level"]) == ("ana", 1))
+                assert (ana["status"], ana["attempts"], ana["last_error"]) == (
+                    "failed", 6, PRINTED_ONLY)
+                assert [(t["channel"], t["ok"], t["error"]) for t in ana["tries"]] == [
+                    ("broken", False, "HTTP 500"), ("screen", False, PRINTED_ONLY)] * 3
+                kinds = [(e["kind"], e.get("responder"), e.get("level"), e.get("reason"))
+                         for e in await timeline(svc, page["incident"])]
+                assert ("page_failed", "ana", 1, PRINTED_ONLY) in kinds
+                assert not [k for k in kinds if k[:3] == ("page_sent", "ana", 1)]
+                assert await svc.metric(
+                    'boothwatch_pages_total{channel="screen",result="printed"}') >= 3.0
+                assert await svc.metric(
+                    'boothwatch_pages_total{channel="screen",result="sent"}') == 0.0
+    printed = [e for e in logs if e["event"] == "page_printed_not_delivered"
+               and (e["responder"], e["channel"]) == ("ana", "screen")]
+    assert [e["final"] for e in printed][:3] == [False, False, True]
+    assert not [e for e in logs if e["event"] == "page delivered"
+                and e["channel_name"] == "screen"]
 
 
 async def test_a_hanging_webhook_times_out_and_falls_back(

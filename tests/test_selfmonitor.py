@@ -182,6 +182,17 @@ def test_recipients_fall_back_to_everyone_reachable_when_nobody_on_duty_is() -> 
     assert outage_recipients([_responder("cy", "radio")], CHANNELS, lambda r: True) == ((), True)
 
 
+def test_a_console_nobody_watches_tells_nobody_that_monitoring_is_down() -> None:
+    """An unwatched console is left out like MQTT; a watched one (the demo's) is used."""
+    channels = {**CHANNELS, "screen": ChannelConfig("screen", "console"),
+                "tty": ChannelConfig("tty", "console", watched=True)}
+    people = [_responder("ana", "screen", "pager"), _responder("bo", "screen", "tty")]
+    assert outage_recipients(people, channels, lambda rid: True) == (
+        (Recipient("ana", ("pager",)), Recipient("bo", ("tty",))), False)
+    assert outage_recipients([_responder("cy", "screen")], channels, lambda r: True) == (
+        (), True)
+
+
 # --- how channels carry a system message --------------------------------------------------
 
 

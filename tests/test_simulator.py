@@ -522,7 +522,7 @@ def _site(fmt: str, booths: int, devices: list[dict[str, str]]) -> dict[str, Any
         "booths": [{"id": b, "name": f"Booth {b}", **sim.booth_overrides(fmt)}
                    for b in sim.booth_ids(booths)],
         "devices": devices,
-        "channels": {"screen": {"type": "console"}},
+        "channels": {"screen": {"type": "console", "watched": True}},
         "responders": [{"id": "ana", "name": "Ana", "roles": ["nurse"], "channels": ["screen"]}],
         "escalation": {p: {"steps": [{"after": 0, "notify": ["role:nurse"]}]}
                        for p in ("high", "medium", "low")},

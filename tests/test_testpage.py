@@ -20,9 +20,10 @@ from tests.harness.receivers import LocalService, Seen, local_service
 from tests.harness.site import Site, booths, policy, responder, step
 
 
-def site_config(tmp_path: Path, service: LocalService, mqtt_url: str = "mqtt://127.0.0.1:1"
-                ) -> Path:
-    """Ana on a webhook, an ntfy phone and the console; Rui on the mqtt channel."""
+def site_config(tmp_path: Path, service: LocalService, mqtt_url: str = "mqtt://127.0.0.1:1",
+                watched: bool = True) -> Path:
+    """Ana on a webhook, an ntfy phone and the console (watched unless told); Rui on the
+    mqtt channel."""
     pages_everyone = policy(step("0s", "role:nurse"))
     site = Site(
         mqtt_url=mqtt_url, client_id="boothwatch-lisbon-1", store=tmp_path / "bw.db",
@@ -31,7 +32,7 @@ def site_config(tmp_path: Path, service: LocalService, mqtt_url: str = "mqtt://1
             "hook": {"type": "webhook", "url": f"{service.url}/hook"},
             "phone": {"type": "ntfy", "url": f"{service.url}/ntfy/",
                       "token_env": "TEST_NTFY_TOKEN", "timeout": "2s"},
-            "screen": {"type": "console"},
+            "screen": {"type": "console", "watched": watched},
             "bus": {"type": "mqtt"},
         },
         responders=[responder("ana", ["nurse"], ["hook", "phone", "screen"],
@@ -101,6 +102,20 @@ async def test_one_channel_failing(tmp_path: Path) -> None:
     assert paths == ["/ntfy/"]
     first, verdict = out.splitlines()
     assert first.startswith("phone (ntfy): FAILED after ") and first.endswith(" ms: HTTP 500")
+    assert verdict == "FAILED: 1 of 1 channel(s) did not deliver"
+
+
+async def test_console_nobody_watches_is_no_delivery(tmp_path: Path) -> None:
+    """A console nobody watches prints the test page, and fails the test as the service
+    counts it: the page reached nobody."""
+    async with local_service(reply) as service:
+        code, out, _ = await run_test_page(site_config(tmp_path, service, watched=False),
+                                           "--responder", "ana", "--channel", "screen")
+    assert code == 1
+    printed, line, verdict = out.splitlines()
+    assert printed.startswith("[TEST] TEST PAGE from boothwatch (Sala Mouraria) to Ana")
+    assert line.startswith("screen (console): FAILED after ")
+    assert line.endswith(" ms: printed on a console nobody watches")
     assert verdict == "FAILED: 1 of 1 channel(s) did not deliver"
 
 

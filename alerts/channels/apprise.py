@@ -49,6 +49,7 @@ class AppriseChannel:
     """
 
     type = "apprise"
+    reaches_a_person = True
 
     # A high page is a failure the nurse must act on; Apprise services colour or
     # sound by these types.

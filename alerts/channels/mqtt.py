@@ -21,6 +21,7 @@ class MqttChannel:
     """
 
     type = "mqtt"
+    reaches_a_person = True
 
     def __init__(self, config: ChannelConfig, publish: Publish, site: str) -> None:
         self.name = config.name

@@ -51,6 +51,7 @@ class NtfyChannel:
     """
 
     type = "ntfy"
+    reaches_a_person = True
 
     def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession) -> None:
         if not config.url:

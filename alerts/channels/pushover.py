@@ -109,6 +109,7 @@ class PushoverChannel:
     """Posts a message to Pushover's API; returns the receipt (emergency) or request id."""
 
     type = "pushover"
+    reaches_a_person = True
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ class WebhookChannel:
     """
 
     type = "webhook"
+    reaches_a_person = True
 
     def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession) -> None:
         if not config.url:

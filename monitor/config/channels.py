@@ -28,6 +28,7 @@ from alerts.channels import apprise, ntfy
 from alerts.channels.pushover import PUSHOVER_API, expire_problem, poll_problem, retry_problem
 from monitor.config.values import (
     KEY_ERROR,
+    Flag,
     HttpUrl,
     Missing,
     Positive,
@@ -105,6 +106,7 @@ class MqttChannel(Channel):
 
 class Console(Channel):
     type: Literal["console"]
+    watched: Flag = False
 
 
 class Ntfy(Channel):

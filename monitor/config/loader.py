@@ -1,11 +1,11 @@
 """Reading the site config: TOML, the schema, the checks across tables, the core's `Config`.
 
 The schema (`monitor.config.schema`) checks every table on its own. What it cannot
-see needs two tables: a device's booth, a responder's channels, a step's targets,
-a door booth's devices, ids used twice. Those checks run here, after it, on the
-values the schema found no problem with: a value with a problem of its own was
-reported already, so nothing that depends on it is checked, and one mistake gives
-one problem.
+see needs two tables: a device's booth, a responder's channels (one must reach a
+person), a step's targets, a door booth's devices, ids used twice. Those checks
+run here, after it, on the values the schema found no problem with: a value with
+a problem of its own was reported already, so nothing that depends on it is
+checked, and one mistake gives one problem.
 """
 
 from __future__ import annotations
@@ -225,12 +225,15 @@ def _responders(good: _Good, env: Mapping[str, str], problems: list[Problem]) ->
     channels = good.whole("channels")
     names = set(channels) if isinstance(channels, Mapping) else None
     needs_address = {}  # channel -> its type, for channels that reach a responder by address
+    reach_nobody = set()  # consoles nobody watches
     for name in names or ():
         if good.get("channels", name) is not None:
             checked = CHANNEL.validate_python(channels[name], context={"env": env})
             config = checked.config(name, env)
             if config.needs_address:
                 needs_address[name] = config.type
+            if not config.reaches_a_person:
+                reach_nobody.add(name)
     roles: set[str] | None = set()
     for i in good.items("responders") or ():
         at = ("responders", i)
@@ -248,6 +251,15 @@ def _responders(good: _Good, env: Mapping[str, str], problems: list[Problem]) ->
                                         f"{describe(channel)} (known: {known})"))
             elif channel is not None:
                 mine.append(channel)
+        listed = good.items(*at, "channels")
+        # A console as a fallback (the interface's example) is only marked, in the summary:
+        # with no other channel every page to this responder fails.
+        if mine and listed is not None and len(mine) == len(listed) and set(mine) <= reach_nobody:
+            problems.append(Problem((*at, "channels"), "no channel that reaches a person: a "
+                                    "console prints on the service's output, which nobody "
+                                    "watches; add a webhook, ntfy, pushover, apprise or mqtt "
+                                    "channel (or set watched = true on a console that a person "
+                                    "watches)"))
         address = good.get(*at, "address") if "address" in table else {}
         for channel in dict.fromkeys(mine) if address is not None else ():
             if channel in needs_address and channel not in address:

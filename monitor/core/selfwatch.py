@@ -29,11 +29,11 @@ a paged outage, ``resume`` puts the watch back in PAGED so nobody is paged twice
 and the restored message still reaches the people who were told.
 
 Who is told (`outage_recipients`): the responders on duty, each over their
-channels other than ``mqtt`` (which need the broker that is down), in their
-fallback order. When none of them can be reached that way (nobody on duty, or
-only through MQTT), every responder who can be is told: at 2 a.m. a nurse
-working without a shift in the config must still hear that the booths are
-unwatched.
+channels other than ``mqtt`` (which need the broker that is down) and a console
+nobody watches (which reaches nobody), in their fallback order. When none of
+them can be reached that way (nobody on duty, or only through MQTT), every
+responder who can be is told: at 2 a.m. a nurse working without a shift in the
+config must still hear that the booths are unwatched.
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ def outage_recipients(
     """Who hears that monitoring is down, and whether that is everyone (see the header)."""
     reachable = []
     for r in responders:
-        usable = tuple(c for c in r.channels if c in channels and channels[c].type != "mqtt")
+        usable = tuple(c for c in r.channels if c in channels and channels[c].type != "mqtt"
+                       and channels[c].reaches_a_person)
         if usable:
             reachable.append(Recipient(r.id, usable))
     on = tuple(r for r in reachable if on_duty(r.responder))

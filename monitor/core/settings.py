@@ -101,6 +101,14 @@ class ChannelConfig:
     retry: float | None = None
     expire: float | None = None
     poll_interval: float = 5.0  # pushover: how often an emergency receipt is polled
+    # console: a person watches this process's output (the demo's terminal). A console
+    # nobody watches (a service's journal) reaches nobody: what it prints is no delivery.
+    watched: bool = False
+
+    @property
+    def reaches_a_person(self) -> bool:
+        """Whether a page this channel accepts has reached someone (counts as delivered)."""
+        return self.type != "console" or self.watched
 
     @property
     def needs_address(self) -> bool:

@@ -55,7 +55,8 @@ def make_config(
                         stillness=stillness, device_timeout=900.0)
             for i in range(1, booths + 1)
         ),
-        channels=channels or {"pager": ChannelConfig(name="pager", type="console")},
+        channels=channels or {"pager": ChannelConfig(name="pager", type="console",
+                                                          watched=True)},
         responders=responders or (
             ResponderConfig(id="ana", name="Ana", roles=("nurse",), channels=("pager",)),
             ResponderConfig(id="rui", name="Rui", roles=("coordinator",), channels=("pager",)),

@@ -1,8 +1,9 @@
 """The one writer of site config files, for every test and benchmark that needs one.
 
 A `Site` holds the document as the tables `tomllib` reads back, with the test
-site's defaults: two booths, Ana the nurse and Rui the coordinator on one pager,
-the three escalation policies. A test changes what it is about (a booth's
+site's defaults: two booths, Ana the nurse and Rui the coordinator on one pager
+(a console the test watches: what it prints counts as delivered), the three
+escalation policies. A test changes what it is about (a booth's
 override, a channel, a responder's channels, a wrong value for the config checks)
 and writes the file; tomli-w writes the TOML, so every value lands as given.
 
@@ -98,7 +99,8 @@ class Site:
     defaults: Table = field(default_factory=lambda: {
         "long_session": "20m", "stillness": "3m", "device_timeout": "15m"})
     booths: list[Table] = field(default_factory=lambda: booths(2))
-    channels: dict[str, Table] = field(default_factory=lambda: {"pager": {"type": "console"}})
+    channels: dict[str, Table] = field(default_factory=lambda: {
+        "pager": {"type": "console", "watched": True}})
     responders: list[Table] = field(default_factory=lambda: [
         responder("ana", ["nurse"], ["pager"]), responder("rui", ["coordinator"], ["pager"])])
     escalation: dict[str, Table] = field(default_factory=escalation)
