@@ -109,8 +109,12 @@ def store_problem(path: str, who: str) -> str | None:
         why = "a read-only file system" if disk.f_flag & os.ST_RDONLY else _owner(info)
         return (f"{who} cannot create files in {directory} ({why}); SQLite makes the store's "
                 "-wal and -shm files there")
-    if (disk.f_bfree if os.geteuid() == 0 else disk.f_bavail) == 0:
-        return f"no space left on the file system of {directory}"
+    # only a new store (SQLite's empty file is one): an existing one opens on a full disk,
+    # and the service pages from memory meanwhile (monitor/store.py), which check-config
+    # in the unit's ExecStartPre must not prevent
+    new = not os.path.exists(file) or os.stat(file).st_size == 0
+    if new and (disk.f_bfree if os.geteuid() == 0 else disk.f_bavail) == 0:
+        return f"no space left on the file system of {directory} to create the store"
     return None
 
 

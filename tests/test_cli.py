@@ -204,7 +204,8 @@ def test_run_names_a_full_disk(tmp_path: Path) -> None:
         subprocess.run(["umount", str(disk)], check=True)
     assert done.returncode == 73, done.stderr
     (line,) = log_lines(done.stderr)
-    assert f"no space left on the file system of {disk}" in str(line["problem"])
+    assert f"no space left on the file system of {disk} to create the store" in str(
+        line["problem"])
 
 
 def test_run_names_an_http_address_in_use(tmp_path: Path) -> None:
