@@ -16,14 +16,20 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 
-# The integration tests start their own Mosquitto and Prometheus on free ports; they need
-# the binaries (promtool comes with prometheus). Installs only what is missing, without
-# recommends (prometheus would bring node-exporter). Debian's packages may start system
-# services on 1883 and 9090: the tests never use them.
+# The integration tests start their own Mosquitto, Prometheus and Alertmanager on free
+# ports; they need the binaries (promtool comes with prometheus, amtool with
+# prometheus-alertmanager). Installs only what is missing, without recommends (prometheus
+# would bring node-exporter). Debian's packages may start system services on 1883, 9090
+# and 9093: the tests never use them. The install test sends its test press with
+# mosquitto_pub and runs deploy/install into a throwaway root, which takes systemd's
+# tools (systemd-sysusers, systemctl, systemd-analyze), not a running systemd.
 servers:
 	@missing=; \
-	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing=" mosquitto mosquitto-clients"; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing=" mosquitto"; \
+	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	{ command -v prometheus-alertmanager && command -v amtool; } >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	{ command -v systemd-sysusers && command -v systemctl && command -v systemd-analyze; } >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -z "$$missing" ] || { \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -19,6 +19,15 @@ firmware would publish, as `Sent`, times divided by the speed; an act the
 format has no device for (a door in a canonical site) is skipped. `run_sim`
 publishes them and prints a summary every few seconds.
 
+**Acknowledgements.** Everything goes out at QoS 1, and every PUBACK is checked.
+With MQTT 5 (the default) a broker says in the PUBACK when it refused a publish
+(Mosquitto: "Not authorized", 0x87, when the ACL does not let the account write
+the topic); `run_sim` counts those by reason and booth, prints the first one of
+each topic as it comes, and ends with status 1 when any was refused or never
+acknowledged. MQTT 3.1.1 has no way to say so: Mosquitto acknowledges a denied
+publish and drops it, so there a refusal cannot be seen. Nothing printed shows a
+password: URLs are shown by `redact`.
+
 Booth ``b{i}`` has these devices (``devices_config`` gives their ``[[devices]]``
 entries, ``booth_overrides`` what each ``[[booths]]`` entry needs with them):
 
@@ -75,6 +84,7 @@ scenario can be checked without a broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import json
@@ -83,9 +93,9 @@ import os
 import random
 import secrets
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, Generic, Literal, TextIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -99,9 +109,10 @@ from devices.encoders import Action, Battery, Door, Motion, Occupancy, Online, P
 log = structlog.get_logger(__name__)
 
 Protocol = Literal["5", "3.1.1"]
+T = TypeVar("T")  # what a publish was made from, handed back with its PUBACK
 CONNECT_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 5.0  # at the end of a finite scenario, wait this long for the last PUBACKs
-DRAIN_TIMEOUT = 5.0  # at the end of a finite scenario, wait this long for the last PUBACKs
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK: accepted, but nobody subscribed to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +265,7 @@ class Sent:
     retain: bool
     scenario: str
     device: str  # the device id ("bridge" for the Zigbee2MQTT bridge)
+    booth: str | None  # None for the Zigbee2MQTT bridge
 
 
 def booth_ids(booths: int) -> list[str]:
@@ -515,7 +527,7 @@ def traffic(
     if fmt == "zigbee2mqtt":
         bridge = enc.zigbee2mqtt_bridge(True)
         yield Sent(0.0, bridge.topic, bridge.payload, bridge.retain, story(scenario, 0),
-                   "bridge")
+                   "bridge", None)
     for act in acts(scenario, names, rate=rate):
         device = devices.get((act.booth, act.role))
         if device is None:
@@ -533,7 +545,7 @@ def traffic(
             ids[act.booth] -= 1  # nothing went out: the id stays free
         for wire in wires:
             yield Sent(act.at / speed, wire.topic, wire.payload, wire.retain, act.scenario,
-                       device.id)
+                       device.id, act.booth)
 
 
 def _battery(act: Act) -> int:
@@ -560,7 +572,10 @@ def problems(
         except ValueError:
             ok = False
         if not ok:
-            out.append(f"--mqtt: expected mqtt://host:port or mqtts://host:port, got {url!r}")
+            hint = ("; a password with / ? or # in it must be percent-encoded, or left "
+                    "out of the URL and set in BOOTHWATCH_MQTT_PASSWORD" if "@" in url else "")
+            out.append("--mqtt: expected mqtt://host:port or mqtts://host:port, "
+                       f"got {redact(url)!r}{hint}")
     if fmt not in FORMATS:
         out.append(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if scenario not in SCENARIOS:
@@ -573,32 +588,111 @@ def problems(
     return out
 
 
-class _Summary:
-    """Messages sent, by scenario, and the rate: one line every few seconds."""
+def redact(url: str) -> str:
+    """`url` with its password, if it has one, shown as ``***``.
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    Split by hand rather than with `urlsplit`, so a URL it cannot take (a password
+    with a raw ``/`` or ``#``) is redacted too: the last ``@`` ends the user info.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}"
+
+
+MAX_NAMED = 5  # booths named per refusal reason in a summary line; the rest are counted
+
+
+class _Summary:
+    """What was sent, by scenario, and what the broker made of it: one line every few seconds.
+
+    A publish is accepted, refused (a PUBACK reason code of 0x80 or more, counted by
+    reason and booth) or still awaiting its PUBACK. Pure: the clock is passed in.
+    """
+
+    def __init__(self, now: Callable[[], float], protocol: Protocol = "5") -> None:
         self.now = now
-        self.start = now()
+        # MQTT 3.1.1 cannot refuse in a PUBACK: "accepted" would claim what nobody knows
+        self.acked_word = "accepted" if protocol == "5" else "acked"
         self.by_scenario: dict[str, int] = {}
         self.total = 0
+        self.accepted = 0
+        self.unheard = 0  # accepted, but the broker had no subscriber for it (0x10)
+        self.refused: dict[str, dict[str, int]] = {}  # reason -> booth (or device) -> count
+        self.refused_topics: set[tuple[str, str]] = set()  # (reason, topic) seen
+        self.begin()
+
+    def begin(self) -> None:
+        """Start the clock (once connected: the connection's time is no part of the rates)."""
+        self.start = self.now()
         self.last = (self.start, 0)  # (time, total) at the last line
 
-    def count(self, scenario: str) -> None:
-        self.by_scenario[scenario] = self.by_scenario.get(scenario, 0) + 1
+    def count(self, sent: Sent) -> None:
+        self.by_scenario[sent.scenario] = self.by_scenario.get(sent.scenario, 0) + 1
         self.total += 1
 
+    def settle(self, sent: Sent, reason: ReasonCode) -> str | None:
+        """Count the broker's answer to `sent`; the line to print at once for the first
+        refusal on a topic for a reason, else None."""
+        if not reason.is_failure:
+            self.accepted += 1
+            if reason.value == NO_MATCHING_SUBSCRIBERS:
+                self.unheard += 1
+            return None
+        name = str(reason)
+        who = self.refused.setdefault(name, {})
+        key = sent.booth or sent.device
+        who[key] = who.get(key, 0) + 1
+        if (name, sent.topic) in self.refused_topics:
+            return None
+        self.refused_topics.add((name, sent.topic))
+        return (f"refused: {sent.device} on {sent.topic}: {name} (0x{reason.value:02x}); "
+                "later ones on this topic are only counted")
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.accepted - sum(sum(n.values()) for n in self.refused.values())
+
+    @property
+    def ok(self) -> bool:
+        """The broker accepted everything that was sent."""
+        return not self.refused and self.pending == 0
+
     def line(self, final: str | None = None) -> str:
+        """A progress line, or with `final` ("done", "stopped") the last line of a run."""
         now = self.now()
         elapsed = now - self.start
         parts = ", ".join(f"{name} {n}" for name, n in self.by_scenario.items()) or "nothing"
         rate = self.total / elapsed if elapsed > 0 else 0.0
         if final is not None:
-            return f"{final}: sent {self.total} in {elapsed:.1f}s ({parts}), {rate:.1f}/s"
+            head = f"{final}: sent {self.total} in {elapsed:.1f}s ({parts}), {rate:.1f}/s"
+            return f"{head}; {self.outcome('never acknowledged')}"
         then, before = self.last
         recent = (self.total - before) / (now - then) if now > then else 0.0
         self.last = (now, self.total)
         return (f"[{elapsed:7.1f}s] sent {self.total} ({parts}), {rate:.1f}/s, "
-                f"last {now - then:.0f}s {recent:.1f}/s")
+                f"last {now - then:.0f}s {recent:.1f}/s; {self.outcome('awaiting ack')}")
+
+    def outcome(self, pending_word: str) -> str:
+        out = f"{self.acked_word} {self.accepted}"
+        if self.unheard:
+            out += f" ({self.unheard} with no subscriber: nothing read them)"
+        if self.refused:
+            total = sum(sum(n.values()) for n in self.refused.values())
+            out += f", refused {total} ({'; '.join(_named(r, n) for r, n in self.refused.items())})"
+        if self.pending:
+            out += f", {pending_word} {self.pending}"
+        return out
+
+
+def _named(reason: str, counts: Mapping[str, int]) -> str:
+    """"Not authorized: b2 9, b3 9" with at most MAX_NAMED booths, the others counted."""
+    named = ", ".join(f"{who} {n}" for who, n in itertools.islice(counts.items(), MAX_NAMED))
+    more = len(counts) - MAX_NAMED
+    return f"{reason}: {named}" + (f" and {more} more" if more > 0 else "")
 
 
 async def run_sim(
@@ -613,47 +707,77 @@ async def run_sim(
     duration: float | None = None,
     every: float = SUMMARY_EVERY,
     out: TextIO | None = None,
-    protocol: Protocol = "3.1.1",
+    protocol: Protocol = "5",
 ) -> None:
     """Publish the scenario's device traffic in real time, printing a summary to `out`.
 
     Ends when a finite scenario is done or after `duration` seconds; cancelling
-    it (Ctrl-C) stops it at once. Either way it prints a last line. An
-    unreachable broker ends the process with status 2.
+    it (Ctrl-C) stops it. Either way it waits for the last PUBACKs (at most
+    `DRAIN_TIMEOUT`) and prints a last line, then raises SystemExit(1) when the
+    broker refused a publish or left one unacknowledged. A broker that cannot be
+    reached or refuses the connection ends the process with status 2.
     """
     out = out or sys.stdout
     stream: Iterator[Sent] = traffic(site, fmt, scenario, booths, speed=speed, rate=rate)
     if duration is not None:
         stream = itertools.takewhile(lambda sent: sent.at <= duration, stream)
     loop = asyncio.get_running_loop()
+    summary = _Summary(loop.time, protocol)
+
+    def settled(sent: Sent, reason: ReasonCode) -> None:
+        notice = summary.settle(sent, reason)
+        if notice is not None:
+            print(notice, file=out, flush=True)
+
     bounds = f", at most {duration:g}s" if duration is not None else ""
+    blind = ("" if protocol == "5" else
+             "; MQTT 3.1.1: the broker acks a publish it refuses, so refusals go unseen")
     print(f"boothwatch sim: {booths} {fmt} booth(s), scenario {scenario}, speed {speed:g}"
-          f"{bounds} -> {url} (site {site}); Ctrl-C to stop", file=out, flush=True)
-    publisher = _Publisher(url, protocol)
-    summary: _Summary | None = None
-    reporter: asyncio.Task[None] | None = None
-    ending = "stopped"
+          f"{bounds} -> {redact(url)} (site {site}{blind}); Ctrl-C to stop",
+          file=out, flush=True)
+    publisher = _Publisher(url, protocol, settled)
+    reporter: asyncio.Task[None] | None = None  # set once connected
     try:
         try:
             await publisher.connect()
         except (OSError, TimeoutError, ConnectionError) as exc:
-            print(f"boothwatch sim: cannot publish to {url}: {exc or 'no answer'}",
+            print(f"boothwatch sim: cannot publish to {redact(url)}: {exc or 'no answer'}",
                   file=sys.stderr, flush=True)
             raise SystemExit(2) from None
-        summary = _Summary(loop.time)
+        summary.begin()
         reporter = asyncio.create_task(_report(summary, every, out), name="sim-summary")
-        for sent in stream:
-            await asyncio.sleep(max(0.0, summary.start + sent.at - loop.time()))
-            publisher.publish(sent.topic, sent.payload, sent.retain)
-            summary.count(sent.scenario)
-        await publisher.drain()
-        ending = "done"
+        # Ctrl-C stops the sending, and the PUBACKs of what went out still count; a
+        # second Ctrl-C stops the wait for them (what is left counts as unacknowledged)
+        done = await _unless_stopped(_send(stream, publisher, summary))
+        await _unless_stopped(publisher.drain())
     finally:
         if reporter is not None:
             reporter.cancel()
         publisher.close()
-        if summary is not None:
-            print(summary.line(final=ending), file=out, flush=True)
+    print(summary.line(final="done" if done else "stopped"), file=out, flush=True)
+    if not summary.ok:
+        raise SystemExit(1)
+
+
+async def _send(stream: Iterable[Sent], publisher: _Publisher[Sent], summary: _Summary) -> None:
+    loop = asyncio.get_running_loop()
+    for sent in stream:
+        await asyncio.sleep(max(0.0, summary.start + sent.at - loop.time()))
+        publisher.publish(sent.topic, sent.payload, sent.retain, sent)
+        summary.count(sent)
+
+
+async def _unless_stopped(aw: Awaitable[None]) -> bool:
+    """Await `aw`; False when a cancellation of this task (Ctrl-C) cut it short, which
+    ends the wait but not the task."""
+    try:
+        await aw
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()  # handled: later waits of this task are not cut short
+        return False
+    return True
 
 
 async def _report(summary: _Summary, every: float, out: TextIO) -> None:
@@ -670,7 +794,7 @@ async def play(
     site: str,
     steps: Iterable[Step],
     speed: float = 1.0,
-    protocol: Protocol = "3.1.1",
+    protocol: Protocol = "5",
     *,
     client_id: str | None = None,
 ) -> int:
@@ -678,9 +802,16 @@ async def play(
 
     paho runs its network loop in its own thread and reconnects by itself; QoS 1
     messages queued meanwhile go out when it is back. A finite scenario ends once
-    the broker has acknowledged every message (or after `DRAIN_TIMEOUT`).
+    the broker has acknowledged every message (or after `DRAIN_TIMEOUT`). A refused
+    or unacknowledged message is logged as a warning.
     """
-    publisher = _Publisher(url, protocol, client_id=client_id)
+
+    def settled(message: Message, reason: ReasonCode) -> None:
+        if reason.is_failure:
+            log.warning("sim_refused", topic=message.topic, booth=message.step.booth,
+                        reason=str(reason))
+
+    publisher = _Publisher(url, protocol, settled)
     loop = asyncio.get_running_loop()
     count = 0
     try:
@@ -688,29 +819,34 @@ async def play(
         start = loop.time()
         for message in messages(site, steps, speed):
             await asyncio.sleep(max(0.0, start + message.at - loop.time()))
-            publisher.publish(message.topic, message.payload)
+            publisher.publish(message.topic, message.payload, False, message)
             count += 1
             step = message.step
             quiet = step.payload.get("kind") == "heartbeat"
             (log.debug if quiet else log.info)("sim_event", booth=step.booth, **step.payload)
         await publisher.drain()
+        if publisher.pending:
+            log.warning("sim_unacknowledged", messages=len(publisher.pending))
         return count
     finally:
         publisher.close()
 
 
-class _Publisher:
-    """One paho client that publishes QoS 1 from the event loop and counts the PUBACKs.
+class _Publisher(Generic[T]):
+    """One paho client that publishes QoS 1 from the event loop and hands each PUBACK's
+    reason code, with what was published, to `settled` (on the event loop).
 
     A user name and password may come in the URL (``mqtt://user:pass@host``); with a
     user name and no password there, the password is ``BOOTHWATCH_MQTT_PASSWORD``.
     """
 
-    def __init__(self, url: str, protocol: Protocol, client_id: str | None = None) -> None:
+    def __init__(self, url: str, protocol: Protocol,
+                 settled: Callable[[T, ReasonCode], None],
+                 client_id: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {url!r}")
-        self.url = url
+            raise ValueError("expected mqtt://host:port or mqtts://host:port, "
+                             f"got {redact(url)!r}")
         self.host = parts.hostname
         self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         self.client = paho.Client(
@@ -721,12 +857,15 @@ class _Publisher:
         self.client.max_inflight_messages_set(1000)
         if parts.scheme == "mqtts":
             self.client.tls_set()
+        self.no_password = False
         if parts.username:
             password = parts.password
             password = (unquote(password) if password is not None
                         else os.environ.get("BOOTHWATCH_MQTT_PASSWORD"))
+            self.no_password = password is None
             self.client.username_pw_set(unquote(parts.username), password)
-        self.unacked: set[int] = set()
+        self.settled = settled
+        self.pending: dict[int, T] = {}  # by message id, until its PUBACK
         self.all_acked = asyncio.Event()
         self.all_acked.set()
         self.started = False
@@ -735,17 +874,20 @@ class _Publisher:
         loop = asyncio.get_running_loop()
         connected: asyncio.Future[ReasonCode] = loop.create_future()
 
-        def on_acked(mid: int) -> None:  # on the loop thread
-            self.unacked.discard(mid)
-            if not self.unacked:
+        def on_acked(mid: int, reason: ReasonCode) -> None:  # on the loop thread
+            item = self.pending.pop(mid, None)
+            if item is not None:
+                self.settled(item, reason)
+            if not self.pending:
                 self.all_acked.set()
 
         # paho calls these two on its own thread
         def on_connect(_c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
             loop.call_soon_threadsafe(_settle, connected, reason)
 
-        def on_publish(_c: paho.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
-            loop.call_soon_threadsafe(on_acked, mid)
+        def on_publish(_c: paho.Client, _u: Any, mid: int, reason: ReasonCode,
+                       _p: Any) -> None:
+            loop.call_soon_threadsafe(on_acked, mid, reason)
 
         self.client.on_connect = on_connect
         self.client.on_publish = on_publish
@@ -757,19 +899,20 @@ class _Publisher:
         except TimeoutError:
             raise TimeoutError(f"no CONNACK within {CONNECT_TIMEOUT:g} s") from None
         if reason.is_failure:
-            raise ConnectionError(f"{self.url} refused the simulator: {reason}")
+            hint = (" (no password: none in the URL and BOOTHWATCH_MQTT_PASSWORD is not set)"
+                    if self.no_password else "")
+            raise ConnectionError(f"the broker refused the connection: {reason}{hint}")
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        # the PUBACK callback runs on this thread later, so the mid is in the set first
-        self.unacked.add(self.client.publish(topic, payload, qos=1, retain=retain).mid)
+    def publish(self, topic: str, payload: bytes, retain: bool, item: T) -> None:
+        # the PUBACK callback runs on this thread later, so the mid is registered first
+        self.pending[self.client.publish(topic, payload, qos=1, retain=retain).mid] = item
         self.all_acked.clear()
 
     async def drain(self) -> None:
-        """Wait until the broker acknowledged everything (at most `DRAIN_TIMEOUT`)."""
-        try:
+        """Wait until the broker acknowledged everything (at most `DRAIN_TIMEOUT`);
+        what it did not stays in `pending`."""
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.all_acked.wait(), DRAIN_TIMEOUT)
-        except TimeoutError:
-            log.warning("sim_unacknowledged", messages=len(self.unacked))
 
     def close(self) -> None:
         if self.started:

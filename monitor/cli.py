@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="compress time: every offset divided by X")
     sim.add_argument("--duration", type=float, default=None, metavar="S",
                      help="stop after S seconds (default: when done; load runs until Ctrl-C)")
+    sim.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
+                     help="MQTT version (default 5: only MQTT 5 says when a publish is refused)")
     sim.add_argument("--print-devices", action="store_true",
                      help="print the [[booths]] and [[devices]] TOML for a config, and exit")
     test_page = command(
@@ -163,7 +165,7 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
             configure(log_format or "console")
             return _run_until_signal(simulator.run_sim(
                 args.mqtt, args.site, args.format, args.scenario, args.booths,
-                speed=args.speed, rate=args.rate, duration=args.duration,
+                speed=args.speed, rate=args.rate, duration=args.duration, protocol=args.protocol,
             ))
         case "report":
             from monitor import report

@@ -13,11 +13,12 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +27,25 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devices import simulator as sim
 from monitor.config import ConfigError, load_config
-from tests.harness.broker import Mosquitto, Publish, free_port, require_mosquitto
+from tests.harness.broker import Publish, require_mosquitto
 from tests.harness.service import event, events_topic, eventually, start_service
 from tests.harness.site import SITE, Site
+from tests.harness.site_broker import (
+    DEPLOY_ACL,
+    DEPLOY_CONF,
+    SCRIPT,
+    Credentials,
+    SiteBroker,
+    changed_lines,
+    directive,
+    make_credentials,
+)
 
 pytestmark = pytest.mark.integration
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
-DEPLOY_CONF = DEPLOY / "mosquitto.conf"
-DEPLOY_ACL = DEPLOY / "acl"
-SCRIPT = DEPLOY / "make-site-credentials"
 TIMEOUT = 5.0
-
-# The directives a test broker may change, and nothing else. Files keep their names.
-FILES = ("cafile", "certfile", "keyfile", "password_file", "acl_file")
-SUBSTITUTED = (*FILES, "listener", "persistence_location", "log_dest", "user")
 
 BOOTHS = ("b1", "b2")
 # Wi-Fi devices, named by their firmware topic (ESPHome, Tasmota, Shelly Gen2, Shelly Gen1)
@@ -49,98 +53,16 @@ DEVICES = ("esp-b1", "tasmota_b1", "shellyplus1-b1", "shelly1-b1")
 NOT_AUTHORIZED = 135  # MQTT 5 reason code
 
 
-def directive(line: str) -> str:
-    stripped = line.strip()
-    return "" if not stripped or stripped.startswith("#") else stripped.split()[0]
-
-
-def changed_lines(deploy: str, running: str) -> list[str]:
-    """Where ``running`` differs from ``deploy`` other than by SUBSTITUTED values."""
-    ours, theirs = deploy.splitlines(), running.splitlines()
-    if len(ours) != len(theirs):
-        return [f"{len(theirs)} lines instead of {len(ours)}"]
-    problems = []
-    for number, (want, got) in enumerate(zip(ours, theirs, strict=True), 1):
-        key = directive(want)
-        if want == got:
-            continue
-        if key not in SUBSTITUTED or directive(got) != key:
-            problems.append(f"line {number}: {got!r} instead of {want!r}")
-        elif key in FILES and Path(got.split()[1]).name != Path(want.split()[1]).name:
-            problems.append(f"line {number}: {got!r} names another file than {want!r}")
-    return problems
-
-
-@dataclass(frozen=True)
-class Credentials:
-    dir: Path
-    passwords: dict[str, str]
-
-    def file(self, name: str) -> str:
-        return str(self.dir / name)
-
-
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
     """A site's CA, certificates and accounts, made by the deploy script."""
-    out = tmp_path_factory.mktemp("site") / "credentials"
-    done = subprocess.run(
-        [str(SCRIPT), "--site", SITE, "--out", str(out), "--host", "127.0.0.1",
-         "--host", "localhost", "--booths", *BOOTHS, "--zigbee2mqtt",
-         *(arg for device in DEVICES for arg in ("--device", device))],
-        capture_output=True, text=True, check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = (out / "passwords").read_text(encoding="utf-8").splitlines()
-    passwords = dict(line.split(":", 1) for line in lines)
-    for secret in passwords.values():
-        assert secret not in done.stdout + done.stderr, "a password was printed"
-    return Credentials(out, passwords)
-
-
-class SiteBroker:
-    """Mosquitto with the deploy config: ``port`` is the TLS listener, ``loopback_port`` 1883's."""
-
-    def __init__(self, workdir: Path, credentials: Credentials, binary: str) -> None:
-        self.credentials = credentials
-        self.loopback_port = 0
-        self.mosquitto = Mosquitto(workdir, binary=binary, config=self._render)
-
-    @property
-    def port(self) -> int:
-        return self.mosquitto.port
-
-    def _render(self, broker: Mosquitto) -> str:
-        self.loopback_port = free_port()
-        ports = {"1883": self.loopback_port, "8883": broker.port}
-        out = []
-        for line in DEPLOY_CONF.read_text(encoding="utf-8").splitlines():
-            key = directive(line)
-            words = line.split()
-            if key == "listener":
-                # a test broker listens on loopback only, whatever the address in the file
-                out.append(f"listener {ports[words[1]]} 127.0.0.1")
-            elif key == "acl_file":
-                out.append(f"acl_file {DEPLOY_ACL}")  # the shipped file itself
-            elif key in FILES:
-                out.append(f"{key} {self.credentials.dir / Path(words[1]).name}")
-            elif key == "persistence_location":
-                out.append(f"persistence_location {broker.workdir}/")
-            elif key == "log_dest":
-                out.append(f"log_dest file {broker.log_path}")  # where Mosquitto looks for it
-            elif key == "user" and os.geteuid() == 0:
-                out.append("user root")  # the packaged user could not read our temporary files
-            else:
-                out.append(line)
-        return "\n".join(out) + "\n"
+    return make_credentials(tmp_path_factory.mktemp("site") / "credentials", BOOTHS, DEVICES,
+                            zigbee2mqtt=True)
 
 
 @pytest.fixture
 def broker(tmp_path: Path, credentials: Credentials) -> Iterator[SiteBroker]:
-    site = SiteBroker(tmp_path / "mosquitto", credentials, require_mosquitto())
-    with site.mosquitto:
-        running = site.mosquitto.config_text()
-        assert changed_lines(DEPLOY_CONF.read_text(encoding="utf-8"), running) == []
+    with SiteBroker(tmp_path / "mosquitto", credentials, require_mosquitto()) as site:
         yield site
 
 
@@ -516,3 +438,89 @@ async def test_boothwatch_end_to_end_over_tls(
             return incident if incident["state"] == "acknowledged" else None
 
         assert (await eventually(acknowledged, 5))["acknowledged_by"] == "ana"
+
+
+# --- boothwatch sim as a booth's account ----------------------------------------------
+
+
+def run_sim(url: str, booths: int, *args: str, password_env: str | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    """The real `boothwatch sim` process: the canonical call scenario at speed 100 (about
+    1.3 s); ``password_env`` as BOOTHWATCH_MQTT_PASSWORD."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")}
+    if password_env is not None:
+        env["BOOTHWATCH_MQTT_PASSWORD"] = password_env
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "sim", "--mqtt", url, "--site", SITE,
+         "--booths", str(booths), "--format", "canonical", "--scenario", "call",
+         "--speed", "100", *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+
+
+def read_by_service(service: Client, count: int) -> Counter[str]:
+    """The booths of the events the service's account has read, once there are `count`
+    (and a moment for any more to show)."""
+    deadline = time.monotonic() + TIMEOUT
+    while len(service.received()) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    return Counter(topic.split("/")[3] for topic, _ in service.received())
+
+
+def test_sim_counts_refused_publishes_by_reason_and_never_prints_the_password(
+    broker: SiteBroker, credentials: Credentials, connect: Any,
+) -> None:
+    """b1's account simulating b1 and b2: b2's publishes are counted as refused, exit 1."""
+    service = connect("boothwatch")
+    service.subscribe_all()
+    password = credentials.passwords["b1"]
+    url = f"mqtt://b1:{password}@127.0.0.1:{broker.loopback_port}"
+    done = run_sim(url, 2)
+
+    sent = Counter(s.booth for s in sim.traffic(SITE, "canonical", "call", 2))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert password not in done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert f"-> mqtt://b1:***@127.0.0.1:{broker.loopback_port} " in lines[0]
+    refusals = [line for line in lines if line.startswith("refused: ")]
+    assert len(refusals) == 1  # one line for the topic, the rest counted
+    assert f" on {events_topic('b2')}: Not authorized (0x87)" in refusals[0]
+    assert lines[-1].startswith(f"done: sent {sent.total()} ")
+    assert lines[-1].endswith(
+        f"; accepted {sent['b1']}, refused {sent['b2']} (Not authorized: b2 {sent['b2']})")
+    # what the simulator calls accepted is what the service's account read
+    assert read_by_service(service, sent["b1"]) == {"b1": sent["b1"]}
+
+
+def test_sim_exits_0_when_the_broker_accepts_everything(
+    broker: SiteBroker, credentials: Credentials, connect: Any,
+) -> None:
+    """b1's account simulating b1 alone, its password from the environment: all accepted."""
+    service = connect("boothwatch")
+    service.subscribe_all()
+    password = credentials.passwords["b1"]
+    done = run_sim(f"mqtt://b1@127.0.0.1:{broker.loopback_port}", 1, password_env=password)
+
+    sent = sum(1 for _ in sim.traffic(SITE, "canonical", "call", 1))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert password not in done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].endswith(f"; accepted {sent}")
+    assert read_by_service(service, sent) == {"b1": sent}
+
+
+def test_sim_over_mqtt_3_1_1_cannot_see_refusals(
+    broker: SiteBroker, credentials: Credentials, connect: Any,
+) -> None:
+    """With MQTT 3.1.1 Mosquitto acks the publishes it drops: why the simulator speaks 5."""
+    service = connect("boothwatch")
+    service.subscribe_all()
+    url = f"mqtt://b1:{credentials.passwords['b1']}@127.0.0.1:{broker.loopback_port}"
+    done = run_sim(url, 2, "--protocol", "3.1.1")
+
+    sent = Counter(s.booth for s in sim.traffic(SITE, "canonical", "call", 2))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert "MQTT 3.1.1: the broker acks a publish it refuses" in lines[0]
+    assert lines[-1].endswith(f"; acked {sent.total()}")
+    assert read_by_service(service, sent["b1"]) == {"b1": sent["b1"]}  # b2's were dropped

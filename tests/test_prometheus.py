@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from tests.harness.prometheus import (
     DEPLOY,
     Prometheus,
     PrometheusBin,
-    find_prometheus,
+    require_prometheus,
     rules_for_test,
 )
 from tests.harness.service import event, events_topic, eventually, start_service
@@ -57,13 +56,7 @@ def with_radar(site: Site) -> None:
 @pytest.fixture
 def prometheus_bin() -> PrometheusBin:
     """prometheus and promtool; skipped when missing, unless CI says they must be there."""
-    found = find_prometheus()
-    if found is None:
-        message = "prometheus is not installed (make test installs it: apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the integration tests", pytrace=False)
-        pytest.skip(message)
-    return found
+    return require_prometheus()
 
 
 def promtool(binary: PrometheusBin, *args: str | Path) -> None:

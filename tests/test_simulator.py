@@ -18,6 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices import adapters
 from devices import encoders as enc
@@ -425,6 +427,87 @@ def test_bad_settings_are_reported_by_option() -> None:
 
 def math_inf() -> float:
     return float("inf")
+
+
+# --- acknowledgements and what is printed ---------------------------------------------
+
+
+def test_redact_hides_the_password_of_any_url() -> None:
+    """Also of a URL urlsplit cannot take, and in the message about a bad --mqtt."""
+    cases = {
+        "mqtt://b1:s3cret@host:8883": "mqtt://b1:***@host:8883",
+        "mqtt://b1:pa/ss#w@host:1883": "mqtt://b1:***@host:1883",
+        "mqtt://b1:p@ss@host": "mqtt://b1:***@host",
+        "b1:s3cret@host": "b1:***@host",
+        "mqtts://b1@host:8883": "mqtts://b1@host:8883",
+        "mqtt://127.0.0.1:1883": "mqtt://127.0.0.1:1883",
+    }
+    assert {url: sim.redact(url) for url in cases} == cases
+    (problem,) = sim.problems("canonical", "call", 1, 1.0, 1.0, None,
+                              url="mqtt://b1:pa/ss@host:1883")
+    assert "pa/ss" not in problem and "b1:***@host:1883" in problem
+
+
+def _sent(booth: str, n: int = 0) -> sim.Sent:
+    topic = sim.events_topic("s", booth) if n == 0 else f"{booth}/other/{n}"
+    return sim.Sent(0.0, topic, b"{}", False, "call", f"{booth}-button", booth)
+
+
+def _puback(code: int) -> ReasonCode:
+    return ReasonCode(PacketTypes.PUBACK, identifier=code)
+
+
+def test_summary_counts_each_puback_by_reason_and_booth() -> None:
+    """Accepted, refused by reason and booth, awaiting: in progress lines and the last line."""
+    now = 0.0
+    summary = sim._Summary(lambda: now)
+    b1, b1_other, b2 = _sent("b1"), _sent("b1", 1), _sent("b2")
+    for sent in (b1, b1, b1_other, b2, b2):
+        summary.count(sent)
+    assert summary.settle(b1, _puback(0x00)) is None
+    assert summary.settle(b1, _puback(0x10)) is None  # accepted, with nobody subscribed
+    assert summary.settle(b2, _puback(0x87)) == (
+        "refused: b2-button on boothwatch/s/booths/b2/events: Not authorized (0x87); "
+        "later ones on this topic are only counted")
+    assert summary.settle(b1_other, _puback(0x97)) is not None  # another reason
+    now = 5.0
+    assert summary.line() == (
+        "[    5.0s] sent 5 (call 5), 1.0/s, last 5s 1.0/s; accepted 2 (1 with no subscriber: "
+        "nothing read them), refused 2 (Not authorized: b2 1; Quota exceeded: b1 1), "
+        "awaiting ack 1")
+    assert not summary.ok
+    assert summary.settle(b2, _puback(0x87)) is None  # the topic was named once
+    now = 10.0
+    assert summary.line(final="done") == (
+        "done: sent 5 in 10.0s (call 5), 0.5/s; accepted 2 (1 with no subscriber: nothing "
+        "read them), refused 3 (Not authorized: b2 2; Quota exceeded: b1 1)")
+
+
+def test_summary_is_ok_only_when_everything_sent_was_accepted() -> None:
+    """Unacknowledged publishes fail a run; refusals name five booths and count the rest;
+    over MQTT 3.1.1 an ack is not called an acceptance."""
+    summary = sim._Summary(lambda: 1.0)
+    sent = [_sent(f"b{i}") for i in range(1, 8)]
+    for s in sent:
+        summary.count(s)
+    for s in sent[:6]:
+        summary.settle(s, _puback(0x00))
+    assert not summary.ok
+    assert summary.line(final="stopped").endswith("; accepted 6, never acknowledged 1")
+    summary.settle(sent[6], _puback(0x00))
+    assert summary.ok
+
+    refused = sim._Summary(lambda: 1.0)
+    for s in sent:
+        refused.count(s)
+        refused.settle(s, _puback(0x87))
+    assert refused.line(final="done").endswith(
+        "; accepted 0, refused 7 (Not authorized: b1 1, b2 1, b3 1, b4 1, b5 1 and 2 more)")
+
+    blind = sim._Summary(lambda: 1.0, "3.1.1")
+    blind.count(sent[0])
+    blind.settle(sent[0], _puback(0x00))
+    assert blind.ok and blind.line(final="done").endswith("; acked 1")
 
 
 # --- configs --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +36,19 @@ class Run:
 
 
 class ServiceProcess:
-    """`python -m monitor.cli run --config FILE` as a child process; stderr (the logs)
-    appended to ``log``, stdout to ``stdout`` if given."""
+    """`python -m monitor.cli run --config FILE` as a child process, or ``command`` (an
+    installed `boothwatch run`), in ``cwd``; stderr (the logs) appended to ``log``,
+    stdout to ``stdout`` if given."""
 
     def __init__(self, config: Path, http_port: int, log: Path, *,
-                 env: Mapping[str, str] | None = None, stdout: Path | None = None) -> None:
+                 env: Mapping[str, str] | None = None, stdout: Path | None = None,
+                 command: Sequence[str] | None = None, cwd: Path = ROOT) -> None:
         self.config, self.http_port, self.log, self.stdout = config, http_port, log, stdout
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTHWATCH_")}
         self.env.update(env or {})
+        self.command = list(command or [sys.executable, "-m", "monitor.cli", "run",
+                                        "--config", str(config)])
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs: list[Run] = []
         self.kills = 0
@@ -65,9 +70,8 @@ class ServiceProcess:
         with self.log.open("ab") as err, contextlib.ExitStack() as files:
             out = (files.enter_context(self.stdout.open("ab")) if self.stdout is not None
                    else subprocess.DEVNULL)
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config)],
-                stdout=out, stderr=err, cwd=ROOT, env=self.env)
+            self.proc = subprocess.Popen(self.command, stdout=out, stderr=err, cwd=self.cwd,
+                                         env=self.env)
 
     async def ready(self, timeout: float = 15.0, every: float = 0.05) -> None:
         """Wait for /readyz to answer 200; fail at once if the process exits."""

@@ -1,34 +1,28 @@
 """A real Prometheus for integration tests: our own config, a free port, a private database.
 
 Never the system's Prometheus (Debian's package may start one on 9090): each test runs its
-own process on 127.0.0.1 that scrapes one target every second and evaluates rules every
-second. The deploy rules are loaded as a test copy made by `rules_for_test`: every `for:`
-becomes `0s` and every group `interval:` is dropped, because a test cannot wait a minute for
-an alert or five for a recording rule; thresholds written into an expression are changed by
-the replacements the test passes, each of which must match. The production durations and
+own process on 127.0.0.1 (tests/harness/daemon.py) that scrapes one target every second and
+evaluates rules every second, and may send its alerts to the test's own Alertmanager. The
+deploy rules are loaded as a test copy made by `rules_for_test`: every `for:` becomes `0s`
+and every group `interval:` is dropped, because a test cannot wait a minute for an alert or
+five for a recording rule; thresholds written into an expression are changed by the
+replacements the test passes, each of which must match. The production durations and
 thresholds are tested by promtool's rule unit tests (deploy/prometheus/rules_test.yml).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import aiohttp
-
-from tests.harness.broker import free_port
+from tests.harness.daemon import Daemon, DaemonError, missing
 from tests.harness.site import SITE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
-_PORT_ATTEMPTS = 3  # a free port can be taken by someone else before prometheus binds it
 _FOR = re.compile(r"^(\s*)for:.*$", re.MULTILINE)
 _INTERVAL = re.compile(r"^\s*interval:.*\n", re.MULTILINE)
 
@@ -59,67 +53,35 @@ def rules_for_test(source: Path, dest: Path, replace: Mapping[str, str] | None =
     return dest
 
 
-class PrometheusError(RuntimeError):
-    """Prometheus did not start, or refused a query; the message says which and why."""
+class PrometheusError(DaemonError):
+    """Prometheus refused a query; the message says why."""
 
 
-class Prometheus:
-    """``async with Prometheus(...)``: started and ready inside, stopped after."""
+def require_prometheus() -> PrometheusBin:
+    """prometheus and promtool, else skip the test (fail it under CI)."""
+    found = find_prometheus()
+    if found is None:
+        missing("prometheus is not installed (make test installs it: apt-get install prometheus)")
+    return found
+
+
+class Prometheus(Daemon):
+    """``async with Prometheus(...)``: started and ready inside, stopped after. It scrapes
+    ``target`` as the job boothwatch and, given ``alertmanager`` (host:port), sends it its
+    alerts."""
+
+    name = "prometheus"
 
     def __init__(
         self, workdir: Path, binary: str, target: str, rule_files: list[Path],
-        site: str = SITE,
+        site: str = SITE, alertmanager: str | None = None,
     ) -> None:
-        self.binary = binary
-        self.workdir = Path(workdir)
+        super().__init__(workdir, binary)
         self.target = target
         self.rule_files = rule_files
         self.site = site
+        self.alertmanager = alertmanager
         self.config_path = self.workdir / "prometheus.yml"
-        self.log_path = self.workdir / "prometheus.log"
-        self.port = 0
-        self._process: asyncio.subprocess.Process | None = None
-        self._http: aiohttp.ClientSession | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        for attempt in range(_PORT_ATTEMPTS):
-            self.port = free_port()
-            await self._spawn()
-            try:
-                await self._wait_ready()
-                return
-            except PrometheusError:
-                lost_race = "address already in use" in self.log_text()
-                await self._terminate()
-                if not lost_race or attempt == _PORT_ATTEMPTS - 1:
-                    await self.stop()
-                    raise
-
-    async def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL); safe to call more than once."""
-        await self._terminate()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     async def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query now: the result's samples (a scalar comes back as one)."""
@@ -151,27 +113,26 @@ class Prometheus:
         groups: list[dict[str, Any]] = data["groups"]
         return groups
 
-    def log_text(self) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
     async def _get(self, path: str, **params: str) -> Any:
-        assert self._http is not None, "not started"
-        async with self._http.get(self.url + path, params=params) as resp:
+        async with self.http.get(self.url + path, params=params) as resp:
             body = await resp.json()
         if body.get("status") != "success":
             raise PrometheusError(
                 f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         files = "".join(f"\n  - {path}" for path in self.rule_files)
+        alerting = "" if self.alertmanager is None else f"""alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["{self.alertmanager}"]
+"""
         self.config_path.write_text(f"""global:
   scrape_interval: 1s
   evaluation_interval: 1s
 rule_files:{files}
-scrape_configs:
+{alerting}scrape_configs:
   - job_name: boothwatch
     metrics_path: /metrics
     static_configs:
@@ -180,47 +141,10 @@ scrape_configs:
           site: {self.site}
 """, encoding="utf-8")
 
-    async def _spawn(self) -> None:
-        with self.log_path.open("ab") as log:
-            self._process = await asyncio.create_subprocess_exec(
-                self.binary,
-                f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-
-    async def _wait_ready(self) -> None:
-        assert self._http is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT
-        while loop.time() < deadline:
-            if self._process is None or self._process.returncode is not None:
-                code = None if self._process is None else self._process.returncode
-                raise PrometheusError(f"prometheus exited with {code}:\n{self._log_tail()}")
-            try:
-                async with self._http.get(self.url + "/-/ready") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-        raise PrometheusError(
-            f"prometheus not ready on {self.url} within {START_TIMEOUT:g} s:\n{self._log_tail()}")
-
-    async def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-    def _log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+    def arguments(self) -> list[str]:
+        return [
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]

@@ -81,8 +81,8 @@ class LocalService:
 
 
 @asynccontextmanager
-async def local_service(reply: Reply = ok) -> AsyncIterator[LocalService]:
-    """Start a LocalService on 127.0.0.1 (a free port); stop it afterwards."""
+async def local_service(reply: Reply = ok, port: int = 0) -> AsyncIterator[LocalService]:
+    """Start a LocalService on 127.0.0.1 (``port``, or a free one); stop it afterwards."""
     holder: list[LocalService] = []
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -99,7 +99,7 @@ async def local_service(reply: Reply = ok) -> AsyncIterator[LocalService]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    server = TestServer(app, host="127.0.0.1", port=0)
+    server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     assert server.port is not None
     service = LocalService(str(server.make_url("")).rstrip("/"), server.port, reply)
