@@ -47,6 +47,8 @@ OnMessage = Callable[[paho.MQTTMessage, int], None]
 PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"  # the broker password: never in the config file
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
 READ_BURST = 500  # packets read per wakeup at most, so timers and HTTP still get their turn
+REFUSED_LOG_EVERY = 60.0  # seconds between log lines while the broker keeps refusing us
+BAD_CREDENTIALS, NOT_AUTHORIZED = 134, 135  # MQTT 5 CONNACK reason codes
 
 
 def broker_address(url: str) -> tuple[tuple[str, int, bool], list[str]]:
@@ -135,6 +137,19 @@ class NotConnected(Exception):
     """The broker is not reachable right now."""
 
 
+class Refused(ConnectionError):
+    """The broker answered our CONNECT with a failure reason."""
+
+    def __init__(self, reason: ReasonCode) -> None:
+        super().__init__(f"broker refused the connection: {reason}")
+        self.reason = reason
+
+    @property
+    def credentials(self) -> bool:
+        """Refused for who we are (MQTT 3.1.1's return codes 4 and 5 read the same)."""
+        return self.reason.value in (BAD_CREDENTIALS, NOT_AUTHORIZED)
+
+
 class MqttLink:
     def __init__(
         self,
@@ -220,16 +235,29 @@ class MqttLink:
         """Stay connected until cancelled."""
         self._loop = asyncio.get_running_loop()
         delay = self._backoff[0]
+        refusals = 0  # in a row
+        logged_at = -REFUSED_LOG_EVERY
         while True:
             try:
                 await self._connect_once()
+                refusals = 0
                 up_at = self._loop.time()
                 await self._lost.wait()
                 if self._loop.time() - up_at >= STABLE_AFTER:
                     delay = self._backoff[0]  # a connection that held: retry quickly
                 # else a broker that drops us at once (another client with our id?) backs off
+            except Refused as exc:
+                # Refused, we keep trying at the usual pace: the broker's password file or
+                # ACL fixed, the service is back within seconds, with nobody to restart it;
+                # meanwhile the self-watch pages the staff that the booths are unwatched.
+                # Exiting instead would loop under systemd and page nobody.
+                refusals += 1
+                if self._loop.time() - logged_at >= REFUSED_LOG_EVERY:
+                    logged_at = self._loop.time()
+                    self._log_refusal(exc, refusals)
             except (OSError, TimeoutError, ConnectionError) as exc:
-                log.warning("mqtt_connect_failed", error=str(exc) or type(exc).__name__)
+                log.warning("mqtt_connect_failed", broker=self._broker,
+                            error=str(exc) or type(exc).__name__)
             self._lost.clear()
             self._set_disconnected()
             wait = random.uniform(delay / 2, delay)  # jitter: sites restart all at once
@@ -268,8 +296,30 @@ class MqttLink:
             reason = await self._connack
         if reason.is_failure:
             self._client.disconnect()
-            raise ConnectionError(f"broker refused the connection: {reason}")
+            raise Refused(reason)
         self._misc = self._loop.create_task(self._misc_loop(), name="mqtt-misc")
+
+    @property
+    def _broker(self) -> str:
+        host = self.config.host
+        return f"[{host}]:{self.config.port}" if ":" in host else f"{host}:{self.config.port}"
+
+    def _log_refusal(self, exc: Refused, attempts: int) -> None:
+        """One line that says what to fix; again every REFUSED_LOG_EVERY while it lasts."""
+        cfg = self.config
+        if not exc.credentials:
+            log.error("mqtt_refused", broker=self._broker, reason=str(exc.reason),
+                      attempts=attempts, retrying=True)
+            return
+        if cfg.username is None:
+            fix = f"the broker wants an account: set [mqtt] username and {PASSWORD_ENV}"
+        elif cfg.password is None:
+            fix = f"{PASSWORD_ENV} is not set: put the password of {cfg.username!r} there"
+        else:
+            fix = (f"check the password in {PASSWORD_ENV} (the unit's EnvironmentFile) against "
+                   f"the broker's password file and ACL for user {cfg.username!r}")
+        log.critical("mqtt_not_authorized", broker=self._broker, user=cfg.username,
+                     reason=str(exc.reason), fix=fix, attempts=attempts, retrying=True)
 
     async def _misc_loop(self) -> None:
         while True:
@@ -411,7 +461,7 @@ class MqttLink:
             running = None
         if running is self._loop:
             fn(*args)
-        else:
+        elif not self._loop.is_closed():  # else paho closes its socket at exit: nothing to do
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:

@@ -6,36 +6,68 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
-from monitor import __version__
+import structlog
+
+from monitor import __version__, envfile, exits
+from monitor.access import User
 from monitor.config import ConfigError, load_config
-from monitor.logs import configure
+from monitor.config.host import Host
+from monitor.exits import OperatorError
+from monitor.logs import LogFormat, configure
 from monitor.summary import summary
+
+log = structlog.get_logger("monitor.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
+    # options that work before or after the command: every command's parser has them too,
+    # with no default there, so one given before the command is not overwritten
+    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere.add_argument("--log-format", choices=("json", "console"), default=argparse.SUPPRESS,
+                          help="json lines (default for run) or console (default for the "
+                               "other commands)")
     parser = argparse.ArgumentParser(
-        prog="boothwatch",
+        prog="boothwatch", parents=[anywhere],
         description="Watches consumption-room booths and pages a nurse in time.",
     )
     parser.add_argument("--version", action="version", version=f"boothwatch {__version__}")
-    parser.add_argument("--log-format", choices=("json", "console"), default=None,
-                        help="json lines (default for run) or console (default for demo)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run the service in the foreground")
+
+    def command(name: str, summary: str, more: str = "") -> argparse.ArgumentParser:
+        """A command: `summary` in `boothwatch --help`, and atop its own --help."""
+        return sub.add_parser(name, help=summary, parents=[anywhere],
+                              description=f"{summary[0].upper()}{summary[1:]}.",
+                              epilog=more or None)
+
+    run = command("run", "run the service in the foreground",
+                  "SIGTERM or SIGINT stops it cleanly (exit 0). Exit 2: the config has a "
+                  "problem; 73: the store cannot be opened; 69: the HTTP address cannot be "
+                  "listened on (docs/reference/cli.md).")
     run.add_argument("--config", required=True, metavar="FILE")
-    check = sub.add_parser("check-config", help="check a config file and summarise it")
+    check = command(
+        "check-config", "check a config file, and what the service will need, and summarise it",
+        "Exit 0 with a one-screen summary, or 2 listing every problem by its key. Also "
+        "checked without connecting: the secrets the config names are set (in --env-file "
+        "and this environment), the store's directory is there and writable, the TLS files "
+        "readable, by --user.")
     check.add_argument("file", metavar="FILE")
-    sub.add_parser(
-        "config-schema", help="print the JSON Schema of the config file, for editors",
-        description="Prints the JSON Schema of the TOML config file to stdout; point an "
-                    "editor's TOML support (Taplo, Even Better TOML) at a copy of it.",
-    )
-    demo = sub.add_parser("demo", help="everything in one process, with simulated booths")
+    check.add_argument("--env-file", metavar="FILE",
+                       help="the unit's EnvironmentFile (e.g. /etc/boothwatch/env), read as "
+                            "systemd reads it, over this environment")
+    check.add_argument("--user", metavar="NAME",
+                       help="the user the service runs as (default: the current user; another "
+                            "needs root); with it, a missing store directory under /var/lib "
+                            "is accepted: the unit's StateDirectory= creates it")
+    command("config-schema", "print the JSON Schema of the config file, for editors",
+            "Point an editor's TOML support (Taplo, Even Better TOML) at a copy of it.")
+    demo = command("demo", "everything in one process, with simulated booths",
+                   "An embedded broker, four simulated booths, console pages, HTTP.")
     demo.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT")
     demo.add_argument("--db", default=None, metavar="FILE",
                       help="SQLite file (default: a new temporary file)")
@@ -45,11 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="the service's logs on stderr (default: a file the banner names)")
     from devices.simulator import DEFAULT_RATE, FORMATS, SCENARIOS
 
-    sim = sub.add_parser(
-        "sim", help="simulated booth devices publishing to a broker",
-        description="Publishes what the devices of booths b1..bN would, in the format of "
-                    "one firmware; prints a summary every few seconds; Ctrl-C stops it.",
-    )
+    sim = command("sim", "simulated booth devices publishing to a broker",
+                  "What the devices of booths b1..bN would publish, in the format of one "
+                  "firmware; a summary every few seconds; Ctrl-C stops it.")
     sim.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL",
                      help="broker (default mqtt://127.0.0.1:1883; mqtt://user:pass@host too)")
     sim.add_argument("--site", metavar="ID", help="site id, for canonical topics")
@@ -66,55 +96,51 @@ def _parser() -> argparse.ArgumentParser:
                      help="MQTT version (default 5: only MQTT 5 says when a publish is refused)")
     sim.add_argument("--print-devices", action="store_true",
                      help="print the [[booths]] and [[devices]] TOML for a config, and exit")
-    test_page = sub.add_parser(
-        "test-page", help="send a clearly marked test page through the real channels",
-        description="Like a fire-alarm test: one test page to the responder on each of their "
-                    "channels (or only --channel), one attempt each; prints delivered or "
-                    "failed, latency and receipt per channel. Exit 0 when all delivered, 1 "
-                    "when one failed, 2 for a config problem or an unknown responder/channel.",
-    )
+    test_page = command(
+        "test-page", "send a clearly marked test page through the real channels",
+        "Like a fire-alarm test: one test page to the responder on each of their channels "
+        "(or only --channel), one attempt each; prints delivered or failed, latency and "
+        "receipt per channel. Exit 0 when all delivered, 1 when one failed, 2 for a config "
+        "problem or an unknown responder/channel.")
     test_page.add_argument("--config", required=True, metavar="FILE")
     test_page.add_argument("--responder", required=True, metavar="ID")
     test_page.add_argument("--channel", metavar="NAME",
                            help="only this one of the responder's channels (default: all)")
     from monitor import report
 
-    report.add_arguments(sub.add_parser(
-        "report", help="incidents and response times from the store (table, CSV, JSON)",
-        description="Reads the SQLite store (read-only): incidents raised in [--from, --to), "
-                    "grouped; response-time percentiles, outcomes, pages; the longest "
-                    "incidents with their timeline. Shifts come from --shifts until the "
-                    "roster supplies them.",
-    ))
+    report.add_arguments(command(
+        "report", "incidents and response times from the store (table, CSV, JSON)",
+        "Reads the SQLite store (read-only): incidents raised in [--from, --to), grouped; "
+        "response-time percentiles, outcomes, pages; the longest incidents with their "
+        "timeline. Shifts come from --shifts until the roster supplies them."))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    status = exits.STOPPED
+    with _reader_may_leave():
+        status = _command(args, getattr(args, "log_format", None))
+    return status
+
+
+def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
     match args.command:
         case "check-config":
-            try:
-                config = load_config(args.file)
-            except ConfigError as exc:
-                print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
-                for problem in exc.problems:
-                    print(f"  {problem}", file=sys.stderr)
-                return 2
-            print(summary(config))
-            return 0
+            return _check_config(args.file, args.env_file, args.user)
         case "config-schema":
             from monitor.config.schema import json_schema
 
             print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
             return 0
         case "run":
-            configure(args.log_format or "json")
+            configure(log_format or "json")
             try:
                 config = load_config(args.config)
             except ConfigError as exc:
                 for problem in exc.problems:
                     print(f"config: {problem}", file=sys.stderr)
-                return 2
+                return exits.CONFIG
             from monitor.runtime import Runtime
 
             return _run_until_signal(Runtime(config).run())
@@ -123,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _run_until_signal(run_demo(args.http, args.db, args.speed,
                                               verbose=args.verbose,
-                                              log_format=args.log_format or "console"))
+                                              log_format=log_format or "console"))
         case "sim":
             from devices import simulator
 
@@ -139,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for problem in problems:
                     print(f"boothwatch sim: {problem}", file=sys.stderr)
                 return 2
-            configure(args.log_format or "console")
+            configure(log_format or "console")
             return _run_until_signal(simulator.run_sim(
                 args.mqtt, args.site, args.format, args.scenario, args.booths,
                 speed=args.speed, rate=args.rate, duration=args.duration, protocol=args.protocol,
@@ -149,15 +175,65 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return report.main(args)
         case "test-page":
-            configure(args.log_format or "console")
+            configure(log_format or "console")
             from monitor import testpage
 
             return testpage.main(args)
     raise AssertionError(args.command)
 
 
+def _check_config(file: str, env_file: str | None, user_name: str | None) -> int:
+    """check-config: the config, and what the service will need of this box."""
+    env: dict[str, str] = dict(os.environ)
+    problems: list[str] = []
+    if env_file is not None:
+        variables, problems = envfile.read(env_file)
+        env |= variables  # the unit's EnvironmentFile over whatever this shell has
+    try:
+        user = User.named(user_name) if user_name is not None else User.current()
+    except KeyError:
+        print(f"boothwatch check-config: --user: no user named {user_name!r}", file=sys.stderr)
+        return exits.CONFIG
+    host = Host(user, chosen=user_name is not None)
+    config = None
+    try:
+        config = load_config(file, env, host)
+    except ConfigError as exc:
+        problems += exc.problems
+    except PermissionError as exc:  # only root can check for another user
+        print(f"boothwatch check-config: --user: {exc}", file=sys.stderr)
+        return exits.CONFIG
+    with _reader_may_leave():
+        if problems or config is None:
+            print(f"{file}: {len(problems)} problem(s)", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+        else:
+            print(summary(config))
+            for note in host.notes:
+                print(f"note: {note}")
+    return exits.CONFIG if problems else 0
+
+
+@contextlib.contextmanager
+def _reader_may_leave() -> Iterator[None]:
+    """A reader that stops reading (``| head``) is no error: the command ends quietly, with
+    its own exit status (0 unless it knew better before printing)."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # as the signal module's documentation advises: what is still buffered goes to
+        # /dev/null, so the flush at exit does not fail a second time
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def _run_until_signal(coro: Coroutine[Any, Any, None]) -> int:
-    """Run ``coro``; SIGTERM or SIGINT cancels it cleanly and the process exits 0."""
+    """Run ``coro``; SIGTERM or SIGINT cancels it cleanly and the process exits 0; an
+    operator's mistake ends it with one log line and its own status, never a traceback."""
 
     async def runner() -> None:
         task = asyncio.current_task()
@@ -167,9 +243,29 @@ def _run_until_signal(coro: Coroutine[Any, Any, None]) -> int:
             loop.add_signal_handler(sig, task.cancel)
         await coro
 
-    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(runner())
-    return 0
+    try:
+        with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+            asyncio.run(runner())
+    except Exception as exc:
+        # a task of the service's TaskGroup raises inside an ExceptionGroup
+        mistakes, bugs = (exc.split(OperatorError) if isinstance(exc, ExceptionGroup)
+                          else (exc, None) if isinstance(exc, OperatorError) else (None, exc))
+        if mistakes is None:
+            raise
+        mistake = _first(mistakes)
+        log.critical("cannot_run", problem=str(mistake), exit_status=mistake.status,
+                     **mistake.context)
+        if bugs is not None:
+            raise bugs from None
+        return mistake.status
+    return exits.STOPPED
+
+
+def _first(exc: BaseException) -> OperatorError:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, OperatorError)
+    return exc
 
 
 if __name__ == "__main__":

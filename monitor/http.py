@@ -15,6 +15,7 @@ without acknowledging: escalation goes on, the safe side.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import html
 import importlib.resources
@@ -46,6 +47,7 @@ from monitor.core.events import (
 from monitor.core.incident import IllegalTransition, OutcomeRecorded
 from monitor.core.roster import UnknownResponder
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
+from monitor.exits import UNAVAILABLE, OperatorError
 
 log = structlog.get_logger(__name__)
 
@@ -89,13 +91,27 @@ def make_app(api: Api) -> web.Application:
     return app
 
 
+class ListenFailed(OperatorError):
+    """The HTTP address is taken or not this box's: ack links and probes need it."""
+
+    status = UNAVAILABLE
+
+
 async def serve(api: Api) -> None:
     """Serve until cancelled."""
     runner = web.AppRunner(make_app(api), access_log=None)
     await runner.setup()
     cfg = api.config.http
     site = web.TCPSite(runner, cfg.host, cfg.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        address = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+        raise ListenFailed(f"cannot listen on {address} (http.listen): {exc.strerror or exc}"
+                           + (": another program has it (a demo?)"
+                              if exc.errno == errno.EADDRINUSE else ""),
+                           address=address) from exc
     log.info("http_listening", host=cfg.host, port=cfg.port)
     try:
         await asyncio.Event().wait()

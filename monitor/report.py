@@ -17,8 +17,10 @@ runs), not Prometheus, which keeps no detail. Selection and grouping:
   time zone when it has no offset. Without ``--from`` it starts at the first
   incident; without ``--to`` it ends now.
 * The time zone is ``--timezone``, else the site's (``[site] timezone``) when
-  ``--config`` is given, else UTC. Days and shifts are those of ``raised_at`` in
-  it. With ``--config`` and no ``--db``, the store is the config's.
+  ``--config`` is given, else the one the service recorded in the store when it
+  last started, else UTC. Days and shifts are those of ``raised_at`` in it; the
+  times the table shows carry its UTC offset. With ``--config`` and no ``--db``,
+  the store is the config's.
 * ``--by booth`` groups by booth id, ``trigger`` by the first trigger (the one
   that raised the incident), ``shift`` by the shift ``raised_at`` falls in,
   ``day`` by the local date of ``raised_at``.
@@ -111,6 +113,7 @@ from tqdm import tqdm
 
 from monitor.codec import incident_from_record, incident_json
 from monitor.core.settings import PRIORITIES
+from monitor.store import SITE_TIMEZONE
 
 GROUPINGS = ("booth", "trigger", "shift", "day")
 FORMATS = ("table", "csv", "json")
@@ -279,6 +282,12 @@ def open_store(path: str | Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise ReportError(f"{path}: not a boothwatch store ({exc})") from None
     return db
+
+
+def store_timezone(db: sqlite3.Connection) -> str | None:
+    """The site's time zone, as the service recorded it when it last started."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (SITE_TIMEZONE,)).fetchone()
+    return str(row[0]) if row else None
 
 
 def build_report(
@@ -469,6 +478,12 @@ def _local(at: float, tz: zoneinfo.ZoneInfo, fmt: str = "%Y-%m-%d %H:%M") -> str
     return datetime.fromtimestamp(at, tz).strftime(fmt)
 
 
+def offset(when: datetime) -> str:
+    """``+01:00``: the UTC offset as ISO 8601 writes it."""
+    z = when.strftime("%z")
+    return f"{z[:3]}:{z[3:]}"
+
+
 def _label(report: dict[str, Any], key: str) -> str:
     if report["by"] == "day":
         return f"{date.fromisoformat(key):%a} {key}"
@@ -500,12 +515,19 @@ def _span(report: dict[str, Any], tz: zoneinfo.ZoneInfo) -> str:
     return f"from {show(report['from'])} to {show(report['to'])} (exclusive)"
 
 
+def _zone(report: dict[str, Any], tz: zoneinfo.ZoneInfo) -> str:
+    """``Europe/Lisbon time (UTC+00:00)``; both offsets when the span crosses a change."""
+    offsets = dict.fromkeys(offset(datetime.fromisoformat(report[end]).astimezone(tz))
+                            for end in ("from", "to") if report[end] is not None)
+    return f"{report['timezone']} time (UTC{' to '.join(offsets)})"
+
+
 def render_table(report: dict[str, Any]) -> str:
     tz = zoneinfo.ZoneInfo(report["timezone"])
     by = report["by"]
     groups = report["groups"]
     total = report["total"]
-    lines = [f"Incidents raised {_span(report, tz)}, {report['timezone']} time, by {by}"]
+    lines = [f"Incidents raised {_span(report, tz)}, {_zone(report, tz)}, by {by}"]
     if by == "shift":
         lines.append("shifts: " + ", ".join(
             f"{s['name']} {s['start']}-{s['end']}" for s in report["shifts"]))
@@ -565,7 +587,8 @@ def render_table(report: dict[str, Any]) -> str:
 
 def _incident_lines(n: int, inc: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
     raised = _epoch(inc["raised_at"])
-    facts = [f"raised {_local(raised, tz, '%a %Y-%m-%d %H:%M:%S')}"]
+    facts = [f"raised {_local(raised, tz, '%a %Y-%m-%d %H:%M:%S')} "
+             f"{offset(datetime.fromtimestamp(raised, tz))}"]
     if inc["open"]:
         facts.append(f"still {inc['state']} after {human(inc['duration'])}")
     else:
@@ -616,8 +639,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", dest="fmt",
                         help="table for people, csv for spreadsheets, json for scripts")
     parser.add_argument("--timezone", metavar="NAME",
-                        help="days, shifts and dates are in this zone (default: the site's "
-                             "with --config, else UTC)")
+                        help="days, shifts and dates are in this zone (default: the site's: "
+                             "from --config, else as the service recorded it in the store; "
+                             "else UTC)")
     parser.add_argument("--config", metavar="FILE",
                         help="site config: its time zone, and its store when --db is not given")
     parser.add_argument("--shifts", default=DEFAULT_SHIFTS, metavar="SPEC",
@@ -650,36 +674,34 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     if not db_path:
         return fail("--db FILE is required (or --config FILE)")
     try:
-        tz = load_zone(zone_name or "UTC")
-        start = parse_time(args.start, tz) if args.start else None
-        end = parse_time(args.end, tz) if args.end else None
-        shifts = parse_shifts(args.shifts)
-    except ValueError as exc:
-        return fail(str(exc))
-    if args.longest < 0:
-        return fail("--longest must be 0 or more")
-    if start is not None and end is not None and start >= end:
-        return fail("--from must be before --to (--to is exclusive: give the day after)")
-    try:
         db = open_store(db_path)
+    except ReportError as exc:
+        return fail(str(exc), 1)
+    try:
         try:
-            report = build_report(
-                db, start=start, end=end, by=args.by, tz=tz, shifts=shifts,
-                longest=args.longest, progress=sys.stderr if sys.stderr.isatty() else None,
-            )
-        finally:
-            db.close()
+            tz = load_zone(zone_name or store_timezone(db) or "UTC")
+            start = parse_time(args.start, tz) if args.start else None
+            end = parse_time(args.end, tz) if args.end else None
+            shifts = parse_shifts(args.shifts)
+        except ValueError as exc:
+            return fail(str(exc))
+        if args.longest < 0:
+            return fail("--longest must be 0 or more")
+        if start is not None and end is not None and start >= end:
+            return fail("--from must be before --to (--to is exclusive: give the day after)")
+        report = build_report(
+            db, start=start, end=end, by=args.by, tz=tz, shifts=shifts,
+            longest=args.longest, progress=sys.stderr if sys.stderr.isatty() else None,
+        )
     except ReportError as exc:
         return fail(str(exc), 1)
     except ValueError as exc:  # --from without --to, after now
         return fail(str(exc))
     except sqlite3.Error as exc:
         return fail(f"{db_path}: {exc}", 1)
+    finally:
+        db.close()
     render = {"table": render_table, "csv": render_csv, "json": render_json}[args.fmt]
-    try:
-        out.write(render(report))
-        out.flush()
-    except BrokenPipeError:  # e.g. | head
-        sys.stderr.close()
+    out.write(render(report))  # a closed pipe (| head): monitor.cli ends quietly
     return 0
 

@@ -53,7 +53,7 @@ from monitor.metrics import (
 )
 from monitor.paging import Paging
 from monitor.sdnotify import Notifier
-from monitor.store import Store, dumps
+from monitor.store import SITE_TIMEZONE, Store, dumps
 from monitor.timers import deadline_loop, start_clock, watch_clock
 from monitor.topics import Topics
 
@@ -111,6 +111,8 @@ class Runtime:
         try:
             if isinstance(self.clock, ServiceClock):
                 start_clock(self.clock, await store.latest_time())
+            # `boothwatch report` without a config shows times in the site's zone
+            store.remember(SITE_TIMEZONE, cfg.site.timezone)
             secret = self.env.get("BOOTHWATCH_SECRET") or await store.secret(
                 "ack_secret", secrets.token_hex(32))
             self.tokens = AckTokens(secret, cfg.http.ack_link_ttl)

@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,13 +39,16 @@ import aiosqlite
 import structlog
 
 from alerts.tokens import Use
+from monitor.access import User, store_problem
 from monitor.codec import booth_from_record, booth_record, incident_from_record, incident_record
 from monitor.core.booth import BoothView
 from monitor.core.incident import IncidentView, TimelineEntry
+from monitor.exits import CANTCREAT, OperatorError
 
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 3  # 3: used_ack_links
+SITE_TIMEZONE = "site_timezone"  # the meta key of the site's time zone, for reports
 FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
 
 SCHEMA = """
@@ -160,6 +165,20 @@ CREATE TABLE IF NOT EXISTS devices (
     updated_at REAL NOT NULL
 );
 """
+
+
+class StoreUnavailable(OperatorError):
+    """The store cannot be opened or created: the message names the path and why."""
+
+    status = CANTCREAT
+
+    @classmethod
+    def at(cls, path: str, error: Exception) -> StoreUnavailable:
+        # SQLite says "unable to open database file", without the path or the reason
+        where = os.path.abspath(path)
+        why = store_problem(path, f"user {User.current().name}")
+        return cls(f"cannot open the store {where}: "
+                   + (f"{why} (SQLite: {error})" if why else str(error)), path=where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,19 +305,33 @@ class Store:
 
     @classmethod
     async def open(cls, path: str, busy_timeout_ms: int = 5000) -> Store:
-        db = await aiosqlite.connect(path, isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
-        await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        if not await _schema_current(db):
-            # only a new or older store is written to here: a current one opens read-only,
-            # so a restart while the file is locked or the disk is full still pages
-            await db.executescript(SCHEMA)
-            await _migrate(db)
-            await db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        """The store at `path`, created if new; StoreUnavailable, naming the path and why,
+        if it cannot be opened (a missing directory, no permission, a full disk)."""
+        db: aiosqlite.Connection | None = None
+        try:
+            # a failed connect leaves aiosqlite's (0.22) worker thread to post its error to
+            # the event loop after it has closed, a traceback at exit (omnilib/aiosqlite
+            # PR 389): a path that cannot be opened fails here first, with no thread
+            await asyncio.to_thread(lambda: sqlite3.connect(path).close())
+            db = await aiosqlite.connect(path, isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
+            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            if not await _schema_current(db):
+                # only a new or older store is written to here: a current one opens
+                # read-only, so a restart while the file is locked or the disk is full
+                # still pages
+                await db.executescript(SCHEMA)
+                await _migrate(db)
+                await db.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    await db.close()
+            raise StoreUnavailable.at(path, exc) from exc
         store = cls(db, path)
         for booth, started in await store._fetch(
             "SELECT booth, started_at FROM sessions WHERE ended_at IS NULL"
@@ -372,6 +405,12 @@ class Store:
 
     def barrier(self) -> asyncio.Future[None]:
         """Completes once everything added so far is committed (the writer keeps order)."""
+        return self._future()
+
+    def remember(self, key: str, value: str) -> asyncio.Future[None]:
+        """Keep `value` in meta, with the next batch (e.g. the site's time zone, for
+        `boothwatch report` without a config)."""
+        self._batch.meta[key] = value
         return self._future()
 
     def probe(self) -> asyncio.Future[None]:

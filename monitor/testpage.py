@@ -26,6 +26,7 @@ import datetime
 import os
 import sys
 import time
+import zoneinfo
 from collections.abc import AsyncIterator, Sequence
 from typing import TextIO
 
@@ -89,7 +90,9 @@ def choose(
 
 def delivery_for(config: Config, responder: ResponderConfig, channel: str) -> Delivery:
     """One test page to `responder` over `channel` only."""
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    # in the site's time, with its offset: the responder reads it on a phone, in the room
+    now = datetime.datetime.now(zoneinfo.ZoneInfo(config.site.timezone)).isoformat(
+        sep=" ", timespec="seconds")
     page_id = f"test-{ULID()}"
     payload = {
         "kind": "test",

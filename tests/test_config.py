@@ -420,6 +420,19 @@ def test_password_from_env() -> None:
     assert config.mqtt.password == "s3cret-pw"
 
 
+def test_a_user_name_without_its_password_names_the_variable() -> None:
+    """A user name with no BOOTHWATCH_MQTT_PASSWORD is a problem naming the variable: the
+    broker would refuse every attempt, and nobody would be watched."""
+    data = _data()
+    mqtt = data["mqtt"]
+    assert isinstance(mqtt, dict)
+    mqtt["username"] = "boothwatch"
+    for env in ({}, {"BOOTHWATCH_MQTT_PASSWORD": "  "}):
+        assert _problems(data, env) == [
+            'mqtt.username: "boothwatch" needs a password: environment variable '
+            "BOOTHWATCH_MQTT_PASSWORD is not set"]
+
+
 def test_mqtts_defaults() -> None:
     """mqtts:// means TLS on port 8883 unless a port is given."""
     data = _data()

@@ -48,6 +48,7 @@ import aiohttp
 import pytest
 import tomli_w
 
+from monitor import envfile
 from tests.harness.broker import free_port, require_mosquitto
 from tests.harness.process import ServiceProcess
 from tests.harness.receivers import Webhook
@@ -290,10 +291,9 @@ def start_as_the_unit_says(box: Box, http_port: int, log: Path) -> ServiceProces
         key, _, value = line.partition("=")
         env[key] = value
     for path in unit["Service.EnvironmentFile"]:
-        for line in box.at(path.removeprefix("-")).read_text(encoding="utf-8").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                env[key.strip()] = value.strip()
+        variables, problems = envfile.read(box.at(path.removeprefix("-")))
+        assert problems == []
+        env |= variables
 
     (cwd,) = map(box.at, unit["Service.WorkingDirectory"])
     (start,) = map(box.command, unit["Service.ExecStart"])

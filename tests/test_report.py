@@ -22,6 +22,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from contextlib import closing
@@ -369,7 +370,7 @@ def test_table_is_readable(db: Path, week: tuple[Path, Site, dict[str, str]]) ->
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert lines[0] == ("Incidents raised from 2025-11-24 to 2025-12-01 (exclusive), "
-                        "UTC time, by booth")
+                        "UTC time (UTC+00:00), by booth")
     b1 = next(line for line in lines if line.startswith("b1 ") and "m" in line)
     assert b1.split() == ["b1", "3", "10s", "20s", "20s", "3", "1m30s", "2m20s", "2m20s",
                           "3", "6m40s", "10m00s", "10m00s"]
@@ -379,6 +380,43 @@ def test_table_is_readable(db: Path, week: tuple[Path, Site, dict[str, str]]) ->
     assert "re-opened 1x" in text  # F
     day = render_table(report(db, by="day"))
     assert "Mon 2025-11-24" in day
+
+
+def test_times_shown_carry_the_zone_and_its_offset(db: Path) -> None:
+    """Every time the table shows a person is in the report's zone, with its UTC offset,
+    both offsets when the span crosses a clock change."""
+    berlin = render_table(report(db, tz="Europe/Berlin", start="2025-11-24"))
+    assert "Europe/Berlin time (UTC+01:00), by booth" in berlin.splitlines()[0]
+    raised = [line for line in berlin.splitlines() if line.strip().startswith("raised ")]
+    assert raised and all(re.search(r"raised \w{3} 2025-11-\d\d \d\d:\d\d:\d\d \+01:00,",
+                                    line) for line in raised), raised
+    lisbon = render_table(report(db, tz="Europe/Lisbon", start="2025-03-01"))
+    assert "Europe/Lisbon time (UTC+00:00 to +00:00)" not in lisbon
+    assert "Europe/Lisbon time (UTC+00:00), by booth" in lisbon.splitlines()[0]
+    summer = render_table(report(db, tz="Europe/Lisbon", start="2025-09-01"))
+    assert "Europe/Lisbon time (UTC+01:00 to +00:00), by booth" in summer.splitlines()[0]
+
+
+def test_without_a_config_the_zone_is_the_one_the_service_recorded(
+        db: Path, tmp_path: Path) -> None:
+    """`boothwatch run` records the site's time zone in the store: a report without
+    --config or --timezone uses it; --timezone still wins."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "site.db"
+    shutil.copy(db, copy)
+    with closing(sqlite3.connect(copy)) as conn, conn:
+        conn.execute("INSERT INTO meta(key, value) VALUES ('site_timezone', 'Europe/Berlin')")
+    code, out, _ = run_cli("--db", str(copy), "--format", "json", "--to", WEEK_END)
+    assert (code, json.loads(out)["timezone"]) == (0, "Europe/Berlin")
+    code, out, _ = run_cli("--db", str(copy), "--to", WEEK_END)
+    assert "Europe/Berlin time (UTC+01:00)" in out.splitlines()[0]
+    code, out, _ = run_cli("--db", str(copy), "--format", "json", "--to", WEEK_END,
+                           "--timezone", "UTC")
+    assert json.loads(out)["timezone"] == "UTC"
+    code, out, _ = run_cli("--db", str(db), "--format", "json", "--to", WEEK_END)
+    assert json.loads(out)["timezone"] == "UTC"  # an older store, with no zone recorded
 
 
 def test_empty_report(db: Path) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -19,6 +22,8 @@ from tests.harness.process import ROOT
 from tests.harness.receivers import LocalService, Seen, local_service
 from tests.harness.site import Site, booths, policy, responder, step
 
+SITE_ZONE = "Asia/Kolkata"  # far from UTC all year: a time in UTC would show
+
 
 def site_config(tmp_path: Path, service: LocalService, mqtt_url: str = "mqtt://127.0.0.1:1",
                 watched: bool = True) -> Path:
@@ -27,6 +32,7 @@ def site_config(tmp_path: Path, service: LocalService, mqtt_url: str = "mqtt://1
     pages_everyone = policy(step("0s", "role:nurse"))
     site = Site(
         mqtt_url=mqtt_url, client_id="boothwatch-lisbon-1", store=tmp_path / "bw.db",
+        timezone=SITE_ZONE,
         booths=booths(1),
         channels={
             "hook": {"type": "webhook", "url": f"{service.url}/hook"},
@@ -84,6 +90,12 @@ async def test_all_channels_delivered(tmp_path: Path) -> None:
     assert hook.keys() == {"kind", "site", "responder", "message"}
     assert (hook["kind"], hook["site"], hook["responder"]) == ("test", "lisbon-1", "ana")
     assert hook["message"].startswith("TEST PAGE from boothwatch (Sala Mouraria) to Ana via hook")
+    # the time the responder reads is the site's, with its offset (Kolkata: +05:30, no DST)
+    sent = re.search(r" at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+05:30)\. No action needed\.$",
+                     hook["message"])
+    assert sent is not None, hook["message"]
+    now = datetime.now(ZoneInfo(SITE_ZONE))
+    assert abs((now - datetime.fromisoformat(sent.group(1))).total_seconds()) < 60
     ntfy = requests["/ntfy/"]
     assert ntfy.headers["Authorization"] == "Bearer tk_test"
     body = ntfy.json()

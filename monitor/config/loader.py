@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from devices import adapters
 from devices.mqtt import PASSWORD_ENV
 from monitor.config.channels import CHANNEL
+from monitor.config.host import Host
 from monitor.config.problems import ConfigError, Problem, child, from_validation, ordered
 from monitor.config.schema import Defaults, SiteFile
 from monitor.config.schema import Policy as PolicyTable
@@ -41,8 +42,11 @@ from monitor.core.settings import (
 )
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and check a TOML file; env defaults to os.environ."""
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, host: Host | None = None
+) -> Config:
+    """Read and check a TOML file; env defaults to os.environ. With `host`, also what the
+    service will need of the box (check-config: the store's directory, files readable)."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as handle:
@@ -57,11 +61,12 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError([f"{name}: invalid TOML: nested too deeply"]) from None
     except ValueError as exc:  # e.g. an integer past Python's digit limit
         raise ConfigError([f"{name}: invalid TOML: {exc}"]) from exc
-    return parse_config(data, os.environ if env is None else env, source=name)
+    return parse_config(data, os.environ if env is None else env, source=name, host=host)
 
 
 def parse_config(
-    data: Mapping[str, object], env: Mapping[str, str], source: str = "<memory>"
+    data: Mapping[str, object], env: Mapping[str, str], source: str = "<memory>",
+    host: Host | None = None,
 ) -> Config:
     """Check a parsed TOML document; raise ConfigError listing every problem found."""
     checked: SiteFile | None = None
@@ -70,7 +75,12 @@ def parse_config(
         checked = SiteFile.model_validate(dict(data), context={"env": env})
     except ValidationError as exc:
         problems = from_validation(exc, data)
-    problems += _across_tables(_Good(data, problems), env)
+    good = _Good(data, problems)
+    problems += _across_tables(good, env)
+    if host is not None:
+        files = {key: good.get("mqtt", key) for key in ("ca_file", "cert_file", "key_file")}
+        problems += host.problems(good.get("store", "path"),
+                                  {key: path for key, path in files.items() if path})
     if problems or checked is None:
         raise ConfigError(ordered(problems, data))
     return _config(checked, env, source)

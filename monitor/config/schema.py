@@ -105,9 +105,14 @@ def _broker(value: object) -> tuple[str, str, int, bool]:
 
 
 def _whose_password(username: str | None, info: ValidationInfo) -> str | None:
+    password = env(info).get(PASSWORD_ENV, "").strip()
     # paho sends a password only with a user name: it would be dropped without a word
-    if username is None and env(info).get(PASSWORD_ENV):
+    if username is None and password:
         wrong(f"missing, but {PASSWORD_ENV} is set: whose password is it?")
+    # else the broker refuses us at every attempt, and nobody is watched
+    if username is not None and not password:
+        wrong(f"{describe(username)} needs a password: environment variable {PASSWORD_ENV} "
+              "is not set")
     return username
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -172,6 +173,13 @@ class Mosquitto:
                 self.stop()
                 if not lost_race or attempt == _PORT_ATTEMPTS - 1 or fixed:
                     raise
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its password and ACL files again, as after an
+        operator's fix, without dropping anyone."""
+        if self._process is None:
+            raise RuntimeError("mosquitto is not running")
+        self._process.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL); safe to call more than once."""
