@@ -30,6 +30,8 @@ on free ports and the store lies under the root, so the config names those.
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
+import importlib.util
 import json
 import os
 import shlex
@@ -38,6 +40,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
@@ -310,6 +313,32 @@ def start_as_the_unit_says(box: Box, http_port: int, log: Path) -> ServiceProces
     service = ServiceProcess(box.at(CONFIG), http_port, log, env=env, command=start, cwd=cwd)
     service.start()
     return service
+
+
+def test_a_python_the_service_user_cannot_run_is_named() -> None:
+    """A Python under a directory closed to other users (pyenv under /root, 0700) would make
+    a venv the service cannot start from ("Permission denied" at every restart): the
+    install names that directory (and refuses, on the box's own root)."""
+    loader = importlib.machinery.SourceFileLoader("deploy_install", str(INSTALL))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    install = importlib.util.module_from_spec(spec)
+    loader.exec_module(install)
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp is open to all; pytest's tmp is not
+    try:
+        base.chmod(0o755)
+        closed = base / "closed"
+        closed.mkdir(mode=0o700)
+        python = closed / "python3.11"
+        python.write_bytes(b"")
+        python.chmod(0o755)
+        link = base / "python"  # a venv's bin/python is a link to the real one
+        link.symlink_to(python)
+        assert install.closed_to_others(link) == closed
+        closed.chmod(0o755)
+        assert install.closed_to_others(link) is None
+    finally:
+        shutil.rmtree(base)
 
 
 def test_existing_config_env_and_unit_are_kept(tmp_path: Path) -> None:
