@@ -224,6 +224,7 @@ class Dispatcher:
         rounds = len(self._retry_delays) + 1
         number = 0
         error = "no channel"
+        real: tuple[str, str] | None = None  # (channel, reason) of the round's last failure
         for round_ in range(1, rounds + 1):
             for position, name in enumerate(delivery.channels):
                 if job.stopped:
@@ -246,13 +247,18 @@ class Dispatcher:
                         return
                     printed = error_or_none is None
                     error = error_or_none or PRINTED_ONLY
+                if not printed:
+                    real = (name, error)
                 last = round_ == rounds and position == len(delivery.channels) - 1
                 self._report(delivery, Attempt(number, name, False, error, latency,
                                                final=last or job.stopped, receipt=receipt,
                                                printed=printed))
             if round_ == rounds:
-                self._fail(delivery, error)
+                # a console fallback that only printed must not hide why the page failed
+                self._fail(delivery, error if real is None or real[1] == error
+                           else f"{real[1]} ({real[0]}); {error}")
                 return
+            real = None
             if not job.stopped:
                 await self._wait(job, self._retry_delays[round_ - 1])
 

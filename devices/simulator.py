@@ -811,7 +811,7 @@ async def play(
             log.warning("sim_refused", topic=message.topic, booth=message.step.booth,
                         reason=str(reason))
 
-    publisher = _Publisher(url, protocol, settled)
+    publisher = _Publisher(url, protocol, settled, client_id=client_id)
     loop = asyncio.get_running_loop()
     count = 0
     try:

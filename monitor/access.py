@@ -62,21 +62,28 @@ def as_user(user: User, checks: Checks) -> list[str | None]:
         status = 1
         try:
             os.close(read)
-            os.setgroups(list(user.groups))
-            os.setgid(user.gid)
-            os.setuid(user.uid)
             with os.fdopen(write, "w") as out:
-                json.dump(checks(), out)
+                try:
+                    os.setgroups(list(user.groups))
+                    os.setgid(user.gid)
+                    os.setuid(user.uid)
+                    answer: dict[str, object] = {"checks": checks()}
+                except Exception as exc:  # our bug or the box's: the parent says which
+                    answer = {"error": f"{type(exc).__name__}: {exc}"}
+                json.dump(answer, out)
             status = 0
         finally:
             os._exit(status)  # no cleanup of the parent's state (its buffers, its atexit)
     os.close(write)
-    with os.fdopen(read) as answer:
-        text = answer.read()
+    with os.fdopen(read) as pipe:
+        text = pipe.read()
     _, status = os.waitpid(pid, 0)
     if status != 0 or not text:
         raise RuntimeError(f"the check as user {user.name} failed (status {status})")
-    result: list[str | None] = json.loads(text)
+    reply = json.loads(text)
+    if "error" in reply:
+        raise RuntimeError(f"the check as user {user.name} failed: {reply['error']}")
+    result: list[str | None] = reply["checks"]
     return result
 
 
@@ -100,6 +107,10 @@ def store_problem(path: str, who: str) -> str | None:
             found = os.stat(name)
         except FileNotFoundError:
             continue
+        except PermissionError:
+            return f"{who} cannot enter {directory} ({_owner(info)})"
+        except OSError as exc:
+            return f"{name}: {exc.strerror or exc}"
         if not stat.S_ISREG(found.st_mode):
             return f"{name} is not a file"
         if not os.access(name, os.R_OK | os.W_OK):

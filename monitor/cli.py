@@ -116,11 +116,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the services: a closed stderr there is a fault to see, never a reader who left
+SERVICES = frozenset({"run", "demo"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    log_format = getattr(args, "log_format", None)
+    if args.command in SERVICES:
+        return _command(args, log_format)
     status = exits.STOPPED
     with _reader_may_leave():
-        status = _command(args, getattr(args, "log_format", None))
+        status = _command(args, log_format)
     return status
 
 
@@ -187,8 +194,9 @@ def _check_config(file: str, env_file: str | None, user_name: str | None) -> int
     env: dict[str, str] = dict(os.environ)
     problems: list[str] = []
     if env_file is not None:
-        variables, problems = envfile.read(env_file)
-        env |= variables  # the unit's EnvironmentFile over whatever this shell has
+        # the service gets the unit's EnvironmentFile, never this shell's variables: a
+        # password exported here for `boothwatch sim` must not pass for the service's
+        env, problems = envfile.read(env_file)
     try:
         user = User.named(user_name) if user_name is not None else User.current()
     except KeyError:

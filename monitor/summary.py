@@ -104,7 +104,8 @@ def summary(config: Config) -> str:
         elif ch.type in ("ntfy", "pushover", "apprise"):
             text += _push_summary(ch, config.escalation.get("high"))
         elif ch.watched:
-            text += ", watched (a person watches the service's output: its pages are delivered)"
+            text += (", watched: what it prints counts as delivered; only for a terminal a "
+                     "person watches (the demo), never a service whose output is its journal")
         else:
             text += (" (reaches nobody: it prints on the service's output; no fallback, a page it "
                      "prints is not delivered)")

@@ -285,8 +285,9 @@ def _secret_site(workdir: Path) -> Path:
 
 
 def test_check_config_reads_the_secrets_from_the_env_file(tmp_path: Path) -> None:
-    """Secrets the config names must be in --env-file (or the environment): each missing
-    one is a problem naming its variable; a line systemd would ignore is named too."""
+    """Secrets the config names must be in --env-file (without it, in the environment):
+    each missing one is a problem naming its variable; a line systemd would ignore is
+    named too."""
     config, env = _secret_site(tmp_path), tmp_path / "env"
     env.write_text("BOOTHWATCH_SECRET=abc\nexport BOOTHWATCH_MQTT_PASSWORD=pw\n")
     done = boothwatch("check-config", str(config), "--env-file", str(env))
@@ -307,8 +308,34 @@ def test_check_config_reads_the_secrets_from_the_env_file(tmp_path: Path) -> Non
     done = boothwatch("check-config", str(config),
                       env={PASSWORD_ENV: "pw", "PAGER_SECRET": "s3"})
     assert done.returncode == 0, done.stderr
+    # with the file, only the file: this shell's variables are not the service's
+    env.write_text("BOOTHWATCH_SECRET=abc\n")
+    done = boothwatch("check-config", str(config), "--env-file", str(env),
+                      env={PASSWORD_ENV: "pw", "PAGER_SECRET": "s3"})
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[1:] == [
+        '  mqtt.username: "boothwatch" needs a password: environment variable '
+        "BOOTHWATCH_MQTT_PASSWORD is not set",
+        "  channels.pager.secret_env: environment variable PAGER_SECRET is not set",
+    ]
     done = boothwatch("check-config", str(config), "--env-file", str(tmp_path / "none"))
     assert f"  {tmp_path / 'none'}: cannot read: No such file or directory" in done.stderr
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="a directory closed to another user needs root")
+def test_check_config_names_a_store_directory_the_user_cannot_enter(shared_dir: Path) -> None:
+    """A store directory closed to the service's user (root's, 0700) is a problem naming
+    it, not a traceback from the check run as that user."""
+    directory = shared_dir / "closed"
+    directory.mkdir(mode=0o700)
+    store = directory / "bw.db"
+    store.write_bytes(b"")  # the file check then needs to enter the directory
+    config = offline_site(shared_dir, store=store).write(shared_dir / "site.toml")
+    done = boothwatch("check-config", str(config), "--user", "nobody")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[1:] == [
+        f"  store.path: user nobody cannot enter {directory} (owner root, group root, "
+        "mode 0700)"]
 
 
 def test_check_config_names_a_store_directory_the_user_cannot_write(

@@ -551,7 +551,7 @@ def test_a_responder_needs_a_channel_that_reaches_a_person() -> None:
         'channels.pager.watched: unknown key',
         "responders[1].channels: no channel that reaches a person: a console prints on the "
         "service's output, which nobody watches; add a webhook, ntfy, pushover, apprise or "
-        "mqtt channel (or set watched = true on a console that a person watches)",
+        "mqtt channel",
     ]
     del channels["pager"]["watched"]
     channels["screen"]["watched"] = "yes"
@@ -562,8 +562,9 @@ def test_a_responder_needs_a_channel_that_reaches_a_person() -> None:
     assert not parse_config(_data(), {}).channels["screen"].reaches_a_person
     text = summary(config)
     assert "rui Rui: roles coordinator; channels screen; always on duty" in text
-    assert ("screen: console, watched (a person watches the service's output: its pages are "
-            "delivered)") in text
+    assert ("screen: console, watched: what it prints counts as delivered; only for a "
+            "terminal a person watches (the demo), never a service whose output is its "
+            "journal") in text
 
 
 def test_channel_secret_from_env() -> None:

@@ -177,7 +177,8 @@ async def test_a_page_printed_on_the_console_is_not_delivered(
                     ("broken", False, "HTTP 500"), ("screen", False, PRINTED_ONLY)] * 3
                 kinds = [(e["kind"], e.get("responder"), e.get("level"), e.get("reason"))
                          for e in await timeline(svc, page["incident"])]
-                assert ("page_failed", "ana", 1, PRINTED_ONLY) in kinds
+                # the reason names the pager's failure, not only the console's printing
+                assert ("page_failed", "ana", 1, f"HTTP 500 (broken); {PRINTED_ONLY}") in kinds
                 assert not [k for k in kinds if k[:3] == ("page_sent", "ana", 1)]
                 assert await svc.metric(
                     'boothwatch_pages_total{channel="screen",result="printed"}') >= 3.0

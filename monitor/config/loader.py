@@ -268,8 +268,7 @@ def _responders(good: _Good, env: Mapping[str, str], problems: list[Problem]) ->
             problems.append(Problem((*at, "channels"), "no channel that reaches a person: a "
                                     "console prints on the service's output, which nobody "
                                     "watches; add a webhook, ntfy, pushover, apprise or mqtt "
-                                    "channel (or set watched = true on a console that a person "
-                                    "watches)"))
+                                    "channel"))
         address = good.get(*at, "address") if "address" in table else {}
         for channel in dict.fromkeys(mine) if address is not None else ():
             if channel in needs_address and channel not in address:
