@@ -11,23 +11,24 @@ from typing import assert_never
 
 from monitor.core.durations import format_duration
 from monitor.core.incident import State, Transition, Trigger
-from monitor.core.settings import BoothConfig
+from monitor.core.settings import BoothConfig, Risk
 
 
 def page_message(
     booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
-    maintenance: bool = False,
+    maintenance: bool = False, risk: Risk = "standard", after_hours: bool = False,
 ) -> str:
     """The one line a nurse reads on a lock screen, in the order the triggers came."""
+    limits = booth.thresholds(risk)
     parts = []
     for trigger in triggers:
         match trigger:
             case Trigger.CALL:
                 parts.append("call button pressed again" if urgent else "call button pressed")
             case Trigger.UNRESPONSIVE:
-                parts.append(f"no movement for {format_duration(round(booth.stillness))}")
+                parts.append(f"no movement for {format_duration(round(limits.stillness))}")
             case Trigger.LONG_SESSION:
-                parts.append(f"session over {format_duration(round(booth.long_session))}")
+                parts.append(f"session over {format_duration(round(limits.long_session))}")
             case Trigger.DEVICE_OFFLINE:
                 parts.append("a device is offline")
             case Trigger.LOW_BATTERY:
@@ -37,9 +38,20 @@ def page_message(
     text = f"{booth.name}: " + "; ".join(parts)
     if urgent:
         text = "URGENT: " + text
+    if risk == "high":
+        text += " (high-risk session)"
     if maintenance:
         text += " (booth in maintenance)"
+    if after_hours:
+        text += " (outside opening hours)"
     return text
+
+
+def all_engaged_message(booth_name: str, busy: Iterable[tuple[str, str]]) -> str:
+    """What a coordinator hears when everyone a step targets is busy at another booth;
+    ``busy`` is (name, booth name) of each responder paged all the same."""
+    where = ", ".join(f"{name} at {at}" for name, at in busy)
+    return f"All staff engaged: {booth_name} needs someone, paged all the same: {where}"
 
 
 def notice_message(change: Transition, who: str, booth_name: str) -> str | None:
