@@ -58,6 +58,7 @@ from monitor.core.durations import describe, format_duration
 from monitor.core.readings import PRESS_TYPES
 from monitor.core.roster import parse_shift
 from monitor.core.settings import (
+    BoothConfig,
     DeviceRole,
     DeviceSource,
     HttpConfig,
@@ -85,10 +86,27 @@ def _zone(name: str) -> str:
     return name
 
 
+def _shift(value: object) -> Shift:
+    written = text(value)  # raises a problem of its own, which is a ValueError too
+    try:
+        return parse_shift(written)
+    except ValueError as exc:
+        wrong(f"{exc}, got {describe(written)}")
+
+
+#: a shift as written in the roster's grammar, for a responder's shifts and the site's hours
+ShiftText = Annotated[Shift, BeforeValidator(_shift), WithJsonSchema(
+    {"type": "string", "examples": ["mon-fri 08:00-16:00", "sat,sun 20:00-08:00"]})]
+
+
 class Site(Table):
     id: Slug
     name: Text
     timezone: Annotated[Text, AfterValidator(_zone)]
+    # opening hours, weekly in the site's time zone; left out: open at every hour
+    hours: Annotated[list[ShiftText], listing(
+        "a list of strings", "must not be empty; leave hours out for a site open at every "
+        "hour")] | None = None
 
 
 class Store(Table):
@@ -197,6 +215,24 @@ class Http(Table):
 # --------------------------------------------------------------------------- booths, devices
 
 
+_HIGH_RISK = BoothConfig("", "", 0.0, 0.0, 0.0).high_risk
+
+
+class HighRisk(Table):
+    """[defaults.high_risk]: the thresholds of a session staff marked high risk (the loader
+    checks that none is longer than the standard one written beside it)."""
+
+    stillness: Positive = _HIGH_RISK.stillness
+    long_session: Positive = _HIGH_RISK.long_session
+
+
+class BoothHighRisk(Table):
+    """A booth's own high_risk thresholds; each left out comes from [defaults.high_risk]."""
+
+    stillness: Positive | None = None
+    long_session: Positive | None = None
+
+
 class Defaults(Table):
     """[defaults]: each booth's thresholds and occupancy_from, each device's battery_low."""
 
@@ -206,6 +242,7 @@ class Defaults(Table):
     door_window: Positive = 30.0
     occupancy_from: Occupancy = "sensor"
     battery_low: Percent = 20
+    high_risk: HighRisk = Field(default_factory=HighRisk)
 
 
 class Booth(Table):
@@ -216,6 +253,7 @@ class Booth(Table):
     device_timeout: Positive | None = None
     door_window: Positive | None = None
     occupancy_from: Occupancy | None = None
+    high_risk: BoothHighRisk = Field(default_factory=BoothHighRisk)
 
 
 _SOURCES: tuple[DeviceSource, ...] = get_args(DeviceSource)
@@ -265,14 +303,6 @@ class Device(Table):
 # --------------------------------------------------------------------------- people, escalation
 
 
-def _shift(value: object) -> Shift:
-    written = text(value)  # raises a problem of its own, which is a ValueError too
-    try:
-        return parse_shift(written)
-    except ValueError as exc:
-        wrong(f"{exc}, got {describe(written)}")
-
-
 def _address(value: object, info: ValidationInfo) -> dict[str, str]:
     table: dict[str, object] = expect(dict, "a table of channel = address", value)
     channels = info.data.get("channels")  # None: they have a problem of their own
@@ -298,9 +328,7 @@ class Responder(Table):
     # number for an Apprise URL template); personal data
     address: Annotated[dict[str, str], BeforeValidator(_address)] = Field(default_factory=dict)
     shifts: Annotated[  # none: always on duty
-        list[Annotated[Shift, BeforeValidator(_shift), WithJsonSchema(
-            {"type": "string", "examples": ["mon-fri 08:00-16:00", "sat,sun 20:00-08:00"]})]],
-        listing("a list of strings", "must not be empty"),
+        list[ShiftText], listing("a list of strings", "must not be empty"),
     ] = Field(default_factory=list)
 
 
@@ -325,6 +353,7 @@ class Policy(Table):
     max_repeats: Annotated[int, whole(0, 100, "a whole number from 0 to 100",
                                       "expected a whole number from 0 to 100"),
                            AfterValidator(_needs_repeat)] | None = None
+    skip_busy: Flag = False  # skip a role's responders busy at another booth for free ones
 
 
 class Escalation(Table):
