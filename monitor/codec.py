@@ -49,6 +49,11 @@ def booth_json(view: BoothView) -> dict[str, Any]:
         },
         "unmonitored": view.unmonitored,
         "door": view.door,
+        # the session's risk, and the seconds of stillness and of session it may last
+        "risk": view.risk,
+        "route": view.route,
+        "thresholds": {"stillness": view.stillness, "long_session": view.long_session},
+        "closed": view.closed,
     }
 
 
@@ -78,6 +83,8 @@ def incident_json(view: IncidentView, booth_name: str | None = None) -> dict[str
         "outcome": view.outcome,
         "outcome_note": view.outcome_note,
         "urgent": view.urgent,
+        "risk": view.risk,
+        "after_hours": view.after_hours,
         "response": response_times(view),
         "timeline": [timeline_json(e) for e in view.timeline],
     }

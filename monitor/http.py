@@ -33,7 +33,7 @@ from aiohttp import web
 
 from alerts.tokens import AckLink, InvalidToken, Use
 from monitor.api import Api, IncidentGone
-from monitor.core.booth import IllegalBoothTransition, Maintain
+from monitor.core.booth import IllegalBoothTransition, Maintain, SessionMark
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
     NOTE_MAX,
@@ -42,6 +42,7 @@ from monitor.core.events import (
     Attend,
     EndMaintenance,
     IncidentEvent,
+    MarkSession,
     Resolve,
     SetDuty,
     SiteEvent,
@@ -49,6 +50,7 @@ from monitor.core.events import (
 )
 from monitor.core.incident import IllegalTransition, OutcomeRecorded
 from monitor.core.roster import UnknownResponder
+from monitor.core.settings import RISKS, ROUTES
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.exits import UNAVAILABLE, OperatorError
 from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, Session
@@ -81,6 +83,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/responders/{id}/duty", duty),
         web.post("/api/booths/{id}/maintenance", maintenance),
         web.post("/api/booths/{id}/maintenance/end", maintenance_end),
+        web.post("/api/booths/{id}/session", session),
         web.get("/api/audit", audit),
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
@@ -339,6 +342,9 @@ async def _site_act(api: Api, event: SiteEvent) -> web.Response | None:
     except BadRequest as exc:
         return _error(400, str(exc))
     except IllegalBoothTransition as exc:
+        if exc.what is SessionMark.RISK:
+            return _error(409, "no session under way at the booth: mark it once the person "
+                          "is in the booth")
         return _error(409, "the booth is already in maintenance; end it first"
                       if exc.what is Maintain.START else "the booth is not in maintenance")
     return None
@@ -388,6 +394,32 @@ async def maintenance_end(request: web.Request) -> web.Response:
     api = request.app[API]
     booth = request.match_info["id"]
     problem = await _site_act(api, EndMaintenance(booth, by))
+    return problem or web.json_response(api.booth(booth))
+
+
+#: what marking a session takes: how closely to watch it, never who is in the booth
+SESSION_FIELDS = ("risk", "route", "by")
+
+
+async def session(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    unknown = sorted(set(body) - set(SESSION_FIELDS))
+    if unknown:
+        return _error(400, f"{unknown[0]}: unknown field; a session takes only "
+                      f"{', '.join(SESSION_FIELDS)}, never who is in the booth")
+    risk, route = body.get("risk"), body.get("route")
+    if risk not in RISKS:
+        return _error(400, f"risk: {' or '.join(RISKS)}")
+    if route is not None and route not in ROUTES:
+        return _error(400, f"route: one of {', '.join(ROUTES)}, or left out")
+    by = _short_id(body, "by", "who marks the session (a short id)", default="api")
+    if isinstance(by, web.Response):
+        return by
+    api = request.app[API]
+    booth = request.match_info["id"]
+    problem = await _site_act(api, MarkSession(booth, risk, by, route))
     return problem or web.json_response(api.booth(booth))
 
 

@@ -84,7 +84,7 @@ def summary(config: Config) -> str:
         )
         if b.occupancy_from == "door":
             text += f", occupancy from door (window {fd(b.door_window)})"
-        text += f"; high risk: {fd(high.long_session)}, stillness {fd(high.stillness)}"
+        text += f"; high risk: long session {fd(high.long_session)}, stillness {fd(high.stillness)}"
         lines.append(text)
     lines.append(f"devices ({len(config.devices)}):")
     for d in config.devices:
