@@ -89,6 +89,7 @@ class Site:
     id: str = SITE
     name: str = "Sala Mouraria"
     timezone: str = "Europe/Lisbon"
+    hours: list[str] | None = None  # [site] hours; None: open at every hour
     mqtt_port: int = 1883
     mqtt_url: str | None = None  # else plain MQTT to 127.0.0.1:mqtt_port
     client_id: str = "boothwatch-test"
@@ -119,7 +120,8 @@ class Site:
 
     def document(self) -> Table:
         doc: Table = {
-            "site": {"id": self.id, "name": self.name, "timezone": self.timezone},
+            "site": {"id": self.id, "name": self.name, "timezone": self.timezone,
+                     **({} if self.hours is None else {"hours": self.hours})},
             "mqtt": {"url": self.mqtt_url or f"mqtt://127.0.0.1:{self.mqtt_port}",
                      "client_id": self.client_id, **self.mqtt},
             "store": {"path": str(self.store)},
