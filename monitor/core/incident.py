@@ -271,6 +271,7 @@ class Incident:
         self.ack_deadline: float | None = None
         self.risk: Risk = risk
         self.after_hours = after_hours
+        self._engaged: dict[str, None] = {}  # who acknowledged or came, first first
         self.timeline: list[TimelineEntry] = []
         self.changes: list[Change] = [Transition(now, None, State.OPEN)]
         self.escalation = Escalation.start(self.priority, policies[self.priority], now)
@@ -288,14 +289,16 @@ class Incident:
     def policy(self) -> Policy:
         return self.policies[self.escalation.priority]
 
-    def engaged(self) -> list[str]:
+    def engaged(self) -> tuple[str, ...]:
         """Who is busy with this incident: acknowledged it or at the booth, while it is
         acknowledged or attended (nobody once it is open again)."""
         if self.state not in (State.ACKNOWLEDGED, State.ATTENDED):
-            return []
-        return list(dict.fromkeys(e.detail["responder"] for e in self.timeline
-                                  if e.kind in ("ack", "presence")
-                                  and e.detail["responder"] != "booth"))
+            return ()
+        return tuple(self._engaged)
+
+    def _engage(self, responder: str) -> None:
+        if responder != "booth":  # the booth's own presence button names nobody
+            self._engaged.setdefault(responder, None)
 
     def paged(self, upto: int | None = None) -> list[str]:
         """Everyone paged for this incident (before timeline entry `upto`), first paged first."""
@@ -394,6 +397,7 @@ class Incident:
     def acknowledge(self, responder: str, now: float, via: str) -> None:
         self._go(Action.ACK, now, self.acknowledged_at is None, by=responder, via=via)
         self.note(now, "ack", responder=responder, via=via)
+        self._engage(responder)
         if self.acknowledged_at is None:
             self.acknowledged_at, self.acknowledged_by = now, responder
         if self.state is State.ACKNOWLEDGED:
@@ -404,6 +408,7 @@ class Incident:
     def attend(self, responder: str, now: float, via: str) -> None:
         self._go(Action.PRESENCE, now, self.presence_at is None, by=responder, via=via)
         self.note(now, "presence", responder=responder, via=via)
+        self._engage(responder)
         if self.presence_at is None:
             self.presence_at, self.presence_by = now, responder
         self._stop()
@@ -562,6 +567,10 @@ class Incident:
         self.urgent = view.urgent
         self.ack_deadline = view.ack_deadline
         self.risk, self.after_hours = view.risk, view.after_hours
+        self._engaged = {}
+        for entry in view.timeline:
+            if entry.kind in ("ack", "presence"):
+                self._engage(entry.detail["responder"])
         self.timeline = list(view.timeline)
         self.changes = []
         self.escalation = Escalation(priority=view.escalation_priority,

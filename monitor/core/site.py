@@ -157,6 +157,9 @@ class SiteCore:
             steps=(Step(0.0, (f"role:{TECHNICIAN_ROLE}",)),), repeat=low.repeat,
             ack_timeout=low.ack_timeout)}
         self.closed = False  # outside [site] hours, as of the last opening or closing
+        # who is busy with which unresolved incident, kept as they change (see _busy)
+        self._engaged: dict[str, tuple[str, ...]] = {}  # incident id -> responders
+        self._busy_at: dict[str, list[tuple[str, str]]] | None = {}  # None: to rebuild
         self.booths: dict[str, Booth] = {b.id: Booth(b) for b in config.booths}
         self.roster = Roster(config.responders, config.site.timezone)
         self._names = {r.id: r.name for r in config.responders}
@@ -306,6 +309,7 @@ class SiteCore:
             inc = Incident.from_view(iview, self._plan(iview.after_hours))
             self.incidents[inc.id] = inc
             self._open_at[inc.booth] = inc.id
+            self._track_engaged(inc)
             self._schedule(("incident", inc.id), inc.next_deadline())
         for booth_id in self.booths:
             self._views[booth_id] = self._booth_view(booth_id)
@@ -546,6 +550,7 @@ class SiteCore:
         new = tuple(inc.timeline[start:])
         if new:
             out.append(IncidentChanged(inc.view(), new, tuple(changes)))
+        self._track_engaged(inc)
         if inc.resolved_at is not None:
             del self.incidents[inc.id]
             del self._open_at[inc.booth]
@@ -585,14 +590,27 @@ class SiteCore:
             out.extend(self._pages(inc, fired, everyone, now))
             return
 
+    def _track_engaged(self, inc: Incident) -> None:
+        """Keep the index of who is busy where, so a page costs nothing per open incident."""
+        engaged = inc.engaged() if inc.resolved_at is None else ()
+        if self._engaged.get(inc.id, ()) != engaged:
+            if engaged:
+                self._engaged[inc.id] = engaged
+            else:
+                del self._engaged[inc.id]
+            self._busy_at = None
+
     def _busy(self, inc: Incident) -> dict[str, str]:
         """Responders busy at another booth (acknowledged its incident or there): the booth."""
-        busy: dict[str, str] = {}
-        for other in self.incidents.values():
-            if other is not inc:
-                for responder in other.engaged():
-                    busy.setdefault(responder, other.booth)
-        return busy
+        if self._busy_at is None:
+            self._busy_at = {}
+            for iid, responders in self._engaged.items():
+                for responder in responders:
+                    self._busy_at.setdefault(responder, []).append(
+                        (iid, self.incidents[iid].booth))
+        return {responder: next(booth for iid, booth in where if iid != inc.id)
+                for responder, where in self._busy_at.items()
+                if any(iid != inc.id for iid, _ in where)}
 
     def _all_engaged(self, inc: Incident, level: int, targets: Targets, busy: dict[str, str],
                      now: float, out: list[Command]) -> None:
@@ -655,9 +673,11 @@ class SiteCore:
                                after_hours=inc.after_hours)
         pages = []
         for responder in responders:
-            where = (busy or {}).get(responder)
-            inc.note(now, "page", responder=responder, level=fired.level,
-                     **({"busy_at": where} if where is not None else {}))
+            if busy and responder in busy:  # paged last: say where they are
+                inc.note(now, "page", responder=responder, level=fired.level,
+                         busy_at=busy[responder])
+            else:
+                inc.note(now, "page", responder=responder, level=fired.level)
             pages.append(
                 SendPage(
                     incident=inc.id,

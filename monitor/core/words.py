@@ -19,16 +19,17 @@ def page_message(
     maintenance: bool = False, risk: Risk = "standard", after_hours: bool = False,
 ) -> str:
     """The one line a nurse reads on a lock screen, in the order the triggers came."""
-    limits = booth.thresholds(risk)
     parts = []
     for trigger in triggers:
         match trigger:
             case Trigger.CALL:
                 parts.append("call button pressed again" if urgent else "call button pressed")
             case Trigger.UNRESPONSIVE:
-                parts.append(f"no movement for {format_duration(round(limits.stillness))}")
+                stillness = booth.thresholds(risk).stillness
+                parts.append(f"no movement for {format_duration(round(stillness))}")
             case Trigger.LONG_SESSION:
-                parts.append(f"session over {format_duration(round(limits.long_session))}")
+                long_session = booth.thresholds(risk).long_session
+                parts.append(f"session over {format_duration(round(long_session))}")
             case Trigger.DEVICE_OFFLINE:
                 parts.append("a device is offline")
             case Trigger.LOW_BATTERY:
