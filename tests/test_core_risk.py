@@ -338,6 +338,18 @@ def test_a_reopened_incident_frees_its_responder() -> None:
     assert pages(out) == [("ana", 1), ("bea", 1)]
 
 
+def test_who_is_busy_survives_a_restart() -> None:
+    """Ana acknowledged booth 1 before a restart: after it, booth 2's call still skips her."""
+    config = busy_config(skip_busy=True)
+    clock = CoreDriver(config)
+    first = call(clock, "b1")
+    clock.send(Acknowledge(first, "ana"))
+    stored = incident_record(clock.core.incident_view(first))
+    again = CoreDriver(config, now=clock.now, ids="again")
+    again.core.restore(now=again.now, incidents=[incident_from_record(stored)])
+    assert pages(again.send(Button("b2", Press.CALL))) == [("bea", 1)]
+
+
 def test_resolve_targets_orders_skips_and_reports_engaged_roles() -> None:
     """The pure rule: free first, busy last; skipped with skip_busy; all busy: engaged."""
     nurses = [r.id for r in STAFF if "nurse" in r.roles]
