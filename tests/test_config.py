@@ -1125,6 +1125,13 @@ def test_high_risk_thresholds_default_merge_and_are_never_longer_than_standard()
         'got "nope"',
         'booths[1].high_risk.stillness: must not be negative, got -1',
     ]
+    data["defaults"] = {"stillness": "soon"}  # b2's high_risk is compared with nothing
+    booths[0].clear()
+    booths[0].update({"id": "b1", "name": "Booth 1"})
+    booths[1].update({"long_session": "30m", "high_risk": {"stillness": "2m"}})
+    assert _problems(data) == [
+        'defaults.stillness: expected seconds or a duration like "90s", "20m", "1h30m", '
+        'got "soon"']
 
 
 def test_opening_hours_parse_and_need_a_technician() -> None:

@@ -174,13 +174,16 @@ def _high_risk(good: _Good, problems: list[Problem]) -> None:
     tables: list[tuple[Loc, Loc | None]] = [(("defaults",), None)]
     tables += [(("booths", i), ("defaults",)) for i in good.items("booths") or ()]
     for at, fallback in tables:
+        table = good.whole(*at)
+        if not isinstance(table, dict):
+            continue  # absent, or not a table: reported as such
         for key in ("stillness", "long_session"):
             high = good.get(*at, "high_risk", key)
-            usual = good.get(*at, key)
-            if usual is None and fallback is not None and key not in good.whole(*at):
-                usual = good.get(*fallback, key)
-            if high is None or (usual is None and key in good.whole(*at)):
-                continue  # not written, or a value with a problem of its own
+            where = at if key in table else fallback  # whose standard threshold it is
+            written = good.whole(*where) if where is not None else None
+            usual = good.get(*where, key) if where is not None else None
+            if high is None or (isinstance(written, dict) and key in written and usual is None):
+                continue  # not written, or the standard one has a problem of its own
             limit = getattr(standard, key) if usual is None else parse_duration(usual)
             if parse_duration(high) > limit:
                 problems.append(Problem((*at, "high_risk", key), f"must not be longer than "
