@@ -130,6 +130,8 @@ def test_marking_a_session_mid_way_fires_a_timer_it_made_overdue_at_once() -> No
     clock = CoreDriver()
     clock.send(Occupancy("b2", True))
     clock.send(MarkSession("b2", "high", by="rui"))
+    again = clock.send(Occupancy("b2", True, risk="high"))  # a timer repeating itself
+    assert [c for c in again if isinstance(c, Audit | BoothChanged)] == []
     out = clock.send(MarkSession("b2", "standard", by="rui"))
     assert [c.view.long_session for c in booth_views(out)] == [1200.0]
     assert pages(clock.advance(1199)) == []

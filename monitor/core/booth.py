@@ -238,11 +238,15 @@ class Booth:
         self.risk, self.route = risk, route
         self.limits = self.config.thresholds(risk)
 
-    def mark(self, risk: Risk, route: Route | None) -> None:
-        """Staff say how closely this session is watched; refused with no session under way."""
+    def mark(self, risk: Risk, route: Route | None) -> bool:
+        """Staff say how closely this session is watched; True when that changed it.
+        Refused with no session under way."""
         if self.session not in MARKABLE:
             raise IllegalBoothTransition(self.config.id, self.session, SessionMark.RISK)
+        if (risk, route) == (self.risk, self.route):
+            return False
         self._set_risk(risk, route)
+        return True
 
     def occupancy_reading(self, occupied: bool, now: float) -> bool:
         """An occupancy event: sets the session, or in a door booth confirms presence."""

@@ -389,8 +389,10 @@ class SiteCore:
 
     def _mark(self, booth: Booth, risk: Risk, route: Route | None, by: str, via: str,
               now: float, out: list[Command]) -> None:
-        """Mark the session under way; a timer the new thresholds made due fires now."""
-        booth.mark(risk, route)  # raises IllegalBoothTransition with no session under way
+        """Mark the session under way; a timer the new thresholds made due fires now. A mark
+        that changes nothing (a booth timer repeating itself) is not recorded again."""
+        if not booth.mark(risk, route):  # raises IllegalBoothTransition with no session
+            return
         out.append(Audit(now, "session_marked", booth.config.id,
                          {"risk": risk, "route": route, "by": by, "via": via}))
         inc = self._open_incident(booth.config.id)
