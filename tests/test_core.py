@@ -163,6 +163,21 @@ def test_still_person_becomes_unresponsive_after_stillness() -> None:
     assert (view.triggers, view.priority, view.raised_at) == (("unresponsive",), "high", T0 + 210)
 
 
+def test_booth_view_carries_the_stillness_countdown() -> None:
+    """The booth says when its unresponsive alarm fires, and its thresholds, for the board."""
+    clock = CoreDriver(make_config(stillness=60, long_session=600))
+    view = clock.core.booth_views()[0]
+    assert (view.stillness, view.long_session, view.unresponsive_at) == (60, 600, None)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.MOVING))
+    assert clock.core.booth_views()[0].unresponsive_at is None
+    clock.advance(5)
+    clock.send(Motion("b1", MotionState.STILL))
+    assert clock.core.booth_views()[0].unresponsive_at == T0 + 65
+    clock.advance(60)  # fired: nothing more to count down
+    assert clock.core.booth_views()[0].unresponsive_at is None
+
+
 def test_absent_while_occupied_counts_as_still() -> None:
     """A presence sensor that loses a still person reports absent: that is still, not vacant."""
     clock = CoreDriver(make_config(stillness=60))

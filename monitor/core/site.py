@@ -408,6 +408,11 @@ class SiteCore:
             ref,
             devices_ok=all(d.online and not d.battery_low for d in devices),
             unmonitored=self._unmonitored(booth_id),
+            troubles=tuple(
+                {"device": d.config.id, "role": d.config.role, "trouble": trouble}
+                for d in devices
+                for trouble, on in (("offline", not d.online), ("low_battery", d.battery_low))
+                if on),
         )
 
     def _emit_booth(self, booth_id: str, out: list[Command]) -> None:
