@@ -22,7 +22,8 @@ install-test: $(BIN)/python
 # would bring node-exporter). Debian's packages may start system services on 1883, 9090
 # and 9093: the tests never use them. The install test sends its test press with
 # mosquitto_pub and runs deploy/install into a throwaway root, which takes systemd's
-# tools (systemd-sysusers, systemctl, systemd-analyze), not a running systemd.
+# tools (systemd-sysusers, systemctl, systemd-analyze), not a running systemd. The board's
+# tests drive Debian's Chromium through Playwright (never a browser build of its own).
 servers:
 	@missing=; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing=" mosquitto"; \
@@ -30,6 +31,7 @@ servers:
 	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	{ command -v prometheus-alertmanager && command -v amtool; } >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	{ command -v systemd-sysusers && command -v systemctl && command -v systemd-analyze; } >/dev/null 2>&1 || missing="$$missing systemd"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -z "$$missing" ] || { \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
