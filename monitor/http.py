@@ -29,7 +29,8 @@ import structlog
 from aiohttp import web
 
 from alerts.tokens import AckLink, InvalidToken, Use
-from monitor.api import Api, IncidentGone
+from monitor.api import API, Api, IncidentGone
+from monitor.board import http as board
 from monitor.core.booth import IllegalBoothTransition, Maintain
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
@@ -51,7 +52,6 @@ from monitor.exits import UNAVAILABLE, OperatorError
 
 log = structlog.get_logger(__name__)
 
-API = web.AppKey("api", Api)
 MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 REASON_MAX = 200
@@ -81,6 +81,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
+        *board.routes(),
     ]
 
 
