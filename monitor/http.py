@@ -89,7 +89,14 @@ def make_app(api: Api) -> web.Application:
     app = web.Application(middlewares=[_bearer], client_max_size=64 * 1024)
     app[API] = api
     app.add_routes(routes())
+    app.on_shutdown.append(_end_board_streams)
     return app
+
+
+async def _end_board_streams(app: web.Application) -> None:
+    """A board's stream never ends by itself: without this, stopping waits out aiohttp's
+    shutdown timeout (60 s) for every open board."""
+    app[API].board.close()
 
 
 class ListenFailed(OperatorError):

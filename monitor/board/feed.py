@@ -97,6 +97,12 @@ class BoardFeed:
         self._boards.append(board)
         return board
 
+    def close(self) -> None:
+        """The service stops: every stream ends now; each board reconnects by itself."""
+        for board in list(self._boards):
+            self.unsubscribe(board)
+            board.drop()
+
     def unsubscribe(self, board: Board) -> None:
         if board in self._boards:
             self._boards.remove(board)

@@ -161,29 +161,53 @@
     }
   }
 
+  let baseUnit = 16;
+
   function layout() {
     const n = Math.max(1, state.booths.length);
     const width = tiles.clientWidth;
     const height = tiles.clientHeight;
-    // the columns that give the largest tiles near 3:2; past a floor, scroll instead
-    let best = { cols: 1, rows: n, size: 0 };
+    // the columns that give the largest tiles near 16:10; below a floor
+    // (a tablet, many booths) the tiles keep a readable size and the page scrolls
+    let best = { cols: 1, rows: n, size: 0, w: width, h: height };
     for (let cols = 1; cols <= n; cols++) {
       const rows = Math.ceil(n / cols);
       const w = width / cols;
       const h = height / rows;
-      const size = Math.min(w / 1.5, h);
+      const size = Math.min(w / 1.6, h);
       if (size > best.size) best = { cols, rows, size, w, h };
     }
-    const scroll = best.h < 230 || best.w < 260;
-    if (scroll) {
-      best.cols = Math.max(1, Math.floor(width / 300));
-    }
+    const scroll = best.h < 220 || best.w < 280;
+    if (scroll) best.cols = Math.max(1, Math.floor(width / 320));
     tiles.classList.toggle("scroll", scroll);
     tiles.style.setProperty("--cols", best.cols);
     tiles.style.setProperty("--rows", best.rows);
-    const unit = scroll ? 16 : Math.min(best.w / 19, best.h / 13.5);
-    tiles.style.setProperty("--u", Math.max(14, Math.min(44, unit)).toFixed(1) + "px");
+    baseUnit = scroll ? 17 : Math.max(13, Math.min(44, best.w / 18, best.h / 16));
+    fit();
   }
+
+  /** Each tile's text as large as the layout allows, smaller only where its content
+   * (an alarm with its buttons) would not fit; the booth's name keeps the layout's size. */
+  function fit() {
+    tiles.style.setProperty("--name-u", baseUnit.toFixed(1) + "px");
+    for (const el of tiles.children) fitTile(el);
+  }
+
+  function fitTile(el) {
+    let unit = baseUnit;
+    el.style.setProperty("--u", unit.toFixed(1) + "px");
+    if (tiles.classList.contains("scroll")) return;
+    const over = () => el.scrollHeight > el.clientHeight + 1 || overWide(el.querySelector(".name"));
+    for (let i = 0; i < 16 && unit > 11 && over(); i++) {
+      unit *= 0.93;
+      el.style.setProperty("--u", unit.toFixed(1) + "px");
+      if (overWide(el.querySelector(".name"))) {
+        tiles.style.setProperty("--name-u", unit.toFixed(1) + "px");
+      }
+    }
+  }
+
+  const overWide = (el) => el !== null && el.scrollWidth > el.clientWidth + 1;
 
   function tileHtml(b) {
     const st = boothState(b);
@@ -242,6 +266,9 @@
     }
     if (b.incident) {
       parts.push(incidentHtml(b));
+    }
+    if (b.mode !== "maintenance" && (b.occupied || b.incident)) {
+      return parts.join(""); // a booth is taken out of use when nobody needs it
     }
     const maint = b.mode === "maintenance" ? "maintenance-end" : "maintenance-start";
     parts.push(
@@ -569,6 +596,7 @@
     renderBooth(booth);
     renderHeader();
     tick();
+    fit();
     updateSound();
   }
 
@@ -577,6 +605,7 @@
     else state.incidents.set(incident.id, incident);
     renderIncidentOf(incident);
     tick();
+    fit();
     updateSound();
   }
 
