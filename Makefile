@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test docs lint bench install install-test servers clean
+.PHONY: demo test docs lint bench screenshot install install-test servers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ docs: $(BIN)/python
 	@$(BIN)/python -c "import mkdocs, material, neoteroi.mkdocs.oad" 2>/dev/null \
 	  || $(BIN)/pip install --quiet -e '.[test]'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# docs/board.png, the README's picture of the station board: the board's screenshot test
+screenshot: install-test servers
+	BOOTHWATCH_SCREENSHOT=docs/board.png $(BIN)/python -m pytest -q tests/test_board.py -k screenshot
 
 bench: install-test servers
 	$(BIN)/python bench/latency.py

@@ -53,8 +53,6 @@ TEXTS: dict[str, str] = {
     "motion_unknown": "No motion reading yet",
     "countdown": "Alarm in {duration}",
     "countdown_label": "Stillness alarm countdown",
-    "door_open": "Door open",
-    "door_closed": "Door closed",
     # device trouble: "{device}: {trouble}"
     "trouble": "{role} {trouble}",
     "trouble_offline": "offline",

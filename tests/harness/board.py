@@ -81,7 +81,7 @@ class Board:
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
-            self.errors.append(f"console: {message.text}")
+            self.errors.append(f"console: {message.text} ({message.location.get('url')})")
 
     def _page_error(self, error: Error) -> None:
         self.errors.append(f"page: {error}")

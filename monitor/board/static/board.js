@@ -383,7 +383,7 @@
     }
     const shown = PRIORITIES.filter((p) => counts[p]);
     $("#counts").innerHTML = shown.length
-      ? shown.map((p) => '<span class="count ' + p + '" data-count="' + p + '">' + icon(p) + esc(t("priority_" + p)) + " " + counts[p] + "</span>").join("")
+      ? esc(t("open_incidents")) + ": " + shown.map((p) => '<span class="count ' + p + '" data-count="' + p + '">' + icon(p) + esc(t("priority_" + p)) + " " + counts[p] + "</span>").join("")
       : '<span class="count none">' + esc(t("none_open")) + "</span>";
     renderPicker();
   }
