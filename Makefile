@@ -54,7 +54,7 @@ docs: $(BIN)/python
 
 # docs/board.png, the README's picture of the station board: the board's screenshot test
 screenshot: install-test servers
-	BOOTHWATCH_SCREENSHOT=docs/board.png $(BIN)/python -m pytest -q tests/test_board.py -k screenshot
+	BOOTHWATCH_SCREENSHOT=docs/board.png $(BIN)/python -m pytest -q tests/test_board_ui.py -k screenshot
 
 bench: install-test servers
 	$(BIN)/python bench/latency.py

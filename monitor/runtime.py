@@ -47,6 +47,7 @@ from monitor.logs import protect
 from monitor.metrics import (
     Metrics,
     Observer,
+    board_gauges,
     core_gauges,
     precreate,
     process_gauges,
@@ -184,7 +185,8 @@ class Runtime:
         store.on_failed = ingest.store_failed
         for gauges in (lambda: core_gauges(self.core, self.clock),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
-                       lambda: store_gauges(store)):
+                       lambda: store_gauges(store),
+                       lambda: board_gauges(board, cfg, self.clock)):
             self.metrics.watch(gauges)
         try:
             async with asyncio.TaskGroup() as tg:

@@ -1,290 +1,315 @@
-"""The station board in a real Chromium against the real service and a real Mosquitto.
+"""The station board's server side: its page, its stream of changes, and its feed.
 
-One browser, one broker and one `boothwatch run` process serve the whole module (each
-test opens its own page on its own booth); the screenshot runs its own service on a
-hand clock, so its booth has been still for a while without the test waiting for it.
-Every page's console errors and uncaught errors fail its test.
+Integration tests run the real service against a real Mosquitto and read the stream
+over real HTTP with aiohttp's client; the feed's own tests drive it without a service.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
+import datetime as dt
+import json
 import re
-import time
-from collections.abc import AsyncIterator, Iterator
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-import aiohttp
+import paho.mqtt.client as mqtt
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser
+from paho.mqtt.enums import CallbackAPIVersion
 
+from monitor.board.feed import DROPPED, BoardFeed, message
 from monitor.board.texts import TEXTS
-from tests.harness.board import Board, chromium
-from tests.harness.broker import Mosquitto, Publish, Publisher, free_port, require_mosquitto
-from tests.harness.process import ROOT, ServiceProcess
-from tests.harness.service import HandClock, event, events_topic, eventually, start_service
-from tests.harness.site import Site, booth, escalation
+from monitor.config import parse_config
+from monitor.metrics import board_gauges
+from tests.harness.board import BoardStream, board_stream
+from tests.harness.broker import Mosquitto, Publish
+from tests.harness.service import HandClock, Service, event, events_topic, eventually, start_service
+from tests.harness.site import Site
+from tests.test_config import _data
 
-#: the browser tests share the module's event loop, which its browser and service live on
-in_module_loop = pytest.mark.asyncio(loop_scope="module")
-
-STILLNESS = 4  # seconds: short enough to watch the countdown run out
-#: `make screenshot` sets it to docs/board.png; the test writes to its own folder otherwise
-SCREENSHOT = os.environ.get("BOOTHWATCH_SCREENSHOT")
+WAIT = 10.0
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path_factory.mktemp("mosquitto"), binary=require_mosquitto()) as mq:
-        yield mq
+@pytest.fixture
+async def service(tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
+                  ) -> AsyncIterator[Service]:
+    def edit(site: Site) -> None:
+        site.no_rate_limit()  # the stalled board's test floods one sender
 
-
-@pytest.fixture(scope="module")
-def publish(broker: Mosquitto) -> Iterator[Publish]:
-    publisher = Publisher(broker.host, broker.port)
-    try:
-        yield publisher.publish
-    finally:
-        publisher.close()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def service(broker: Mosquitto,
-                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceProcess]:
-    """`boothwatch run` with a booth per test; escalation slow enough not to re-open an
-    acknowledged incident while a test looks at it."""
-    workdir = tmp_path_factory.mktemp("service")
-    site = Site(mqtt_port=broker.port, http_port=free_port(), store=workdir / "boothwatch.db",
-                booths=[booth("b1"), booth("b2", stillness=f"{STILLNESS}s"), booth("b3"),
-                        booth("b4")],
-                escalation=escalation(step2="30s", repeat="60s", ack_timeout="5m"))
-    svc = ServiceProcess.of(site, workdir)
-    svc.start()
-    try:
-        await svc.ready()
+    async with start_service(tmp_path, mosquitto, mqtt_publish, edit=edit) as svc:
         yield svc
-    finally:
-        await svc.stop()
 
 
-async def _get(base: str, path: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(base + path) as resp:
-        assert resp.status == 200, await resp.text()
+async def _api(svc: Service, path: str) -> Any:
+    async with svc.http.get(svc.base + path) as resp:
+        assert resp.status == 200
         return await resp.json()
 
 
-async def _incident(base: str, incident: str) -> dict[str, Any]:
-    items = await _get(base, "/api/incidents?state=all")
-    found: dict[str, Any] = next(i for i in items if i["id"] == incident)
-    return found
+@pytest.mark.integration
+async def test_the_stream_sends_a_snapshot_then_every_change(
+        tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish) -> None:
+    """A snapshot as the API has it, then a call press's booth and incident, an ack, a
+    check-out: each message's data is what the API serves for the same thing."""
+    async with (start_service(tmp_path, mosquitto, mqtt_publish, clock=HandClock()) as svc,
+                board_stream(svc.http, svc.base) as board):
+        kind, snapshot = await board.next()
+        assert kind == "snapshot"
+        assert snapshot["site"] == {"id": "lisbon-1", "name": "Sala Mouraria"}
+        assert snapshot["booths"] == await _api(svc, "/api/booths")
+        assert snapshot["incidents"] == []
+        assert snapshot["responders"] == await _api(svc, "/api/responders")
+        assert snapshot["on_duty"] == ["ana", "rui"]
+        assert snapshot["now"] == pytest.approx(svc.runtime.clock(), abs=WAIT)
+
+        svc.publish(events_topic("b1"), event("button", press="call", id="c1"))
+        await svc.hook.wait(1)
+        # in whatever order: the booth with its incident, the incident raised, then its
+        # page delivered (time stands still: that is the last change, so both agree whole)
+        got: dict[str, list[Any]] = {"booth": [], "incident": []}
+        async with asyncio.timeout(WAIT):
+            while not got["incident"] or got["incident"][-1]["timeline"][-1]["kind"] != (
+                    "page_sent"):
+                kind, data = await board.next()
+                got.setdefault(kind, []).append(data)
+        (booth,) = [b for b in got["booth"] if b["booth"] == "b1"]
+        raised, incident = got["incident"]
+        assert (raised["booth"], raised["state"], raised["triggers"]) == ("b1", "open", ["call"])
+        assert booth["incident"]["id"] == raised["id"] == incident["id"]
+        assert [incident] == await svc.incidents("open")
+        assert [booth] == [b for b in await _api(svc, "/api/booths") if b["booth"] == "b1"]
+
+        status, _ = await svc.post(f"/api/incidents/{incident['id']}/ack", {"responder": "ana"})
+        assert status == 200
+        acked = await board.until("incident", lambda i: i["state"] == "acknowledged")
+        assert acked["acknowledged_by"] == "ana"
+
+        status, _ = await svc.post("/api/responders/rui/duty", {"on": False})
+        assert status == 200
+        responders = await board.until("responders")
+        assert responders == await _api(svc, "/api/responders")
+        assert [r["on_duty"] for r in responders] == [True, False]
 
 
 @pytest.mark.integration
-@in_module_loop
-async def test_a_call_alarms_within_a_second_and_is_answered_from_the_board(
-        browser: Browser, service: ServiceProcess, publish: Publish) -> None:
-    """A call press turns its tile to a sounding alarm within 1 s; "I'm going", "At the
-    booth" and "Resolve" with an outcome and a note act as Ana, as the API records."""
-    board = await Board.open(browser, service.base, responder="ana")
-    tile = board.tile("b1")
-    assert await tile.get_attribute("data-state") == "vacant"
-    assert await tile.get_attribute("data-incident") is None
-
-    publish(events_topic("b1"), event("button", press="call"))
-    await board.expect('[data-booth="b1"][data-priority="high"][data-incident-state="open"]',
-                       timeout=1.0)
-    assert "call button" in await tile.inner_text()
-    await board.expect('#sound[data-alarm="on"]')
-    incident = await tile.get_attribute("data-incident")
-    assert incident is not None
-
-    await tile.locator('[data-action="ack"]').click()
-    await board.expect('[data-booth="b1"][data-incident-state="acknowledged"]')
-    acked = await _incident(service.base, incident)
-    assert (acked["state"], acked["acknowledged_by"]) == ("acknowledged", "ana")
-    assert "Ana is going" in await tile.inner_text()
-    await board.expect('#sound[data-alarm="off"]')  # acknowledged: the alarm stops
-
-    await tile.locator('[data-action="presence"]').click()
-    await board.expect('[data-booth="b1"][data-incident-state="attended"]')
-    assert (await _incident(service.base, incident))["presence_by"] == "ana"
-
-    await tile.locator('[data-action="resolve"]').click()
-    dialog = board.page.locator("dialog[open]")
-    await dialog.get_by_label("False alarm").check()
-    await dialog.locator("textarea").fill("pressed by mistake")
-    await dialog.locator("[data-submit]").click()
-    await board.expect('[data-booth="b1"]:not([data-incident])')
-    done = await _incident(service.base, incident)
-    assert (done["state"], done["resolved_by"], done["outcome"], done["outcome_note"]) == (
-        "resolved", "ana", "false_alarm", "pressed by mistake")
-    assert board.errors == []
-    await board.close()
+async def test_a_silent_stream_pings_every_second(service: Service) -> None:
+    """With nothing changing, a ping with the service's time, so the board knows it is live."""
+    async with board_stream(service.http, service.base) as board:
+        assert (await board.next())[0] == "snapshot"
+        kind, ping = await board.next(timeout=3)
+        assert kind == "ping" and ping["now"] == pytest.approx(service.runtime.clock(), abs=3)
 
 
 @pytest.mark.integration
-@in_module_loop
-async def test_stillness_counts_down_then_alarms(
-        browser: Browser, service: ServiceProcess, publish: Publish) -> None:
-    """An occupied booth gone still shows its countdown filling, then the unresponsive
-    alarm in words."""
-    board = await Board.open(browser, service.base)
-    publish(events_topic("b2"), event("occupancy", occupied=True))
-    publish(events_topic("b2"), event("motion", state="still"))
-    countdown = board.tile("b2").locator('[data-tick="countdown"]')
-    await countdown.wait_for(timeout=2000)
-    assert await board.tile("b2").get_attribute("data-state") == "occupied"
-    fill = countdown.locator(".fill")
-
-    async def width() -> float:
-        return float(await fill.evaluate("el => el.getBoundingClientRect().width"))
-
-    first = await width()
-    assert "Alarm in" in await countdown.inner_text()
-    await eventually(lambda: _wider(width, first), timeout=3)
-
-    await board.expect('[data-booth="b2"][data-priority="high"]', timeout=STILLNESS + 2)
-    words = await board.tile("b2").inner_text()
-    assert f"no movement for {STILLNESS}s" in words
-    assert "Still for" in words
-    incident = await board.tile("b2").get_attribute("data-incident")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{service.base}/api/incidents/{incident}/resolve",
-                             json={"responder": "rui", "outcome": "ok"}) as resp:
-            assert resp.status == 200
-    await board.expect('[data-booth="b2"]:not([data-incident])')
-    assert board.errors == []
-    await board.close()
+async def test_a_board_that_reconnects_gets_a_fresh_snapshot(service: Service) -> None:
+    """The state a board missed while away is in the snapshot it gets on reconnecting."""
+    svc = service
+    async with board_stream(svc.http, svc.base) as board:
+        assert (await board.next())[0] == "snapshot"
+    svc.publish(events_topic("b2"), event("button", press="call", id="c2"))
+    (page,) = await svc.hook.wait(1)
+    async with board_stream(svc.http, svc.base) as board:
+        kind, snapshot = await board.next()
+    assert kind == "snapshot"
+    assert [i["id"] for i in snapshot["incidents"]] == [page["incident"]]
+    assert snapshot["incidents"] == await svc.incidents("open")
+    b2 = next(b for b in snapshot["booths"] if b["booth"] == "b2")
+    assert b2["incident"]["id"] == page["incident"]
 
 
-async def _wider(width: Any, than: float) -> bool:
-    return bool(await width() > than + 1)
+async def _drain(board: BoardStream, seen: list[str]) -> None:
+    while True:
+        kind, data = await board.next(timeout=60)
+        seen.append(kind if kind != "incident" else f"incident {data['state']}")
 
 
-@pytest.mark.integration
-@in_module_loop
-async def test_maintenance_theme_and_responder_are_kept(
-        browser: Browser, service: ServiceProcess) -> None:
-    """Maintenance on and off from the board as the chosen responder; the responder and
-    the night theme are remembered by this board across a reload."""
-    board = await Board.open(browser, service.base, responder="rui")
-    tile = board.tile("b3")
-    await tile.locator('[data-action="maintenance-start"]').click()
-    dialog = board.page.locator("dialog[open]")
-    await dialog.locator('input[name="reason"]').fill("deep clean")
-    await dialog.locator("[data-submit]").click()
-    await board.expect('[data-booth="b3"][data-state="maintenance"]')
-    booths = await _get(service.base, "/api/booths")
-    b3 = next(b for b in booths if b["booth"] == "b3")
-    assert (b3["mode"], b3["maintenance"]["by"], b3["maintenance"]["reason"]) == (
-        "maintenance", "rui", "deep clean")
-    assert "deep clean" in await tile.inner_text()
+def _stalled(base: str) -> socket.socket:
+    """A board that asks for the stream and never reads it (a tiny receive buffer)."""
+    host, port = base.removeprefix("http://").split(":")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((host, int(port)))
+    stalled.sendall(f"GET /board/stream HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return stalled
 
-    await board.page.locator("#theme").click()
-    await board.page.reload()
-    await board.page.locator("#gate").click()
-    await board.expect('[data-link="live"]')
-    assert await board.page.locator("html").get_attribute("data-theme") == "night"
-    assert await board.page.locator("[data-responder-picker]").input_value() == "rui"
 
-    await tile.locator('[data-action="maintenance-end"]').click()
-    await board.page.locator("dialog[open] [data-submit]").click()
-    await board.expect('[data-booth="b3"][data-state="vacant"]')
-    assert board.errors == []
-    await board.close()
+def _until_cut(stalled: socket.socket) -> bool:
+    """Read what the server sent until it closes the connection; True when it did."""
+    stalled.settimeout(WAIT)
+    try:
+        while stalled.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
 
 
 @pytest.mark.integration
-@in_module_loop
-async def test_a_stopped_service_shows_not_watching_and_a_restart_brings_it_back(
-        browser: Browser, service: ServiceProcess, publish: Publish) -> None:
-    """Stopping the service turns the board into the NOT WATCHING warning with sound
-    within 5 s; started again, the board reconnects by itself to the same incident."""
-    board = await Board.open(browser, service.base)
-    publish(events_topic("b4"), event("button", press="call"))
-    await board.expect('[data-booth="b4"][data-incident]')
-    incident = await board.tile("b4").get_attribute("data-incident")
-
-    assert board.errors == []
-    stopped = time.monotonic()
-    assert await service.stop() == 0
-    await board.expect("#lost", timeout=5 - (time.monotonic() - stopped))
-    await board.expect('[data-link="lost"]', timeout=0.5)
-    assert "NOT WATCHING: board disconnected since" in await board.page.locator(
-        "#lost").inner_text()
-    await board.expect('#sound[data-alarm="on"]', timeout=0.5)
-
-    service.start()
-    await service.ready()
-    await board.expect("#lost", hidden=True, timeout=15)
-    await board.expect('[data-link="live"]', timeout=0.5)
-    assert await board.tile("b4").get_attribute("data-incident") == incident
-    # the browser reports each failed connection of the stream while the service is
-    # down: those, and nothing else
-    assert [e for e in board.errors if "net::ERR_" not in e or "/board/stream" not in e] == []
-    await board.close()
+async def test_a_stalled_board_is_dropped_and_pages_go_on(service: Service,
+                                                          mosquitto: Mosquitto) -> None:
+    """A board that stops reading while booths keep changing is cut and counted; a reading
+    board stays; a call is paged and reaches the reading board meanwhile."""
+    svc = service
+    seen: list[str] = []
+    async with board_stream(svc.http, svc.base) as live:
+        reader = asyncio.create_task(_drain(live, seen))
+        stalled = _stalled(svc.base)
+        try:
+            await eventually(lambda: svc.runtime.board.connected == 2, WAIT)
+            flood = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            flood.connect(mosquitto.host, mosquitto.port)
+            flood.loop_start()
+            try:
+                # booths b1 and b2 come and go, each a booth change, until the stalled board
+                # has fallen its whole queue behind (its socket buffers hold a few hundred)
+                sent = 0
+                while sent < 8000:
+                    for i in range(200):
+                        info = flood.publish(events_topic(f"b{1 + i % 2}"),
+                                             event("occupancy", occupied=i % 4 < 2), qos=1)
+                    await asyncio.to_thread(info.wait_for_publish, WAIT)
+                    sent += 200
+                    if svc.runtime.board.dropped:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                flood.disconnect()
+                flood.loop_stop()
+            assert svc.runtime.board.dropped == 1, f"not dropped after {sent} changes"
+            assert await asyncio.to_thread(_until_cut, stalled), "the stalled board's link stays"
+        finally:
+            stalled.close()
+        svc.publish(events_topic("b1"), event("button", press="call", id="c3"))
+        await svc.hook.wait(1)
+        await eventually(lambda: "incident open" in seen, WAIT)
+        assert await svc.metric("boothwatch_boards_dropped_total") == 1
+        assert await svc.metric("boothwatch_boards_connected") == 1
+        assert seen.count("booth") >= sent  # the reading board missed nothing
+        reader.cancel()
 
 
 @pytest.mark.integration
-@in_module_loop
-async def test_screenshot_three_booths(
-        browser: Browser, mosquitto: Mosquitto, mqtt_publish: Publish, tmp_path: Path) -> None:
-    """The README's picture: one booth vacant, one occupied and still with its countdown
-    part-filled, one in alarm; written to docs/board.png by `make screenshot`."""
-    clock = HandClock()
+async def test_the_metric_counts_connected_boards(service: Service) -> None:
+    """boothwatch_boards_connected follows the open streams; a board is expected by default."""
+    svc = service
 
-    def three(site: Site) -> None:
-        site.booths = [booth("b1"), booth("b2", stillness="3m"), booth("b3")]
+    async def connected(count: int) -> bool:
+        return await svc.metric("boothwatch_boards_connected") == count
 
-    publish = mqtt_publish  # a broker of its own: the module's service has the same site
-    async with start_service(tmp_path, mosquitto, publish, clock=clock, edit=three,
-                             step2="30s", ack_timeout="5m") as svc:
-        board = await Board.open(browser, svc.base, viewport={"width": 1600, "height": 900})
-        publish(events_topic("b2"), event("occupancy", occupied=True))
-        publish(events_topic("b2"), event("motion", state="moving"))
-        publish(events_topic("b3"), event("occupancy", occupied=True))
-        publish(events_topic("b3"), event("motion", state="moving"))
-        await eventually(lambda: all(b["occupied"] for b in svc.runtime.api.booths()[1:]))
-        svc.advance(4 * 60)
-        publish(events_topic("b2"), event("motion", state="still"))
-        publish(events_topic("b3"), event("button", press="call"))
-        await eventually(lambda: svc.runtime.api.booths()[2]["incident"] is not None)
-        svc.advance(100)  # the next ping brings the board the hand clock's time
-        await board.expect('[data-booth="b3"][data-priority="high"]')
-        countdown = board.tile("b2").locator('[data-tick="countdown"]')
-        # the board's clock follows the hand clock from the next ping on
-        await eventually(lambda: _text_has(countdown, "Alarm in 1m 2"), timeout=3)
-        out = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "board.png"
-        await board.page.screenshot(path=str(out if out.is_absolute() else ROOT / out))
-        assert [await board.tile(b).get_attribute("data-state") for b in ("b1", "b2", "b3")] == [
-            "vacant", "occupied", "occupied"]
-        assert board.errors == []
-        await board.close()
+    assert await connected(0)
+    assert await svc.metric("boothwatch_board_expected") == 1
+    async with board_stream(svc.http, svc.base) as one:
+        async with board_stream(svc.http, svc.base) as two:
+            await one.next()
+            await two.next()
+            assert await connected(2)
+        await eventually(lambda: connected(1), WAIT)
+    await eventually(lambda: connected(0), WAIT)
 
 
-async def _text_has(locator: Any, text: str) -> bool:
-    return text in await locator.inner_text()
+@pytest.mark.integration
+async def test_the_page_embeds_its_texts_and_ships_its_files(service: Service) -> None:
+    """GET /board: the texts as JSON for the script, the CSRF meta tag, nothing from
+    elsewhere; its stylesheet and script from the package; no other file."""
+    svc = service
+    async with svc.http.get(f"{svc.base}/board") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert resp.headers["Cache-Control"] == "no-store"
+        page = await resp.text()
+    found = re.search(r'<script type="application/json" id="board-texts">(.*?)</script>', page,
+                      re.S)
+    assert found is not None and json.loads(found[1]) == TEXTS
+    assert re.search(r'<meta name="csrf-token" content="[^"]*">', page)
+    assert "Sala Mouraria" in page
+    for name, kind in (("board.css", "text/css"), ("board.js", "javascript")):
+        async with svc.http.get(f"{svc.base}/board/static/{name}") as resp:
+            assert resp.status == 200 and kind in resp.content_type, name
+    for name in ("nothing.js", "..%2Fhttp.py", "%2E%2E%2Fboard.html"):
+        async with svc.http.get(f"{svc.base}/board/static/{name}") as resp:
+            assert resp.status == 404, name
 
 
-def test_every_text_of_the_script_is_in_texts_and_every_text_is_used() -> None:
-    """The script takes its words from TEXTS only: each key it names exists (a missing one
-    would throw on the board), and no text is left unused; the page runs no inline script
-    (its Content-Security-Policy forbids it)."""
-    script = (ROOT / "monitor/board/static/board.js").read_text(encoding="utf-8")
-    named = set(re.findall(r'\bt\("(\w+)"[,)]', script))
-    assert named - set(TEXTS) == set()
-    # keys the script builds from a prefix and a value: "state_" + state, ...
-    prefixes = set(re.findall(r'"(\w+_)" \+', script))
-    unused = {k for k in TEXTS if f'"{k}"' not in script
-              and not any(k.startswith(p) for p in prefixes)}
-    assert unused == set()
-    page = (ROOT / "monitor/board/board.html").read_text(encoding="utf-8")
-    assert "<script>" not in page and " on" not in page.replace("\n", " ").split("<body>")[1]
+# --- the feed alone -------------------------------------------------------------------
+
+
+def _feed(limit: int = 3) -> tuple[BoardFeed, list[list[dict[str, Any]]]]:
+    duty = [[{"id": "ana", "on_duty": True}]]
+    return BoardFeed(lambda: duty[0], limit=limit), duty
+
+
+async def test_a_board_that_falls_behind_is_cut_and_counted() -> None:
+    """The queue is bounded: the message past it drops the board (its link cut, its queue
+    freed, its stream told to stop), and the other boards go on."""
+    feed, _ = _feed(limit=3)
+    cut: list[str] = []
+    slow = feed.subscribe(b"{}", cut=lambda: cut.append("slow"))
+    fast = feed.subscribe(b"{}", cut=lambda: cut.append("fast"))
+    assert fast.queue.get_nowait() == message(b"snapshot", b"{}")
+    for n in range(3):  # the slow one holds its snapshot, 0 and 1: 2 is one too many
+        feed.send(b"booth", str(n).encode())
+        if n < 2:
+            assert fast.queue.get_nowait() == message(b"booth", str(n).encode())
+    assert (feed.connected, feed.dropped, cut) == (1, 1, ["slow"])
+    assert slow.queue.get_nowait() == DROPPED and slow.queue.empty()
+    assert fast.queue.get_nowait() == message(b"booth", b"2")
+    feed.unsubscribe(fast)
+    assert feed.connected == 0
+
+
+async def test_a_board_starts_with_its_snapshot_and_hears_duty() -> None:
+    """The snapshot comes first; a check-in at once; a shift change at the next look."""
+    feed, duty = _feed(limit=10)
+    board = feed.subscribe(b'{"now":1}', cut=lambda: None)
+    assert board.queue.get_nowait() == message(b"snapshot", b'{"now":1}')
+    feed.send(b"incident", b'{"id":"x"}')
+    assert board.queue.get_nowait() == b'event: incident\ndata: {"id":"x"}\n\n'
+    feed.duty()
+    assert board.queue.get_nowait() == message(b"responders", b'[{"id":"ana","on_duty":true}]')
+    watch = asyncio.create_task(feed.watch_duty())
+    try:
+        duty[0] = [{"id": "ana", "on_duty": False}]  # her shift ended: no event says so
+        async with asyncio.timeout(WAIT):
+            got = await board.queue.get()
+        assert got == message(b"responders", b'[{"id":"ana","on_duty":false}]')
+    finally:
+        watch.cancel()
+
+
+def test_with_no_board_a_change_costs_nothing() -> None:
+    """No board: nothing is encoded or asked of the roster."""
+    def never() -> list[dict[str, Any]]:
+        raise AssertionError("duty read with no board")
+
+    feed = BoardFeed(never)
+    feed.send(b"booth", b"{}")
+    feed.duty()
+    assert (feed.connected, feed.dropped) == (0, 0)
+
+
+def test_the_board_is_expected_in_its_hours_only() -> None:
+    """boothwatch_board_expected: 1 inside [board] expected_hours (site time), 0 outside;
+    always 1 without the key, never with an empty list."""
+    tz = ZoneInfo("Europe/Lisbon")
+    data = _data()
+
+    def expected(hours: list[str] | None, hour: int) -> float:
+        if hours is not None:
+            data["board"] = {"expected_hours": hours}
+        config = parse_config(data, {})
+        now = dt.datetime(2026, 11, 23, hour, 30, tzinfo=tz).timestamp()  # a Monday
+        metrics = {m.name: m.samples[0].value
+                   for m in board_gauges(BoardFeed(lambda: []), config, lambda: now)}
+        return metrics["boothwatch_board_expected"]
+
+    assert expected(None, 3) == 1
+    assert expected(["mon-fri 08:00-22:00"], 21) == 1
+    assert expected(["mon-fri 08:00-22:00"], 22) == 0
+    assert expected(["sat,sun 08:00-22:00"], 12) == 0
+    assert expected(["sun 20:00-08:00"], 7) == 1  # a night shift into Monday
+    assert expected([], 12) == 0

@@ -2,9 +2,9 @@
 
 ``GET /board`` renders `board.html` (a `string.Template`) with:
 
-* ``$config``: what the script needs besides the stream, as JSON safe inside
-  ``<script type="application/json">``: `TEXTS`, the site's time zone, the outcomes a
-  resolve takes;
+* ``$texts``: `TEXTS`, and ``$config``: the site's time zone, the outcomes a resolve
+  takes, how long maintenance may last; each as JSON safe inside
+  ``<script type="application/json">``;
 * ``$lang``: the language of the texts;
 * ``$csrf``: the station session's CSRF token, for the page's POSTs (``X-CSRF-Token``);
 * ``$site``, ``$title``: the site's name and the board's title, HTML-escaped.
@@ -64,15 +64,20 @@ def _csrf(request: web.Request) -> str:
 
 async def page(request: web.Request) -> web.Response:
     site = request.app[API].config.site
-    config = {"texts": TEXTS, "lang": LANG, "timezone": site.timezone, "outcomes": OUTCOMES,
+    config = {"lang": LANG, "timezone": site.timezone, "outcomes": OUTCOMES,
               "note_max": NOTE_MAX, "maintenance_spans": MAINTENANCE_SPANS}
-    # "<" escaped, so no text can close the script element that holds the JSON
-    body = PAGE.substitute(config=json.dumps(config, ensure_ascii=False).replace("<", "\\u003c"),
+    body = PAGE.substitute(texts=_script_json(TEXTS), config=_script_json(config),
                            lang=LANG, csrf=html.escape(_csrf(request)),
                            site=html.escape(site.name), title=html.escape(TEXTS["title"]))
     return web.Response(text=body, content_type="text/html", headers={
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
         "Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff"})
+
+
+def _script_json(value: object) -> str:
+    """JSON for a ``<script type="application/json">``: "<" escaped, so no text can close
+    the element."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
 
 
 async def static(request: web.Request) -> web.FileResponse:

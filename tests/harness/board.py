@@ -1,98 +1,62 @@
-"""The station board in a real browser: Debian's Chromium driven by Playwright.
+"""A station board's stream as a test or a benchmark reads it: aiohttp, real HTTP.
 
-`chromium()` starts one headless browser (the tests share one per module); `Board.open`
-opens ``/board`` in a fresh context as a station would: it taps the "enable sound"
-screen, chooses a responder, and waits for the link to be live. Every console error
-and uncaught page error the page has is kept in `Board.errors`, so a test can say
-there were none.
-
-Playwright never downloads a browser here: it drives ``/usr/bin/chromium``, which
-``make servers`` installs with apt-get.
+`BoardStream` parses the Server-Sent Events of ``GET /board/stream`` (``event:`` and
+``data:`` lines, a blank line ends a message) into ``(event, data)`` with the data's
+JSON decoded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-import pytest
-from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, async_playwright
-
-CHROMIUM = Path("/usr/bin/chromium")
-#: a 24" screen at the station
-SCREEN = {"width": 1920, "height": 1080}
+import aiohttp
 
 
-def require_chromium() -> str:
-    """The browser, else skip the test (fail it under CI, which must run browser tests)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        message = f"{CHROMIUM} is missing (make test installs it: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the browser tests", pytrace=False)
-        pytest.skip(message)
-    return str(CHROMIUM)
+class BoardStream:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def next(self, timeout: float = 10.0) -> tuple[str, Any]:
+        """The next message, pings included."""
+        event, data = "message", []
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.response.content.readline()
+                if not raw:
+                    raise ConnectionError("the stream ended")
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data.append(line.removeprefix("data: "))
+                elif not line and data:
+                    return event, json.loads("\n".join(data))
+
+    async def until(self, event: str, where: Callable[[Any], bool] = lambda _: True,
+                    timeout: float = 10.0) -> Any:
+        """The data of the next ``event`` message that ``where`` accepts; others are skipped."""
+        async with asyncio.timeout(timeout):
+            while True:
+                kind, data = await self.next(timeout)
+                if kind == event and where(data):
+                    return data
+
+    async def timed(self, timeout: float = 10.0) -> tuple[float, str, Any]:
+        """The next message and when it was read whole (time.time())."""
+        kind, data = await self.next(timeout)
+        return time.time(), kind, data
 
 
 @contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    """One headless Chromium for as long as the block runs."""
-    executable = require_chromium()
-    # as root, Chromium refuses to start without --no-sandbox
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=args)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-@dataclass
-class Board:
-    """One open board page."""
-
-    page: Page
-    errors: list[str] = field(default_factory=list)
-
-    @classmethod
-    async def open(cls, browser: Browser, base: str, *, responder: str | None = "ana",
-                   timezone: str = "Europe/Lisbon", theme: str | None = None,
-                   viewport: dict[str, int] | None = None) -> Board:
-        """``/board`` on a fresh context: sound on, ``responder`` chosen, the link live."""
-        context = await browser.new_context(viewport=viewport or SCREEN,  # type: ignore[arg-type]
-                                            timezone_id=timezone, locale="en-GB")
-        if theme is not None:
-            await context.add_init_script(
-                f"localStorage.setItem('boothwatch.board.theme', {theme!r})")
-        page = await context.new_page()
-        board = cls(page)
-        page.on("console", board._console)
-        page.on("pageerror", board._page_error)
-        await page.goto(f"{base}/board")
-        await page.locator("#gate").click()
-        await board.expect("#gate", hidden=True)
-        await board.expect('[data-link="live"]')
-        if responder is not None:
-            await page.locator("[data-responder-picker]").select_option(responder)
-        return board
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(f"console: {message.text} ({message.location.get('url')})")
-
-    def _page_error(self, error: Error) -> None:
-        self.errors.append(f"page: {error}")
-
-    def tile(self, booth: str) -> Locator:
-        return self.page.locator(f'[data-booth="{booth}"]')
-
-    async def expect(self, selector: str, *, timeout: float = 5.0, hidden: bool = False) -> None:
-        """Wait until ``selector`` matches a visible element (or none is visible)."""
-        await self.page.wait_for_selector(selector, state="hidden" if hidden else "visible",
-                                          timeout=timeout * 1000)
-
-    async def close(self) -> None:
-        await self.page.context.close()
+async def board_stream(http: aiohttp.ClientSession, base: str) -> AsyncIterator[BoardStream]:
+    """An open ``GET /board/stream``; closed when the block ends."""
+    async with http.get(f"{base}/board/stream",
+                        timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
+        assert response.status == 200, await response.text()
+        assert response.headers["Content-Type"] == "text/event-stream"
+        yield BoardStream(response)

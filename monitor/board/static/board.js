@@ -25,7 +25,7 @@
 
 (function () {
   const CONFIG = JSON.parse(document.getElementById("board-config").textContent);
-  const T = CONFIG.texts;
+  const T = JSON.parse(document.getElementById("board-texts").textContent);
   const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const STREAM = CONFIG.stream || "/board/stream";
   const SILENCE_MS = 3000; // no message for this long: the link is lost

@@ -1,0 +1,98 @@
+"""The station board in a real browser: Debian's Chromium driven by Playwright.
+
+`chromium()` starts one headless browser (the tests share one per module); `Board.open`
+opens ``/board`` in a fresh context as a station would: it taps the "enable sound"
+screen, chooses a responder, and waits for the link to be live. Every console error
+and uncaught page error the page has is kept in `Board.errors`, so a test can say
+there were none.
+
+Playwright never downloads a browser here: it drives ``/usr/bin/chromium``, which
+``make servers`` installs with apt-get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, async_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: a 24" screen at the station
+SCREEN = {"width": 1920, "height": 1080}
+
+
+def require_chromium() -> str:
+    """The browser, else skip the test (fail it under CI, which must run browser tests)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        message = f"{CHROMIUM} is missing (make test installs it: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must run the browser tests", pytrace=False)
+        pytest.skip(message)
+    return str(CHROMIUM)
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """One headless Chromium for as long as the block runs."""
+    executable = require_chromium()
+    # as root, Chromium refuses to start without --no-sandbox
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=args)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@dataclass
+class Board:
+    """One open board page."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, browser: Browser, base: str, *, responder: str | None = "ana",
+                   timezone: str = "Europe/Lisbon", theme: str | None = None,
+                   viewport: dict[str, int] | None = None) -> Board:
+        """``/board`` on a fresh context: sound on, ``responder`` chosen, the link live."""
+        context = await browser.new_context(viewport=viewport or SCREEN,  # type: ignore[arg-type]
+                                            timezone_id=timezone, locale="en-GB")
+        if theme is not None:
+            await context.add_init_script(
+                f"localStorage.setItem('boothwatch.board.theme', {theme!r})")
+        page = await context.new_page()
+        board = cls(page)
+        page.on("console", board._console)
+        page.on("pageerror", board._page_error)
+        await page.goto(f"{base}/board")
+        await page.locator("#gate").click()
+        await board.expect("#gate", hidden=True)
+        await board.expect('[data-link="live"]')
+        if responder is not None:
+            await page.locator("[data-responder-picker]").select_option(responder)
+        return board
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text} ({message.location.get('url')})")
+
+    def _page_error(self, error: Error) -> None:
+        self.errors.append(f"page: {error}")
+
+    def tile(self, booth: str) -> Locator:
+        return self.page.locator(f'[data-booth="{booth}"]')
+
+    async def expect(self, selector: str, *, timeout: float = 5.0, hidden: bool = False) -> None:
+        """Wait until ``selector`` matches a visible element (or none is visible)."""
+        await self.page.wait_for_selector(selector, state="hidden" if hidden else "visible",
+                                          timeout=timeout * 1000)
+
+    async def close(self) -> None:
+        await self.page.context.close()
