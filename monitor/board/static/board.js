@@ -793,12 +793,17 @@
     if (button) onAction(button);
   });
   gate.addEventListener("click", enableSound);
+  gate.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" || ev.key === " ") enableSound();
+  });
   // a touch anywhere may also be what lets a suspended context run again
   document.addEventListener("pointerdown", () => { if (sound.ctx && !soundRunning()) enableSound(); });
   addEventListener("resize", layout);
   fillStaticTexts();
   renderLink();
   renderSound();
+  // a kiosk browser allowed to play sound without a touch needs no gate at all
+  enableSound();
   connect();
   setInterval(() => { watchdog(); tick(); }, 250);
 })();
