@@ -359,9 +359,9 @@
     for (const b of state.booths) renderBooth(b);
     // config order, whatever order the tiles were made in
     for (const b of state.booths) tiles.appendChild(tiles.querySelector('[data-booth="' + CSS.escape(b.booth) + '"]'));
-    layout();
     renderHeader();
     tick();
+    layout();
   }
 
   function renderIncidentOf(incident) {
@@ -798,7 +798,8 @@
   });
   // a touch anywhere may also be what lets a suspended context run again
   document.addEventListener("pointerdown", () => { if (sound.ctx && !soundRunning()) enableSound(); });
-  addEventListener("resize", layout);
+  // the window, or the bar above the tiles growing a line, resizes the tiles' room
+  new ResizeObserver(layout).observe(tiles);
   fillStaticTexts();
   renderLink();
   renderSound();
