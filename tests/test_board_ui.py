@@ -9,6 +9,7 @@ Every page's console errors and uncaught errors fail its test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -32,6 +33,7 @@ from tests.harness.site import Site, booth, escalation
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 STILLNESS = 4  # seconds: short enough to watch the countdown run out
+ALARM_EVERY = 1.5  # seconds: the alarm repeats sooner than this (board.js: every 1.3 s)
 #: `make screenshot` sets it to docs/board.png; the test writes to its own folder otherwise
 SCREENSHOT = os.environ.get("BOOTHWATCH_SCREENSHOT")
 
@@ -65,7 +67,7 @@ async def service(broker: Mosquitto,
     workdir = tmp_path_factory.mktemp("service")
     site = Site(mqtt_port=broker.port, http_port=free_port(), store=workdir / "boothwatch.db",
                 booths=[booth("b1"), booth("b2", stillness=f"{STILLNESS}s"), booth("b3"),
-                        booth("b4")],
+                        booth("b4"), booth("b5", long_session="1s")],
                 escalation=escalation(step2="30s", repeat="60s", ack_timeout="5m"))
     svc = ServiceProcess.of(site, workdir)
     svc.start()
@@ -104,6 +106,7 @@ async def test_a_call_alarms_within_a_second_and_is_answered_from_the_board(
                        timeout=1.0)
     assert "call button" in await tile.inner_text()
     await board.expect('#sound[data-alarm="on"]')
+    await eventually(lambda: board.tones("square"), timeout=2)  # the alarm sounds
     incident = await tile.get_attribute("data-incident")
     assert incident is not None
 
@@ -113,6 +116,9 @@ async def test_a_call_alarms_within_a_second_and_is_answered_from_the_board(
     assert (acked["state"], acked["acknowledged_by"]) == ("acknowledged", "ana")
     assert "Ana is going" in await tile.inner_text()
     await board.expect('#sound[data-alarm="off"]')  # acknowledged: the alarm stops
+    alarm = len(await board.tones("square"))
+    await asyncio.sleep(ALARM_EVERY)
+    assert len(await board.tones("square")) == alarm
 
     await tile.locator('[data-action="presence"]').click()
     await board.expect('[data-booth="b1"][data-incident-state="attended"]')
@@ -172,6 +178,25 @@ async def _wider(width: Any, than: float) -> bool:
 
 @pytest.mark.integration
 @in_module_loop
+async def test_a_medium_incident_chimes_once(
+        browser: Browser, service: ServiceProcess, publish: Publish) -> None:
+    """A session over its limit is a medium incident: one chime, no alarm."""
+    board = await Board.open(browser, service.base)
+    publish(events_topic("b5"), event("occupancy", occupied=True))
+    await board.expect('[data-booth="b5"][data-priority="medium"]', timeout=3)
+    assert "session over 1s" in await board.tile("b5").inner_text()
+    await eventually(lambda: board.tones("sine"), timeout=2)
+    await asyncio.sleep(ALARM_EVERY)
+    assert [t["freq"] for t in await board.tones("sine")] == [660, 880]  # one two-note chime
+    assert await board.tones("square") == []
+    publish(events_topic("b5"), event("occupancy", occupied=False))  # vacancy resolves it
+    await board.expect('[data-booth="b5"]:not([data-incident])')
+    assert board.errors == []
+    await board.close()
+
+
+@pytest.mark.integration
+@in_module_loop
 async def test_maintenance_theme_and_responder_are_kept(
         browser: Browser, service: ServiceProcess) -> None:
     """Maintenance on and off from the board as the chosen responder; the responder and
@@ -222,6 +247,7 @@ async def test_a_stopped_service_shows_not_watching_and_a_restart_brings_it_back
     assert "NOT WATCHING: board disconnected since" in await board.page.locator(
         "#lost").inner_text()
     await board.expect('#sound[data-alarm="on"]', timeout=0.5)
+    await eventually(lambda: board.tones("sawtooth"), timeout=2)  # the lost link's beeps
 
     service.start()
     await service.ready()

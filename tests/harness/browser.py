@@ -4,7 +4,8 @@
 opens ``/board`` in a fresh context as a station would: it taps the "enable sound"
 screen, chooses a responder, and waits for the link to be live. Every console error
 and uncaught page error the page has is kept in `Board.errors`, so a test can say
-there were none.
+there were none, and every tone it plays in `Board.tones` (its oscillators are
+listened to, so the sound is checked without a loudspeaker).
 
 Playwright never downloads a browser here: it drives ``/usr/bin/chromium``, which
 ``make servers`` installs with apt-get.
@@ -17,6 +18,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, async_playwright
@@ -24,6 +26,15 @@ from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, 
 CHROMIUM = Path("/usr/bin/chromium")
 #: a 24" screen at the station
 SCREEN = {"width": 1920, "height": 1080}
+#: what the board plays, as the test hears it: every tone the page starts, in order
+LISTEN = """
+window.__tones = [];
+const start = OscillatorNode.prototype.start;
+OscillatorNode.prototype.start = function (when) {
+  window.__tones.push({type: this.type, freq: this.frequency.value, at: Date.now()});
+  return start.apply(this, arguments);
+};
+"""
 
 
 def require_chromium() -> str:
@@ -64,6 +75,7 @@ class Board:
         """``/board`` on a fresh context: sound on, ``responder`` chosen, the link live."""
         context = await browser.new_context(viewport=viewport or SCREEN,  # type: ignore[arg-type]
                                             timezone_id=timezone, locale="en-GB")
+        await context.add_init_script(LISTEN)
         if theme is not None:
             await context.add_init_script(
                 f"localStorage.setItem('boothwatch.board.theme', {theme!r})")
@@ -85,6 +97,12 @@ class Board:
 
     def _page_error(self, error: Error) -> None:
         self.errors.append(f"page: {error}")
+
+    async def tones(self, type: str | None = None) -> list[dict[str, Any]]:
+        """Every tone the page has played (``type``: only the square alarm, the sine chime,
+        the sawtooth of a lost link)."""
+        played: list[dict[str, Any]] = await self.page.evaluate("window.__tones")
+        return [t for t in played if type is None or t["type"] == type]
 
     def tile(self, booth: str) -> Locator:
         return self.page.locator(f'[data-booth="{booth}"]')
