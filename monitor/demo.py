@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -56,6 +57,7 @@ BOOTHS = ("b1", "b2", "b3", "b4")
 STILLNESS = 20.0
 LONG_SESSION = 45.0
 CALL_AT = 3.0  # the call button is pressed this long after the booths start talking
+BOARD_PASSWORD = "BOOTHWATCH_BOARD_PASSWORD"  # the station board's login
 _BROKER_ATTEMPTS = 3  # a free port can be taken by someone else before the broker binds it
 
 
@@ -113,7 +115,7 @@ def demo_config(mqtt_port: int, http: str, db: str, speed: float) -> Config:
     return parse_config(data, os.environ, source="boothwatch demo")
 
 
-def banner(config: Config, speed: float, log_file: str | None) -> str:
+def banner(config: Config, speed: float, log_file: str | None, password: str) -> str:
     base = config.http.public_url
     booths = config.booths
 
@@ -122,6 +124,7 @@ def banner(config: Config, speed: float, log_file: str | None) -> str:
 
     return "\n".join([
         "boothwatch demo: the whole service in one process, with four simulated booths",
+        f"  board        {base}/board  (open it in a browser; password: {password})",
         f"  MQTT broker  {config.mqtt.url} (embedded amqtt, MQTT 3.1.1)",
         f"  HTTP         {base}",
         f"  database     {config.store.path}",
@@ -166,9 +169,12 @@ async def run_demo(http: str, db: str | None, speed: float, *, verbose: bool = F
         logging.getLogger(name).setLevel(logging.WARNING)
     db = db or os.path.join(workdir, "demo.db")
     broker, config = await _start_broker(http, db, speed)
+    # the station's login: one set for this demo's process, else a fresh one each run
+    env = {**os.environ}
+    password = env.setdefault(BOARD_PASSWORD, f"demo-{secrets.token_hex(3)}")
     try:
-        print(banner(config, speed, log_file), flush=True)
-        runtime = Runtime(config)
+        print(banner(config, speed, log_file, password), flush=True)
+        runtime = Runtime(config, env=env)
         watcher = _watch_incidents(config, sys.stdout)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(runtime.run(), name="runtime")

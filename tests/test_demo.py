@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -59,6 +60,9 @@ async def test_demo_pages_within_seconds_and_stops_cleanly(tmp_path: Path) -> No
                 assert line, f"demo exited early:\n{''.join(out)}{''.join(err)[-3000:]}"
                 out.append(line.decode())
         assert out[0].startswith("boothwatch demo"), out[0]  # the banner comes first
+        board = re.fullmatch(rf"  board +{base}/board .*password: (demo-[0-9a-f]{{6}})\)\n",
+                             out[1])  # then the board and its login, a new one each run
+        assert board, out[1]
         banner = "".join(out)
         for text in (f"{base}/api/incidents?state=all", "/metrics", "Ctrl-C to stop"):
             assert text in banner
@@ -84,6 +88,8 @@ async def test_demo_pages_within_seconds_and_stops_cleanly(tmp_path: Path) -> No
                 return {("b1", "call"), ("b2", "unresponsive")} <= found
 
             await eventually(raised, timeout=30, every=0.5)
+            async with http.get(base + "/board") as resp:
+                assert resp.status == 200 and "<!doctype html>" in await resp.text()
             booths = await get("/api/booths")
             assert sorted(b["booth"] for b in booths) == list(BOOTHS)
             assert incident in {i["id"] for i in await get("/api/incidents?state=all")}

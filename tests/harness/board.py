@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -45,11 +44,6 @@ class BoardStream:
                 kind, data = await self.next(timeout)
                 if kind == event and where(data):
                     return data
-
-    async def timed(self, timeout: float = 10.0) -> tuple[float, str, Any]:
-        """The next message and when it was read whole (time.time())."""
-        kind, data = await self.next(timeout)
-        return time.time(), kind, data
 
 
 @contextlib.asynccontextmanager
