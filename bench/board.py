@@ -10,11 +10,17 @@ booth change. Each round has two phases under the same load: no board, then
   read the whole ``booth`` message (same machine, same clock), for every event at
   every board. Target (issue 12): p99 within 250 ms. Measured to the SSE message at a
   Python client; the DOM change in a browser comes after it.
+- Latency to the screen: ``--browsers`` of the boards (1 by default) are the board
+  page itself in Chromium (``/usr/bin/chromium`` through Playwright, as the tests run
+  it); a MutationObserver stamps each tile's ``data-state`` change with the page's
+  clock (``performance.timeOrigin + now()``, the same wall clock): from the publish
+  to the DOM change, after the page's script has parsed and drawn the message.
 - CPU per board: the service process's CPU time (``/proc/<pid>/stat``) over each
   phase; (with boards - without) / boards, in ms of CPU per second and per event.
+  Chromium runs on the same machine and takes CPU from it too.
 
     .venv/bin/python bench/board.py [--booths 200] [--rate 100] [--seconds 15]
-                                    [--boards 5] [--rounds 2]
+                                    [--boards 5] [--browsers 1] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from playwright.async_api import Browser
 
 from bench.harness import (
     MQTT_PASSWORD,
@@ -55,6 +62,7 @@ from bench.harness import (
 )
 from tests.harness.board import BoardStream, board_stream
 from tests.harness.broker import free_port
+from tests.harness.browser import Board, chromium
 
 TARGET_P99 = 0.250  # seconds, event to board (issue 12)
 TAIL = 1.0  # seconds after the last publish that a phase lasts (and its CPU is counted)
@@ -115,6 +123,29 @@ async def read_board(board: BoardStream, seen: list[tuple[int, bool, float]]) ->
             seen.append((int(data["booth"][1:]), data["occupied"], time.time()))
 
 
+#: every tile's vacant <-> occupied change, as (booth, occupied, epoch ms) in window.__changes
+OBSERVE = """() => {
+  window.__changes = [];
+  new MutationObserver((records) => {
+    const at = performance.timeOrigin + performance.now();
+    for (const r of records) {
+      const state = r.target.dataset.state;
+      const toggled = state === "occupied" || state === "vacant";
+      if (r.oldValue !== null && r.oldValue !== state && toggled) {
+        window.__changes.push([r.target.dataset.booth, state === "occupied", at]);
+      }
+    }
+  }).observe(document.getElementById("tiles"), {subtree: true, attributes: true,
+    attributeFilter: ["data-state"], attributeOldValue: true});
+}"""
+
+
+async def page_changes(board: Board) -> list[tuple[int, bool, float]]:
+    """(booth number, occupied, time) of each tile change the page's observer saw."""
+    changes = await board.page.evaluate("window.__changes")
+    return [(int(booth[1:]), occupied, at / 1000) for booth, occupied, at in changes]
+
+
 def latencies(sent: list[Sent], seen: list[tuple[int, bool, float]]) -> tuple[list[float], int]:
     """Each event's latency at one board (the k-th message of a booth is its k-th event),
     and how many events it never saw or saw wrong."""
@@ -136,9 +167,10 @@ def latencies(sent: list[Sent], seen: list[tuple[int, bool, float]]) -> tuple[li
 
 class Phase:
     def __init__(self, cpu: float, seconds: float, events: int, lat: list[float],
-                 missed: int) -> None:
+                 missed: int, dom: list[float], dom_missed: int) -> None:
         self.cpu, self.seconds, self.events, self.lat, self.missed = (
             cpu, seconds, events, lat, missed)
+        self.dom, self.dom_missed = dom, dom_missed  # to the DOM change in Chromium
 
     @property
     def cpu_per_second(self) -> float:
@@ -146,8 +178,9 @@ class Phase:
 
 
 async def phase(args: argparse.Namespace, broker: Broker, service: Service, boards: int,
-                first: int) -> Phase:
-    """One phase of the load with ``boards`` boards reading; events from number ``first``."""
+                first: int, browser: Browser) -> Phase:
+    """One phase of the load with ``boards`` boards reading, ``--browsers`` of them pages
+    in ``browser``; events from number ``first``."""
     assert service.process is not None
     pid = service.process.pid
     count = int(args.rate * args.seconds)
@@ -157,7 +190,11 @@ async def phase(args: argparse.Namespace, broker: Broker, service: Service, boar
     proc = ctx.Process(target=load, daemon=True, args=(
         broker.port, broker.auth, args.booths, args.rate, count, first, go, results))
     proc.start()
-    seen: list[list[tuple[int, bool, float]]] = [[] for _ in range(boards)]
+    pages = [await Board.open(browser, service.base, responder=None)
+             for _ in range(min(boards, args.browsers))]
+    for page in pages:
+        await page.page.evaluate(OBSERVE)
+    seen: list[list[tuple[int, bool, float]]] = [[] for _ in range(boards - len(pages))]
     async with (aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as streams,
                 asyncio.TaskGroup() as tg):
         readers = []
@@ -186,10 +223,24 @@ async def phase(args: argparse.Namespace, broker: Broker, service: Service, boar
         got, lost = latencies(sent, board_seen)
         lat += got
         missed += lost
-    return Phase(cpu1 - cpu0, wall1 - wall0, len(sent), lat, missed)
+    dom: list[float] = []
+    dom_missed = 0
+    for page in pages:
+        got, lost = latencies(sent, await page_changes(page))
+        dom += got
+        dom_missed += lost
+        if page.errors:
+            raise RuntimeError(f"the board page had errors: {page.errors[:3]}")
+        await page.close()
+    return Phase(cpu1 - cpu0, wall1 - wall0, len(sent), lat, missed, dom, dom_missed)
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> int:
+    async with chromium() as browser:
+        return await run_with(args, tmp, browser)
+
+
+async def run_with(args: argparse.Namespace, tmp: Path, browser: Browser) -> int:
     broker = Broker(tmp / "broker")
     service: Service | None = None
     failed = False
@@ -208,13 +259,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         pid = service.process.pid if service.process else "?"
         print(f"service: ready in {ready:.2f} s with {args.booths} booths (pid {pid})")
         print(f"load: {args.rate:g} events/s for {args.seconds:g} s a phase, each a booth "
-              f"change (occupancy toggled, QoS 1); phases: no board, {args.boards} boards")
+              f"change (occupancy toggled, QoS 1); phases: no board, {args.boards} boards "
+              f"({min(args.browsers, args.boards)} of them the page in Chromium)")
         first = 0
         without: list[Phase] = []
         with_boards: list[Phase] = []
         for r in range(1, args.rounds + 1):
             for boards, into in ((0, without), (args.boards, with_boards)):
-                result = await phase(args, broker, service, boards, first)
+                result = await phase(args, broker, service, boards, first, browser)
                 first += result.events
                 into.append(result)
                 service.check_alive()
@@ -224,6 +276,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
                 if boards:
                     line += f"; event -> board: {summarise(result.lat)}, missed {result.missed}"
                     failed |= result.missed > 0
+                    if result.dom or result.dom_missed:
+                        line += (f"; event -> DOM in Chromium: {summarise(result.dom)}, "
+                                 f"missed {result.dom_missed}")
+                        failed |= result.dom_missed > 0
                 print(line)
         per_board = [(b.cpu_per_second - a.cpu_per_second) / args.boards * 1000
                      for a, b in zip(without, with_boards, strict=True)]
@@ -234,6 +290,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
               f"{min(per_event):.1f} to {max(per_event):.1f} us per event per board")
         every = [x for p in with_boards for x in p.lat]
         print(f"event -> SSE message at a board, all rounds: {summarise(every)}")
+        dom = [x for p in with_boards for x in p.dom]
+        if dom:
+            print(f"event -> DOM change in Chromium, all rounds: {summarise(dom)}")
         if every:
             p99 = percentile(every, 99)
             print(f"target p99 <= {TARGET_P99 * 1000:g} ms: "
@@ -257,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100, help="events a second")
     parser.add_argument("--seconds", type=float, default=15, help="seconds of load a phase")
     parser.add_argument("--boards", type=int, default=5, help="boards in the second phase")
+    parser.add_argument("--browsers", type=int, default=1,
+                        help="of the boards, how many are the page in Chromium")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of (no board, boards), alternated against drift")
     add_src_option(parser)
@@ -264,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.booths < 1 or args.rate <= 0 or args.seconds <= 0 or args.boards < 1:
         parser.error("--booths, --rate, --seconds and --boards must be positive")
+    if args.browsers < 0:
+        parser.error("--browsers must be 0 or more")
     tmp = Path(tempfile.mkdtemp(prefix="boothwatch-board-"))
     try:
         return asyncio.run(run(args, tmp))

@@ -344,6 +344,7 @@
     setData(el, "priority", inc && inc.priority);
     el.setAttribute("aria-label", b.name);
     el.innerHTML = tileHtml(b);
+    return el;
   }
 
   function setData(el, key, value) {
@@ -366,7 +367,7 @@
 
   function renderIncidentOf(incident) {
     const b = state.booths.find((x) => x.booth === incident.booth);
-    if (b) renderBooth(b);
+    return b ? renderBooth(b) : null;
   }
 
   // --- the bar above the tiles ----------------------------------------------------------
@@ -412,10 +413,11 @@
 
   // --- clocks that tick between messages --------------------------------------------------
 
-  function tick() {
+  /** The clocks of ``root`` (one tile, or by default the whole board) at the service's now. */
+  function tick(root) {
     const at = now();
-    $("#clock").textContent = clockTime(at);
-    for (const el of tiles.querySelectorAll("[data-tick]")) {
+    if (!root) $("#clock").textContent = clockTime(at);
+    for (const el of (root || tiles).querySelectorAll("[data-tick]")) {
       const from = Number(el.dataset.at);
       switch (el.dataset.tick) {
         case "session":
@@ -593,19 +595,21 @@
     const i = state.booths.findIndex((b) => b.booth === booth.booth);
     if (i < 0) return; // not in the snapshot: the next snapshot brings it
     state.booths[i] = booth;
-    renderBooth(booth);
+    const el = renderBooth(booth); // only its tile changed
     renderHeader();
-    tick();
-    fit();
+    tick(el);
+    fitTile(el);
     updateSound();
   }
 
   function onIncident(incident) {
     if (incident.state === "resolved") state.incidents.delete(incident.id);
     else state.incidents.set(incident.id, incident);
-    renderIncidentOf(incident);
-    tick();
-    fit();
+    const el = renderIncidentOf(incident);
+    if (el) {
+      tick(el);
+      fitTile(el);
+    }
     updateSound();
   }
 
