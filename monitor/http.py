@@ -31,6 +31,7 @@ from aiohttp import web
 from alerts.tokens import AckLink, InvalidToken, Use
 from monitor.api import API, Api, IncidentGone
 from monitor.board import http as board
+from monitor.board.texts import TEXTS
 from monitor.core.booth import IllegalBoothTransition, Maintain
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
@@ -547,16 +548,8 @@ async def ack_post(request: web.Request) -> web.Response:
                  f"<p>When you are done:</p>{_outcome_form(request)}")
 
 
-OUTCOME_LABELS = {
-    "ok": "Person OK",
-    "overdose_naloxone": "Overdose: naloxone given",
-    "overdose_oxygen": "Overdose: oxygen given",
-    "emergency_services": "Emergency services called",
-    "false_alarm": "False alarm",
-    "no_one_there": "No one there",
-    "other": "Other",
-}
-assert set(OUTCOME_LABELS) == set(OUTCOMES)
+#: the ack page's outcome form says what the board's says (TEXTS: one place to translate)
+OUTCOME_LABELS = {key: TEXTS[f"outcome_{key}"] for key in OUTCOMES}
 def _outcome_form(request: web.Request) -> str:
     action = (f"{request.app[API].config.http.public_url}/ack/"
               f"{request.match_info['token']}/outcome")
