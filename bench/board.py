@@ -49,6 +49,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.async_api import Browser
 
 from bench.harness import (
+    BOARD_PASSWORD,
     MQTT_PASSWORD,
     MQTT_USER,
     SITE,
@@ -190,13 +191,18 @@ async def phase(args: argparse.Namespace, broker: Broker, service: Service, boar
     proc = ctx.Process(target=load, daemon=True, args=(
         broker.port, broker.auth, args.booths, args.rate, count, first, go, results))
     proc.start()
-    pages = [await Board.open(browser, service.base, responder=None)
+    pages = [await Board.open(browser, service.base, password=BOARD_PASSWORD, responder=None)
              for _ in range(min(boards, args.browsers))]
     for page in pages:
         await page.page.evaluate(OBSERVE)
     seen: list[list[tuple[int, bool, float]]] = [[] for _ in range(boards - len(pages))]
-    async with (aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as streams,
-                asyncio.TaskGroup() as tg):
+    # unsafe: the station's cookie comes from 127.0.0.1, an address (aiohttp keeps
+    # cookies of host names only by default)
+    async with (aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+                contextlib.AsyncExitStack() as streams, asyncio.TaskGroup() as tg):
+        async with http.post(f"{service.base}/board/login",
+                             data={"password": BOARD_PASSWORD}) as resp:
+            assert resp.status == 200, await resp.text()  # the board, after the redirect
         readers = []
         for into in seen:
             board = await streams.enter_async_context(board_stream(http, service.base))

@@ -33,6 +33,7 @@ DEPLOY_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 SITE = "bench"
 MQTT_USER = "boothwatch"
 MQTT_PASSWORD = "bench-password"  # a throwaway account in a throwaway password file
+BOARD_PASSWORD = "bench-station"  # the station login of the boards the benches open
 LIMIT_KEYS = (
     "max_inflight_messages",
     "max_queued_messages",
@@ -209,6 +210,7 @@ class Service:
         if "\nusername = " in self.config_path.read_text(encoding="utf-8"):
             env["BOOTHWATCH_MQTT_PASSWORD"] = MQTT_PASSWORD  # with no username it is an error
         env["BOOTHWATCH_SECRET"] = "bench-secret"
+        env["BOOTHWATCH_BOARD_PASSWORD"] = BOARD_PASSWORD  # the station board needs a login
         # The packages from `src` (this checkout unless told), whatever state the venv's
         # editable install is in (one made before monitor/__init__.py existed maps
         # `monitor` to a namespace package).

@@ -32,6 +32,12 @@ from tests.harness.site import Site, booth, escalation
 #: the browser tests share the module's event loop, which its browser and service live on
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
+PASSWORD = "station password for the tests"
+TOKEN = "api-token-for-the-tests"
+#: the station logs in; the test checks through the API with the bearer token
+ENV = {"BOOTHWATCH_BOARD_PASSWORD": PASSWORD, "BOOTHWATCH_API_TOKEN": TOKEN,
+       "BOOTHWATCH_SECRET": "board-ui-tests"}
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 STILLNESS = 4  # seconds: short enough to watch the countdown run out
 ALARM_EVERY = 1.5  # seconds: the alarm repeats sooner than this (board.js: every 1.3 s)
 #: `make screenshot` sets it to docs/board.png; the test writes to its own folder otherwise
@@ -69,7 +75,7 @@ async def service(broker: Mosquitto,
                 booths=[booth("b1"), booth("b2", stillness=f"{STILLNESS}s"), booth("b3"),
                         booth("b4"), booth("b5", long_session="1s")],
                 escalation=escalation(step2="30s", repeat="60s", ack_timeout="5m"))
-    svc = ServiceProcess.of(site, workdir)
+    svc = ServiceProcess.of(site, workdir, env=ENV)
     svc.start()
     try:
         await svc.ready()
@@ -79,7 +85,7 @@ async def service(broker: Mosquitto,
 
 
 async def _get(base: str, path: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(base + path) as resp:
+    async with aiohttp.ClientSession(headers=BEARER) as http, http.get(base + path) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
 
@@ -96,7 +102,7 @@ async def test_a_call_alarms_within_a_second_and_is_answered_from_the_board(
         browser: Browser, service: ServiceProcess, publish: Publish) -> None:
     """A call press turns its tile to a sounding alarm within 1 s; "I'm going", "At the
     booth" and "Resolve" with an outcome and a note act as Ana, as the API records."""
-    board = await Board.open(browser, service.base, responder="ana")
+    board = await Board.open(browser, service.base, password=PASSWORD, responder="ana")
     tile = board.tile("b1")
     assert await tile.get_attribute("data-state") == "vacant"
     assert await tile.get_attribute("data-incident") is None
@@ -143,7 +149,7 @@ async def test_stillness_counts_down_then_alarms(
         browser: Browser, service: ServiceProcess, publish: Publish) -> None:
     """An occupied booth gone still shows its countdown filling, then the unresponsive
     alarm in words."""
-    board = await Board.open(browser, service.base)
+    board = await Board.open(browser, service.base, password=PASSWORD)
     publish(events_topic("b2"), event("occupancy", occupied=True))
     publish(events_topic("b2"), event("motion", state="still"))
     countdown = board.tile("b2").locator('[data-tick="countdown"]')
@@ -163,11 +169,13 @@ async def test_stillness_counts_down_then_alarms(
     assert f"no movement for {STILLNESS}s" in words
     assert "Still for" in words
     incident = await board.tile("b2").get_attribute("data-incident")
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=BEARER) as http:
         async with http.post(f"{service.base}/api/incidents/{incident}/resolve",
                              json={"responder": "rui", "outcome": "ok"}) as resp:
             assert resp.status == 200
-    await board.expect('[data-booth="b2"]:not([data-incident])')
+    # the person leaves: a still person left behind would be timed (and alarm) again
+    publish(events_topic("b2"), event("occupancy", occupied=False))
+    await board.expect('[data-booth="b2"][data-state="vacant"]:not([data-incident])')
     assert board.errors == []
     await board.close()
 
@@ -181,7 +189,7 @@ async def _wider(width: Any, than: float) -> bool:
 async def test_a_medium_incident_chimes_once(
         browser: Browser, service: ServiceProcess, publish: Publish) -> None:
     """A session over its limit is a medium incident: one chime, no alarm."""
-    board = await Board.open(browser, service.base)
+    board = await Board.open(browser, service.base, password=PASSWORD)
     publish(events_topic("b5"), event("occupancy", occupied=True))
     await board.expect('[data-booth="b5"][data-priority="medium"]', timeout=3)
     assert "session over 1s" in await board.tile("b5").inner_text()
@@ -201,7 +209,7 @@ async def test_maintenance_theme_and_responder_are_kept(
         browser: Browser, service: ServiceProcess) -> None:
     """Maintenance on and off from the board as the chosen responder; the responder and
     the night theme are remembered by this board across a reload."""
-    board = await Board.open(browser, service.base, responder="rui")
+    board = await Board.open(browser, service.base, password=PASSWORD, responder="rui")
     tile = board.tile("b3")
     await tile.locator('[data-action="maintenance-start"]').click()
     dialog = board.page.locator("dialog[open]")
@@ -215,11 +223,22 @@ async def test_maintenance_theme_and_responder_are_kept(
     assert "deep clean" in await tile.inner_text()
 
     await board.page.locator("#theme").click()
-    await board.page.reload()
-    await board.page.locator("#gate").click()
+    await board.page.reload()  # the session cookie keeps the station logged in
+    await board.enable_sound()
     await board.expect('[data-link="live"]')
     assert await board.page.locator("html").get_attribute("data-theme") == "night"
     assert await board.page.locator("[data-responder-picker]").input_value() == "rui"
+    # a new tab nobody has touched may not play sound: it says so until tapped
+    other = Board(await board.page.context.new_page())
+    other.page.on("console", other._console)
+    await other.page.goto(f"{service.base}/board")
+    await other.expect("#gate")
+    assert await other.page.locator('#sound[data-sound="off"]').inner_text() == "SOUND OFF"
+    await other.page.locator("#gate").click()
+    await other.expect("#gate", hidden=True)
+    await other.expect('#sound[data-sound="on"]')
+    assert other.errors == []
+    await other.page.close()
 
     await tile.locator('[data-action="maintenance-end"]').click()
     await board.page.locator("dialog[open] [data-submit]").click()
@@ -234,7 +253,7 @@ async def test_a_stopped_service_shows_not_watching_and_a_restart_brings_it_back
         browser: Browser, service: ServiceProcess, publish: Publish) -> None:
     """Stopping the service turns the board into the NOT WATCHING warning with sound
     within 5 s; started again, the board reconnects by itself to the same incident."""
-    board = await Board.open(browser, service.base)
+    board = await Board.open(browser, service.base, password=PASSWORD)
     publish(events_topic("b4"), event("button", press="call"))
     await board.expect('[data-booth="b4"][data-incident]')
     incident = await board.tile("b4").get_attribute("data-incident")
@@ -254,9 +273,31 @@ async def test_a_stopped_service_shows_not_watching_and_a_restart_brings_it_back
     await board.expect("#lost", hidden=True, timeout=15)
     await board.expect('[data-link="live"]', timeout=0.5)
     assert await board.tile("b4").get_attribute("data-incident") == incident
-    # the browser reports each failed connection of the stream while the service is
-    # down: those, and nothing else
-    assert [e for e in board.errors if "net::ERR_" not in e or "/board/stream" not in e] == []
+    # the browser reports each failed connection (the stream, the board's probe of the
+    # service) while the service is down: those, and nothing else
+    assert [e for e in board.errors if "net::ERR_" not in e
+            or not ("/board/stream" in e or "/api/responders" in e)] == []
+    await board.close()
+
+
+@pytest.mark.integration
+@in_module_loop
+async def test_a_wrong_station_password_is_refused(
+        browser: Browser, service: ServiceProcess) -> None:
+    """A wrong password gets the login form again (401), no board and no API; the right
+    one opens the board."""
+    board = await Board.new(browser)
+    await board.page.goto(f"{service.base}/board")
+    assert await board.log_in("not the password") == 401
+    assert "Wrong password" in await board.page.locator("body").inner_text()
+    assert await board.page.locator("[data-link]").count() == 0
+    assert (await board.page.request.get(f"{service.base}/api/incidents")).status == 401
+    assert await board.log_in(PASSWORD) == 200
+    await board.enable_sound()
+    await board.expect('[data-link="live"]')
+    assert (await board.page.request.get(f"{service.base}/api/incidents")).status == 200
+    # the refused login's answer is the only error the browser reported
+    assert [e for e in board.errors if "401" not in e] == [], board.errors
     await board.close()
 
 
@@ -272,9 +313,10 @@ async def test_screenshot_three_booths(
         site.booths = [booth("b1"), booth("b2", stillness="3m"), booth("b3")]
 
     publish = mqtt_publish  # a broker of its own: the module's service has the same site
-    async with start_service(tmp_path, mosquitto, publish, clock=clock, edit=three,
+    async with start_service(tmp_path, mosquitto, publish, clock=clock, edit=three, env=ENV,
                              step2="30s", ack_timeout="5m") as svc:
-        board = await Board.open(browser, svc.base, viewport={"width": 1600, "height": 900})
+        board = await Board.open(browser, svc.base, password=PASSWORD,
+                                 viewport={"width": 1600, "height": 900})
         publish(events_topic("b2"), event("occupancy", occupied=True))
         publish(events_topic("b2"), event("motion", state="moving"))
         publish(events_topic("b3"), event("occupancy", occupied=True))

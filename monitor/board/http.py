@@ -58,8 +58,12 @@ def routes() -> list[web.RouteDef]:
 
 
 def _csrf(request: web.Request) -> str:
-    """The session's CSRF token for the page to send back (none until stations log in)."""
-    return ""
+    """The station session's CSRF token, for the page to send back with its POSTs (none
+    for a request that came with the bearer token instead)."""
+    from monitor.http import STATION  # monitor.http imports this module's routes
+
+    session = request.get(STATION)
+    return session.csrf if session is not None else ""
 
 
 async def page(request: web.Request) -> web.Response:

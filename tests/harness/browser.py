@@ -69,10 +69,9 @@ class Board:
     errors: list[str] = field(default_factory=list)
 
     @classmethod
-    async def open(cls, browser: Browser, base: str, *, responder: str | None = "ana",
-                   timezone: str = "Europe/Lisbon", theme: str | None = None,
-                   viewport: dict[str, int] | None = None) -> Board:
-        """``/board`` on a fresh context: sound on, ``responder`` chosen, the link live."""
+    async def new(cls, browser: Browser, *, timezone: str = "Europe/Lisbon",
+                  theme: str | None = None, viewport: dict[str, int] | None = None) -> Board:
+        """A blank page on a fresh context (no cookie, nothing remembered), listened to."""
         context = await browser.new_context(viewport=viewport or SCREEN,  # type: ignore[arg-type]
                                             timezone_id=timezone, locale="en-GB")
         await context.add_init_script(LISTEN)
@@ -83,13 +82,40 @@ class Board:
         board = cls(page)
         page.on("console", board._console)
         page.on("pageerror", board._page_error)
+        return board
+
+    @classmethod
+    async def open(cls, browser: Browser, base: str, *, password: str,
+                   responder: str | None = "ana", **new: Any) -> Board:
+        """``/board`` on a fresh context, logged in with the station ``password``: sound on,
+        ``responder`` chosen, the link live."""
+        board = await cls.new(browser, **new)
+        page = board.page
         await page.goto(f"{base}/board")
-        await page.locator("#gate").click()
-        await board.expect("#gate", hidden=True)
+        assert await board.log_in(password) == 200
+        await board.enable_sound()
         await board.expect('[data-link="live"]')
         if responder is not None:
             await page.locator("[data-responder-picker]").select_option(responder)
         return board
+
+    async def enable_sound(self) -> None:
+        """Tap the "enable sound" screen if it is up: after the tap on "Log in" Chromium
+        lets the page play at once (that tap was this tab's user activation)."""
+        await self.page.wait_for_load_state()
+        gate = self.page.locator("#gate")
+        if await gate.is_visible():
+            await gate.click()
+        await self.expect("#gate", hidden=True)
+        await self.expect('#sound[data-sound="on"]')
+
+    async def log_in(self, password: str) -> int:
+        """Fill in the station login form the page shows; the status of the answer."""
+        await self.page.locator('input[name="password"]').fill(password)
+        async with self.page.expect_navigation() as answer:
+            await self.page.locator('form[action="/board/login"] [type="submit"]').click()
+        response = await answer.value
+        return response.status if response is not None else 0
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":

@@ -29,7 +29,8 @@
   const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const STREAM = CONFIG.stream || "/board/stream";
   const SILENCE_MS = 3000; // no message for this long: the link is lost
-  const BACKOFF_MS = [500, 1000, 2000, 4000, 8000]; // then 8 s, with jitter
+  const BACKOFF_MS = [500, 1000, 2000, 3000, 5000]; // then 5 s, with jitter
+  const PROBE = "/api/responders"; // small, and only for a station still logged in
   const STORE_RESPONDER = "boothwatch.board.responder";
   const STORE_THEME = "boothwatch.board.theme";
   const PRIORITIES = ["high", "medium", "low"];
@@ -130,6 +131,7 @@
   const gate = $("#gate");
   const lost = $("#lost");
   const connecting = $("#connecting");
+  const relogin = $("#relogin");
 
   function fillStaticTexts() {
     document.title = t("title") + (state.site ? " · " + state.site.name : "");
@@ -138,6 +140,7 @@
     gate.querySelector("p").textContent = t("sound_gate_text");
     gate.querySelector(".gate-icon").innerHTML = icon("sound");
     connecting.querySelector("h1").textContent = t("connecting");
+    relogin.textContent = t("relogin");
     $("#theme").title = t("theme_toggle");
     $("#clock").title = t("clock_label");
   }
@@ -631,11 +634,34 @@
     lost.querySelector("h1").textContent = t("lost_title", { time: clockTime(link.lostSince / 1000 + state.offset) });
     lost.querySelector("p").textContent = t("lost_text", { attempt: link.attempt + 1 });
     updateSound();
-    if (link.retry === null) {
-      const base = BACKOFF_MS[Math.min(link.attempt, BACKOFF_MS.length - 1)];
-      link.attempt += 1;
-      link.retry = setTimeout(connect, base * (0.8 + 0.4 * Math.random()));
+    retryLater();
+  }
+
+  function retryLater() {
+    if (link.retry !== null) return;
+    const base = BACKOFF_MS[Math.min(link.attempt, BACKOFF_MS.length - 1)];
+    link.attempt += 1;
+    link.retry = setTimeout(reconnect, base * (0.8 + 0.4 * Math.random()));
+  }
+
+  /** Back to the stream once the service answers and still knows this station; a login
+   * that has ended (a new station password) keeps the warning up, with a way to log in. */
+  async function reconnect() {
+    link.retry = null;
+    let resp;
+    try {
+      resp = await fetch(PROBE, { credentials: "same-origin", cache: "no-store" });
+    } catch (err) {
+      lost.querySelector("p").textContent = t("lost_text", { attempt: link.attempt + 1 });
+      retryLater(); // still unreachable
+      return;
     }
+    if (resp.status === 401 || resp.status === 403) {
+      lost.querySelector("p").textContent = t("lost_login");
+      relogin.hidden = false;
+      return;
+    }
+    connect();
   }
 
   function watchdog() {
@@ -797,6 +823,7 @@
     if (button) onAction(button);
   });
   gate.addEventListener("click", enableSound);
+  relogin.addEventListener("click", () => location.reload());
   gate.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" || ev.key === " ") enableSound();
   });
