@@ -303,6 +303,35 @@ async def test_a_wrong_station_password_is_refused(
 
 @pytest.mark.integration
 @in_module_loop
+async def test_a_board_whose_login_ended_keeps_warning_until_logged_in_again(
+        browser: Browser, service: ServiceProcess) -> None:
+    """The service comes back with a new station password: the board does not go quietly
+    to a login form, it keeps NOT WATCHING up (sound too) and offers to log in again."""
+    board = await Board.open(browser, service.base, password=PASSWORD)
+    assert await service.stop() == 0
+    service.env["BOOTHWATCH_BOARD_PASSWORD"] = "a new password"
+    try:
+        service.start()
+        await service.ready()
+        relogin = board.page.locator("#relogin")
+        await relogin.wait_for(timeout=15_000)
+        assert "no longer logged in" in await board.page.locator("#lost").inner_text()
+        await board.expect('#sound[data-alarm="on"]', timeout=0.5)
+        await relogin.click()
+        assert await board.log_in("a new password") == 200
+        await board.enable_sound()
+        await board.expect('[data-link="live"]')
+    finally:
+        assert await service.stop() == 0
+        service.env["BOOTHWATCH_BOARD_PASSWORD"] = PASSWORD
+        service.start()
+        await service.ready()
+    assert [e for e in board.errors if "net::ERR_" not in e and "401" not in e] == []
+    await board.close()
+
+
+@pytest.mark.integration
+@in_module_loop
 async def test_screenshot_three_booths(
         browser: Browser, mosquitto: Mosquitto, mqtt_publish: Publish, tmp_path: Path) -> None:
     """The README's picture: one booth vacant, one occupied and still with its countdown

@@ -38,9 +38,8 @@ TEXTS: dict[str, str] = {
     "lost_title": "NOT WATCHING: board disconnected since {time}",
     "lost_text": "This screen does not show the booths now. Check the booths in person. "
                  "Reconnecting by itself (attempt {attempt}).",
-    "lost_login": "This station is no longer logged in (its login is 30 days old, or the "
-                  "station password was changed). Check the booths in person, and log in "
-                  "again.",
+    "lost_login": "This station is no longer logged in (its login expired, or the station "
+                  "password was changed). Check the booths in person, and log in again.",
     "relogin": "Log in again",
     "connecting": "Connecting to boothwatch...",
     # booth states
