@@ -313,3 +313,13 @@ def test_the_board_is_expected_in_its_hours_only() -> None:
     assert expected(["sat,sun 08:00-22:00"], 12) == 0
     assert expected(["sun 20:00-08:00"], 7) == 1  # a night shift into Monday
     assert expected([], 12) == 0
+
+
+@pytest.mark.integration
+async def test_a_head_request_for_the_stream_is_refused(service: Service) -> None:
+    """HEAD on the stream is 405 and subscribes nothing; the connection still serves."""
+    svc = service
+    async with svc.http.head(f"{svc.base}/board/stream") as resp:
+        assert resp.status == 405
+    assert svc.runtime.board.connected == 0
+    assert await _api(svc, "/api/booths")  # the same keep-alive connection, not a stream's

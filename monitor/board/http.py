@@ -48,7 +48,9 @@ POLICY = ("default-src 'self'; img-src 'self' data:; media-src 'self' data:; "
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/board", page),
-        web.get("/board/stream", stream),
+        # no HEAD: headers alone would be a stream that never sends, or one whose body
+        # reaches a client that expects none
+        web.get("/board/stream", stream, allow_head=False),
         web.get("/board/static/{name}", static),
     ]
 
