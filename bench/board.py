@@ -53,7 +53,7 @@ from bench.harness import (
     percentile,
     summarise,
 )
-from tests.harness.board import BoardStream, board_stream
+from tests.harness.board import ENV, BoardStream, board_stream, login
 from tests.harness.broker import free_port
 
 TARGET_P99 = 0.250  # seconds, event to board (issue 12)
@@ -161,8 +161,9 @@ async def phase(args: argparse.Namespace, broker: Broker, service: Service, boar
     async with (aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as streams,
                 asyncio.TaskGroup() as tg):
         readers = []
+        station = await login(http, service.base)
         for into in seen:
-            board = await streams.enter_async_context(board_stream(http, service.base))
+            board = await streams.enter_async_context(board_stream(http, service.base, station))
             assert (await board.next())[0] == "snapshot"
             readers.append(tg.create_task(read_board(board, into)))
         ready = await asyncio.to_thread(results.get, True, 30)
@@ -202,7 +203,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
             booths=args.booths, auth=broker.auth,
             channel={"type": "console", "watched": True},  # nothing pages
         ).text()
-        service = Service(tmp, config, http_port, src=args.src)
+        service = Service(tmp, config, http_port, src=args.src, env=ENV)
         service.start()
         ready = await asyncio.to_thread(service.wait_ready)
         pid = service.process.pid if service.process else "?"

@@ -19,7 +19,10 @@ import errno
 import hmac
 import html
 import importlib.resources
+import ipaddress
+import math
 import re
+import urllib.parse
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -49,6 +52,7 @@ from monitor.core.incident import IllegalTransition, OutcomeRecorded
 from monitor.core.roster import UnknownResponder
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.exits import UNAVAILABLE, OperatorError
+from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, STATION
 
 log = structlog.get_logger(__name__)
 
@@ -81,12 +85,14 @@ def routes() -> list[web.RouteDef]:
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
+        web.post("/board/login", board_login),
+        web.post("/board/logout", board_logout),
         *board.routes(),
     ]
 
 
 def make_app(api: Api) -> web.Application:
-    app = web.Application(middlewares=[_bearer], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[API] = api
     app.add_routes(routes())
     return app
@@ -120,16 +126,49 @@ async def serve(api: Api) -> None:
         await runner.cleanup()
 
 
+#: paths under /api/ and /board/ that anyone may reach
+OPEN = frozenset({"/api/openapi.json", "/board/login"})
+
+
 @web.middleware
-async def _bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[API].token
-    if token and request.method == "POST" and request.path.startswith("/api/"):
-        # surrogateescape: aiohttp keeps bytes that are not UTF-8 as surrogates
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
-            return _error(401, "missing or wrong bearer token",
-                          headers={"WWW-Authenticate": "Bearer"})
-    return await handler(request)
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`/board` and `/api/...` need the bearer token or a station session (interface 7, 9).
+
+    A request with an `Authorization` header is judged by it alone. A station session's
+    POSTs must carry its CSRF token. `/healthz`, `/readyz`, `/metrics` and the ack links
+    are open: probes and Prometheus need no login, and an ack link carries its own proof.
+    """
+    path = request.path
+    board = path == "/board" or path.startswith("/board/")
+    if not (board or path.startswith("/api/")) or path in OPEN:
+        return await handler(request)
+    api = request.app[API]
+    given = request.headers.get("Authorization")
+    if given is not None or (not board and api.token is not None
+                             and api.stations.password is None):
+        if api.token is not None and given is not None and hmac.compare_digest(
+                # surrogateescape: aiohttp keeps bytes that are not UTF-8 as surrogates
+                given.encode("utf-8", "surrogateescape"), f"Bearer {api.token}".encode()):
+            return await handler(request)
+        return _error(401, "missing or wrong bearer token",
+                      headers={"WWW-Authenticate": "Bearer"})
+    session = api.stations.session(request.cookies.get(COOKIE), api.clock())
+    if session is not None:
+        if request.method not in ("GET", "HEAD") and not api.stations.csrf_ok(
+                session, request.headers.get(CSRF_HEADER)):
+            return _error(403, f"a station's POST needs its {CSRF_HEADER} header")
+        request[STATION] = session
+        return await handler(request)
+    if board:
+        if api.stations.password is None:
+            return _html(STATION_TEXT["unset_title"], STATION_TEXT["unset"], 403)
+        if path == "/board" and request.method in ("GET", "HEAD"):
+            return _login_form()
+        return _error(401, "log in at /board first")
+    if not api.guarded:
+        return await handler(request)
+    return _error(401, "log in at /board, or send the bearer token",
+                  headers={"WWW-Authenticate": "Bearer"})
 
 
 def _error(status: int, message: str, **kw: Any) -> web.Response:
@@ -401,7 +440,8 @@ def _html(title: str, body: str, status: int = 200) -> web.Response:
 
 def _bad_token(reason: str) -> web.Response:
     return _html("Link not valid", f"<h1>This link is not valid</h1><p>It is {reason}. "
-                 "Open the newest page you received, or use the staff screen.</p>", 403)
+                 "Open the newest page you received, or the "
+                 "<a href=\"/board\">station board</a>.</p>", 403)
 
 
 def _link(request: web.Request) -> AckLink:
@@ -477,7 +517,8 @@ def _not_on_record(api: Api, link: AckLink) -> web.Response:
     log.warning("ack_link_incident_not_on_record", incident=link.incident,
                 offered=[v.id for v in since])
     offer = (f"<p>Raised since this page was sent:</p><ul>{''.join(items)}</ul>" if items
-             else "<p>Nothing has been raised since. Use the staff screen.</p>")
+             else "<p>Nothing has been raised since. The "
+                  "<a href=\"/board\">station board</a> shows every booth.</p>")
     return _html("Incident not on record", (
         "<h1>This incident is not on record</h1><p>boothwatch restarted just after paging "
         "you, before it could record the incident. The alarm was raised again and paged "
@@ -504,7 +545,7 @@ def _used(request: web.Request, data: dict[str, Any], use: Use, status: int) -> 
            "link": "this page"}.get(use.via, use.via)
     booth = _booth(data)
     reopened = ("<p>The incident is open again: use the newest page you received, or the "
-                "staff screen.</p>" if data["state"] == "open" else "")
+                "<a href=\"/board\">station board</a>.</p>" if data["state"] == "open" else "")
     return _html(f"{booth}: link already used", (
         f"<h1>{booth}</h1><p>This link was already used: {html.escape(use.responder)} "
         f"acknowledged at {html.escape(when)}, with {html.escape(how)}. A link acknowledges "
@@ -593,3 +634,107 @@ async def ack_outcome(request: web.Request) -> web.Response:
         return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(result)}</p>", status)
     label = html.escape(OUTCOME_LABELS[body["outcome"]])
     return _html("Resolved", f"<h1>Resolved</h1><p>{label}. Thank you.</p>")
+
+
+# --- the station login ------------------------------------------------------------------
+
+STATION_TEXT = {
+    "title": "boothwatch: station login",
+    "heading": "Station board",
+    "prompt": "Station password",
+    "submit": "Log in",
+    "wrong": "Wrong password.",
+    "limited": "Too many wrong passwords: try again in {seconds} s.",
+    "unset_title": "Board not set up",
+    "unset": ("<h1>The station board has no password yet</h1><p>Set "
+              "<code>BOOTHWATCH_BOARD_PASSWORD</code> in the service's environment file and "
+              "restart it.</p>"),
+}
+
+
+def _login_form(problem: str = "", status: int = 200, **kw: Any) -> web.Response:
+    t = STATION_TEXT
+    error = f'<p class="high" role="alert">{html.escape(problem)}</p>' if problem else ""
+    body = (f"<h1>{html.escape(t['heading'])}</h1>{error}"
+            '<form method="post" action="/board/login">'
+            f'<p><label for="password">{html.escape(t["prompt"])}</label><br>'
+            '<input id="password" name="password" type="password" autocomplete="current-password"'
+            ' required autofocus style="font-size:1.4rem;width:100%"></p>'
+            f'<button type="submit">{html.escape(t["submit"])}</button></form>')
+    response = _html(t["title"], body, status)
+    response.headers.update(kw.get("headers", {}))
+    return response
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A login posted by a page of another site (login CSRF) is refused."""
+    origin = request.headers.get("Origin")
+    if origin is None:  # browsers send it with every POST; curl and scripts need not
+        return True
+    public = urllib.parse.urlsplit(request.app[API].config.http.public_url).netloc
+    return origin.split("://", 1)[-1] in (request.host, public)
+
+
+async def board_login(request: web.Request) -> web.Response:
+    api = request.app[API]
+    stations = api.stations
+    if stations.password is None:
+        return _html(STATION_TEXT["unset_title"], STATION_TEXT["unset"], 403)
+    if not _same_origin(request):
+        return _error(403, "a login from another site's page is refused")
+    now = api.clock()
+    address = _client(request)
+    wait = stations.retry_after(address, now)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        api.metrics.station_login("limited")
+        return _login_form(STATION_TEXT["limited"].format(seconds=seconds), 429,
+                           headers={"Retry-After": str(seconds)})
+    try:
+        form = await request.post()
+    except ValueError as exc:  # a multipart body without its boundary, a broken form
+        return _error(400, f"not a form: {exc}")
+    password = form.get("password")
+    session = stations.login(password, now) if isinstance(password, str) else None
+    if session is None:
+        stations.failed(address, now)
+        api.metrics.station_login("wrong")
+        log.warning("station_login_refused", address=address)
+        return _login_form(STATION_TEXT["wrong"], 401)
+    api.metrics.station_login("ok")
+    log.info("station_login", address=address)
+    response = _see_board()
+    _set_cookie(request, response, session.cookie)
+    return response
+
+
+def _client(request: web.Request) -> str:
+    """The address a login came from. Behind a reverse proxy on this box every request
+    comes from loopback: the proxy's X-Forwarded-For names the client (Caddy and nginx, as
+    docs/install/proxy.md sets them up, replace what the client sent), so one guesser on
+    the LAN is not every station's lockout."""
+    peer = request.remote or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For")
+    try:
+        local = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        local = False
+    if local and forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()[:64]
+    return peer
+
+
+def _see_board() -> web.Response:
+    return web.Response(status=303, headers={"Location": "/board"})
+
+
+async def board_logout(request: web.Request) -> web.Response:
+    response = _see_board()
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    secure = request.secure or request.app[API].config.http.public_url.startswith("https:")
+    response.set_cookie(COOKIE, value, max_age=int(SESSION_TTL), path="/", httponly=True,
+                        samesite="Strict", secure=secure)

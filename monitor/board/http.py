@@ -27,6 +27,7 @@ from aiohttp import web
 from monitor.api import API, Api
 from monitor.board.feed import DROPPED, message
 from monitor.board.texts import TEXTS
+from monitor.station import STATION
 from monitor.store import dumps
 
 HERE = Path(__file__).parent
@@ -56,8 +57,9 @@ def routes() -> list[web.RouteDef]:
 
 
 def _csrf(request: web.Request) -> str:
-    """The session's CSRF token for the page to send back (none until stations log in)."""
-    return ""
+    """The session's CSRF token for the page to send back (none with a bearer token)."""
+    session = request.get(STATION)
+    return session.csrf if session is not None else ""
 
 
 async def page(request: web.Request) -> web.Response:
