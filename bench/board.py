@@ -49,7 +49,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.async_api import Browser
 
 from bench.harness import (
-    BOARD_PASSWORD,
     MQTT_PASSWORD,
     MQTT_USER,
     SITE,
@@ -61,7 +60,7 @@ from bench.harness import (
     percentile,
     summarise,
 )
-from tests.harness.board import BoardStream, board_stream
+from tests.harness.board import ENV, PASSWORD, BoardStream, board_stream, login
 from tests.harness.broker import free_port
 from tests.harness.browser import Board, chromium
 
@@ -191,21 +190,17 @@ async def phase(args: argparse.Namespace, broker: Broker, service: Service, boar
     proc = ctx.Process(target=load, daemon=True, args=(
         broker.port, broker.auth, args.booths, args.rate, count, first, go, results))
     proc.start()
-    pages = [await Board.open(browser, service.base, password=BOARD_PASSWORD, responder=None)
+    pages = [await Board.open(browser, service.base, password=PASSWORD, responder=None)
              for _ in range(min(boards, args.browsers))]
     for page in pages:
         await page.page.evaluate(OBSERVE)
     seen: list[list[tuple[int, bool, float]]] = [[] for _ in range(boards - len(pages))]
-    # unsafe: the station's cookie comes from 127.0.0.1, an address (aiohttp keeps
-    # cookies of host names only by default)
-    async with (aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
-                contextlib.AsyncExitStack() as streams, asyncio.TaskGroup() as tg):
-        async with http.post(f"{service.base}/board/login",
-                             data={"password": BOARD_PASSWORD}) as resp:
-            assert resp.status == 200, await resp.text()  # the board, after the redirect
+    async with (aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as streams,
+                asyncio.TaskGroup() as tg):
         readers = []
+        station = await login(http, service.base)
         for into in seen:
-            board = await streams.enter_async_context(board_stream(http, service.base))
+            board = await streams.enter_async_context(board_stream(http, service.base, station))
             assert (await board.next())[0] == "snapshot"
             readers.append(tg.create_task(read_board(board, into)))
         ready = await asyncio.to_thread(results.get, True, 30)
@@ -259,7 +254,7 @@ async def run_with(args: argparse.Namespace, tmp: Path, browser: Browser) -> int
             booths=args.booths, auth=broker.auth,
             channel={"type": "console", "watched": True},  # nothing pages
         ).text()
-        service = Service(tmp, config, http_port, src=args.src)
+        service = Service(tmp, config, http_port, src=args.src, env=ENV)
         service.start()
         ready = await asyncio.to_thread(service.wait_ready)
         pid = service.process.pid if service.process else "?"

@@ -45,11 +45,13 @@ from amqtt.errors import BrokerError
 
 from devices import simulator as sim
 from devices.mqtt import MqttLink
+from monitor.api import TOKEN_ENV
 from monitor.config import ConfigError, parse_config
 from monitor.core.durations import format_duration
 from monitor.core.settings import Config
 from monitor.logs import LogFormat, configure
 from monitor.runtime import Runtime
+from monitor.station import PASSWORD_ENV
 from monitor.topics import Topics
 
 SITE = "demo"
@@ -57,7 +59,6 @@ BOOTHS = ("b1", "b2", "b3", "b4")
 STILLNESS = 20.0
 LONG_SESSION = 45.0
 CALL_AT = 3.0  # the call button is pressed this long after the booths start talking
-BOARD_PASSWORD = "BOOTHWATCH_BOARD_PASSWORD"  # the station board's login
 _BROKER_ATTEMPTS = 3  # a free port can be taken by someone else before the broker binds it
 
 
@@ -115,7 +116,8 @@ def demo_config(mqtt_port: int, http: str, db: str, speed: float) -> Config:
     return parse_config(data, os.environ, source="boothwatch demo")
 
 
-def banner(config: Config, speed: float, log_file: str | None, password: str) -> str:
+def banner(config: Config, speed: float, log_file: str | None, password: str, token: str
+           ) -> str:
     base = config.http.public_url
     booths = config.booths
 
@@ -142,11 +144,11 @@ def banner(config: Config, speed: float, log_file: str | None, password: str) ->
         f"A high page nobody acknowledges goes to the coordinator too after {about(15)},",
         f"and repeats every {about(30)}.",
         "",
-        "Acknowledge: open the ack link printed under a page, or, with the id an",
-        "[INCIDENT] line gives:",
-        f"  curl -X POST {base}/api/incidents/<id>/ack \\",
+        "Acknowledge: on the board, with the ack link printed under a page, or, with the",
+        "id an [INCIDENT] line gives:",
+        f"  curl -X POST {base}/api/incidents/<id>/ack -H 'Authorization: Bearer {token}' \\",
         """       -H 'content-type: application/json' -d '{"responder":"ana"}'""",
-        f"Look: {base}/api/booths",
+        f"Look (in the browser logged in at the board; curl with the token): {base}/api/booths",
         f"      {base}/api/incidents?state=all",
         f"      {base}/metrics",
         "Ctrl-C to stop.",
@@ -169,11 +171,13 @@ async def run_demo(http: str, db: str | None, speed: float, *, verbose: bool = F
         logging.getLogger(name).setLevel(logging.WARNING)
     db = db or os.path.join(workdir, "demo.db")
     broker, config = await _start_broker(http, db, speed)
-    # the station's login: one set for this demo's process, else a fresh one each run
+    # the station's login and the API's token: those set for this demo's process, else
+    # fresh ones each run (with a station password, /api/... needs one or the other)
     env = {**os.environ}
-    password = env.setdefault(BOARD_PASSWORD, f"demo-{secrets.token_hex(3)}")
+    password = env.setdefault(PASSWORD_ENV, f"demo-{secrets.token_hex(3)}")
+    token = env.setdefault(TOKEN_ENV, secrets.token_urlsafe(12))
     try:
-        print(banner(config, speed, log_file, password), flush=True)
+        print(banner(config, speed, log_file, password, token), flush=True)
         runtime = Runtime(config, env=env)
         watcher = _watch_incidents(config, sys.stdout)
         async with asyncio.TaskGroup() as tg:

@@ -53,7 +53,7 @@ from monitor.core.incident import IllegalTransition, OutcomeRecorded
 from monitor.core.roster import UnknownResponder
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.exits import UNAVAILABLE, OperatorError
-from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, Session
+from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, STATION
 
 log = structlog.get_logger(__name__)
 
@@ -86,9 +86,9 @@ def routes() -> list[web.RouteDef]:
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
-        *board.routes(),
         web.post("/board/login", board_login),
         web.post("/board/logout", board_logout),
+        *board.routes(),
     ]
 
 
@@ -136,8 +136,6 @@ async def serve(api: Api) -> None:
 
 #: paths under /api/ and /board/ that anyone may reach
 OPEN = frozenset({"/api/openapi.json", "/board/login"})
-#: the station session of a request that came with one (set by `_guard`)
-STATION = web.RequestKey("station", Session)
 
 
 @web.middleware

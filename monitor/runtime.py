@@ -31,7 +31,7 @@ from ulid import ULID
 from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
-from monitor.api import Api
+from monitor.api import TOKEN_ENV, Api
 from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
 from monitor.codec import booth_json, incident_json
@@ -180,7 +180,7 @@ class Runtime:
         await health.resume()
         self.api = Api(cfg, self.core, driver, store, paging, health, self.metrics,
                        self.tokens, self.used_links, self.clock,
-                       self.env.get("BOOTHWATCH_API_TOKEN") or None,
+                       self.env.get(TOKEN_ENV) or None,
                        self.stations, board)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
                        on_connected=lambda _present: self._connected(publisher),

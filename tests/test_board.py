@@ -24,7 +24,7 @@ from monitor.board.feed import DROPPED, BoardFeed, message
 from monitor.board.texts import TEXTS
 from monitor.config import parse_config
 from monitor.metrics import board_gauges
-from tests.harness.board import BoardStream, board_stream
+from tests.harness.board import ENV, BoardStream, board_stream, login
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.service import HandClock, Service, event, events_topic, eventually, start_service
 from tests.harness.site import Site
@@ -39,12 +39,18 @@ async def service(tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
     def edit(site: Site) -> None:
         site.no_rate_limit()  # the stalled board's test floods one sender
 
-    async with start_service(tmp_path, mosquitto, mqtt_publish, edit=edit) as svc:
+    async with start_service(tmp_path, mosquitto, mqtt_publish, env=ENV, edit=edit) as svc:
         yield svc
 
 
-async def _api(svc: Service, path: str) -> Any:
-    async with svc.http.get(svc.base + path) as resp:
+@pytest.fixture
+async def station(service: Service) -> dict[str, str]:
+    """The headers of a station logged in at POST /board/login, as a board's page is."""
+    return await login(service.http, service.base)
+
+
+async def _api(svc: Service, path: str, station: dict[str, str]) -> Any:
+    async with svc.http.get(svc.base + path, headers=station) as resp:
         assert resp.status == 200
         return await resp.json()
 
@@ -54,14 +60,20 @@ async def test_the_stream_sends_a_snapshot_then_every_change(
         tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish) -> None:
     """A snapshot as the API has it, then a call press's booth and incident, an ack, a
     check-out: each message's data is what the API serves for the same thing."""
-    async with (start_service(tmp_path, mosquitto, mqtt_publish, clock=HandClock()) as svc,
-                board_stream(svc.http, svc.base) as board):
+    async with start_service(tmp_path, mosquitto, mqtt_publish, env=ENV,
+                             clock=HandClock()) as svc:
+        station = await login(svc.http, svc.base)
+        await _stream_then_changes(svc, station)
+
+
+async def _stream_then_changes(svc: Service, station: dict[str, str]) -> None:
+    async with board_stream(svc.http, svc.base, station) as board:
         kind, snapshot = await board.next()
         assert kind == "snapshot"
         assert snapshot["site"] == {"id": "lisbon-1", "name": "Sala Mouraria"}
-        assert snapshot["booths"] == await _api(svc, "/api/booths")
+        assert snapshot["booths"] == await _api(svc, "/api/booths", station)
         assert snapshot["incidents"] == []
-        assert snapshot["responders"] == await _api(svc, "/api/responders")
+        assert snapshot["responders"] == await _api(svc, "/api/responders", station)
         assert snapshot["on_duty"] == ["ana", "rui"]
         assert snapshot["now"] == pytest.approx(svc.runtime.clock(), abs=WAIT)
 
@@ -79,43 +91,47 @@ async def test_the_stream_sends_a_snapshot_then_every_change(
         raised, incident = got["incident"]
         assert (raised["booth"], raised["state"], raised["triggers"]) == ("b1", "open", ["call"])
         assert booth["incident"]["id"] == raised["id"] == incident["id"]
-        assert [incident] == await svc.incidents("open")
-        assert [booth] == [b for b in await _api(svc, "/api/booths") if b["booth"] == "b1"]
+        assert [incident] == await svc.incidents("open", headers=station)
+        booths = await _api(svc, "/api/booths", station)
+        assert [booth] == [b for b in booths if b["booth"] == "b1"]
 
-        status, _ = await svc.post(f"/api/incidents/{incident['id']}/ack", {"responder": "ana"})
+        status, _ = await svc.post(f"/api/incidents/{incident['id']}/ack", {"responder": "ana"},
+                                   headers=station)
         assert status == 200
         acked = await board.until("incident", lambda i: i["state"] == "acknowledged")
         assert acked["acknowledged_by"] == "ana"
 
-        status, _ = await svc.post("/api/responders/rui/duty", {"on": False})
+        status, _ = await svc.post("/api/responders/rui/duty", {"on": False}, headers=station)
         assert status == 200
         responders = await board.until("responders")
-        assert responders == await _api(svc, "/api/responders")
+        assert responders == await _api(svc, "/api/responders", station)
         assert [r["on_duty"] for r in responders] == [True, False]
 
 
 @pytest.mark.integration
-async def test_a_silent_stream_pings_every_second(service: Service) -> None:
+async def test_a_silent_stream_pings_every_second(service: Service,
+                                                 station: dict[str, str]) -> None:
     """With nothing changing, a ping with the service's time, so the board knows it is live."""
-    async with board_stream(service.http, service.base) as board:
+    async with board_stream(service.http, service.base, station) as board:
         assert (await board.next())[0] == "snapshot"
         kind, ping = await board.next(timeout=3)
         assert kind == "ping" and ping["now"] == pytest.approx(service.runtime.clock(), abs=3)
 
 
 @pytest.mark.integration
-async def test_a_board_that_reconnects_gets_a_fresh_snapshot(service: Service) -> None:
+async def test_a_board_that_reconnects_gets_a_fresh_snapshot(service: Service,
+                                                            station: dict[str, str]) -> None:
     """The state a board missed while away is in the snapshot it gets on reconnecting."""
     svc = service
-    async with board_stream(svc.http, svc.base) as board:
+    async with board_stream(svc.http, svc.base, station) as board:
         assert (await board.next())[0] == "snapshot"
     svc.publish(events_topic("b2"), event("button", press="call", id="c2"))
     (page,) = await svc.hook.wait(1)
-    async with board_stream(svc.http, svc.base) as board:
+    async with board_stream(svc.http, svc.base, station) as board:
         kind, snapshot = await board.next()
     assert kind == "snapshot"
     assert [i["id"] for i in snapshot["incidents"]] == [page["incident"]]
-    assert snapshot["incidents"] == await svc.incidents("open")
+    assert snapshot["incidents"] == await svc.incidents("open", headers=station)
     b2 = next(b for b in snapshot["booths"] if b["booth"] == "b2")
     assert b2["incident"]["id"] == page["incident"]
 
@@ -126,13 +142,14 @@ async def _drain(board: BoardStream, seen: list[str]) -> None:
         seen.append(kind if kind != "incident" else f"incident {data['state']}")
 
 
-def _stalled(base: str) -> socket.socket:
+def _stalled(base: str, station: dict[str, str]) -> socket.socket:
     """A board that asks for the stream and never reads it (a tiny receive buffer)."""
     host, port = base.removeprefix("http://").split(":")
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect((host, int(port)))
-    stalled.sendall(f"GET /board/stream HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    stalled.sendall(f"GET /board/stream HTTP/1.1\r\nHost: {host}\r\n"
+                    f"Cookie: {station['Cookie']}\r\n\r\n".encode())
     return stalled
 
 
@@ -150,15 +167,15 @@ def _until_cut(stalled: socket.socket) -> bool:
 
 
 @pytest.mark.integration
-async def test_a_stalled_board_is_dropped_and_pages_go_on(service: Service,
-                                                          mosquitto: Mosquitto) -> None:
+async def test_a_stalled_board_is_dropped_and_pages_go_on(
+        service: Service, station: dict[str, str], mosquitto: Mosquitto) -> None:
     """A board that stops reading while booths keep changing is cut and counted; a reading
     board stays; a call is paged and reaches the reading board meanwhile."""
     svc = service
     seen: list[str] = []
-    async with board_stream(svc.http, svc.base) as live:
+    async with board_stream(svc.http, svc.base, station) as live:
         reader = asyncio.create_task(_drain(live, seen))
-        stalled = _stalled(svc.base)
+        stalled = _stalled(svc.base, station)
         try:
             await eventually(lambda: svc.runtime.board.connected == 2, WAIT)
             flood = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -194,7 +211,8 @@ async def test_a_stalled_board_is_dropped_and_pages_go_on(service: Service,
 
 
 @pytest.mark.integration
-async def test_the_metric_counts_connected_boards(service: Service) -> None:
+async def test_the_metric_counts_connected_boards(service: Service,
+                                                 station: dict[str, str]) -> None:
     """boothwatch_boards_connected follows the open streams; a board is expected by default."""
     svc = service
 
@@ -203,8 +221,8 @@ async def test_the_metric_counts_connected_boards(service: Service) -> None:
 
     assert await connected(0)
     assert await svc.metric("boothwatch_board_expected") == 1
-    async with board_stream(svc.http, svc.base) as one:
-        async with board_stream(svc.http, svc.base) as two:
+    async with board_stream(svc.http, svc.base, station) as one:
+        async with board_stream(svc.http, svc.base, station) as two:
             await one.next()
             await two.next()
             assert await connected(2)
@@ -213,11 +231,13 @@ async def test_the_metric_counts_connected_boards(service: Service) -> None:
 
 
 @pytest.mark.integration
-async def test_the_page_embeds_its_texts_and_ships_its_files(service: Service) -> None:
-    """GET /board: the texts as JSON for the script, the CSRF meta tag, nothing from
-    elsewhere; its stylesheet and script from the package; no other file."""
+async def test_the_page_embeds_its_texts_and_ships_its_files(service: Service,
+                                                            station: dict[str, str]) -> None:
+    """GET /board: the texts as JSON for the script, the session's CSRF token, nothing from
+    elsewhere; its stylesheet and script from the package; no other file; none of it, nor
+    the stream, without a session."""
     svc = service
-    async with svc.http.get(f"{svc.base}/board") as resp:
+    async with svc.http.get(f"{svc.base}/board", headers=station) as resp:
         assert resp.status == 200 and resp.content_type == "text/html"
         assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
         assert resp.headers["Cache-Control"] == "no-store"
@@ -225,14 +245,18 @@ async def test_the_page_embeds_its_texts_and_ships_its_files(service: Service) -
     found = re.search(r'<script type="application/json" id="board-texts">(.*?)</script>', page,
                       re.S)
     assert found is not None and json.loads(found[1]) == TEXTS
-    assert re.search(r'<meta name="csrf-token" content="[^"]*">', page)
+    assert f'<meta name="csrf-token" content="{station["X-CSRF-Token"]}">' in page
     assert "Sala Mouraria" in page
     for name, kind in (("board.css", "text/css"), ("board.js", "javascript")):
-        async with svc.http.get(f"{svc.base}/board/static/{name}") as resp:
+        async with svc.http.get(f"{svc.base}/board/static/{name}", headers=station) as resp:
             assert resp.status == 200 and kind in resp.content_type, name
     for name in ("nothing.js", "..%2Fhttp.py", "%2E%2E%2Fboard.html"):
-        async with svc.http.get(f"{svc.base}/board/static/{name}") as resp:
+        async with svc.http.get(f"{svc.base}/board/static/{name}", headers=station) as resp:
             assert resp.status == 404, name
+    for path in ("/board/stream", "/board/static/board.js"):
+        async with svc.http.get(svc.base + path) as resp:
+            assert resp.status == 401, path
+    assert svc.runtime.board.connected == 0
 
 
 # --- the feed alone -------------------------------------------------------------------
@@ -313,3 +337,15 @@ def test_the_board_is_expected_in_its_hours_only() -> None:
     assert expected(["sat,sun 08:00-22:00"], 12) == 0
     assert expected(["sun 20:00-08:00"], 7) == 1  # a night shift into Monday
     assert expected([], 12) == 0
+
+
+@pytest.mark.integration
+async def test_a_head_request_for_the_stream_is_refused(service: Service,
+                                                       station: dict[str, str]) -> None:
+    """HEAD on the stream is 405 and subscribes nothing; the connection still serves."""
+    svc = service
+    async with svc.http.head(f"{svc.base}/board/stream", headers=station) as resp:
+        assert resp.status == 405
+    assert svc.runtime.board.connected == 0
+    # the same keep-alive connection, not a stream's
+    assert await _api(svc, "/api/booths", station)

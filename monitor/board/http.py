@@ -31,6 +31,7 @@ from monitor.api import API, Api
 from monitor.board.feed import DROPPED, message
 from monitor.board.texts import LANG, MAINTENANCE_SPANS, TEXTS
 from monitor.core.events import NOTE_MAX, OUTCOMES
+from monitor.station import STATION
 from monitor.store import dumps
 
 HERE = Path(__file__).parent
@@ -52,16 +53,15 @@ POLICY = ("default-src 'self'; img-src 'self' data:; media-src 'self' data:; "
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/board", page),
-        web.get("/board/stream", stream),
+        # no HEAD: headers alone would be a stream that never sends, or one whose body
+        # reaches a client that expects none
+        web.get("/board/stream", stream, allow_head=False),
         web.get("/board/static/{name}", static),
     ]
 
 
 def _csrf(request: web.Request) -> str:
-    """The station session's CSRF token, for the page to send back with its POSTs (none
-    for a request that came with the bearer token instead)."""
-    from monitor.http import STATION  # monitor.http imports this module's routes
-
+    """The session's CSRF token for the page to send back (none with a bearer token)."""
     session = request.get(STATION)
     return session.csrf if session is not None else ""
 
