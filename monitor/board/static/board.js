@@ -94,9 +94,9 @@
   // --- icons: a shape goes with every colour ------------------------------------------
 
   const SVG = {
-    high: '<path d="M12 2 1 21h22z" fill="currentColor"/><path d="M11 9h2v6h-2zm0 8h2v2h-2z" fill="var(--icon-cut, #fff)"/>',
-    medium: '<path d="M12 1 23 12 12 23 1 12z" fill="currentColor"/><path d="M11 6h2v8h-2zm0 10h2v2h-2z" fill="var(--icon-cut, #000)"/>',
-    low: '<rect x="3" y="3" width="18" height="18" rx="2" fill="currentColor"/><path d="M11 6h2v8h-2zm0 10h2v2h-2z" fill="var(--icon-cut, #fff)"/>',
+    high: '<path d="M12 2 1 21h22z" fill="currentColor"/><path d="M11 9h2v6h-2zm0 8h2v2h-2z" class="cut"/>',
+    medium: '<path d="M12 1 23 12 12 23 1 12z" fill="currentColor"/><path d="M11 6h2v8h-2zm0 10h2v2h-2z" class="cut"/>',
+    low: '<rect x="3" y="3" width="18" height="18" rx="2" fill="currentColor"/><path d="M11 6h2v8h-2zm0 10h2v2h-2z" class="cut"/>',
     vacant: '<circle cx="12" cy="12" r="9" fill="none" stroke="currentColor" stroke-width="2.5"/>',
     occupied: '<circle cx="12" cy="12" r="10" fill="currentColor"/>',
     maintenance: '<path d="M21.7 6.3a5.5 5.5 0 0 1-7.2 7.2L6 22l-4-4 8.5-8.5a5.5 5.5 0 0 1 7.2-7.2l-3.4 3.4.6 3 3 .6z" fill="currentColor"/>',
