@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -298,6 +299,29 @@ async def test_a_wrong_station_password_is_refused(
     assert (await board.page.request.get(f"{service.base}/api/incidents")).status == 200
     # the refused login's answer is the only error the browser reported
     assert [e for e in board.errors if "401" not in e] == [], board.errors
+    await board.close()
+
+
+@pytest.mark.integration
+@in_module_loop
+async def test_a_silent_stream_shows_not_watching_within_5_s(
+        browser: Browser, service: ServiceProcess) -> None:
+    """A service that stops answering without closing anything (here: SIGSTOP; a laptop
+    asleep or a cable pulled look the same) is noticed by the silence alone."""
+    board = await Board.open(browser, service.base, password=PASSWORD)
+    assert service.proc is not None
+    service.proc.send_signal(signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        await board.expect("#lost", timeout=5)
+        # 3 s of silence, counted from the last ping, which came up to 1 s before the stop
+        assert time.monotonic() - stopped >= 2
+    finally:
+        service.proc.send_signal(signal.SIGCONT)
+    await board.expect("#lost", hidden=True, timeout=15)
+    await board.expect('[data-link="live"]', timeout=0.5)
+    assert [e for e in board.errors if "/board/stream" not in e and "/api/responders" not in e
+            ] == [], board.errors
     await board.close()
 
 

@@ -31,6 +31,7 @@
   const SILENCE_MS = 3000; // no message for this long: the link is lost
   const BACKOFF_MS = [500, 1000, 2000, 3000, 5000]; // then 5 s, with jitter
   const PROBE = "/api/responders"; // small, and only for a station still logged in
+  const PROBE_TIMEOUT_MS = 5000;
   const STORE_RESPONDER = "boothwatch.board.responder";
   const STORE_THEME = "boothwatch.board.theme";
   const PRIORITIES = ["high", "medium", "low"];
@@ -650,7 +651,9 @@
     link.retry = null;
     let resp;
     try {
-      resp = await fetch(PROBE, { credentials: "same-origin", cache: "no-store" });
+      // a hung service (or a cable pulled) must not hold the next attempt forever
+      resp = await fetch(PROBE, { credentials: "same-origin", cache: "no-store",
+                                  signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
     } catch (err) {
       lost.querySelector("p").textContent = t("lost_text", { attempt: link.attempt + 1 });
       retryLater(); // still unreachable
