@@ -58,8 +58,9 @@ async def _api(svc: Service, path: str, station: dict[str, str]) -> Any:
 @pytest.mark.integration
 async def test_the_stream_sends_a_snapshot_then_every_change(
         tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish) -> None:
-    """A snapshot as the API has it, then a call press's booth and incident, an ack, a
-    check-out: each message's data is what the API serves for the same thing."""
+    """A snapshot as the API has it, then a call press's booth and incident, an ack, the
+    resolve that clears the booth, a check-out: each message's data is what the API serves
+    for the same thing."""
     async with start_service(tmp_path, mosquitto, mqtt_publish, env=ENV,
                              clock=HandClock()) as svc:
         station = await login(svc.http, svc.base)
@@ -100,6 +101,12 @@ async def _stream_then_changes(svc: Service, station: dict[str, str]) -> None:
         assert status == 200
         acked = await board.until("incident", lambda i: i["state"] == "acknowledged")
         assert acked["acknowledged_by"] == "ana"
+        status, _ = await svc.post(f"/api/incidents/{incident['id']}/resolve",
+                                   {"responder": "ana", "outcome": "ok"}, headers=station)
+        assert status == 200
+        resolved = await board.until("incident", lambda i: i["state"] == "resolved")
+        assert (resolved["id"], resolved["outcome"]) == (incident["id"], "ok")
+        await board.until("booth", lambda b: b["booth"] == "b1" and b["incident"] is None)
 
         status, _ = await svc.post("/api/responders/rui/duty", {"on": False}, headers=station)
         assert status == 200
