@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from structlog.testing import capture_logs
 
 from monitor.board.feed import DROPPED, BoardFeed, message
 from monitor.board.texts import TEXTS
@@ -282,11 +283,13 @@ async def test_a_board_that_falls_behind_is_cut_and_counted() -> None:
     slow = feed.subscribe(b"{}", cut=lambda: cut.append("slow"))
     fast = feed.subscribe(b"{}", cut=lambda: cut.append("fast"))
     assert fast.queue.get_nowait() == message(b"snapshot", b"{}")
-    for n in range(3):  # the slow one holds its snapshot, 0 and 1: 2 is one too many
-        feed.send(b"booth", str(n).encode())
-        if n < 2:
-            assert fast.queue.get_nowait() == message(b"booth", str(n).encode())
+    with capture_logs() as logs:
+        for n in range(3):  # the slow one holds its snapshot, 0 and 1: 2 is one too many
+            feed.send(b"booth", str(n).encode())
+            if n < 2:
+                assert fast.queue.get_nowait() == message(b"booth", str(n).encode())
     assert (feed.connected, feed.dropped, cut) == (1, 1, ["slow"])
+    assert [(e["event"], e["boards"]) for e in logs] == [("board_dropped", 1)]
     assert slow.queue.get_nowait() == DROPPED and slow.queue.empty()
     assert fast.queue.get_nowait() == message(b"booth", b"2")
     feed.unsubscribe(fast)
