@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from structlog.testing import capture_logs
 
 from monitor.board.feed import DROPPED, BoardFeed, message
 from monitor.board.texts import TEXTS
@@ -58,8 +59,9 @@ async def _api(svc: Service, path: str, station: dict[str, str]) -> Any:
 @pytest.mark.integration
 async def test_the_stream_sends_a_snapshot_then_every_change(
         tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish) -> None:
-    """A snapshot as the API has it, then a call press's booth and incident, an ack, a
-    check-out: each message's data is what the API serves for the same thing."""
+    """A snapshot as the API has it, then a call press's booth and incident, an ack, the
+    resolve that clears the booth, a check-out: each message's data is what the API serves
+    for the same thing."""
     async with start_service(tmp_path, mosquitto, mqtt_publish, env=ENV,
                              clock=HandClock()) as svc:
         station = await login(svc.http, svc.base)
@@ -100,6 +102,12 @@ async def _stream_then_changes(svc: Service, station: dict[str, str]) -> None:
         assert status == 200
         acked = await board.until("incident", lambda i: i["state"] == "acknowledged")
         assert acked["acknowledged_by"] == "ana"
+        status, _ = await svc.post(f"/api/incidents/{incident['id']}/resolve",
+                                   {"responder": "ana", "outcome": "ok"}, headers=station)
+        assert status == 200
+        resolved = await board.until("incident", lambda i: i["state"] == "resolved")
+        assert (resolved["id"], resolved["outcome"]) == (incident["id"], "ok")
+        await board.until("booth", lambda b: b["booth"] == "b1" and b["incident"] is None)
 
         status, _ = await svc.post("/api/responders/rui/duty", {"on": False}, headers=station)
         assert status == 200
@@ -275,11 +283,13 @@ async def test_a_board_that_falls_behind_is_cut_and_counted() -> None:
     slow = feed.subscribe(b"{}", cut=lambda: cut.append("slow"))
     fast = feed.subscribe(b"{}", cut=lambda: cut.append("fast"))
     assert fast.queue.get_nowait() == message(b"snapshot", b"{}")
-    for n in range(3):  # the slow one holds its snapshot, 0 and 1: 2 is one too many
-        feed.send(b"booth", str(n).encode())
-        if n < 2:
-            assert fast.queue.get_nowait() == message(b"booth", str(n).encode())
+    with capture_logs() as logs:
+        for n in range(3):  # the slow one holds its snapshot, 0 and 1: 2 is one too many
+            feed.send(b"booth", str(n).encode())
+            if n < 2:
+                assert fast.queue.get_nowait() == message(b"booth", str(n).encode())
     assert (feed.connected, feed.dropped, cut) == (1, 1, ["slow"])
+    assert [(e["event"], e["boards"]) for e in logs] == [("board_dropped", 1)]
     assert slow.queue.get_nowait() == DROPPED and slow.queue.empty()
     assert fast.queue.get_nowait() == message(b"booth", b"2")
     feed.unsubscribe(fast)

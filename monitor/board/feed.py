@@ -18,7 +18,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from monitor.store import dumps
+
+log = structlog.get_logger(__name__)
 
 #: messages a board may fall behind before it is dropped (minutes of a busy site's changes)
 QUEUE_LIMIT = 1000
@@ -120,3 +124,5 @@ class BoardFeed:
             self.unsubscribe(board)
             self.dropped += 1
             board.drop()
+            log.warning("board_dropped", reason="fell behind", queued=self._limit,
+                        boards=self.connected)

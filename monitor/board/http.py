@@ -25,6 +25,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from monitor.api import API, Api
@@ -33,6 +34,8 @@ from monitor.board.texts import LANG, MAINTENANCE_SPANS, TEXTS
 from monitor.core.events import NOTE_MAX, OUTCOMES
 from monitor.station import STATION
 from monitor.store import dumps
+
+log = structlog.get_logger(__name__)
 
 HERE = Path(__file__).parent
 PAGE = Template((HERE / "board.html").read_text(encoding="utf-8"))
@@ -123,6 +126,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     # the snapshot and the subscription on one turn of the loop: no change falls between
     board = api.board.subscribe(dumps(snapshot(api)).encode(),
                                 cut=lambda: transport.abort() if transport else None)
+    log.info("board_connected", boards=api.board.connected)
     try:
         _tune(transport)
         await response.prepare(request)
@@ -139,4 +143,5 @@ async def stream(request: web.Request) -> web.StreamResponse:
         pass  # the board went away; it reconnects to a fresh snapshot
     finally:
         api.board.unsubscribe(board)
+        log.info("board_disconnected", boards=api.board.connected)
     return response
