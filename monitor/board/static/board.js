@@ -27,7 +27,7 @@
   const CONFIG = JSON.parse(document.getElementById("board-config").textContent);
   const T = JSON.parse(document.getElementById("board-texts").textContent);
   const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
-  const STREAM = CONFIG.stream || "/board/stream";
+  const STREAM = "/board/stream";
   const SILENCE_MS = 3000; // no message for this long: the link is lost
   const BACKOFF_MS = [500, 1000, 2000, 3000, 5000]; // then 5 s, with jitter
   const PROBE = "/api/responders"; // small, and only for a station still logged in
@@ -104,7 +104,6 @@
     unmonitored: '<path d="M2 12s3.6-7 10-7 10 7 10 7-3.6 7-10 7S2 12 2 12z" fill="none" stroke="currentColor" stroke-width="2.2"/><circle cx="12" cy="12" r="3" fill="currentColor"/><path d="M3 3l18 18" stroke="currentColor" stroke-width="2.6"/>',
     moving: '<path d="M13 4a2 2 0 1 1 0 .1zM9 8l4-1 3 3 3 1-1 2-4-1-1 3 3 3v5h-2v-4l-3-2-2 6H6l3-9-2 1-1 3H4l1-5z" fill="currentColor"/>',
     still: '<rect x="5" y="4" width="5" height="16" fill="currentColor"/><rect x="14" y="4" width="5" height="16" fill="currentColor"/>',
-    trouble: '<path d="M12 2 1 21h22z" fill="none" stroke="currentColor" stroke-width="2.2"/><path d="M11 9h2v6h-2zm0 8h2v2h-2z" fill="currentColor"/>',
     battery: '<rect x="2" y="7" width="18" height="10" rx="1.5" fill="none" stroke="currentColor" stroke-width="2"/><rect x="20" y="10" width="2.5" height="4" fill="currentColor"/><rect x="4" y="9" width="4" height="6" fill="currentColor"/>',
     offline: '<path d="M5 13a10 10 0 0 1 14 0M8.5 16.5a5 5 0 0 1 7 0" fill="none" stroke="currentColor" stroke-width="2.2"/><circle cx="12" cy="20" r="1.6" fill="currentColor"/><path d="M3 3l18 18" stroke="currentColor" stroke-width="2.6"/>',
     going: '<path d="M4 12h12M11 6l6 6-6 6" fill="none" stroke="currentColor" stroke-width="3"/>',
@@ -393,6 +392,8 @@
     renderPicker();
   }
 
+  let pickerHtml = "";
+
   function renderPicker() {
     const chosen = localStorage.getItem(STORE_RESPONDER) || "";
     const known = state.responders.some((r) => r.id === chosen);
@@ -402,9 +403,9 @@
         esc(r.on_duty ? r.name : t("responder_off_duty", { name: r.name })) + "</option>")
     );
     const html = options.join("");
-    if (picker.dataset.html !== html) {
+    if (pickerHtml !== html) { // rebuilt only when the list changes: an open list stays open
       picker.innerHTML = html;
-      picker.dataset.html = html;
+      pickerHtml = html;
     }
     picker.value = known ? chosen : "";
     picker.parentElement.classList.toggle("unset", !picker.value);
