@@ -270,8 +270,11 @@
     if (b.incident) {
       parts.push(incidentHtml(b));
     }
-    if (b.mode !== "maintenance" && (b.occupied || b.incident)) {
-      return parts.join(""); // a booth is taken out of use when nobody needs it
+    // a booth is taken out of use when nobody is in it and nothing urgent is open (a
+    // broken sensor's low incident is often why); the alarm's buttons keep the room
+    const urgent = b.incident && b.incident.priority !== "low";
+    if (b.mode !== "maintenance" && (b.occupied || urgent)) {
+      return parts.join("");
     }
     const maint = b.mode === "maintenance" ? "maintenance-end" : "maintenance-start";
     parts.push(
