@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test docs lint bench install install-test servers clean
+.PHONY: demo test docs lint bench install install-test servers clean messages pot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,25 @@ docs: $(BIN)/python
 	@$(BIN)/python -c "import mkdocs, material, neoteroi.mkdocs.oad" 2>/dev/null \
 	  || $(BIN)/pip install --quiet -e '.[test]'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# make messages: after a text people read was added or reworded. Extracts every message
+# id into the template, brings each language's catalog in step with it (new ids come in
+# empty, changed ones fuzzy: a translator fills them in), and compiles each catalog as the
+# service does at load, with its checks, saying what is left to translate.
+# docs/architecture/languages.md is the translator's page.
+LOCALE := monitor/locale
+POT ?= $(LOCALE)/boothwatch.pot
+messages: pot
+	$(BIN)/pybabel --quiet update -i $(POT) -d $(LOCALE) -D boothwatch \
+	  --ignore-pot-creation-date
+	$(BIN)/python -m monitor.i18n
+
+# the template alone; tests/test_i18n.py extracts into a file of its own (POT=...) to see
+# that the committed one is current
+pot: $(BIN)/python
+	@$(BIN)/python -c "import babel" 2>/dev/null || $(BIN)/pip install --quiet -e .
+	$(BIN)/pybabel --quiet extract -F babel.cfg -k say -c TRANSLATORS: --add-location=file \
+	  --project=boothwatch --copyright-holder="boothwatch contributors" -o $(POT) .
 
 bench: install-test servers
 	$(BIN)/python bench/latency.py

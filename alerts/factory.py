@@ -17,6 +17,7 @@ from alerts.channels.webhook import WebhookChannel
 from alerts.delivery import Channel
 from alerts.receipts import ReceiptWatcher
 from monitor.core.settings import ChannelConfig, Policy, Priority
+from monitor.i18n import Language
 
 
 def build_channels(
@@ -26,11 +27,13 @@ def build_channels(
     site: str,
     stream: TextIO = sys.stdout,
     *,
+    language: Language,
     policies: Mapping[Priority, Policy] | None = None,
     receipts: ReceiptWatcher | None = None,
 ) -> dict[str, Channel]:
     """One channel per configured entry, keyed like `configs` (`Delivery.channels`).
 
+    `language` words what a channel adds to a page (a title, the Acknowledge button);
     `policies` (the config's escalation) set Pushover's emergency retry; `receipts`
     is told about every Pushover emergency receipt (see alerts/receipts.py).
     """
@@ -44,12 +47,12 @@ def build_channels(
             case "console":
                 channels[key] = ConsoleChannel(config, stream)
             case "ntfy":
-                channels[key] = NtfyChannel(config, session)
+                channels[key] = NtfyChannel(config, session, language)
             case "pushover":
                 high = policies.get("high") if policies is not None else None
-                channels[key] = PushoverChannel(config, session, high, receipts)
+                channels[key] = PushoverChannel(config, session, high, receipts, language)
             case "apprise":
-                channels[key] = AppriseChannel(config)
+                channels[key] = AppriseChannel(config, language)
             case _:
                 assert_never(config.type)
     return channels

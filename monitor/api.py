@@ -26,6 +26,7 @@ from monitor.core.settings import Config
 from monitor.core.site import SiteCore, UnknownIncident
 from monitor.driver import Driver
 from monitor.health import Health
+from monitor.i18n import Language
 from monitor.metrics import Metrics
 from monitor.paging import Paging
 from monitor.store import Store
@@ -50,6 +51,11 @@ class Api:
     used_links: UsedLinks
     clock: Callable[[], float]
     token: str | None  # BOOTHWATCH_API_TOKEN: every POST /api/... needs it when set
+
+    @property
+    def language(self) -> Language:
+        """What people read through HTTP (the ack page) is in this language."""
+        return self.paging.language
 
     # --- reads ------------------------------------------------------------------------
 

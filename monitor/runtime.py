@@ -31,6 +31,7 @@ from ulid import ULID
 from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
+from monitor import i18n
 from monitor.api import Api
 from monitor.clock import ServiceClock
 from monitor.codec import booth_json, incident_json
@@ -97,6 +98,8 @@ class Runtime:
         self.metrics = Metrics()
         precreate(self.metrics, config)
         self.core = SiteCore(config, new_id=lambda: str(ULID()))
+        # the config's check loaded it already, moments ago
+        self.language = i18n.load(config.site.language, config.site.catalogs)
         self.used_links = UsedLinks(config.http.ack_link_ttl)  # ack links are single use
         self.notifier = Notifier(self.env)  # systemd: READY, WATCHDOG, STATUS, STOPPING
         self._retry_delays = retry_delays
@@ -152,7 +155,7 @@ class Runtime:
         paging = Paging(cfg, store=store, link=link, tokens=self.tokens, metrics=self.metrics,
                         clock=self.clock, session=session,
                         tell=lambda event, now: self.driver.handle(event, now),
-                        retry_delays=self._retry_delays)
+                        retry_delays=self._retry_delays, language=self.language)
         publisher = Publisher(link, self.topics, cfg)
         self.driver = driver = Driver(self.core, store=store, publish=publisher, pages=paging,
                                       observe=Observer(self.metrics))

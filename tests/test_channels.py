@@ -32,6 +32,7 @@ from alerts.delivery import (
 )
 from alerts.factory import build_channels
 from monitor.core.settings import ChannelConfig
+from monitor.i18n import ENGLISH
 
 FAST = (0.01, 0.01, 0.01)
 
@@ -314,7 +315,8 @@ async def test_build_channels(session: aiohttp.ClientSession) -> None:
         "mqtt": ChannelConfig("mqtt", "mqtt"),
         "console": ChannelConfig("console", "console"),
     }
-    channels = build_channels(configs, session, publish, "lisbon-1", io.StringIO())
+    channels = build_channels(configs, session, publish, "lisbon-1", io.StringIO(),
+                              language=ENGLISH)
     assert {k: (c.name, c.type) for k, c in channels.items()} == {
         "hook": ("hook", "webhook"),
         "mqtt": ("mqtt", "mqtt"),

@@ -28,6 +28,7 @@ from alerts.receipts import ReceiptWatcher
 from alerts.text import notification_text
 from monitor.config import ConfigError, parse_config
 from monitor.core.settings import ChannelConfig, Policy, Step
+from monitor.i18n import ENGLISH
 from monitor.summary import summary
 from tests.harness.receivers import LocalService, Seen, local_service
 from tests.harness.site import example_site
@@ -551,7 +552,7 @@ async def test_dispatcher_falls_back_from_ntfy_to_pushover(
         async def publish(topic: str, body: bytes) -> None:
             raise AssertionError("no mqtt channel here")
 
-        channels = build_channels(configs, session, publish, "lisbon-1",
+        channels = build_channels(configs, session, publish, "lisbon-1", language=ENGLISH,
                                   policies={"high": HIGH})
         assert {name: c.type for name, c in channels.items()} == {"phone": "ntfy",
                                                                   "po": "pushover"}
@@ -569,9 +570,9 @@ async def test_dispatcher_falls_back_from_ntfy_to_pushover(
 
 
 def test_notification_text() -> None:
-    assert notification_text(delivery(priority="low")) == ("LOW · Booth 1",
-                                                           "Booth 1: call button pressed")
-    assert notification_text(delivery(kind="test"))[0] == "boothwatch TEST"
+    assert notification_text(delivery(priority="low"), ENGLISH) == (
+        "LOW · Booth 1", "Booth 1: call button pressed")
+    assert notification_text(delivery(kind="test"), ENGLISH)[0] == "boothwatch TEST"
 
 
 # --- config ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from alerts.http import request
 from alerts.text import ACK_LABEL, ack_url, mask, notification_text
 from monitor.core.durations import describe
 from monitor.core.settings import RESPONDER_PLACEHOLDER, ChannelConfig
+from monitor.i18n import ENGLISH, Language
 
 NTFY_TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what an ntfy server accepts
 #: ntfy priorities (1 min .. 5 max) of a page by incident priority
@@ -53,10 +54,12 @@ class NtfyChannel:
     type = "ntfy"
     reaches_a_person = True
 
-    def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession,
+                 language: Language = ENGLISH) -> None:
         if not config.url:
             raise ValueError(f"ntfy channel {config.name!r} needs a url")
         self.name = config.name
+        self._language = language
         self._url = config.url
         self._topic = config.topic
         self._timeout = config.timeout
@@ -80,7 +83,7 @@ class NtfyChannel:
 
     def message(self, delivery: Delivery, address: str | None) -> dict[str, Any]:
         """The JSON object published for `delivery`."""
-        title, body = notification_text(delivery)
+        title, body = notification_text(delivery, self._language)
         priority = str(delivery.payload.get("priority", ""))
         message: dict[str, Any] = {
             "topic": self.topic(delivery, address),
@@ -101,7 +104,7 @@ class NtfyChannel:
             message["click"] = click
             message["actions"] = [{
                 "action": "http",
-                "label": ACK_LABEL,
+                "label": self._language.gettext(ACK_LABEL),
                 "url": ack_url(delivery, via="ntfy"),
                 "method": "POST",
                 "clear": True,
