@@ -17,8 +17,10 @@ from typing import Any
 
 import aiosqlite
 import structlog
+from aiohttp import web
 
 from alerts.tokens import AckLink, AckTokens, Use, UsedLinks
+from monitor.board.feed import BoardFeed
 from monitor.codec import booth_json, incident_json, iso
 from monitor.core.events import AddOutcome, IncidentChanged, IncidentEvent, Resolve, SiteEvent
 from monitor.core.incident import IncidentView
@@ -51,6 +53,7 @@ class Api:
     used_links: UsedLinks
     clock: Callable[[], float]
     token: str | None  # BOOTHWATCH_API_TOKEN: every POST /api/... needs it when set
+    board: BoardFeed  # the station boards' streams
 
     @property
     def language(self) -> Language:
@@ -77,6 +80,11 @@ class Api:
         await self.store.flush()
         views, total = await self.store.incidents(open_only, limit)
         return [self.incident_json(v) for v in views], total
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        """The unresolved incidents as API JSON, newest first, from the core (no store read)."""
+        views = sorted(self.core.open_incident_views(), key=lambda v: v.raised_at, reverse=True)
+        return [self.incident_json(v) for v in views]
 
     async def find(self, incident: str) -> IncidentView | None:
         """The incident, open (from the core) or resolved (from the store)."""
@@ -195,3 +203,7 @@ class Api:
             return await self.store.incident(incident) is not None
         except (aiosqlite.Error, OSError):
             return False
+
+
+#: where the HTTP app keeps the Api, for every handler (monitor.http, monitor.board.http)
+API = web.AppKey("api", Api)

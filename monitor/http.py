@@ -30,7 +30,8 @@ from aiohttp import web
 
 from alerts.text import PRIORITY_LABELS
 from alerts.tokens import AckLink, InvalidToken, Reason, Use
-from monitor.api import Api, IncidentGone
+from monitor.api import API, Api, IncidentGone
+from monitor.board import http as board
 from monitor.core.booth import IllegalBoothTransition, Maintain
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
@@ -54,7 +55,6 @@ from monitor.i18n import N_, Language
 
 log = structlog.get_logger(__name__)
 
-API = web.AppKey("api", Api)
 MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 REASON_MAX = 200
@@ -84,6 +84,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
+        *board.routes(),
     ]
 
 

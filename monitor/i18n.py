@@ -23,12 +23,15 @@ Untranslated and fuzzy entries are said in English.
 
 from __future__ import annotations
 
+import ast
 import datetime
 import functools
 import gettext
 import io
-from collections.abc import Iterator
+import string
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import IO
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime
@@ -44,6 +47,7 @@ DOMAIN = "boothwatch"
 SOURCE = "en"  # the message ids' language
 PACKAGE_CATALOGS = Path(__file__).with_name("locale")
 TEMPLATE = PACKAGE_CATALOGS / f"{DOMAIN}.pot"
+BOARD = "board"  # the message context of the station board's texts (monitor/board/texts.py)
 
 
 def N_(msgid: str) -> str:
@@ -131,26 +135,45 @@ def _compile(path: Path, locale: Locale, problems: list[str]) -> gettext.GNUTran
 
 
 def catalog_problems(catalog: Catalog) -> Iterator[tuple[int, str]]:
-    """``(line, problem)`` for each translation Babel's checkers refuse or that drops a
-    placeholder of its message id."""
+    """``(line, problem)`` for each translation Babel's checkers refuse, that drops a
+    placeholder of its message id, or (the board's) that fills in other fields."""
     for message, errors in catalog.check():
         for error in errors:
             yield message.lineno or 0, f"{error} (msgid {message.id!r})"
     for message in catalog:
-        if not message.id or not message.string or "python-format" not in message.flags:
+        if not message.id or not message.string:
             continue
         ids = message.id if isinstance(message.id, tuple | list) else (message.id,)
         strings = (message.string if isinstance(message.string, tuple | list)
                    else (message.string,))
-        wanted = {name for msgid in ids for name in _placeholders(msgid)}
-        for string in strings:
-            if string and (dropped := wanted - _placeholders(string)):
-                names = ", ".join(f"%({name})s" for name in sorted(dropped))
-                yield message.lineno or 0, f"the translation drops {names} (msgid {message.id!r})"
+        for text in filter(None, strings):
+            if "python-format" in message.flags:
+                wanted = {name for msgid in ids for name in _placeholders(msgid)}
+                if dropped := wanted - _placeholders(text):
+                    names = ", ".join(f"%({name})s" for name in sorted(dropped))
+                    yield (message.lineno or 0,
+                           f"the translation drops {names} (msgid {message.id!r})")
+            # the board's script fills in exactly the English's {fields}, by name
+            if message.context == BOARD and _fields(text) != _fields(ids[0]):
+                yield message.lineno or 0, (
+                    f"the translation has the fields {_listed(_fields(text))}, the English "
+                    f"{_listed(_fields(ids[0]))} (msgid {message.id!r})")
+
+
+def _listed(fields: set[str]) -> str:
+    return ", ".join(f"{{{name}}}" for name in sorted(fields)) or "none"
 
 
 def _placeholders(text: str) -> set[str]:
     return {m.group(1) for m in PYTHON_FORMAT.finditer(text) if m.group(1)}
+
+
+def _fields(text: str) -> set[str]:
+    """The ``{name}`` fields the board's script fills in (str.format's syntax)."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+    except ValueError:  # an unmatched brace: not a field (Babel's checks see the rest)
+        return set()
 
 
 class Language:
@@ -163,10 +186,15 @@ class Language:
         self.tag = str(locale).replace("_", "-")  # BCP 47, as <html lang> takes it
         self.gettext = translations.gettext
         self.ngettext = translations.ngettext
+        self.pgettext = translations.pgettext
 
     def say(self, words: Words) -> str:
         """A sentence of the core (monitor.core.words) in this language."""
         return render(words, self.gettext, self.duration)
+
+    def board_texts(self, texts: Mapping[str, str]) -> dict[str, str]:
+        """The station board's texts (`monitor.board.texts.TEXTS`) in this language."""
+        return {key: self.pgettext(BOARD, text) for key, text in texts.items()}
 
     def duration(self, seconds: float) -> str:
         """Whole seconds in this language's short units: "2m 40s", "2 min e 40 s"."""
@@ -189,6 +217,28 @@ def _duration(locale: str, seconds: int) -> str:
 
 
 ENGLISH = Language(SOURCE, Locale.parse(SOURCE), gettext.NullTranslations())
+
+
+def extract_texts(fileobj: IO[bytes], keywords: object, comment_tags: object,
+                  options: object) -> Iterator[tuple[int, str, tuple[str, str], list[str]]]:
+    """pybabel's extractor for the board's texts (babel.cfg): each value of the module's
+    ``TEXTS`` dict, in the board's message context, its key as the translators' comment.
+
+    The board keeps its words as plain strings in one dict for its script, so they are
+    marked here rather than by a call around each one."""
+    for node in ast.walk(ast.parse(fileobj.read())):
+        if not (isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id == "TEXTS" for t in
+                        (node.targets if isinstance(node, ast.Assign) else [node.target]))):
+            continue
+        for key, value in zip(node.value.keys, node.value.values, strict=True):
+            if not (isinstance(key, ast.Constant) and isinstance(key.value, str)
+                    and isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                raise ValueError(f"line {value.lineno}: TEXTS holds string literals only "
+                                 "(a translator sees each one)")
+            fields = _fields(value.value)
+            keep = f"; keep {_listed(fields)} as they are" if fields else ""
+            yield value.lineno, "pgettext", (BOARD, value.value), [f"board: {key.value}{keep}"]
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
 from monitor import i18n
 from monitor.api import Api
+from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
 from monitor.codec import booth_json, incident_json
 from monitor.core.booth import BoothView
@@ -62,22 +63,31 @@ log = structlog.get_logger(__name__)
 
 
 class Publisher:
-    """The driver's publish port: a booth's retained state, an incident's change."""
+    """The driver's publish port: a booth's retained state, an incident's change, duty.
 
-    def __init__(self, link: MqttLink, topics: Topics, config: Config) -> None:
+    Each goes on MQTT and to the station boards, encoded once for both.
+    """
+
+    def __init__(self, link: MqttLink, topics: Topics, config: Config, board: BoardFeed) -> None:
         self._link = link
         self._topics = topics
         self._names = {b.id: b.name for b in config.booths}
+        self._board = board
 
     def booth(self, view: BoothView) -> None:
         # retained state at QoS 0: it is a snapshot, republished in full on every reconnect,
         # and a PUBACK per event would cost the ingest path more than it buys
         payload = dumps(booth_json(view)).encode()
         self._link.publish(self._topics.state(view.id), payload, qos=0, retain=True)
+        self._board.send(b"booth", payload)
 
     def incident(self, view: IncidentView) -> None:
-        body = incident_json(view, self._names.get(view.booth, view.booth))
-        self._link.publish(self._topics.incident(view.id), dumps(body).encode())
+        payload = dumps(incident_json(view, self._names.get(view.booth, view.booth))).encode()
+        self._link.publish(self._topics.incident(view.id), payload)
+        self._board.send(b"incident", payload)
+
+    def duty(self) -> None:
+        self._board.duty()  # duty has no MQTT topic
 
 
 class Runtime:
@@ -156,7 +166,9 @@ class Runtime:
                         clock=self.clock, session=session,
                         tell=lambda event, now: self.driver.handle(event, now),
                         retry_delays=self._retry_delays, language=self.language)
-        publisher = Publisher(link, self.topics, cfg)
+        # the boards read duty through the Api, built below: the lambda waits for it
+        board = self.board = BoardFeed(lambda: self.api.responders())
+        publisher = Publisher(link, self.topics, cfg, board)
         self.driver = driver = Driver(self.core, store=store, publish=publisher, pages=paging,
                                       observe=Observer(self.metrics))
         ingest = self.ingest = Ingest(cfg, driver, store, link, self.metrics, self.clock)
@@ -167,7 +179,7 @@ class Runtime:
         await health.resume()
         self.api = Api(cfg, self.core, driver, store, paging, health, self.metrics,
                        self.tokens, self.used_links, self.clock,
-                       self.env.get("BOOTHWATCH_API_TOKEN") or None)
+                       self.env.get("BOOTHWATCH_API_TOKEN") or None, board)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
                        on_connected=lambda _present: self._connected(publisher),
                        on_link=health.on_link)
@@ -194,6 +206,7 @@ class Runtime:
                     tg.create_task(paging.receipts.run(), name="pushover-receipts")
                 if http:
                     tg.create_task(serve(self.api), name="http")
+                    tg.create_task(board.watch_duty(), name="board-duty")
                 await paging.resend_unsent()
                 driver.wake.set()  # fire whatever fell due while we were down
                 log.info("started", site=cfg.site.id, booths=len(cfg.booths),

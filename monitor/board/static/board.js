@@ -1,0 +1,1 @@
+// the board's script: written by board-ui
