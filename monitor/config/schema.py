@@ -99,8 +99,8 @@ def _language(language: str, info: ValidationInfo) -> str:
         return language  # which languages there are depends on that problem
     known = i18n.languages(info.data["catalogs"])
     if language not in known:
-        wrong(f"unknown language {describe(language)}: there are catalogs for "
-              f"{one_of(known)}{did_you_mean(language, known)}")
+        wrong(f"unknown language {describe(language)}: catalogs exist for "
+              f"{', '.join(known)}{did_you_mean(language, known)}")
     return language
 
 
