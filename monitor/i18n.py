@@ -78,23 +78,25 @@ def languages(site_catalogs: str | None = None) -> list[str]:
 
 
 def load(language: str, site_catalogs: str | None = None) -> Language:
-    """The language, its catalogs compiled and checked; CatalogError says why not."""
-    try:
-        known = languages(site_catalogs)
-    except OSError as exc:
-        raise CatalogError([f"cannot list {site_catalogs}: {exc.strerror or exc}"]) from exc
-    if language not in known:
-        raise CatalogError([f"no catalog for {language!r} (there are: {', '.join(known)})"])
+    """The language, its catalogs compiled and checked; CatalogError says why not.
+
+    Only the language's own files are read: the service's user needs no right to list
+    the site's directory, only to read the catalog in it."""
+    paths = [path for directory in _directories(site_catalogs)
+             if (path := catalog_file(directory, language)).is_file()]
+    if language != SOURCE and not paths:
+        try:
+            known = ", ".join(languages(site_catalogs))
+        except OSError as exc:
+            known = f"? ({site_catalogs}: {exc.strerror or exc})"
+        raise CatalogError([f"no catalog for {language!r} (there are: {known})"])
     try:
         locale = Locale.parse(language)
     except (UnknownLocaleError, ValueError) as exc:
         raise CatalogError([f"{language!r} is not a language Babel knows: {exc}"]) from exc
     translations: gettext.NullTranslations = gettext.NullTranslations()  # English
     problems: list[str] = []
-    for directory in reversed(_directories(site_catalogs)):  # the site's comes first
-        path = catalog_file(directory, language)
-        if not path.is_file():
-            continue
+    for path in reversed(paths):  # the site's comes first, so it is compiled last
         compiled = _compile(path, locale, problems)
         if compiled is not None:
             compiled.add_fallback(translations)
