@@ -32,9 +32,9 @@ from aiohttp import web
 
 from alerts.delivery import Attempt, Delivery, Dispatcher
 from alerts.factory import build_channels
+from alerts.text import SOURCE_TEXT
 from bench.harness import summarise
 from monitor.core.settings import ChannelConfig, Policy, Step
-from monitor.i18n import ENGLISH
 
 PAGE: dict[str, Any] = {  # interface section 8, plus kind and urgent
     "kind": "page", "incident": "01JDX5K3ZQ4T8W6V2N9M7B1C0D", "site": "lisbon-1",
@@ -123,7 +123,7 @@ async def measure(port: int, count: int, warmup: int, console: TextIO) -> dict[s
             raise RuntimeError("no mqtt channel in this bench")
 
         channels = build_channels(configs(port), session, no_mqtt, "lisbon-1", console,
-                                  language=ENGLISH, policies={"high": HIGH})
+                                  gettext=SOURCE_TEXT, policies={"high": HIGH})
         dispatcher = Dispatcher(channels, on_attempt, lambda d, r: None, retry_delays=())
         for name in channels:
             for n in range(warmup + count):

@@ -49,9 +49,9 @@ from monitor.core.events import (
 from monitor.core.incident import IllegalTransition, OutcomeRecorded, Trigger
 from monitor.core.roster import UnknownResponder
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
-from monitor.core.words import reasons
+from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
-from monitor.i18n import N_, Language
+from monitor.i18n import Language
 
 log = structlog.get_logger(__name__)
 

@@ -50,11 +50,6 @@ TEMPLATE = PACKAGE_CATALOGS / f"{DOMAIN}.pot"
 BOARD = "board"  # the message context of the station board's texts (monitor/board/texts.py)
 
 
-def N_(msgid: str) -> str:
-    """Marks a message id where it is written; it is translated where it is shown."""
-    return msgid
-
-
 class CatalogError(Exception):
     """A language that cannot be used: unknown, or a catalog that is unreadable or wrong."""
 

@@ -66,7 +66,7 @@ class Paging:
             self.receipts = ReceiptWatcher(session, config.channels, self._receipt_acknowledged,
                                            self._receipt_delivered)
         channels = build_channels(config.channels, session, self._publish, config.site.id,
-                                  language=language, policies=config.escalation,
+                                  gettext=language.gettext, policies=config.escalation,
                                   receipts=self.receipts)
         self.dispatcher = Dispatcher(channels, self._attempted, self._failed, retry_delays)
         for name, channel in config.channels.items():

@@ -119,7 +119,7 @@ async def send_test_pages(
     async with aiohttp.ClientSession() as session, _mqtt(config, needs_mqtt) as publish:
         channels = build_channels(
             {name: config.channels[name] for name in names}, session, publish, config.site.id,
-            stream, language=language, policies=config.escalation,
+            stream, gettext=language.gettext, policies=config.escalation,
         )
         return list(await asyncio.gather(*(
             _attempt(channels[name], delivery_for(config, responder, name, language), responder)

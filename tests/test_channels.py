@@ -31,8 +31,8 @@ from alerts.delivery import (
     Dispatcher,
 )
 from alerts.factory import build_channels
+from alerts.text import SOURCE_TEXT
 from monitor.core.settings import ChannelConfig
-from monitor.i18n import ENGLISH
 
 FAST = (0.01, 0.01, 0.01)
 
@@ -316,7 +316,7 @@ async def test_build_channels(session: aiohttp.ClientSession) -> None:
         "console": ChannelConfig("console", "console"),
     }
     channels = build_channels(configs, session, publish, "lisbon-1", io.StringIO(),
-                              language=ENGLISH)
+                              gettext=SOURCE_TEXT)
     assert {k: (c.name, c.type) for k, c in channels.items()} == {
         "hook": ("hook", "webhook"),
         "mqtt": ("mqtt", "mqtt"),

@@ -18,10 +18,9 @@ import aiohttp
 
 from alerts.delivery import Delivery, DeliveryError
 from alerts.http import request
-from alerts.text import ACK_LABEL, ack_url, mask, notification_text
+from alerts.text import ACK_LABEL, SOURCE_TEXT, Gettext, ack_url, mask, notification_text
 from monitor.core.durations import describe
 from monitor.core.settings import RESPONDER_PLACEHOLDER, ChannelConfig
-from monitor.i18n import ENGLISH, Language
 
 NTFY_TOPIC_RE = re.compile(r"[-_A-Za-z0-9]{1,64}")  # what an ntfy server accepts
 #: ntfy priorities (1 min .. 5 max) of a page by incident priority
@@ -55,11 +54,11 @@ class NtfyChannel:
     reaches_a_person = True
 
     def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession,
-                 language: Language = ENGLISH) -> None:
+                 gettext: Gettext = SOURCE_TEXT) -> None:
         if not config.url:
             raise ValueError(f"ntfy channel {config.name!r} needs a url")
         self.name = config.name
-        self._language = language
+        self._gettext = gettext
         self._url = config.url
         self._topic = config.topic
         self._timeout = config.timeout
@@ -83,7 +82,7 @@ class NtfyChannel:
 
     def message(self, delivery: Delivery, address: str | None) -> dict[str, Any]:
         """The JSON object published for `delivery`."""
-        title, body = notification_text(delivery, self._language)
+        title, body = notification_text(delivery, self._gettext)
         priority = str(delivery.payload.get("priority", ""))
         message: dict[str, Any] = {
             "topic": self.topic(delivery, address),
@@ -104,7 +103,7 @@ class NtfyChannel:
             message["click"] = click
             message["actions"] = [{
                 "action": "http",
-                "label": self._language.gettext(ACK_LABEL),
+                "label": self._gettext(ACK_LABEL),
                 "url": ack_url(delivery, via="ntfy"),
                 "method": "POST",
                 "clear": True,

@@ -46,6 +46,12 @@ def say(msgid: str, **values: Value) -> Words:
     return Words(msgid, tuple(values.items()))
 
 
+def N_(msgid: str) -> str:  # gettext's name for it, which pybabel extracts
+    """Marks a message id where it is written (a label in a table); it is translated
+    where it is shown."""
+    return msgid
+
+
 def render(words: Words, translate: Callable[[str], str],
            duration: Callable[[float], str]) -> str:
     """`words` with its msgid through `translate` and each value said: sentences in
