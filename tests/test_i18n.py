@@ -3,11 +3,13 @@ own catalogs, and a Portuguese site through the real service, Mosquitto and HTTP
 
 from __future__ import annotations
 
+import fnmatch
 import html
 import io
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,17 @@ def test_make_messages_checks_what_the_service_loads() -> None:
                           capture_output=True, text=True)
     total = len(_ids(i18n.read_catalog(i18n.TEMPLATE)))
     assert done.stdout == f"pt_PT: {total} of {total} messages translated\n"
+
+
+def test_the_catalogs_ship_inside_the_package() -> None:
+    """pyproject's package-data takes the template and every catalog into the wheel: the
+    site box builds nothing."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["monitor"]
+    shipped = [p.relative_to(ROOT / "monitor").as_posix()
+               for p in i18n.PACKAGE_CATALOGS.rglob("*") if p.is_file()]
+    assert len(shipped) >= 2
+    assert [p for p in shipped if not any(fnmatch.fnmatch(p, pat) for pat in patterns)] == []
 
 
 # --- checks of a catalog -----------------------------------------------------------------
