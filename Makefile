@@ -20,7 +20,9 @@ install-test: $(BIN)/python
 # ports; they need the binaries (promtool comes with prometheus, amtool with
 # prometheus-alertmanager). Installs only what is missing, without recommends (prometheus
 # would bring node-exporter). Debian's packages may start system services on 1883, 9090
-# and 9093: the tests never use them. The install test sends its test press with
+# and 9093: the tests never use them. Caddy runs deploy/caddy/Caddyfile in front of the
+# service (tests/test_proxy.py); Debian's package starts a caddy on port 80, never used.
+# The install test sends its test press with
 # mosquitto_pub and runs deploy/install into a throwaway root, which takes systemd's
 # tools (systemd-sysusers, systemctl, systemd-analyze), not a running systemd.
 servers:
@@ -29,6 +31,7 @@ servers:
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	{ command -v prometheus-alertmanager && command -v amtool; } >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
 	{ command -v systemd-sysusers && command -v systemctl && command -v systemd-analyze; } >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -z "$$missing" ] || { \
 	  echo "installing:$$missing"; \
@@ -59,7 +62,7 @@ LOCALE := monitor/locale
 POT ?= $(LOCALE)/boothwatch.pot
 messages: pot
 	$(BIN)/pybabel --quiet update -i $(POT) -d $(LOCALE) -D boothwatch \
-	  --ignore-pot-creation-date
+	  --ignore-pot-creation-date --ignore-obsolete
 	$(BIN)/python -m monitor.i18n
 
 # the template alone; tests/test_i18n.py extracts into a file of its own (POT=...) to see

@@ -31,6 +31,7 @@ from monitor.health import Health
 from monitor.i18n import Language
 from monitor.metrics import Metrics
 from monitor.paging import Paging
+from monitor.station import Stations
 from monitor.store import Store
 
 log = structlog.get_logger(__name__)
@@ -52,8 +53,17 @@ class Api:
     tokens: AckTokens
     used_links: UsedLinks
     clock: Callable[[], float]
-    token: str | None  # BOOTHWATCH_API_TOKEN: every POST /api/... needs it when set
+    token: str | None  # BOOTHWATCH_API_TOKEN: /api/... takes it instead of a station session
+    stations: Stations  # the station login (BOOTHWATCH_BOARD_PASSWORD)
     board: BoardFeed  # the station boards' streams
+
+    @property
+    def guarded(self) -> bool:
+        """Whether /api/... needs the token or a station session: when either is set up.
+
+        A box with neither (the tests' sites, a bench) keeps the API open as it always was;
+        check-config says so."""
+        return self.token is not None or self.stations.password is not None
 
     @property
     def language(self) -> Language:

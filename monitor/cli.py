@@ -20,7 +20,7 @@ from monitor.config import ConfigError, load_config
 from monitor.config.host import Host
 from monitor.exits import OperatorError
 from monitor.logs import LogFormat, configure
-from monitor.summary import summary
+from monitor.summary import summary, warnings
 
 log = structlog.get_logger("monitor.cli")
 
@@ -218,6 +218,8 @@ def _check_config(file: str, env_file: str | None, user_name: str | None) -> int
                 print(f"  {problem}", file=sys.stderr)
         else:
             print(summary(config))
+            for warning in warnings(config, env):
+                print(f"warning: {warning}")
             for note in host.notes:
                 print(f"note: {note}")
     return exits.CONFIG if problems else 0

@@ -19,7 +19,10 @@ import errno
 import hmac
 import html
 import importlib.resources
+import ipaddress
+import math
 import re
+import urllib.parse
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -52,6 +55,7 @@ from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
 from monitor.i18n import Language
+from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, Session
 
 log = structlog.get_logger(__name__)
 
@@ -84,12 +88,14 @@ def routes() -> list[web.RouteDef]:
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
+        web.post("/board/login", board_login),
+        web.post("/board/logout", board_logout),
         *board.routes(),
     ]
 
 
 def make_app(api: Api) -> web.Application:
-    app = web.Application(middlewares=[_bearer], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[API] = api
     app.add_routes(routes())
     return app
@@ -123,16 +129,51 @@ async def serve(api: Api) -> None:
         await runner.cleanup()
 
 
+#: paths under /api/ and /board/ that anyone may reach
+OPEN = frozenset({"/api/openapi.json", "/board/login"})
+#: the station session of a request that came with one (set by `_guard`)
+STATION = web.RequestKey("station", Session)
+
+
 @web.middleware
-async def _bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[API].token
-    if token and request.method == "POST" and request.path.startswith("/api/"):
-        # surrogateescape: aiohttp keeps bytes that are not UTF-8 as surrogates
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
-            return _error(401, "missing or wrong bearer token",
-                          headers={"WWW-Authenticate": "Bearer"})
-    return await handler(request)
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`/board` and `/api/...` need the bearer token or a station session (interface 7, 9).
+
+    A request with an `Authorization` header is judged by it alone. A station session's
+    POSTs must carry its CSRF token. `/healthz`, `/readyz`, `/metrics` and the ack links
+    are open: probes and Prometheus need no login, and an ack link carries its own proof.
+    """
+    path = request.path
+    board = path == "/board" or path.startswith("/board/")
+    if not (board or path.startswith("/api/")) or path in OPEN:
+        return await handler(request)
+    api = request.app[API]
+    given = request.headers.get("Authorization")
+    if given is not None or (not board and api.token is not None
+                             and api.stations.password is None):
+        if api.token is not None and given is not None and hmac.compare_digest(
+                # surrogateescape: aiohttp keeps bytes that are not UTF-8 as surrogates
+                given.encode("utf-8", "surrogateescape"), f"Bearer {api.token}".encode()):
+            return await handler(request)
+        return _error(401, "missing or wrong bearer token",
+                      headers={"WWW-Authenticate": "Bearer"})
+    session = api.stations.session(request.cookies.get(COOKIE), api.clock())
+    if session is not None:
+        if request.method not in ("GET", "HEAD") and not api.stations.csrf_ok(
+                session, request.headers.get(CSRF_HEADER)):
+            return _error(403, f"a station's POST needs its {CSRF_HEADER} header")
+        request[STATION] = session
+        return await handler(request)
+    if board:
+        if api.stations.password is None:
+            return _unset(request)
+        if path == "/board" and request.method in ("GET", "HEAD"):
+            return _login_form(request)
+        return _error(401, "log in at /board first")
+    if not api.guarded:
+        return await handler(request)
+    return _error(401, "log in at /board, or send the bearer token",
+                  headers={"WWW-Authenticate": "Bearer"})
 
 
 def _error(status: int, message: str, **kw: Any) -> web.Response:
@@ -436,6 +477,11 @@ def _text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+def _with(text: str, **values: str) -> str:
+    """A sentence with HTML in it: its text escaped, then each value (HTML) put in."""
+    return _text(text) % values
+
+
 def _h1(text: str) -> str:
     return f"<h1>{_text(text)}</h1>"
 
@@ -453,12 +499,19 @@ def _button(text: str, action: str | None = None) -> str:
             "</button></form>")
 
 
+def _board(request: web.Request) -> str:
+    """The link to the station board, named in the site's language."""
+    name = _language(request).gettext("station board")
+    return f"<a href=\"/board\">{_text(name)}</a>"
+
+
 def _bad_token(request: web.Request, reason: Reason) -> web.Response:
     _ = _language(request).gettext
     return _html(request, _("Link not valid"), (
         _h1(_("This link is not valid"))
-        + _p(_(TOKEN_PROBLEMS[reason]) + " "
-             + _("Open the newest page you received, or use the staff screen."))), 403)
+        + "<p>" + _text(_(TOKEN_PROBLEMS[reason])) + " "
+        + _with(_("Open the newest page you received, or the %(board)s."),
+                board=_board(request)) + "</p>"), 403)
 
 
 def _link(request: web.Request) -> AckLink:
@@ -560,7 +613,8 @@ def _not_on_record(request: web.Request, link: AckLink) -> web.Response:
     log.warning("ack_link_incident_not_on_record", incident=link.incident,
                 offered=[v.id for v in since])
     offer = (_p(_("Raised since this page was sent:")) + f"<ul>{''.join(items)}</ul>" if items
-             else _p(_("Nothing has been raised since. Use the staff screen.")))
+             else "<p>" + _with(_("Nothing has been raised since. The %(board)s shows every "
+                                  "booth."), board=_board(request)) + "</p>")
     return _html(request, _("Incident not on record"), (
         _h1(_("This incident is not on record"))
         + _p(_("boothwatch restarted just after paging you, before it could record the "
@@ -587,8 +641,9 @@ def _used(request: web.Request, data: dict[str, Any], use: Use, status: int) -> 
     today = datetime.fromtimestamp(api.clock(), zone).date() == at.date()
     how = _(VIAS[use.via]) if use.via in VIAS else use.via
     booth = _booth(data)
-    reopened = (_p(_("The incident is open again: use the newest page you received, or the "
-                     "staff screen.")) if data["state"] == "open" else "")
+    reopened = ("<p>" + _with(_("The incident is open again: use the newest page you "
+                                "received, or the %(board)s."), board=_board(request)) + "</p>"
+                if data["state"] == "open" else "")
     return _html(request, _("%(booth)s: link already used") % {"booth": booth}, (
         _h1(booth)
         + _p(_("This link was already used: %(who)s acknowledged at %(time)s, with %(how)s. "
@@ -677,3 +732,118 @@ async def ack_outcome(request: web.Request) -> web.Response:
     label = _(OUTCOME_LABELS[body["outcome"]])
     return _html(request, _("Resolved"), _h1(_("Resolved"))
                  + _p(_("%(outcome)s. Thank you.") % {"outcome": label}))
+
+
+# --- the station login ------------------------------------------------------------------
+
+# the board's door: the station's staff read it, in the site's language
+STATION_TEXT = {
+    "title": N_("boothwatch: station login"),
+    "heading": N_("Station board"),
+    "prompt": N_("Station password"),
+    "submit": N_("Log in"),
+    "wrong": N_("Wrong password."),
+    "limited": N_("Too many wrong passwords: try again in %(seconds)d s."),
+    "unset_title": N_("Board not set up"),
+    "unset_heading": N_("The station board has no password yet"),
+    "unset": N_("Set %(variable)s in the service's environment file and restart it."),
+}
+
+
+def _login_form(request: web.Request, problem: str = "", status: int = 200,
+                **kw: Any) -> web.Response:
+    _ = _language(request).gettext
+    t = STATION_TEXT
+    error = f'<p class="high" role="alert">{_text(problem)}</p>' if problem else ""
+    body = (_h1(_(t["heading"])) + error
+            + '<form method="post" action="/board/login">'
+            f'<p><label for="password">{_text(_(t["prompt"]))}</label><br>'
+            '<input id="password" name="password" type="password" autocomplete="current-password"'
+            ' required autofocus style="font-size:1.4rem;width:100%"></p>'
+            f'<button type="submit">{_text(_(t["submit"]))}</button></form>')
+    response = _html(request, _(t["title"]), body, status)
+    response.headers.update(kw.get("headers", {}))
+    return response
+
+
+def _unset(request: web.Request) -> web.Response:
+    """The board's page while the station has no password: what the technician must do."""
+    _ = _language(request).gettext
+    t = STATION_TEXT
+    return _html(request, _(t["unset_title"]), _h1(_(t["unset_heading"])) + "<p>"
+                 + _with(_(t["unset"]), variable="<code>BOOTHWATCH_BOARD_PASSWORD</code>")
+                 + "</p>", 403)
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A login posted by a page of another site (login CSRF) is refused."""
+    origin = request.headers.get("Origin")
+    if origin is None:  # browsers send it with every POST; curl and scripts need not
+        return True
+    public = urllib.parse.urlsplit(request.app[API].config.http.public_url).netloc
+    return origin.split("://", 1)[-1] in (request.host, public)
+
+
+async def board_login(request: web.Request) -> web.Response:
+    api = request.app[API]
+    stations = api.stations
+    if stations.password is None:
+        return _unset(request)
+    if not _same_origin(request):
+        return _error(403, "a login from another site's page is refused")
+    now = api.clock()
+    address = _client(request)
+    wait = stations.retry_after(address, now)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        api.metrics.station_login("limited")
+        text = _language(request).gettext(STATION_TEXT["limited"]) % {"seconds": seconds}
+        return _login_form(request, text, 429, headers={"Retry-After": str(seconds)})
+    try:
+        form = await request.post()
+    except ValueError as exc:  # a multipart body without its boundary, a broken form
+        return _error(400, f"not a form: {exc}")
+    password = form.get("password")
+    session = stations.login(password, now) if isinstance(password, str) else None
+    if session is None:
+        stations.failed(address, now)
+        api.metrics.station_login("wrong")
+        log.warning("station_login_refused", address=address)
+        return _login_form(request, _language(request).gettext(STATION_TEXT["wrong"]), 401)
+    api.metrics.station_login("ok")
+    log.info("station_login", address=address)
+    response = _see_board()
+    _set_cookie(request, response, session.cookie)
+    return response
+
+
+def _client(request: web.Request) -> str:
+    """The address a login came from. Behind a reverse proxy on this box every request
+    comes from loopback: the proxy's X-Forwarded-For names the client (Caddy and nginx, as
+    docs/install/proxy.md sets them up, replace what the client sent), so one guesser on
+    the LAN is not every station's lockout."""
+    peer = request.remote or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For")
+    try:
+        local = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        local = False
+    if local and forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()[:64]
+    return peer
+
+
+def _see_board() -> web.Response:
+    return web.Response(status=303, headers={"Location": "/board"})
+
+
+async def board_logout(request: web.Request) -> web.Response:
+    response = _see_board()
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    secure = request.secure or request.app[API].config.http.public_url.startswith("https:")
+    response.set_cookie(COOKIE, value, max_age=int(SESSION_TTL), path="/", httponly=True,
+                        samesite="Strict", secure=secure)

@@ -133,12 +133,15 @@ def _compile(path: Path, locale: Locale, problems: list[str]) -> gettext.GNUTran
 
 def catalog_problems(catalog: Catalog) -> Iterator[tuple[int, str]]:
     """``(line, problem)`` for each translation Babel's checkers refuse, that drops a
-    placeholder of its message id, or (the board's) that fills in other fields."""
+    placeholder of its message id, or (the board's) that fills in other fields. Fuzzy
+    entries are not used (they are said in English), so they are not refused either:
+    `pybabel update` leaves guesses that the translator has yet to see."""
     for message, errors in catalog.check():
         for error in errors:
-            yield message.lineno or 0, f"{error} (msgid {message.id!r})"
+            if not message.fuzzy:
+                yield message.lineno or 0, f"{error} (msgid {message.id!r})"
     for message in catalog:
-        if not message.id or not message.string:
+        if not message.id or not message.string or message.fuzzy:
             continue
         ids = message.id if isinstance(message.id, tuple | list) else (message.id,)
         strings = (message.string if isinstance(message.string, tuple | list)
@@ -241,7 +244,7 @@ def extract_texts(fileobj: IO[bytes], keywords: object, comment_tags: object,
 def main() -> int:
     """``python -m monitor.i18n`` (make messages): each catalog the package ships, compiled
     and checked as the service loads it, and what it has left to translate."""
-    ids = {m.id for m in read_catalog(TEMPLATE) if m.id}
+    ids = {(m.context, str(m.id)) for m in read_catalog(TEMPLATE) if m.id}
     status = 0
     for language in languages():
         if language == SOURCE:
@@ -253,9 +256,11 @@ def main() -> int:
             status = 1
             continue
         catalog = read_catalog(catalog_file(PACKAGE_CATALOGS, language), language)
-        missing = ids - {m.id for m in catalog if m.id and m.string and not m.fuzzy}
+        missing = ids - {(m.context, str(m.id)) for m in catalog
+                         if m.id and m.string and not m.fuzzy}
         print(f"{language}: {len(ids) - len(missing)} of {len(ids)} messages translated"
-              + "".join(f"\n  to translate: {msgid!r}" for msgid in sorted(map(str, missing))))
+              + "".join(f"\n  to translate: {msgid!r}" + (f" ({context})" if context else "")
+                        for context, msgid in sorted(missing, key=lambda m: m[1])))
     return status
 
 

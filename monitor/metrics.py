@@ -132,6 +132,11 @@ class Metrics:
             "monitoring_restored) and result (sent; failed: every retry failed)",
             ["event", "result"], registry=r,
         )
+        self.station_logins = Counter(
+            "boothwatch_station_logins",
+            "Station board logins by result (ok; wrong: a wrong password; limited: refused "
+            "after too many wrong ones)", ["result"], registry=r,
+        )
         common = ["trigger", "priority", "booth", "level"]
         self.to_ack = Histogram(
             "boothwatch_time_to_acknowledge_seconds", "From raised_at to the first acknowledgement",
@@ -154,6 +159,9 @@ class Metrics:
         if child is None:
             child = self._children[key] = counter.labels(*labels)
         child.inc()
+
+    def station_login(self, result: str) -> None:
+        self.count(self.station_logins, result)
 
     def watch(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Add gauges computed at scrape time from live state (read on the event loop)."""
@@ -281,6 +289,8 @@ def precreate(metrics: Metrics, config: Config) -> None:
             m.incidents_resolved.labels(outcome, trigger.value)
         for outcome in OUTCOME_VALUES:
             m.outcomes.labels(outcome, trigger.value)
+    for result in ("ok", "wrong", "limited"):
+        m.station_logins.labels(result)
     roles = {role for r in config.responders for role in r.roles}
     for priority, policy in config.escalation.items():
         for level in range(1, len(policy.steps) + 1):

@@ -55,6 +55,8 @@ from monitor.metrics import (
 )
 from monitor.paging import Paging
 from monitor.sdnotify import Notifier
+from monitor.station import PASSWORD_ENV as STATION_PASSWORD_ENV
+from monitor.station import Stations
 from monitor.store import SITE_TIMEZONE, Store, dumps
 from monitor.timers import deadline_loop, start_clock, watch_clock
 from monitor.topics import Topics
@@ -129,6 +131,7 @@ class Runtime:
             secret = self.env.get("BOOTHWATCH_SECRET") or await store.secret(
                 "ack_secret", secrets.token_hex(32))
             self.tokens = AckTokens(secret, cfg.http.ack_link_ttl)
+            self.stations = Stations(secret, self.env.get(STATION_PASSWORD_ENV))
             now = self.clock()
             self.used_links.load(await store.used_ack_links(now - cfg.http.ack_link_ttl))
             self.core.restore(booths=await store.load_booths(),
@@ -179,7 +182,8 @@ class Runtime:
         await health.resume()
         self.api = Api(cfg, self.core, driver, store, paging, health, self.metrics,
                        self.tokens, self.used_links, self.clock,
-                       self.env.get("BOOTHWATCH_API_TOKEN") or None, board)
+                       self.env.get("BOOTHWATCH_API_TOKEN") or None,
+                       self.stations, board)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
                        on_connected=lambda _present: self._connected(publisher),
                        on_link=health.on_link)

@@ -6,6 +6,8 @@ its scheme, host and port, since paths and queries can carry tokens.
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from alerts.channels.pushover import pushover_timing
@@ -129,3 +131,34 @@ def summary(config: Config) -> str:
             parts.append(f"cycle {policy.max_repeats} more times")
         lines.append(f"  {priority}: {'; '.join(parts)}")
     return "\n".join(lines)
+
+
+#: channels whose pages reach a phone, where an ack link must open
+PHONE_CHANNELS = frozenset({"ntfy", "pushover", "apprise", "webhook"})
+
+
+def warnings(config: Config, env: Mapping[str, str]) -> list[str]:
+    """What check-config warns of: the config works, but not as its site will expect."""
+    found = []
+    host = urlsplit(config.http.public_url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    used = {c for r in config.responders for c in r.channels}
+    phones = sorted(c.name for c in config.channels.values()
+                    if c.type in PHONE_CHANNELS and c.name in used)
+    if loopback and phones:
+        found.append(
+            f"http.public_url is {config.http.public_url}, this box's loopback address, but "
+            f"channel(s) {', '.join(phones)} page phones: the ack links in those pages will "
+            "not open there. Set it to the address phones reach (a TLS reverse proxy: "
+            "docs/install/proxy.md)")
+    if not env.get("BOOTHWATCH_API_TOKEN") and not env.get("BOOTHWATCH_BOARD_PASSWORD"):
+        found.append(
+            "neither BOOTHWATCH_API_TOKEN nor BOOTHWATCH_BOARD_PASSWORD is set: anyone who "
+            "reaches the HTTP port can read incidents and act through /api, and the station "
+            "board cannot log in")
+    elif not env.get("BOOTHWATCH_BOARD_PASSWORD"):
+        found.append("BOOTHWATCH_BOARD_PASSWORD is not set: the station board cannot log in")
+    return found

@@ -248,9 +248,9 @@ async def test_bearer_token_is_required_exactly_and_compared_in_constant_time(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With BOOTHWATCH_API_TOKEN set, every POST /api/... needs exactly that bearer token
-    (missing, wrong, a prefix, a longer one, another scheme: 401, nothing changes); the
-    comparison is hmac.compare_digest; GETs and ack links need none."""
+    """With BOOTHWATCH_API_TOKEN set, every /api/... route needs exactly that bearer token
+    (missing, wrong, a prefix, a longer one, another scheme: 401, nothing changes), reads
+    included; the comparison is hmac.compare_digest; ack links and probes need none."""
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -270,11 +270,19 @@ async def test_bearer_token_is_required_exactly_and_compared_in_constant_time(
             headers = {} if header is None else {"Authorization": header}
             status, body = await svc.post(path, {"responder": "ana"}, headers=headers)
             assert status == 401 and body == {"error": "missing or wrong bearer token"}, header
-        assert (await incident(svc, page["incident"]))["state"] == "open"
         assert compared and all(b == b"Bearer s3cret-token" for _, b in compared)
-        assert len(compared) == len(wrong)
-        async with svc.http.get(f"{svc.base}/api/incidents") as resp:
+        assert len(compared) == len(wrong) - 1  # a missing header is refused unread
+        for read in ("/api/incidents", "/api/booths", "/api/responders", "/api/audit"):
+            async with svc.http.get(f"{svc.base}{read}") as resp:
+                assert resp.status == 401, read
+                assert resp.headers["WWW-Authenticate"] == "Bearer"
+        auth = {"Authorization": "Bearer s3cret-token"}
+        async with svc.http.get(f"{svc.base}/api/incidents", headers=auth) as resp:
             assert resp.status == 200
+            assert [i["state"] for i in await resp.json()] == ["open"]
+        for probe in ("/healthz", "/metrics", "/api/openapi.json"):
+            async with svc.http.get(f"{svc.base}{probe}") as resp:
+                assert resp.status == 200, probe
         status, _ = await svc.post(path, {"responder": "ana"},
                                    headers={"Authorization": "Bearer s3cret-token"})
         assert status == 200

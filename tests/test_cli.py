@@ -490,3 +490,39 @@ async def test_report_into_head_ends_quietly(tmp_path: Path) -> None:
                   "--longest", "0", "--to", "2030-01-01"])
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("day,incidents,")
+
+
+def test_check_config_warns_of_ack_links_phones_cannot_open_and_an_open_api(
+        tmp_path: Path) -> None:
+    """A loopback public_url while a channel pages phones is a warning naming the key and
+    the channels; so is an API and board with neither token nor station password."""
+    site = offline_site(tmp_path, channels={
+        "phones": {"type": "ntfy", "url": "https://ntfy.example"},
+        "desk": {"type": "console", "watched": True}})
+    for r in site.responders:
+        r["channels"] = ["phones", "desk"]
+        r["address"] = {"phones": f"boothwatch-{r['id']}"}
+    config = site.write(tmp_path / "a.toml")
+    done = boothwatch("check-config", str(config))
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stdout.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 2, done.stdout
+    assert warned[0].startswith(f"warning: http.public_url is http://127.0.0.1:{site.http_port}")
+    assert "channel(s) phones page phones" in warned[0]
+    assert "neither BOOTHWATCH_API_TOKEN nor BOOTHWATCH_BOARD_PASSWORD" in warned[1]
+    site.http = {"public_url": "https://booths.example.org"}
+    site.write(tmp_path / "a.toml")
+    done = boothwatch("check-config", str(config),
+                      env={"BOOTHWATCH_BOARD_PASSWORD": "station pw"})
+    assert done.returncode == 0, done.stderr
+    assert "warning: " not in done.stdout
+    site.channels = {"desk": {"type": "console", "watched": True}}
+    for r in site.responders:
+        r["channels"] = ["desk"]
+        del r["address"]
+    site.http = {}
+    site.write(tmp_path / "a.toml")
+    done = boothwatch("check-config", str(config), env={"BOOTHWATCH_API_TOKEN": "tok"})
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.startswith("warning: ")] == [
+        "warning: BOOTHWATCH_BOARD_PASSWORD is not set: the station board cannot log in"]

@@ -21,6 +21,7 @@ from monitor.config import ConfigError, parse_config
 from monitor.core.incident import Trigger
 from monitor.core.settings import BoothConfig
 from monitor.core.words import Duration, english, page_message, say
+from monitor.station import COOKIE
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.process import ROOT
 from tests.harness.service import HandClock, event, events_topic, eventually, start_service
@@ -28,6 +29,7 @@ from tests.harness.site import Site
 from tests.test_config import _data
 
 PT_PT = i18n.catalog_file(i18n.PACKAGE_CATALOGS, "pt_PT")
+PASSWORD = "station-password-for-the-test"
 
 
 def _ids(catalog: Catalog) -> set[tuple[str | None, str]]:
@@ -244,6 +246,7 @@ async def test_a_portuguese_site_pages_and_answers_in_portuguese(
     """With [site] language = "pt_PT", the webhook's pages and notices, the ack page, its
     answer, and the board are in European Portuguese, durations in its words."""
     async with start_service(tmp_path, mosquitto, mqtt_publish, edit=portuguese,
+                             env={"BOOTHWATCH_BOARD_PASSWORD": PASSWORD},
                              step2="1h", repeat="1h", ack_timeout="1h",
                              clock=HandClock()) as svc:
         svc.publish(events_topic("b1"), event("button", press="call"))
@@ -277,4 +280,15 @@ async def test_a_portuguese_site_pages_and_answers_in_portuguese(
 
         async with svc.http.get(f"{svc.base}/board") as resp:
             text = await resp.text()
-        assert '<html lang="pt-PT">' in text and "Painel do posto" in text
+        assert '<html lang="pt-PT">' in text and "Palavra-passe do posto" in text
+        async with svc.http.post(f"{svc.base}/board/login", data={"password": "wrong"},
+                                 allow_redirects=False) as resp:
+            assert resp.status == 401 and "Palavra-passe errada." in await resp.text()
+        async with svc.http.post(f"{svc.base}/board/login", data={"password": PASSWORD},
+                                 allow_redirects=False) as resp:
+            assert resp.status == 303
+            cookie = resp.cookies[COOKIE].value
+        async with svc.http.get(f"{svc.base}/board",
+                                headers={"Cookie": f"{COOKIE}={cookie}"}) as resp:
+            text = await resp.text()
+        assert '<html lang="pt-PT">' in text and "<title>Sala Mouraria: Painel do posto" in text

@@ -113,6 +113,10 @@ class Box:
     def at(self, path: Path | str) -> Path:
         return self.root / Path(path).relative_to("/")
 
+    def env(self, name: str) -> str | None:
+        """A variable of the installed env file, as systemd reads it."""
+        return envfile.read(self.at(ENV))[0].get(name)
+
     def passwd(self, name: str) -> list[str]:
         lines = self.at("/etc/passwd").read_text(encoding="utf-8").splitlines()
         entries = [line.split(":") for line in lines if line.split(":")[0] == name]
@@ -185,6 +189,10 @@ def test_install_makes_the_user_files_and_enabled_unit(box: Box) -> None:
     secrets = [line for line in box.at(ENV).read_text(encoding="utf-8").splitlines()
                if line.startswith("BOOTHWATCH_SECRET=")]
     assert len(secrets) == 1 and len(secrets[0].split("=", 1)[1]) == 64
+    passwords = [line.split("=", 1)[1] for line in box.at(ENV).read_text(encoding="utf-8")
+                 .splitlines() if line.startswith("BOOTHWATCH_BOARD_PASSWORD=")]
+    assert len(passwords) == 1 and len(passwords[0]) == 12
+    assert box.env("BOOTHWATCH_API_TOKEN") is not None
     assert box.at(UNIT).read_bytes() == SHIPPED_UNIT.read_bytes()
     assert box.at("/etc/sysusers.d/boothwatch.conf").read_bytes() == SHIPPED_SYSUSERS.read_bytes()
     wants = box.at("/etc/systemd/system/multi-user.target.wants/boothwatch.service")
@@ -251,7 +259,9 @@ async def test_installed_service_pages_for_a_test_press_over_tls(
                 assert (page["booth"], page["responder"], page["triggers"], page["message"]) == (
                     "b1", "ana", ["call"], "Booth 1: call button pressed")
                 assert hook.bad_signatures == 0
-                async with aiohttp.ClientSession(base_url=service.base) as http:
+                # broker.md's curl, with the API token the install made
+                auth = {"Authorization": f"Bearer {box.env('BOOTHWATCH_API_TOKEN')}"}
+                async with aiohttp.ClientSession(base_url=service.base, headers=auth) as http:
                     async with http.get("/api/incidents?state=open") as resp:
                         incidents = await resp.json()
                     assert [(i["id"], i["booth"], i["state"]) for i in incidents] == [

@@ -93,7 +93,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         config.channels["bus"] = {"type": "mqtt"}
         for responder in config.responders:
             responder["channels"] = ["bus"]
-        service = ServiceProcess.of(config, tmp, env={"BOOTHWATCH_API_TOKEN": TOKEN})
+        service = ServiceProcess.of(config, tmp, env={"BOOTHWATCH_API_TOKEN": TOKEN,
+                                                      "BOOTHWATCH_BOARD_PASSWORD": "station"})
         service.start()
         try:
             asyncio.run(service.ready(WAIT))

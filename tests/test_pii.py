@@ -53,6 +53,7 @@ SECRETS = {
     "the webhook HMAC secret": "hook-hmac-secret-77",
     "the API bearer token": "api-bearer-token-42",
     "BOOTHWATCH_SECRET": "links-signing-secret-31",
+    "the station board password": "station-pass-8812",
     "the maintenance reason": "spill cleaned by Joana",
     "the maintenance 'by'": "joana.lima@example.org",
     "the MQTT duty 'by'": "Carla Nunes",
@@ -62,6 +63,7 @@ SECRETS = {
 ENV = {
     "BOOTHWATCH_SECRET": SECRETS["BOOTHWATCH_SECRET"],
     "BOOTHWATCH_API_TOKEN": SECRETS["the API bearer token"],
+    "BOOTHWATCH_BOARD_PASSWORD": SECRETS["the station board password"],
     "BOOTHWATCH_NTFY_TOKEN": SECRETS["the ntfy access token"],
     "BOOTHWATCH_PUSHOVER_TOKEN": SECRETS["the Pushover application token"],
     "BOOTHWATCH_WEBHOOK_SECRET": SECRETS["the webhook HMAC secret"],
@@ -186,9 +188,16 @@ async def test_no_personal_data_or_secret_in_logs_or_metrics(
                     return resp.status
 
             async def incidents() -> list[dict[str, Any]]:
-                async with http.get(f"{base}/api/incidents?state=all") as resp:
+                async with http.get(f"{base}/api/incidents?state=all", headers=AUTH) as resp:
                     result: list[dict[str, Any]] = await resp.json()
                     return result
+
+            # the station logs in, once with a password that is nearly right
+            for password in (SECRETS["the station board password"] + "x",
+                             SECRETS["the station board password"]):
+                async with http.post(f"{base}/board/login", data={"password": password},
+                                     allow_redirects=False) as resp:
+                    assert resp.status in (303, 401)
 
             # duty: in by API (by a responder id), out and in over MQTT by a name
             assert await post("/api/responders/rui/duty", {"on": True, "by": "ana"}) == 200

@@ -194,7 +194,7 @@ def _booth(svc: Service, booth: str) -> dict[str, Any]:
 async def test_api_token_protects_posts_and_forged_links_are_refused(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish
 ) -> None:
-    """With BOOTHWATCH_API_TOKEN set a POST needs the bearer token; a forged link gets 403."""
+    """With BOOTHWATCH_API_TOKEN set the API needs the bearer token; a forged link gets 403."""
     env = {"BOOTHWATCH_API_TOKEN": "s3cret", "BOOTHWATCH_SECRET": "links"}
     async with start_service(tmp_path, mosquitto, mqtt_publish, env=env) as svc:
         svc.publish(events_topic("b1"), event("button", press="call"))
@@ -208,8 +208,8 @@ async def test_api_token_protects_posts_and_forged_links_are_refused(
             assert resp.status == 403
         async with svc.http.get(forged) as resp:
             assert resp.status == 403
-        assert (await svc.incidents("open"))[0]["state"] == "open"
         good = {"Authorization": "Bearer s3cret"}
+        assert (await svc.incidents("open", headers=good))[0]["state"] == "open"
         status, body = await svc.post(path, {"responder": "ana"}, headers=good)
         assert status == 200 and body["state"] == "acknowledged"
         assert (await svc.post(path, {}, headers=good))[0] == 400

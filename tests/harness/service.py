@@ -64,8 +64,8 @@ class Service:
         clock.now = end
         driver.wake.set()  # the timer task re-arms against the new time
 
-    async def incidents(self, state: str = "all") -> list[dict[str, Any]]:
-        async with self.http.get(f"{self.base}/api/incidents?state={state}") as resp:
+    async def incidents(self, state: str = "all", **kw: Any) -> list[dict[str, Any]]:
+        async with self.http.get(f"{self.base}/api/incidents?state={state}", **kw) as resp:
             assert resp.status == 200
             result: list[dict[str, Any]] = await resp.json()
             return result
