@@ -76,6 +76,7 @@ bench: install-test servers
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/channels.py
+	$(BIN)/python bench/board.py
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

@@ -36,6 +36,8 @@ from monitor.store import Store
 
 log = structlog.get_logger(__name__)
 
+TOKEN_ENV = "BOOTHWATCH_API_TOKEN"  # the API's bearer token
+
 
 class IncidentGone(Exception):
     """The incident exists but is resolved: nothing more can be done to it (HTTP 409)."""

@@ -55,7 +55,7 @@ from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
 from monitor.i18n import Language
-from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, Session
+from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, STATION
 
 log = structlog.get_logger(__name__)
 
@@ -131,8 +131,6 @@ async def serve(api: Api) -> None:
 
 #: paths under /api/ and /board/ that anyone may reach
 OPEN = frozenset({"/api/openapi.json", "/board/login"})
-#: the station session of a request that came with one (set by `_guard`)
-STATION = web.RequestKey("station", Session)
 
 
 @web.middleware

@@ -32,7 +32,7 @@ from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
 from monitor import i18n
-from monitor.api import Api
+from monitor.api import TOKEN_ENV, Api
 from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
 from monitor.codec import booth_json, incident_json
@@ -48,6 +48,7 @@ from monitor.logs import protect
 from monitor.metrics import (
     Metrics,
     Observer,
+    board_gauges,
     core_gauges,
     precreate,
     process_gauges,
@@ -182,7 +183,7 @@ class Runtime:
         await health.resume()
         self.api = Api(cfg, self.core, driver, store, paging, health, self.metrics,
                        self.tokens, self.used_links, self.clock,
-                       self.env.get("BOOTHWATCH_API_TOKEN") or None,
+                       self.env.get(TOKEN_ENV) or None,
                        self.stations, board)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
                        on_connected=lambda _present: self._connected(publisher),
@@ -191,7 +192,8 @@ class Runtime:
         store.on_failed = ingest.store_failed
         for gauges in (lambda: core_gauges(self.core, self.clock),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
-                       lambda: store_gauges(store)):
+                       lambda: store_gauges(store),
+                       lambda: board_gauges(board, cfg, self.clock)):
             self.metrics.watch(gauges)
         try:
             async with asyncio.TaskGroup() as tg:

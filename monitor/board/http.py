@@ -28,6 +28,7 @@ from aiohttp import web
 from monitor.api import API, Api
 from monitor.board.feed import DROPPED, message
 from monitor.board.texts import TEXTS
+from monitor.station import STATION
 from monitor.store import dumps
 
 HERE = Path(__file__).parent
@@ -49,14 +50,17 @@ POLICY = ("default-src 'self'; img-src 'self' data:; media-src 'self' data:; "
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/board", page),
-        web.get("/board/stream", stream),
+        # no HEAD: headers alone would be a stream that never sends, or one whose body
+        # reaches a client that expects none
+        web.get("/board/stream", stream, allow_head=False),
         web.get("/board/static/{name}", static),
     ]
 
 
 def _csrf(request: web.Request) -> str:
-    """The session's CSRF token for the page to send back (none until stations log in)."""
-    return ""
+    """The session's CSRF token for the page to send back (none with a bearer token)."""
+    session = request.get(STATION)
+    return session.csrf if session is not None else ""
 
 
 async def page(request: web.Request) -> web.Response:

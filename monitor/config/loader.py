@@ -30,6 +30,7 @@ from monitor.config.values import Loc
 from monitor.core.durations import describe, format_duration, parse_duration
 from monitor.core.settings import (
     PRIORITIES,
+    BoardConfig,
     BoothConfig,
     Config,
     DeviceConfig,
@@ -317,4 +318,6 @@ def _config(checked: SiteFile, env: Mapping[str, str], source: str) -> Config:
         devices=tuple(DeviceConfig(**{"battery_low": d.battery_low}
                                    | dev.model_dump(exclude_none=True)) for dev in f.devices),
         rate_limit=RateLimitConfig(**f.rate_limit.model_dump()),
+        board=BoardConfig(None if f.board.expected_hours is None
+                          else tuple(f.board.expected_hours)),
     )

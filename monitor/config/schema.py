@@ -321,6 +321,11 @@ def _address(value: object, info: ValidationInfo) -> dict[str, str]:
     return address
 
 
+#: a shift as written in the roster's grammar, for a responder's shifts and the board's hours
+ShiftText = Annotated[Shift, BeforeValidator(_shift), WithJsonSchema(
+    {"type": "string", "examples": ["mon-fri 08:00-16:00", "sat,sun 20:00-08:00"]})]
+
+
 class Responder(Table):
     id: ResponderId
     name: Text
@@ -330,9 +335,7 @@ class Responder(Table):
     # number for an Apprise URL template); personal data
     address: Annotated[dict[str, str], BeforeValidator(_address)] = Field(default_factory=dict)
     shifts: Annotated[  # none: always on duty
-        list[Annotated[Shift, BeforeValidator(_shift), WithJsonSchema(
-            {"type": "string", "examples": ["mon-fri 08:00-16:00", "sat,sun 20:00-08:00"]})]],
-        listing("a list of strings", "must not be empty"),
+        list[ShiftText], listing("a list of strings", "must not be empty"),
     ] = Field(default_factory=list)
 
 
@@ -387,6 +390,11 @@ class RateLimit(Table):
     repeat_call_interval: Duration = _RATE.repeat_call_interval
 
 
+class Board(Table):
+    # left out: a board is expected at every hour; [] : never (a site without a board)
+    expected_hours: Annotated[list[ShiftText], listing("a list of strings")] | None = None
+
+
 def _tables(name: str, required: bool = True) -> Any:
     return listing(f"a list of tables ([[{name}]])",
                    f"at least one [[{name}]] is required" if required else None)
@@ -409,6 +417,7 @@ class SiteFile(Table):
                           Missing(" (at least one [[responders]] is required)")]
     escalation: Escalation
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    board: Board = Field(default_factory=Board)
 
 
 class _TomlSchema(GenerateJsonSchema):
