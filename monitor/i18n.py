@@ -153,11 +153,23 @@ def catalog_problems(catalog: Catalog) -> Iterator[tuple[int, str]]:
                     names = ", ".join(f"%({name})s" for name in sorted(dropped))
                     yield (message.lineno or 0,
                            f"the translation drops {names} (msgid {message.id!r})")
+                try:  # what the checkers let through must still format ("100%" does not)
+                    text % _Zeros()
+                except (ValueError, TypeError) as exc:
+                    yield (message.lineno or 0,
+                           f"the translation does not format: {exc} (msgid {message.id!r})")
             # the board's script fills in exactly the English's {fields}, by name
             if message.context == BOARD and _fields(text) != _fields(ids[0]):
                 yield message.lineno or 0, (
                     f"the translation has the fields {_listed(_fields(text))}, the English "
                     f"{_listed(_fields(ids[0]))} (msgid {message.id!r})")
+
+
+class _Zeros(dict[str, int]):
+    """Any placeholder's value: 0 suits %s, %d and %f alike."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
 
 
 def _listed(fields: set[str]) -> str:
@@ -185,7 +197,6 @@ class Language:
         self.locale = locale
         self.tag = str(locale).replace("_", "-")  # BCP 47, as <html lang> takes it
         self.gettext = translations.gettext
-        self.ngettext = translations.ngettext
         self.pgettext = translations.pgettext
 
     def say(self, words: Words) -> str:

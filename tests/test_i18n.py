@@ -108,6 +108,7 @@ def test_the_catalogs_ship_inside_the_package() -> None:
      "incompatible format for placeholder 'max'"),
     ("%(site)s: monitoring restored after %(duration)s down.", "%s: restabelecida",
      "the format strings are of different kinds"),
+    ("%(booth)s: all clear", "%(booth)s: 100% resolvido", "the translation does not format"),
 ])
 def test_a_placeholder_mismatch_is_refused_naming_file_and_line(
     tmp_path: Path, msgid: str, msgstr: str, problem: str
