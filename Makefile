@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test docs lint bench screenshot install install-test servers clean
+.PHONY: demo test docs lint bench screenshot install install-test servers clean messages pot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,25 @@ docs: $(BIN)/python
 # docs/board.png, the README's picture of the station board: the board's screenshot test
 screenshot: install-test servers
 	BOOTHWATCH_SCREENSHOT=docs/board.png $(BIN)/python -m pytest -q tests/test_board_ui.py -k screenshot
+
+# make messages: after a text people read was added or reworded. Extracts every message
+# id into the template, brings each language's catalog in step with it (new ids come in
+# empty, changed ones fuzzy: a translator fills them in), and compiles each catalog as the
+# service does at load, with its checks, saying what is left to translate.
+# docs/architecture/languages.md is the translator's page.
+LOCALE := monitor/locale
+POT ?= $(LOCALE)/boothwatch.pot
+messages: pot
+	$(BIN)/pybabel --quiet update -i $(POT) -d $(LOCALE) -D boothwatch \
+	  --ignore-pot-creation-date --ignore-obsolete
+	$(BIN)/python -m monitor.i18n
+
+# the template alone; tests/test_i18n.py extracts into a file of its own (POT=...) to see
+# that the committed one is current
+pot: $(BIN)/python
+	@$(BIN)/python -c "import babel" 2>/dev/null || $(BIN)/pip install --quiet -e .
+	$(BIN)/pybabel --quiet extract -F babel.cfg -k say -c TRANSLATORS: --add-location=file \
+	  --project=boothwatch --copyright-holder="boothwatch contributors" -o $(POT) .
 
 bench: install-test servers
 	$(BIN)/python bench/latency.py

@@ -28,6 +28,7 @@ from monitor.core.settings import Config
 from monitor.core.site import SiteCore, UnknownIncident
 from monitor.driver import Driver
 from monitor.health import Health
+from monitor.i18n import Language
 from monitor.metrics import Metrics
 from monitor.paging import Paging
 from monitor.station import Stations
@@ -65,6 +66,11 @@ class Api:
         A box with neither (the tests' sites, a bench) keeps the API open as it always was;
         check-config says so."""
         return self.token is not None or self.stations.password is not None
+
+    @property
+    def language(self) -> Language:
+        """What people read through HTTP (the ack page) is in this language."""
+        return self.paging.language
 
     # --- reads ------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from ulid import ULID
 from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
+from monitor import i18n
 from monitor.api import TOKEN_ENV, Api
 from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
@@ -110,6 +111,8 @@ class Runtime:
         self.metrics = Metrics()
         precreate(self.metrics, config)
         self.core = SiteCore(config, new_id=lambda: str(ULID()))
+        # the config's check loaded it already, moments ago
+        self.language = i18n.load(config.site.language, config.site.catalogs)
         self.used_links = UsedLinks(config.http.ack_link_ttl)  # ack links are single use
         self.notifier = Notifier(self.env)  # systemd: READY, WATCHDOG, STATUS, STOPPING
         self._retry_delays = retry_delays
@@ -166,7 +169,7 @@ class Runtime:
         paging = Paging(cfg, store=store, link=link, tokens=self.tokens, metrics=self.metrics,
                         clock=self.clock, session=session,
                         tell=lambda event, now: self.driver.handle(event, now),
-                        retry_delays=self._retry_delays)
+                        retry_delays=self._retry_delays, language=self.language)
         # the boards read duty through the Api, built below: the lambda waits for it
         board = self.board = BoardFeed(lambda: self.api.responders())
         publisher = Publisher(link, self.topics, cfg, board)

@@ -76,7 +76,8 @@ def summary(config: Config) -> str:
         mqtt_extra.append(f"client cert {mqtt.cert_file}")
     lines = [
         f"config {config.source}",
-        f"site: {site.id} ({site.name}), time zone {site.timezone}",
+        f"site: {site.id} ({site.name}), time zone {site.timezone}, language {site.language}"
+        + (f" (catalogs in {site.catalogs} first)" if site.catalogs else ""),
         f"mqtt: {mqtt.url} as client {mqtt.client_id} ({', '.join(mqtt_extra)})",
         f"store: {config.store.path}",
         f"http: listening on {listen_host}:{http.port}; ack links {http.public_url}/ack/... "

@@ -521,6 +521,39 @@ def test_site_rules() -> None:
     assert [p.split(": ")[0] for p in problems] == ["site.id", "site.timezone"]
 
 
+def test_site_language() -> None:
+    """English unless told; a language the package has a catalog for is taken; an unknown
+    one is refused naming site.language and the languages there are."""
+    assert parse_config(_data(), {}).site.language == "en"
+    data = _data()
+    site = data["site"]
+    assert isinstance(site, dict)
+    site["language"] = "pt_PT"
+    assert parse_config(data, {}).site.language == "pt_PT"
+    site["language"] = "pt-PT"
+    assert _problems(data) == ['site.language: unknown language "pt-PT": catalogs exist for '
+                               'en, pt_PT (did you mean "pt_PT"?)']
+
+
+def test_site_catalogs(tmp_path: Path) -> None:
+    """site.catalogs must be a directory boothwatch can read; its languages count too."""
+    data = _data()
+    site = data["site"]
+    assert isinstance(site, dict)
+    site["catalogs"] = str(tmp_path / "missing")
+    site["language"] = "de"
+    # one mistake, one problem: which languages exist depends on the directory
+    assert _problems(data) == [f'site.catalogs: cannot read the directory '
+                               f'"{tmp_path / "missing"}": No such file or directory']
+    (tmp_path / "de" / "LC_MESSAGES").mkdir(parents=True)
+    (tmp_path / "de" / "LC_MESSAGES" / "boothwatch.po").write_text(
+        'msgid "call button pressed"\nmsgstr "Rufknopf gedrückt"\n')
+    site["catalogs"] = str(tmp_path)
+    config = parse_config(data, {})
+    assert (config.site.language, config.site.catalogs) == ("de", str(tmp_path))
+    assert f"language de (catalogs in {tmp_path} first)" in summary(config)
+
+
 def test_channel_rules() -> None:
     """Channel types, webhook URLs and secret_env are checked."""
     data = _data()

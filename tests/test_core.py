@@ -35,6 +35,7 @@ from monitor.core.events import (
 from monitor.core.incident import TRANSITIONS, Action, IllegalTransition, Incident, State, Trigger
 from monitor.core.settings import Policy, Step
 from monitor.core.site import SiteCore, UnknownBooth, UnknownIncident
+from monitor.core.words import english
 from tests.harness.core import T0, CoreDriver, call, incident, make_config, pages, replace
 
 # --- calls and escalation ----------------------------------------------------------------
@@ -501,7 +502,7 @@ ALLOWED_STDLIB = frozenset({
 FORBIDDEN = {
     "asyncio", "aiosqlite", "sqlite3", "paho", "aiohttp", "prometheus_client", "structlog",
     "socket", "time", "threading", "subprocess", "os", "ssl", "io", "pathlib", "tomllib",
-    "apprise", "urllib",
+    "apprise", "urllib", "babel", "gettext",
 }
 #: builtins that reach outside the process
 FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "__import__"}
@@ -562,12 +563,12 @@ def test_page_message_reads_well_on_a_lock_screen() -> None:
     clock.send(Occupancy("b1", True))
     clock.send(Motion("b1", MotionState.STILL))
     out = clock.advance(180)
-    assert [c.message for c in out if isinstance(c, SendPage)] == [
+    assert [english(c.message) for c in out if isinstance(c, SendPage)] == [
         "Booth 1: no movement for 3m"]
     out = clock.advance(1020)
     assert incident(out).view.triggers == ("unresponsive", "long_session")
     odd = CoreDriver(make_config(stillness=6.66667))
     odd.send(Occupancy("b1", True))
     odd.send(Motion("b1", MotionState.STILL))
-    assert [c.message for c in odd.advance(7) if isinstance(c, SendPage)] == [
+    assert [english(c.message) for c in odd.advance(7) if isinstance(c, SendPage)] == [
         "Booth 1: no movement for 7s"]

@@ -2,9 +2,9 @@
 
 ``GET /board`` renders `board.html` (a `string.Template`) with:
 
-* ``$texts``: `TEXTS`, and ``$config``: the site's time zone, the outcomes a resolve
-  takes, how long maintenance may last; each as JSON safe inside
-  ``<script type="application/json">``;
+* ``$texts``: `TEXTS` in the site's language, and ``$config``: that language (BCP 47), the
+  site's time zone, the outcomes a resolve takes, how long maintenance may last; each as
+  JSON safe inside ``<script type="application/json">``;
 * ``$lang``: the language of the texts;
 * ``$csrf``: the station session's CSRF token, for the page's POSTs (``X-CSRF-Token``);
 * ``$site``, ``$title``: the site's name and the board's title, HTML-escaped.
@@ -30,7 +30,7 @@ from aiohttp import web
 
 from monitor.api import API, Api
 from monitor.board.feed import DROPPED, message
-from monitor.board.texts import LANG, MAINTENANCE_SPANS, TEXTS
+from monitor.board.texts import MAINTENANCE_SPANS, TEXTS
 from monitor.core.events import NOTE_MAX, OUTCOMES
 from monitor.station import STATION
 from monitor.store import dumps
@@ -70,12 +70,14 @@ def _csrf(request: web.Request) -> str:
 
 
 async def page(request: web.Request) -> web.Response:
-    site = request.app[API].config.site
-    config = {"lang": LANG, "timezone": site.timezone, "outcomes": OUTCOMES,
+    api = request.app[API]
+    site, language = api.config.site, api.language
+    words = language.board_texts(TEXTS)  # in the site's language (monitor.i18n)
+    config = {"lang": language.tag, "timezone": site.timezone, "outcomes": OUTCOMES,
               "note_max": NOTE_MAX, "maintenance_spans": MAINTENANCE_SPANS}
-    body = PAGE.substitute(texts=_script_json(TEXTS), config=_script_json(config),
-                           lang=LANG, csrf=html.escape(_csrf(request)),
-                           site=html.escape(site.name), title=html.escape(TEXTS["title"]))
+    body = PAGE.substitute(texts=_script_json(words), config=_script_json(config),
+                           lang=language.tag, csrf=html.escape(_csrf(request)),
+                           site=html.escape(site.name), title=html.escape(words["title"]))
     return web.Response(text=body, content_type="text/html", headers={
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
         "Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff"})

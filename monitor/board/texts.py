@@ -7,7 +7,6 @@ literals of its own, so translating the board is translating this dict. A text m
 
 from __future__ import annotations
 
-LANG = "en"
 #: how long a booth taken out of use from the board stays out, at most (it comes back by
 #: itself then): the choices offered, as the maintenance API reads them
 MAINTENANCE_SPANS = ("30m", "1h", "2h", "4h")

@@ -29,6 +29,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, NoDefault
 from pydantic_core import core_schema
 
 from devices.mqtt import PASSWORD_ENV, broker_address, tls_problems
+from monitor import i18n
 from monitor.config.channels import AnyChannel, ChannelName
 from monitor.config.values import (
     Duration,
@@ -85,10 +86,41 @@ def _zone(name: str) -> str:
     return name
 
 
+def _catalogs(path: str) -> str:
+    try:
+        i18n.languages(path)
+    except OSError as exc:
+        wrong(f"cannot read the directory {describe(path)}: {exc.strerror or exc}")
+    return path
+
+
+def _language(language: str, info: ValidationInfo) -> str:
+    if "catalogs" not in info.data:
+        return language  # which languages there are depends on that problem
+    known = i18n.languages(info.data["catalogs"])
+    if language not in known:
+        wrong(f"unknown language {describe(language)}: catalogs exist for "
+              f"{', '.join(known)}{did_you_mean(language, known)}")
+    return language
+
+
 class Site(Table):
     id: Slug
     name: Text
     timezone: Annotated[Text, AfterValidator(_zone)]
+    # before language, whose check reads it
+    catalogs: Annotated[Text, AfterValidator(_catalogs)] | None = None
+    language: Annotated[Text, AfterValidator(_language)] = i18n.SOURCE
+
+    @model_validator(mode="after")
+    def _catalog(self) -> Self:
+        """The language's catalogs compile and pass the checks, as the service loads them."""
+        try:
+            i18n.load(self.language, self.catalogs)
+        except i18n.CatalogError as exc:
+            refuse((("catalogs" if self.catalogs else "language",), problem)
+                   for problem in exc.problems)
+        return self
 
 
 class Store(Table):

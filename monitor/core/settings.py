@@ -23,6 +23,8 @@ class SiteConfig:
     id: str
     name: str
     timezone: str
+    language: str = "en"  # what people read is in this language (monitor.i18n)
+    catalogs: str | None = None  # the site's own catalogs, searched before the package's
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ from monitor.core.incident import (
 )
 from monitor.core.roster import Roster, UnknownResponder
 from monitor.core.settings import Config, Policy, Priority
-from monitor.core.words import notice_message, page_message
+from monitor.core.words import STAFF_AT_THE_BOOTH, Words, english, notice_message, page_message
 
 _Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance", id)
 #: triggers a booth in maintenance does not raise (a call still pages)
@@ -525,16 +525,18 @@ class SiteCore:
             if not isinstance(change, Transition):
                 continue
             by = change.by
-            who = "Staff at the booth" if by in (None, "booth") else self._names.get(by, by)
+            who: str | Words = (STAFF_AT_THE_BOOTH if by in (None, "booth")
+                                else self._names.get(by, by))
             message = notice_message(change, who, booth.name)
             if message is None:
                 continue
             if paged is None:
                 paged = inc.paged(upto=before)
+            record = english(message)  # the responder hears it in the site's language
             for responder in paged:
                 if responder == by:
                     continue
-                inc.note(change.at, "notice", responder=responder, text=message)
+                inc.note(change.at, "notice", responder=responder, text=record)
                 out.append(SendNotice(incident=inc.id, booth=booth.id, booth_name=booth.name,
                                       responder=responder, priority=inc.priority,
                                       message=message))

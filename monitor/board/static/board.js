@@ -68,14 +68,22 @@
   const clockTime = (at) => timeFormat.format(new Date(at * 1000));
 
   /** A span of time as people say it: 45s, 2m 40s, 20m, 1h 05m. */
+  // durations as the pages word them, in the board's language: "2m 40s", "2 min e 40 s"
+  const unitFormats = {};
+  function unit(name, n) {
+    unitFormats[name] = unitFormats[name] || new Intl.NumberFormat(
+      CONFIG.lang || "en", { style: "unit", unit: name, unitDisplay: "narrow" });
+    return unitFormats[name].format(n);
+  }
+  const unitList = new Intl.ListFormat(CONFIG.lang || "en", { type: "unit", style: "narrow" });
   function duration(seconds) {
     const s = Math.max(0, Math.floor(seconds));
-    if (s < 60) return s + "s";
+    if (s < 60) return unit("second", s);
     const h = Math.floor(s / 3600);
     const m = Math.floor((s % 3600) / 60);
     const rest = s % 60;
-    if (h) return h + "h " + String(m).padStart(2, "0") + "m";
-    return rest ? m + "m " + rest + "s" : m + "m";
+    if (h) return unitList.format(m ? [unit("hour", h), unit("minute", m)] : [unit("hour", h)]);
+    return unitList.format(rest ? [unit("minute", m), unit("second", rest)] : [unit("minute", m)]);
   }
 
   /** A running clock: 4:05, 1:02:03. */
