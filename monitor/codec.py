@@ -49,10 +49,13 @@ def booth_json(view: BoothView) -> dict[str, Any]:
         },
         "unmonitored": view.unmonitored,
         "door": view.door,
-        # the session's risk, and the seconds of stillness and of session it may last
+        # the thresholds in force: the session's risk's
+        "stillness": view.stillness,
+        "long_session": view.long_session,
+        "unresponsive_at": iso(view.unresponsive_at),
+        "troubles": list(view.troubles),
         "risk": view.risk,
         "route": view.route,
-        "thresholds": {"stillness": view.stillness, "long_session": view.long_session},
         "closed": view.closed,
     }
 
@@ -124,6 +127,7 @@ def booth_from_record(record: dict[str, Any]) -> BoothView:
     inc = fields["incident"]
     fields["incident"] = None if inc is None else IncidentRef(
         id=inc["id"], priority=inc["priority"], state=inc["state"], level=inc["level"])
+    fields["troubles"] = tuple(fields.get("troubles", ()))
     return BoothView(**fields)
 
 

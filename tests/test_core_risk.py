@@ -43,6 +43,7 @@ from monitor.core.settings import (
     Thresholds,
 )
 from monitor.core.site import SiteCore
+from monitor.core.words import english
 from tests.harness.core import CoreDriver, call, incident, make_config, pages, replace
 
 LISBON = ZoneInfo("Europe/Lisbon")
@@ -88,7 +89,7 @@ def test_high_risk_session_pages_at_its_shorter_stillness_and_the_next_is_standa
     assert inc.timeline[0].detail == {"trigger": "unresponsive", "priority": "high",
                                       "risk": "high"}
     page = next(c for c in out if isinstance(c, SendPage))
-    assert page.message == "Booth 1: no movement for 60s (high-risk session)"
+    assert english(page.message) == "Booth 1: no movement for 60s (high-risk session)"
     clock.send(Attend(inc.id, "ana"))
     clock.send(Resolve(inc.id, "ana", "ok"))
     clock.send(Occupancy("b1", False))
@@ -200,7 +201,7 @@ def test_outside_hours_a_long_session_pages_only_the_technician_at_low_priority(
     out = clock.advance(1200)
     page = next(c for c in out if isinstance(c, SendPage))
     assert (page.responder, page.priority) == ("tom", "low")
-    assert page.message == "Booth 1: session over 20m (outside opening hours)"
+    assert english(page.message) == "Booth 1: session over 20m (outside opening hours)"
     inc = incident(out).view
     assert (inc.priority, inc.after_hours) == ("low", True)
     assert {"kind": "note", "text": "outside opening hours: the technician is paged"} in [
@@ -317,9 +318,9 @@ def test_all_nurses_busy_pages_them_anyway_and_tells_the_coordinator_once() -> N
     out = clock.send(Button("b3", Press.CALL))
     assert pages(out) == [("ana", 1), ("bea", 1)]
     notices = [c for c in out if isinstance(c, SendNotice)]
-    assert [(n.responder, n.booth, n.message) for n in notices] == [(
+    assert [(n.responder, n.booth, english(n.message)) for n in notices] == [(
         "rui", "b3",
-        "All staff engaged: Booth 3 needs someone, paged all the same: Ana at Booth 1, "
+        "All staff engaged: Booth 3 needs someone, paged all the same: Ana at Booth 1; "
         "Bea at Booth 2")]
     view = incident(out).view
     assert [e.detail for e in view.timeline if e.kind == "all_engaged"] == [

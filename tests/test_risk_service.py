@@ -45,14 +45,14 @@ async def test_a_high_risk_session_pages_at_its_shorter_stillness_and_the_next_i
                              clock=HandClock()) as svc:
         await session_starts(svc, risk="high", route="inject")
         shown = booth(svc)
-        assert (shown["risk"], shown["route"], shown["thresholds"]) == (
-            "high", "inject", {"stillness": 60.0, "long_session": 600.0})
+        assert (shown["risk"], shown["route"], shown["stillness"], shown["long_session"]) == (
+            "high", "inject", 60.0, 600.0)
         svc.advance(59)
         assert await svc.incidents() == []
         svc.advance(1)
         page = (await svc.hook.wait(1))[0]
         assert (page["responder"], page["triggers"], page["message"]) == (
-            "ana", ["unresponsive"], "Booth 1: no movement for 60s (high-risk session)")
+            "ana", ["unresponsive"], "Booth 1: no movement for 1m (high-risk session)")
         first = await incident_of(svc, "b1")
         assert first["risk"] == "high"
         assert first["timeline"][0]["risk"] == "high"
@@ -64,7 +64,7 @@ async def test_a_high_risk_session_pages_at_its_shorter_stillness_and_the_next_i
         await eventually(lambda: not booth(svc)["occupied"])
         assert (booth(svc)["risk"], booth(svc)["route"]) == ("standard", None)
         await session_starts(svc)
-        assert booth(svc)["thresholds"]["stillness"] == 180.0
+        assert booth(svc)["stillness"] == 180.0
         svc.advance(179)
         assert len(await svc.incidents()) == 1
         svc.advance(1)
@@ -98,11 +98,11 @@ async def test_staff_mark_a_session_through_the_api(
         status, body = await svc.post("/api/booths/b1/session",
                                       {"risk": "high", "route": "smoke", "by": "rui"})
         assert status == 200
-        assert (body["risk"], body["route"], body["thresholds"]["stillness"]) == (
+        assert (body["risk"], body["route"], body["stillness"]) == (
             "high", "smoke", 60.0)
         assert body["incident"] is not None  # overdue: raised by the mark itself
         page = (await svc.hook.wait(1))[0]
-        assert page["message"] == "Booth 1: no movement for 60s (high-risk session)"
+        assert page["message"] == "Booth 1: no movement for 1m (high-risk session)"
         assert await svc.metric('boothwatch_booth_high_risk{booth="b1"}') == 1.0
 
 
@@ -111,7 +111,7 @@ def closed_now(site: Site) -> None:
     the technician."""
     now = dt.datetime.now(ZoneInfo(site.timezone))
     start, end = now + dt.timedelta(hours=2), now + dt.timedelta(hours=4)
-    site.hours = [f"daily {start:%H:%M}-{end:%H:%M}"]
+    site.site["hours"] = [f"daily {start:%H:%M}-{end:%H:%M}"]
     site.responders.append(responder("tom", ["technician"], ["pager"]))
 
 
@@ -196,7 +196,7 @@ async def test_when_every_nurse_is_busy_they_are_paged_anyway_and_the_coordinato
         notice = await eventually(lambda: [n for n in svc.hook.notices if n["booth"] == "b3"])
         assert [(n["responder"], n["message"]) for n in notice] == [(
             "rui", "All staff engaged: Booth 3 needs someone, paged all the same: "
-                   "Ana at Booth 1, Bea at Booth 2")]
+                   "Ana at Booth 1; Bea at Booth 2")]
         third = await incident_of(svc, "b3")
         assert [e["roles"] for e in third["timeline"] if e["kind"] == "all_engaged"] == [
             ["nurse"]]

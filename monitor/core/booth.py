@@ -166,12 +166,17 @@ class BoothView:
     long_fired: bool
     door_closed_at: float | None = None
     awaiting_presence: bool = False
-    # the session's risk and route (standard and None between sessions), and the
-    # thresholds they put in force (published; the booth's config says them again on load)
-    risk: Risk = "standard"
-    route: Route | None = None
+    # for the station board: the thresholds in force (the session's risk's), so it can say
+    # "no movement for 3m" and draw the stillness countdown; when the unresponsive alarm
+    # fires if nobody moves (None: not timing); each device in trouble as {"device",
+    # "role", "trouble"}
     stillness: float = 0.0
     long_session: float = 0.0
+    unresponsive_at: float | None = None
+    troubles: tuple[dict[str, str], ...] = ()
+    # the session's risk and route (standard and None between sessions)
+    risk: Risk = "standard"
+    route: Route | None = None
     closed: bool = False  # outside [site] hours (the site core says)
 
 
@@ -349,7 +354,7 @@ class Booth:
 
     def view(
         self, incident: IncidentRef | None, devices_ok: bool = True, unmonitored: bool = False,
-        closed: bool = False,
+        troubles: tuple[dict[str, str], ...] = (), closed: bool = False,
     ) -> BoothView:
         return BoothView(
             id=self.config.id,
@@ -369,10 +374,12 @@ class Booth:
             long_fired=self.long_fired,
             door_closed_at=self.door_closed_at,
             awaiting_presence=self.session is Session.AWAITING,
-            risk=self.risk,
-            route=self.route,
             stillness=self.limits.stillness,
             long_session=self.limits.long_session,
+            unresponsive_at=self.deadlines().get(Timer.UNRESPONSIVE),
+            troubles=troubles,
+            risk=self.risk,
+            route=self.route,
             closed=closed,
         )
 
