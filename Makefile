@@ -55,7 +55,8 @@ docs: $(BIN)/python
 	  || $(BIN)/pip install --quiet -e '.[test]'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-# docs/board.png, the README's picture of the station board: the board's screenshot test
+# docs/board.png, the README's picture of the station board, and docs/board.pt_PT.png, the
+# same in European Portuguese for the translators' page: the board's screenshot test
 screenshot: install-test servers
 	BOOTHWATCH_SCREENSHOT=docs/board.png $(BIN)/python -m pytest -q tests/test_board_ui.py -k screenshot
 

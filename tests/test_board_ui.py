@@ -24,11 +24,13 @@ import pytest_asyncio
 from playwright.async_api import Browser
 
 from monitor.board.texts import TEXTS
+from monitor.i18n import BOARD
 from tests.harness.broker import Mosquitto, Publish, Publisher, free_port, require_mosquitto
 from tests.harness.browser import Board, chromium
 from tests.harness.process import ROOT, ServiceProcess
 from tests.harness.service import HandClock, event, events_topic, eventually, start_service
 from tests.harness.site import Site, booth, device, escalation
+from tests.test_i18n import write_catalog
 
 #: the browser tests share the module's event loop, which its browser and service live on
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -483,6 +485,43 @@ async def test_every_state_fits(
         assert await board.clipped() == []
         assert board.errors == []
         await board.close()
+
+
+@pytest.mark.integration
+@in_module_loop
+async def test_a_line_the_clock_makes_longer_is_fitted_again(
+        browser: Browser, mosquitto: Mosquitto, mqtt_publish: Publish, tmp_path: Path) -> None:
+    """A still booth's line grows as its clock runs ("...há 0 s", "...há 20 min e 40 s"):
+    when it no longer fits, the tile's text is made smaller rather than the line cut
+    short (a site's own wording, longer than the shipped one)."""
+    write_catalog(tmp_path / "locale", "pt_PT", {
+        "Still for {duration}": "Sem nenhum movimento detetado há {duration}"}, context=BOARD)
+
+    def edit(site: Site) -> None:
+        site.site.update(language="pt_PT", catalogs=str(tmp_path / "locale"))
+        site.booths = [booth("b1", "Cabine 1", stillness="1h"), booth("b2"), booth("b3")]
+
+    async with start_service(tmp_path, mosquitto, mqtt_publish, clock=HandClock(), edit=edit,
+                             env=ENV) as svc:
+        board = await Board.open(browser, svc.base, password=PASSWORD,
+                                 viewport={"width": 1280, "height": 800})
+        mqtt_publish(events_topic("b1"), event("occupancy", occupied=True))
+        mqtt_publish(events_topic("b1"), event("motion", state="still"))
+        line = board.tile("b1").locator('[data-tick="still"]')
+        await eventually(lambda: _text_has(line, "detetado há 0 s"), timeout=3)
+        assert await board.clipped() == []
+        size = await _unit(board.tile("b1"))
+        svc.advance(20 * 60 + 40)
+        await eventually(lambda: _text_has(line, "detetado há 20 min e 40 s"), timeout=3)
+        assert await board.clipped() == []  # fitted in the same tick as the words changed
+        assert await _unit(board.tile("b1")) < size
+        assert board.errors == []
+        await board.close()
+
+
+async def _unit(tile: Any) -> float:
+    """The tile's text unit (--u, px), which board.js fits to its content."""
+    return float((await tile.evaluate("el => el.style.getPropertyValue('--u')")).removesuffix("px"))
 
 
 async def _text_has(locator: Any, text: str) -> bool:

@@ -3,8 +3,8 @@
 ``GET /board`` renders `board.html` (a `string.Template`) with:
 
 * ``$texts``: `TEXTS` in the site's language, and ``$config``: that language (BCP 47), the
-  site's time zone, the outcomes a resolve takes, how long maintenance may last; each as
-  JSON safe inside ``<script type="application/json">``;
+  site's time zone, the outcomes a resolve takes, how long maintenance may last (as the
+  API reads it, and in words); each as JSON safe inside ``<script type="application/json">``;
 * ``$lang``: the language of the texts;
 * ``$csrf``: the station session's CSRF token, for the page's POSTs (``X-CSRF-Token``);
 * ``$site``, ``$title``: the site's name and the board's title, HTML-escaped.
@@ -31,6 +31,7 @@ from aiohttp import web
 from monitor.api import API, Api
 from monitor.board.feed import DROPPED, message
 from monitor.board.texts import MAINTENANCE_SPANS, TEXTS
+from monitor.core.durations import parse_duration
 from monitor.core.events import NOTE_MAX, OUTCOMES
 from monitor.station import STATION
 from monitor.store import dumps
@@ -73,8 +74,11 @@ async def page(request: web.Request) -> web.Response:
     api = request.app[API]
     site, language = api.config.site, api.language
     words = language.board_texts(TEXTS)  # in the site's language (monitor.i18n)
+    # each span as the maintenance API reads it, and as the site's language says it
+    spans = [{"value": span, "label": language.duration(parse_duration(span))}
+             for span in MAINTENANCE_SPANS]
     config = {"lang": language.tag, "timezone": site.timezone, "outcomes": OUTCOMES,
-              "note_max": NOTE_MAX, "maintenance_spans": MAINTENANCE_SPANS}
+              "note_max": NOTE_MAX, "maintenance_spans": spans}
     body = PAGE.substitute(texts=_script_json(words), config=_script_json(config),
                            lang=language.tag, csrf=html.escape(_csrf(request)),
                            site=html.escape(site.name), title=html.escape(words["title"]))

@@ -810,8 +810,8 @@
 
   function openMaintenance(b, who) {
     const spans = CONFIG.maintenance_spans.map((span, i) =>
-      '<label class="choice"><input type="radio" name="until" required value="' + esc(span) + '"' +
-      (i === 0 ? " checked" : "") + "> " + esc(span) + "</label>").join("");
+      '<label class="choice"><input type="radio" name="until" required value="' + esc(span.value) + '"' +
+      (i === 0 ? " checked" : "") + "> " + esc(span.label) + "</label>").join("");
     const el = dialog(
       "<h2>" + esc(t("maintenance_title", { booth: b.name })) + "</h2>" +
       '<label>' + esc(t("maintenance_reason")) + '<input type="text" name="reason" required maxlength="200" value="' +
