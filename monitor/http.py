@@ -26,7 +26,7 @@ import urllib.parse
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -36,16 +36,20 @@ from monitor.api import Api, IncidentGone
 from monitor.core.booth import IllegalBoothTransition, Maintain
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
+    MAX_DOSES,
     NOTE_MAX,
     OUTCOMES,
+    STEPS,
     Acknowledge,
     Attend,
     EndMaintenance,
     IncidentEvent,
+    RecordStep,
     Resolve,
     SetDuty,
     SiteEvent,
     StartMaintenance,
+    parse_step,
 )
 from monitor.core.incident import IllegalTransition, OutcomeRecorded
 from monitor.core.roster import UnknownResponder
@@ -60,6 +64,7 @@ MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 REASON_MAX = 200
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_T = TypeVar("_T")
 #: the OpenAPI document of every route below (tests/test_openapi.py holds them to it)
 OPENAPI = importlib.resources.files("monitor").joinpath("openapi.json").read_bytes()
 
@@ -77,6 +82,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/incidents/{id}/presence", _action("presence")),
         web.post("/api/incidents/{id}/resolve", _action("resolve")),
         web.post("/api/incidents/{id}/outcome", outcome),
+        web.post("/api/incidents/{id}/steps", steps),
         web.get("/api/responders", responders),
         web.post("/api/responders/{id}/duty", duty),
         web.post("/api/booths/{id}/maintenance", maintenance),
@@ -85,6 +91,8 @@ def routes() -> list[web.RouteDef]:
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
+        web.post("/ack/{token}/presence", ack_presence),
+        web.post("/ack/{token}/steps", ack_step),
         web.post("/board/login", board_login),
         web.post("/board/logout", board_logout),
     ]
@@ -304,6 +312,24 @@ async def outcome(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def steps(request: web.Request) -> web.Response:
+    """A protocol step: ``{"responder", "step", "count"?, "note"?}``."""
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    responder = _short_id(body, "responder", "a responder id is required")
+    if isinstance(responder, web.Response):
+        return responder
+    if "count" in body and body["count"] is None:  # null is not "no count" here
+        return _error(400, f"count: a whole number of doses from 1 to {MAX_DOSES}")
+    try:
+        step = parse_step(body.get("step"), body.get("count"), body.get("note"))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return await _apply(request, RecordStep(request.match_info["id"], responder, step,
+                                            body.get("count"), body.get("note"), via="api"))
+
+
 # --- duty and maintenance ----------------------------------------------------------------
 
 
@@ -428,6 +454,10 @@ p {{ font-size: 1.1rem; }}
 .high {{ color: #ff6b6b; }} .medium {{ color: #ffd166; }} .low {{ color: #9ad; }}
 button {{ font-size: 1.4rem; padding: 1rem 2rem; width: 100%; border: 0; border-radius: .5rem;
          background: #2a9d8f; color: white; margin-top: 1rem; }}
+.steps {{ display: flex; flex-wrap: wrap; gap: .5rem; margin-top: .5rem; }}
+.steps button {{ flex: 1 1 45%; width: auto; font-size: 1.1rem; padding: .8rem .5rem;
+                margin-top: 0; background: #3a506b; }}
+.done {{ color: #8fd694; }}
 </style></head>
 <body>{body}</body></html>
 """
@@ -478,6 +508,8 @@ async def ack_page(request: web.Request) -> web.Response:
     ack_by = data.get("acknowledged_by")
     already = (f"<p>Already acknowledged by {html.escape(str(ack_by))}.</p>"
                if ack_by and data["state"] != "open" else "")
+    if data["state"] == "open" and data["reopened"]:
+        already = "<p>Re-opened: nobody reached the booth after it was acknowledged.</p>"
     going = (f"<form method=\"post\"><button type=\"submit\">I'm going "
              f"({html.escape(link.responder)})</button></form>")
     body = (
@@ -527,12 +559,99 @@ def _not_on_record(api: Api, link: AckLink) -> web.Response:
 
 
 def _after(request: web.Request, data: dict[str, Any]) -> str:
-    """What the page offers once someone is going: the outcome form, until one is recorded."""
+    """What the page offers once someone is going: "I'm at the booth", the protocol steps
+    and the outcome form; once resolved, the steps taken and the outcome form until an
+    outcome is recorded."""
     if data["state"] != "resolved":
-        return "<p>When you are done:</p>" + _outcome_form(request)
+        return (_presence_form(request, data) + _steps_section(request, data)
+                + "<p>When you are done:</p>" + _outcome_form(request))
+    taken = _steps_taken(request, data)
     if data.get("outcome") in OUTCOMES:
-        return "<p>This incident is resolved.</p>"
-    return "<p>This incident is resolved. What happened?</p>" + _outcome_form(request)
+        return taken + "<p>This incident is resolved.</p>"
+    return taken + "<p>This incident is resolved. What happened?</p>" + _outcome_form(request)
+
+
+def _ack_action(request: web.Request, what: str) -> str:
+    """The address a form of the ack page posts to (`what`: outcome, presence, steps)."""
+    return html.escape(f"{request.app[API].config.http.public_url}/ack/"
+                       f"{request.match_info['token']}/{what}")
+
+
+def _clock(request: web.Request, at: str) -> str:
+    """An API time as the site's wall clock, HH:MM:SS."""
+    zone = zoneinfo.ZoneInfo(request.app[API].config.site.timezone)
+    return datetime.fromisoformat(at).astimezone(zone).strftime("%H:%M:%S")
+
+
+def _presence_form(request: web.Request, data: dict[str, Any]) -> str:
+    """The "I'm at the booth" button (presence) until someone is there; then who and when."""
+    if data["presence_at"] is not None:
+        return (f"<p>At the booth: {html.escape(str(data['presence_by']))} since "
+                f"{_clock(request, data['presence_at'])}.</p>")
+    return (f"<form method=\"post\" action=\"{_ack_action(request, 'presence')}\">"
+            "<button type=\"submit\" data-action=\"presence\">I'm at the booth</button></form>")
+
+
+STEP_LABELS = {
+    "knocked": "Knocked",
+    "answered": "Person answered",
+    "entered": "Entered the booth",
+    "naloxone": "Naloxone given",
+    "oxygen": "Oxygen given",
+    "ems_called": "Emergency services called",
+    "ems_arrived": "Emergency services arrived",
+    "note": "Add note",
+}
+assert tuple(STEP_LABELS) == STEPS
+
+
+def _step_label(step: str) -> str:
+    """A step's name in the list and the confirmation (the button says "Add note")."""
+    return "Note" if step == "note" else STEP_LABELS[step]
+
+
+def _step_text(request: web.Request, step: dict[str, Any]) -> str:
+    """One recorded step as the list shows it: 20:15:31 Naloxone given (2 doses), ana."""
+    label = _step_label(step["step"])
+    doses = step.get("count")
+    if doses is not None:
+        label += f" ({doses} dose{'s' if doses != 1 else ''})"
+    note = f": {step['note']}" if step.get("note") else ""
+    return html.escape(f"{_clock(request, step['at'])} {label}{note}, {step['responder']}")
+
+
+def _steps_taken(request: web.Request, data: dict[str, Any]) -> str:
+    if not data["steps"]:
+        return ""
+    items = "".join(f"<li data-step=\"{html.escape(s['step'])}\">{_step_text(request, s)}</li>"
+                    for s in data["steps"])
+    return f"<p>Steps so far:</p><ol>{items}</ol>"
+
+
+def _steps_section(request: web.Request, data: dict[str, Any]) -> str:
+    """What was done so far and a button per protocol step. Each form carries how many steps
+    the page showed (``seen``), so a form sent twice records its step once."""
+    action = _ack_action(request, "steps")
+    seen = f"<input type=\"hidden\" name=\"seen\" value=\"{len(data['steps'])}\">"
+
+    def button(step: str) -> str:
+        return (f"<button type=\"submit\" name=\"step\" value=\"{step}\">"
+                f"{html.escape(STEP_LABELS[step])}</button>")
+
+    plain = [s for s in STEPS if s not in ("naloxone", "note")]
+    return (
+        _steps_taken(request, data)
+        + f"<form method=\"post\" action=\"{action}\">{seen}<div class=\"steps\">"
+        + "".join(button(s) for s in plain) + "</div></form>"
+        + f"<form method=\"post\" action=\"{action}\">{seen}<div class=\"steps\">"
+        f"<label>Doses <input type=\"number\" name=\"count\" value=\"1\" min=\"1\" "
+        f"max=\"{MAX_DOSES}\" required style=\"font-size:1.2rem;width:4rem\"></label>"
+        + button("naloxone") + "</div></form>"
+        + f"<form method=\"post\" action=\"{action}\">{seen}"
+        f"<p><textarea name=\"note\" maxlength=\"{NOTE_MAX}\" rows=\"2\" required "
+        "placeholder=\"Note\" style=\"width:100%\"></textarea></p><div class=\"steps\">"
+        + button("note") + "</div></form>"
+    )
 
 
 def _used(request: web.Request, data: dict[str, Any], use: Use, status: int) -> web.Response:
@@ -570,16 +689,92 @@ async def ack_post(request: web.Request) -> web.Response:
         return _used(request, data, used, 403)
     if not api.is_open(link.incident) and not await api.on_record(link.incident):
         return _not_on_record(api, link)
-    going_to = api.open_view(link.incident)
-    response = await _apply(request, Acknowledge(link.incident, link.responder, via=via))
-    if response.status != 200:
-        text = {404: "Unknown incident", 409: "This incident is already resolved"}
-        return _html("Not acknowledged", f"<h1>{text.get(response.status, 'Error')}</h1>",
-                     response.status)
-    booth = html.escape(api.booth_name(going_to.booth) if going_to else "the booth")
-    return _html("Acknowledged", f"<h1>Acknowledged</h1><p>You are going to {booth}. "
-                 "Press presence at the booth when you arrive.</p>"
-                 f"<p>When you are done:</p>{_outcome_form(request)}")
+    acted = await _page_act(request, "Not acknowledged", lambda: api.act(
+        Acknowledge(link.incident, link.responder, via=via)))
+    if isinstance(acted, web.Response):
+        return acted
+    data = api.incident_json(acted)
+    return _html("Acknowledged", f"<h1>Acknowledged</h1><p>You are going to {_booth(data)}. "
+                 "When you get there, press <b>I'm at the booth</b>: paging stops for "
+                 f"everyone.</p>{_after(request, data)}")
+
+
+async def _page_act(request: web.Request, title: str,
+                    act: Callable[[], Awaitable[_T]]) -> _T | web.Response:
+    """Run an ack page's action: what it returned, or the page that says why it could not
+    be done."""
+    try:
+        return await act()
+    except UnknownIncident:
+        return _html(title, "<h1>Unknown incident</h1>", 404)
+    except (IncidentGone, IllegalTransition):
+        back = _ack_action(request, "").removesuffix("/")
+        return _html(title, "<h1>This incident is already resolved</h1>"
+                     f"<p><a href=\"{back}\">Back to the incident</a></p>", 409)
+
+
+async def ack_presence(request: web.Request) -> web.Response:
+    """"I'm at the booth" on the ack page: presence, as the responder the link was made for."""
+    api = request.app[API]
+    try:
+        link = _link(request)
+    except InvalidToken as exc:
+        return _bad_token(exc.reason)
+    acted = await _page_act(request, "Not saved", lambda: api.act(
+        Attend(link.incident, link.responder, via="link")))
+    if isinstance(acted, web.Response):
+        return acted
+    data = api.incident_json(acted)
+    booth = _booth(data)
+    return _html(f"{booth}: at the booth", f"<h1>{booth}</h1><p class=\"done\">You are at the "
+                 f"booth: paging has stopped.</p>{_after(request, data)}")
+
+
+async def ack_step(request: web.Request) -> web.Response:
+    """A protocol step from the ack page's buttons, as the link's responder."""
+    api = request.app[API]
+    try:
+        link = _link(request)
+    except InvalidToken as exc:
+        return _bad_token(exc.reason)
+    try:
+        form = await request.post()
+    except ValueError:  # e.g. multipart without a boundary: the browser never sends that
+        return _html("Not saved", "<h1>Not saved</h1><p>The form did not arrive whole.</p>",
+                     400)
+    try:
+        count = _form_int(form, "count", f"a whole number of doses from 1 to {MAX_DOSES}")
+        seen = _form_int(form, "seen", "how many steps the page showed")
+        note = form.get("note")
+        note = note.strip() or None if isinstance(note, str) else None
+        step = parse_step(form.get("step"), count, note)
+    except ValueError as exc:
+        return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(str(exc))}</p>", 400)
+    event = RecordStep(link.incident, link.responder, step, count, note, via="link")
+    acted = await _page_act(request, "Not saved", lambda: api.record_step(event, seen))
+    if isinstance(acted, web.Response):
+        return acted
+    if acted is None:
+        view = await api.find(link.incident)
+        assert view is not None  # a repeat is of a step on record
+        said = "Already recorded: nothing was changed now."
+    else:
+        view = acted
+        said = f"Recorded: {html.escape(_step_label(step.value))}."
+    data = api.incident_json(view)
+    booth = _booth(data)
+    return _html(f"{booth}: step recorded", f"<h1>{booth}</h1><p class=\"done\">{said}</p>"
+                 f"<p>State: {html.escape(data['state'])}</p>{_after(request, data)}")
+
+
+def _form_int(form: Any, key: str, what: str) -> int | None:
+    """A whole number from a form field, None when it is absent; ValueError names it."""
+    value = form.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"\d{1,6}", value.strip()):
+        raise ValueError(f"{key}: {what}")
+    return int(value)
 
 
 OUTCOME_LABELS = {
@@ -593,9 +788,7 @@ OUTCOME_LABELS = {
 }
 assert set(OUTCOME_LABELS) == set(OUTCOMES)
 def _outcome_form(request: web.Request) -> str:
-    action = (f"{request.app[API].config.http.public_url}/ack/"
-              f"{request.match_info['token']}/outcome")
-    return f"<form method=\"post\" action=\"{html.escape(action)}\">" + _OUTCOME_FIELDS
+    return f"<form method=\"post\" action=\"{_ack_action(request, 'outcome')}\">" + _OUTCOME_FIELDS
 
 
 _OUTCOME_FIELDS = (

@@ -66,6 +66,7 @@ from monitor.core.events import (
     PageFailed,
     PageReport,
     Press,
+    RecordStep,
     Resolve,
     SendNotice,
     SendPage,
@@ -163,6 +164,11 @@ class SiteCore:
             case Resolve(incident=iid, responder=who, outcome=outcome, via=via, note=note):
                 inc = self._incident(iid)
                 self._apply(inc, now, out, lambda: inc.resolve(who, now, outcome, via, note))
+            case RecordStep(incident=iid, responder=who, step=step, count=count, note=note,
+                            via=via):
+                inc = self._incident(iid)
+                self._apply(inc, now, out,
+                            lambda: inc.record_step(step, who, now, via, count, note))
             case PageReport():
                 inc = self._incident(event.incident)
                 self._apply(inc, now, out, lambda: inc.page_report(
@@ -538,8 +544,12 @@ class SiteCore:
         self, inc: Incident, fired: Fired, responders: Iterable[str], now: float
     ) -> list[SendPage]:
         booth = self.booths[inc.booth]
+        lapsed = None
+        if inc.state is State.OPEN and inc.last_ack is not None:  # an ack timeout re-opened it
+            who, at = inc.last_ack
+            lapsed = (self._names.get(who, who), now - at)
         message = page_message(booth.config, inc.triggers, urgent=inc.urgent,
-                               maintenance=booth.maintenance is not None)
+                               maintenance=booth.maintenance is not None, reopened=lapsed)
         pages = []
         for responder in responders:
             inc.note(now, "page", responder=responder, level=fired.level)

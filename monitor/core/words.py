@@ -10,15 +10,20 @@ from collections.abc import Iterable
 from typing import assert_never
 
 from monitor.core.durations import format_duration
+from monitor.core.events import ProtocolStep
 from monitor.core.incident import State, Transition, Trigger
 from monitor.core.settings import BoothConfig
 
 
 def page_message(
     booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
-    maintenance: bool = False,
+    maintenance: bool = False, reopened: tuple[str, float] | None = None,
 ) -> str:
-    """The one line a nurse reads on a lock screen, in the order the triggers came."""
+    """The one line a nurse reads on a lock screen, in the order the triggers came.
+
+    ``reopened`` is (who, seconds ago) of the acknowledgement an ack timeout let lapse:
+    the page then says nobody is there yet, the reasons in brackets.
+    """
     parts = []
     for trigger in triggers:
         match trigger:
@@ -35,6 +40,10 @@ def page_message(
             case _:
                 assert_never(trigger)
     text = f"{booth.name}: " + "; ".join(parts)
+    if reopened is not None:
+        who, ago = reopened
+        text = (f"re-opened: nobody at {booth.name} yet, {format_duration(round(ago))} after "
+                f"{who} acknowledged ({'; '.join(parts)})")
     if urgent:
         text = "URGENT: " + text
     if maintenance:
@@ -46,6 +55,8 @@ def notice_message(change: Transition, who: str, booth_name: str) -> str | None:
     """What everyone paged before hears when the incident changed so (None: nothing)."""
     if change.to is State.ACKNOWLEDGED:
         return f"{who} is attending {booth_name}"
+    if change.to is State.ATTENDED and change.step == ProtocolStep.ANSWERED.value:
+        return f"The person in {booth_name} answered {who}: nobody else need come"
     if change.to is State.ATTENDED and change.was is State.OPEN:
         return f"{who} is at {booth_name}"
     if change.to is State.RESOLVED:
