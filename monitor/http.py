@@ -641,6 +641,7 @@ def _steps_section(request: web.Request, data: dict[str, Any]) -> str:
     plain = [s for s in STEPS if s not in ("naloxone", "note")]
     return (
         _steps_taken(request, data)
+        + "<p>Record what you do, as you do it:</p>"
         + f"<form method=\"post\" action=\"{action}\">{seen}<div class=\"steps\">"
         + "".join(button(s) for s in plain) + "</div></form>"
         + f"<form method=\"post\" action=\"{action}\">{seen}<div class=\"steps\">"
@@ -649,7 +650,8 @@ def _steps_section(request: web.Request, data: dict[str, Any]) -> str:
         + button("naloxone") + "</div></form>"
         + f"<form method=\"post\" action=\"{action}\">{seen}"
         f"<p><textarea name=\"note\" maxlength=\"{NOTE_MAX}\" rows=\"2\" required "
-        "placeholder=\"Note\" style=\"width:100%\"></textarea></p><div class=\"steps\">"
+        "placeholder=\"A note for the record\" style=\"width:100%\"></textarea></p>"
+        "<div class=\"steps\">"
         + button("note") + "</div></form>"
     )
 
