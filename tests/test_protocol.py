@@ -281,7 +281,7 @@ async def test_bad_steps_are_400_naming_the_field(service: Service) -> None:
     svc = service
     iid = (await call(svc))["incident"]
     path = f"/api/incidents/{iid}/steps"
-    for body, problem in [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"step": "knocked"}, "responder:"),
         ({"responder": "ana"}, "step: one of knocked, answered, entered, naloxone, oxygen, "
                                "ems_called, ems_arrived, note"),
@@ -295,7 +295,8 @@ async def test_bad_steps_are_400_naming_the_field(service: Service) -> None:
         ({"responder": "ana", "step": "note"}, "note: the note step needs its text"),
         ({"responder": "ana", "step": "knocked", "note": "x" * 501}, "note: text of at most "
                                                                      "500 characters"),
-    ]:
+    ]
+    for body, problem in bad:
         status, answer = await svc.post(path, body)
         assert (status, answer["error"][:len(problem)]) == (400, problem), body
     assert (await incident(svc, iid))["steps"] == []
