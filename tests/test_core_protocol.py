@@ -148,12 +148,55 @@ def test_answered_on_an_unresponsive_incident_stops_escalation_without_presence(
     changes = incident(out).changes
     assert [c for c in changes if isinstance(c, Transition)] == [
         Transition(T0 + 210, State.OPEN, State.ATTENDED, "ana", False, "answered")]
+    clock.send(Motion("b1", MotionState.MOVING))  # fine, as they said
     assert pages(clock.advance(3600)) == []
     out = clock.send(Attend(iid, "rui"))
     assert incident(out).view.presence_at == clock.now
     # time to presence counts this first person at the booth
     assert [c.first for c in incident(out).changes if isinstance(c, Transition)] == [True]
     assert notices(out) == []
+
+
+def test_still_again_after_answering_pages_afresh() -> None:
+    """Nobody is at the booth after an answer through the door: the stillness clock starts
+    again at the answer (the person may have spoken without moving), and a second still
+    spell re-opens the incident and pages from the first step."""
+    clock = CoreDriver()
+    iid = unresponsive(clock)
+    clock.advance(10)
+    out = clock.send(step(iid, ANSWERED))
+    assert incident(out).view.state == "attended"
+    assert pages(clock.advance(179)) == []
+    out = clock.advance(1)  # 180 s still since the answer
+    assert pages(out) == [("ana", 1)]
+    assert messages(out) == ["Booth 1: no movement for 3m"]
+    view = incident(out).view
+    assert (view.state, view.presence_at) == ("open", None)
+    assert [e.detail for e in view.timeline if e.kind == "state"][-1] == {
+        "to": "open", "from": "attended", "reason": "alarm after the person answered"}
+    assert pages(clock.advance(30)) == [("ana", 2), ("rui", 2)]
+
+
+def test_a_call_after_answering_pages_and_the_next_answer_does_not_settle_it() -> None:
+    """The person answered, then presses call: paged at once; answering again is recorded
+    but a call needs someone there."""
+    clock = CoreDriver()
+    iid = unresponsive(clock)
+    clock.send(step(iid, ANSWERED))
+    out = clock.send(Button("b1", Press.CALL))
+    assert pages(out) == [("ana", 1)]
+    assert incident(out).view.triggers == ("unresponsive", "call")
+    out = clock.send(step(iid, ANSWERED))
+    assert incident(out).view.state == "open"
+
+
+def test_with_staff_at_the_booth_a_call_is_only_recorded() -> None:
+    """Presence, not an answer: staff are there, so a call press pages nobody."""
+    clock = CoreDriver()
+    iid = unresponsive(clock)
+    clock.send(step(iid, KNOCKED))
+    out = clock.send(Button("b1", Press.CALL))
+    assert pages(out) == [] and incident(out).view.state == "attended"
 
 
 def test_answered_on_an_acknowledged_incident_stops_the_ack_timeout() -> None:
@@ -163,6 +206,7 @@ def test_answered_on_an_acknowledged_incident_stops_the_ack_timeout() -> None:
     clock.send(Acknowledge(iid, "ana"))
     out = clock.send(step(iid, ANSWERED))
     assert incident(out).view.state == "attended" and incident(out).view.ack_deadline is None
+    clock.send(Motion("b1", MotionState.MOVING))
     assert pages(clock.advance(3600)) == []
 
 

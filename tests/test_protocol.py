@@ -220,8 +220,12 @@ async def test_steps_land_in_order_and_answered_stops_escalation(
                                            if n["responder"] == "rui"])
         assert notice[0]["message"] == ("The person in Booth 1 answered Ana: nobody else need "
                                         "come")
+        # fine, as they said: moving again (a person who stays still is paged afresh)
+        svc.publish(events_topic("b1"), event("motion", state="moving"))
+        await eventually(lambda: svc.runtime.driver.core.booths["b1"].still_since is None)
         svc.advance(600)
-        assert len(svc.hook.pages) == 3  # escalation stopped
+        paged = [e for e in (await incident(svc, iid))["timeline"] if e["kind"] == "page"]
+        assert len(paged) == 3  # escalation stopped
 
         svc.advance(4)
         svc.publish(STEPS_TOPIC, json.dumps({"incident": iid, "responder": "ana",

@@ -20,7 +20,10 @@ States: ``open`` -> ``acknowledged`` -> ``attended`` -> ``resolved``.
   a nurse answering from her phone at a sensor-only booth has nothing else to
   press. ``answered`` on an ``unresponsive`` incident means the person is fine:
   it attends the incident (escalation stops, as presence does) without stamping
-  ``presence_at``; with a call or another reason it is only recorded.
+  ``presence_at``; with a call or another reason it is only recorded. Nobody is
+  at the booth then, so the answer settles only the alarm it answered: a later
+  high trigger (still again, a call, a sensor lost while occupied) re-opens the
+  incident and pages from the first step, unlike with staff at the booth.
 * A page sent after an ack timeout re-opened the incident says so, naming the
   acknowledgement that lapsed (``last_ack``); a re-open by a higher trigger or a
   second call forgets it, since those pages name their own reason.
@@ -135,6 +138,7 @@ TRANSITIONS: dict[State, dict[Action, State]] = {
         Action.RESOLVE: State.RESOLVED,
         Action.STEP: State.ATTENDED,
         Action.ANSWERED: State.ATTENDED,
+        Action.REOPEN: State.OPEN,  # only when attended by an answer (see add_trigger)
     },
     State.RESOLVED: {},
 }
@@ -333,6 +337,8 @@ class Incident:
         priority = priority or PRIORITY[trigger]
         known = self.trigger_priority.get(trigger)
         self.cleared.discard(trigger)
+        if priority == "high" and self.state is State.ATTENDED and self.presence_at is None:
+            return self._alarm_after_answer(trigger, now)
         if known is not None and trigger is Trigger.CALL:
             return self._called_again(now)
         if known is not None and RANK[priority] <= RANK[known]:
@@ -347,6 +353,19 @@ class Incident:
         if self.state is State.ACKNOWLEDGED:
             self._go(Action.REOPEN, now, reason="higher priority trigger")
             self.ack_deadline = self.last_ack = None
+        self.escalation = Escalation.start(self.priority, self.policy, now)
+        self.note(now, "replanned", priority=self.priority)
+        return True
+
+    def _alarm_after_answer(self, trigger: Trigger, now: float) -> bool:
+        """A high trigger on an incident the person's answer attended, nobody at the booth:
+        the answer settled the alarm before, not this one. Re-open and page afresh."""
+        if trigger not in self.trigger_priority:
+            self.triggers.append(trigger)
+        self.trigger_priority[trigger] = "high"
+        self.note(now, "trigger", trigger=trigger.value, priority="high", after_answer=True)
+        self._go(Action.REOPEN, now, reason="alarm after the person answered")
+        self.last_ack = None  # its pages are about this alarm, not a lapsed ack
         self.escalation = Escalation.start(self.priority, self.policy, now)
         self.note(now, "replanned", priority=self.priority)
         return True

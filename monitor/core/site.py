@@ -66,6 +66,7 @@ from monitor.core.events import (
     PageFailed,
     PageReport,
     Press,
+    ProtocolStep,
     RecordStep,
     Resolve,
     SendNotice,
@@ -169,6 +170,11 @@ class SiteCore:
                 inc = self._incident(iid)
                 self._apply(inc, now, out,
                             lambda: inc.record_step(step, who, now, via, count, note))
+                if step is ProtocolStep.ANSWERED:
+                    booth = self.booths[inc.booth]
+                    booth.person_answered(now)
+                    self._schedule(("booth", inc.booth), booth.next_deadline())
+                    self._emit_booth(inc.booth, out)
             case PageReport():
                 inc = self._incident(event.incident)
                 self._apply(inc, now, out, lambda: inc.page_report(
