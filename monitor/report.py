@@ -338,7 +338,7 @@ def build_report(
         cur = db.execute(_SELECT.format(protocol=_protocol_columns(db)), (lo, hi))
         while rows := cur.fetchmany(CHUNK):
             for (iid, booth, priority, trigger, max_level, raised, acked, presence, resolved,
-                 outcome, reopened, sent, failed, *stamps) in rows:
+                 outcome, reopened, sent, failed, entered, naloxone) in rows:
                 if by == "booth":
                     key = booth
                 elif by == "trigger":
@@ -353,7 +353,8 @@ def build_report(
                 g.incidents += 1
                 g.priority[priority] += 1
                 ack_t, presence_t, resolve_t, *protocol_t = g.times
-                _protocol_times(protocol_t, raised, stamps)
+                if entered is not None or naloxone is not None:
+                    _protocol_times(protocol_t, raised, (entered, naloxone))
                 if acked is not None:
                     ack_t.append(acked - raised)
                 if presence is not None:

@@ -116,7 +116,7 @@ CREATE TABLE IF NOT EXISTS steps (
     note TEXT,
     via TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS steps_incident ON steps(incident, step);
+CREATE INDEX IF NOT EXISTS steps_incident ON steps(incident, step, at);
 CREATE TABLE IF NOT EXISTS pages (
     id TEXT PRIMARY KEY,
     incident TEXT NOT NULL,
