@@ -39,10 +39,10 @@ Figures, per group and in total:
   presence, the resolve, the first protocol step ``entered`` and the first
   ``naloxone`` (as in the API's ``response``). Over the incidents that have
   that stamp, whose count is ``n``: ``p50``, ``p90`` and ``max``, all ``null``
-  when ``n`` is 0. Percentiles are
-  **nearest-rank**: the smallest value with at least p % of the values at or
-  below it, so always a time that really happened (p50 of one value is that
-  value; p50 of 10, 20, 30, 40 is 20). Values are rounded to milliseconds.
+  when ``n`` is 0. Percentiles are **nearest-rank**: the smallest value with at
+  least p % of the values at or below it, so always a time that really happened
+  (p50 of one value is that value; p50 of 10, 20, 30, 40 is 20). Values are
+  rounded to milliseconds.
 * ``unresolved``: incidents not resolved when the report was made.
   ``outcomes``: resolved incidents by outcome; one resolved without an outcome
   (a clear at the booth, or a sensor) counts as ``unspecified``.
