@@ -36,6 +36,7 @@ from monitor.core.incident import (
     Trigger,
 )
 from monitor.core.site import UnknownIncident
+from monitor.core.words import english
 from tests.harness.core import T0, CoreDriver, call, incident, make_config, pages
 
 KNOCKED, ANSWERED, ENTERED = ProtocolStep.KNOCKED, ProtocolStep.ANSWERED, ProtocolStep.ENTERED
@@ -47,11 +48,11 @@ def step(iid: str, what: ProtocolStep, who: str = "ana", **kw: object) -> Record
 
 
 def notices(commands: list[Command]) -> list[tuple[str, str]]:
-    return [(c.responder, c.message) for c in commands if isinstance(c, SendNotice)]
+    return [(c.responder, english(c.message)) for c in commands if isinstance(c, SendNotice)]
 
 
 def messages(commands: list[Command]) -> list[str]:
-    return [c.message for c in commands if isinstance(c, SendPage)]
+    return [english(c.message) for c in commands if isinstance(c, SendPage)]
 
 
 def unresponsive(clock: CoreDriver, booth: str = "b1") -> str:
