@@ -49,10 +49,14 @@ def booth_json(view: BoothView) -> dict[str, Any]:
         },
         "unmonitored": view.unmonitored,
         "door": view.door,
+        # the thresholds in force: the session's risk's
         "stillness": view.stillness,
         "long_session": view.long_session,
         "unresponsive_at": iso(view.unresponsive_at),
         "troubles": list(view.troubles),
+        "risk": view.risk,
+        "route": view.route,
+        "closed": view.closed,
     }
 
 
@@ -88,6 +92,8 @@ def incident_json(view: IncidentView, booth_name: str | None = None) -> dict[str
         "naloxone_at": iso(view.first_steps.get("naloxone")),
         "naloxone_doses": sum(s.detail.get("count", 0) for s in steps),
         "steps": [timeline_json(s) for s in steps],
+        "risk": view.risk,
+        "after_hours": view.after_hours,
         "response": response_times(view),
         "timeline": [timeline_json(e) for e in view.timeline],
     }
