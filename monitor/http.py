@@ -61,7 +61,7 @@ from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
 from monitor.i18n import Language
-from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, STATION
+from monitor.station import COOKIE, CSRF_HEADER, STATION, set_cookie
 
 log = structlog.get_logger(__name__)
 
@@ -1059,7 +1059,7 @@ async def board_login(request: web.Request) -> web.Response:
     api.metrics.station_login("ok")
     log.info("station_login", address=address)
     response = _see_board()
-    _set_cookie(request, response, session.cookie)
+    set_cookie(request, response, session, api.config.http.public_url)
     return response
 
 
@@ -1087,9 +1087,3 @@ async def board_logout(request: web.Request) -> web.Response:
     response = _see_board()
     response.del_cookie(COOKIE, path="/")
     return response
-
-
-def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
-    secure = request.secure or request.app[API].config.http.public_url.startswith("https:")
-    response.set_cookie(COOKIE, value, max_age=int(SESSION_TTL), path="/", httponly=True,
-                        samesite="Strict", secure=secure)
