@@ -34,13 +34,15 @@ runs), not Prometheus, which keeps no detail. Selection and grouping:
 Figures, per group and in total:
 
 * ``incidents``; ``priority``: incidents by priority (high, medium, low always present).
-* ``to_acknowledge``, ``to_presence``, ``to_resolve``: seconds from ``raised_at``
-  to the first ack, the first presence, the resolve (as in the API's
-  ``response``). Over the incidents that have that stamp, whose count is ``n``:
-  ``p50``, ``p90`` and ``max``, all ``null`` when ``n`` is 0. Percentiles are
-  **nearest-rank**: the smallest value with at least p % of the values at or
-  below it, so always a time that really happened (p50 of one value is that
-  value; p50 of 10, 20, 30, 40 is 20). Values are rounded to milliseconds.
+* ``to_acknowledge``, ``to_presence``, ``to_resolve``, ``to_enter``,
+  ``to_naloxone``: seconds from ``raised_at`` to the first ack, the first
+  presence, the resolve, the first protocol step ``entered`` and the first
+  ``naloxone`` (as in the API's ``response``). Over the incidents that have
+  that stamp, whose count is ``n``: ``p50``, ``p90`` and ``max``, all ``null``
+  when ``n`` is 0. Percentiles are **nearest-rank**: the smallest value with at
+  least p % of the values at or below it, so always a time that really happened
+  (p50 of one value is that value; p50 of 10, 20, 30, 40 is 20). Values are
+  rounded to milliseconds.
 * ``unresolved``: incidents not resolved when the report was made.
   ``outcomes``: resolved incidents by outcome; one resolved without an outcome
   (a clear at the booth, or a sensor) counts as ``unspecified``.
@@ -62,7 +64,7 @@ JSON (``--format json``): one object with these keys, which scripts may rely on:
      "longest": [<incident>, ...]}
 
     <figures> = "incidents": int, "priority": {"high": int, "medium": int, "low": int},
-        "to_acknowledge" | "to_presence" | "to_resolve":
+        "to_acknowledge" | "to_presence" | "to_resolve" | "to_enter" | "to_naloxone":
             {"n": int, "p50": s|null, "p90": s|null, "max": s|null},
         "unresolved": int, "outcomes": {outcome: int}, "reopened": int,
         "max_level": int, "pages": {"sent": int, "failed": int}
@@ -120,7 +122,7 @@ FORMATS = ("table", "csv", "json")
 DEFAULT_SHIFTS = "night=00:00-08:00,day=08:00-16:00,evening=16:00-24:00"
 DEFAULT_LONGEST = 5
 NO_SHIFT = "other"
-RESPONSES = ("to_acknowledge", "to_presence", "to_resolve")
+RESPONSES = ("to_acknowledge", "to_presence", "to_resolve", "to_enter", "to_naloxone")
 PROGRESS_MIN_ROWS = 20_000
 CHUNK = 5_000
 WIDTH = 100  # the table fits a terminal this wide (unless group keys are very long)
@@ -132,8 +134,8 @@ _SELECT = (
     " json_extract(i.view, '$.reopened'),"
     # sum(), not count() with status = ?: that makes SQLite pick the status index
     " (SELECT sum(p.status = 'sent') FROM pages p WHERE p.incident = i.id),"
-    " (SELECT sum(p.status = 'failed') FROM pages p WHERE p.incident = i.id)"
-    " FROM incidents i WHERE i.raised_at >= ? AND i.raised_at < ?"
+    " (SELECT sum(p.status = 'failed') FROM pages p WHERE p.incident = i.id),"
+    " {protocol} FROM incidents i WHERE i.raised_at >= ? AND i.raised_at < ?"
 )
 
 
@@ -333,10 +335,10 @@ def build_report(
                        unit=" incidents", leave=False, dynamic_ncols=True)
     fromts = datetime.fromtimestamp
     try:
-        cur = db.execute(_SELECT, (lo, hi))
+        cur = db.execute(_SELECT.format(protocol=_protocol_columns(db)), (lo, hi))
         while rows := cur.fetchmany(CHUNK):
             for (iid, booth, priority, trigger, max_level, raised, acked, presence, resolved,
-                 outcome, reopened, sent, failed) in rows:
+                 outcome, reopened, sent, failed, entered, naloxone) in rows:
                 if by == "booth":
                     key = booth
                 elif by == "trigger":
@@ -350,7 +352,9 @@ def build_report(
                     g = groups[key] = _Group()
                 g.incidents += 1
                 g.priority[priority] += 1
-                ack_t, presence_t, resolve_t = g.times
+                ack_t, presence_t, resolve_t, *protocol_t = g.times
+                if entered is not None or naloxone is not None:
+                    _protocol_times(protocol_t, raised, (entered, naloxone))
                 if acked is not None:
                     ack_t.append(acked - raised)
                 if presence is not None:
@@ -409,6 +413,23 @@ def build_report(
         "total": total.figures(all_times),
         "longest": _longest(db, sorted(top, reverse=True)),
     }
+
+
+def _protocol_columns(db: sqlite3.Connection) -> str:
+    """The select list of the first ``entered`` and ``naloxone`` of each incident; NULLs
+    from a store made before protocol steps (read-only here: the service adds the table)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'steps'").fetchone() is None:
+        return "NULL, NULL"
+    return ", ".join(f"(SELECT min(s.at) FROM steps s WHERE s.incident = i.id AND s.step = "
+                     f"'{step}')" for step in ("entered", "naloxone"))
+
+
+def _protocol_times(times: Sequence[array[float]], raised: float,
+                    stamps: Sequence[float | None]) -> None:
+    """Add an incident's time to enter and to the first naloxone, where it has them."""
+    for into, at in zip(times, stamps, strict=True):
+        if at is not None:
+            into.append(at - raised)
 
 
 def _longest(
@@ -549,21 +570,9 @@ def render_table(report: dict[str, Any]) -> str:
 
     lines += ["", "Response times from raised (n: incidents with that stamp; "
                   "nearest-rank percentiles)"]
-    rows = [[by] + ["n", "p50", "p90", "max"] * 3]
-    for key, g in everything:
-        row = [key]
-        for r in RESPONSES:
-            row += [str(g[r]["n"])] + [human(g[r][s]) for s in ("p50", "p90", "max")]
-        rows.append(row)
-    table = _table(rows)
-    widths = _widths(rows)
-    starts = [sum(widths[:c]) + 2 * c for c in range(len(widths) + 1)]
-    titles = ""
-    for block, title in enumerate(("to acknowledge", "to presence", "to resolve")):
-        first, last = 1 + 4 * block, 4 + 4 * block
-        span = starts[last] + widths[last] - starts[first]
-        titles = titles.ljust(starts[first]) + title.center(span).rstrip()
-    lines += [titles, *table[:-1], "-" * len(table[0]), table[-1]]
+    lines += _times_table(by, everything, RESPONSES[:3])
+    lines += ["", "Protocol steps from raised (n: incidents with that step)"]
+    lines += _times_table(by, everything, RESPONSES[3:])
 
     lines += ["", "Outcomes of resolved incidents"]
     key_width = max(len(key) for key, _ in everything)
@@ -583,6 +592,27 @@ def render_table(report: dict[str, Any]) -> str:
         for n, inc in enumerate(report["longest"], 1):
             lines += _incident_lines(n, inc, tz)
     return "\n".join(lines) + "\n"
+
+
+def _times_table(by: str, everything: list[tuple[str, dict[str, Any]]],
+                 names: Sequence[str]) -> list[str]:
+    """n, p50, p90 and max of the response times `names`, a titled block of columns each."""
+    rows = [[by] + ["n", "p50", "p90", "max"] * len(names)]
+    for key, g in everything:
+        row = [key]
+        for r in names:
+            row += [str(g[r]["n"])] + [human(g[r][s]) for s in ("p50", "p90", "max")]
+        rows.append(row)
+    table = _table(rows)
+    widths = _widths(rows)
+    starts = [sum(widths[:c]) + 2 * c for c in range(len(widths) + 1)]
+    titles = ""
+    for block, name in enumerate(names):
+        first, last = 1 + 4 * block, 4 + 4 * block
+        span = starts[last] + widths[last] - starts[first]
+        title = {"to_naloxone": "to first naloxone"}.get(name, name.replace("_", " "))
+        titles = titles.ljust(starts[first]) + title.center(span).rstrip()
+    return [titles, *table[:-1], "-" * len(table[0]), table[-1]]
 
 
 def _incident_lines(n: int, inc: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:

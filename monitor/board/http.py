@@ -21,6 +21,7 @@ import asyncio
 import html
 import json
 import socket
+import time
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -33,7 +34,7 @@ from monitor.board.feed import DROPPED, message
 from monitor.board.texts import MAINTENANCE_SPANS, TEXTS
 from monitor.core.durations import parse_duration
 from monitor.core.events import NOTE_MAX, OUTCOMES
-from monitor.station import STATION
+from monitor.station import STATION, set_cookie
 from monitor.store import dumps
 
 log = structlog.get_logger(__name__)
@@ -64,14 +65,13 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def _csrf(request: web.Request) -> str:
-    """The session's CSRF token for the page to send back (none with a bearer token)."""
-    session = request.get(STATION)
-    return session.csrf if session is not None else ""
-
-
 async def page(request: web.Request) -> web.Response:
     api = request.app[API]
+    session = request.get(STATION)  # none with a bearer token
+    # the cookie's age is wall-clock time, as its signature's timestamp is
+    renewed = None if session is None else api.stations.renewed(session, time.time())
+    if renewed is not None:
+        session = renewed
     site, language = api.config.site, api.language
     words = language.board_texts(TEXTS)  # in the site's language (monitor.i18n)
     # each span as the maintenance API reads it, and as the site's language says it
@@ -80,11 +80,15 @@ async def page(request: web.Request) -> web.Response:
     config = {"lang": language.tag, "timezone": site.timezone, "outcomes": OUTCOMES,
               "note_max": NOTE_MAX, "maintenance_spans": spans}
     body = PAGE.substitute(texts=_script_json(words), config=_script_json(config),
-                           lang=language.tag, csrf=html.escape(_csrf(request)),
+                           lang=language.tag,
+                           csrf=html.escape(session.csrf if session is not None else ""),
                            site=html.escape(site.name), title=html.escape(words["title"]))
-    return web.Response(text=body, content_type="text/html", headers={
+    response = web.Response(text=body, content_type="text/html", headers={
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
         "Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff"})
+    if renewed is not None:
+        set_cookie(request, response, renewed, api.config.http.public_url)
+    return response
 
 
 def _script_json(value: object) -> str:
