@@ -106,13 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     test_page.add_argument("--responder", required=True, metavar="ID")
     test_page.add_argument("--channel", metavar="NAME",
                            help="only this one of the responder's channels (default: all)")
-    from monitor import report
+    from monitor import report_cli
 
-    report.add_arguments(command(
+    report_cli.add_arguments(command(
         "report", "incidents and response times from the store (table, CSV, JSON)",
-        "Reads the SQLite store (read-only): incidents raised in [--from, --to), grouped; "
-        "response-time percentiles, outcomes, pages; the longest incidents with their "
-        "timeline. Shifts come from --shifts until the roster supplies them."))
+        "Reads the SQLite store (read-only): incidents raised in [--from, --to), of some "
+        "booths and triggers, grouped by one key or several; response-time percentiles, "
+        "outcomes, pages; the incidents behind each group; alarm fatigue; the longest "
+        "incidents with their timeline. Shifts: --shifts, else the roster's."))
     return parser
 
 
@@ -178,9 +179,9 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
                 speed=args.speed, rate=args.rate, duration=args.duration, protocol=args.protocol,
             ))
         case "report":
-            from monitor import report
+            from monitor import report_cli
 
-            return report.main(args)
+            return report_cli.main(args)
         case "test-page":
             configure(log_format or "console")
             from monitor import testpage

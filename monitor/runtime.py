@@ -55,7 +55,7 @@ from monitor.paging import Paging
 from monitor.sdnotify import Notifier
 from monitor.station import PASSWORD_ENV as STATION_PASSWORD_ENV
 from monitor.station import Stations
-from monitor.store import SITE_TIMEZONE, Store, dumps
+from monitor.store import ROSTER_SHIFTS, SITE_TIMEZONE, Store, dumps
 from monitor.timers import deadline_loop, start_clock, watch_clock
 from monitor.topics import Topics
 
@@ -113,8 +113,10 @@ class Runtime:
         try:
             if isinstance(self.clock, ServiceClock):
                 start_clock(self.clock, await store.latest_time())
-            # `boothwatch report` without a config shows times in the site's zone
+            # `boothwatch report` without a config: times in the site's zone, its shifts
             store.remember(SITE_TIMEZONE, cfg.site.timezone)
+            store.remember(ROSTER_SHIFTS, dumps(sorted(
+                {s.text for r in cfg.responders for s in r.shifts})))
             secret = self.env.get("BOOTHWATCH_SECRET") or await store.secret(
                 "ack_secret", secrets.token_hex(32))
             self.tokens = AckTokens(secret, cfg.http.ack_link_ttl)

@@ -49,6 +49,7 @@ log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 3  # 3: used_ack_links
 SITE_TIMEZONE = "site_timezone"  # the meta key of the site's time zone, for reports
+ROSTER_SHIFTS = "roster_shifts"  # the meta key of the roster's shifts (JSON), for reports
 FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
 
 SCHEMA = """
