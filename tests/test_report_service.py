@@ -78,7 +78,8 @@ class Shift:
     async def call(self, booth: str, who: str, ack_after: float, outcome: str) -> str:
         """A call answered by `who` after `ack_after` s, there a minute later, resolved."""
         await self.publish(booth, "button", press="call")
-        incident = next(i["id"] for i in await self.svc.incidents("open") if i["booth"] == booth)
+        incident: str = next(i["id"] for i in await self.svc.incidents("open")
+                             if i["booth"] == booth)
         for action, after, body in (("ack", ack_after, {}), ("presence", 60, {}),
                                     ("resolve", 60, {"outcome": outcome})):
             self.svc.advance(after)
