@@ -28,6 +28,7 @@ from monitor.driver import Driver
 from monitor.health import Health
 from monitor.metrics import Metrics
 from monitor.paging import Paging
+from monitor.selftests import SelfTestRunner
 from monitor.station import Stations
 from monitor.store import Store
 
@@ -52,6 +53,7 @@ class Api:
     clock: Callable[[], float]
     token: str | None  # BOOTHWATCH_API_TOKEN: /api/... takes it instead of a station session
     stations: Stations  # the station login (BOOTHWATCH_BOARD_PASSWORD)
+    selftests: SelfTestRunner  # [self_test]: its answers, each channel's last delivery
 
     @property
     def guarded(self) -> bool:
@@ -99,13 +101,19 @@ class Api:
                       key=lambda v: v.raised_at)
 
     def responders(self) -> list[dict[str, Any]]:
-        """Every responder's duty now (no contact details)."""
+        """Every responder's duty now, and their channels by name with when each last
+        delivered and was last verified by a self-test (no contact details)."""
         out = self.core.roster.duty_view(self.clock())
         for item in out:
             if item["override"] is not None:
                 item["override"] = {**item["override"], "at": iso(item["override"]["at"]),
                                     "until": iso(item["override"]["until"])}
+            item["channels"] = self.selftests.channels(item["id"])
         return out
+
+    def answer_test(self, link: AckLink, via: str) -> str | None:
+        """A tap on a self-test's link; the channel it verified (None: not a test we know)."""
+        return self.selftests.answer(link.incident, link.responder, via)
 
     async def audit(self, limit: int, subject: str | None) -> list[dict[str, Any]]:
         await self.store.flush()

@@ -49,6 +49,7 @@ from monitor.core.events import (
 )
 from monitor.core.incident import IllegalTransition, OutcomeRecorded
 from monitor.core.roster import UnknownResponder
+from monitor.core.selftest import channel_of
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.exits import UNAVAILABLE, OperatorError
 from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, Session
@@ -464,6 +465,13 @@ async def ack_page(request: web.Request) -> web.Response:
         link = _link(request)
     except InvalidToken as exc:
         return _bad_token(exc.reason)
+    channel = channel_of(link.incident)
+    if channel is not None:
+        return _html("boothwatch self-test", (
+            f"<h1>Self-test</h1><p>A test page from boothwatch to "
+            f"{html.escape(link.responder)} on {html.escape(channel)}. No booth needs you: "
+            "tap below so the staff know this channel reaches you.</p><form method=\"post\">"
+            "<button type=\"submit\">It reached me</button></form>"))
     data = await _incident_data(api, link.incident)
     if data is None:
         return _not_on_record(api, link)
@@ -562,6 +570,8 @@ async def ack_post(request: web.Request) -> web.Response:
         return _bad_token(exc.reason)
     # the ntfy Acknowledge button adds ?via=ntfy so the timeline says where the tap came from
     via = "ntfy" if request.query.get("via") == "ntfy" else "link"
+    if channel_of(link.incident) is not None:
+        return _answer_test(api, link, via)
     used = await api.claim(link, via)
     if used is not None:
         data = await _incident_data(api, link.incident)
@@ -580,6 +590,17 @@ async def ack_post(request: web.Request) -> web.Response:
     return _html("Acknowledged", f"<h1>Acknowledged</h1><p>You are going to {booth}. "
                  "Press presence at the booth when you arrive.</p>"
                  f"<p>When you are done:</p>{_outcome_form(request)}")
+
+
+def _answer_test(api: Api, link: AckLink, via: str) -> web.Response:
+    """A self-test's link tapped: its channel verified (again, if tapped twice: harmless)."""
+    channel = api.answer_test(link, via)
+    if channel is None:
+        return _html("Unknown self-test", "<h1>Unknown self-test</h1><p>This test page is "
+                     "from a configuration that has changed since; nothing was recorded.</p>",
+                     404)
+    return _html("Self-test confirmed", f"<h1>Confirmed</h1><p>{html.escape(channel)} "
+                 "reaches you. Thank you.</p>")
 
 
 OUTCOME_LABELS = {

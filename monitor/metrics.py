@@ -137,6 +137,12 @@ class Metrics:
             "Station board logins by result (ok; wrong: a wrong password; limited: refused "
             "after too many wrong ones)", ["result"], registry=r,
         )
+        self.self_tests = Counter(
+            "boothwatch_self_tests",
+            "Scheduled self-test pages by result (sent; delivered or failed by the channel; "
+            "answered by a tap on the link; unanswered when the round closed)",
+            ["result"], registry=r,
+        )
         common = ["trigger", "priority", "booth", "level"]
         self.to_ack = Histogram(
             "boothwatch_time_to_acknowledge_seconds", "From raised_at to the first acknowledgement",
@@ -281,7 +287,9 @@ def precreate(metrics: Metrics, config: Config) -> None:
     m = metrics
     for reason in (*REASONS, "retained"):
         m.rejected.labels(reason)
-    for event in ("monitoring_down", "monitoring_restored"):
+    for result in ("sent", "delivered", "failed", "answered", "unanswered"):
+        m.self_tests.labels(result)
+    for event in ("monitoring_down", "monitoring_restored", "self_test_unanswered"):
         for result in ("sent", "failed"):
             m.monitoring_messages.labels(event, result)
     for trigger in Trigger:

@@ -53,6 +53,7 @@ from monitor.metrics import (
 )
 from monitor.paging import Paging
 from monitor.sdnotify import Notifier
+from monitor.selftests import SelfTestRunner
 from monitor.station import PASSWORD_ENV as STATION_PASSWORD_ENV
 from monitor.station import Stations
 from monitor.store import ROSTER_SHIFTS, SITE_TIMEZONE, Store, dumps
@@ -167,10 +168,15 @@ class Runtime:
                                       paging=paging, notifier=self.notifier, clock=self.clock,
                                       down_since=began)
         await health.resume()
+        selftests = self.selftests = SelfTestRunner(
+            cfg, roster=self.core.roster, store=store, paging=paging, metrics=self.metrics,
+            clock=self.clock)
+        await paging.load_deliveries()
+        await selftests.resume()
         self.api = Api(cfg, self.core, driver, store, paging, health, self.metrics,
                        self.tokens, self.used_links, self.clock,
                        self.env.get("BOOTHWATCH_API_TOKEN") or None,
-                       self.stations)
+                       self.stations, selftests)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
                        on_connected=lambda _present: self._connected(publisher),
                        on_link=health.on_link)
@@ -178,7 +184,7 @@ class Runtime:
         store.on_failed = ingest.store_failed
         for gauges in (lambda: core_gauges(self.core, self.clock),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
-                       lambda: store_gauges(store)):
+                       lambda: store_gauges(store), selftests.gauges):
             self.metrics.watch(gauges)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -189,6 +195,8 @@ class Runtime:
                 if isinstance(self.clock, ServiceClock):
                     tg.create_task(watch_clock(self.clock, self.metrics), name="clock")
                 tg.create_task(health.watch(), name="selfwatch")
+                if selftests.plan is not None:
+                    tg.create_task(selftests.run(), name="self-tests")
                 if self.notifier.watchdog_interval is not None:
                     tg.create_task(health.watchdog(self.notifier.watchdog_interval),
                                    name="sd-watchdog")

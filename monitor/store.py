@@ -147,6 +147,7 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE INDEX IF NOT EXISTS audit_kind ON audit(kind, at);
 CREATE TABLE IF NOT EXISTS used_ack_links (
     digest TEXT PRIMARY KEY,
     incident TEXT NOT NULL,
@@ -767,6 +768,19 @@ class Store:
             f"SELECT at, kind, subject, detail FROM audit {where} ORDER BY seq DESC LIMIT ?",
             args)
         return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
+
+    async def audit_of(self, kind: str, since: float) -> list[dict[str, Any]]:
+        """The audit entries of one kind from `since` on, oldest first."""
+        rows = await self._fetch(
+            "SELECT at, kind, subject, detail FROM audit WHERE kind = ? AND at >= ?"
+            " ORDER BY at, seq", (kind, since))
+        return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
+
+    async def last_deliveries(self) -> list[tuple[str, str, float]]:
+        """(responder, channel, when it last delivered to them), for every pair that did."""
+        rows = await self._fetch("SELECT responder, channel, max(sent_at) FROM pages"
+                                 " WHERE sent_at IS NOT NULL GROUP BY responder, channel")
+        return [(r[0], r[1], float(r[2])) for r in rows]
 
     async def latest_time(self) -> float | None:
         """The newest time anything was recorded at (events, booths, pages, devices)."""

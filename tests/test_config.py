@@ -974,7 +974,7 @@ def test_summary_mentions_devices() -> None:
 # --------------------------------------------------------------------------- the JSON Schema
 
 TOP_LEVEL = {"site", "mqtt", "store", "http", "defaults", "booths", "devices", "channels",
-             "responders", "escalation", "rate_limit"}
+             "responders", "escalation", "rate_limit", "self_test"}
 
 
 def _refusals(schema: dict[str, Any], node: dict[str, Any], value: object, at: str) -> list[str]:
@@ -1030,7 +1030,7 @@ def test_config_schema_names_the_tables_and_takes_the_example(
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["properties"]) == TOP_LEVEL
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == TOP_LEVEL - {"defaults", "devices", "rate_limit"}
+    assert set(schema["required"]) == TOP_LEVEL - {"defaults", "devices", "rate_limit", "self_test"}
     example = json.loads(json.dumps(_data()))  # the TOML as JSON, as an editor checks it
     assert _refusals(schema, schema, example, "") == []
     fuller = tomllib.loads(

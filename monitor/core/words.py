@@ -66,3 +66,21 @@ def monitoring_restored(site_name: str, down_for: float) -> tuple[str, str]:
     return (f"Monitoring restored · {site_name}",
             f"{site_name}: monitoring restored after {format_duration(down_for)} down. Booth "
             "events the broker kept meanwhile are being processed now.")
+
+
+def test_page_message(site_name: str, responder_name: str, channel: str, when: str,
+                      answer: bool) -> str:
+    """A test page's text: `boothwatch test-page` (no action) or a self-test (tap to answer)."""
+    text = f"TEST PAGE from boothwatch ({site_name}) to {responder_name} via {channel} at {when}."
+    return text + (" Tap the link to confirm it reached you." if answer else " No action needed.")
+
+
+def self_test_unanswered(site_name: str, when: str,
+                         missing: Iterable[tuple[str, str, str | None]]) -> tuple[str, str]:
+    """The title and text telling coordinators and technicians which channels nobody
+    confirmed: (responder name, channel, why its delivery failed or None)."""
+    items = "; ".join(f"{name} on {channel}" + (f" (not delivered: {failed})" if failed else "")
+                      for name, channel, failed in missing)
+    return (f"Self-test unanswered · {site_name}",
+            f"{site_name}: the self-test of {when} was not confirmed by {items}. A page on "
+            "these channels may not reach anyone: check them now.")
