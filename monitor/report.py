@@ -60,7 +60,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from monitor.codec import incident_from_record, incident_json
-from monitor.core.fatigue import DEFAULT_RUN, NON_ACTIONABLE, History, actionable
+from monitor.core.fatigue import DEFAULT_RUN, NON_ACTIONABLE, History
 from monitor.core.incident import Trigger
 from monitor.core.roster import parse_shift
 from monitor.core.settings import PRIORITIES
@@ -176,8 +176,7 @@ class _Group:
         out["max_level"] = self.max_level
         out["pages"] = {"sent": self.sent, "failed": self.failed}
         if occupied is not None:
-            out["fatigue"] = self.fatigue.figures(self.incidents, self.incidents
-                                                  - self.unresolved, occupied, summarize)
+            out["fatigue"] = self.fatigue.figures(self.incidents, occupied, summarize)
         return out
 
 
@@ -311,8 +310,7 @@ def build_report(
                     duration = resolved - raised
                     resolve_t.append(duration)
                     g.outcomes[outcome or "unspecified"] += 1
-                    if actionable(outcome) is False:
-                        g.fatigue.non_actionable += 1
+                    g.fatigue.outcome(outcome)
                 else:
                     duration = max(0.0, age_end - raised)
                     g.unresolved += 1

@@ -2,9 +2,10 @@
 
 Per group (``--by``) and in total:
 
-* ``resolved``, ``non_actionable``, ``share``: resolved incidents, those
-  resolved as ``false_alarm`` or ``no_one_there``, and their share of the
-  resolved ones (null with none resolved);
+* ``classed``, ``non_actionable``, ``share``: incidents with an outcome a person
+  recorded (a sensor's ``session_ended`` or none says nothing of the alarm),
+  those recorded as ``false_alarm`` or ``no_one_there``, and their share of the
+  classed ones (null with none);
 * ``occupied_hours``: hours the group's booths were occupied within the report's
   span (sessions from the store, cut at ``from`` and at ``to`` or now; split
   between shifts and days by local wall-clock time); ``per_occupied_hour``:
@@ -31,8 +32,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from monitor.core.fatigue import ACTIONABLE, NON_ACTIONABLE, After, History
+from monitor.core.fatigue import After, History, actionable
 from monitor.report_time import DAY, WEEK, ShiftTable
+from monitor.store import recent_outcomes
 
 Summarize = Callable[[Iterable[float]], dict[str, Any]]
 
@@ -41,6 +43,7 @@ Summarize = Callable[[Iterable[float]], dict[str, Any]]
 class Fatigue:
     """A group's fatigue figures as the rows go by."""
 
+    classed: int = 0
     non_actionable: int = 0
     after_run: array[float] = field(default_factory=lambda: array("d"))
     after_actionable: array[float] = field(default_factory=lambda: array("d"))
@@ -48,19 +51,26 @@ class Fatigue:
     def after(self, after: After, to_acknowledge: float) -> None:
         (self.after_run if after == "run" else self.after_actionable).append(to_acknowledge)
 
+    def outcome(self, outcome: str | None) -> None:
+        classed = actionable(outcome)
+        if classed is not None:
+            self.classed += 1
+            self.non_actionable += not classed
+
     def absorb(self, other: Fatigue) -> None:
+        self.classed += other.classed
         self.non_actionable += other.non_actionable
         self.after_run.extend(other.after_run)
         self.after_actionable.extend(other.after_actionable)
 
-    def figures(self, incidents: int, resolved: int, occupied: float,
-                summarize: Summarize) -> dict[str, Any]:
+    def figures(self, incidents: int, occupied: float, summarize: Summarize
+                ) -> dict[str, Any]:
         hours = occupied / 3600
         run, calm = summarize(self.after_run), summarize(self.after_actionable)
         return {
-            "resolved": resolved,
+            "classed": self.classed,
             "non_actionable": self.non_actionable,
-            "share": round(self.non_actionable / resolved, 3) if resolved else None,
+            "share": round(self.non_actionable / self.classed, 3) if self.classed else None,
             "occupied_hours": round(hours, 3),
             "per_occupied_hour": round(incidents / hours, 3) if hours else None,
             "to_acknowledge_after_run": run,
@@ -82,15 +92,7 @@ def histories(db: sqlite3.Connection, before: float, booths: Sequence[str],
     out: dict[str, History] = {}
     if before == -math.inf:
         return out
-    where, params = _booths(booths)
-    classed = sorted(ACTIONABLE | NON_ACTIONABLE)
-    # the newest `run` rows per booth with an outcome a person records are all it needs
-    rows = db.execute(
-        "SELECT booth, outcome FROM (SELECT booth, outcome, raised_at, row_number() OVER"
-        " (PARTITION BY booth ORDER BY raised_at DESC) AS n FROM incidents"
-        f" WHERE raised_at < ? AND outcome IN ({','.join('?' * len(classed))}){where})"
-        " WHERE n <= ? ORDER BY booth, raised_at", [before, *classed, *params, run])
-    for booth, outcome in rows:
+    for booth, outcome in db.execute(*recent_outcomes(before, booths, run)):
         out.setdefault(booth, History(run)).add(outcome)
     return out
 

@@ -21,7 +21,7 @@ STATS = ("n", "p50", "p90", "max")
 WIDTH = 100  # the table fits a terminal this wide (unless group keys are very long)
 TIMELINE_HEAD, TIMELINE_TAIL = 12, 4  # timeline entries shown per longest incident
 #: the fatigue figures of a group, as CSV columns
-FATIGUE_COLUMNS = ("resolved", "non_actionable", "share", "occupied_hours", "per_occupied_hour")
+FATIGUE_COLUMNS = ("classed", "non_actionable", "share", "occupied_hours", "per_occupied_hour")
 AFTER = ("to_acknowledge_after_run", "to_acknowledge_after_actionable")
 ITEM_COLUMNS = ("id", "booth", "trigger", "priority", "raised_at", "to_acknowledge",
                 "to_presence", "to_resolve", "outcome", "open")
@@ -246,13 +246,14 @@ def _fatigue_lines(report: dict[str, Any], everything: list[tuple[list[str], Any
                    keys: list[str]) -> list[str]:
     f = report["fatigue"]
     lines = ["", f"Alarm fatigue (non-actionable: {' or '.join(f['non_actionable'])}; a run: "
-                 f"{f['run']} in a row at the booth)"]
-    rows = [[*keys, "resolved", "non-act.", "share", "occupied", "per hour"]]
+                 f"{f['run']} in a row at the booth)",
+             "classed: incidents whose outcome a person recorded; occupied: hours in use"]
+    rows = [[*keys, "classed", "non-act.", "share", "occupied", "per hour"]]
     for key, g in everything:
         a = g["fatigue"]
         share = "-" if a["share"] is None else f"{a['share']:.0%}"
         rate = "-" if a["per_occupied_hour"] is None else f"{a['per_occupied_hour']:.2f}"
-        rows.append([*key, str(a["resolved"]), str(a["non_actionable"]), share,
+        rows.append([*key, str(a["classed"]), str(a["non_actionable"]), share,
                      f"{a['occupied_hours']:.1f}h", rate])
     lines += _totalled(rows, len(keys))
     lines += ["", "Time to acknowledge after a run of non-actionable alarms at the booth, and "

@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -42,6 +43,7 @@ from alerts.tokens import Use
 from monitor.access import User, store_problem
 from monitor.codec import booth_from_record, booth_record, incident_from_record, incident_record
 from monitor.core.booth import BoothView
+from monitor.core.fatigue import ACTIONABLE, NON_ACTIONABLE
 from monitor.core.incident import IncidentView, TimelineEntry
 from monitor.exits import CANTCREAT, OperatorError
 
@@ -167,6 +169,19 @@ CREATE TABLE IF NOT EXISTS devices (
     updated_at REAL NOT NULL
 );
 """
+
+
+def recent_outcomes(before: float, booths: Sequence[str], run: int
+                    ) -> tuple[str, list[Any]]:
+    """The SQL and parameters of each booth's last `run` outcomes a person recorded on
+    incidents raised before `before`, oldest first: the alarm-fatigue history
+    (`monitor.core.fatigue`) of `boothwatch report` and of the service's metrics."""
+    classed = sorted(ACTIONABLE | NON_ACTIONABLE)
+    where = f" AND booth IN ({','.join('?' * len(booths))})" if booths else ""
+    return ("SELECT booth, outcome FROM (SELECT booth, outcome, raised_at, row_number() OVER"
+            " (PARTITION BY booth ORDER BY raised_at DESC) AS n FROM incidents"
+            f" WHERE raised_at < ? AND outcome IN ({','.join('?' * len(classed))}){where})"
+            " WHERE n <= ? ORDER BY booth, raised_at", [before, *classed, *booths, run])
 
 
 class StoreUnavailable(OperatorError):
@@ -775,6 +790,11 @@ class Store:
             "SELECT at, kind, subject, detail FROM audit WHERE kind = ? AND at >= ?"
             " ORDER BY at, seq", (kind, since))
         return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
+
+    async def recent_outcomes(self, run: int) -> list[tuple[str, str]]:
+        """(booth, outcome) of each booth's last `run` outcomes a person recorded."""
+        sql, params = recent_outcomes(math.inf, (), run)
+        return [(r[0], r[1]) for r in await self._fetch(sql, tuple(params))]
 
     async def last_deliveries(self) -> list[tuple[str, str, float]]:
         """(responder, channel, when it last delivered to them), for every pair that did."""

@@ -129,6 +129,10 @@ def summary(config: Config) -> str:
         if policy.max_repeats is not None:
             parts.append(f"cycle {policy.max_repeats} more times")
         lines.append(f"  {priority}: {'; '.join(parts)}")
+    test = config.self_test
+    lines.append("self-tests: " + ("none scheduled" if test is None else (
+        f"{test.schedule} ({site.timezone}), a test page to every channel that reaches a "
+        f"person; unanswered after {fd(test.answer_within)} → {', '.join(test.notify)}")))
     return "\n".join(lines)
 
 

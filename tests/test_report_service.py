@@ -151,10 +151,10 @@ async def test_report_by_shift_and_fatigue_match_what_the_service_recorded(
             "2025-11-24T09:00:00+00:00", "2025-11-24T10:00:00+00:00"]
 
         night, daytime = by[NIGHT_SHIFT]["fatigue"], by[DAY_SHIFT]["fatigue"]
-        assert (night["resolved"], night["non_actionable"], night["share"]) == (3, 3, 1.0)
+        assert (night["classed"], night["non_actionable"], night["share"]) == (3, 3, 1.0)
         assert (night["occupied_hours"], night["per_occupied_hour"]) == (0.5, 6.0)
         assert night["to_acknowledge_after_run"]["n"] == 0
-        assert (daytime["resolved"], daytime["non_actionable"], daytime["share"]) == (2, 1, 0.5)
+        assert (daytime["classed"], daytime["non_actionable"], daytime["share"]) == (2, 1, 0.5)
         assert (daytime["occupied_hours"], daytime["per_occupied_hour"]) == (2.0, 1.0)
         assert daytime["to_acknowledge_after_run"] == {"n": 1, "p50": 40, "p90": 40, "max": 40}
         assert daytime["to_acknowledge_after_actionable"] == {
@@ -162,7 +162,7 @@ async def test_report_by_shift_and_fatigue_match_what_the_service_recorded(
         assert daytime["drift"] == 35
         assert [i["after"] for i in by[DAY_SHIFT]["list"]] == ["run", "actionable"]
         total = rep["total"]["fatigue"]
-        assert (total["non_actionable"], total["resolved"], total["occupied_hours"]) == (4, 5, 2.5)
+        assert (total["non_actionable"], total["classed"], total["occupied_hours"]) == (4, 5, 2.5)
         assert total["per_occupied_hour"] == 2.0
 
         # without the config: the zone and the roster as the service recorded them
