@@ -35,6 +35,7 @@ from monitor.api import Api
 from monitor.clock import ServiceClock
 from monitor.codec import booth_json, incident_json
 from monitor.core.booth import BoothView
+from monitor.core.fatigue import DEFAULT_RUN
 from monitor.core.incident import IncidentView
 from monitor.core.settings import Config
 from monitor.core.site import SiteCore
@@ -160,8 +161,10 @@ class Runtime:
                         tell=lambda event, now: self.driver.handle(event, now),
                         retry_delays=self._retry_delays)
         publisher = Publisher(link, self.topics, cfg)
+        observer = Observer(self.metrics)
+        observer.seed(await store.recent_outcomes(DEFAULT_RUN))
         self.driver = driver = Driver(self.core, store=store, publish=publisher, pages=paging,
-                                      observe=Observer(self.metrics))
+                                      observe=observer)
         ingest = self.ingest = Ingest(cfg, driver, store, link, self.metrics, self.clock)
         ingest.remember(await store.event_ids_since(self.clock() - DEDUPE_WINDOW))
         health = self.health = Health(cfg, core=self.core, link=link, store=store,
