@@ -111,6 +111,20 @@ class Api:
             item["channels"] = self.selftests.channels(item["id"])
         return out
 
+    def booth_test(self, booth_id: str) -> dict[str, Any] | None:
+        """The booth's running or last device test (`monitor.core.boothtest`), and the
+        devices the config gives it; None when it has had none since the start."""
+        test = self.core.tests.get(booth_id)
+        if test is None:
+            return None
+        snap = test.snapshot()
+        return {**snap, "started": iso(snap["started"]), "until": iso(snap["until"]),
+                "ended": iso(snap["ended"]),
+                "heard": {device: {kind: iso(at) for kind, at in kinds.items()}
+                          for device, kinds in snap["heard"].items()},
+                "fired": [{"at": iso(f["at"]), "trigger": f["trigger"]} for f in snap["fired"]],
+                "devices": [d.id for d in self.config.devices if d.booth == booth_id]}
+
     def answer_test(self, link: AckLink, via: str) -> str | None:
         """A tap on a self-test's link; the channel it verified (None: not a test we know)."""
         return self.selftests.answer(link.incident, link.responder, via)

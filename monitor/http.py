@@ -40,17 +40,19 @@ from monitor.core.events import (
     OUTCOMES,
     Acknowledge,
     Attend,
+    EndBoothTest,
     EndMaintenance,
     IncidentEvent,
     Resolve,
     SetDuty,
     SiteEvent,
+    StartBoothTest,
     StartMaintenance,
 )
 from monitor.core.incident import IllegalTransition, OutcomeRecorded
 from monitor.core.roster import UnknownResponder
 from monitor.core.selftest import channel_of
-from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
+from monitor.core.site import BadRequest, BoothBusy, UnknownBooth, UnknownIncident
 from monitor.exits import UNAVAILABLE, OperatorError
 from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, Session
 
@@ -83,6 +85,9 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/booths/{id}/maintenance", maintenance),
         web.post("/api/booths/{id}/maintenance/end", maintenance_end),
         web.get("/api/audit", audit),
+        web.get("/api/booths/{id}/test", booth_test),
+        web.post("/api/booths/{id}/test", booth_test_start),
+        web.post("/api/booths/{id}/test/end", booth_test_end),
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
@@ -337,6 +342,8 @@ async def _site_act(api: Api, event: SiteEvent) -> web.Response | None:
         return _error(404, "unknown responder")
     except UnknownBooth:
         return _error(404, "unknown booth")
+    except BoothBusy as exc:
+        return _error(409, str(exc))
     except BadRequest as exc:
         return _error(400, str(exc))
     except IllegalBoothTransition as exc:
@@ -390,6 +397,40 @@ async def maintenance_end(request: web.Request) -> web.Response:
     booth = request.match_info["id"]
     problem = await _site_act(api, EndMaintenance(booth, by))
     return problem or web.json_response(api.booth(booth))
+
+
+# --- device self-tests (boothwatch test-booth) ----------------------------------------
+
+
+async def booth_test(request: web.Request) -> web.Response:
+    found = request.app[API].booth_test(request.match_info["id"])
+    return _error(404, "no test of this booth since the start") if found is None else (
+        web.json_response(found))
+
+
+async def booth_test_start(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    tester = body.get("tester")
+    if tester is not None:
+        tester = _short_id(body, "tester", "the responder id of the person testing")
+        if isinstance(tester, web.Response):
+            return tester
+    api = request.app[API]
+    until = _parse_until(body.get("until", "10m"), api.clock())
+    if until is None:
+        return _error(400, 'until: an ISO 8601 time with offset or a duration ("10m")')
+    booth = request.match_info["id"]
+    problem = await _site_act(api, StartBoothTest(booth, until, tester))
+    return problem or web.json_response(api.booth_test(booth))
+
+
+async def booth_test_end(request: web.Request) -> web.Response:
+    api = request.app[API]
+    booth = request.match_info["id"]
+    problem = await _site_act(api, EndBoothTest(booth))
+    return problem or web.json_response(api.booth_test(booth))
 
 
 async def audit(request: web.Request) -> web.Response:

@@ -272,7 +272,30 @@ class EndMaintenance:
         _need(self.by, "by")
 
 
-SiteEvent = SetDuty | StartMaintenance | EndMaintenance
+@dataclass(frozen=True, slots=True)
+class StartBoothTest:
+    """Test a booth's devices until ``until``: triggers are recorded, not raised; only
+    ``tester`` (a responder id, if given) hears of them (`monitor.core.boothtest`)."""
+
+    booth: str
+    until: float
+    tester: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        if self.tester is not None:
+            _need(self.tester, "tester")
+
+
+@dataclass(frozen=True, slots=True)
+class EndBoothTest:
+    booth: str
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+
+
+SiteEvent = SetDuty | StartMaintenance | EndMaintenance | StartBoothTest | EndBoothTest
 Event = BoothEvent | DeviceReading | IncidentEvent | SiteEvent
 
 

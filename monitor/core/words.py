@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import assert_never
 
 from monitor.core.durations import format_duration
+from monitor.core.events import BoothEvent, Button, Door, Heartbeat, Motion, Occupancy
 from monitor.core.incident import State, Transition, Trigger
 from monitor.core.settings import BoothConfig
 
@@ -84,3 +85,25 @@ def self_test_unanswered(site_name: str, when: str,
     return (f"Self-test unanswered · {site_name}",
             f"{site_name}: the self-test of {when} was not confirmed by {items}. A page on "
             "these channels may not reach anyone: check them now.")
+
+
+def booth_test_message(booth: BoothConfig, trigger: Trigger) -> str:
+    """What the person testing a booth hears when a trigger fired (nobody else does)."""
+    return f"TEST · {page_message(booth, [trigger])} (a device test: nobody else is paged)"
+
+
+def heard(event: BoothEvent) -> str:
+    """What a booth event said, as a device self-test lists it."""
+    match event:
+        case Occupancy(occupied=occupied):
+            return "occupied" if occupied else "vacant"
+        case Motion(state=state):
+            return f"motion {state.value}"
+        case Button(press=press):
+            return f"{press.value} button"
+        case Heartbeat():
+            return "heartbeat"
+        case Door(closed=closed):
+            return "door closed" if closed else "door open"
+        case _:
+            assert_never(event)
