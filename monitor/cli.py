@@ -106,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     test_page.add_argument("--responder", required=True, metavar="ID")
     test_page.add_argument("--channel", metavar="NAME",
                            help="only this one of the responder's channels (default: all)")
+    test_booth = command(
+        "test-booth", "walk through a booth's devices with the person in it, paging nobody",
+        "Starts a device test of the booth on the running service (its triggers are recorded, "
+        "not raised; only --responder hears of them), asks for the call button and then for "
+        "stillness, and reports the devices heard and the triggers fired. Exit 0 when the call "
+        "and unresponsive triggers fired, 1 when one did not, 2 when the test could not run.")
+    test_booth.add_argument("--config", required=True, metavar="FILE")
+    test_booth.add_argument("--booth", required=True, metavar="ID")
+    test_booth.add_argument("--responder", metavar="ID",
+                            help="the person testing: told of each trigger on their channels")
+    test_booth.add_argument("--call-wait", type=float, default=120.0, metavar="S",
+                            help="seconds to wait for the call button (default 120)")
     from monitor import report_cli
 
     report_cli.add_arguments(command(
@@ -182,6 +194,11 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
             from monitor import report_cli
 
             return report_cli.main(args)
+        case "test-booth":
+            configure(log_format or "console")
+            from monitor import testbooth
+
+            return testbooth.main(args)
         case "test-page":
             configure(log_format or "console")
             from monitor import testpage
