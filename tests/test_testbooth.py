@@ -63,15 +63,15 @@ async def test_booth_walk_through_reports_devices_and_triggers_and_pages_only_th
         assert out[0].startswith("Testing Booth 3 (b3) until ") and out[0].endswith(
             "its alarms page only ana.")
 
-        def send(**fields: object) -> None:
-            svc.publish(events_topic("b3"), event(**fields))
+        def send(kind: str, **fields: object) -> None:
+            svc.publish(events_topic("b3"), event(kind, **fields))
 
-        send(kind="button", press="call", device="b3-button")
+        send("button", press="call", device="b3-button")
         await line(proc.stdout, out, "2. Now stay still")
         assert out[-2] == "   the call trigger fired"
-        send(kind="motion", state="still", device="b3-radar")
+        send("motion", state="still", device="b3-radar")
         await eventually(lambda: svc.runtime.core.booths["b3"].still_since is not None)
-        send(kind="occupancy", occupied=True, device="b3-radar")
+        send("occupancy", occupied=True, device="b3-radar")
         await eventually(lambda: svc.runtime.core.booths["b3"].occupied)
         svc.advance(180)
         async with asyncio.timeout(30):
