@@ -41,6 +41,7 @@ from monitor.core.selftest import SelfTestPage
 from monitor.core.selfwatch import Recipient
 from monitor.core.settings import Config
 from monitor.core.site import UnknownIncident
+from monitor.i18n import Language
 from monitor.metrics import Metrics, log_soon
 from monitor.store import AttemptRow, PageRow, Store
 
@@ -52,9 +53,11 @@ Tell = Callable[[Event, float], object]
 class Paging:
     def __init__(self, config: Config, *, store: Store, link: MqttLink, tokens: AckTokens,
                  metrics: Metrics, clock: Callable[[], float], session: aiohttp.ClientSession,
-                 tell: Tell, retry_delays: tuple[float, ...]) -> None:
-        """``tell(event, now)`` hands the core what became of a page (the driver)."""
+                 tell: Tell, retry_delays: tuple[float, ...], language: Language) -> None:
+        """``tell(event, now)`` hands the core what became of a page (the driver);
+        `language` says the core's words (pages, notices) as the site reads them."""
         self._config = config
+        self.language = language
         self._store = store
         self._link = link
         self._tokens = tokens
@@ -67,7 +70,8 @@ class Paging:
             self.receipts = ReceiptWatcher(session, config.channels, self._receipt_acknowledged,
                                            self._receipt_delivered)
         channels = build_channels(config.channels, session, self._publish, config.site.id,
-                                  policies=config.escalation, receipts=self.receipts)
+                                  gettext=language.gettext, policies=config.escalation,
+                                  receipts=self.receipts)
         self.dispatcher = Dispatcher(channels, self._attempted, self._failed, retry_delays)
         # (responder, channel) -> when that channel last delivered something to them
         self.delivered_at: dict[tuple[str, str], float] = {}
@@ -92,7 +96,7 @@ class Paging:
             "triggers": list(cmd.triggers),
             "level": cmd.level,
             "responder": cmd.responder,
-            "message": cmd.message,
+            "message": self.language.say(cmd.message),
             "raised_at": iso(cmd.raised_at),
             "ack_url": self.ack_url(cmd.incident, cmd.responder),
         }
@@ -111,7 +115,7 @@ class Paging:
             "booth_name": cmd.booth_name,
             "responder": cmd.responder,
             "priority": cmd.priority,
-            "message": cmd.message,
+            "message": self.language.say(cmd.message),
         }
         return self._send("notice", cmd.incident, cmd.responder, 0, payload, now)
 

@@ -116,6 +116,7 @@ class SelfTestRunner:
         for page in started.tests:
             responder = self._responders[page.responder]
             payload = test_payload(self._config, responder, page.channel, now,
+                                   self._paging.language,
                                    self._paging.ack_url(page.test, page.responder))
             self._paging.test(page, payload, now)
             self._metrics.count(self._metrics.self_tests, "sent")
@@ -137,9 +138,9 @@ class SelfTestRunner:
                                                               if self._config.self_test else ()))
         site = self._config.site
         when = datetime.fromtimestamp(closed.started, ZoneInfo(site.timezone)).strftime("%H:%M")
-        title, message = self_test_unanswered(
+        title, message = map(self._paging.language.say, self_test_unanswered(
             site.name, when, ((self._responders[m.responder].name, m.channel, m.failed)
-                              for m in closed.missing))
+                              for m in closed.missing)))
         payload: dict[str, Any] = {
             "kind": "system", "event": "self_test_unanswered", "round": closed.round,
             "site": site.id, "site_name": site.name, "priority": "medium", "title": title,

@@ -37,9 +37,11 @@ from alerts.channels.mqtt import Publish
 from alerts.delivery import PRINTED_ONLY, Channel, Delivery, DeliveryError
 from alerts.factory import build_channels
 from devices.mqtt import MqttLink, NotConnected
+from monitor import i18n
 from monitor.config import ConfigError, load_config
 from monitor.core.settings import Config, ResponderConfig
 from monitor.core.words import test_page_message
+from monitor.i18n import Language
 from monitor.logs import protect
 
 MQTT_CONNECT_TIMEOUT = 5.0
@@ -89,17 +91,19 @@ def choose(
     return responder, (channel,)
 
 
-def delivery_for(config: Config, responder: ResponderConfig, channel: str) -> Delivery:
-    """One test page to `responder` over `channel` only."""
+def delivery_for(config: Config, responder: ResponderConfig, channel: str,
+                 language: Language) -> Delivery:
+    """One test page to `responder` over `channel` only, in the site's language."""
     page_id = f"test-{ULID()}"
-    payload = test_payload(config, responder, channel, time.time())
+    payload = test_payload(config, responder, channel, time.time(), language)
     return Delivery(page_id, page_id, responder.id, 0, (channel,), payload,
                     addresses=dict(responder.address), kind="test")
 
 
 def test_payload(config: Config, responder: ResponderConfig, channel: str, at: float,
-                 ack_url: str | None = None) -> dict[str, object]:
-    """What a test page says; with `ack_url` (a scheduled self-test) it asks for a tap."""
+                 language: Language, ack_url: str | None = None) -> dict[str, object]:
+    """What a test page says, in the site's language; with `ack_url` (a scheduled
+    self-test) it asks for a tap."""
     # in the site's time, with its offset: the responder reads it on a phone, in the room
     when = datetime.datetime.fromtimestamp(at, zoneinfo.ZoneInfo(config.site.timezone)
                                            ).isoformat(sep=" ", timespec="seconds")
@@ -107,8 +111,8 @@ def test_payload(config: Config, responder: ResponderConfig, channel: str, at: f
         "kind": "test",
         "site": config.site.id,
         "responder": responder.id,
-        "message": test_page_message(config.site.name, responder.name, channel, when,
-                                     answer=ack_url is not None),
+        "message": language.say(test_page_message(config.site.name, responder.name, channel,
+                                                  when, answer=ack_url is not None)),
     }
     if ack_url is not None:
         payload["ack_url"] = ack_url
@@ -120,13 +124,14 @@ async def send_test_pages(
 ) -> list[Outcome]:
     """Send one test delivery per channel in `names`, at once; outcomes in `names` order."""
     needs_mqtt = any(config.channels[name].type == "mqtt" for name in names)
+    language = i18n.load(config.site.language, config.site.catalogs)  # checked with the config
     async with aiohttp.ClientSession() as session, _mqtt(config, needs_mqtt) as publish:
         channels = build_channels(
             {name: config.channels[name] for name in names}, session, publish, config.site.id,
-            stream, policies=config.escalation,
+            stream, gettext=language.gettext, policies=config.escalation,
         )
         return list(await asyncio.gather(*(
-            _attempt(channels[name], delivery_for(config, responder, name), responder)
+            _attempt(channels[name], delivery_for(config, responder, name, language), responder)
             for name in names
         )))
 

@@ -2,8 +2,9 @@
 
 - ``store.path``: its directory exists, and the service's user can create and write
   the store and its -wal and -shm files there (a file system with room left);
-- ``mqtt.ca_file``, ``cert_file``, ``key_file``: the service's user can read them
-  (the schema has read them already, as whoever runs check-config).
+- ``mqtt.ca_file``, ``cert_file``, ``key_file`` and the language's catalog in
+  ``site.catalogs``: the service's user can read them (the schema has read them
+  already, as whoever runs check-config).
 
 The service's user is ``--user`` (as root: check-config forks as that user, see
 `monitor.access`), else whoever runs check-config, as the unit's ``ExecStartPre``
@@ -38,14 +39,16 @@ class Host:
     chosen: bool  # --user was given: the service as systemd runs it
     notes: list[str] = field(default_factory=list)  # what was accepted, and why
 
-    def problems(self, store: str | None, files: Mapping[str, str]) -> list[Problem]:
-        """The problems of the store path and of the [mqtt] files (key -> path) that the
-        schema found usable. PermissionError if only root could check for the user."""
+    def problems(self, store: str | None, files: Mapping[tuple[str, str], str]
+                 ) -> list[Problem]:
+        """The problems of the store path and of the files the service reads (key path ->
+        file: the [mqtt] TLS files, the site's catalog) that the schema found usable.
+        PermissionError if only root could check for the user."""
         todo: list[tuple[tuple[str, str], str, str]] = []  # (where, kind, path)
         if store is not None and not self._state_directory(store):
             todo.append((("store", "path"), "store", store))
         if not self.user.me:  # else the schema has read them as this very user
-            todo += [(("mqtt", key), "read", path) for key, path in files.items()]
+            todo += [(where, "read", path) for where, path in files.items()]
         who = f"user {self.user.name}"
 
         def checks() -> list[str | None]:

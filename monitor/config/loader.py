@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from devices import adapters
 from devices.mqtt import PASSWORD_ENV
+from monitor import i18n
 from monitor.config.channels import CHANNEL
 from monitor.config.host import Host
 from monitor.config.problems import ConfigError, Problem, child, from_validation, ordered
@@ -29,6 +31,7 @@ from monitor.core.durations import describe, format_duration, parse_duration
 from monitor.core.selftest import parse_schedule
 from monitor.core.settings import (
     PRIORITIES,
+    BoardConfig,
     BoothConfig,
     Config,
     DeviceConfig,
@@ -80,7 +83,12 @@ def parse_config(
     good = _Good(data, problems)
     problems += _across_tables(good, env)
     if host is not None:
-        files = {key: good.get("mqtt", key) for key in ("ca_file", "cert_file", "key_file")}
+        files = {("mqtt", key): good.get("mqtt", key)
+                 for key in ("ca_file", "cert_file", "key_file")}
+        catalogs = good.get("site", "catalogs")
+        if catalogs is not None:  # the language's catalog there, if the site has one
+            mine = i18n.catalog_file(Path(catalogs), good.get("site", "language") or i18n.SOURCE)
+            files["site", "catalogs"] = str(mine) if mine.is_file() else None
         problems += host.problems(good.get("store", "path"),
                                   {key: path for key, path in files.items() if path})
     if problems or checked is None:
@@ -319,4 +327,6 @@ def _config(checked: SiteFile, env: Mapping[str, str], source: str) -> Config:
         self_test=None if f.self_test is None else SelfTestConfig(
             *parse_schedule(f.self_test.schedule), schedule=f.self_test.schedule,
             answer_within=f.self_test.answer_within, notify=tuple(f.self_test.notify)),
+        board=BoardConfig(None if f.board.expected_hours is None
+                          else tuple(f.board.expected_hours)),
     )

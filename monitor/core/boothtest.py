@@ -20,7 +20,9 @@ afresh like anyone else in the booth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
+
+from monitor.core.events import BoothEvent, Button, Door, Heartbeat, Motion, Occupancy
 
 MAX_TEST = 30 * 60.0  # seconds: a walk-through takes minutes; longer is a forgotten test
 
@@ -51,3 +53,20 @@ class BoothTest:
             "heard": {device: dict(kinds) for device, kinds in self.heard.items()},
             "fired": [{"at": at, "trigger": trigger} for at, trigger in self.fired],
         }
+
+
+def heard(event: BoothEvent) -> str:
+    """What a booth event said, as the test lists it (for the technician: English)."""
+    match event:
+        case Occupancy(occupied=occupied):
+            return "occupied" if occupied else "vacant"
+        case Motion(state=state):
+            return f"motion {state.value}"
+        case Button(press=press):
+            return f"{press.value} button"
+        case Heartbeat():
+            return "heartbeat"
+        case Door(closed=closed):
+            return "door closed" if closed else "door open"
+        case _:
+            assert_never(event)
