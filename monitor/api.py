@@ -83,6 +83,10 @@ class Api:
     def booths(self) -> list[dict[str, Any]]:
         return [booth_json(v) for v in self.core.booth_views()]
 
+    def responder_name(self, responder_id: str) -> str:
+        return next((r.name for r in self.config.responders if r.id == responder_id),
+                    responder_id)
+
     def booth(self, booth_id: str) -> dict[str, Any]:
         return next(b for b in self.booths() if b["booth"] == booth_id)
 

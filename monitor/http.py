@@ -608,7 +608,8 @@ async def ack_page(request: web.Request) -> web.Response:
         return _html(request, _("boothwatch self-test"), _h1(_("Self-test")) + _p(
             _("A test page from boothwatch to %(who)s on %(channel)s. No booth needs you: "
               "tap below so the staff know this channel reaches you.")
-            % {"who": link.responder, "channel": channel}) + _button(_("It reached me")))
+            % {"who": api.responder_name(link.responder), "channel": channel})
+            + _button(_("It reached me")))
     data = await _incident_data(api, link.incident)
     if data is None:
         return _not_on_record(request, link)
@@ -749,7 +750,7 @@ def _answer_test(request: web.Request, link: AckLink, via: str) -> web.Response:
             _("This test page is from a configuration that has changed since; nothing was "
               "recorded.")), 404)
     return _html(request, _("Self-test confirmed"), _h1(_("Confirmed")) + _p(
-        _("%(channel)s reaches you. Thank you.") % {"channel": channel}))
+        _("This channel (%(channel)s) reaches you. Thank you.") % {"channel": channel}))
 
 
 def _outcome_form(request: web.Request) -> str:

@@ -73,7 +73,8 @@ def pages_of(svc: Service, kind: str = "test") -> list[dict[str, Any]]:
 
 async def answer(svc: Service, page: dict[str, Any]) -> str:
     async with svc.http.get(page["ack_url"]) as resp:
-        assert resp.status == 200 and "It reached me" in await resp.text()
+        text = await resp.text()
+        assert resp.status == 200 and "It reached me" in text and " on pager" in text
     async with svc.http.post(page["ack_url"]) as resp:
         assert resp.status == 200
         return await resp.text()
@@ -112,10 +113,10 @@ async def test_scheduled_self_test_pages_every_channel_and_unanswered_ones_are_t
         assert await eventually(lambda: svc.metric(delivered)) == 5
 
         svc.advance(120)
-        assert "pager reaches you" in await answer(svc, by["ana"])
+        assert "This channel (pager) reaches you" in await answer(svc, by["ana"])
         await answer(svc, by["rui"])
         await answer(svc, by["joe"])
-        assert "pager reaches you" in await answer(svc, by["rui"])  # twice: harmless
+        assert "(pager) reaches you" in await answer(svc, by["rui"])  # twice: harmless
         svc.advance(28 * 60 - 1)
         assert pages_of(svc, "system") == []
         svc.advance(1)  # 09:30: Ana's bus and Tom's pager unanswered
