@@ -120,15 +120,17 @@ class Api:
         return sorted((v for v in self.core.open_incident_views() if v.raised_at >= at),
                       key=lambda v: v.raised_at)
 
-    def responders(self) -> list[dict[str, Any]]:
+    def responders(self, channels: bool = True) -> list[dict[str, Any]]:
         """Every responder's duty now, and their channels by name with when each last
-        delivered and was last verified by a self-test (no contact details)."""
+        delivered and was last verified by a self-test (no contact details). The boards
+        take the duty alone: their feed resends it whenever it changes."""
         out = self.core.roster.duty_view(self.clock())
         for item in out:
             if item["override"] is not None:
                 item["override"] = {**item["override"], "at": iso(item["override"]["at"]),
                                     "until": iso(item["override"]["until"])}
-            item["channels"] = self.selftests.channels(item["id"])
+            if channels:
+                item["channels"] = self.selftests.channels(item["id"])
         return out
 
     def booth_test(self, booth_id: str) -> dict[str, Any] | None:

@@ -175,7 +175,7 @@ class Runtime:
                         tell=lambda event, now: self.driver.handle(event, now),
                         retry_delays=self._retry_delays, language=self.language)
         # the boards read duty through the Api, built below: the lambda waits for it
-        board = self.board = BoardFeed(lambda: self.api.responders())
+        board = self.board = BoardFeed(lambda: self.api.responders(channels=False))
         publisher = Publisher(link, self.topics, cfg, board)
         observer = Observer(self.metrics)
         observer.seed(await store.recent_outcomes(DEFAULT_RUN))
