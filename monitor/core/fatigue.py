@@ -21,7 +21,9 @@ one was resolved before it was raised):
 
 `boothwatch report --fatigue` and the ``boothwatch_time_to_acknowledge_after_seconds``
 histogram both class incidents with `History`, so the report and the dashboard
-row agree.
+row agree, but for one thing: the report reads the outcomes as finally recorded,
+the service those recorded by the acknowledgement (an outcome added to the
+previous incident later does not reach the metric).
 """
 
 from __future__ import annotations
