@@ -22,6 +22,7 @@ install-test: $(BIN)/python
 # would bring node-exporter). Debian's packages may start system services on 1883, 9090
 # and 9093: the tests never use them. Caddy runs deploy/caddy/Caddyfile in front of the
 # service (tests/test_proxy.py); Debian's package starts a caddy on port 80, never used.
+# Chromium, driven by Playwright, presses the ack page's buttons as a nurse's phone would.
 # The install test sends its test press with
 # mosquitto_pub and runs deploy/install into a throwaway root, which takes systemd's
 # tools (systemd-sysusers, systemctl, systemd-analyze), not a running systemd. The board's
@@ -33,6 +34,7 @@ servers:
 	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	{ command -v prometheus-alertmanager && command -v amtool; } >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	{ command -v systemd-sysusers && command -v systemctl && command -v systemd-analyze; } >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -z "$$missing" ] || { \

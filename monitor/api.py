@@ -22,7 +22,14 @@ from aiohttp import web
 from alerts.tokens import AckLink, AckTokens, Use, UsedLinks
 from monitor.board.feed import BoardFeed
 from monitor.codec import booth_json, incident_json, iso
-from monitor.core.events import AddOutcome, IncidentChanged, IncidentEvent, Resolve, SiteEvent
+from monitor.core.events import (
+    AddOutcome,
+    IncidentChanged,
+    IncidentEvent,
+    RecordStep,
+    Resolve,
+    SiteEvent,
+)
 from monitor.core.incident import IncidentView
 from monitor.core.settings import Config
 from monitor.core.site import SiteCore, UnknownIncident
@@ -193,6 +200,21 @@ class Api:
         if resolved is None:
             raise UnknownIncident(incident)
         return await self.act(AddOutcome(resolved, responder, outcome, note, via=via))
+
+    async def record_step(self, event: RecordStep, seen: int | None = None) -> IncidentView | None:
+        """Record a protocol step; None, changing nothing, when it repeats one recorded after
+        the first ``seen`` steps by the same responder (a form sent twice by a double tap,
+        which must not count naloxone twice). Raises as `act`.
+
+        The check and the change happen on one turn of the event loop (`act` hands the
+        event to the core before it first awaits), so two taps cannot both pass it.
+        """
+        view = self.open_view(event.incident) if seen is not None else None
+        if view is not None and any(
+                e.detail["step"] == event.step.value and e.detail["responder"] == event.responder
+                for e in [e for e in view.timeline if e.kind == "step"][seen:]):
+            return None
+        return await self.act(event)
 
     async def act_site(self, event: SiteEvent) -> None:
         """Duty and maintenance; raises UnknownBooth, UnknownResponder, BadRequest."""

@@ -22,7 +22,7 @@ from devices.adapters.payload import REASONS
 from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
 from monitor.core.events import OUTCOMES as OUTCOME_VALUES
-from monitor.core.events import Audit, IncidentChanged
+from monitor.core.events import Audit, IncidentChanged, ProtocolStep
 from monitor.core.fatigue import History, actionable
 from monitor.core.incident import (
     AllEngaged,
@@ -33,6 +33,7 @@ from monitor.core.incident import (
     OutcomeSet,
     State,
     StepFired,
+    StepRecorded,
     StepSkipped,
     Transition,
     Trigger,
@@ -80,6 +81,23 @@ class Metrics:
         self.acks = Counter(
             "boothwatch_mqtt_acks", "Acknowledgements from pager gateways on the ack topic",
             ["result"], registry=r,
+        )
+        self.mqtt_steps = Counter(
+            "boothwatch_mqtt_steps",
+            "Protocol steps from pager gateways on the steps topic, by result (accepted; "
+            "rejected: not a valid step; ignored: unknown or resolved incident; duplicate: a "
+            "copy the broker redelivered)",
+            ["result"], registry=r,
+        )
+        self.protocol_steps = Counter(
+            "boothwatch_protocol_steps",
+            "Protocol steps recorded against incidents (knocked, answered, entered, naloxone, "
+            "oxygen, ems_called, ems_arrived, note), by step and the incident's first trigger",
+            ["step", "trigger"], registry=r,
+        )
+        self.naloxone_doses = Counter(
+            "boothwatch_naloxone_doses", "Naloxone doses recorded, by booth", ["booth"],
+            registry=r,
         )
         self.incidents_raised = Counter(
             "boothwatch_incidents_raised", "Incidents raised, by first trigger, priority, booth",
@@ -189,6 +207,16 @@ class Metrics:
         self.to_resolve = Histogram(
             "boothwatch_time_to_resolve_seconds", "From raised_at to resolved",
             common, buckets=RESPONSE_BUCKETS, registry=r,
+        )
+        self.to_enter = Histogram(
+            "boothwatch_time_to_enter_seconds",
+            "From raised_at to the first protocol step entered (staff went into the booth)",
+            common, buckets=RESPONSE_BUCKETS, registry=r,
+        )
+        self.to_naloxone = Histogram(
+            "boothwatch_time_to_naloxone_seconds",
+            "From raised_at to the first naloxone recorded", common,
+            buckets=RESPONSE_BUCKETS, registry=r,
         )
 
     def count(self, counter: Counter, *labels: str) -> None:
@@ -307,6 +335,8 @@ class Observer:
                     if classed is not None:
                         m.classed.labels(view.booth, trigger, str(classed).lower()).inc()
                         self._history(view.booth).add(outcome)
+                case StepRecorded():
+                    self._step(view, change, labels)
                 case Transition(was=None):
                     m.incidents_raised.labels(trigger, view.priority, view.booth).inc()
                     log_soon("incident_raised", incident=view.id, booth=view.booth,
@@ -330,6 +360,18 @@ class Observer:
                              by=view.resolved_by, outcome=view.outcome)
                 case Transition():
                     pass
+
+    def _step(self, view: IncidentView, step: StepRecorded, labels: tuple[str, ...]) -> None:
+        m = self.metrics
+        m.protocol_steps.labels(step.step.value, labels[0]).inc()
+        if step.count is not None:
+            m.naloxone_doses.labels(view.booth).inc(step.count)
+        if step.first and step.step is ProtocolStep.ENTERED:
+            m.to_enter.labels(*labels).observe(step.at - view.raised_at)
+        elif step.first and step.step is ProtocolStep.NALOXONE:
+            m.to_naloxone.labels(*labels).observe(step.at - view.raised_at)
+        log.info("protocol_step", incident=view.id, booth=view.booth, step=step.step.value,
+                 by=step.by, count=step.count)
 
 
 def log_soon(event: str, **fields: Any) -> None:
@@ -362,6 +404,11 @@ def precreate(metrics: Metrics, config: Config) -> None:
             m.outcomes.labels(outcome, trigger.value)
     for result in ("ok", "wrong", "limited"):
         m.station_logins.labels(result)
+    for result in ("accepted", "rejected", "ignored", "duplicate"):
+        m.mqtt_steps.labels(result)
+    for trigger in Trigger:
+        for step in ProtocolStep:
+            m.protocol_steps.labels(step.value, trigger.value)
     roles = {role for r in config.responders for role in r.roles}
     for priority, policy in config.escalation.items():
         for level in range(1, len(policy.steps) + 1):

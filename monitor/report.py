@@ -24,9 +24,10 @@ short:
   (the responders' shifts in ``--config``, else as the service recorded them in
   the store), else night/day/evening (`monitor.report_time`).
 * Figures per group and in total: incidents by priority; time to acknowledge,
-  to presence, to resolve (n, nearest-rank p50 and p90, max); unresolved,
-  outcomes, re-opened, highest level, pages sent and failed; and the
-  ``--longest`` incidents with their timeline.
+  to presence, to resolve, and of the protocol steps to enter and to the first
+  naloxone (n, nearest-rank p50 and p90, max); unresolved, outcomes, re-opened,
+  highest level, pages sent and failed; and the ``--longest`` incidents with
+  their timeline.
 * ``--incidents`` lists the incidents behind each group's figures.
 * ``--fatigue`` adds alarm fatigue (`monitor.report_fatigue`): the share of
   incidents resolved as non-actionable, incidents per occupied hour, and time
@@ -94,8 +95,8 @@ _SELECT = (
     " json_extract(i.view, '$.reopened'),"
     # sum(), not count() with status = ?: that makes SQLite pick the status index
     " (SELECT sum(p.status = 'sent') FROM pages p WHERE p.incident = i.id),"
-    " (SELECT sum(p.status = 'failed') FROM pages p WHERE p.incident = i.id)"
-    " FROM incidents i WHERE i.raised_at >= ? AND i.raised_at < ?"
+    " (SELECT sum(p.status = 'failed') FROM pages p WHERE p.incident = i.id),"
+    " {protocol} FROM incidents i WHERE i.raised_at >= ? AND i.raised_at < ?"
 )
 
 
@@ -275,10 +276,11 @@ def build_report(
     fromts = datetime.fromtimestamp
     try:
         # in raised order: a booth's earlier alarms come first (alarm fatigue)
-        cur = db.execute(f"{_SELECT}{where} ORDER BY i.raised_at, i.id", params)
+        select = _SELECT.format(protocol=_protocol_columns(db))
+        cur = db.execute(f"{select}{where} ORDER BY i.raised_at, i.id", params)
         while rows := cur.fetchmany(CHUNK):
             for (iid, booth, priority, trigger, max_level, raised, acked, presence, resolved,
-                 outcome, reopened, sent, failed) in rows:
+                 outcome, reopened, sent, failed, entered, naloxone) in rows:
                 trigger = trigger or "?"
                 after = None
                 if fatigue:  # every trigger is the booth's history, whatever is reported
@@ -299,7 +301,9 @@ def build_report(
                     g = groups[key] = _Group()
                 g.incidents += 1
                 g.priority[priority] += 1
-                ack_t, presence_t, resolve_t = g.times
+                ack_t, presence_t, resolve_t, *protocol_t = g.times
+                if entered is not None or naloxone is not None:
+                    _protocol_times(protocol_t, raised, (entered, naloxone))
                 if acked is not None:
                     ack_t.append(acked - raised)
                     if after is not None:
@@ -372,6 +376,23 @@ def build_report(
     if fatigue:
         report["fatigue"] = {"run": run, "non_actionable": sorted(NON_ACTIONABLE)}
     return report
+
+
+def _protocol_columns(db: sqlite3.Connection) -> str:
+    """The select list of the first ``entered`` and ``naloxone`` of each incident; NULLs
+    from a store made before protocol steps (read-only here: the service adds the table)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'steps'").fetchone() is None:
+        return "NULL, NULL"
+    return ", ".join(f"(SELECT min(s.at) FROM steps s WHERE s.incident = i.id AND s.step = "
+                     f"'{step}')" for step in ("entered", "naloxone"))
+
+
+def _protocol_times(times: Sequence[array[float]], raised: float,
+                    stamps: Sequence[float | None]) -> None:
+    """Add an incident's time to enter and to the first naloxone, where it has them."""
+    for into, at in zip(times, stamps, strict=True):
+        if at is not None:
+            into.append(at - raised)
 
 
 def _item(iid: str, booth: str, trigger: str, priority: str, raised: float,

@@ -16,7 +16,7 @@ from typing import Any
 
 from monitor.core.settings import PRIORITIES
 
-RESPONSES = ("to_acknowledge", "to_presence", "to_resolve")
+RESPONSES = ("to_acknowledge", "to_presence", "to_resolve", "to_enter", "to_naloxone")
 STATS = ("n", "p50", "p90", "max")
 WIDTH = 100  # the table fits a terminal this wide (unless group keys are very long)
 TIMELINE_HEAD, TIMELINE_TAIL = 12, 4  # timeline entries shown per longest incident
@@ -178,10 +178,10 @@ def render_table(report: dict[str, Any]) -> str:
 
     lines += ["", "Response times from raised (n: incidents with that stamp; "
                   "nearest-rank percentiles)"]
-    rows = [[*keys] + list(STATS) * len(RESPONSES)]
-    for key, g in everything:
-        rows.append([*key, *_stats(g, RESPONSES)])
-    lines += _titled(rows, k, ("to acknowledge", "to presence", "to resolve"))
+    lines += _times(everything, keys, RESPONSES[:3],
+                    ("to acknowledge", "to presence", "to resolve"))
+    lines += ["", "Protocol steps from raised (n: incidents with that step)"]
+    lines += _times(everything, keys, RESPONSES[3:], ("to enter", "to first naloxone"))
 
     lines += ["", "Outcomes of resolved incidents"]
     named = [(" / ".join(v for v in key if v), g) for key, g in everything]
@@ -222,6 +222,15 @@ def _stats(figures: dict[str, Any], names: tuple[str, ...]) -> list[str]:
     for name in names:
         cells += [str(figures[name]["n"])] + [human(figures[name][s]) for s in STATS[1:]]
     return cells
+
+
+def _times(everything: list[tuple[list[str], Any]], keys: list[str],
+           names: tuple[str, ...], titles: tuple[str, ...]) -> list[str]:
+    """n, p50, p90 and max of the response times `names`, a titled block of columns each."""
+    rows = [[*keys] + list(STATS) * len(names)]
+    for key, g in everything:
+        rows.append([*key, *_stats(g, names)])
+    return _titled(rows, len(keys), titles)
 
 
 def _totalled(rows: list[list[str]], keys: int) -> list[str]:

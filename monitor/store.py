@@ -1,4 +1,5 @@
-"""SQLite store (aiosqlite, WAL): events, sessions, incidents with their timeline, pages.
+"""SQLite store (aiosqlite, WAL): events, sessions, incidents with their timeline and
+protocol steps, pages.
 
 Writes are batched: callers add rows to the current batch and get a future that
 completes when that batch is committed. One writer task commits whatever has
@@ -49,7 +50,7 @@ from monitor.exits import CANTCREAT, OperatorError
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 3  # 3: used_ack_links
+SCHEMA_VERSION = 4  # 3: used_ack_links; 4: steps
 SITE_TIMEZONE = "site_timezone"  # the meta key of the site's time zone, for reports
 ROSTER_SHIFTS = "roster_shifts"  # the meta key of the roster's shifts (JSON), for reports
 FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
@@ -108,6 +109,17 @@ CREATE TABLE IF NOT EXISTS timeline (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeline_incident ON timeline(incident);
+CREATE TABLE IF NOT EXISTS steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident TEXT NOT NULL,
+    at REAL NOT NULL,
+    step TEXT NOT NULL,
+    responder TEXT NOT NULL,
+    count INTEGER,
+    note TEXT,
+    via TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_incident ON steps(incident, step, at);
 CREATE TABLE IF NOT EXISTS pages (
     id TEXT PRIMARY KEY,
     incident TEXT NOT NULL,
@@ -612,6 +624,14 @@ class Store:
                     "INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
                     [(iid, e.at, e.kind, dumps(e.detail)) for iid, e in b.timeline],
                 )
+                # protocol steps also in a table of their own, for reports to query
+                steps = [(iid, e.at, e.detail["step"], e.detail["responder"],
+                          e.detail.get("count"), e.detail.get("note"), e.detail["via"])
+                         for iid, e in b.timeline if e.kind == "step"]
+                if steps:
+                    await db.executemany(
+                        "INSERT INTO steps(incident, at, step, responder, count, note, via)"
+                        " VALUES (?,?,?,?,?,?,?)", steps)
             if b.pages:
                 await db.executemany(
                     "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
@@ -819,7 +839,7 @@ class Store:
         return [(r[0], r[1]) for r in rows]
 
     async def count(self, table: str) -> int:
-        if table not in ("events", "incidents", "pages", "sessions", "timeline",
+        if table not in ("events", "incidents", "pages", "sessions", "timeline", "steps",
                          "page_attempts", "audit", "duty", "used_ack_links"):
             raise ValueError(table)
         rows = await self._fetch(f"SELECT count(*) FROM {table}")
@@ -924,8 +944,9 @@ async def _missing_columns(db: aiosqlite.Connection) -> list[tuple[str, str]]:
 async def _migrate(db: aiosqlite.Connection) -> None:
     """Bring a store made by an older version up to this schema (columns added since).
 
-    Tables added since (``used_ack_links`` in version 3) come from SCHEMA, which
-    creates what is missing whenever `_schema_current` finds something missing.
+    Tables added since (``used_ack_links`` in version 3, ``steps`` in 4) come from SCHEMA,
+    which creates what is missing whenever `_schema_current` finds something missing. An
+    older store has no steps to copy: the protocol came with the table.
     """
     for column, decl in await _missing_columns(db):
         await db.execute(f"ALTER TABLE pages ADD COLUMN {column} {decl}")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from alerts.tokens import Use
-from monitor.store import Store
+from monitor.store import SCHEMA_VERSION, Store
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.service import HandClock, Service, event, events_topic, start_service
 from tests.harness.tokens import respell
@@ -224,7 +224,7 @@ async def test_used_links_are_stored_once_and_pruned(tmp_path: Path) -> None:
 
 
 async def test_a_version_2_store_gets_the_table(tmp_path: Path) -> None:
-    """A store made before single-use links opens with the table added, version 3."""
+    """A store made before single-use links opens with the table added, at this version."""
     path = tmp_path / "old.db"
     store = await Store.open(str(path))
     await store.close()
@@ -238,7 +238,7 @@ async def test_a_version_2_store_gets_the_table(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "3",)
+            str(SCHEMA_VERSION),)
 
 
 # --- the API's bearer token ----------------------------------------------------------------

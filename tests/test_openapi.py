@@ -152,12 +152,28 @@ def test_one_incident_keeps_to_the_document(site: Site, api: BaseSchema) -> None
     call("GET", "/ack/{token}", 200, path_parameters={"token": token})
     call("POST", "/ack/{token}", 200, path_parameters={"token": token})
     call("POST", "/ack/{token}", 403, path_parameters={"token": token})  # spent
+    form = "application/x-www-form-urlencoded"
+    call("POST", "/ack/{token}/steps", 200, path_parameters={"token": token},
+         body={"step": "knocked", "seen": 0}, media_type=form)
+    call("POST", "/ack/{token}/presence", 200, path_parameters={"token": token})
+    call("POST", "/ack/{token}/steps", 200, path_parameters={"token": token},
+         body={"step": "naloxone", "count": 2}, media_type=form)
+    call("POST", "/ack/{token}/steps", 400, path_parameters={"token": token},
+         body={"step": "oxygen", "count": 2}, media_type=form)
+    steps = call("POST", "/api/incidents/{id}/steps", 200, path_parameters=ids,
+                 body={"responder": "rui", "step": "note", "note": "breathing"})
+    assert [s["step"] for s in steps["steps"]] == ["knocked", "naloxone", "note"]
+    call("POST", "/api/incidents/{id}/steps", 400, path_parameters=ids,
+         body={"responder": "rui", "step": "entered", "count": 1})
     call("POST", "/api/incidents/{id}/ack", 200, path_parameters=ids, body={"responder": "rui"})
     call("POST", "/api/incidents/{id}/presence", 200, path_parameters=ids,
          body={"responder": "rui"})
     call("POST", "/api/incidents/{id}/resolve", 200, path_parameters=ids,
          body={"responder": "rui"})
     call("POST", "/api/incidents/{id}/ack", 409, path_parameters=ids, body={"responder": "ana"})
+    call("POST", "/api/incidents/{id}/steps", 409, path_parameters=ids,
+         body={"responder": "ana", "step": "ems_arrived"})
+    call("POST", "/ack/{token}/presence", 409, path_parameters={"token": token})
     call("GET", "/ack/{token}", 200, path_parameters={"token": token})  # the outcome form
     call("POST", "/ack/{token}/outcome", 200, path_parameters={"token": token},
          body={"outcome": "ok", "note": "talking"}, media_type="application/x-www-form-urlencoded")

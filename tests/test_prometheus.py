@@ -36,7 +36,7 @@ SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)\{([^}]*)\}")
 # the series with a booth label, recorded ones included
 BY_BOOTH = re.compile(
     r"boothwatch_(booth_|incidents_raised|incidents_classed|time_to_|device_last_seen|"
-    r"device_battery)|_booth_le:")
+    r"device_battery|naloxone_doses)|_booth_le:")
 # What Grafana would put in place of its variables; "All" is the allValue, ".*".
 GRAFANA_VARIABLES = {"$site": ".*", "$booth": ".*", "$__range": "5m", "$__range_s": "300",
                      "$__interval": "1m", "$__rate_interval": "1m"}
@@ -162,6 +162,8 @@ async def test_alerts_fire_and_every_panel_has_data(
                 incident = (await hook.wait(count + 1))[count]["incident"]
                 await api(incident, "ack")
                 await api(incident, "presence")
+                await api(incident, "steps", step="entered")
+                await api(incident, "steps", step="naloxone")
                 await api(incident, "resolve", outcome="ok")
 
             def booth(name: str) -> dict[str, Any]:

@@ -5,7 +5,9 @@ chosen here, so every figure the report gives is known in advance:
 
     A d0 02:00 b1 call          ack +10  presence +60   resolve +300  ok
     B d0 09:00 b1 call          ack +20  presence +90   resolve +600  naloxone
+                                (steps: entered +95, naloxone 2 doses +120)
     C d1 17:00 b2 call          ack +30 (level 2 fired at +30)  presence +90  resolve +900 naloxone
+                                (steps: entered +100, naloxone +150, naloxone +300)
     D d2 23:30 b2 call          ack +10  presence +60 (booth)   clear at booth +120 (no outcome)
     E d3 12:00 b3 long_session  nobody; vacancy resolves it at +240: session_ended
     F d4 20:00 b1 call          ack +10, ack timeout at +130 re-opens (level 2), presence +140,
@@ -23,6 +25,7 @@ import csv
 import io
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from contextlib import closing
@@ -45,6 +48,8 @@ from monitor.core.events import (
     MotionState,
     Occupancy,
     Press,
+    ProtocolStep,
+    RecordStep,
     Resolve,
     SendPage,
 )
@@ -121,11 +126,16 @@ def simulate_week() -> tuple[Site, dict[str, str]]:
     t = call("B", "b1", T0 + 9 * HOUR)
     site.send(t + 20, Acknowledge(ids["B"], "ana"))
     site.send(t + 90, Attend(ids["B"], "ana"))
+    site.send(t + 95, RecordStep(ids["B"], "ana", ProtocolStep.ENTERED))
+    site.send(t + 120, RecordStep(ids["B"], "ana", ProtocolStep.NALOXONE, count=2))
     site.send(t + 600, Resolve(ids["B"], "ana", outcome="overdose_naloxone"))
     # C: acknowledged only when step two (nurse and coordinator) has fired
     t = call("C", "b2", T0 + DAY + 17 * HOUR)
     site.send(t + 30, Acknowledge(ids["C"], "ana"))
     site.send(t + 90, Attend(ids["C"], "ana"))
+    site.send(t + 100, RecordStep(ids["C"], "ana", ProtocolStep.ENTERED))
+    site.send(t + 150, RecordStep(ids["C"], "ana", ProtocolStep.NALOXONE))
+    site.send(t + 300, RecordStep(ids["C"], "ana", ProtocolStep.NALOXONE))
     site.send(t + 900, Resolve(ids["C"], "ana", outcome="overdose_naloxone"))
     # D: late evening UTC, cleared at the booth (no outcome)
     t = call("D", "b2", T0 + 2 * DAY + 23 * HOUR + 30 * MINUTE)
@@ -329,7 +339,8 @@ def test_longest_incidents_with_timeline(db: Path, week: tuple[Path, Site, dict[
     assert [i["duration"] for i in longest] == [3 * HOUR, 900, 900, 600, 400]
     assert [i["open"] for i in longest] == [True, False, False, False, False]
     f = longest[4]
-    assert f["response"] == {"to_acknowledge": 10, "to_presence": 140, "to_resolve": 400}
+    assert f["response"] == {"to_acknowledge": 10, "to_presence": 140, "to_resolve": 400,
+                             "to_enter": None, "to_naloxone": None}
     assert f["reopened"] == 1
     kinds = [e["kind"] for e in f["timeline"]]
     assert kinds[:2] == ["trigger", "state"] and "ack" in kinds and "presence" in kinds
@@ -338,6 +349,32 @@ def test_longest_incidents_with_timeline(db: Path, week: tuple[Path, Site, dict[
     assert report(db, longest=0)["longest"] == []
     # report ending before "now": H's age is measured at --to
     assert report(db, end="2025-11-30T22:00:00Z")["longest"][0]["duration"] == HOUR
+
+
+def test_time_to_enter_and_to_the_first_naloxone(db: Path, tmp_path: Path) -> None:
+    """From the protocol steps B and C recorded: the first of each step counts, per group, in
+    total, in CSV and in the table; a store made before steps reports none."""
+    rep = report(db)
+    total, by_booth = rep["total"], groups(rep)
+    assert total["to_enter"] == stats(2, 95, 100, 100)
+    assert total["to_naloxone"] == stats(2, 120, 150, 150)
+    assert by_booth["b1"]["to_naloxone"] == stats(1, 120, 120, 120)
+    assert by_booth["b2"]["to_enter"] == stats(1, 100, 100, 100)
+    assert by_booth["b3"]["to_enter"] == stats(0, None, None, None)
+    rows = {r["booth"]: r for r in csv.DictReader(io.StringIO(render_csv(rep)))}
+    assert (rows["b2"]["to_naloxone_n"], rows["b2"]["to_naloxone_p50"]) == ("1", "150.0")
+    lines = render_table(rep).splitlines()
+    at = lines.index("Protocol steps from raised (n: incidents with that step)")
+    assert lines[at + 1].split() == ["to", "enter", "to", "first", "naloxone"]
+    assert lines[at + 3].split() == ["b1", "1", "1m35s", "1m35s", "1m35s",
+                                     "1", "2m00s", "2m00s", "2m00s"]
+    assert max(len(line) for line in lines) <= 100
+    old = tmp_path / "old.db"
+    old.write_bytes(db.read_bytes())
+    with closing(sqlite3.connect(old)) as conn:
+        conn.execute("DROP TABLE steps")
+        conn.commit()
+    assert report(old)["total"]["to_enter"] == stats(0, None, None, None)
 
 
 def test_csv_one_row_per_group_in_seconds(db: Path) -> None:
@@ -362,7 +399,7 @@ def test_json_is_stable_and_parses(db: Path) -> None:
                          "filters", "listed"]
     assert list(rep["groups"][0]) == [
         "key", "keys", "incidents", "priority", "to_acknowledge", "to_presence", "to_resolve",
-        "unresolved", "outcomes", "reopened", "max_level", "pages"]
+        "to_enter", "to_naloxone", "unresolved", "outcomes", "reopened", "max_level", "pages"]
     assert list(rep["total"]) == list(rep["groups"][0])[2:]
     assert (rep["by"], rep["timezone"], rep["to"]) == ("day", "UTC", "2025-12-01T00:00:00+00:00")
 

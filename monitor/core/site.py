@@ -90,6 +90,8 @@ from monitor.core.events import (
     PageFailed,
     PageReport,
     Press,
+    ProtocolStep,
+    RecordStep,
     Resolve,
     SendNotice,
     SendPage,
@@ -224,6 +226,16 @@ class SiteCore:
             case Resolve(incident=iid, responder=who, outcome=outcome, via=via, note=note):
                 inc = self._incident(iid)
                 self._apply(inc, now, out, lambda: inc.resolve(who, now, outcome, via, note))
+            case RecordStep(incident=iid, responder=who, step=step, count=count, note=note,
+                            via=via):
+                inc = self._incident(iid)
+                self._apply(inc, now, out,
+                            lambda: inc.record_step(step, who, now, via, count, note))
+                if step is ProtocolStep.ANSWERED:
+                    booth = self.booths[inc.booth]
+                    booth.person_answered(now)
+                    self._schedule(("booth", inc.booth), booth.next_deadline())
+                    self._emit_booth(inc.booth, out)
             case PageReport():
                 inc = self._incident(event.incident)
                 self._apply(inc, now, out, lambda: inc.page_report(
@@ -719,9 +731,13 @@ class SiteCore:
         busy: dict[str, str] | None = None,
     ) -> list[SendPage]:
         booth = self.booths[inc.booth]
+        lapsed = None
+        if inc.state is State.OPEN and inc.last_ack is not None:  # an ack timeout re-opened it
+            who, at = inc.last_ack
+            lapsed = (self._names.get(who, who), now - at)
         message = page_message(booth.config, inc.triggers, urgent=inc.urgent,
                                maintenance=booth.maintenance is not None, risk=inc.risk,
-                               after_hours=inc.after_hours)
+                               after_hours=inc.after_hours, reopened=lapsed)
         pages = []
         for responder in responders:
             if busy and responder in busy:  # paged last: say where they are

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from monitor.core.durations import format_duration
+from monitor.core.events import ProtocolStep
 from monitor.core.incident import State, Transition, Trigger
 from monitor.core.settings import BoothConfig, Risk
 
@@ -84,10 +85,22 @@ def english(words: Words) -> str:
 def page_message(
     booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
     maintenance: bool = False, risk: Risk = "standard", after_hours: bool = False,
+    reopened: tuple[str, float] | None = None,
 ) -> Words:
-    """The one line a nurse reads on a lock screen, in the order the triggers came."""
-    text = say("%(booth)s: %(what)s", booth=booth.name,
-               what=reasons(booth, triggers, urgent, risk))
+    """The one line a nurse reads on a lock screen, in the order the triggers came.
+
+    ``reopened`` is (who, seconds ago) of the acknowledgement an ack timeout let lapse:
+    the page then says nobody is there yet, the reasons in brackets.
+    """
+    what = reasons(booth, triggers, urgent, risk)
+    text = say("%(booth)s: %(what)s", booth=booth.name, what=what)
+    if reopened is not None:
+        who, ago = reopened
+        # TRANSLATORS: an acknowledged incident opened again because nobody reached the
+        # booth; %(duration)s after %(who)s acknowledged; %(what)s are the reasons
+        text = say("re-opened: nobody at %(booth)s yet, %(duration)s after %(who)s "
+                   "acknowledged (%(what)s)", booth=booth.name, duration=Duration(round(ago)),
+                   who=who, what=what)
     if urgent:
         # TRANSLATORS: a repeated call; %(message)s is the whole page ("Booth 1: ...")
         text = say("URGENT: %(message)s", message=text)
@@ -148,6 +161,11 @@ def notice_message(change: Transition, who: str | Words, booth_name: str) -> Wor
     if change.to is State.ACKNOWLEDGED:
         # TRANSLATORS: %(who)s acknowledged the page and is on the way to %(booth)s
         return say("%(who)s is attending %(booth)s", who=who, booth=booth_name)
+    if change.to is State.ATTENDED and change.step == ProtocolStep.ANSWERED.value:
+        # TRANSLATORS: the person in the booth answered %(who)s through the door or the
+        # intercom: they are fine, paging stops
+        return say("The person in %(booth)s answered %(who)s: nobody else need come",
+                   who=who, booth=booth_name)
     if change.to is State.ATTENDED and change.was is State.OPEN:
         return say("%(who)s is at %(booth)s", who=who, booth=booth_name)
     if change.to is State.RESOLVED:
