@@ -11,7 +11,8 @@ them failed); about 40 % of the resolved high ones record the protocol step
 last few hundred are still open.
 
 Then it runs the command line as a subprocess, output to /dev/null, once per
---by (table), once per format, and once for one week, and prints wall seconds
+--by (table), once per format, once for one week, and once each for two keys at
+once, one booth, --fatigue and --incidents, and prints wall seconds
 and the peak RSS (``ru_maxrss`` of that child, from ``os.wait4``). The first
 line is the floor: starting Python and importing ``monitor.cli``.
 
@@ -197,7 +198,9 @@ def main() -> int:
         cases = [[f"--by={by}"] for by in ("booth", "trigger", "shift", "day")]
         cases += [["--by=day", "--format=csv"], ["--by=day", "--format=json"],
                   ["--by=shift", "--timezone=Europe/Lisbon"],
-                  ["--by=booth", f"--from={week_from}", f"--to={week_to}"]]
+                  ["--by=booth", f"--from={week_from}", f"--to={week_to}"],
+                  ["--by=booth,shift"], ["--booth=b3", "--by=shift"],
+                  ["--by=booth", "--fatigue"], ["--by=booth", "--incidents", "--format=json"]]
         for extra in cases:
             seconds, rss = run(base + extra)
             print(f"report {' '.join(extra):44} {seconds:6.2f} s {rss:7.1f} MiB")

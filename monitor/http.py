@@ -44,6 +44,7 @@ from monitor.core.events import (
     STEPS,
     Acknowledge,
     Attend,
+    EndBoothTest,
     EndMaintenance,
     IncidentEvent,
     MarkSession,
@@ -51,13 +52,15 @@ from monitor.core.events import (
     Resolve,
     SetDuty,
     SiteEvent,
+    StartBoothTest,
     StartMaintenance,
     parse_step,
 )
 from monitor.core.incident import IllegalTransition, OutcomeRecorded, Trigger
 from monitor.core.roster import UnknownResponder
+from monitor.core.selftest import channel_of
 from monitor.core.settings import RISKS, ROUTES
-from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
+from monitor.core.site import BadRequest, BoothBusy, UnknownBooth, UnknownIncident
 from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
 from monitor.i18n import Language
@@ -94,6 +97,9 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/booths/{id}/maintenance/end", maintenance_end),
         web.post("/api/booths/{id}/session", session),
         web.get("/api/audit", audit),
+        web.get("/api/booths/{id}/test", booth_test),
+        web.post("/api/booths/{id}/test", booth_test_start),
+        web.post("/api/booths/{id}/test/end", booth_test_end),
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
@@ -375,6 +381,8 @@ async def _site_act(api: Api, event: SiteEvent) -> web.Response | None:
         return _error(404, "unknown responder")
     except UnknownBooth:
         return _error(404, "unknown booth")
+    except BoothBusy as exc:
+        return _error(409, str(exc))
     except BadRequest as exc:
         return _error(400, str(exc))
     except IllegalBoothTransition as exc:
@@ -431,6 +439,40 @@ async def maintenance_end(request: web.Request) -> web.Response:
     booth = request.match_info["id"]
     problem = await _site_act(api, EndMaintenance(booth, by))
     return problem or web.json_response(api.booth(booth))
+
+
+# --- device self-tests (boothwatch test-booth) ----------------------------------------
+
+
+async def booth_test(request: web.Request) -> web.Response:
+    found = request.app[API].booth_test(request.match_info["id"])
+    return _error(404, "no test of this booth since the start") if found is None else (
+        web.json_response(found))
+
+
+async def booth_test_start(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    tester = body.get("tester")
+    if tester is not None:
+        tester = _short_id(body, "tester", "the responder id of the person testing")
+        if isinstance(tester, web.Response):
+            return tester
+    api = request.app[API]
+    until = _parse_until(body.get("until", "10m"), api.clock())
+    if until is None:
+        return _error(400, 'until: an ISO 8601 time with offset or a duration ("10m")')
+    booth = request.match_info["id"]
+    problem = await _site_act(api, StartBoothTest(booth, until, tester))
+    return problem or web.json_response(api.booth_test(booth))
+
+
+async def booth_test_end(request: web.Request) -> web.Response:
+    api = request.app[API]
+    booth = request.match_info["id"]
+    problem = await _site_act(api, EndBoothTest(booth))
+    return problem or web.json_response(api.booth_test(booth))
 
 
 #: what marking a session takes: how closely to watch it, never who is in the booth
@@ -625,6 +667,13 @@ async def ack_page(request: web.Request) -> web.Response:
         link = _link(request)
     except InvalidToken as exc:
         return _bad_token(request, exc.reason)
+    channel = channel_of(link.incident)
+    if channel is not None:
+        return _html(request, _("boothwatch self-test"), _h1(_("Self-test")) + _p(
+            _("A test page from boothwatch to %(who)s on %(channel)s. No booth needs you: "
+              "tap below so the staff know this channel reaches you.")
+            % {"who": api.responder_name(link.responder), "channel": channel})
+            + _button(_("It reached me")))
     data = await _incident_data(api, link.incident)
     if data is None:
         return _not_on_record(request, link)
@@ -818,6 +867,8 @@ async def ack_post(request: web.Request) -> web.Response:
         return _bad_token(request, exc.reason)
     # the ntfy Acknowledge button adds ?via=ntfy so the timeline says where the tap came from
     via = "ntfy" if request.query.get("via") == "ntfy" else "link"
+    if channel_of(link.incident) is not None:
+        return _answer_test(request, link, via)
     used = await api.claim(link, via)
     if used is not None:
         data = await _incident_data(api, link.incident)
@@ -926,6 +977,18 @@ def _form_int(form: Any, key: str) -> int | None:
     if not isinstance(value, str) or not re.fullmatch(r"\d{1,6}", value.strip()):
         raise ValueError(key)
     return int(value)
+
+
+def _answer_test(request: web.Request, link: AckLink, via: str) -> web.Response:
+    """A self-test's link tapped: its channel verified (again, if tapped twice: harmless)."""
+    _ = _language(request).gettext
+    channel = request.app[API].answer_test(link, via)
+    if channel is None:
+        return _html(request, _("Unknown self-test"), _h1(_("Unknown self-test")) + _p(
+            _("This test page is from a configuration that has changed since; nothing was "
+              "recorded.")), 404)
+    return _html(request, _("Self-test confirmed"), _h1(_("Confirmed")) + _p(
+        _("This channel (%(channel)s) reaches you. Thank you.") % {"channel": channel}))
 
 
 def _outcome_form(request: web.Request) -> str:

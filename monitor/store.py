@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -43,6 +44,7 @@ from alerts.tokens import Use
 from monitor.access import User, store_problem
 from monitor.codec import booth_from_record, booth_record, incident_from_record, incident_record
 from monitor.core.booth import BoothView
+from monitor.core.fatigue import ACTIONABLE, NON_ACTIONABLE
 from monitor.core.incident import IncidentView, TimelineEntry
 from monitor.exits import CANTCREAT, OperatorError
 
@@ -50,6 +52,7 @@ log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 4  # 3: used_ack_links; 4: steps
 SITE_TIMEZONE = "site_timezone"  # the meta key of the site's time zone, for reports
+ROSTER_SHIFTS = "roster_shifts"  # the meta key of the roster's shifts (JSON), for reports
 FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
 
 SCHEMA = """
@@ -158,6 +161,7 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE INDEX IF NOT EXISTS audit_kind ON audit(kind, at);
 CREATE TABLE IF NOT EXISTS used_ack_links (
     digest TEXT PRIMARY KEY,
     incident TEXT NOT NULL,
@@ -177,6 +181,19 @@ CREATE TABLE IF NOT EXISTS devices (
     updated_at REAL NOT NULL
 );
 """
+
+
+def recent_outcomes(before: float, booths: Sequence[str], run: int
+                    ) -> tuple[str, list[Any]]:
+    """The SQL and parameters of each booth's last `run` outcomes a person recorded on
+    incidents raised before `before`, oldest first: the alarm-fatigue history
+    (`monitor.core.fatigue`) of `boothwatch report` and of the service's metrics."""
+    classed = sorted(ACTIONABLE | NON_ACTIONABLE)
+    where = f" AND booth IN ({','.join('?' * len(booths))})" if booths else ""
+    return ("SELECT booth, outcome FROM (SELECT booth, outcome, raised_at, row_number() OVER"
+            " (PARTITION BY booth ORDER BY raised_at DESC) AS n FROM incidents"
+            f" WHERE raised_at < ? AND outcome IN ({','.join('?' * len(classed))}){where})"
+            " WHERE n <= ? ORDER BY booth, raised_at", [before, *classed, *booths, run])
 
 
 class StoreUnavailable(OperatorError):
@@ -786,6 +803,24 @@ class Store:
             f"SELECT at, kind, subject, detail FROM audit {where} ORDER BY seq DESC LIMIT ?",
             args)
         return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
+
+    async def audit_of(self, kind: str, since: float) -> list[dict[str, Any]]:
+        """The audit entries of one kind from `since` on, oldest first."""
+        rows = await self._fetch(
+            "SELECT at, kind, subject, detail FROM audit WHERE kind = ? AND at >= ?"
+            " ORDER BY at, seq", (kind, since))
+        return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
+
+    async def recent_outcomes(self, run: int) -> list[tuple[str, str]]:
+        """(booth, outcome) of each booth's last `run` outcomes a person recorded."""
+        sql, params = recent_outcomes(math.inf, (), run)
+        return [(r[0], r[1]) for r in await self._fetch(sql, tuple(params))]
+
+    async def last_deliveries(self) -> list[tuple[str, str, float]]:
+        """(responder, channel, when it last delivered to them), for every pair that did."""
+        rows = await self._fetch("SELECT responder, channel, max(sent_at) FROM pages"
+                                 " WHERE sent_at IS NOT NULL GROUP BY responder, channel")
+        return [(r[0], r[1], float(r[2])) for r in rows]
 
     async def latest_time(self) -> float | None:
         """The newest time anything was recorded at (events, booths, pages, devices)."""

@@ -183,6 +183,14 @@ def test_one_incident_keeps_to_the_document(site: Site, api: BaseSchema) -> None
          body={"until": "2h", "reason": "sensor replaced", "by": "rui"})
     call("POST", "/api/booths/{id}/maintenance/end", 200, path_parameters={"id": "b2"},
          body={"by": "rui"})
+    b2 = {"id": "b2"}
+    started = call("POST", "/api/booths/{id}/test", 200, path_parameters=b2,
+                   body={"tester": "ana", "until": "5m"})
+    assert (started["running"], started["tester"], started["fired"]) == (True, "ana", [])
+    call("GET", "/api/booths/{id}/test", 200, path_parameters=b2)
+    call("POST", "/api/booths/{id}/test", 409, path_parameters=b2, body={})  # running
+    call("POST", "/api/booths/{id}/test/end", 200, path_parameters=b2)
+    call("POST", "/api/booths/{id}/test/end", 409, path_parameters=b2)
     call("POST", "/api/responders/{id}/duty", 200, path_parameters={"id": "ana"},
          body={"on": False, "by": "rui"})
     call("GET", "/api/responders", 200)

@@ -29,7 +29,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -293,7 +293,8 @@ def test_by_shift_in_utc_and_in_berlin(db: Path) -> None:
     assert [g["key"] for g in rep["groups"]] == ["night", "day", "evening"]
     assert {k: g["incidents"] for k, g in groups(rep).items()} == {
         "night": 2, "day": 2, "evening": 4}
-    assert rep["shifts"][2] == {"name": "evening", "start": "16:00", "end": "24:00"}
+    assert rep["shifts"][2] == {"name": "evening", "start": "16:00", "end": "24:00",
+                                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
     # Berlin is UTC+1: D (23:30 UTC) is at 00:30, a night incident
     berlin = groups(report(db, by="shift", tz="Europe/Berlin"))
     assert {k: g["incidents"] for k, g in berlin.items()} == {"night": 3, "day": 2, "evening": 3}
@@ -394,11 +395,12 @@ def test_csv_one_row_per_group_in_seconds(db: Path) -> None:
 
 def test_json_is_stable_and_parses(db: Path) -> None:
     rep = json.loads(render_json(report(db, by="day")))
-    assert list(rep) == ["from", "to", "by", "timezone", "shifts", "groups", "total", "longest"]
+    assert list(rep) == ["from", "to", "by", "timezone", "shifts", "groups", "total", "longest",
+                         "filters", "listed"]
     assert list(rep["groups"][0]) == [
-        "key", "incidents", "priority", "to_acknowledge", "to_presence", "to_resolve",
+        "key", "keys", "incidents", "priority", "to_acknowledge", "to_presence", "to_resolve",
         "to_enter", "to_naloxone", "unresolved", "outcomes", "reopened", "max_level", "pages"]
-    assert list(rep["total"]) == list(rep["groups"][0])[1:]
+    assert list(rep["total"]) == list(rep["groups"][0])[2:]
     assert (rep["by"], rep["timezone"], rep["to"]) == ("day", "UTC", "2025-12-01T00:00:00+00:00")
 
 
@@ -517,7 +519,7 @@ def test_the_store_is_opened_read_only(db: Path) -> None:
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     args = _parser().parse_args(["report", *argv])
-    from monitor import report as module
+    from monitor import report_cli as module
 
     real_err = sys.stderr
     sys.stderr = err
@@ -575,3 +577,83 @@ def test_cli_subprocess(db: Path) -> None:
 def test_cli_main_dispatches_report(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["report", "--db", str(db), "--to", WEEK_END, "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("booth,incidents,high,medium,low,")
+
+
+def test_filters_by_booth_and_first_trigger(db: Path, week: tuple[Path, Site, dict[str, str]]
+                                            ) -> None:
+    """--booth and --trigger select before grouping; the report says what it selected."""
+    ids = week[2]
+    rep = report(db, booths=["b3"], incidents=True)
+    assert [g["key"] for g in rep["groups"]] == ["b3"]
+    assert [i["id"] for i in rep["groups"][0]["list"]] == [ids["E"], ids["G"]]
+    assert rep["filters"] == {"booth": ["b3"], "trigger": []}
+    rep = report(db, by="trigger", triggers=["call"], booths=["b1", "b2"])
+    assert {k: g["incidents"] for k, g in groups(rep).items()} == {"call": 6}
+    assert [i["id"] for i in rep["longest"]][:1] == [ids["H"]]
+    text = render_table(rep)
+    assert "only booth b1, b2; trigger call" in text.splitlines()[1]
+
+
+def test_by_several_keys_at_once(db: Path) -> None:
+    """--by booth,shift: one group per pair that has incidents, booths then shifts in order."""
+    rep = report(db, by="booth,shift", booths=["b1", "b2"])
+    assert [(g["key"], g["incidents"]) for g in rep["groups"]] == [
+        ("b1 / night", 1), ("b1 / day", 1), ("b1 / evening", 1), ("b2 / evening", 3)]
+    assert rep["groups"][0]["keys"] == {"booth": "b1", "shift": "night"}
+    assert rep["by"] == "booth,shift"
+    rows = list(csv.reader(io.StringIO(render_csv(rep))))
+    assert rows[0][:3] == ["booth", "shift", "incidents"]
+    assert [r[:3] for r in rows[1:]] == [["b1", "night", "1"], ["b1", "day", "1"],
+                                         ["b1", "evening", "1"], ["b2", "evening", "3"]]
+    lines = render_table(rep).splitlines()
+    assert lines[0].endswith("by booth and shift")
+    assert next(line for line in lines if line.startswith("b2 ")).split()[:3] == [
+        "b2", "evening", "3"]
+    with pytest.raises(ValueError, match="not one of"):
+        report(db, by="booth,week")
+
+
+def test_incidents_behind_each_group(db: Path, week: tuple[Path, Site, dict[str, str]]) -> None:
+    """--incidents: each group lists its incidents with their times, in JSON, CSV, table."""
+    ids = week[2]
+    rep = report(db, by="trigger", incidents=True)
+    unresponsive = groups(rep)["unresponsive"]["list"]
+    assert unresponsive == [{
+        "id": ids["G"], "booth": "b3", "trigger": "unresponsive", "priority": "high",
+        "raised_at": "2025-11-29T03:00:00+00:00", "to_acknowledge": 25, "to_presence": 70,
+        "to_resolve": 900, "outcome": "overdose_oxygen", "open": False}]
+    rows = list(csv.DictReader(io.StringIO(render_csv(rep))))
+    assert len(rows) == 8 and rows[0]["trigger"] == "call"
+    assert next(r for r in rows if r["id"] == ids["H"])["open"] == "True"
+    text = render_table(rep)
+    assert "unresponsive (1)" in text
+    lines = text.splitlines()
+    at = lines.index("unresponsive (1)")
+    assert lines[at + 1].split() == "id raised booth ack presence resolve outcome".split()
+    assert lines[at + 2].split() == [ids["G"], "Sat", "11-29", "03:00", "b3", "25s", "1m10s",
+                                     "15m00s", "overdose_oxygen"]
+
+
+def test_roster_shifts_overlap_goes_to_the_latest_start() -> None:
+    """Roster shifts may overlap: a moment is in the shift that began last; none: other."""
+    from monitor.core.roster import parse_shift
+    from monitor.report_time import ShiftTable, roster_shifts
+
+    shifts = roster_shifts(parse_shift(s) for s in (
+        "mon-fri 08:00-16:00", "daily 09:00-17:00", "Mon-Fri 08:00-16:00",
+        "sat,sun 20:00-08:00"))
+    assert [s.name for s in shifts] == [
+        "mon-fri 08:00-16:00", "daily 09:00-17:00", "sat,sun 20:00-08:00"]
+    table = ShiftTable(shifts)
+    utc = ZoneInfo("UTC")
+
+    def at(day: int, hour: int, minute: int = 0) -> datetime:
+        return datetime(2025, 11, 24, hour, minute, tzinfo=utc) + timedelta(days=day)
+
+    assert table.of(at(0, 8, 30)) == "mon-fri 08:00-16:00"
+    assert table.of(at(0, 9)) == "daily 09:00-17:00"  # the later start
+    assert table.of(at(0, 16, 30)) == "daily 09:00-17:00"
+    assert table.of(at(0, 18)) == "other"
+    assert table.of(at(6, 7)) == "sat,sun 20:00-08:00"  # Sunday morning: Saturday's night
+    assert table.of(at(7, 7)) == "sat,sun 20:00-08:00"  # Monday morning: Sunday's night
+    assert table.minutes_left(at(0, 16, 30)) == 30

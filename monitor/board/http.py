@@ -107,7 +107,7 @@ async def static(request: web.Request) -> web.FileResponse:
 
 def snapshot(api: Api) -> dict[str, Any]:
     """The whole state a board starts from, each part as its API route serves it."""
-    responders = api.responders()
+    responders = api.responders(channels=False)
     return {
         "now": api.clock(),
         "site": {"id": api.config.site.id, "name": api.config.site.name},

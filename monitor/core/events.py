@@ -347,6 +347,29 @@ class EndMaintenance:
 
 
 @dataclass(frozen=True, slots=True)
+class StartBoothTest:
+    """Test a booth's devices until ``until``: triggers are recorded, not raised; only
+    ``tester`` (a responder id, if given) hears of them (`monitor.core.boothtest`)."""
+
+    booth: str
+    until: float
+    tester: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        if self.tester is not None:
+            _need(self.tester, "tester")
+
+
+@dataclass(frozen=True, slots=True)
+class EndBoothTest:
+    booth: str
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+
+
+@dataclass(frozen=True, slots=True)
 class MarkSession:
     """Staff mark the session under way at a booth (API, board): its risk and route."""
 
@@ -362,7 +385,8 @@ class MarkSession:
         check_risk(self.risk, self.route)
 
 
-SiteEvent = SetDuty | StartMaintenance | EndMaintenance | MarkSession
+SiteEvent = (SetDuty | StartMaintenance | EndMaintenance | MarkSession | StartBoothTest
+             | EndBoothTest)
 Event = BoothEvent | DeviceReading | IncidentEvent | SiteEvent
 
 

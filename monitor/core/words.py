@@ -187,3 +187,36 @@ def monitoring_restored(site_name: str, down_for: float) -> tuple[Words, Words]:
             say("%(site)s: monitoring restored after %(duration)s down. Booth events the "
                 "broker kept meanwhile are being processed now.",
                 site=site_name, duration=Duration(down_for)))
+
+
+def test_page_message(site_name: str, responder_name: str, channel: str, when: str,
+                      answer: bool) -> Words:
+    """A test page's text: `boothwatch test-page` (no action) or a self-test (tap to answer)."""
+    values: dict[str, Value] = {"site": site_name, "name": responder_name, "channel": channel,
+                                "time": when}
+    if answer:
+        return say("TEST PAGE from boothwatch (%(site)s) to %(name)s via %(channel)s at "
+                   "%(time)s. Tap the link to confirm it reached you.", **values)
+    return say("TEST PAGE from boothwatch (%(site)s) to %(name)s via %(channel)s at %(time)s. "
+               "No action needed.", **values)
+
+
+def self_test_unanswered(site_name: str, when: str,
+                         missing: Iterable[tuple[str, str, str | None]]) -> tuple[Words, Words]:
+    """The title and text telling coordinators and technicians which channels nobody
+    confirmed: (responder name, channel, why its delivery failed or None)."""
+    items = tuple(
+        say("%(name)s on %(channel)s (not delivered: %(reason)s)", name=name, channel=channel,
+            reason=failed) if failed else say("%(name)s on %(channel)s", name=name,
+                                              channel=channel)
+        for name, channel, failed in missing)
+    return (say("Self-test unanswered · %(site)s", site=site_name),
+            say("%(site)s: the self-test of %(time)s was not confirmed by %(missing)s. A page "
+                "on these channels may not reach anyone: check them now.", site=site_name,
+                time=when, missing=items))
+
+
+def booth_test_message(booth: BoothConfig, trigger: Trigger) -> Words:
+    """What the person testing a booth hears when a trigger fired (nobody else does)."""
+    return say("TEST · %(message)s (a device test: nobody else is paged)",
+               message=page_message(booth, [trigger]))
