@@ -488,15 +488,15 @@ async def test_screenshot_three_booths(
 
 
 #: a tile in every state the board draws, booth by booth (test_every_state_fits)
-STATES = ["vacant", "moving", "still", "maintenance", "unmonitored", "acknowledged",
-          "attended", "medium", "reopened", "low battery"]
+STATES = ["vacant, device test", "moving", "still, high risk", "maintenance", "unmonitored",
+          "acknowledged", "attended with steps", "medium", "reopened", "low battery"]
 
 
 def every_state(language: str, names: str) -> Callable[[Site], None]:
     def edit(site: Site) -> None:
         site.site["language"] = language
         site.booths = [booth(f"b{i}", f"{names} {i}") for i in range(1, len(STATES) + 1)]
-        site.booth("b3")["stillness"] = "10m"
+        site.booth("b3").update(stillness="10m", high_risk={"stillness": "5m"})
         site.booth("b5")["device_timeout"] = "1m"
         site.booth("b8")["long_session"] = "1s"
         site.devices = [device("b5-radar", "zigbee2mqtt", "zigbee2mqtt/b5-radar", "b5", "motion"),
@@ -545,6 +545,15 @@ async def test_every_state_fits(
             publish(events_topic(b), event("button", press="call"))
         await answer("b6", "ack")
         await answer("b7", "ack", "presence")
+        for step in ({"step": "knocked"}, {"step": "entered"}, {"step": "oxygen"},
+                     {"step": "naloxone", "count": 2}):
+            status, body = await svc.post(f"/api/incidents/{incident('b7')}/steps",
+                                          {"responder": "ana", **step}, headers=BEARER)
+            assert status == 200, body
+        for path, body in (("b3/session", {"risk": "high", "route": "inject", "by": "rui"}),
+                           ("b1/test", {"tester": "rui"})):
+            status, body = await svc.post(f"/api/booths/{path}", body, headers=BEARER)
+            assert status == 200, body
         status, body = await svc.post("/api/booths/b4/maintenance", {
             "until": "2h", "reason": "Deep clean after a spill", "by": "rui"}, headers=BEARER)
         assert status == 200, body
@@ -561,6 +570,9 @@ async def test_every_state_fits(
         assert [await board.tile(f"b{i}").get_attribute("data-incident-state")
                 for i in (6, 7, 9)] == ["acknowledged", "attended", "open"]
         assert await board.tile("b9").locator(".reopened").count() == 1
+        assert await board.tile("b7").locator(".steps li").count() == 4  # 3 and "earlier"
+        assert await board.tile("b3").locator('[data-risk="high"]').count() == 1
+        assert await board.tile("b1").locator(".testing").count() == 1
         await board.page.screenshot(path=str(tmp_path / "board.png"))
         assert await board.clipped() == []
         assert board.errors == []
