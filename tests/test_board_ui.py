@@ -280,7 +280,7 @@ async def test_protocol_steps_are_recorded_from_the_board(
     assert [(s["step"], s["responder"], s.get("count")) for s in steps] == [
         ("knocked", "ana", None), ("naloxone", "ana", 2)]
     lines = await tile.locator(".steps li").all_inner_texts()
-    assert lines[0].startswith("Naloxone ×2 ") and lines[0].endswith(" Ana")
+    assert lines[0].startswith("Naloxone \u00d72 ") and lines[0].endswith(" Ana")
     assert lines[1].startswith("Knocked ")
     async with aiohttp.ClientSession(headers=BEARER) as http:
         async with http.post(f"{service.base}/api/incidents/{incident}/resolve",

@@ -5,7 +5,8 @@
 * ``$texts``: `TEXTS` in the site's language, and ``$config``: that language (BCP 47), the
   site's time zone, the outcomes a resolve takes, how long maintenance may last (as the
   API reads it, and in words), the protocol steps and naloxone's most doses a step takes,
-  the routes a session may be marked with and each booth's high-risk stillness; each as JSON safe inside ``<script type="application/json">``;
+  the routes a session may be marked with and each booth's high-risk stillness; each as
+  JSON safe inside ``<script type="application/json">``;
 * ``$lang``: the language of the texts;
 * ``$csrf``: the station session's CSRF token, for the page's POSTs (``X-CSRF-Token``);
 * ``$site``, ``$title``: the site's name and the board's title, HTML-escaped.

@@ -94,9 +94,10 @@ TEXTS: dict[str, str] = {
     "incident_open": "Nobody is going yet",
     "incident_acknowledged": "{name} is going (since {time})",
     "incident_attended": "{name} is at the booth (since {time})",
-    # protocol steps, as a tile lists them: "Naloxone ×2 18:03 Ana"
+    # protocol steps, as a tile lists them, latest first: naloxone with its doses, the
+    # time, who ("step_doses" is a multiplication sign before the doses)
     "step_line": "{step} {time} {name}",
-    "step_doses": "{step} ×{count}",
+    "step_doses": "{step} \u00d7{count}",
     "steps_earlier": "Earlier steps: {count}",
     "step_knocked": "Knocked",
     "step_answered": "Answered",
