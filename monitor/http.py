@@ -471,6 +471,10 @@ async def booth_test_start(request: web.Request) -> web.Response:
 async def booth_test_end(request: web.Request) -> web.Response:
     api = request.app[API]
     booth = request.match_info["id"]
+    if request.can_read_body:  # none is needed; one that is not a JSON object is refused
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
     problem = await _site_act(api, EndBoothTest(booth))
     return problem or web.json_response(api.booth_test(booth))
 
