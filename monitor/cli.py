@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "Exit 0 with a one-screen summary, or 2 listing every problem by its key. Also "
         "checked without connecting: the secrets the config names are set (in --env-file "
         "and this environment), the store's directory is there and writable, the TLS files "
-        "readable, by --user.")
+        "readable, by --user; with [store] url, the database takes --user's connection. "
+        "A store that a newer boothwatch migrated is refused.")
     check.add_argument("file", metavar="FILE")
     check.add_argument("--env-file", metavar="FILE",
                        help="the unit's EnvironmentFile (e.g. /etc/boothwatch/env), read as "

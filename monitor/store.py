@@ -36,7 +36,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -55,6 +55,7 @@ SCHEMA_VERSION = 3  # 3: used_ack_links
 SITE_TIMEZONE = "site_timezone"  # the meta key of the site's time zone, for reports
 FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
 URL_SCHEMES = ("postgresql://", "postgres://")  # libpq's own two
+DB_PASSWORD_ENV = "BOOTHWATCH_DB_PASSWORD"  # [store] url's password, never in the file
 
 
 def is_url(where: str) -> bool:
@@ -697,3 +698,24 @@ class Store:
 def _settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def schema_problem(where: str, password: str | None, env: Mapping[str, str]) -> str | None:
+    """What keeps `boothwatch run` from using the store at `where`, found by reading it (for
+    check-config): a PostgreSQL server it cannot connect to, a schema newer than this code.
+    A SQLite file that cannot be read is `monitor.access`'s to explain; `env` holds libpq's
+    own variables (PGPASSFILE...), as the service will have them."""
+    if is_url(where):
+        from monitor.store_postgres import schema_version
+
+        try:
+            found = schema_version(where, password, env)
+        except StoreUnavailable as exc:
+            return str(exc)
+    else:
+        from monitor.store_sqlite import schema_version as sqlite_version
+
+        found = sqlite_version(where)
+    if found is not None and found > SCHEMA_VERSION:
+        return str(SchemaTooNew.found(where, found))
+    return None

@@ -28,10 +28,12 @@ DDL is transactional), so several processes starting together migrate once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
+import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,7 +50,6 @@ from monitor.store import (
     pending_migrations,
 )
 
-PASSWORD_ENV = "BOOTHWATCH_DB_PASSWORD"
 POOL_SIZE = 4  # the writer, the ack links, reads for HTTP and the self-watch at once
 # libpq's settings where the URL sets none: connecting, and noticing a dead peer, in
 # seconds (tcp_user_timeout bounds a write to a server that vanished)
@@ -205,7 +206,7 @@ def conninfo(url: str, password: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _pg(sql: str) -> str:
+def pg_sql(sql: str) -> str:
     """The store's portable SQL (``?`` parameters) in psycopg's (``%s``)."""
     return sql.replace("%", "%%").replace("?", "%s")
 
@@ -306,8 +307,10 @@ class PostgresBackend:
             kwargs={"autocommit": True}, configure=configure,
             check=AsyncConnectionPool.check_connection,
             # the server may be away for longer than the pool's default 5 minutes: a
-            # connection is tried again each time one is needed, for as long as it takes
-            reconnect_timeout=0, timeout=10)
+            # connection is tried again each time one is needed, for as long as it takes;
+            # one not had within the lock timeout (at least a second) fails the commit,
+            # so a server that is down is said (and the batch held) as soon as a lock is
+            reconnect_timeout=0, timeout=max(lock_timeout_ms / 1000, 1.0))
         try:
             await pool.open(wait=True, timeout=10)
         except psycopg.Error as exc:
@@ -321,12 +324,12 @@ class PostgresBackend:
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_pg(sql), args)
+            cur = await conn.execute(pg_sql(sql), args)
             return [tuple(row) for row in await cur.fetchall()]
 
     async def apart(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         async with self._pool.connection() as conn, conn.transaction():
-            return [(await conn.execute(_pg(sql), args)).rowcount for sql, args in statements]
+            return [(await conn.execute(pg_sql(sql), args)).rowcount for sql, args in statements]
 
     async def commit(self, b: Batch) -> None:
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
@@ -386,6 +389,33 @@ def _reason(exc: psycopg.Error) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def schema_version(url: str, password: str | None, env: Mapping[str, str]) -> int | None:
+    """The schema version of the store at `url` (None: an empty database, which `run`
+    makes a store of), connecting with libpq's variables of `env` (PGPASSFILE...) as the
+    service will; StoreUnavailable if it cannot connect."""
+    with _libpq_environment(env):
+        reader = Reader.open(url, password, check=False)
+    with contextlib.closing(reader):
+        rows = (reader.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+                .fetchall() if reader.has("meta") else [])
+    return int(rows[0][0]) if rows else None
+
+
+@contextlib.contextmanager
+def _libpq_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """libpq's variables (PG...) exactly as in `env`, inside the block."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("PG")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update({k: v for k, v in env.items() if k.startswith("PG")})
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith("PG")]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
 class Reader:
     """The store on a read-only connection for `boothwatch report`."""
 
@@ -397,13 +427,16 @@ class Reader:
         self._names: Iterator[int] = itertools.count()
 
     @classmethod
-    def open(cls, url: str, password: str | None) -> Reader:
+    def open(cls, url: str, password: str | None, *, check: bool = True) -> Reader:
+        """Connected; with `check`, to a database with boothwatch's tables."""
         where = display(url)
         try:
             conn = psycopg.connect(conninfo(url, password))
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"{where}: cannot connect: {_reason(exc)}") from None
+            raise StoreUnavailable(f"cannot connect to {where}: {_reason(exc)}") from None
         conn.read_only = True
+        if not check:
+            return cls(conn, where)
         try:
             conn.execute("SELECT id, raised_at, view FROM incidents LIMIT 0")
             conn.execute("SELECT incident, status FROM pages LIMIT 0")
@@ -415,8 +448,13 @@ class Reader:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.ServerCursor[Any]:
         # a server-side cursor: a report over years of incidents reads them in chunks
         cur = self._conn.cursor(name=f"report_{next(self._names)}")
-        cur.execute(_pg(sql), args)
+        cur.execute(pg_sql(sql), args)
         return cur
+
+    def has(self, table: str) -> bool:
+        cur = self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        row = cur.fetchone()
+        return bool(row and row[0])
 
     def json_field(self, column: str, key: str | int) -> str:
         """SQL for the value at `key` of the JSON in `column` (true is True)."""

@@ -396,6 +396,21 @@ async def _missing_columns(db: aiosqlite.Connection) -> list[tuple[str, str]]:
     return [(column, decl) for column, decl in _PAGES_COLUMNS if column not in have]
 
 
+def schema_version(path: str) -> int | None:
+    """The schema version of the store at `path`, read-only; None for none yet, or a file
+    this process cannot read (`monitor.access` says why)."""
+    file = Path(path)
+    if not file.is_file() or file.stat().st_size == 0:
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro",
+                                                uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except (sqlite3.Error, OSError):
+        return None
+    return int(row[0]) if row is not None else None
+
+
 class Reader:
     """The store opened read-only for `boothwatch report` (the service may be writing it:
     WAL lets both run)."""

@@ -50,6 +50,15 @@ def _push_summary(ch: ChannelConfig, high: Policy | None) -> str:
     return f" {where} ({', '.join(parts)})"
 
 
+def _store(config: Config) -> str:
+    store = config.store
+    if store.url is None:
+        return f"store: {store.path} (SQLite)"
+    password = ("password from BOOTHWATCH_DB_PASSWORD" if store.password
+                else "password, if any, from libpq's password or service file")
+    return f"store: {store.url} (PostgreSQL, {password})"
+
+
 def summary(config: Config) -> str:
     """A one-screen description of a checked configuration; it never shows a secret."""
     site, mqtt, http = config.site, config.mqtt, config.http
@@ -68,7 +77,7 @@ def summary(config: Config) -> str:
         f"config {config.source}",
         f"site: {site.id} ({site.name}), time zone {site.timezone}",
         f"mqtt: {mqtt.url} as client {mqtt.client_id} ({', '.join(mqtt_extra)})",
-        f"store: {config.store.path}",
+        _store(config),
         f"http: listening on {listen_host}:{http.port}; ack links {http.public_url}/ack/... "
         f"valid {fd(http.ack_link_ttl)}",
         f"booths ({len(config.booths)}):",

@@ -40,6 +40,7 @@ from monitor.core.settings import (
     Step,
     StoreConfig,
 )
+from monitor.store import DB_PASSWORD_ENV
 
 
 def load_config(
@@ -80,7 +81,8 @@ def parse_config(
     if host is not None:
         files = {key: good.get("mqtt", key) for key in ("ca_file", "cert_file", "key_file")}
         problems += host.problems(good.get("store", "path"),
-                                  {key: path for key, path in files.items() if path})
+                                  {key: path for key, path in files.items() if path},
+                                  url=good.get("store", "url"), env=env)
     if problems or checked is None:
         raise ConfigError(ordered(problems, data))
     return _config(checked, env, source)
@@ -293,7 +295,8 @@ def _config(checked: SiteFile, env: Mapping[str, str], source: str) -> Config:
         # the table's keys are MqttConfig's fields, the broker URL aside
         mqtt=MqttConfig(*mqtt.url, **mqtt.model_dump(exclude={"url"}),
                         password=env.get(PASSWORD_ENV) or None),
-        store=StoreConfig(**f.store.model_dump()),
+        store=StoreConfig(**f.store.model_dump(),
+                          password=(env.get(DB_PASSWORD_ENV) or None) if f.store.url else None),
         http=HttpConfig(*http.listen, public_url=http.public_url, ack_link_ttl=http.ack_link_ttl),
         # a booth's own thresholds over [defaults]
         booths=tuple(BoothConfig(**d.model_dump(exclude={"battery_low"})
