@@ -111,9 +111,9 @@ def _parser() -> argparse.ArgumentParser:
 
     report.add_arguments(command(
         "report", "incidents and response times from the store (table, CSV, JSON)",
-        "Reads the SQLite store (read-only): incidents raised in [--from, --to), grouped; "
-        "response-time percentiles, outcomes, pages; the longest incidents with their "
-        "timeline. Shifts come from --shifts until the roster supplies them."))
+        "Reads the store (read-only; a SQLite file or PostgreSQL): incidents raised in "
+        "[--from, --to), grouped; response-time percentiles, outcomes, pages; the longest "
+        "incidents with their timeline. Shifts come from --shifts until the roster supplies them."))
     return parser
 
 

@@ -1,14 +1,16 @@
-"""``boothwatch report``: incidents and response times, read from the SQLite store.
+"""``boothwatch report``: incidents and response times, read from the store.
 
 Usage::
 
-    boothwatch report --db FILE [--from DATE] [--to DATE] [--by booth|trigger|shift|day]
+    boothwatch report --db FILE|URL [--from DATE] [--to DATE] [--by booth|trigger|shift|day]
                       [--format table|csv|json] [--timezone NAME | --config FILE]
                       [--shifts "night=00:00-08:00,day=08:00-16:00,evening=16:00-24:00"]
                       [--longest N]
 
 It reads the store directly (opened read-only, so it is safe while the service
-runs), not Prometheus, which keeps no detail. Selection and grouping:
+runs), not Prometheus, which keeps no detail: a SQLite file, or a PostgreSQL URL
+(``postgresql://user@host:port/db``, its password from BOOTHWATCH_DB_PASSWORD or
+libpq's password file), as ``[store]`` names them. Selection and grouping:
 
 * The incidents reported are those with ``raised_at`` in ``[from, to)``. A DATE
   is ``YYYY-MM-DD``, midnight at the start of that day in the report's time
@@ -95,8 +97,8 @@ import heapq
 import io
 import json
 import math
+import os
 import re
-import sqlite3
 import sys
 import textwrap
 import time
@@ -113,7 +115,7 @@ from tqdm import tqdm
 
 from monitor.codec import incident_from_record, incident_json
 from monitor.core.settings import PRIORITIES
-from monitor.store import SITE_TIMEZONE
+from monitor.store import DB_PASSWORD_ENV, SITE_TIMEZONE, Reader, StoreUnavailable, open_reader
 
 GROUPINGS = ("booth", "trigger", "shift", "day")
 FORMATS = ("table", "csv", "json")
@@ -126,19 +128,24 @@ CHUNK = 5_000
 WIDTH = 100  # the table fits a terminal this wide (unless group keys are very long)
 TIMELINE_HEAD, TIMELINE_TAIL = 12, 4  # timeline entries shown per longest incident
 
-_SELECT = (
-    "SELECT i.id, i.booth, i.priority, json_extract(i.triggers, '$[0]'), i.max_level,"
-    " i.raised_at, i.acknowledged_at, i.presence_at, i.resolved_at, i.outcome,"
-    " json_extract(i.view, '$.reopened'),"
-    # sum(), not count() with status = ?: that makes SQLite pick the status index
-    " (SELECT sum(p.status = 'sent') FROM pages p WHERE p.incident = i.id),"
-    " (SELECT sum(p.status = 'failed') FROM pages p WHERE p.incident = i.id)"
-    " FROM incidents i WHERE i.raised_at >= ? AND i.raised_at < ?"
-)
+
+
+def _select(db: Reader) -> str:
+    return (
+        f"SELECT i.id, i.booth, i.priority, {db.json_field('i.triggers', 0)}, i.max_level,"
+        " i.raised_at, i.acknowledged_at, i.presence_at, i.resolved_at, i.outcome,"
+        f" {db.json_field('i.view', 'reopened')},"
+        # sum(), not count() with status = ?: that makes SQLite pick the status index
+        " (SELECT sum(CASE WHEN p.status = 'sent' THEN 1 ELSE 0 END) FROM pages p"
+        " WHERE p.incident = i.id),"
+        " (SELECT sum(CASE WHEN p.status = 'failed' THEN 1 ELSE 0 END) FROM pages p"
+        " WHERE p.incident = i.id)"
+        " FROM incidents i WHERE i.raised_at >= ? AND i.raised_at < ?"
+    )
 
 
 class ReportError(Exception):
-    """The store cannot be read (missing, not SQLite, not a boothwatch store)."""
+    """The store cannot be read (missing, unreachable, not a boothwatch store)."""
 
 
 # --------------------------------------------------------------------------- options
@@ -269,29 +276,23 @@ def _natural(key: str) -> tuple[Any, ...]:
 # --------------------------------------------------------------------------- reading
 
 
-def open_store(path: str | Path) -> sqlite3.Connection:
-    """The store opened read-only (the service may be writing it: WAL lets both run)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ReportError(f"{path}: no such file")
+def open_store(where: str | Path, password: str | None = None) -> Reader:
+    """The store (a SQLite file or a PostgreSQL URL) opened read-only: the service may be
+    writing it."""
     try:
-        db = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("SELECT id, raised_at, view FROM incidents LIMIT 0")
-        db.execute("SELECT incident, status FROM pages LIMIT 0")
-    except sqlite3.DatabaseError as exc:
-        raise ReportError(f"{path}: not a boothwatch store ({exc})") from None
-    return db
+        return open_reader(str(where), password)
+    except StoreUnavailable as exc:
+        raise ReportError(str(exc)) from None
 
 
-def store_timezone(db: sqlite3.Connection) -> str | None:
+def store_timezone(db: Reader) -> str | None:
     """The site's time zone, as the service recorded it when it last started."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (SITE_TIMEZONE,)).fetchone()
     return str(row[0]) if row else None
 
 
 def build_report(
-    db: sqlite3.Connection,
+    db: Reader,
     *,
     start: datetime | None,
     end: datetime | None,
@@ -333,7 +334,7 @@ def build_report(
                        unit=" incidents", leave=False, dynamic_ncols=True)
     fromts = datetime.fromtimestamp
     try:
-        cur = db.execute(_SELECT, (lo, hi))
+        cur = db.execute(_select(db), (lo, hi))
         while rows := cur.fetchmany(CHUNK):
             for (iid, booth, priority, trigger, max_level, raised, acked, presence, resolved,
                  outcome, reopened, sent, failed) in rows:
@@ -412,7 +413,7 @@ def build_report(
 
 
 def _longest(
-    db: sqlite3.Connection, top: list[tuple[float, float, str]]
+    db: Reader, top: list[tuple[float, float, str]]
 ) -> list[dict[str, Any]]:
     if not top:
         return []
@@ -629,8 +630,10 @@ def _epoch(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="FILE",
-                        help="the SQLite store (default: the store of --config)")
+    parser.add_argument("--db", metavar="FILE|URL",
+                        help="the store: a SQLite file or postgresql://user@host:port/db, its "
+                             "password from BOOTHWATCH_DB_PASSWORD (default: the store of "
+                             "--config)")
     parser.add_argument("--from", dest="start", metavar="DATE",
                         help="first day (YYYY-MM-DD) or time (ISO 8601); default: all")
     parser.add_argument("--to", dest="end", metavar="DATE",
@@ -660,6 +663,7 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         return code
 
     db_path, zone_name = args.db, args.timezone
+    password = os.environ.get(DB_PASSWORD_ENV) or None
     if args.config:
         from monitor.config import ConfigError, load_config
 
@@ -670,11 +674,12 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
                 print(f"config: {problem}", file=sys.stderr)
             return fail(f"{args.config} has problems (--timezone NAME needs no config)")
         zone_name = zone_name or config.site.timezone
-        db_path = db_path or config.store.path
+        db_path = db_path or config.store.where
+        password = password or config.store.password
     if not db_path:
-        return fail("--db FILE is required (or --config FILE)")
+        return fail("--db FILE|URL is required (or --config FILE)")
     try:
-        db = open_store(db_path)
+        db = open_store(db_path, password)
     except ReportError as exc:
         return fail(str(exc), 1)
     try:
@@ -697,8 +702,8 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         return fail(str(exc), 1)
     except ValueError as exc:  # --from without --to, after now
         return fail(str(exc))
-    except sqlite3.Error as exc:
-        return fail(f"{db_path}: {exc}", 1)
+    except db.errors as exc:
+        return fail(f"{db.where}: {' '.join(str(exc).split())}", 1)
     finally:
         db.close()
     render = {"table": render_table, "csv": render_csv, "json": render_json}[args.fmt]

@@ -36,7 +36,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -719,3 +719,37 @@ def schema_problem(where: str, password: str | None, env: Mapping[str, str]) -> 
     if found is not None and found > SCHEMA_VERSION:
         return str(SchemaTooNew.found(where, found))
     return None
+
+
+class Rows(Protocol):
+    """A cursor of a `Reader` (sqlite3's, psycopg's)."""
+
+    def fetchone(self) -> Any: ...
+    def fetchmany(self, size: int) -> list[Any]: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Reader(Protocol):
+    """The store on a read-only, blocking connection, for `boothwatch report`: the same
+    portable SQL as `Store`'s reads, and a backend's JSON function where one is needed."""
+
+    where: str
+    errors: tuple[type[Exception], ...]
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows: ...
+    def json_field(self, column: str, key: str | int) -> str:
+        """SQL for the value at `key` (an index or a name) of the JSON in `column`."""
+    def close(self) -> None: ...
+
+
+def open_reader(where: str, password: str | None = None) -> Reader:
+    """The store at `where` (a path or a URL) opened read-only; StoreUnavailable, saying
+    why, if it is missing, unreachable or no boothwatch store."""
+    if is_url(where):
+        from monitor.store_postgres import Reader as PostgresReader
+
+        return PostgresReader.open(where, password)
+    from monitor.store_sqlite import Reader as SQLiteReader
+
+    return SQLiteReader.open(where)

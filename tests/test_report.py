@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from monitor.cli import _parser
@@ -50,6 +51,7 @@ from monitor.core.events import (
 )
 from monitor.report import (
     DEFAULT_SHIFTS,
+    GROUPINGS,
     build_report,
     human,
     nearest_rank,
@@ -62,6 +64,7 @@ from monitor.report import (
 )
 from monitor.store import PageRow, Store
 from tests.harness.core import CoreDriver, make_config
+from tests.harness.postgres import PASSWORD
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 11, 24, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
@@ -158,8 +161,8 @@ def simulate_week() -> tuple[Site, dict[str, str]]:
     return site, ids
 
 
-async def write_store(path: Path, site: Site) -> None:
-    store = await Store.open(str(path))
+async def write_store(where: Path | str, site: Site, password: str | None = None) -> None:
+    store = await Store.open(str(where), password=password)
     writer = asyncio.create_task(store.run_writer())
     for change in site.changes:
         store.put_incident(change.view, change.new)
@@ -502,7 +505,7 @@ def test_cli_problems_exit_with_a_message(db: Path, tmp_path: Path) -> None:
                                           "--to", "2025-11-25")[2]
     assert "unknown time zone" in run_cli("--db", str(db), "--timezone", "Mars/Olympus")[2]
     assert run_cli("--db", str(db), "--shifts", "x")[0] == 2
-    assert "--db FILE is required" in run_cli()[2]
+    assert "--db FILE|URL is required" in run_cli()[2]
 
 
 def test_cli_config_gives_time_zone_and_store(db: Path, tmp_path: Path) -> None:
@@ -537,3 +540,31 @@ def test_cli_subprocess(db: Path) -> None:
 def test_cli_main_dispatches_report(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["report", "--db", str(db), "--to", WEEK_END, "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("booth,incidents,high,medium,low,")
+
+
+async def test_the_report_is_the_same_from_postgresql(
+        db: Path, week: tuple[Path, Site, dict[str, str]], postgres_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The week written to PostgreSQL reports exactly as it does from SQLite, by every
+    grouping and through the command line (--db URL, the password from
+    BOOTHWATCH_DB_PASSWORD); the report's connection is read-only."""
+    await write_store(postgres_url, week[1], password=PASSWORD)
+    zone = ZoneInfo("Europe/Lisbon")
+    for by in GROUPINGS:
+        with closing(open_store(db)) as lite, closing(open_store(postgres_url, PASSWORD)) as pg:
+            kw: dict[str, Any] = {"start": None, "end": parse_time(WEEK_END, zone), "by": by,
+                                  "tz": zone, "shifts": parse_shifts(DEFAULT_SHIFTS),
+                                  "now": NOW}
+            assert build_report(pg, **kw) == build_report(lite, **kw)
+    monkeypatch.setenv("BOOTHWATCH_DB_PASSWORD", PASSWORD)
+    from_pg = run_cli("--db", postgres_url, "--format", "json", "--to", WEEK_END)
+    assert from_pg == run_cli("--db", str(db), "--format", "json", "--to", WEEK_END)
+    assert json.loads(from_pg[1])["total"]["incidents"] == 8
+    with closing(open_store(postgres_url, PASSWORD)) as pg, pytest.raises(
+            psycopg.errors.ReadOnlySqlTransaction):
+        # a statement that writes (a server-side cursor takes no DELETE)
+        pg.execute("SELECT nextval(pg_get_serial_sequence('events', 'seq'))").fetchall()
+    monkeypatch.setenv("BOOTHWATCH_DB_PASSWORD", "wrong")
+    code, _, err = run_cli("--db", postgres_url)
+    assert code == 1 and "password authentication failed" in err
+    assert err.startswith(f"boothwatch report: cannot connect to {postgres_url}: ")
