@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test docs lint bench install install-test servers clean
+.PHONY: demo test docs lint bench screenshot install install-test servers clean messages pot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,8 @@ install-test: $(BIN)/python
 # Debian's package starts on 5432 is never used.
 # The install test sends its test press with
 # mosquitto_pub and runs deploy/install into a throwaway root, which takes systemd's
-# tools (systemd-sysusers, systemctl, systemd-analyze), not a running systemd.
+# tools (systemd-sysusers, systemctl, systemd-analyze), not a running systemd. The board's
+# tests drive Debian's Chromium through Playwright (never a browser build of its own).
 servers:
 	@missing=; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing=" mosquitto"; \
@@ -37,6 +38,7 @@ servers:
 	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	{ command -v systemd-sysusers && command -v systemctl && command -v systemd-analyze; } >/dev/null 2>&1 || missing="$$missing systemd"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -z "$$missing" ] || { \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -57,10 +59,34 @@ docs: $(BIN)/python
 	  || $(BIN)/pip install --quiet -e '.[test]'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# docs/board.png, the README's picture of the station board: the board's screenshot test
+screenshot: install-test servers
+	BOOTHWATCH_SCREENSHOT=docs/board.png $(BIN)/python -m pytest -q tests/test_board_ui.py -k screenshot
+
+# make messages: after a text people read was added or reworded. Extracts every message
+# id into the template, brings each language's catalog in step with it (new ids come in
+# empty, changed ones fuzzy: a translator fills them in), and compiles each catalog as the
+# service does at load, with its checks, saying what is left to translate.
+# docs/architecture/languages.md is the translator's page.
+LOCALE := monitor/locale
+POT ?= $(LOCALE)/boothwatch.pot
+messages: pot
+	$(BIN)/pybabel --quiet update -i $(POT) -d $(LOCALE) -D boothwatch \
+	  --ignore-pot-creation-date --ignore-obsolete
+	$(BIN)/python -m monitor.i18n
+
+# the template alone; tests/test_i18n.py extracts into a file of its own (POT=...) to see
+# that the committed one is current
+pot: $(BIN)/python
+	@$(BIN)/python -c "import babel" 2>/dev/null || $(BIN)/pip install --quiet -e .
+	$(BIN)/pybabel --quiet extract -F babel.cfg -k say -c TRANSLATORS: --add-location=file \
+	  --project=boothwatch --copyright-holder="boothwatch contributors" -o $(POT) .
+
 bench: install-test servers
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/channels.py
+	$(BIN)/python bench/board.py
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

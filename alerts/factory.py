@@ -16,6 +16,7 @@ from alerts.channels.pushover import PushoverChannel
 from alerts.channels.webhook import WebhookChannel
 from alerts.delivery import Channel
 from alerts.receipts import ReceiptWatcher
+from alerts.text import Gettext
 from monitor.core.settings import ChannelConfig, Policy, Priority
 
 
@@ -26,11 +27,14 @@ def build_channels(
     site: str,
     stream: TextIO = sys.stdout,
     *,
+    gettext: Gettext,
     policies: Mapping[Priority, Policy] | None = None,
     receipts: ReceiptWatcher | None = None,
 ) -> dict[str, Channel]:
     """One channel per configured entry, keyed like `configs` (`Delivery.channels`).
 
+    `gettext` says what a channel adds to a page (a title, the Acknowledge button) in
+    the site's language;
     `policies` (the config's escalation) set Pushover's emergency retry; `receipts`
     is told about every Pushover emergency receipt (see alerts/receipts.py).
     """
@@ -44,12 +48,12 @@ def build_channels(
             case "console":
                 channels[key] = ConsoleChannel(config, stream)
             case "ntfy":
-                channels[key] = NtfyChannel(config, session)
+                channels[key] = NtfyChannel(config, session, gettext)
             case "pushover":
                 high = policies.get("high") if policies is not None else None
-                channels[key] = PushoverChannel(config, session, high, receipts)
+                channels[key] = PushoverChannel(config, session, high, receipts, gettext)
             case "apprise":
-                channels[key] = AppriseChannel(config)
+                channels[key] = AppriseChannel(config, gettext)
             case _:
                 assert_never(config.type)
     return channels

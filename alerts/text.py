@@ -2,35 +2,46 @@
 and body, the ack link, and failure reasons with the personal data masked out.
 
 The text comes from the payload the caller built (interface section 8 for pages,
-plus the notice, test and system forms), so every service shows the same words.
+plus the notice, test and system forms), so every service shows the same words; the
+few words added here are in the site's language: `gettext` is its catalog's
+(`monitor.i18n`), English where none is given.
 Addresses are personal data (phone numbers, topics that work as passwords): they
 are never logged and are masked out of failure reasons.
 """
 
 from __future__ import annotations
 
+import gettext as _gettext
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from alerts.delivery import Delivery
+from monitor.core.words import N_
 
+Gettext = Callable[[str], str]  # a message id in the site's language
+SOURCE_TEXT: Gettext = _gettext.NullTranslations().gettext  # no catalog: the English
 MAX_REASON = 160  # characters of a service's own error text kept in a reason
-ACK_LABEL = "Acknowledge"
+#: the button or link that acknowledges from the notification
+ACK_LABEL = N_("Acknowledge")
+#: how loud a page is, first in its title
+PRIORITY_LABELS = {"high": N_("HIGH"), "medium": N_("MEDIUM"), "low": N_("LOW")}
 
 
-def notification_text(delivery: Delivery) -> tuple[str, str]:
+def notification_text(delivery: Delivery, _: Gettext) -> tuple[str, str]:
     """``(title, body)`` of a delivery, for services that show a notification."""
     payload = delivery.payload
     place = str(payload.get("booth_name") or payload.get("booth") or "boothwatch")
     message = str(payload.get("message") or f"incident {delivery.incident}")
     match delivery.kind:
         case "page":
-            title = f"{str(payload.get('priority', '?')).upper()} · {place}"
+            priority = PRIORITY_LABELS.get(str(payload.get("priority")))
+            title = f"{_(priority) if priority else '?'} · {place}"
             if payload.get("urgent"):
-                title += " · URGENT (repeated calls)"
+                title += " · " + _("URGENT (repeated calls)")
         case "notice":
             title = place
         case "test":
-            title = "boothwatch TEST"
+            title = _("boothwatch TEST")
         case "system":
             title = str(payload.get("title") or "boothwatch")
     return title, message

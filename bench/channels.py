@@ -32,6 +32,7 @@ from aiohttp import web
 
 from alerts.delivery import Attempt, Delivery, Dispatcher
 from alerts.factory import build_channels
+from alerts.text import SOURCE_TEXT
 from bench.harness import summarise
 from monitor.core.settings import ChannelConfig, Policy, Step
 
@@ -122,7 +123,7 @@ async def measure(port: int, count: int, warmup: int, console: TextIO) -> dict[s
             raise RuntimeError("no mqtt channel in this bench")
 
         channels = build_channels(configs(port), session, no_mqtt, "lisbon-1", console,
-                                  policies={"high": HIGH})
+                                  gettext=SOURCE_TEXT, policies={"high": HIGH})
         dispatcher = Dispatcher(channels, on_attempt, lambda d, r: None, retry_delays=())
         for name in channels:
             for n in range(warmup + count):

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -177,7 +177,8 @@ class Service:
     """``boothwatch run --config FILE`` as a subprocess; stderr (JSON logs) to a file."""
 
     def __init__(self, workdir: Path, config: str, http_port: int, *,
-                 profile: Path | None = None, src: Path = REPO) -> None:
+                 profile: Path | None = None, src: Path = REPO,
+                 env: Mapping[str, str] | None = None) -> None:
         self.workdir = workdir
         self.config_path = workdir / "boothwatch.toml"
         self.config_path.write_text(config, encoding="utf-8")
@@ -186,6 +187,7 @@ class Service:
         self.stdout_path = workdir / "service.stdout"
         self.profile = profile
         self.src = src  # where monitor/, devices/, alerts/ are imported from
+        self.env = dict(env or {})  # BOOTHWATCH_... the bench gives the service
         self.process: subprocess.Popen[bytes] | None = None
         self._files: list[IO[bytes]] = []
 
@@ -209,6 +211,7 @@ class Service:
         if "\nusername = " in self.config_path.read_text(encoding="utf-8"):
             env["BOOTHWATCH_MQTT_PASSWORD"] = MQTT_PASSWORD  # with no username it is an error
         env["BOOTHWATCH_SECRET"] = "bench-secret"
+        env.update(self.env)
         # The packages from `src` (this checkout unless told), whatever state the venv's
         # editable install is in (one made before monitor/__init__.py existed maps
         # `monitor` to a namespace package).

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from aiohttp import web
 
 from alerts.tokens import AckLink, AckTokens, Use, UsedLinks
+from monitor.board.feed import BoardFeed
 from monitor.codec import booth_json, incident_json, iso
 from monitor.core.events import AddOutcome, IncidentChanged, IncidentEvent, Resolve, SiteEvent
 from monitor.core.incident import IncidentView
@@ -25,12 +27,15 @@ from monitor.core.settings import Config
 from monitor.core.site import SiteCore, UnknownIncident
 from monitor.driver import Driver
 from monitor.health import Health
+from monitor.i18n import Language
 from monitor.metrics import Metrics
 from monitor.paging import Paging
 from monitor.station import Stations
 from monitor.store import Store
 
 log = structlog.get_logger(__name__)
+
+TOKEN_ENV = "BOOTHWATCH_API_TOKEN"  # the API's bearer token
 
 
 class IncidentGone(Exception):
@@ -51,6 +56,7 @@ class Api:
     clock: Callable[[], float]
     token: str | None  # BOOTHWATCH_API_TOKEN: /api/... takes it instead of a station session
     stations: Stations  # the station login (BOOTHWATCH_BOARD_PASSWORD)
+    board: BoardFeed  # the station boards' streams
 
     @property
     def guarded(self) -> bool:
@@ -59,6 +65,11 @@ class Api:
         A box with neither (the tests' sites, a bench) keeps the API open as it always was;
         check-config says so."""
         return self.token is not None or self.stations.password is not None
+
+    @property
+    def language(self) -> Language:
+        """What people read through HTTP (the ack page) is in this language."""
+        return self.paging.language
 
     # --- reads ------------------------------------------------------------------------
 
@@ -80,6 +91,11 @@ class Api:
         await self.store.flush()
         views, total = await self.store.incidents(open_only, limit)
         return [self.incident_json(v) for v in views], total
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        """The unresolved incidents as API JSON, newest first, from the core (no store read)."""
+        views = sorted(self.core.open_incident_views(), key=lambda v: v.raised_at, reverse=True)
+        return [self.incident_json(v) for v in views]
 
     async def find(self, incident: str) -> IncidentView | None:
         """The incident, open (from the core) or resolved (from the store)."""
@@ -198,3 +214,7 @@ class Api:
             return await self.store.incident(incident) is not None
         except self.store.errors:
             return False
+
+
+#: where the HTTP app keeps the Api, for every handler (monitor.http, monitor.board.http)
+API = web.AppKey("api", Api)

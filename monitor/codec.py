@@ -49,6 +49,10 @@ def booth_json(view: BoothView) -> dict[str, Any]:
         },
         "unmonitored": view.unmonitored,
         "door": view.door,
+        "stillness": view.stillness,
+        "long_session": view.long_session,
+        "unresponsive_at": iso(view.unresponsive_at),
+        "troubles": list(view.troubles),
     }
 
 
@@ -117,6 +121,7 @@ def booth_from_record(record: dict[str, Any]) -> BoothView:
     inc = fields["incident"]
     fields["incident"] = None if inc is None else IncidentRef(
         id=inc["id"], priority=inc["priority"], state=inc["state"], level=inc["level"])
+    fields["troubles"] = tuple(fields.get("troubles", ()))
     return BoothView(**fields)
 
 

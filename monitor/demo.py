@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -44,11 +45,13 @@ from amqtt.errors import BrokerError
 
 from devices import simulator as sim
 from devices.mqtt import MqttLink
+from monitor.api import TOKEN_ENV
 from monitor.config import ConfigError, parse_config
 from monitor.core.durations import format_duration
 from monitor.core.settings import Config
 from monitor.logs import LogFormat, configure
 from monitor.runtime import Runtime
+from monitor.station import PASSWORD_ENV
 from monitor.topics import Topics
 
 SITE = "demo"
@@ -113,7 +116,8 @@ def demo_config(mqtt_port: int, http: str, db: str, speed: float) -> Config:
     return parse_config(data, os.environ, source="boothwatch demo")
 
 
-def banner(config: Config, speed: float, log_file: str | None) -> str:
+def banner(config: Config, speed: float, log_file: str | None, password: str, token: str
+           ) -> str:
     base = config.http.public_url
     booths = config.booths
 
@@ -122,6 +126,7 @@ def banner(config: Config, speed: float, log_file: str | None) -> str:
 
     return "\n".join([
         "boothwatch demo: the whole service in one process, with four simulated booths",
+        f"  board        {base}/board  (open it in a browser; password: {password})",
         f"  MQTT broker  {config.mqtt.url} (embedded amqtt, MQTT 3.1.1)",
         f"  HTTP         {base}",
         f"  database     {config.store.path}",
@@ -139,11 +144,11 @@ def banner(config: Config, speed: float, log_file: str | None) -> str:
         f"A high page nobody acknowledges goes to the coordinator too after {about(15)},",
         f"and repeats every {about(30)}.",
         "",
-        "Acknowledge: open the ack link printed under a page, or, with the id an",
-        "[INCIDENT] line gives:",
-        f"  curl -X POST {base}/api/incidents/<id>/ack \\",
+        "Acknowledge: on the board, with the ack link printed under a page, or, with the",
+        "id an [INCIDENT] line gives:",
+        f"  curl -X POST {base}/api/incidents/<id>/ack -H 'Authorization: Bearer {token}' \\",
         """       -H 'content-type: application/json' -d '{"responder":"ana"}'""",
-        f"Look: {base}/api/booths",
+        f"Look (in the browser logged in at the board; curl with the token): {base}/api/booths",
         f"      {base}/api/incidents?state=all",
         f"      {base}/metrics",
         "Ctrl-C to stop.",
@@ -166,9 +171,14 @@ async def run_demo(http: str, db: str | None, speed: float, *, verbose: bool = F
         logging.getLogger(name).setLevel(logging.WARNING)
     db = db or os.path.join(workdir, "demo.db")
     broker, config = await _start_broker(http, db, speed)
+    # the station's login and the API's token: those set for this demo's process, else
+    # fresh ones each run (with a station password, /api/... needs one or the other)
+    env = {**os.environ}
+    password = env.setdefault(PASSWORD_ENV, f"demo-{secrets.token_hex(3)}")
+    token = env.setdefault(TOKEN_ENV, secrets.token_urlsafe(12))
     try:
-        print(banner(config, speed, log_file), flush=True)
-        runtime = Runtime(config)
+        print(banner(config, speed, log_file, password, token), flush=True)
+        runtime = Runtime(config, env=env)
         watcher = _watch_incidents(config, sys.stdout)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(runtime.run(), name="runtime")

@@ -6,7 +6,8 @@ core's commands go out through four ports, in this order:
 
 * **pages** first (`PagePort`): their delivery tasks are queued before the store
   writer wakes, so a page leaves before the batch holding its cause is built;
-* **publish** (`PublishPort`): a booth's retained state, an incident's change;
+* **publish** (`PublishPort`): a booth's retained state, an incident's change (MQTT
+  and the station boards), a change of duty (the boards);
 * **store** (`StorePort`): every change joins the store's current batch; the
   future returned completes when the batch has committed, and ingest
   acknowledges the MQTT message only then;
@@ -55,6 +56,7 @@ class StorePort(Protocol):
 class PublishPort(Protocol):
     def booth(self, view: BoothView) -> None: ...
     def incident(self, view: IncidentView) -> None: ...
+    def duty(self) -> None: ...
 
 
 class PagePort(Protocol):
@@ -126,6 +128,7 @@ class Driver:
                     done = self._store.add_audit(at, kind, subject, detail)
                     self._observe.command(cmd)
                 case DutyChanged(snapshot=snapshot):
+                    self._publish.duty()
                     done = self._store.put_duty(snapshot, now)
                 case BoothChanged(view=view):
                     self._publish.booth(view)

@@ -115,12 +115,13 @@ class Health:
 
     def _tell(self, notices: list[Notice], now: float) -> None:
         name = self._config.site.name
+        say = self._paging.language.say
         for notice in notices:
             recipients = [r.responder for r in notice.recipients]
             match notice:
                 case MonitoringDown():
                     event, priority = "monitoring_down", "high"
-                    title, message = monitoring_down(name, now - notice.since)
+                    title, message = map(say, monitoring_down(name, now - notice.since))
                     log.critical(event, outage=notice.outage, since=notice.since,
                                  recipients=recipients, everyone=notice.everyone)
                     if not notice.recipients:
@@ -130,7 +131,7 @@ class Health:
                     self.notifier.status(self.status(now))
                 case MonitoringRestored():
                     event, priority = "monitoring_restored", "low"
-                    title, message = monitoring_restored(name, notice.down_for)
+                    title, message = map(say, monitoring_restored(name, notice.down_for))
                     log.warning(event, outage=notice.outage, down_for=notice.down_for,
                                 recipients=recipients)
                     detail = {"back": notice.back, "down_for": notice.down_for}

@@ -31,8 +31,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from alerts.tokens import AckLink, InvalidToken, Use
-from monitor.api import Api, IncidentGone
+from alerts.text import PRIORITY_LABELS
+from alerts.tokens import AckLink, InvalidToken, Reason, Use
+from monitor.api import API, Api, IncidentGone
+from monitor.board import http as board
 from monitor.core.booth import IllegalBoothTransition, Maintain
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
@@ -47,15 +49,16 @@ from monitor.core.events import (
     SiteEvent,
     StartMaintenance,
 )
-from monitor.core.incident import IllegalTransition, OutcomeRecorded
+from monitor.core.incident import IllegalTransition, OutcomeRecorded, Trigger
 from monitor.core.roster import UnknownResponder
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
+from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
-from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, Session
+from monitor.i18n import Language
+from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, STATION
 
 log = structlog.get_logger(__name__)
 
-API = web.AppKey("api", Api)
 MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 REASON_MAX = 200
@@ -87,6 +90,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/ack/{token}/outcome", ack_outcome),
         web.post("/board/login", board_login),
         web.post("/board/logout", board_logout),
+        *board.routes(),
     ]
 
 
@@ -94,7 +98,14 @@ def make_app(api: Api) -> web.Application:
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[API] = api
     app.add_routes(routes())
+    app.on_shutdown.append(_end_board_streams)
     return app
+
+
+async def _end_board_streams(app: web.Application) -> None:
+    """A board's stream never ends by itself: without this, stopping waits out aiohttp's
+    shutdown timeout (60 s) for every open board."""
+    app[API].board.close()
 
 
 class ListenFailed(OperatorError):
@@ -127,8 +138,6 @@ async def serve(api: Api) -> None:
 
 #: paths under /api/ and /board/ that anyone may reach
 OPEN = frozenset({"/api/openapi.json", "/board/login"})
-#: the station session of a request that came with one (set by `_guard`)
-STATION = web.RequestKey("station", Session)
 
 
 @web.middleware
@@ -162,9 +171,9 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     if board:
         if api.stations.password is None:
-            return _html(STATION_TEXT["unset_title"], STATION_TEXT["unset"], 403)
+            return _unset(request)
         if path == "/board" and request.method in ("GET", "HEAD"):
-            return _login_form()
+            return _login_form(request)
         return _error(401, "log in at /board first")
     if not api.guarded:
         return await handler(request)
@@ -278,12 +287,13 @@ async def _record_outcome(api: Api, incident: str, responder: str, body: dict[st
     try:
         view = await api.record_outcome(incident, responder, body["outcome"], body.get("note"),
                                         via)
+    # the API answers in English; the ack page says these in the site's language
     except UnknownIncident:
-        return 404, "unknown incident"
+        return 404, N_("unknown incident")
     except OutcomeRecorded:
-        return 409, "an outcome is already recorded"
+        return 409, N_("an outcome is already recorded")
     except (IncidentGone, IllegalTransition):
-        return 409, "incident changed meanwhile; try again"
+        return 409, N_("incident changed meanwhile; try again")
     return 200, api.incident_json(view)
 
 
@@ -414,11 +424,14 @@ async def _apply(request: web.Request, event: IncidentEvent) -> web.Response:
 
 
 # --- ack links -------------------------------------------------------------------------
+# What a nurse reads, in the site's language (monitor.i18n): every text is a message id
+# said through `_` and escaped once put together; the HTML around it is no message.
 
 PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
+<link rel="icon" href="data:,">
 <title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 0; padding: 1.5rem; background: #111;
@@ -432,17 +445,79 @@ button {{ font-size: 1.4rem; padding: 1rem 2rem; width: 100%; border: 0; border-
 <body>{body}</body></html>
 """
 
+TOKEN_PROBLEMS: dict[Reason, str] = {
+    "forged": N_("It was not made by this boothwatch."),
+    "expired": N_("It has expired."),
+    "malformed": N_("It is incomplete."),
+}
+#: an incident's state as the page names it
+STATES = {"open": N_("open"), "acknowledged": N_("acknowledged"),
+          "attended": N_("someone at the booth"), "resolved": N_("resolved")}
+#: how a used link acknowledged, by the `via` of its use
+VIAS = {"ntfy": N_("the Acknowledge button of the notification"), "link": N_("this page")}
+OUTCOME_LABELS = {
+    "ok": N_("Person OK"),
+    "overdose_naloxone": N_("Overdose: naloxone given"),
+    "overdose_oxygen": N_("Overdose: oxygen given"),
+    "emergency_services": N_("Emergency services called"),
+    "false_alarm": N_("False alarm"),
+    "no_one_there": N_("No one there"),
+    "other": N_("Other"),
+}
+assert set(OUTCOME_LABELS) == set(OUTCOMES)
 
-def _html(title: str, body: str, status: int = 200) -> web.Response:
-    return web.Response(text=PAGE.format(title=html.escape(title), body=body),
-                        content_type="text/html", status=status,
+
+def _language(request: web.Request) -> Language:
+    return request.app[API].language
+
+
+def _html(request: web.Request, title: str, body: str, status: int = 200) -> web.Response:
+    """The page; `title` is plain text, `body` HTML."""
+    text = PAGE.format(lang=_language(request).tag, title=_text(title), body=body)
+    return web.Response(text=text, content_type="text/html", status=status,
                         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
-def _bad_token(reason: str) -> web.Response:
-    return _html("Link not valid", f"<h1>This link is not valid</h1><p>It is {reason}. "
-                 "Open the newest page you received, or the "
-                 "<a href=\"/board\">station board</a>.</p>", 403)
+def _text(text: str) -> str:
+    """Plain text as the content of an element (quotes stay as they read: "I'm going")."""
+    return html.escape(text, quote=False)
+
+
+def _with(text: str, **values: str) -> str:
+    """A sentence with HTML in it: its text escaped, then each value (HTML) put in."""
+    return _text(text) % values
+
+
+def _h1(text: str) -> str:
+    return f"<h1>{_text(text)}</h1>"
+
+
+def _p(text: str, css: str | None = None) -> str:
+    """A paragraph of plain text."""
+    return (f"<p class=\"{html.escape(css)}\">{_text(text)}</p>" if css
+            else f"<p>{_text(text)}</p>")
+
+
+def _button(text: str, action: str | None = None) -> str:
+    """A form of one button that POSTs (to the page itself without `action`)."""
+    target = f" action=\"{html.escape(action)}\"" if action else ""
+    return (f"<form method=\"post\"{target}><button type=\"submit\">{_text(text)}"
+            "</button></form>")
+
+
+def _board(request: web.Request) -> str:
+    """The link to the station board, named in the site's language."""
+    name = _language(request).gettext("station board")
+    return f"<a href=\"/board\">{_text(name)}</a>"
+
+
+def _bad_token(request: web.Request, reason: Reason) -> web.Response:
+    _ = _language(request).gettext
+    return _html(request, _("Link not valid"), (
+        _h1(_("This link is not valid"))
+        + "<p>" + _text(_(TOKEN_PROBLEMS[reason])) + " "
+        + _with(_("Open the newest page you received, or the %(board)s."),
+                board=_board(request)) + "</p>"), 403)
 
 
 def _link(request: web.Request) -> AckLink:
@@ -455,41 +530,61 @@ async def _incident_data(api: Api, incident: str) -> dict[str, Any] | None:
 
 
 def _booth(data: dict[str, Any]) -> str:
-    return html.escape(str(data.get("booth_name") or data["booth"]))
+    return str(data.get("booth_name") or data["booth"])
+
+
+def _state(language: Language, data: dict[str, Any]) -> str:
+    state = str(data["state"])
+    return language.gettext("State: %(state)s") % {
+        "state": language.gettext(STATES[state]) if state in STATES else state}
+
+
+def _what(api: Api, language: Language, booth: str, triggers: list[str]) -> str:
+    """The page's words for the triggers ("call button pressed; no movement for 3m")."""
+    config = api.config.booth(booth)
+    if config is None or not set(triggers) <= {t.value for t in Trigger}:
+        return ", ".join(triggers)  # a booth taken out of the config since: its ids
+    parts = reasons(config, [Trigger(t) for t in triggers])
+    return "; ".join(language.say(part) for part in parts)
+
+
+def _loudness(language: Language, priority: str) -> str:
+    label = PRIORITY_LABELS.get(priority)
+    return language.gettext(label) if label else priority.upper()
 
 
 async def ack_page(request: web.Request) -> web.Response:
     api = request.app[API]
+    language = _language(request)
+    _ = language.gettext
     try:
         link = _link(request)
     except InvalidToken as exc:
-        return _bad_token(exc.reason)
+        return _bad_token(request, exc.reason)
     data = await _incident_data(api, link.incident)
     if data is None:
-        return _not_on_record(api, link)
+        return _not_on_record(request, link)
     use = api.used(link)
     if use is not None:
         return _used(request, data, use, 200)
     booth = _booth(data)
+    h1 = _h1(booth)
     if data["state"] == "resolved":
-        return _html(f"{booth}: resolved", f"<h1>{booth}</h1>{_after(request, data)}")
-    priority = html.escape(str(data.get("priority", "")))
-    triggers = ", ".join(html.escape(t) for t in data.get("triggers", []))
+        return _html(request, _("%(booth)s: resolved") % {"booth": booth},
+                     h1 + _after(request, data))
+    priority = str(data.get("priority", ""))
+    what = _what(api, language, data["booth"], list(data.get("triggers", [])))
     ack_by = data.get("acknowledged_by")
-    already = (f"<p>Already acknowledged by {html.escape(str(ack_by))}.</p>"
+    already = (_p(_("Already acknowledged by %(who)s.") % {"who": ack_by})
                if ack_by and data["state"] != "open" else "")
-    going = (f"<form method=\"post\"><button type=\"submit\">I'm going "
-             f"({html.escape(link.responder)})</button></form>")
-    body = (
-        f"<h1>{booth}</h1>"
-        f"<p class=\"{priority}\">{priority.upper()} &middot; {triggers}</p>"
-        f"<p>State: {html.escape(data['state'])}</p>{already}"
-        + (going if data["state"] == "open" else _after(request, data))
-    )
-    return _html(f"{booth}: acknowledge", body)
+    body = (h1 + _p(f"{_loudness(language, priority)} · {what}", priority)
+            + _p(_state(language, data)) + already
+            + (_button(_("I'm going (%(who)s)") % {"who": link.responder})
+               if data["state"] == "open" else _after(request, data)))
+    return _html(request, _("%(booth)s: acknowledge") % {"booth": booth}, body)
 
 
-def _not_on_record(api: Api, link: AckLink) -> web.Response:
+def _not_on_record(request: web.Request, link: AckLink) -> web.Response:
     """The page of a genuine link whose incident was never stored.
 
     That happens when the service is killed after paging and before committing: on restart
@@ -499,113 +594,114 @@ def _not_on_record(api: Api, link: AckLink) -> web.Response:
     same responder (a button: nothing acts until they choose). Older incidents are not
     offered: the link vouches for its responder, not for what came before it.
     """
+    api = request.app[API]
+    language = _language(request)
+    _ = language.gettext
     zone = zoneinfo.ZoneInfo(api.config.site.timezone)
     since = api.raised_since(link.signed_at)
     items = []
     for view in since:
-        booth = html.escape(api.booth_name(view.booth))
-        at = datetime.fromtimestamp(view.raised_at, zone).strftime("%H:%M:%S")
-        triggers = ", ".join(html.escape(t) for t in view.triggers)
-        state = ("" if view.state == "open" else
-                 f" &middot; {html.escape(view.state)} by "
-                 f"{html.escape(str(view.acknowledged_by or ''))}")
-        action = html.escape(api.ack_url(view.id, link.responder))
+        booth = api.booth_name(view.booth)
+        raised = _("raised %(time)s") % {
+            "time": language.time(datetime.fromtimestamp(view.raised_at, zone), day=False)}
+        line = [booth, _loudness(language, view.priority),
+                _what(api, language, view.booth, list(view.triggers)), raised]
+        if view.state != "open":
+            line.append(_("%(state)s by %(who)s") % {
+                "state": _(STATES.get(view.state, view.state)),
+                "who": view.acknowledged_by or ""})
         items.append(
-            f"<li><p><b>{booth}</b> &middot; {html.escape(view.priority.upper())} &middot; "
-            f"{triggers} &middot; raised {at}{state}</p>"
-            f"<form method=\"post\" action=\"{action}\"><button type=\"submit\">"
-            f"I'm going to {booth} ({html.escape(link.responder)})</button></form></li>")
+            f"<li><p><b>{_text(booth)}</b> &middot; "
+            + " &middot; ".join(_text(part) for part in line[1:]) + "</p>"
+            + _button(_("I'm going to %(booth)s (%(who)s)") % {
+                "booth": booth, "who": link.responder}, api.ack_url(view.id, link.responder))
+            + "</li>")
     log.warning("ack_link_incident_not_on_record", incident=link.incident,
                 offered=[v.id for v in since])
-    offer = (f"<p>Raised since this page was sent:</p><ul>{''.join(items)}</ul>" if items
-             else "<p>Nothing has been raised since. The "
-                  "<a href=\"/board\">station board</a> shows every booth.</p>")
-    return _html("Incident not on record", (
-        "<h1>This incident is not on record</h1><p>boothwatch restarted just after paging "
-        "you, before it could record the incident. The alarm was raised again and paged "
-        f"anew.</p>{offer}"), 404)
+    offer = (_p(_("Raised since this page was sent:")) + f"<ul>{''.join(items)}</ul>" if items
+             else "<p>" + _with(_("Nothing has been raised since. The %(board)s shows every "
+                                  "booth."), board=_board(request)) + "</p>")
+    return _html(request, _("Incident not on record"), (
+        _h1(_("This incident is not on record"))
+        + _p(_("boothwatch restarted just after paging you, before it could record the "
+               "incident. The alarm was raised again and paged anew.")) + offer), 404)
 
 
 def _after(request: web.Request, data: dict[str, Any]) -> str:
     """What the page offers once someone is going: the outcome form, until one is recorded."""
+    _ = _language(request).gettext
     if data["state"] != "resolved":
-        return "<p>When you are done:</p>" + _outcome_form(request)
+        return _p(_("When you are done:")) + _outcome_form(request)
     if data.get("outcome") in OUTCOMES:
-        return "<p>This incident is resolved.</p>"
-    return "<p>This incident is resolved. What happened?</p>" + _outcome_form(request)
+        return _p(_("This incident is resolved."))
+    return _p(_("This incident is resolved. What happened?")) + _outcome_form(request)
 
 
 def _used(request: web.Request, data: dict[str, Any], use: Use, status: int) -> web.Response:
     """The page of a link that already acknowledged: when, how, and the outcome form."""
     api = request.app[API]
+    language = _language(request)
+    _ = language.gettext
     zone = zoneinfo.ZoneInfo(api.config.site.timezone)
     at = datetime.fromtimestamp(use.at, zone)
     today = datetime.fromtimestamp(api.clock(), zone).date() == at.date()
-    when = at.strftime("%H:%M:%S" if today else "%d %b %H:%M:%S")
-    how = {"ntfy": "the Acknowledge button of the notification",
-           "link": "this page"}.get(use.via, use.via)
+    how = _(VIAS[use.via]) if use.via in VIAS else use.via
     booth = _booth(data)
-    reopened = ("<p>The incident is open again: use the newest page you received, or the "
-                "<a href=\"/board\">station board</a>.</p>" if data["state"] == "open" else "")
-    return _html(f"{booth}: link already used", (
-        f"<h1>{booth}</h1><p>This link was already used: {html.escape(use.responder)} "
-        f"acknowledged at {html.escape(when)}, with {html.escape(how)}. A link acknowledges "
-        f"once, so nothing was changed now.</p><p>State: {html.escape(data['state'])}</p>"
-        f"{reopened}{_after(request, data)}"), status)
+    reopened = ("<p>" + _with(_("The incident is open again: use the newest page you "
+                                "received, or the %(board)s."), board=_board(request)) + "</p>"
+                if data["state"] == "open" else "")
+    return _html(request, _("%(booth)s: link already used") % {"booth": booth}, (
+        _h1(booth)
+        + _p(_("This link was already used: %(who)s acknowledged at %(time)s, with %(how)s. "
+               "A link acknowledges once, so nothing was changed now.") % {
+            "who": use.responder, "time": language.time(at, day=not today), "how": how})
+        + _p(_state(language, data)) + reopened + _after(request, data)), status)
 
 
 async def ack_post(request: web.Request) -> web.Response:
     api = request.app[API]
+    _ = _language(request).gettext
     try:
         link = _link(request)
     except InvalidToken as exc:
-        return _bad_token(exc.reason)
+        return _bad_token(request, exc.reason)
     # the ntfy Acknowledge button adds ?via=ntfy so the timeline says where the tap came from
     via = "ntfy" if request.query.get("via") == "ntfy" else "link"
     used = await api.claim(link, via)
     if used is not None:
         data = await _incident_data(api, link.incident)
         if data is None:
-            return _html("Unknown incident", "<h1>Unknown incident</h1>", 404)
+            return _html(request, _("Unknown incident"),
+                         _h1(_("Unknown incident")), 404)
         return _used(request, data, used, 403)
     if not api.is_open(link.incident) and not await api.on_record(link.incident):
-        return _not_on_record(api, link)
+        return _not_on_record(request, link)
     going_to = api.open_view(link.incident)
     response = await _apply(request, Acknowledge(link.incident, link.responder, via=via))
     if response.status != 200:
-        text = {404: "Unknown incident", 409: "This incident is already resolved"}
-        return _html("Not acknowledged", f"<h1>{text.get(response.status, 'Error')}</h1>",
-                     response.status)
-    booth = html.escape(api.booth_name(going_to.booth) if going_to else "the booth")
-    return _html("Acknowledged", f"<h1>Acknowledged</h1><p>You are going to {booth}. "
-                 "Press presence at the booth when you arrive.</p>"
-                 f"<p>When you are done:</p>{_outcome_form(request)}")
+        text = {404: N_("Unknown incident"),
+                409: N_("This incident is already resolved")}.get(response.status, N_("Error"))
+        return _html(request, _("Not acknowledged"), _h1(_(text)), response.status)
+    booth = api.booth_name(going_to.booth) if going_to else _("the booth")
+    return _html(request, _("Acknowledged"), (
+        _h1(_("Acknowledged"))
+        + _p(_("You are going to %(booth)s. Press presence at the booth when you arrive.")
+             % {"booth": booth})
+        + _p(_("When you are done:")) + _outcome_form(request)))
 
 
-OUTCOME_LABELS = {
-    "ok": "Person OK",
-    "overdose_naloxone": "Overdose: naloxone given",
-    "overdose_oxygen": "Overdose: oxygen given",
-    "emergency_services": "Emergency services called",
-    "false_alarm": "False alarm",
-    "no_one_there": "No one there",
-    "other": "Other",
-}
-assert set(OUTCOME_LABELS) == set(OUTCOMES)
 def _outcome_form(request: web.Request) -> str:
+    _ = _language(request).gettext
     action = (f"{request.app[API].config.http.public_url}/ack/"
               f"{request.match_info['token']}/outcome")
-    return f"<form method=\"post\" action=\"{html.escape(action)}\">" + _OUTCOME_FIELDS
-
-
-_OUTCOME_FIELDS = (
-    "".join(f"<p><label><input type=\"radio\" name=\"outcome\" value=\"{key}\" required> "
-              f"{html.escape(label)}</label></p>" for key, label in OUTCOME_LABELS.items())
-    + f"<p><textarea name=\"note\" maxlength=\"{NOTE_MAX}\" rows=\"3\" "
-    "placeholder=\"Note (optional)\" style=\"width:100%\"></textarea></p>"
-    "<button type=\"submit\">Resolve with this outcome</button>"
-    "</form>"
-)
+    note, resolve = _("Note (optional)"), _("Resolve with this outcome")
+    return (f"<form method=\"post\" action=\"{html.escape(action)}\">"
+            + "".join(f"<p><label><input type=\"radio\" name=\"outcome\" value=\"{key}\" "
+                      f"required> {_text(_(label))}</label></p>"
+                      for key, label in OUTCOME_LABELS.items())
+            + f"<p><textarea name=\"note\" maxlength=\"{NOTE_MAX}\" rows=\"3\" "
+            f"placeholder=\"{html.escape(note)}\" style=\"width:100%\"></textarea></p>"
+            f"<button type=\"submit\">{_text(resolve)}</button></form>")
 
 
 async def ack_outcome(request: web.Request) -> web.Response:
@@ -614,57 +710,78 @@ async def ack_outcome(request: web.Request) -> web.Response:
     A used link still records the outcome: that is once per incident anyway (409 after).
     """
     api = request.app[API]
+    _ = _language(request).gettext
     try:
         link = _link(request)
     except InvalidToken as exc:
-        return _bad_token(exc.reason)
+        return _bad_token(request, exc.reason)
+
+    def not_saved(text: str, status: int) -> web.Response:
+        return _html(request, _("Not saved"),
+                     _h1(_("Not saved")) + _p(text), status)
+
     try:
         form = await request.post()
     except ValueError:  # e.g. multipart without a boundary: the browser never sends that
-        return _html("Not saved", "<h1>Not saved</h1><p>The form did not arrive whole.</p>",
-                     400)
+        return not_saved(_("The form did not arrive whole."), 400)
     body: dict[str, Any] = {"outcome": form.get("outcome")}
     note = form.get("note")
     if isinstance(note, str) and note.strip():
         body["note"] = note.strip()
-    problem = _outcome_problem(body, required=True)
-    if problem:
-        return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(problem)}</p>", 400)
+    if _outcome_problem(body, required=True):
+        # the form's own limits keep a person from this (the API names the field)
+        return not_saved(_("Choose what happened; a note has at most %(max)d characters.")
+                         % {"max": NOTE_MAX}, 400)
     status, result = await _record_outcome(api, link.incident, link.responder, body, "link")
     if isinstance(result, str):
-        return _html("Not saved", f"<h1>Not saved</h1><p>{html.escape(result)}</p>", status)
-    label = html.escape(OUTCOME_LABELS[body["outcome"]])
-    return _html("Resolved", f"<h1>Resolved</h1><p>{label}. Thank you.</p>")
+        return not_saved(_(result), status)
+    label = _(OUTCOME_LABELS[body["outcome"]])
+    return _html(request, _("Resolved"), _h1(_("Resolved"))
+                 + _p(_("%(outcome)s. Thank you.") % {"outcome": label}))
 
 
 # --- the station login ------------------------------------------------------------------
 
+# the board's door: the station's staff read it, in the site's language
 STATION_TEXT = {
-    "title": "boothwatch: station login",
-    "heading": "Station board",
-    "prompt": "Station password",
-    "submit": "Log in",
-    "wrong": "Wrong password.",
-    "limited": "Too many wrong passwords: try again in {seconds} s.",
-    "unset_title": "Board not set up",
-    "unset": ("<h1>The station board has no password yet</h1><p>Set "
-              "<code>BOOTHWATCH_BOARD_PASSWORD</code> in the service's environment file and "
-              "restart it.</p>"),
+    "title": N_("boothwatch: station login"),
+    "heading": N_("Station board"),
+    "prompt": N_("Station password"),
+    "submit": N_("Log in"),
+    "wrong": N_("Wrong password."),
+    "limited": N_("Too many wrong passwords: try again in %(seconds)d s."),
+    "unset_title": N_("Board not set up"),
+    "unset_heading": N_("The station board has no password yet"),
+    "unset": N_("Set %(variable)s in the service's environment file and restart it."),
 }
 
 
-def _login_form(problem: str = "", status: int = 200, **kw: Any) -> web.Response:
+def _login_form(request: web.Request, problem: str = "", status: int = 200,
+                **kw: Any) -> web.Response:
+    _ = _language(request).gettext
     t = STATION_TEXT
-    error = f'<p class="high" role="alert">{html.escape(problem)}</p>' if problem else ""
-    body = (f"<h1>{html.escape(t['heading'])}</h1>{error}"
-            '<form method="post" action="/board/login">'
-            f'<p><label for="password">{html.escape(t["prompt"])}</label><br>'
+    error = f'<p class="high" role="alert">{_text(problem)}</p>' if problem else ""
+    body = (_h1(_(t["heading"])) + error
+            + '<form method="post" action="/board/login">'
+            f'<p><label for="password">{_text(_(t["prompt"]))}</label><br>'
             '<input id="password" name="password" type="password" autocomplete="current-password"'
             ' required autofocus style="font-size:1.4rem;width:100%"></p>'
-            f'<button type="submit">{html.escape(t["submit"])}</button></form>')
-    response = _html(t["title"], body, status)
+            f'<button type="submit">{_text(_(t["submit"]))}</button></form>')
+    response = _html(request, _(t["title"]), body, status)
+    # under no-referrer a browser posts the form with "Origin: null", which _same_origin
+    # refuses: same-origin lets it name this site (and still hides it from any other)
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers.update(kw.get("headers", {}))
     return response
+
+
+def _unset(request: web.Request) -> web.Response:
+    """The board's page while the station has no password: what the technician must do."""
+    _ = _language(request).gettext
+    t = STATION_TEXT
+    return _html(request, _(t["unset_title"]), _h1(_(t["unset_heading"])) + "<p>"
+                 + _with(_(t["unset"]), variable="<code>BOOTHWATCH_BOARD_PASSWORD</code>")
+                 + "</p>", 403)
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -680,7 +797,7 @@ async def board_login(request: web.Request) -> web.Response:
     api = request.app[API]
     stations = api.stations
     if stations.password is None:
-        return _html(STATION_TEXT["unset_title"], STATION_TEXT["unset"], 403)
+        return _unset(request)
     if not _same_origin(request):
         return _error(403, "a login from another site's page is refused")
     now = api.clock()
@@ -689,8 +806,8 @@ async def board_login(request: web.Request) -> web.Response:
     if wait > 0:
         seconds = math.ceil(wait)
         api.metrics.station_login("limited")
-        return _login_form(STATION_TEXT["limited"].format(seconds=seconds), 429,
-                           headers={"Retry-After": str(seconds)})
+        text = _language(request).gettext(STATION_TEXT["limited"]) % {"seconds": seconds}
+        return _login_form(request, text, 429, headers={"Retry-After": str(seconds)})
     try:
         form = await request.post()
     except ValueError as exc:  # a multipart body without its boundary, a broken form
@@ -701,7 +818,7 @@ async def board_login(request: web.Request) -> web.Response:
         stations.failed(address, now)
         api.metrics.station_login("wrong")
         log.warning("station_login_refused", address=address)
-        return _login_form(STATION_TEXT["wrong"], 401)
+        return _login_form(request, _language(request).gettext(STATION_TEXT["wrong"]), 401)
     api.metrics.station_login("ok")
     log.info("station_login", address=address)
     response = _see_board()

@@ -10,6 +10,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Iterable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -17,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from devices.adapters.payload import REASONS
+from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
 from monitor.core.events import OUTCOMES as OUTCOME_VALUES
 from monitor.core.events import Audit, IncidentChanged
@@ -31,6 +33,7 @@ from monitor.core.incident import (
     Transition,
     Trigger,
 )
+from monitor.core.roster import within
 from monitor.core.settings import Config
 from monitor.core.site import SiteCore
 from monitor.store import Store
@@ -355,6 +358,21 @@ def process_gauges(clock: Callable[[], float]) -> Iterable[Metric]:
         yield gauge("boothwatch_clock_skew_seconds",
                     "Wall clock minus the service clock (timers follow the service clock)",
                     [], {(): clock.skew()})
+
+
+def board_gauges(feed: BoardFeed, config: Config, clock: Callable[[], float]
+                 ) -> Iterable[Metric]:
+    """The station boards: how many are connected, whether one should be, how many fell behind."""
+    yield gauge("boothwatch_boards_connected", "Station boards with an open stream", [],
+                {(): float(feed.connected)})
+    hours = config.board.expected_hours
+    expected = hours is None or within(hours, clock(), ZoneInfo(config.site.timezone))
+    yield gauge("boothwatch_board_expected",
+                "1 while a station board should be connected ([board] expected_hours)", [],
+                {(): float(expected)})
+    yield counter("boothwatch_boards_dropped",
+                  "Station boards cut off for falling behind (each reconnects to a fresh "
+                  "snapshot)", feed.dropped)
 
 
 def store_gauges(store: Store) -> Iterable[Metric]:

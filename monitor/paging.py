@@ -37,6 +37,7 @@ from monitor.core.incident import IllegalTransition
 from monitor.core.selfwatch import Recipient
 from monitor.core.settings import Config
 from monitor.core.site import UnknownIncident
+from monitor.i18n import Language
 from monitor.metrics import Metrics, log_soon
 from monitor.store import AttemptRow, PageRow, Store
 
@@ -48,9 +49,11 @@ Tell = Callable[[Event, float], object]
 class Paging:
     def __init__(self, config: Config, *, store: Store, link: MqttLink, tokens: AckTokens,
                  metrics: Metrics, clock: Callable[[], float], session: aiohttp.ClientSession,
-                 tell: Tell, retry_delays: tuple[float, ...]) -> None:
-        """``tell(event, now)`` hands the core what became of a page (the driver)."""
+                 tell: Tell, retry_delays: tuple[float, ...], language: Language) -> None:
+        """``tell(event, now)`` hands the core what became of a page (the driver);
+        `language` says the core's words (pages, notices) as the site reads them."""
         self._config = config
+        self.language = language
         self._store = store
         self._link = link
         self._tokens = tokens
@@ -63,7 +66,8 @@ class Paging:
             self.receipts = ReceiptWatcher(session, config.channels, self._receipt_acknowledged,
                                            self._receipt_delivered)
         channels = build_channels(config.channels, session, self._publish, config.site.id,
-                                  policies=config.escalation, receipts=self.receipts)
+                                  gettext=language.gettext, policies=config.escalation,
+                                  receipts=self.receipts)
         self.dispatcher = Dispatcher(channels, self._attempted, self._failed, retry_delays)
         for name, channel in config.channels.items():
             printed = () if channel.reaches_a_person else ("printed",)
@@ -84,7 +88,7 @@ class Paging:
             "triggers": list(cmd.triggers),
             "level": cmd.level,
             "responder": cmd.responder,
-            "message": cmd.message,
+            "message": self.language.say(cmd.message),
             "raised_at": iso(cmd.raised_at),
             "ack_url": self.ack_url(cmd.incident, cmd.responder),
         }
@@ -103,7 +107,7 @@ class Paging:
             "booth_name": cmd.booth_name,
             "responder": cmd.responder,
             "priority": cmd.priority,
-            "message": cmd.message,
+            "message": self.language.say(cmd.message),
         }
         return self._send("notice", cmd.incident, cmd.responder, 0, payload, now)
 

@@ -31,7 +31,9 @@ from ulid import ULID
 from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
-from monitor.api import Api
+from monitor import i18n
+from monitor.api import TOKEN_ENV, Api
+from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
 from monitor.codec import booth_json, incident_json
 from monitor.core.booth import BoothView
@@ -46,6 +48,7 @@ from monitor.logs import protect
 from monitor.metrics import (
     Metrics,
     Observer,
+    board_gauges,
     core_gauges,
     precreate,
     process_gauges,
@@ -63,22 +66,31 @@ log = structlog.get_logger(__name__)
 
 
 class Publisher:
-    """The driver's publish port: a booth's retained state, an incident's change."""
+    """The driver's publish port: a booth's retained state, an incident's change, duty.
 
-    def __init__(self, link: MqttLink, topics: Topics, config: Config) -> None:
+    Each goes on MQTT and to the station boards, encoded once for both.
+    """
+
+    def __init__(self, link: MqttLink, topics: Topics, config: Config, board: BoardFeed) -> None:
         self._link = link
         self._topics = topics
         self._names = {b.id: b.name for b in config.booths}
+        self._board = board
 
     def booth(self, view: BoothView) -> None:
         # retained state at QoS 0: it is a snapshot, republished in full on every reconnect,
         # and a PUBACK per event would cost the ingest path more than it buys
         payload = dumps(booth_json(view)).encode()
         self._link.publish(self._topics.state(view.id), payload, qos=0, retain=True)
+        self._board.send(b"booth", payload)
 
     def incident(self, view: IncidentView) -> None:
-        body = incident_json(view, self._names.get(view.booth, view.booth))
-        self._link.publish(self._topics.incident(view.id), dumps(body).encode())
+        payload = dumps(incident_json(view, self._names.get(view.booth, view.booth))).encode()
+        self._link.publish(self._topics.incident(view.id), payload)
+        self._board.send(b"incident", payload)
+
+    def duty(self) -> None:
+        self._board.duty()  # duty has no MQTT topic
 
 
 class Runtime:
@@ -99,6 +111,8 @@ class Runtime:
         self.metrics = Metrics()
         precreate(self.metrics, config)
         self.core = SiteCore(config, new_id=lambda: str(ULID()))
+        # the config's check loaded it already, moments ago
+        self.language = i18n.load(config.site.language, config.site.catalogs)
         self.used_links = UsedLinks(config.http.ack_link_ttl)  # ack links are single use
         self.notifier = Notifier(self.env)  # systemd: READY, WATCHDOG, STATUS, STOPPING
         self._retry_delays = retry_delays
@@ -155,8 +169,10 @@ class Runtime:
         paging = Paging(cfg, store=store, link=link, tokens=self.tokens, metrics=self.metrics,
                         clock=self.clock, session=session,
                         tell=lambda event, now: self.driver.handle(event, now),
-                        retry_delays=self._retry_delays)
-        publisher = Publisher(link, self.topics, cfg)
+                        retry_delays=self._retry_delays, language=self.language)
+        # the boards read duty through the Api, built below: the lambda waits for it
+        board = self.board = BoardFeed(lambda: self.api.responders())
+        publisher = Publisher(link, self.topics, cfg, board)
         self.driver = driver = Driver(self.core, store=store, publish=publisher, pages=paging,
                                       observe=Observer(self.metrics))
         ingest = self.ingest = Ingest(cfg, driver, store, link, self.metrics, self.clock)
@@ -167,8 +183,8 @@ class Runtime:
         await health.resume()
         self.api = Api(cfg, self.core, driver, store, paging, health, self.metrics,
                        self.tokens, self.used_links, self.clock,
-                       self.env.get("BOOTHWATCH_API_TOKEN") or None,
-                       self.stations)
+                       self.env.get(TOKEN_ENV) or None,
+                       self.stations, board)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
                        on_connected=lambda _present: self._connected(publisher),
                        on_link=health.on_link)
@@ -176,7 +192,8 @@ class Runtime:
         store.on_failed = ingest.store_failed
         for gauges in (lambda: core_gauges(self.core, self.clock),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
-                       lambda: store_gauges(store)):
+                       lambda: store_gauges(store),
+                       lambda: board_gauges(board, cfg, self.clock)):
             self.metrics.watch(gauges)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -195,6 +212,7 @@ class Runtime:
                     tg.create_task(paging.receipts.run(), name="pushover-receipts")
                 if http:
                     tg.create_task(serve(self.api), name="http")
+                    tg.create_task(board.watch_duty(), name="board-duty")
                 await paging.resend_unsent()
                 driver.wake.set()  # fire whatever fell due while we were down
                 log.info("started", site=cfg.site.id, booths=len(cfg.booths),

@@ -24,6 +24,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from aiohttp import web
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 COOKIE = "boothwatch-station"
@@ -44,6 +45,11 @@ class Session:
     cookie: str
     csrf: str
     issued_at: float
+
+
+#: the station session of a request that came with one (set by `monitor.http._guard`; the
+#: board's page reads its CSRF token)
+STATION = web.RequestKey("station", Session)
 
 
 class Stations:

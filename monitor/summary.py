@@ -59,6 +59,16 @@ def _store(config: Config) -> str:
     return f"store: {store.url} (PostgreSQL, {password})"
 
 
+def _board_hours(config: Config) -> str:
+    hours = config.board.expected_hours
+    if hours is None:
+        return "expected at every hour (alert after 5 minutes without one)"
+    if not hours:
+        return "never expected (no alert without one)"
+    return (f"expected {', '.join(s.text for s in hours)} "
+            "(alert after 5 minutes without one then)")
+
+
 def summary(config: Config) -> str:
     """A one-screen description of a checked configuration; it never shows a secret."""
     site, mqtt, http = config.site, config.mqtt, config.http
@@ -75,11 +85,13 @@ def summary(config: Config) -> str:
         mqtt_extra.append(f"client cert {mqtt.cert_file}")
     lines = [
         f"config {config.source}",
-        f"site: {site.id} ({site.name}), time zone {site.timezone}",
+        f"site: {site.id} ({site.name}), time zone {site.timezone}, language {site.language}"
+        + (f" (catalogs in {site.catalogs} first)" if site.catalogs else ""),
         f"mqtt: {mqtt.url} as client {mqtt.client_id} ({', '.join(mqtt_extra)})",
         _store(config),
         f"http: listening on {listen_host}:{http.port}; ack links {http.public_url}/ack/... "
         f"valid {fd(http.ack_link_ttl)}",
+        f"board: {http.public_url}/board, {_board_hours(config)}",
         f"booths ({len(config.booths)}):",
     ]
     for b in config.booths:

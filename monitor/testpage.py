@@ -37,8 +37,10 @@ from alerts.channels.mqtt import Publish
 from alerts.delivery import PRINTED_ONLY, Channel, Delivery, DeliveryError
 from alerts.factory import build_channels
 from devices.mqtt import MqttLink, NotConnected
+from monitor import i18n
 from monitor.config import ConfigError, load_config
 from monitor.core.settings import Config, ResponderConfig
+from monitor.i18n import Language
 from monitor.logs import protect
 
 MQTT_CONNECT_TIMEOUT = 5.0
@@ -88,8 +90,9 @@ def choose(
     return responder, (channel,)
 
 
-def delivery_for(config: Config, responder: ResponderConfig, channel: str) -> Delivery:
-    """One test page to `responder` over `channel` only."""
+def delivery_for(config: Config, responder: ResponderConfig, channel: str,
+                 language: Language) -> Delivery:
+    """One test page to `responder` over `channel` only, in the site's language."""
     # in the site's time, with its offset: the responder reads it on a phone, in the room
     now = datetime.datetime.now(zoneinfo.ZoneInfo(config.site.timezone)).isoformat(
         sep=" ", timespec="seconds")
@@ -98,8 +101,10 @@ def delivery_for(config: Config, responder: ResponderConfig, channel: str) -> De
         "kind": "test",
         "site": config.site.id,
         "responder": responder.id,
-        "message": f"TEST PAGE from boothwatch ({config.site.name}) to {responder.name} "
-                   f"via {channel} at {now}. No action needed.",
+        "message": language.gettext(
+            "TEST PAGE from boothwatch (%(site)s) to %(name)s via %(channel)s at %(time)s. "
+            "No action needed.") % {"site": config.site.name, "name": responder.name,
+                                    "channel": channel, "time": now},
     }
     return Delivery(page_id, page_id, responder.id, 0, (channel,), payload,
                     addresses=dict(responder.address), kind="test")
@@ -110,13 +115,14 @@ async def send_test_pages(
 ) -> list[Outcome]:
     """Send one test delivery per channel in `names`, at once; outcomes in `names` order."""
     needs_mqtt = any(config.channels[name].type == "mqtt" for name in names)
+    language = i18n.load(config.site.language, config.site.catalogs)  # checked with the config
     async with aiohttp.ClientSession() as session, _mqtt(config, needs_mqtt) as publish:
         channels = build_channels(
             {name: config.channels[name] for name in names}, session, publish, config.site.id,
-            stream, policies=config.escalation,
+            stream, gettext=language.gettext, policies=config.escalation,
         )
         return list(await asyncio.gather(*(
-            _attempt(channels[name], delivery_for(config, responder, name), responder)
+            _attempt(channels[name], delivery_for(config, responder, name, language), responder)
             for name in names
         )))
 

@@ -31,6 +31,7 @@ from alerts.delivery import (
     Dispatcher,
 )
 from alerts.factory import build_channels
+from alerts.text import SOURCE_TEXT
 from monitor.core.settings import ChannelConfig
 
 FAST = (0.01, 0.01, 0.01)
@@ -314,7 +315,8 @@ async def test_build_channels(session: aiohttp.ClientSession) -> None:
         "mqtt": ChannelConfig("mqtt", "mqtt"),
         "console": ChannelConfig("console", "console"),
     }
-    channels = build_channels(configs, session, publish, "lisbon-1", io.StringIO())
+    channels = build_channels(configs, session, publish, "lisbon-1", io.StringIO(),
+                              gettext=SOURCE_TEXT)
     assert {k: (c.name, c.type) for k, c in channels.items()} == {
         "hook": ("hook", "webhook"),
         "mqtt": ("mqtt", "mqtt"),

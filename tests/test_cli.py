@@ -460,6 +460,27 @@ def test_check_config_names_a_tls_file_the_user_cannot_read(shared_dir: Path) ->
     assert done.stderr.splitlines()[1:] == [expected]
 
 
+def test_check_config_names_a_catalog_the_user_cannot_read(shared_dir: Path) -> None:
+    """The site's catalog of its language, closed to the service's user, is a problem at
+    site.catalogs (the service would not start without it)."""
+    po = shared_dir / "locale" / "pt_PT" / "LC_MESSAGES" / "boothwatch.po"
+    po.parent.mkdir(parents=True)
+    for directory in (po.parent, po.parent.parent, po.parent.parent.parent):
+        directory.chmod(0o755)
+    po.write_text('msgid "call button pressed"\nmsgstr "chamada"\n')
+    po.chmod(0o600 if AS_ROOT else 0o000)
+    (shared_dir / "store").mkdir()
+    (shared_dir / "store").chmod(0o777)  # the store is not what this test is about
+    site = offline_site(shared_dir, store=shared_dir / "store" / "bw.db")
+    site.site = {"language": "pt_PT", "catalogs": str(shared_dir / "locale")}
+    config = site.write(shared_dir / "site.toml")
+    done = boothwatch("check-config", str(config), *(["--user", "nobody"] if AS_ROOT else []))
+    assert done.returncode == 2
+    expected = (f"  site.catalogs: user nobody cannot read {po} (owner root, group root, mode "
+                "0600)" if AS_ROOT else f"  site.catalogs: {po}: cannot read: Permission denied")
+    assert done.stderr.splitlines()[1:] == [expected]
+
+
 def test_check_config_refuses_an_unknown_user(tmp_path: Path) -> None:
     config = offline_site(tmp_path).write(tmp_path / "site.toml")
     done = boothwatch("check-config", str(config), "--user", "no-such-user-here")

@@ -570,6 +570,39 @@ def test_site_rules() -> None:
     assert [p.split(": ")[0] for p in problems] == ["site.id", "site.timezone"]
 
 
+def test_site_language() -> None:
+    """English unless told; a language the package has a catalog for is taken; an unknown
+    one is refused naming site.language and the languages there are."""
+    assert parse_config(_data(), {}).site.language == "en"
+    data = _data()
+    site = data["site"]
+    assert isinstance(site, dict)
+    site["language"] = "pt_PT"
+    assert parse_config(data, {}).site.language == "pt_PT"
+    site["language"] = "pt-PT"
+    assert _problems(data) == ['site.language: unknown language "pt-PT": catalogs exist for '
+                               'en, pt_PT (did you mean "pt_PT"?)']
+
+
+def test_site_catalogs(tmp_path: Path) -> None:
+    """site.catalogs must be a directory boothwatch can read; its languages count too."""
+    data = _data()
+    site = data["site"]
+    assert isinstance(site, dict)
+    site["catalogs"] = str(tmp_path / "missing")
+    site["language"] = "de"
+    # one mistake, one problem: which languages exist depends on the directory
+    assert _problems(data) == [f'site.catalogs: cannot read the directory '
+                               f'"{tmp_path / "missing"}": No such file or directory']
+    (tmp_path / "de" / "LC_MESSAGES").mkdir(parents=True)
+    (tmp_path / "de" / "LC_MESSAGES" / "boothwatch.po").write_text(
+        'msgid "call button pressed"\nmsgstr "Rufknopf gedrückt"\n')
+    site["catalogs"] = str(tmp_path)
+    config = parse_config(data, {})
+    assert (config.site.language, config.site.catalogs) == ("de", str(tmp_path))
+    assert f"language de (catalogs in {tmp_path} first)" in summary(config)
+
+
 def test_channel_rules() -> None:
     """Channel types, webhook URLs and secret_env are checked."""
     data = _data()
@@ -1023,7 +1056,7 @@ def test_summary_mentions_devices() -> None:
 # --------------------------------------------------------------------------- the JSON Schema
 
 TOP_LEVEL = {"site", "mqtt", "store", "http", "defaults", "booths", "devices", "channels",
-             "responders", "escalation", "rate_limit"}
+             "responders", "escalation", "rate_limit", "board"}
 
 
 def _refusals(schema: dict[str, Any], node: dict[str, Any], value: object, at: str) -> list[str]:
@@ -1079,13 +1112,14 @@ def test_config_schema_names_the_tables_and_takes_the_example(
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["properties"]) == TOP_LEVEL
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == TOP_LEVEL - {"defaults", "devices", "rate_limit"}
+    assert set(schema["required"]) == TOP_LEVEL - {"defaults", "devices", "rate_limit", "board"}
     example = json.loads(json.dumps(_data()))  # the TOML as JSON, as an editor checks it
     assert _refusals(schema, schema, example, "") == []
     fuller = tomllib.loads(
         INTERFACE_TOML.replace('type = "console"', 'type = "console"\n\n[channels.po]\n'
                                'type = "pushover"\ntoken_env = "PUSHOVER_TOKEN"\nretry = 45')
-        + DEVICES_TOML + '\n[rate_limit]\nrate = 2.5\nburst = 8\n')
+        + DEVICES_TOML + '\n[rate_limit]\nrate = 2.5\nburst = 8\n'
+        + '\n[board]\nexpected_hours = ["mon-fri 08:00-22:00"]\n')
     assert _refusals(schema, schema, fuller, "") == []
 
 
@@ -1139,3 +1173,26 @@ def test_shift_problems_by_key_path() -> None:
     responders[0]["shifts"] = ["sat,sun 20:00-08:00"]
     (shift,) = parse_config(data, {}).responders[0].shifts
     assert (shift.days, shift.start, shift.end) == (frozenset({5, 6}), 20 * 60, 8 * 60)
+
+
+def test_board_expected_hours() -> None:
+    """[board] expected_hours: shifts in the roster's grammar, each bad one named; left out,
+    always; empty, never."""
+    data = _data()
+    assert parse_config(data, {}).board.expected_hours is None
+    data["board"] = {"expected_hours": ["daily 08:00-22:00", "mon 25:00-26:00", 3],
+                     "expectd": True}
+    assert _problems(data) == [
+        'board.expectd: unknown key (did you mean "expected_hours"?)',
+        'board.expected_hours[1]: 25:00 is not a time of day (00:00 to 24:00), '
+        'got "mon 25:00-26:00"',
+        "board.expected_hours[2]: expected a string, got 3",
+    ]
+    data["board"] = {"expected_hours": "daily 08:00-22:00"}
+    assert _problems(data) == ["board.expected_hours: expected a list of strings, "
+                               'got "daily 08:00-22:00"']
+    data["board"] = {"expected_hours": ["sat,sun 20:00-08:00"]}
+    (shift,) = parse_config(data, {}).board.expected_hours or ()
+    assert (shift.days, shift.start, shift.end) == (frozenset({5, 6}), 20 * 60, 8 * 60)
+    data["board"] = {"expected_hours": []}
+    assert parse_config(data, {}).board.expected_hours == ()

@@ -35,6 +35,7 @@ from monitor.core.events import (
 from monitor.core.incident import TRANSITIONS, Action, IllegalTransition, Incident, State, Trigger
 from monitor.core.settings import Policy, Step
 from monitor.core.site import SiteCore, UnknownBooth, UnknownIncident
+from monitor.core.words import english
 from tests.harness.core import T0, CoreDriver, call, incident, make_config, pages, replace
 
 # --- calls and escalation ----------------------------------------------------------------
@@ -161,6 +162,21 @@ def test_still_person_becomes_unresponsive_after_stillness() -> None:
     assert pages(out) == [("ana", 1)]
     view = incident(out).view
     assert (view.triggers, view.priority, view.raised_at) == (("unresponsive",), "high", T0 + 210)
+
+
+def test_booth_view_carries_the_stillness_countdown() -> None:
+    """The booth says when its unresponsive alarm fires, and its thresholds, for the board."""
+    clock = CoreDriver(make_config(stillness=60, long_session=600))
+    view = clock.core.booth_views()[0]
+    assert (view.stillness, view.long_session, view.unresponsive_at) == (60, 600, None)
+    clock.send(Occupancy("b1", True))
+    clock.send(Motion("b1", MotionState.MOVING))
+    assert clock.core.booth_views()[0].unresponsive_at is None
+    clock.advance(5)
+    clock.send(Motion("b1", MotionState.STILL))
+    assert clock.core.booth_views()[0].unresponsive_at == T0 + 65
+    clock.advance(60)  # fired: nothing more to count down
+    assert clock.core.booth_views()[0].unresponsive_at is None
 
 
 def test_absent_while_occupied_counts_as_still() -> None:
@@ -486,7 +502,7 @@ ALLOWED_STDLIB = frozenset({
 FORBIDDEN = {
     "asyncio", "aiosqlite", "sqlite3", "paho", "aiohttp", "prometheus_client", "structlog",
     "socket", "time", "threading", "subprocess", "os", "ssl", "io", "pathlib", "tomllib",
-    "apprise", "urllib",
+    "apprise", "urllib", "babel", "gettext",
 }
 #: builtins that reach outside the process
 FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "__import__"}
@@ -547,12 +563,12 @@ def test_page_message_reads_well_on_a_lock_screen() -> None:
     clock.send(Occupancy("b1", True))
     clock.send(Motion("b1", MotionState.STILL))
     out = clock.advance(180)
-    assert [c.message for c in out if isinstance(c, SendPage)] == [
+    assert [english(c.message) for c in out if isinstance(c, SendPage)] == [
         "Booth 1: no movement for 3m"]
     out = clock.advance(1020)
     assert incident(out).view.triggers == ("unresponsive", "long_session")
     odd = CoreDriver(make_config(stillness=6.66667))
     odd.send(Occupancy("b1", True))
     odd.send(Motion("b1", MotionState.STILL))
-    assert [c.message for c in odd.advance(7) if isinstance(c, SendPage)] == [
+    assert [english(c.message) for c in odd.advance(7) if isinstance(c, SendPage)] == [
         "Booth 1: no movement for 7s"]

@@ -172,6 +172,20 @@ def test_sensor_offline_in_occupied_booth_pages_high_and_recovers() -> None:
     assert not site.booth().unmonitored
 
 
+def test_booth_view_names_each_device_in_trouble() -> None:
+    """The booth says which device is offline or low, so the board can show it in words."""
+    site = Site()
+    assert site.booth().troubles == ()
+    site.read("radar", online=False)
+    site.read("btn", battery=15)
+    assert site.booth().troubles == (
+        {"device": "btn", "role": "call_button", "trouble": "low_battery"},
+        {"device": "radar", "role": "motion", "trouble": "offline"})
+    site.read("radar", occupancy=False, motion=MotionState.ABSENT)
+    site.read("btn", battery=90)
+    assert site.booth().troubles == ()
+
+
 def test_sensor_offline_in_vacant_booth_is_low_until_someone_enters() -> None:
     """Vacant: low priority (coordinator); a session starting re-plans it as high at once."""
     site = Site()

@@ -31,6 +31,7 @@ from monitor.core.events import (
 from monitor.core.roster import Roster, UnknownResponder, parse_shift
 from monitor.core.settings import Policy, ResponderConfig, Step
 from monitor.core.site import BadRequest
+from monitor.core.words import english
 from tests.harness.core import CoreDriver, call, incident, make_config, pages
 
 LISBON = ZoneInfo("Europe/Lisbon")
@@ -164,7 +165,7 @@ def test_second_call_press_jumps_a_level_and_marks_urgent() -> None:
     view = incident(out).view
     assert view.urgent and view.level == 2
     page = next(c for c in out if isinstance(c, SendPage))
-    assert page.message.startswith("URGENT: Booth 1: call button pressed again")
+    assert english(page.message).startswith("URGENT: Booth 1: call button pressed again")
     # at the top already: a third press pages the top level again at once
     clock.advance(5)
     assert pages(clock.send(Button("b1", Press.CALL))) == [("ana", 2), ("rui", 2)]
@@ -218,7 +219,7 @@ def test_maintenance_suppresses_stillness_but_not_a_call() -> None:
     assert [c.detail["trigger"] for c in suppressed] == ["unresponsive"]
     out = clock.send(Button("b1", Press.CALL))
     assert pages(out) == [("ana", 1)]
-    assert next(c for c in out if hasattr(c, "message")).message.endswith(
+    assert english(next(c for c in out if isinstance(c, SendPage)).message).endswith(
         "(booth in maintenance)")
 
 
@@ -270,10 +271,10 @@ def test_everyone_paged_hears_who_is_attending_and_the_all_clear() -> None:
     iid = call(clock)
     clock.advance(30)  # level 2: ana again and rui
     out = clock.send(Acknowledge(iid, "ana"))
-    notices = [(c.responder, c.message) for c in out if isinstance(c, SendNotice)]
+    notices = [(c.responder, english(c.message)) for c in out if isinstance(c, SendNotice)]
     assert notices == [("rui", "Ana is attending Booth 1")]
     out = clock.send(Resolve(iid, "ana", "ok"))
-    notices = [(c.responder, c.message) for c in out if isinstance(c, SendNotice)]
+    notices = [(c.responder, english(c.message)) for c in out if isinstance(c, SendNotice)]
     assert notices == [("rui", "Booth 1: all clear")]
     assert "notice" in [e.kind for e in incident(out).view.timeline]
 
@@ -283,7 +284,7 @@ def test_presence_without_ack_tells_the_others() -> None:
     call(clock)
     clock.advance(30)
     out = clock.send(Button("b1", Press.PRESENCE))
-    assert sorted((c.responder, c.message) for c in out if isinstance(c, SendNotice)) == [
+    assert sorted((c.responder, english(c.message)) for c in out if isinstance(c, SendNotice)) == [
         ("ana", "Staff at the booth is at Booth 1"), ("rui", "Staff at the booth is at Booth 1")]
 
 

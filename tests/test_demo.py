@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices import simulator as sim
 from devices.adapters.canonical import Parsed, parse_event, parse_topic
 from monitor.demo import BOOTHS, CALL_AT, LONG_SESSION, SITE, STILLNESS, IncidentLines, scenario
+from tests.harness.board import board_stream, login
 from tests.harness.broker import Mosquitto, free_port
 from tests.harness.service import eventually
 
@@ -59,9 +61,14 @@ async def test_demo_pages_within_seconds_and_stops_cleanly(tmp_path: Path) -> No
                 assert line, f"demo exited early:\n{''.join(out)}{''.join(err)[-3000:]}"
                 out.append(line.decode())
         assert out[0].startswith("boothwatch demo"), out[0]  # the banner comes first
+        board = re.fullmatch(rf"  board +{base}/board .*password: (demo-[0-9a-f]{{6}})\)\n",
+                             out[1])  # then the board and its login, a new one each run
+        assert board, out[1]
         banner = "".join(out)
         for text in (f"{base}/api/incidents?state=all", "/metrics", "Ctrl-C to stop"):
             assert text in banner
+        token = re.search(r"-H 'Authorization: Bearer ([\w-]+)'", banner)
+        assert token, banner  # the curl command carries the demo's API token
         log_file = next(line.split()[1] for line in out if line.startswith("  logs "))
         out_task = asyncio.create_task(_collect(proc.stdout, out))
         at = len(out)  # the line after the page's
@@ -74,7 +81,8 @@ async def test_demo_pages_within_seconds_and_stops_cleanly(tmp_path: Path) -> No
         async with aiohttp.ClientSession() as http:
 
             async def get(path: str) -> Any:
-                async with http.get(base + path) as resp:
+                async with http.get(base + path,
+                                    headers={"Authorization": f"Bearer {token[1]}"}) as resp:
                     assert resp.status == 200
                     return await resp.json()
 
@@ -84,6 +92,11 @@ async def test_demo_pages_within_seconds_and_stops_cleanly(tmp_path: Path) -> No
                 return {("b1", "call"), ("b2", "unresponsive")} <= found
 
             await eventually(raised, timeout=30, every=0.5)
+            # the printed password logs a station in; its board streams the demo's booths
+            station = await login(http, base, board[1])
+            async with board_stream(http, base, station) as stream:
+                kind, snapshot = await stream.next()
+            assert kind == "snapshot" and len(snapshot["booths"]) == len(BOOTHS)
             booths = await get("/api/booths")
             assert sorted(b["booth"] for b in booths) == list(BOOTHS)
             assert incident in {i["id"] for i in await get("/api/incidents?state=all")}

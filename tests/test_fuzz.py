@@ -370,6 +370,8 @@ async def send(http: aiohttp.ClientSession, base: str, req: Request) -> tuple[in
     async with http.request(
         req.method, url, headers=req.headers, data=req.body, allow_redirects=False
     ) as resp:
+        if resp.content_type == "text/event-stream":  # the board's: it never ends
+            return resp.status, resp.content_type, await resp.content.readuntil(b"\n\n")
         return resp.status, resp.content_type, await resp.read()
 
 
@@ -389,6 +391,10 @@ def check_response(req: Request, status: int, content_type: str, body: bytes) ->
         # a redirect (the station login's) has no body
     if path == "/metrics":
         assert content_type == "text/plain"
+    elif path == "/board/stream" and status == 200:
+        assert content_type == "text/event-stream" and body.startswith(b"event: snapshot\n")
+    elif path.startswith("/board/static/") and status == 200:
+        assert content_type in ("text/css", "text/javascript"), (req, content_type)
     elif content_type == "application/json":
         json.loads(body)
     else:

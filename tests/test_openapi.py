@@ -112,8 +112,11 @@ def api(site: Site) -> BaseSchema:
 
 # Loaded from the package at collection, so every operation is a test of its own; the
 # served copy is checked against it below. (schemathesis.pytest.from_fixture would load
-# the served one, but it relies on a pytest internal that pytest 9.2 removed.)
-schema = schemathesis.openapi.from_path(ROOT / "monitor" / "openapi.json")
+# the served one, but it relies on a pytest internal that pytest 9.2 removed.) The board's
+# stream never ends, so no generated request could read its answer: tests/test_board.py
+# reads it.
+schema = schemathesis.openapi.from_path(ROOT / "monitor" / "openapi.json").exclude(
+    path="/board/stream")
 
 
 @schema.parametrize()

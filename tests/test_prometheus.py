@@ -128,8 +128,9 @@ async def fired(prom: Prometheus, alertname: str, timeout: float = 15) -> list[d
 async def test_alerts_fire_and_every_panel_has_data(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish, prometheus_bin: PrometheusBin,
 ) -> None:
-    """Calls, a page that fails, a booth unmonitored while occupied, the broker lost, the
-    service stopped: each alert fires; and every dashboard query and variable has data."""
+    """Calls, a page that fails, a booth unmonitored while occupied, no station board, the
+    broker lost, the service stopped: each alert fires; and every dashboard query and
+    variable has data."""
     rules = rules_for_test(RULES, tmp_path / "rules.yml", RULE_CHANGES)
     async with (
         aiohttp.ClientSession() as http,
@@ -196,6 +197,8 @@ async def test_alerts_fire_and_every_panel_has_data(
             assert [a["booth"] for a in unmonitored] == ["b2"]
             high = await fired(prom, "BoothwatchHighIncidentOpenTooLong")
             assert [a["booth"] for a in high] == ["b2"]  # b1's calls were answered
+            no_board = await fired(prom, "BoothwatchNoBoard")  # expected at every hour
+            assert [(a["severity"], a["site"]) for a in no_board] == [("critical", SITE)]
             assert await prom.firing("BoothwatchNoEvents") == []
             assert await prom.firing("BoothwatchBrokerDisconnected") == []
             assert await prom.firing("BoothwatchDown") == []

@@ -25,7 +25,7 @@ from alerts.channels.pushover import PushoverChannel, is_emergency, pushover_tim
 from alerts.delivery import Attempt, Delivery, DeliveryError, DeliveryKind, Dispatcher
 from alerts.factory import build_channels
 from alerts.receipts import ReceiptWatcher
-from alerts.text import notification_text
+from alerts.text import SOURCE_TEXT, notification_text
 from monitor.config import ConfigError, parse_config
 from monitor.core.settings import ChannelConfig, Policy, Step
 from monitor.summary import summary
@@ -551,7 +551,7 @@ async def test_dispatcher_falls_back_from_ntfy_to_pushover(
         async def publish(topic: str, body: bytes) -> None:
             raise AssertionError("no mqtt channel here")
 
-        channels = build_channels(configs, session, publish, "lisbon-1",
+        channels = build_channels(configs, session, publish, "lisbon-1", gettext=SOURCE_TEXT,
                                   policies={"high": HIGH})
         assert {name: c.type for name, c in channels.items()} == {"phone": "ntfy",
                                                                   "po": "pushover"}
@@ -569,9 +569,9 @@ async def test_dispatcher_falls_back_from_ntfy_to_pushover(
 
 
 def test_notification_text() -> None:
-    assert notification_text(delivery(priority="low")) == ("LOW · Booth 1",
-                                                           "Booth 1: call button pressed")
-    assert notification_text(delivery(kind="test"))[0] == "boothwatch TEST"
+    assert notification_text(delivery(priority="low"), SOURCE_TEXT) == (
+        "LOW · Booth 1", "Booth 1: call button pressed")
+    assert notification_text(delivery(kind="test"), SOURCE_TEXT)[0] == "boothwatch TEST"
 
 
 # --- config ---------------------------------------------------------------------------------

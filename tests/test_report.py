@@ -49,6 +49,7 @@ from monitor.core.events import (
     Resolve,
     SendPage,
 )
+from monitor.core.words import english
 from monitor.report import (
     DEFAULT_SHIFTS,
     GROUPINGS,
@@ -170,7 +171,7 @@ async def write_store(where: Path | str, site: Site, password: str | None = None
         status = "failed" if page.responder == "rui" else "sent"
         store.put_page(PageRow(
             id=f"page{n}", incident=page.incident, responder=page.responder, channel="pager",
-            level=page.level, payload={"text": page.message}, status=status,
+            level=page.level, payload={"text": english(page.message)}, status=status,
             attempts=1 if status == "sent" else 4, created_at=at, updated_at=at + 1,
             sent_at=at + 1 if status == "sent" else None,
         ))

@@ -14,7 +14,7 @@ import apprise
 from apprise.manager_plugins import NotificationManager
 
 from alerts.delivery import Delivery, DeliveryError
-from alerts.text import ACK_LABEL, ack_url, mask, notification_text
+from alerts.text import ACK_LABEL, SOURCE_TEXT, Gettext, ack_url, mask, notification_text
 from monitor.core.durations import describe
 from monitor.core.settings import ADDRESS_PLACEHOLDER, ChannelConfig
 
@@ -59,10 +59,11 @@ class AppriseChannel:
         "low": apprise.NotifyType.INFO,
     }
 
-    def __init__(self, config: ChannelConfig) -> None:
+    def __init__(self, config: ChannelConfig, gettext: Gettext = SOURCE_TEXT) -> None:
         if not config.url:
             raise ValueError(f"apprise channel {config.name!r} needs a url")
         self.name = config.name
+        self._gettext = gettext
         self._url = config.url
         self._timeout = config.timeout
 
@@ -83,10 +84,11 @@ class AppriseChannel:
         service = apprise.Apprise()
         if not service.add(self.url(address)):
             raise DeliveryError("apprise: the URL is not usable (check its form)")
-        title, body = notification_text(delivery)
+        title, body = notification_text(delivery, self._gettext)
         link = ack_url(delivery, via="apprise")
         if link is not None:
-            body += f"\n{ACK_LABEL}: {link}"  # most of these services have no buttons
+            # most of these services have no buttons
+            body += f"\n{self._gettext(ACK_LABEL)}: {link}"
         try:
             # a margin over Apprise's own limit, in case one service ignores it
             async with asyncio.timeout(self._timeout + 1):

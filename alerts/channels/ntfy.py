@@ -18,7 +18,7 @@ import aiohttp
 
 from alerts.delivery import Delivery, DeliveryError
 from alerts.http import request
-from alerts.text import ACK_LABEL, ack_url, mask, notification_text
+from alerts.text import ACK_LABEL, SOURCE_TEXT, Gettext, ack_url, mask, notification_text
 from monitor.core.durations import describe
 from monitor.core.settings import RESPONDER_PLACEHOLDER, ChannelConfig
 
@@ -53,10 +53,12 @@ class NtfyChannel:
     type = "ntfy"
     reaches_a_person = True
 
-    def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: ChannelConfig, session: aiohttp.ClientSession,
+                 gettext: Gettext = SOURCE_TEXT) -> None:
         if not config.url:
             raise ValueError(f"ntfy channel {config.name!r} needs a url")
         self.name = config.name
+        self._gettext = gettext
         self._url = config.url
         self._topic = config.topic
         self._timeout = config.timeout
@@ -80,7 +82,7 @@ class NtfyChannel:
 
     def message(self, delivery: Delivery, address: str | None) -> dict[str, Any]:
         """The JSON object published for `delivery`."""
-        title, body = notification_text(delivery)
+        title, body = notification_text(delivery, self._gettext)
         priority = str(delivery.payload.get("priority", ""))
         message: dict[str, Any] = {
             "topic": self.topic(delivery, address),
@@ -101,7 +103,7 @@ class NtfyChannel:
             message["click"] = click
             message["actions"] = [{
                 "action": "http",
-                "label": ACK_LABEL,
+                "label": self._gettext(ACK_LABEL),
                 "url": ack_url(delivery, via="ntfy"),
                 "method": "POST",
                 "clear": True,

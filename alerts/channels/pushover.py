@@ -21,7 +21,7 @@ import structlog
 
 from alerts.delivery import Delivery, DeliveryError
 from alerts.http import request
-from alerts.text import ACK_LABEL, ack_url, mask, notification_text
+from alerts.text import ACK_LABEL, SOURCE_TEXT, Gettext, ack_url, mask, notification_text
 from monitor.core.durations import format_duration
 from monitor.core.settings import ChannelConfig, Policy
 
@@ -117,6 +117,7 @@ class PushoverChannel:
         session: aiohttp.ClientSession,
         high: Policy | None = None,
         receipts: ReceiptWatcher | None = None,
+        gettext: Gettext = SOURCE_TEXT,
     ) -> None:
         if not config.token:
             raise ValueError(f"pushover channel {config.name!r} needs an application token")
@@ -127,10 +128,11 @@ class PushoverChannel:
         self.retry, self.expire = pushover_timing(config, high)
         self._session = session
         self._receipts = receipts
+        self._gettext = gettext
 
     def form(self, delivery: Delivery, address: str) -> dict[str, str]:
         """The form fields posted for `delivery` to the user key `address`."""
-        title, body = notification_text(delivery)
+        title, body = notification_text(delivery, self._gettext)
         match delivery.kind:
             case "page":
                 # a page of unknown priority errs on the loud side
@@ -152,7 +154,8 @@ class PushoverChannel:
         link = ack_url(delivery)
         if link is not None and len(link) <= MAX_URL:
             # the ack page (GET changes nothing; its button acknowledges)
-            form["url"], form["url_title"] = link, _cut(ACK_LABEL, MAX_URL_TITLE)
+            form["url"] = link
+            form["url_title"] = _cut(self._gettext(ACK_LABEL), MAX_URL_TITLE)
         if priority == EMERGENCY:
             form["retry"], form["expire"] = str(int(self.retry)), str(int(self.expire))
         return form

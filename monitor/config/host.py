@@ -7,8 +7,9 @@ connecting, a PostgreSQL store connected to.
   environment (BOOTHWATCH_DB_PASSWORD, libpq's PGPASSFILE...); the only check that
   connects to anything, since a database that refuses us is the commonest mistake there;
 - ``store.path`` or ``store.url``: a store a newer boothwatch migrated is refused;
-- ``mqtt.ca_file``, ``cert_file``, ``key_file``: the service's user can read them
-  (the schema has read them already, as whoever runs check-config).
+- ``mqtt.ca_file``, ``cert_file``, ``key_file`` and the language's catalog in
+  ``site.catalogs``: the service's user can read them (the schema has read them
+  already, as whoever runs check-config).
 
 The service's user is ``--user`` (as root: check-config forks as that user, see
 `monitor.access`), else whoever runs check-config, as the unit's ``ExecStartPre``
@@ -44,11 +45,13 @@ class Host:
     chosen: bool  # --user was given: the service as systemd runs it
     notes: list[str] = field(default_factory=list)  # what was accepted, and why
 
-    def problems(self, store: str | None, files: Mapping[str, str], *, url: str | None = None,
-                 env: Mapping[str, str] | None = None) -> list[Problem]:
-        """The problems of the store (its path, or its URL: connected to) and of the [mqtt]
-        files (key -> path) that the schema found usable, with the service's environment
-        `env`. PermissionError if only root could check for the user."""
+    def problems(self, store: str | None, files: Mapping[tuple[str, str], str], *,
+                 url: str | None = None, env: Mapping[str, str] | None = None
+                 ) -> list[Problem]:
+        """The problems of the store (its path, or its URL: connected to) and of the files
+        the service reads (key path -> file: the [mqtt] TLS files, the site's catalog)
+        that the schema found usable, with the service's environment `env`.
+        PermissionError if only root could check for the user."""
         env = env or {}
         todo: list[tuple[tuple[str, str], str, str]] = []  # (where, kind, path or URL)
         if store is not None and not self._state_directory(store):
@@ -56,7 +59,7 @@ class Host:
         if url is not None:
             todo.append((("store", "url"), "database", url))
         if not self.user.me:  # else the schema has read them as this very user
-            todo += [(("mqtt", key), "read", path) for key, path in files.items()]
+            todo += [(where, "read", path) for where, path in files.items()]
         who = f"user {self.user.name}"
 
         def check(kind: str, where: str) -> str | None:

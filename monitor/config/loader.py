@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from devices import adapters
 from devices.mqtt import PASSWORD_ENV
+from monitor import i18n
 from monitor.config.channels import CHANNEL
 from monitor.config.host import Host
 from monitor.config.problems import ConfigError, Problem, child, from_validation, ordered
@@ -28,6 +30,7 @@ from monitor.config.values import Loc
 from monitor.core.durations import describe, format_duration, parse_duration
 from monitor.core.settings import (
     PRIORITIES,
+    BoardConfig,
     BoothConfig,
     Config,
     DeviceConfig,
@@ -79,7 +82,12 @@ def parse_config(
     good = _Good(data, problems)
     problems += _across_tables(good, env)
     if host is not None:
-        files = {key: good.get("mqtt", key) for key in ("ca_file", "cert_file", "key_file")}
+        files = {("mqtt", key): good.get("mqtt", key)
+                 for key in ("ca_file", "cert_file", "key_file")}
+        catalogs = good.get("site", "catalogs")
+        if catalogs is not None:  # the language's catalog there, if the site has one
+            mine = i18n.catalog_file(Path(catalogs), good.get("site", "language") or i18n.SOURCE)
+            files["site", "catalogs"] = str(mine) if mine.is_file() else None
         problems += host.problems(good.get("store", "path"),
                                   {key: path for key, path in files.items() if path},
                                   url=good.get("store", "url"), env=env)
@@ -313,4 +321,6 @@ def _config(checked: SiteFile, env: Mapping[str, str], source: str) -> Config:
         devices=tuple(DeviceConfig(**{"battery_low": d.battery_low}
                                    | dev.model_dump(exclude_none=True)) for dev in f.devices),
         rate_limit=RateLimitConfig(**f.rate_limit.model_dump()),
+        board=BoardConfig(None if f.board.expected_hours is None
+                          else tuple(f.board.expected_hours)),
     )

@@ -29,6 +29,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, NoDefault
 from pydantic_core import core_schema
 
 from devices.mqtt import PASSWORD_ENV, broker_address, tls_problems
+from monitor import i18n
 from monitor.config.channels import AnyChannel, ChannelName
 from monitor.config.values import (
     Duration,
@@ -86,10 +87,41 @@ def _zone(name: str) -> str:
     return name
 
 
+def _catalogs(path: str) -> str:
+    try:
+        i18n.languages(path)
+    except OSError as exc:
+        wrong(f"cannot read the directory {describe(path)}: {exc.strerror or exc}")
+    return path
+
+
+def _language(language: str, info: ValidationInfo) -> str:
+    if "catalogs" not in info.data:
+        return language  # which languages there are depends on that problem
+    known = i18n.languages(info.data["catalogs"])
+    if language not in known:
+        wrong(f"unknown language {describe(language)}: catalogs exist for "
+              f"{', '.join(known)}{did_you_mean(language, known)}")
+    return language
+
+
 class Site(Table):
     id: Slug
     name: Text
     timezone: Annotated[Text, AfterValidator(_zone)]
+    # before language, whose check reads it
+    catalogs: Annotated[Text, AfterValidator(_catalogs)] | None = None
+    language: Annotated[Text, AfterValidator(_language)] = i18n.SOURCE
+
+    @model_validator(mode="after")
+    def _catalog(self) -> Self:
+        """The language's catalogs compile and pass the checks, as the service loads them."""
+        try:
+            i18n.load(self.language, self.catalogs)
+        except i18n.CatalogError as exc:
+            refuse((("catalogs" if self.catalogs else "language",), problem)
+                   for problem in exc.problems)
+        return self
 
 
 def _store_url(value: object) -> str:
@@ -327,6 +359,11 @@ def _address(value: object, info: ValidationInfo) -> dict[str, str]:
     return address
 
 
+#: a shift as written in the roster's grammar, for a responder's shifts and the board's hours
+ShiftText = Annotated[Shift, BeforeValidator(_shift), WithJsonSchema(
+    {"type": "string", "examples": ["mon-fri 08:00-16:00", "sat,sun 20:00-08:00"]})]
+
+
 class Responder(Table):
     id: ResponderId
     name: Text
@@ -336,9 +373,7 @@ class Responder(Table):
     # number for an Apprise URL template); personal data
     address: Annotated[dict[str, str], BeforeValidator(_address)] = Field(default_factory=dict)
     shifts: Annotated[  # none: always on duty
-        list[Annotated[Shift, BeforeValidator(_shift), WithJsonSchema(
-            {"type": "string", "examples": ["mon-fri 08:00-16:00", "sat,sun 20:00-08:00"]})]],
-        listing("a list of strings", "must not be empty"),
+        list[ShiftText], listing("a list of strings", "must not be empty"),
     ] = Field(default_factory=list)
 
 
@@ -393,6 +428,11 @@ class RateLimit(Table):
     repeat_call_interval: Duration = _RATE.repeat_call_interval
 
 
+class Board(Table):
+    # left out: a board is expected at every hour; [] : never (a site without a board)
+    expected_hours: Annotated[list[ShiftText], listing("a list of strings")] | None = None
+
+
 def _tables(name: str, required: bool = True) -> Any:
     return listing(f"a list of tables ([[{name}]])",
                    f"at least one [[{name}]] is required" if required else None)
@@ -415,6 +455,7 @@ class SiteFile(Table):
                           Missing(" (at least one [[responders]] is required)")]
     escalation: Escalation
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    board: Board = Field(default_factory=Board)
 
 
 class _TomlSchema(GenerateJsonSchema):

@@ -151,6 +151,13 @@ class BoothView:
     long_fired: bool
     door_closed_at: float | None = None
     awaiting_presence: bool = False
+    # for the station board: the booth's thresholds, so it can say "no movement for 3m"
+    # and draw the stillness countdown; when the unresponsive alarm fires if nobody moves
+    # (None: not timing); each device in trouble as {"device", "role", "trouble"}
+    stillness: float = 0.0
+    long_session: float = 0.0
+    unresponsive_at: float | None = None
+    troubles: tuple[dict[str, str], ...] = ()
 
 
 _STILL = (MotionState.STILL, MotionState.ABSENT)
@@ -307,7 +314,8 @@ class Booth:
     # --- views and restart ------------------------------------------------------------
 
     def view(
-        self, incident: IncidentRef | None, devices_ok: bool = True, unmonitored: bool = False
+        self, incident: IncidentRef | None, devices_ok: bool = True, unmonitored: bool = False,
+        troubles: tuple[dict[str, str], ...] = (),
     ) -> BoothView:
         return BoothView(
             id=self.config.id,
@@ -327,6 +335,10 @@ class Booth:
             long_fired=self.long_fired,
             door_closed_at=self.door_closed_at,
             awaiting_presence=self.session is Session.AWAITING,
+            stillness=self.config.stillness,
+            long_session=self.config.long_session,
+            unresponsive_at=self.deadlines().get(Timer.UNRESPONSIVE),
+            troubles=troubles,
         )
 
     def load(self, view: BoothView) -> None:

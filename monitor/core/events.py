@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from monitor.core.devices import DeviceView
     from monitor.core.incident import Change, IncidentView, TimelineEntry
     from monitor.core.readings import Reading
+    from monitor.core.words import Words
 
 
 class MotionState(enum.Enum):
@@ -290,7 +291,7 @@ class SendPage:
     level: int
     priority: str
     triggers: tuple[str, ...]
-    message: str
+    message: Words  # said in the site's language by the page port (monitor/paging.py)
     raised_at: float
     urgent: bool = False
 
@@ -310,12 +311,11 @@ class SendNotice:
     booth_name: str
     responder: str
     priority: str
-    message: str
+    message: Words  # said in the site's language by the page port (monitor/paging.py)
 
     def __post_init__(self) -> None:
         _need(self.incident, "incident")
         _need(self.responder, "responder")
-        _need(self.message, "message")
 
 
 @dataclass(frozen=True, slots=True)

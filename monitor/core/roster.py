@@ -93,28 +93,32 @@ def shift_bounds(shift: Shift, day: dt.date, tz: ZoneInfo) -> tuple[float, float
     return at(day, shift.start), at(day, end)
 
 
+def intervals(shifts: Iterable[Shift], now: float, tz: ZoneInfo) -> list[tuple[float, float]]:
+    """The times of ``shifts`` that start from yesterday to a week ahead, local time."""
+    today = dt.datetime.fromtimestamp(now, tz).date()
+    out = []
+    for offset in range(-1, 8):
+        day = today + dt.timedelta(days=offset)
+        for shift in shifts:
+            if day.weekday() in shift.days:
+                out.append(shift_bounds(shift, day, tz))
+    return out
+
+
+def within(shifts: Iterable[Shift], now: float, tz: ZoneInfo) -> bool:
+    """Whether ``now`` falls in one of ``shifts`` (a responder's, the board's hours)."""
+    return any(start <= now < end for start, end in intervals(shifts, now, tz))
+
+
 class Roster:
     def __init__(self, responders: Iterable[ResponderConfig], timezone: str) -> None:
         self.responders = {r.id: r for r in responders}
         self.tz = ZoneInfo(timezone)
         self.overrides: dict[str, Override] = {}
 
-    def _intervals(self, responder: ResponderConfig, now: float) -> list[tuple[float, float]]:
-        """The responder's shifts that start from yesterday to a week ahead, local time."""
-        today = dt.datetime.fromtimestamp(now, self.tz).date()
-        out = []
-        for offset in range(-1, 8):
-            day = today + dt.timedelta(days=offset)
-            for shift in responder.shifts:
-                if day.weekday() in shift.days:
-                    out.append(shift_bounds(shift, day, self.tz))
-        return out
-
     def on_shift(self, responder_id: str, now: float) -> bool:
         responder = self._get(responder_id)
-        if not responder.shifts:
-            return True
-        return any(start <= now < end for start, end in self._intervals(responder, now))
+        return not responder.shifts or within(responder.shifts, now, self.tz)
 
     def on_duty(self, responder_id: str, now: float) -> bool:
         override = self.overrides.get(responder_id)
@@ -125,7 +129,8 @@ class Roster:
     def next_boundary(self, responder_id: str, now: float) -> float | None:
         """The next start or end of one of the responder's shifts (None: no shifts)."""
         responder = self._get(responder_id)
-        times = [t for interval in self._intervals(responder, now) for t in interval if t > now]
+        times = [t for interval in intervals(responder.shifts, now, self.tz) for t in interval
+                 if t > now]
         return min(times, default=None)
 
     def set_duty(self, responder_id: str, on: bool, now: float, by: str, via: str) -> Override:

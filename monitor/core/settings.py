@@ -23,6 +23,8 @@ class SiteConfig:
     id: str
     name: str
     timezone: str
+    language: str = "en"  # what people read is in this language (monitor.i18n)
+    catalogs: str | None = None  # the site's own catalogs, searched before the package's
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,13 @@ class Shift:
 
 
 @dataclass(frozen=True, slots=True)
+class BoardConfig:
+    """The station board: when a board should be connected ([board] expected_hours)."""
+
+    expected_hours: tuple[Shift, ...] | None = None  # None: always; (): never
+
+
+@dataclass(frozen=True, slots=True)
 class ResponderConfig:
     id: str
     name: str
@@ -203,6 +212,7 @@ class Config:
     source: str = field(default="<memory>", compare=False)
     devices: tuple[DeviceConfig, ...] = ()
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    board: BoardConfig = field(default_factory=BoardConfig)
 
     def booth(self, booth_id: str) -> BoothConfig | None:
         for booth in self.booths:

@@ -85,7 +85,7 @@ from monitor.core.incident import (
 )
 from monitor.core.roster import Roster, UnknownResponder
 from monitor.core.settings import Config, Policy, Priority
-from monitor.core.words import notice_message, page_message
+from monitor.core.words import STAFF_AT_THE_BOOTH, Words, english, notice_message, page_message
 
 _Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance", id)
 #: triggers a booth in maintenance does not raise (a call still pages)
@@ -408,6 +408,11 @@ class SiteCore:
             ref,
             devices_ok=all(d.online and not d.battery_low for d in devices),
             unmonitored=self._unmonitored(booth_id),
+            troubles=tuple(
+                {"device": d.config.id, "role": d.config.role, "trouble": trouble}
+                for d in devices
+                for trouble, on in (("offline", not d.online), ("low_battery", d.battery_low))
+                if on),
         )
 
     def _emit_booth(self, booth_id: str, out: list[Command]) -> None:
@@ -520,16 +525,18 @@ class SiteCore:
             if not isinstance(change, Transition):
                 continue
             by = change.by
-            who = "Staff at the booth" if by in (None, "booth") else self._names.get(by, by)
+            who: str | Words = (STAFF_AT_THE_BOOTH if by in (None, "booth")
+                                else self._names.get(by, by))
             message = notice_message(change, who, booth.name)
             if message is None:
                 continue
             if paged is None:
                 paged = inc.paged(upto=before)
+            record = english(message)  # the responder hears it in the site's language
             for responder in paged:
                 if responder == by:
                     continue
-                inc.note(change.at, "notice", responder=responder, text=message)
+                inc.note(change.at, "notice", responder=responder, text=record)
                 out.append(SendNotice(incident=inc.id, booth=booth.id, booth_name=booth.name,
                                       responder=responder, priority=inc.priority,
                                       message=message))

@@ -1,12 +1,21 @@
 """The words people read: pages on a lock screen, notices, monitoring down. Pure.
 
-Every sentence the service sends a nurse is made here, so they can be read,
-reviewed and translated in one place.
+Every sentence the service sends a nurse is chosen here, so they can be read and
+reviewed in one place. A sentence is `Words`: its message id, the English source
+text of the message catalogs (``%(name)s`` placeholders, gettext's python-format),
+and the values of its placeholders. The core never says them in a language: an
+adapter (`monitor.i18n`) looks the id up in the site's catalog and formats the
+values, durations in that language's words ("2m 40s", "2 min e 40 s"). `english`
+renders the source text for the record (the timeline's notices).
+
+``say("...")`` is the keyword ``make messages`` extracts (``pybabel extract -k say``):
+every message id is a literal in a call to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import assert_never
 
 from monitor.core.durations import format_duration
@@ -14,55 +23,129 @@ from monitor.core.incident import State, Transition, Trigger
 from monitor.core.settings import BoothConfig
 
 
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A length of time in a sentence; said in whole seconds, in the reader's words."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Words:
+    """A sentence to be said in the site's language: its catalog message id (the English
+    source) and the values of its placeholders. A tuple of sentences is a list ("; ")."""
+
+    msgid: str
+    values: tuple[tuple[str, Value], ...] = ()
+
+
+Value = str | int | Duration | Words | tuple[Words, ...]
+
+
+def say(msgid: str, **values: Value) -> Words:
+    return Words(msgid, tuple(values.items()))
+
+
+def N_(msgid: str) -> str:  # gettext's name for it, which pybabel extracts
+    """Marks a message id where it is written (a label in a table); it is translated
+    where it is shown."""
+    return msgid
+
+
+def render(words: Words, translate: Callable[[str], str],
+           duration: Callable[[float], str]) -> str:
+    """`words` with its msgid through `translate` and each value said: sentences in
+    turn, durations by `duration`. Only a sentence with values is %-formatted, so a
+    lone "%" in a plain message is just a character."""
+    text = translate(words.msgid)
+    if not words.values:
+        return text
+    values: dict[str, str | int] = {}
+    for name, value in words.values:
+        match value:
+            case Words():
+                values[name] = render(value, translate, duration)
+            case tuple():
+                values[name] = "; ".join(render(part, translate, duration) for part in value)
+            case Duration():
+                values[name] = duration(value.seconds)
+            case str() | int():
+                values[name] = value
+            case _:
+                assert_never(value)
+    return text % values
+
+
+def english(words: Words) -> str:
+    """The catalog's source text, for the record; durations as the config writes them."""
+    return render(words, lambda msgid: msgid, format_duration)
+
+
 def page_message(
     booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
     maintenance: bool = False,
-) -> str:
+) -> Words:
     """The one line a nurse reads on a lock screen, in the order the triggers came."""
+    text = say("%(booth)s: %(what)s", booth=booth.name, what=reasons(booth, triggers, urgent))
+    if urgent:
+        # TRANSLATORS: a repeated call; %(message)s is the whole page ("Booth 1: ...")
+        text = say("URGENT: %(message)s", message=text)
+    if maintenance:
+        text = say("%(message)s (booth in maintenance)", message=text)
+    return text
+
+
+def reasons(booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False
+            ) -> tuple[Words, ...]:
+    """What is wrong at the booth, one part per trigger (the page, the ack page)."""
     parts = []
     for trigger in triggers:
         match trigger:
             case Trigger.CALL:
-                parts.append("call button pressed again" if urgent else "call button pressed")
+                parts.append(say("call button pressed again") if urgent
+                             else say("call button pressed"))
             case Trigger.UNRESPONSIVE:
-                parts.append(f"no movement for {format_duration(round(booth.stillness))}")
+                parts.append(say("no movement for %(duration)s",
+                                 duration=Duration(round(booth.stillness))))
             case Trigger.LONG_SESSION:
-                parts.append(f"session over {format_duration(round(booth.long_session))}")
+                parts.append(say("session over %(duration)s",
+                                 duration=Duration(round(booth.long_session))))
             case Trigger.DEVICE_OFFLINE:
-                parts.append("a device is offline")
+                parts.append(say("a device is offline"))
             case Trigger.LOW_BATTERY:
-                parts.append("a device's battery is low")
+                parts.append(say("a device's battery is low"))
             case _:
                 assert_never(trigger)
-    text = f"{booth.name}: " + "; ".join(parts)
-    if urgent:
-        text = "URGENT: " + text
-    if maintenance:
-        text += " (booth in maintenance)"
-    return text
+    return tuple(parts)
 
 
-def notice_message(change: Transition, who: str, booth_name: str) -> str | None:
+#: who a notice names when the booth's own presence button was pressed
+STAFF_AT_THE_BOOTH = say("Staff at the booth")
+
+
+def notice_message(change: Transition, who: str | Words, booth_name: str) -> Words | None:
     """What everyone paged before hears when the incident changed so (None: nothing)."""
     if change.to is State.ACKNOWLEDGED:
-        return f"{who} is attending {booth_name}"
+        # TRANSLATORS: %(who)s acknowledged the page and is on the way to %(booth)s
+        return say("%(who)s is attending %(booth)s", who=who, booth=booth_name)
     if change.to is State.ATTENDED and change.was is State.OPEN:
-        return f"{who} is at {booth_name}"
+        return say("%(who)s is at %(booth)s", who=who, booth=booth_name)
     if change.to is State.RESOLVED:
-        return f"{booth_name}: all clear"
+        return say("%(booth)s: all clear", booth=booth_name)
     return None
 
 
-def monitoring_down(site_name: str, down_for: float) -> tuple[str, str]:
+def monitoring_down(site_name: str, down_for: float) -> tuple[Words, Words]:
     """The title and text of the page that says no booth is being watched."""
-    return (f"MONITORING DOWN · {site_name}",
-            f"{site_name}: boothwatch has received nothing from the booths for "
-            f"{format_duration(down_for)} (MQTT broker unreachable). Calls and stillness are "
-            "NOT being detected: check the booths in person.")
+    return (say("MONITORING DOWN · %(site)s", site=site_name),
+            say("%(site)s: boothwatch has received nothing from the booths for %(duration)s "
+                "(MQTT broker unreachable). Calls and stillness are NOT being detected: check "
+                "the booths in person.", site=site_name, duration=Duration(down_for)))
 
 
-def monitoring_restored(site_name: str, down_for: float) -> tuple[str, str]:
+def monitoring_restored(site_name: str, down_for: float) -> tuple[Words, Words]:
     """The title and text of the message that says the booths are watched again."""
-    return (f"Monitoring restored · {site_name}",
-            f"{site_name}: monitoring restored after {format_duration(down_for)} down. Booth "
-            "events the broker kept meanwhile are being processed now.")
+    return (say("Monitoring restored · %(site)s", site=site_name),
+            say("%(site)s: monitoring restored after %(duration)s down. Booth events the "
+                "broker kept meanwhile are being processed now.",
+                site=site_name, duration=Duration(down_for)))

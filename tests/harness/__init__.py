@@ -15,4 +15,6 @@ never from one another.
 * `crash`: the crash-anywhere trials (`tests/test_crash.py`, `bench/crash.py`).
 * `strategies`: what the fuzzers draw (`tests/test_fuzz.py`, `bench/fuzz.py`).
 * `devices`: device configs, one per firmware.
+* `browser`: the station board in Debian's Chromium through Playwright (`chromium`,
+  `Board`): `tests/test_board_ui.py`, `bench/board.py`.
 """

@@ -83,12 +83,13 @@ def device(id: str, source: str, topic: str, booth: str, role: str, **extra: Any
 
 @dataclass
 class Site:
-    """A site config; every field is the table of the same name (``mqtt`` and ``http``
-    beyond their URL and port)."""
+    """A site config; every field is the table of the same name (``site``, ``mqtt`` and
+    ``http`` beyond their ids, URL and port)."""
 
     id: str = SITE
     name: str = "Sala Mouraria"
     timezone: str = "Europe/Lisbon"
+    site: Table = field(default_factory=dict)  # language, catalogs
     mqtt_port: int = 1883
     mqtt_url: str | None = None  # else plain MQTT to 127.0.0.1:mqtt_port
     client_id: str = "boothwatch-test"
@@ -120,7 +121,7 @@ class Site:
 
     def document(self) -> Table:
         doc: Table = {
-            "site": {"id": self.id, "name": self.name, "timezone": self.timezone},
+            "site": {"id": self.id, "name": self.name, "timezone": self.timezone, **self.site},
             "mqtt": {"url": self.mqtt_url or f"mqtt://127.0.0.1:{self.mqtt_port}",
                      "client_id": self.client_id, **self.mqtt},
             "store": {"url": self.store_url} if self.store_url else {"path": str(self.store)},
