@@ -42,6 +42,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from monitor.store import (
+    DB_PASSWORD_ENV,
     SCHEMA_VERSION,
     Batch,
     Row,
@@ -387,8 +388,13 @@ async def _schema(conn: psycopg.AsyncConnection[Any]) -> tuple[int | None, set[s
 
 
 def _reason(exc: psycopg.Error) -> str:
-    """libpq's message on one line (it ends with newlines and may span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """libpq's message on one line (it ends with newlines and may span several), with
+    what to do when it is ours to say."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    if "no password supplied" in reason:
+        reason += (f" (set {DB_PASSWORD_ENV} in the service's environment, or name a libpq "
+                   "password file there with PGPASSFILE)")
+    return reason
 
 
 def schema_version(url: str, password: str | None, env: Mapping[str, str]) -> int | None:

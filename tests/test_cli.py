@@ -302,6 +302,10 @@ async def test_check_config_connects_to_postgresql(tmp_path: Path, postgres_url:
     env.write_text(f"PGPASSFILE={pgpass}\n")
     done = boothwatch("check-config", str(config), "--env-file", str(env))
     assert done.returncode == 0, done.stderr
+    env.write_text("")
+    done = boothwatch("check-config", str(config), "--env-file", str(env))
+    assert done.returncode == 2 and ("no password supplied (set BOOTHWATCH_DB_PASSWORD in "
+                                     "the service's environment") in done.stderr
     env.write_text("BOOTHWATCH_DB_PASSWORD=wrong\n")
     done = boothwatch("check-config", str(config), "--env-file", str(env))
     assert done.returncode == 2
