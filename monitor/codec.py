@@ -49,10 +49,14 @@ def booth_json(view: BoothView) -> dict[str, Any]:
         },
         "unmonitored": view.unmonitored,
         "door": view.door,
+        # the thresholds in force: the session's risk's
         "stillness": view.stillness,
         "long_session": view.long_session,
         "unresponsive_at": iso(view.unresponsive_at),
         "troubles": list(view.troubles),
+        "risk": view.risk,
+        "route": view.route,
+        "closed": view.closed,
     }
 
 
@@ -82,6 +86,8 @@ def incident_json(view: IncidentView, booth_name: str | None = None) -> dict[str
         "outcome": view.outcome,
         "outcome_note": view.outcome_note,
         "urgent": view.urgent,
+        "risk": view.risk,
+        "after_hours": view.after_hours,
         "response": response_times(view),
         "timeline": [timeline_json(e) for e in view.timeline],
     }

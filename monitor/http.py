@@ -35,7 +35,7 @@ from alerts.text import PRIORITY_LABELS
 from alerts.tokens import AckLink, InvalidToken, Reason, Use
 from monitor.api import API, Api, IncidentGone
 from monitor.board import http as board
-from monitor.core.booth import IllegalBoothTransition, Maintain
+from monitor.core.booth import IllegalBoothTransition, Maintain, SessionMark
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
     NOTE_MAX,
@@ -44,6 +44,7 @@ from monitor.core.events import (
     Attend,
     EndMaintenance,
     IncidentEvent,
+    MarkSession,
     Resolve,
     SetDuty,
     SiteEvent,
@@ -51,6 +52,7 @@ from monitor.core.events import (
 )
 from monitor.core.incident import IllegalTransition, OutcomeRecorded, Trigger
 from monitor.core.roster import UnknownResponder
+from monitor.core.settings import RISKS, ROUTES
 from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
 from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
@@ -84,6 +86,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/responders/{id}/duty", duty),
         web.post("/api/booths/{id}/maintenance", maintenance),
         web.post("/api/booths/{id}/maintenance/end", maintenance_end),
+        web.post("/api/booths/{id}/session", session),
         web.get("/api/audit", audit),
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
@@ -349,6 +352,9 @@ async def _site_act(api: Api, event: SiteEvent) -> web.Response | None:
     except BadRequest as exc:
         return _error(400, str(exc))
     except IllegalBoothTransition as exc:
+        if exc.what is SessionMark.RISK:
+            return _error(409, "no session under way at the booth: mark it once the person "
+                          "is in the booth")
         return _error(409, "the booth is already in maintenance; end it first"
                       if exc.what is Maintain.START else "the booth is not in maintenance")
     return None
@@ -398,6 +404,32 @@ async def maintenance_end(request: web.Request) -> web.Response:
     api = request.app[API]
     booth = request.match_info["id"]
     problem = await _site_act(api, EndMaintenance(booth, by))
+    return problem or web.json_response(api.booth(booth))
+
+
+#: what marking a session takes: how closely to watch it, never who is in the booth
+SESSION_FIELDS = ("risk", "route", "by")
+
+
+async def session(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    unknown = sorted(set(body) - set(SESSION_FIELDS))
+    if unknown:
+        return _error(400, f"{unknown[0]}: unknown field; a session takes only "
+                      f"{', '.join(SESSION_FIELDS)}, never who is in the booth")
+    risk, route = body.get("risk"), body.get("route")
+    if risk not in RISKS:
+        return _error(400, f"risk: {' or '.join(RISKS)}")
+    if route is not None and route not in ROUTES:
+        return _error(400, f"route: one of {', '.join(ROUTES)}, or left out")
+    by = _short_id(body, "by", "who marks the session (a short id)", default="api")
+    if isinstance(by, web.Response):
+        return by
+    api = request.app[API]
+    booth = request.match_info["id"]
+    problem = await _site_act(api, MarkSession(booth, risk, by, route))
     return problem or web.json_response(api.booth(booth))
 
 
@@ -539,12 +571,14 @@ def _state(language: Language, data: dict[str, Any]) -> str:
         "state": language.gettext(STATES[state]) if state in STATES else state}
 
 
-def _what(api: Api, language: Language, booth: str, triggers: list[str]) -> str:
-    """The page's words for the triggers ("call button pressed; no movement for 3m")."""
+def _what(api: Api, language: Language, booth: str, triggers: list[str], risk: object) -> str:
+    """The page's words for the triggers ("call button pressed; no movement for 3m"), by
+    the thresholds of the session's risk."""
     config = api.config.booth(booth)
     if config is None or not set(triggers) <= {t.value for t in Trigger}:
         return ", ".join(triggers)  # a booth taken out of the config since: its ids
-    parts = reasons(config, [Trigger(t) for t in triggers])
+    parts = reasons(config, [Trigger(t) for t in triggers],
+                    risk="high" if risk == "high" else "standard")
     return "; ".join(language.say(part) for part in parts)
 
 
@@ -573,7 +607,8 @@ async def ack_page(request: web.Request) -> web.Response:
         return _html(request, _("%(booth)s: resolved") % {"booth": booth},
                      h1 + _after(request, data))
     priority = str(data.get("priority", ""))
-    what = _what(api, language, data["booth"], list(data.get("triggers", [])))
+    what = _what(api, language, data["booth"], list(data.get("triggers", [])),
+                 data.get("risk"))
     ack_by = data.get("acknowledged_by")
     already = (_p(_("Already acknowledged by %(who)s.") % {"who": ack_by})
                if ack_by and data["state"] != "open" else "")
@@ -605,7 +640,7 @@ def _not_on_record(request: web.Request, link: AckLink) -> web.Response:
         raised = _("raised %(time)s") % {
             "time": language.time(datetime.fromtimestamp(view.raised_at, zone), day=False)}
         line = [booth, _loudness(language, view.priority),
-                _what(api, language, view.booth, list(view.triggers)), raised]
+                _what(api, language, view.booth, list(view.triggers), view.risk), raised]
         if view.state != "open":
             line.append(_("%(state)s by %(who)s") % {
                 "state": _(STATES.get(view.state, view.state)),

@@ -23,6 +23,8 @@ from monitor.clock import ServiceClock
 from monitor.core.events import OUTCOMES as OUTCOME_VALUES
 from monitor.core.events import Audit, IncidentChanged
 from monitor.core.incident import (
+    AllEngaged,
+    BusySkipped,
     Change,
     DutyGap,
     IncidentView,
@@ -34,7 +36,7 @@ from monitor.core.incident import (
     Trigger,
 )
 from monitor.core.roster import within
-from monitor.core.settings import Config
+from monitor.core.settings import RISKS, ROUTES, Config
 from monitor.core.site import SiteCore
 from monitor.store import Store
 
@@ -99,6 +101,21 @@ class Metrics:
             "boothwatch_escalation_steps_skipped",
             "Escalation steps skipped at once because nobody they target was on duty",
             ["level", "priority"], registry=r,
+        )
+        self.busy_skipped = Counter(
+            "boothwatch_busy_skipped",
+            "Responders busy at another booth whom a step skipped for a free one (skip_busy), "
+            "by role and priority", ["role", "priority"], registry=r,
+        )
+        self.all_engaged = Counter(
+            "boothwatch_all_staff_engaged",
+            "Escalation steps that found every on-duty responder of a role busy at another "
+            "booth (paged all the same), by role and priority", ["role", "priority"], registry=r,
+        )
+        self.sessions_marked = Counter(
+            "boothwatch_sessions_marked",
+            "Sessions marked by staff or at check-in, by risk and route (none when not said)",
+            ["risk", "route"], registry=r,
         )
         self.suppressed = Counter(
             "boothwatch_triggers_suppressed",
@@ -228,6 +245,9 @@ class Observer:
                          **{k: v for k, v in detail.items() if k in _AUDIT_LOGGED})
                 if kind == "trigger_suppressed":
                     self.metrics.suppressed.labels(detail["trigger"], subject).inc()
+                elif kind == "session_marked":
+                    self.metrics.sessions_marked.labels(detail["risk"],
+                                                        detail["route"] or "none").inc()
 
     def _incident(self, view: IncidentView, changes: tuple[Change, ...]) -> None:
         m = self.metrics
@@ -242,6 +262,11 @@ class Observer:
                 case DutyGap(roles=roles):
                     for role in roles:
                         m.duty_gaps.labels(role, view.priority).inc()
+                case BusySkipped(role=role, responders=skipped):
+                    m.busy_skipped.labels(role, view.priority).inc(len(skipped))
+                case AllEngaged(roles=roles):
+                    for role in roles:
+                        m.all_engaged.labels(role, view.priority).inc()
                 case OutcomeSet(outcome=outcome):
                     if outcome in OUTCOME_VALUES:
                         m.outcomes.labels(outcome, trigger).inc()
@@ -272,7 +297,7 @@ def log_soon(event: str, **fields: Any) -> None:
 
 
 # never free text; a "by" that is not a responder id is hidden by monitor/logs.py
-_AUDIT_LOGGED = frozenset({"trigger", "by", "on", "via", "until"})
+_AUDIT_LOGGED = frozenset({"trigger", "by", "on", "via", "until", "risk", "route"})
 
 
 def precreate(metrics: Metrics, config: Config) -> None:
@@ -301,6 +326,11 @@ def precreate(metrics: Metrics, config: Config) -> None:
             m.steps_skipped.labels(str(level), priority)
         for role in roles:
             m.duty_gaps.labels(role, priority)
+            m.busy_skipped.labels(role, priority)
+            m.all_engaged.labels(role, priority)
+    for risk in RISKS:
+        for route in (*ROUTES, "none"):
+            m.sessions_marked.labels(risk, route)
 
 
 def core_gauges(core: SiteCore, clock: Callable[[], float]) -> Iterable[Metric]:
@@ -348,6 +378,11 @@ def core_gauges(core: SiteCore, clock: Callable[[], float]) -> Iterable[Metric]:
                      if d.battery is not None})
     yield gauge("boothwatch_booth_unmonitored", "1 while a booth sensor is offline",
                 ["booth"], {(v.id,): 1.0 if v.unmonitored else 0.0 for v in views})
+    yield gauge("boothwatch_booth_high_risk", "1 while the booth's session is marked high risk",
+                ["booth"], {(v.id,): float(v.risk == "high") for v in views})
+    # the "no events" alert holds its peace outside opening hours (deploy/prometheus)
+    yield gauge("boothwatch_site_open", "1 within the site's opening hours ([site] hours; "
+                "always 1 without them)", [], {(): 0.0 if core.closed else 1.0})
 
 
 def process_gauges(clock: Callable[[], float]) -> Iterable[Metric]:

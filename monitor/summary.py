@@ -86,7 +86,10 @@ def summary(config: Config) -> str:
     lines = [
         f"config {config.source}",
         f"site: {site.id} ({site.name}), time zone {site.timezone}, language {site.language}"
-        + (f" (catalogs in {site.catalogs} first)" if site.catalogs else ""),
+        + (f" (catalogs in {site.catalogs} first)" if site.catalogs else "") + "; " + (
+            "open at every hour" if site.hours is None else
+            f"open {', '.join(s.text for s in site.hours)} (outside: long sessions and device "
+            "trouble page role:technician at low priority)"),
         f"mqtt: {mqtt.url} as client {mqtt.client_id} ({', '.join(mqtt_extra)})",
         _store(config),
         f"http: listening on {listen_host}:{http.port}; ack links {http.public_url}/ack/... "
@@ -95,12 +98,14 @@ def summary(config: Config) -> str:
         f"booths ({len(config.booths)}):",
     ]
     for b in config.booths:
+        high = b.thresholds("high")
         text = (
             f"  {b.id} {b.name}: long session {fd(b.long_session)}, stillness "
             f"{fd(b.stillness)}, device timeout {fd(b.device_timeout)}"
         )
         if b.occupancy_from == "door":
             text += f", occupancy from door (window {fd(b.door_window)})"
+        text += f"; high risk: long session {fd(high.long_session)}, stillness {fd(high.stillness)}"
         lines.append(text)
     lines.append(f"devices ({len(config.devices)}):")
     for d in config.devices:
@@ -149,6 +154,8 @@ def summary(config: Config) -> str:
             parts.append(f"ack timeout {fd(policy.ack_timeout)}")
         if policy.max_repeats is not None:
             parts.append(f"cycle {policy.max_repeats} more times")
+        if policy.skip_busy:
+            parts.append("busy responders skipped")
         lines.append(f"  {priority}: {'; '.join(parts)}")
     return "\n".join(lines)
 

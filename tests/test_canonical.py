@@ -52,6 +52,19 @@ def test_occupancy_parses(occupied: bool) -> None:
     assert parsed({"kind": "occupancy", "occupied": occupied}).event == Occupancy("b1", occupied)
 
 
+def test_occupancy_says_a_sessions_risk_and_route() -> None:
+    """An occupancy event may carry the session's risk and route (never a person's name);
+    other fields beside them are ignored, as firmware adds its own."""
+    event = parsed({"kind": "occupancy", "occupied": True, "risk": "high", "route": "inject",
+                    "name": "ignored"}).event
+    assert event == Occupancy("b1", True, risk="high", route="inject")
+    assert parsed({"kind": "occupancy", "occupied": True, "risk": "standard"}).event == (
+        Occupancy("b1", True, risk="standard"))
+    result = parse({"kind": "occupancy", "occupied": True, "risk": "HIGH"})
+    assert isinstance(result, Rejected)
+    assert result.detail == "risk: must be one of standard|high, got 'HIGH'"
+
+
 @pytest.mark.parametrize("state", list(MotionState))
 def test_motion_parses(state: MotionState) -> None:
     """A motion event carries its state."""
@@ -202,6 +215,10 @@ def test_unknown_kind(kind: str) -> None:
         {"kind": "occupancy", "occupied": 1},
         {"kind": "occupancy", "occupied": "true"},
         {"kind": "occupancy", "occupied": None},
+        {"kind": "occupancy", "occupied": True, "risk": "very"},
+        {"kind": "occupancy", "occupied": True, "risk": None},
+        {"kind": "occupancy", "occupied": True, "route": "vein"},
+        {"kind": "occupancy", "occupied": True, "route": 1},
         {"kind": "motion", "state": "no_movement"},
         {"kind": "motion", "state": None},
         {"kind": "heartbeat", "battery": True},

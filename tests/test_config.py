@@ -1175,6 +1175,85 @@ def test_shift_problems_by_key_path() -> None:
     assert (shift.days, shift.start, shift.end) == (frozenset({5, 6}), 20 * 60, 8 * 60)
 
 
+# --- issue 15: high-risk thresholds, opening hours, skip_busy -------------------------------
+
+
+def test_high_risk_thresholds_default_merge_and_are_never_longer_than_standard() -> None:
+    """[defaults.high_risk] and a booth's high_risk merge key by key; one longer than the
+    standard threshold beside it is refused at its key, each mistake once."""
+    from monitor.core.settings import Thresholds
+
+    data = _data()
+    config = parse_config(data, {})
+    assert config.booths[0].high_risk == Thresholds(60.0, 600.0)
+    data["defaults"] = {"stillness": "3m", "high_risk": {"stillness": "90s"}}
+    booths = data["booths"]
+    assert isinstance(booths, list)
+    booths[1]["high_risk"] = {"long_session": "15m"}
+    config = parse_config(data, {})
+    assert [b.high_risk for b in config.booths] == [Thresholds(90.0, 600.0),
+                                                   Thresholds(90.0, 900.0)]
+    data["defaults"] = {"stillness": "3m", "high_risk": {"stillness": "5m", "long_sesion": 1}}
+    booths[0]["stillness"] = "1m"
+    booths[0]["high_risk"] = {"stillness": "2m"}
+    booths[1]["long_session"] = "nope"  # bad on its own: its high_risk is not compared
+    booths[1]["high_risk"] = {"long_session": "25m", "stillness": -1}
+    assert _problems(data) == [
+        'defaults.high_risk.long_sesion: unknown key (did you mean "long_session"?)',
+        "defaults.high_risk.stillness: must not be longer than stillness (3m): a high-risk "
+        "session is watched more closely, never less",
+        "booths[0].high_risk.stillness: must not be longer than stillness (60s): a high-risk "
+        "session is watched more closely, never less",
+        'booths[1].long_session: expected seconds or a duration like "90s", "20m", "1h30m", '
+        'got "nope"',
+        'booths[1].high_risk.stillness: must not be negative, got -1',
+    ]
+    data["defaults"] = {"stillness": "soon"}  # b2's high_risk is compared with nothing
+    booths[0].clear()
+    booths[0].update({"id": "b1", "name": "Booth 1"})
+    booths[1].update({"long_session": "30m", "high_risk": {"stillness": "2m"}})
+    assert _problems(data) == [
+        'defaults.stillness: expected seconds or a duration like "90s", "20m", "1h30m", '
+        'got "soon"']
+
+
+def test_opening_hours_parse_and_need_a_technician() -> None:
+    """[site] hours take the shift grammar, each bad one named; with hours, someone must
+    have the technician role (outside them, device trouble pages it)."""
+    data = _data()
+    site = data["site"]
+    assert isinstance(site, dict)
+    site["hours"] = ["mon-fri 08:00-22:00", "sat,sun 10:00-20:00"]
+    assert _problems(data) == [
+        'site.hours: outside these hours long sessions and device trouble page '
+        'role:technician, but no responder has the role "technician"']
+    responders = data["responders"]
+    assert isinstance(responders, list)
+    responders[1]["roles"] = ["coordinator", "technician"]
+    config = parse_config(data, {})
+    assert config.site.hours is not None
+    assert [h.text for h in config.site.hours] == ["mon-fri 08:00-22:00", "sat,sun 10:00-20:00"]
+    assert parse_config(_data(), {}).site.hours is None
+    site["hours"] = ["mon-fri 8-22", 3]
+    assert _problems(data) == [
+        'site.hours[0]: expected "<days> HH:MM-HH:MM" such as "mon-fri 08:00-16:00" or '
+        '"sat,sun 20:00-08:00", got "mon-fri 8-22"',
+        "site.hours[1]: expected a string, got 3"]
+    site["hours"] = []
+    assert _problems(data) == [
+        "site.hours: must not be empty; leave hours out for a site open at every hour"]
+
+
+def test_skip_busy_is_a_flag_on_a_policy() -> None:
+    data = _data()
+    escalation = data["escalation"]
+    assert isinstance(escalation, dict)
+    escalation["high"]["skip_busy"] = True
+    config = parse_config(data, {})
+    assert (config.escalation["high"].skip_busy, config.escalation["medium"].skip_busy) == (
+        True, False)
+    escalation["high"]["skip_busy"] = "yes"
+    assert _problems(data) == ['escalation.high.skip_busy: expected true or false, got "yes"']
 def test_board_expected_hours() -> None:
     """[board] expected_hours: shifts in the roster's grammar, each bad one named; left out,
     always; empty, never."""

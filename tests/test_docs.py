@@ -19,7 +19,7 @@ from aiohttp import web
 
 from monitor.core.events import NOTE_MAX, OUTCOMES
 from monitor.core.incident import CLEARED_OUTCOME, Trigger
-from monitor.core.settings import PRIORITIES
+from monitor.core.settings import PRIORITIES, RISKS, ROUTES
 from monitor.http import routes
 from monitor.metrics import Metrics
 
@@ -124,6 +124,8 @@ def test_the_documents_vocabularies_are_the_cores() -> None:
     assert schemas["Note"]["maxLength"] == NOTE_MAX
     assert schemas["Trigger"]["enum"] == [t.value for t in Trigger]
     assert schemas["Priority"]["enum"] == list(PRIORITIES)
+    assert schemas["Risk"]["enum"] == list(RISKS)
+    assert schemas["Route"]["enum"] == list(ROUTES)
     incident_outcomes = schemas["Incident"]["properties"]["outcome"]["enum"]
     assert incident_outcomes == [*OUTCOMES, *CLEARED_OUTCOME.values(), None]
 

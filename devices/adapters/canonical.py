@@ -28,6 +28,7 @@ from devices.adapters.payload import (
 )
 from monitor.core.durations import describe
 from monitor.core.events import BoothEvent, Button, Heartbeat, Motion, MotionState, Occupancy, Press
+from monitor.core.settings import RISKS, ROUTES
 
 MAX_ID: Final = 128
 
@@ -36,6 +37,7 @@ KINDS: Final = ("button", "occupancy", "motion", "heartbeat")
 TOPIC_ROOT: Final = "boothwatch"  # the service's own namespace
 
 _E = TypeVar("_E", Press, MotionState)
+_W = TypeVar("_W", bound=str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,10 @@ def _event(kind: str, booth: str, device: str | None, data: Mapping[str, Any]) -
             occupied = _required(data, "occupied")
             if not isinstance(occupied, bool):
                 bad("occupied", "must be true or false", occupied)
-            return Occupancy(booth, occupied, device=device)
+            # a session's risk and route at check-in: never who the person is
+            return Occupancy(booth, occupied, device=device,
+                             risk=_optional_word(data, "risk", RISKS),
+                             route=_optional_word(data, "route", ROUTES))
         case "motion":
             return Motion(booth, _enum(MotionState, data, "state"), device=device)
         case "heartbeat":
@@ -125,6 +130,16 @@ def _enum(cls: type[_E], data: Mapping[str, Any], key: str) -> _E:
         if isinstance(value, str) and value == member.value:
             return member
     bad(key, f"must be one of {'|'.join(m.value for m in cls)}", value)
+
+
+def _optional_word(data: Mapping[str, Any], key: str, words: tuple[_W, ...]) -> _W | None:
+    if key not in data:
+        return None
+    value = data[key]
+    for word in words:
+        if isinstance(value, str) and value == word:
+            return word
+    bad(key, f"must be one of {'|'.join(words)}", value)
 
 
 def _optional_text(data: Mapping[str, Any], key: str, max_len: int | None) -> str | None:

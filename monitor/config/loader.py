@@ -24,12 +24,14 @@ from monitor import i18n
 from monitor.config.channels import CHANNEL
 from monitor.config.host import Host
 from monitor.config.problems import ConfigError, Problem, child, from_validation, ordered
+from monitor.config.schema import Booth as BoothTable
 from monitor.config.schema import Defaults, SiteFile
 from monitor.config.schema import Policy as PolicyTable
 from monitor.config.values import Loc
 from monitor.core.durations import describe, format_duration, parse_duration
 from monitor.core.settings import (
     PRIORITIES,
+    TECHNICIAN_ROLE,
     BoardConfig,
     BoothConfig,
     Config,
@@ -42,6 +44,7 @@ from monitor.core.settings import (
     SiteConfig,
     Step,
     StoreConfig,
+    Thresholds,
 )
 from monitor.store import DB_PASSWORD_ENV
 
@@ -132,8 +135,13 @@ def _across_tables(good: _Good, env: Mapping[str, str]) -> list[Problem]:
     roles = _devices(good, booths, problems)
     if roles is not None:
         _door_booths(good, *roles, problems)
+    _high_risk(good, problems)
     responders = _ids(good, "responders", "responder", problems)
     duties = _responders(good, env, problems)
+    if duties is not None and good.get("site", "hours") and TECHNICIAN_ROLE not in duties:
+        problems.append(Problem(("site", "hours"), "outside these hours long sessions and "
+                                "device trouble page role:technician, but no responder has "
+                                f'the role "{TECHNICIAN_ROLE}"'))
     for priority in PRIORITIES:
         steps = ("escalation", priority, "steps")
         _in_time(good, steps, problems)
@@ -167,6 +175,30 @@ def _in_time(good: _Good, steps: Loc, problems: list[Problem]) -> None:
                                     f"than the step before it ({format_duration(before)}); steps "
                                     "must not go back in time"))
         before = seconds
+
+
+def _high_risk(good: _Good, problems: list[Problem]) -> None:
+    """A high-risk threshold written in a table is no longer than the standard one that
+    table's booths get: marking a session high risk must never watch it less closely."""
+    standard = Defaults()
+    tables: list[tuple[Loc, Loc | None]] = [(("defaults",), None)]
+    tables += [(("booths", i), ("defaults",)) for i in good.items("booths") or ()]
+    for at, fallback in tables:
+        table = good.whole(*at)
+        if not isinstance(table, dict):
+            continue  # absent, or not a table: reported as such
+        for key in ("stillness", "long_session"):
+            high = good.get(*at, "high_risk", key)
+            where = at if key in table else fallback  # whose standard threshold it is
+            written = good.whole(*where) if where is not None else None
+            usual = good.get(*where, key) if where is not None else None
+            if high is None or (isinstance(written, dict) and key in written and usual is None):
+                continue  # not written, or the standard one has a problem of its own
+            limit = getattr(standard, key) if usual is None else parse_duration(usual)
+            if parse_duration(high) > limit:
+                problems.append(Problem((*at, "high_risk", key), f"must not be longer than "
+                                        f"{key} ({format_duration(limit)}): a high-risk session "
+                                        "is watched more closely, never less"))
 
 
 def _ids(good: _Good, table: str, noun: str, problems: list[Problem]) -> set[str] | None:
@@ -296,19 +328,26 @@ def _config(checked: SiteFile, env: Mapping[str, str], source: str) -> Config:
     def policy(p: PolicyTable) -> Policy:
         steps = tuple(Step(after=s.after, notify=tuple(s.notify)) for s in p.steps)
         return Policy(steps, repeat=p.repeat, ack_timeout=p.ack_timeout,
-                      max_repeats=p.max_repeats)
+                      max_repeats=p.max_repeats, skip_busy=p.skip_busy)
 
+    def booth(b: BoothTable) -> BoothConfig:
+        """A booth's own thresholds over [defaults], its high_risk ones over its own."""
+        own = b.model_dump(exclude_none=True, exclude={"high_risk"})
+        high = d.high_risk.model_dump() | b.high_risk.model_dump(exclude_none=True)
+        return BoothConfig(**d.model_dump(exclude={"battery_low", "high_risk"}) | own,
+                           high_risk=Thresholds(**high))
+
+    hours = f.site.hours
     return Config(
-        site=SiteConfig(**f.site.model_dump()),
+        site=SiteConfig(**f.site.model_dump(exclude={"hours"}),
+                        hours=None if hours is None else tuple(hours)),
         # the table's keys are MqttConfig's fields, the broker URL aside
         mqtt=MqttConfig(*mqtt.url, **mqtt.model_dump(exclude={"url"}),
                         password=env.get(PASSWORD_ENV) or None),
         store=StoreConfig(**f.store.model_dump(),
                           password=(env.get(DB_PASSWORD_ENV) or None) if f.store.url else None),
         http=HttpConfig(*http.listen, public_url=http.public_url, ack_link_ttl=http.ack_link_ttl),
-        # a booth's own thresholds over [defaults]
-        booths=tuple(BoothConfig(**d.model_dump(exclude={"battery_low"})
-                                 | b.model_dump(exclude_none=True)) for b in f.booths),
+        booths=tuple(booth(b) for b in f.booths),
         channels={name: c.config(name, env) for name, c in f.channels.items()},
         responders=tuple(
             ResponderConfig(id=r.id, name=r.name, roles=tuple(dict.fromkeys(r.roles)),

@@ -59,6 +59,7 @@ from monitor.core.durations import describe, format_duration
 from monitor.core.readings import PRESS_TYPES
 from monitor.core.roster import parse_shift
 from monitor.core.settings import (
+    BoothConfig,
     DeviceRole,
     DeviceSource,
     HttpConfig,
@@ -87,6 +88,20 @@ def _zone(name: str) -> str:
     return name
 
 
+def _shift(value: object) -> Shift:
+    written = text(value)  # raises a problem of its own, which is a ValueError too
+    try:
+        return parse_shift(written)
+    except ValueError as exc:
+        wrong(f"{exc}, got {describe(written)}")
+
+
+#: a shift as written in the roster's grammar: a responder's shifts, the site's and the
+#: board's hours
+ShiftText = Annotated[Shift, BeforeValidator(_shift), WithJsonSchema(
+    {"type": "string", "examples": ["mon-fri 08:00-16:00", "sat,sun 20:00-08:00"]})]
+
+
 def _catalogs(path: str) -> str:
     try:
         i18n.languages(path)
@@ -109,6 +124,10 @@ class Site(Table):
     id: Slug
     name: Text
     timezone: Annotated[Text, AfterValidator(_zone)]
+    # opening hours, weekly in the site's time zone; left out: open at every hour
+    hours: Annotated[list[ShiftText], listing(
+        "a list of strings", "must not be empty; leave hours out for a site open at every "
+        "hour")] | None = None
     # before language, whose check reads it
     catalogs: Annotated[Text, AfterValidator(_catalogs)] | None = None
     language: Annotated[Text, AfterValidator(_language)] = i18n.SOURCE
@@ -267,6 +286,24 @@ class Http(Table):
 # --------------------------------------------------------------------------- booths, devices
 
 
+_HIGH_RISK = BoothConfig("", "", 0.0, 0.0, 0.0).high_risk
+
+
+class HighRisk(Table):
+    """[defaults.high_risk]: the thresholds of a session staff marked high risk (the loader
+    checks that none is longer than the standard one written beside it)."""
+
+    stillness: Positive = _HIGH_RISK.stillness
+    long_session: Positive = _HIGH_RISK.long_session
+
+
+class BoothHighRisk(Table):
+    """A booth's own high_risk thresholds; each left out comes from [defaults.high_risk]."""
+
+    stillness: Positive | None = None
+    long_session: Positive | None = None
+
+
 class Defaults(Table):
     """[defaults]: each booth's thresholds and occupancy_from, each device's battery_low."""
 
@@ -276,6 +313,7 @@ class Defaults(Table):
     door_window: Positive = 30.0
     occupancy_from: Occupancy = "sensor"
     battery_low: Percent = 20
+    high_risk: HighRisk = Field(default_factory=HighRisk)
 
 
 class Booth(Table):
@@ -286,6 +324,7 @@ class Booth(Table):
     device_timeout: Positive | None = None
     door_window: Positive | None = None
     occupancy_from: Occupancy | None = None
+    high_risk: BoothHighRisk = Field(default_factory=BoothHighRisk)
 
 
 _SOURCES: tuple[DeviceSource, ...] = get_args(DeviceSource)
@@ -335,14 +374,6 @@ class Device(Table):
 # --------------------------------------------------------------------------- people, escalation
 
 
-def _shift(value: object) -> Shift:
-    written = text(value)  # raises a problem of its own, which is a ValueError too
-    try:
-        return parse_shift(written)
-    except ValueError as exc:
-        wrong(f"{exc}, got {describe(written)}")
-
-
 def _address(value: object, info: ValidationInfo) -> dict[str, str]:
     table: dict[str, object] = expect(dict, "a table of channel = address", value)
     channels = info.data.get("channels")  # None: they have a problem of their own
@@ -357,11 +388,6 @@ def _address(value: object, info: ValidationInfo) -> dict[str, str]:
     if problems:
         refuse(problems)
     return address
-
-
-#: a shift as written in the roster's grammar, for a responder's shifts and the board's hours
-ShiftText = Annotated[Shift, BeforeValidator(_shift), WithJsonSchema(
-    {"type": "string", "examples": ["mon-fri 08:00-16:00", "sat,sun 20:00-08:00"]})]
 
 
 class Responder(Table):
@@ -398,6 +424,7 @@ class Policy(Table):
     max_repeats: Annotated[int, whole(0, 100, "a whole number from 0 to 100",
                                       "expected a whole number from 0 to 100"),
                            AfterValidator(_needs_repeat)] | None = None
+    skip_busy: Flag = False  # skip a role's responders busy at another booth for free ones
 
 
 class Escalation(Table):

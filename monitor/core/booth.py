@@ -40,6 +40,13 @@ Two timers run while a booth is occupied, each firing once:
   health flags such a booth as unmonitored.
 * **long_session**: occupied continuously for the booth's ``long_session``.
 
+**Risk**: each session is ``standard`` unless staff mark it ``high`` (at check-in:
+the occupancy event, the API, the board), for that session only: while it lasts
+the two timers run on the booth's ``high_risk`` thresholds, so a mark made when a
+person has already been still longer than the high-risk stillness fires at once.
+Only an occupied booth's session can be marked (`SessionMark`); the next session
+starts standard again. A risk and a route, never who the person is.
+
 The booth reports what changed and what fired; the site core turns that into
 incidents.
 """
@@ -51,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.core.events import MotionState
-from monitor.core.settings import BoothConfig
+from monitor.core.settings import BoothConfig, Risk, Route
 
 
 class Timer(enum.Enum):
@@ -112,6 +119,14 @@ MAINTENANCE: dict[tuple[Mode, Maintain], Mode] = {
 }
 
 
+class SessionMark(enum.Enum):
+    RISK = "mark the session's risk"
+
+
+#: the session states in which a session's risk can be marked: one is under way
+MARKABLE = frozenset({Session.OCCUPIED})
+
+
 class IllegalBoothTransition(Exception):
     def __init__(self, booth: str, state: enum.Enum, what: enum.Enum) -> None:
         super().__init__(f"booth {booth} is {state.value}: cannot {what.value}")
@@ -151,13 +166,18 @@ class BoothView:
     long_fired: bool
     door_closed_at: float | None = None
     awaiting_presence: bool = False
-    # for the station board: the booth's thresholds, so it can say "no movement for 3m"
-    # and draw the stillness countdown; when the unresponsive alarm fires if nobody moves
-    # (None: not timing); each device in trouble as {"device", "role", "trouble"}
+    # for the station board: the thresholds in force (the session's risk's), so it can say
+    # "no movement for 3m" and draw the stillness countdown; when the unresponsive alarm
+    # fires if nobody moves (None: not timing); each device in trouble as {"device",
+    # "role", "trouble"}
     stillness: float = 0.0
     long_session: float = 0.0
     unresponsive_at: float | None = None
     troubles: tuple[dict[str, str], ...] = ()
+    # the session's risk and route (standard and None between sessions)
+    risk: Risk = "standard"
+    route: Route | None = None
+    closed: bool = False  # outside [site] hours (the site core says)
 
 
 _STILL = (MotionState.STILL, MotionState.ABSENT)
@@ -177,6 +197,9 @@ class Booth:
         self.door_closed: bool | None = None
         self.door_closed_at: float | None = None
         self.maintenance: dict[str, Any] | None = None
+        self.risk: Risk = "standard"
+        self.route: Route | None = None
+        self.limits = config.thresholds("standard")  # the session's, read on every event
         self._table = DOOR_SESSION if config.occupancy_from == "door" else SENSOR_SESSION
 
     @property
@@ -208,11 +231,27 @@ class Booth:
         self.unresponsive_fired = self.long_fired = False
         self.session_started_at = now
         self.stillness_from = self._still_clock_start(now)
+        self._set_risk("standard", None)  # a mark is for one session only
 
     def _ended(self) -> None:
         self.unresponsive_fired = self.long_fired = False
         self.session_started_at = None
         self.stillness_from = None
+        self._set_risk("standard", None)
+
+    def _set_risk(self, risk: Risk, route: Route | None) -> None:
+        self.risk, self.route = risk, route
+        self.limits = self.config.thresholds(risk)
+
+    def mark(self, risk: Risk, route: Route | None) -> bool:
+        """Staff say how closely this session is watched; True when that changed it.
+        Refused with no session under way."""
+        if self.session not in MARKABLE:
+            raise IllegalBoothTransition(self.config.id, self.session, SessionMark.RISK)
+        if (risk, route) == (self.risk, self.route):
+            return False
+        self._set_risk(risk, route)
+        return True
 
     def occupancy_reading(self, occupied: bool, now: float) -> bool:
         """An occupancy event: sets the session, or in a door booth confirms presence."""
@@ -292,9 +331,9 @@ class Booth:
     def deadlines(self) -> dict[Timer, float]:
         out: dict[Timer, float] = {}
         if self.occupied and self.stillness_from is not None and not self.unresponsive_fired:
-            out[Timer.UNRESPONSIVE] = self.stillness_from + self.config.stillness
+            out[Timer.UNRESPONSIVE] = self.stillness_from + self.limits.stillness
         if self.occupied and self.session_started_at is not None and not self.long_fired:
-            out[Timer.LONG_SESSION] = self.session_started_at + self.config.long_session
+            out[Timer.LONG_SESSION] = self.session_started_at + self.limits.long_session
         return out
 
     def next_deadline(self) -> float | None:
@@ -315,7 +354,7 @@ class Booth:
 
     def view(
         self, incident: IncidentRef | None, devices_ok: bool = True, unmonitored: bool = False,
-        troubles: tuple[dict[str, str], ...] = (),
+        troubles: tuple[dict[str, str], ...] = (), closed: bool = False,
     ) -> BoothView:
         return BoothView(
             id=self.config.id,
@@ -335,10 +374,13 @@ class Booth:
             long_fired=self.long_fired,
             door_closed_at=self.door_closed_at,
             awaiting_presence=self.session is Session.AWAITING,
-            stillness=self.config.stillness,
-            long_session=self.config.long_session,
+            stillness=self.limits.stillness,
+            long_session=self.limits.long_session,
             unresponsive_at=self.deadlines().get(Timer.UNRESPONSIVE),
             troubles=troubles,
+            risk=self.risk,
+            route=self.route,
+            closed=closed,
         )
 
     def load(self, view: BoothView) -> None:
@@ -358,3 +400,6 @@ class Booth:
         self.door_closed = None if view.door is None else view.door == "closed"
         self.door_closed_at = view.door_closed_at
         self.maintenance = view.maintenance
+        # a mark outlives a restart only with its session
+        self._set_risk(view.risk if view.occupied else "standard",
+                       view.route if view.occupied else None)

@@ -29,7 +29,7 @@ same page several times on purpose, and nobody a skipped step named is left out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 
 from monitor.core.settings import Policy, Priority, ResponderConfig, Step
@@ -133,29 +133,50 @@ def jump(policy: Policy, esc: Escalation, now: float) -> None:
 class Targets:
     """Who a round of pages goes to, and which roles had nobody on duty."""
 
-    responders: tuple[str, ...]
+    responders: tuple[str, ...]  # free responders first, busy ones last
     gaps: tuple[str, ...]  # roles targeted with nobody on duty
+    # (role, its busy responders passed over for free ones), with skip_busy
+    skipped: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    engaged: tuple[str, ...] = ()  # roles whose every on-duty responder is busy
 
 
 def resolve_targets(
     targets: Iterable[str],
     responders: Sequence[ResponderConfig],
     on_duty: Callable[[str], bool] | None = None,
+    busy: Container[str] = frozenset(),
+    skip_busy: bool = False,
 ) -> Targets:
     """Responder ids for step targets: ``role:X`` is everyone with role X who is on duty
-    (everyone with it when `on_duty` is None); a responder id is paged regardless."""
-    out: list[str] = []
+    (everyone with it when `on_duty` is None); a responder id is paged regardless.
+
+    Of a role's responders, those ``busy`` at another booth are paged after the free
+    ones, or with ``skip_busy`` not at all while one is free; when all are busy they are
+    paged anyway (someone must always hear) and the role is ``engaged``."""
+    first: list[str] = []
+    last: list[str] = []
     gaps: list[str] = []
+    skipped: list[tuple[str, tuple[str, ...]]] = []
+    engaged: list[str] = []
     for target in targets:
-        if target.startswith("role:"):
-            role = target[len("role:") :]
-            ids = [r.id for r in responders
-                   if role in r.roles and (on_duty is None or on_duty(r.id))]
-            if not ids:
-                gaps.append(role)
+        if not target.startswith("role:"):
+            first.extend(r.id for r in responders if r.id == target)
+            continue
+        role = target[len("role:") :]
+        ids = [r.id for r in responders
+               if role in r.roles and (on_duty is None or on_duty(r.id))]
+        if not ids:
+            gaps.append(role)
+        free = [rid for rid in ids if rid not in busy]
+        taken = [rid for rid in ids if rid in busy]
+        first.extend(free)
+        if ids and not free:
+            engaged.append(role)
+        if skip_busy and free:
+            skipped.append((role, tuple(taken)))
         else:
-            ids = [r.id for r in responders if r.id == target]
-        for rid in ids:
-            if rid not in out:
-                out.append(rid)
-    return Targets(tuple(out), tuple(gaps))
+            last.extend(taken)
+    out = tuple(dict.fromkeys(first + last))
+    skipped = [(role, left) for role, ids in skipped
+               if (left := tuple(rid for rid in ids if rid not in out))]
+    return Targets(out, tuple(gaps), tuple(skipped), tuple(engaged))

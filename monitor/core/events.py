@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from monitor.core.settings import RISKS, ROUTES, Risk, Route
+
 if TYPE_CHECKING:
     from monitor.core.booth import BoothView
     from monitor.core.devices import DeviceView
@@ -41,16 +43,30 @@ def _need(value: str, what: str) -> None:
 # --- booth events (canonical MQTT events, interface section 4) -------------------------
 
 
+def check_risk(risk: object, route: object) -> None:
+    """A session's risk and route: the only things said about the person in a booth."""
+    if risk not in RISKS:
+        raise ValueError(f"risk must be one of {', '.join(RISKS)}, got {risk!r}")
+    if route is not None and route not in ROUTES:
+        raise ValueError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Occupancy:
+    """A session starts or ends; a start (or a repeat while occupied) may say its risk."""
+
     booth: str
     occupied: bool
     device: str | None = None
+    risk: Risk | None = None  # None: not said (a new session is standard)
+    route: Route | None = None
 
     def __post_init__(self) -> None:
         _need(self.booth, "booth")
         if not isinstance(self.occupied, bool):
             raise ValueError("occupied must be a bool")
+        if self.risk is not None or self.route is not None:
+            check_risk(self.risk or "standard", self.route)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +289,23 @@ class EndMaintenance:
         _need(self.by, "by")
 
 
-SiteEvent = SetDuty | StartMaintenance | EndMaintenance
+@dataclass(frozen=True, slots=True)
+class MarkSession:
+    """Staff mark the session under way at a booth (API, board): its risk and route."""
+
+    booth: str
+    risk: Risk
+    by: str
+    route: Route | None = None
+    via: str = "api"
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        _need(self.by, "by")
+        check_risk(self.risk, self.route)
+
+
+SiteEvent = SetDuty | StartMaintenance | EndMaintenance | MarkSession
 Event = BoothEvent | DeviceReading | IncidentEvent | SiteEvent
 
 

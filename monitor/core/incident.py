@@ -31,10 +31,17 @@ Every change appends to the timeline. ``acknowledged_at``, ``presence_at`` and
 `TRANSITIONS` is the whole state machine; an action not in it for the current
 state raises `IllegalTransition` and changes nothing.
 
+An incident remembers whether a trigger came in a high-risk session (``risk``)
+and whether it was raised outside opening hours (``after_hours``: its low
+policy is then the technician's, which the site core hands it).
+``engaged()`` says who is busy with it (acknowledged or at the booth), so the
+site core can page them last, or skip them, for another booth.
+
 Besides the timeline (the record people read), an incident keeps typed `Change`s
 since it was last asked (`take_changes`): each state transition, escalation step,
-skipped step, duty gap and outcome. The site core turns them into notices and
-commands, and the metrics adapter counts them, so nobody re-reads the timeline.
+skipped step, duty gap, busy responder skipped, all staff engaged, and outcome.
+The site core turns them into notices and commands, and the metrics adapter
+counts them, so nobody re-reads the timeline.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from typing import Any
 from monitor.core.booth import IncidentRef
 from monitor.core.escalation import Escalation, Fired, fire_due, has_next_step, jump
 from monitor.core.events import OUTCOMES
-from monitor.core.settings import Policy, Priority
+from monitor.core.settings import Policy, Priority, Risk
 
 
 class State(enum.Enum):
@@ -158,7 +165,26 @@ class OutcomeSet:
     outcome: str
 
 
-Change = Transition | StepFired | StepSkipped | DutyGap | OutcomeSet
+@dataclass(frozen=True, slots=True)
+class BusySkipped:
+    """A step passed over responders of ``role`` busy at another booth for free ones."""
+
+    at: float
+    level: int
+    role: str
+    responders: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AllEngaged:
+    """Every on-duty responder of ``roles`` was busy elsewhere: paged anyway."""
+
+    at: float
+    level: int
+    roles: tuple[str, ...]
+
+
+Change = Transition | StepFired | StepSkipped | DutyGap | OutcomeSet | BusySkipped | AllEngaged
 
 
 class OutcomeRecorded(Exception):
@@ -210,6 +236,8 @@ class IncidentView:
     next_index: int
     next_at: float | None
     ack_deadline: float | None
+    risk: Risk = "standard"  # "high": a trigger came in a high-risk session
+    after_hours: bool = False  # raised outside opening hours: its low policy is the technician's
 
     def ref(self) -> IncidentRef:
         return IncidentRef(id=self.id, priority=self.priority, state=self.state, level=self.level)
@@ -218,7 +246,7 @@ class IncidentView:
 class Incident:
     def __init__(
         self, id: str, booth: str, trigger: Trigger, now: float, policies: dict[Priority, Policy],
-        priority: Priority | None = None,
+        priority: Priority | None = None, risk: Risk = "standard", after_hours: bool = False,
     ) -> None:
         self.id = id
         self.booth = booth
@@ -241,10 +269,14 @@ class Incident:
         self.outcome_note: str | None = None
         self.urgent = False
         self.ack_deadline: float | None = None
+        self.risk: Risk = risk
+        self.after_hours = after_hours
+        self._engaged: dict[str, None] = {}  # who acknowledged or came, first first
         self.timeline: list[TimelineEntry] = []
         self.changes: list[Change] = [Transition(now, None, State.OPEN)]
         self.escalation = Escalation.start(self.priority, policies[self.priority], now)
-        self.note(now, "trigger", trigger=trigger.value, priority=self.priority)
+        self.note(now, "trigger", trigger=trigger.value, priority=self.priority,
+                  **_risk_detail(risk))
         self.note(now, "state", to=State.OPEN.value)
 
     # --- derived --------------------------------------------------------------------
@@ -256,6 +288,17 @@ class Incident:
     @property
     def policy(self) -> Policy:
         return self.policies[self.escalation.priority]
+
+    def engaged(self) -> tuple[str, ...]:
+        """Who is busy with this incident: acknowledged it or at the booth, while it is
+        acknowledged or attended (nobody once it is open again)."""
+        if self.state not in (State.ACKNOWLEDGED, State.ATTENDED):
+            return ()
+        return tuple(self._engaged)
+
+    def _engage(self, responder: str) -> None:
+        if responder != "booth":  # the booth's own presence button names nobody
+            self._engaged.setdefault(responder, None)
 
     def paged(self, upto: int | None = None) -> list[str]:
         """Everyone paged for this incident (before timeline entry `upto`), first paged first."""
@@ -284,9 +327,12 @@ class Incident:
 
     # --- actions --------------------------------------------------------------------
 
-    def add_trigger(self, trigger: Trigger, now: float, priority: Priority | None = None) -> bool:
+    def add_trigger(self, trigger: Trigger, now: float, priority: Priority | None = None,
+                    risk: Risk = "standard") -> bool:
         """Fold a trigger in; True when escalation was re-planned under a higher policy."""
         self._go(Action.TRIGGER, now)
+        if risk == "high":
+            self.risk = risk
         was = self.priority
         priority = priority or PRIORITY[trigger]
         known = self.trigger_priority.get(trigger)
@@ -299,7 +345,7 @@ class Incident:
         if known is None:
             self.triggers.append(trigger)
         self.trigger_priority[trigger] = priority
-        self.note(now, "trigger", trigger=trigger.value, priority=priority)
+        self.note(now, "trigger", trigger=trigger.value, priority=priority, **_risk_detail(risk))
         if RANK[self.priority] <= RANK[was] or self.state is State.ATTENDED:
             return False
         if self.state is State.ACKNOWLEDGED:
@@ -336,9 +382,22 @@ class Incident:
         self.note(now, "duty_gap", level=level, roles=list(roles))
         self.changes.append(DutyGap(now, level, roles))
 
+    def busy_skipped(self, level: int, role: str, responders: tuple[str, ...],
+                     where: dict[str, str], now: float) -> None:
+        """``responders`` of ``role`` are busy at the booths ``where`` says: skipped."""
+        self.note(now, "busy_skipped", level=level, role=role, responders=list(responders),
+                  booths=[where[r] for r in responders])
+        self.changes.append(BusySkipped(now, level, role, responders))
+
+    def all_engaged(self, level: int, roles: tuple[str, ...], now: float) -> None:
+        """Every on-duty responder of ``roles`` is busy elsewhere; they are paged anyway."""
+        self.note(now, "all_engaged", level=level, roles=list(roles))
+        self.changes.append(AllEngaged(now, level, roles))
+
     def acknowledge(self, responder: str, now: float, via: str) -> None:
         self._go(Action.ACK, now, self.acknowledged_at is None, by=responder, via=via)
         self.note(now, "ack", responder=responder, via=via)
+        self._engage(responder)
         if self.acknowledged_at is None:
             self.acknowledged_at, self.acknowledged_by = now, responder
         if self.state is State.ACKNOWLEDGED:
@@ -349,6 +408,7 @@ class Incident:
     def attend(self, responder: str, now: float, via: str) -> None:
         self._go(Action.PRESENCE, now, self.presence_at is None, by=responder, via=via)
         self.note(now, "presence", responder=responder, via=via)
+        self._engage(responder)
         if self.presence_at is None:
             self.presence_at, self.presence_by = now, responder
         self._stop()
@@ -485,6 +545,8 @@ class Incident:
             next_index=self.escalation.next_index,
             next_at=self.escalation.next_at,
             ack_deadline=self.ack_deadline,
+            risk=self.risk,
+            after_hours=self.after_hours,
         )
 
     @classmethod
@@ -504,8 +566,18 @@ class Incident:
         self.outcome, self.outcome_note = view.outcome, view.outcome_note
         self.urgent = view.urgent
         self.ack_deadline = view.ack_deadline
+        self.risk, self.after_hours = view.risk, view.after_hours
+        self._engaged = {}
+        for entry in view.timeline:
+            if entry.kind in ("ack", "presence"):
+                self._engage(entry.detail["responder"])
         self.timeline = list(view.timeline)
         self.changes = []
         self.escalation = Escalation(priority=view.escalation_priority,
                                      next_index=view.next_index, next_at=view.next_at)
         return self
+
+
+def _risk_detail(risk: Risk) -> dict[str, str]:
+    """A trigger's timeline entry says when it came in a high-risk session."""
+    return {"risk": risk} if risk == "high" else {}

@@ -110,6 +110,12 @@ def within(shifts: Iterable[Shift], now: float, tz: ZoneInfo) -> bool:
     return any(start <= now < end for start, end in intervals(shifts, now, tz))
 
 
+def next_change(shifts: Iterable[Shift], now: float, tz: ZoneInfo) -> float | None:
+    """The next start or end of one of ``shifts`` after ``now`` (None: no shifts)."""
+    return min((t for interval in intervals(shifts, now, tz) for t in interval if t > now),
+               default=None)
+
+
 class Roster:
     def __init__(self, responders: Iterable[ResponderConfig], timezone: str) -> None:
         self.responders = {r.id: r for r in responders}
@@ -128,10 +134,7 @@ class Roster:
 
     def next_boundary(self, responder_id: str, now: float) -> float | None:
         """The next start or end of one of the responder's shifts (None: no shifts)."""
-        responder = self._get(responder_id)
-        times = [t for interval in intervals(responder.shifts, now, self.tz) for t in interval
-                 if t > now]
-        return min(times, default=None)
+        return next_change(self._get(responder_id).shifts, now, self.tz)
 
     def set_duty(self, responder_id: str, on: bool, now: float, by: str, via: str) -> Override:
         """Check a responder in or out until their next shift boundary."""

@@ -16,6 +16,16 @@ DeviceSource = Literal["zigbee2mqtt", "esphome", "tasmota", "shelly", "canonical
 DeviceRole = Literal["call_button", "presence_button", "motion", "occupancy", "door"]
 PressAction = Literal["call", "presence", "clear", "ignore"]
 OccupancyFrom = Literal["sensor", "door"]
+#: how closely a session is watched (set at check-in: never a person's name or identifier)
+Risk = Literal["standard", "high"]
+RISKS: tuple[Risk, ...] = ("standard", "high")
+#: how the drug is taken in a session, recorded with its risk (informational)
+Route = Literal["inject", "smoke", "snort", "other"]
+ROUTES: tuple[Route, ...] = ("inject", "smoke", "snort", "other")
+#: outside [site] hours, device trouble and long sessions page this role only, at low priority
+TECHNICIAN_ROLE = "technician"
+#: who hears that every responder a step targets is busy ("all staff engaged")
+COORDINATOR_ROLE = "coordinator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +33,8 @@ class SiteConfig:
     id: str
     name: str
     timezone: str
+    # weekly opening hours in the site's time zone; None: open at every hour
+    hours: tuple[Shift, ...] | None = None
     language: str = "en"  # what people read is in this language (monitor.i18n)
     catalogs: str | None = None  # the site's own catalogs, searched before the package's
 
@@ -71,6 +83,14 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Thresholds:
+    """How long a session may be still, and last, before it pages."""
+
+    stillness: float
+    long_session: float
+
+
+@dataclass(frozen=True, slots=True)
 class BoothConfig:
     id: str
     name: str
@@ -81,6 +101,16 @@ class BoothConfig:
     # presence following within door_window starts one, the door opening ends it
     occupancy_from: OccupancyFrom = "sensor"
     door_window: float = 30.0
+    # a high-risk session's thresholds; never longer than the standard ones (see thresholds)
+    high_risk: Thresholds = Thresholds(stillness=60.0, long_session=600.0)
+
+    def thresholds(self, risk: Risk) -> Thresholds:
+        """The thresholds a session of `risk` is watched by: high risk never watches less
+        closely than standard, whatever [defaults] says."""
+        if risk == "standard":
+            return Thresholds(self.stillness, self.long_session)
+        return Thresholds(min(self.high_risk.stillness, self.stillness),
+                          min(self.high_risk.long_session, self.long_session))
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +212,9 @@ class Policy:
     # run the whole list of steps this many more times (each cycle after `repeat`)
     # before only the last step repeats; None: the last step repeats from the start
     max_repeats: int | None = None
+    # a role's responders busy at another booth are skipped for the free ones (else they
+    # are paged last); when all are busy they are paged anyway
+    skip_busy: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,24 @@ duty, its targets are paged regardless of duty: someone must always hear.
 When an incident is acknowledged, attended or resolved, everyone paged for it
 so far (but the person who acted) gets a `SendNotice`.
 
+Busy responders: one who acknowledged another booth's incident or is at it is
+busy. A step's ``role:X`` pages its free responders first and the busy ones
+last, or with the policy's ``skip_busy`` skips the busy ones (timeline
+``busy_skipped``) while one is free. When every on-duty responder of the role
+is busy they are paged all the same, and the on-duty coordinators not paged
+already get one "all staff engaged" notice per incident (``all_engaged``).
+
+Session risk: staff mark the session under way high risk (`MarkSession`, or
+the occupancy event's ``risk``); the booth times it on its ``high_risk``
+thresholds, and its incidents say ``risk``. A timer the mark made overdue fires
+at once.
+
+Opening hours (``[site] hours``): outside them every booth's view says
+``closed``; ``long_session``, ``device_offline`` and ``low_battery`` are raised
+at low priority under the technician's plan (the low policy's timing, paging
+``role:technician`` only: incident ``after_hours``), while calls and stillness
+page as always. A timer at each opening and closing republishes the booths.
+
 Maintenance: a booth in maintenance has its automatic triggers
 (``long_session``, ``unresponsive``, ``device_offline``) suppressed and
 audited; a call still pages, marked as from a booth in maintenance.
@@ -42,7 +60,7 @@ from typing import Any, assert_never
 
 from monitor.core.booth import Booth, BoothView, IncidentRef, Timer
 from monitor.core.devices import SENSOR_ROLES, DeviceRegistry, DeviceView, HealthChange
-from monitor.core.escalation import Fired, resolve_targets
+from monitor.core.escalation import Fired, Targets, resolve_targets
 from monitor.core.events import (
     Acknowledge,
     AddOutcome,
@@ -60,6 +78,7 @@ from monitor.core.events import (
     Event,
     Heartbeat,
     IncidentChanged,
+    MarkSession,
     Motion,
     MotionState,
     Occupancy,
@@ -83,13 +102,32 @@ from monitor.core.incident import (
     Transition,
     Trigger,
 )
-from monitor.core.roster import Roster, UnknownResponder
-from monitor.core.settings import Config, Policy, Priority
-from monitor.core.words import STAFF_AT_THE_BOOTH, Words, english, notice_message, page_message
+from monitor.core.roster import Roster, UnknownResponder, next_change, within
+from monitor.core.settings import (
+    COORDINATOR_ROLE,
+    TECHNICIAN_ROLE,
+    Config,
+    Policy,
+    Priority,
+    Risk,
+    Route,
+    Step,
+)
+from monitor.core.words import (
+    STAFF_AT_THE_BOOTH,
+    Words,
+    all_engaged_message,
+    english,
+    notice_message,
+    page_message,
+)
 
-_Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance", id)
+_Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance" | "hours", id)
 #: triggers a booth in maintenance does not raise (a call still pages)
 AUTOMATIC = frozenset({Trigger.LONG_SESSION, Trigger.UNRESPONSIVE, Trigger.DEVICE_OFFLINE})
+#: triggers that outside opening hours page only the technician role, at low priority
+AFTER_HOURS = frozenset({Trigger.LONG_SESSION, Trigger.DEVICE_OFFLINE, Trigger.LOW_BATTERY})
+_HOURS: _Key = ("hours", "site")
 MAX_MAINTENANCE = 7 * 24 * 3600.0
 #: once an incident reaches one of these, its pages still being retried are not needed
 STOPS_PAGING = frozenset({State.ACKNOWLEDGED, State.ATTENDED, State.RESOLVED})
@@ -121,6 +159,14 @@ class SiteCore:
         self.config = config
         self._new_id = new_id
         self._policies: dict[Priority, Policy] = dict(config.escalation)
+        low = config.escalation["low"]
+        self._after_hours: dict[Priority, Policy] = {**self._policies, "low": Policy(
+            steps=(Step(0.0, (f"role:{TECHNICIAN_ROLE}",)),), repeat=low.repeat,
+            ack_timeout=low.ack_timeout)}
+        self.closed = False  # outside [site] hours, as of the last opening or closing
+        # who is busy with which unresolved incident, kept as they change (see _busy)
+        self._engaged: dict[str, tuple[str, ...]] = {}  # incident id -> responders
+        self._busy_at: dict[str, list[tuple[str, str]]] | None = {}  # None: to rebuild
         self.booths: dict[str, Booth] = {b.id: Booth(b) for b in config.booths}
         self.roster = Roster(config.responders, config.site.timezone)
         self._names = {r.id: r.name for r in config.responders}
@@ -136,11 +182,13 @@ class SiteCore:
             self._views[booth.config.id] = booth.view(None)
 
     def start(self, now: float) -> None:
-        """Begin timing device silence (devices never heard are timed from now)."""
+        """Begin timing device silence (devices never heard are timed from now) and the
+        opening hours."""
         for dev in self.registry.devices.values():
             if dev.last_seen is None:
                 dev.silent_since = now
             self._schedule(("device", dev.config.id), self.registry.next_deadline(dev.config.id))
+        self._hours_changed(now, [])  # the views take it up; they are published on connect
 
     # --- public API -----------------------------------------------------------------
 
@@ -185,6 +233,10 @@ class SiteCore:
                 self._emit_booth(booth_id, out)
             case EndMaintenance(booth=booth_id, by=by):
                 self._end_maintenance(self._booth(booth_id), now, by, out)
+            case MarkSession(booth=booth_id, risk=risk, route=route, by=by, via=via):
+                booth = self._booth(booth_id)
+                self._mark(booth, risk, route, by, via, now, out)
+                self._emit_booth(booth_id, out)
             case AddOutcome(resolved=view, responder=who, outcome=outcome, note=note):
                 if view.id in self.incidents:  # not resolved: resolving records the outcome
                     raise IllegalTransition(view.id, self.incidents[view.id].state,
@@ -226,6 +278,8 @@ class SiteCore:
                 self._booth_timer(self.booths[ident], now, out)
             elif kind == "maintenance":
                 self._end_maintenance(self.booths[ident], now, "expiry", out)
+            elif kind == "hours":
+                self._hours_changed(now, out)
             elif kind == "device":
                 events, health = self.registry.on_timer(ident, now)
                 self._device_results(ident, events, health, now, out)
@@ -259,9 +313,10 @@ class SiteCore:
         for iview in incidents:
             if iview.booth not in self.booths or iview.state == "resolved":
                 continue
-            inc = Incident.from_view(iview, self._policies)
+            inc = Incident.from_view(iview, self._plan(iview.after_hours))
             self.incidents[inc.id] = inc
             self._open_at[inc.booth] = inc.id
+            self._track_engaged(inc)
             self._schedule(("incident", inc.id), inc.next_deadline())
         for booth_id in self.booths:
             self._views[booth_id] = self._booth_view(booth_id)
@@ -304,9 +359,13 @@ class SiteCore:
             raise UnknownBooth(event.booth)
         inc = self._open_incident(event.booth)
         match event:
-            case Occupancy(occupied=occupied):
+            case Occupancy(occupied=occupied, risk=risk, route=route, device=device):
                 if booth.occupancy_reading(occupied, now):
                     self._session_changed(booth, now, out)
+                if booth.occupied and (risk is not None or route is not None):
+                    # a repeat may mark the session under way; a vacancy has none to mark
+                    self._mark(booth, risk or booth.risk, route, device or "booth", "event",
+                               now, out)
             case Door(closed=closed):
                 if inc is not None:
                     state = "closed" if closed else "open"
@@ -334,6 +393,23 @@ class SiteCore:
                 assert_never(event)
         self._schedule(("booth", booth.config.id), booth.next_deadline())
         self._emit_booth(booth.config.id, out)
+
+    def _mark(self, booth: Booth, risk: Risk, route: Route | None, by: str, via: str,
+              now: float, out: list[Command]) -> None:
+        """Mark the session under way; a timer the new thresholds made due fires now. A mark
+        that changes nothing (a booth timer repeating itself) is not recorded again."""
+        if not booth.mark(risk, route):  # raises IllegalBoothTransition with no session
+            return
+        out.append(Audit(now, "session_marked", booth.config.id,
+                         {"risk": risk, "route": route, "by": by, "via": via}))
+        inc = self._open_incident(booth.config.id)
+        if inc is not None:
+            self._apply(inc, now, out, lambda: inc.note(now, "risk", risk=risk, route=route,
+                                                        by=by, via=via))
+        due = booth.next_deadline()
+        if due is not None and due <= now:
+            self._booth_timer(booth, now, out)
+        self._schedule(("booth", booth.config.id), booth.next_deadline())
 
     def _session_changed(self, booth: Booth, now: float, out: list[Command]) -> None:
         """A session started or ended: tell the incident; an unwatched occupied booth is urgent."""
@@ -413,6 +489,7 @@ class SiteCore:
                 for d in devices
                 for trouble, on in (("offline", not d.online), ("low_battery", d.battery_low))
                 if on),
+            closed=self.closed,
         )
 
     def _emit_booth(self, booth_id: str, out: list[Command]) -> None:
@@ -445,9 +522,15 @@ class SiteCore:
                     **(detail or {})}))
                 return
             detail = {**(detail or {}), "text": "booth in maintenance"}
+        after_hours = trigger in AFTER_HOURS and self._closed_at(now)
+        if after_hours:
+            priority = "low"
+            text = "outside opening hours: the technician is paged"
+            detail = {**(detail or {}), "text": "; ".join(
+                t for t in ((detail or {}).get("text"), text) if t)}
         if inc is None:
-            inc = Incident(self._new_id(), booth.config.id, trigger, now, self._policies,
-                           priority)
+            inc = Incident(self._new_id(), booth.config.id, trigger, now,
+                           self._plan(after_hours), priority, booth.risk, after_hours)
             self.incidents[inc.id] = inc
             self._open_at[booth.config.id] = inc.id
             if detail:
@@ -455,7 +538,7 @@ class SiteCore:
             self._apply(inc, now, out, lambda: None, new_from=0)
         else:
             def add() -> None:
-                inc.add_trigger(trigger, now, priority)
+                inc.add_trigger(trigger, now, priority, booth.risk)
                 if detail:
                     inc.note(now, "note", **detail)
 
@@ -481,6 +564,7 @@ class SiteCore:
         new = tuple(inc.timeline[start:])
         if new:
             out.append(IncidentChanged(inc.view(), new, tuple(changes)))
+        self._track_engaged(inc)
         if inc.resolved_at is not None:
             del self.incidents[inc.id]
             del self._open_at[inc.booth]
@@ -496,13 +580,21 @@ class SiteCore:
         """Fire what is due, skipping steps with nobody on duty (see the module docstring)."""
         responders = self.config.responders
         fired = inc.on_timer(now)
+        busy: dict[str, str] = {}
+        if fired is not None:
+            busy = self._busy(inc)
         while fired is not None:
             targets = resolve_targets(fired.targets, responders,
-                                      lambda rid: self.roster.on_duty(rid, now))
+                                      lambda rid: self.roster.on_duty(rid, now), busy,
+                                      inc.policy.skip_busy)
             if targets.gaps:
                 inc.duty_gap(fired.level, targets.gaps, now)
             if targets.responders:
-                out.extend(self._pages(inc, fired, targets.responders, now))
+                for role, skipped in targets.skipped:
+                    inc.busy_skipped(fired.level, role, skipped, busy, now)
+                out.extend(self._pages(inc, fired, targets.responders, now, busy))
+                if targets.engaged:
+                    self._all_engaged(inc, fired.level, targets, busy, now, out)
                 return
             if inc.skip_step(fired.level, targets.gaps, now):
                 fired = inc.on_timer(now)
@@ -511,6 +603,53 @@ class SiteCore:
             everyone = resolve_targets(fired.targets, responders).responders
             out.extend(self._pages(inc, fired, everyone, now))
             return
+
+    def _track_engaged(self, inc: Incident) -> None:
+        """Keep the index of who is busy where, so a page costs nothing per open incident."""
+        engaged = inc.engaged() if inc.resolved_at is None else ()
+        if self._engaged.get(inc.id, ()) != engaged:
+            if engaged:
+                self._engaged[inc.id] = engaged
+            else:
+                del self._engaged[inc.id]
+            self._busy_at = None
+
+    def _busy(self, inc: Incident) -> dict[str, str]:
+        """Responders busy at another booth (acknowledged its incident or there): the booth."""
+        if self._busy_at is None:
+            self._busy_at = {}
+            for iid, responders in self._engaged.items():
+                for responder in responders:
+                    self._busy_at.setdefault(responder, []).append(
+                        (iid, self.incidents[iid].booth))
+        return {responder: next(booth for iid, booth in where if iid != inc.id)
+                for responder, where in self._busy_at.items()
+                if any(iid != inc.id for iid, _ in where)}
+
+    def _all_engaged(self, inc: Incident, level: int, targets: Targets, busy: dict[str, str],
+                     now: float, out: list[Command]) -> None:
+        """Every on-duty responder of a role is busy: record it, and tell the coordinators
+        on duty (all of them if none is) once per incident, unless this round pages them."""
+        first = not any(e.kind == "all_engaged" for e in inc.timeline)
+        inc.all_engaged(level, targets.engaged, now)
+        if not first:
+            return
+        role = [f"role:{COORDINATOR_ROLE}"]
+        responders = self.config.responders
+        coordinators = (resolve_targets(role, responders,
+                                        lambda rid: self.roster.on_duty(rid, now)).responders
+                        or resolve_targets(role, responders).responders)
+        booth = self.booths[inc.booth].config
+        message = all_engaged_message(booth.name, (
+            (self._names[r], self.booths[busy[r]].config.name)
+            for r in targets.responders if r in busy))
+        record = english(message)  # the coordinator hears it in the site's language
+        for responder in coordinators:
+            if responder in targets.responders:
+                continue
+            inc.note(now, "notice", responder=responder, text=record)
+            out.append(SendNotice(incident=inc.id, booth=booth.id, booth_name=booth.name,
+                                  responder=responder, priority=inc.priority, message=message))
 
     def _notices(self, inc: Incident, before: int, changes: list[Change],
                  out: list[Command]) -> None:
@@ -542,14 +681,20 @@ class SiteCore:
                                       message=message))
 
     def _pages(
-        self, inc: Incident, fired: Fired, responders: Iterable[str], now: float
+        self, inc: Incident, fired: Fired, responders: Iterable[str], now: float,
+        busy: dict[str, str] | None = None,
     ) -> list[SendPage]:
         booth = self.booths[inc.booth]
         message = page_message(booth.config, inc.triggers, urgent=inc.urgent,
-                               maintenance=booth.maintenance is not None)
+                               maintenance=booth.maintenance is not None, risk=inc.risk,
+                               after_hours=inc.after_hours)
         pages = []
         for responder in responders:
-            inc.note(now, "page", responder=responder, level=fired.level)
+            if busy and responder in busy:  # paged last: say where they are
+                inc.note(now, "page", responder=responder, level=fired.level,
+                         busy_at=busy[responder])
+            else:
+                inc.note(now, "page", responder=responder, level=fired.level)
             pages.append(
                 SendPage(
                     incident=inc.id,
@@ -565,6 +710,26 @@ class SiteCore:
                 )
             )
         return pages
+
+    # --- opening hours --------------------------------------------------------------
+
+    def _plan(self, after_hours: bool) -> dict[Priority, Policy]:
+        """The policies of an incident: the technician's low plan outside opening hours."""
+        return self._after_hours if after_hours else self._policies
+
+    def _closed_at(self, now: float) -> bool:
+        hours = self.config.site.hours
+        return hours is not None and not within(hours, now, self.roster.tz)
+
+    def _hours_changed(self, now: float, out: list[Command]) -> None:
+        """Opening or closing time (or start): every booth says so; the next one is timed."""
+        hours = self.config.site.hours
+        if hours is None:
+            return
+        self.closed = self._closed_at(now)
+        self._schedule(_HOURS, next_change(hours, now, self.roster.tz))
+        for booth_id in self.booths:
+            self._emit_booth(booth_id, out)
 
     # --- timers ---------------------------------------------------------------------
 

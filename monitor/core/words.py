@@ -20,7 +20,7 @@ from typing import assert_never
 
 from monitor.core.durations import format_duration
 from monitor.core.incident import State, Transition, Trigger
-from monitor.core.settings import BoothConfig
+from monitor.core.settings import BoothConfig, Risk
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,21 +83,29 @@ def english(words: Words) -> str:
 
 def page_message(
     booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
-    maintenance: bool = False,
+    maintenance: bool = False, risk: Risk = "standard", after_hours: bool = False,
 ) -> Words:
     """The one line a nurse reads on a lock screen, in the order the triggers came."""
-    text = say("%(booth)s: %(what)s", booth=booth.name, what=reasons(booth, triggers, urgent))
+    text = say("%(booth)s: %(what)s", booth=booth.name,
+               what=reasons(booth, triggers, urgent, risk))
     if urgent:
         # TRANSLATORS: a repeated call; %(message)s is the whole page ("Booth 1: ...")
         text = say("URGENT: %(message)s", message=text)
+    if risk == "high":
+        # TRANSLATORS: staff marked the session high risk: it is watched more closely
+        text = say("%(message)s (high-risk session)", message=text)
     if maintenance:
         text = say("%(message)s (booth in maintenance)", message=text)
+    if after_hours:
+        # TRANSLATORS: the room is closed ([site] hours): the technician is paged
+        text = say("%(message)s (outside opening hours)", message=text)
     return text
 
 
-def reasons(booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False
-            ) -> tuple[Words, ...]:
-    """What is wrong at the booth, one part per trigger (the page, the ack page)."""
+def reasons(booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
+            risk: Risk = "standard") -> tuple[Words, ...]:
+    """What is wrong at the booth, one part per trigger (the page, the ack page); the
+    thresholds are those of the session's risk."""
     parts = []
     for trigger in triggers:
         match trigger:
@@ -105,11 +113,13 @@ def reasons(booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = Fals
                 parts.append(say("call button pressed again") if urgent
                              else say("call button pressed"))
             case Trigger.UNRESPONSIVE:
+                stillness = booth.thresholds(risk).stillness
                 parts.append(say("no movement for %(duration)s",
-                                 duration=Duration(round(booth.stillness))))
+                                 duration=Duration(round(stillness))))
             case Trigger.LONG_SESSION:
+                long_session = booth.thresholds(risk).long_session
                 parts.append(say("session over %(duration)s",
-                                 duration=Duration(round(booth.long_session))))
+                                 duration=Duration(round(long_session))))
             case Trigger.DEVICE_OFFLINE:
                 parts.append(say("a device is offline"))
             case Trigger.LOW_BATTERY:
@@ -117,6 +127,16 @@ def reasons(booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = Fals
             case _:
                 assert_never(trigger)
     return tuple(parts)
+
+
+def all_engaged_message(booth_name: str, busy: Iterable[tuple[str, str]]) -> Words:
+    """What a coordinator hears when everyone a step targets is busy at another booth;
+    ``busy`` is (name, booth name) of each responder paged all the same."""
+    # TRANSLATORS: one of the busy staff, and the booth they are at
+    who = tuple(say("%(name)s at %(booth)s", name=name, booth=at) for name, at in busy)
+    # TRANSLATORS: %(who)s lists the busy staff paged anyway ("Ana at Booth 1; Bea at ...")
+    return say("All staff engaged: %(booth)s needs someone, paged all the same: %(who)s",
+               booth=booth_name, who=who)
 
 
 #: who a notice names when the booth's own presence button was pressed
