@@ -40,7 +40,8 @@ def run(script: str, *args: str) -> str:
 def spread(values: Sequence[float], unit: str, digits: int = 2) -> str:
     """The median of the rounds and their range."""
     ordered = sorted(values)
-    middle = ordered[len(ordered) // 2]
+    n = len(ordered)
+    middle = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
     return (f"{middle:,.{digits}f} {unit} ({ordered[0]:,.{digits}f}-{ordered[-1]:,.{digits}f})"
             if len(ordered) > 1 else f"{middle:,.{digits}f} {unit}")
 
