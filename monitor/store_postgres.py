@@ -311,8 +311,10 @@ class PostgresBackend:
             check=AsyncConnectionPool.check_connection,
             # the server may be away for longer than the pool's default 5 minutes: a
             # connection is tried again each time one is needed, for as long as it takes;
-            # one not had within the lock timeout (at least a second) fails the commit,
-            # so a server that is down is said (and the batch held) as soon as a lock is
+            # one not had within the lock timeout (at least a second) fails the commit, so
+            # a server that is down is reported (and the batch held) as soon as a lock
+            # held too long would be. `check` costs a round trip per use: a connection
+            # broken while idle is replaced before a commit fails on it
             reconnect_timeout=0, timeout=max(lock_timeout_ms / 1000, 1.0))
         try:
             await pool.open(wait=True, timeout=10)
