@@ -179,7 +179,8 @@ CREATE TABLE IF NOT EXISTS devices (
 );
 """
 # Versions after 3, the first on PostgreSQL: the statements that bring a store of the
-# version before up to it, before SCHEMA creates what is new.
+# version before up to it (a column added, a row rewritten), before SCHEMA creates what
+# is new; a version that only adds tables or indexes needs none.
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 FIRST_MIGRATED = 3
 _STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip()]
@@ -366,7 +367,7 @@ async def _migrate(conn: psycopg.AsyncConnection[Any], where: str) -> None:
         if found == SCHEMA_VERSION and _SCHEMA_NAMES <= have:
             return
         for version in pending_migrations(found, where, FIRST_MIGRATED):
-            for statement in MIGRATIONS[version]:
+            for statement in MIGRATIONS.get(version, ()):
                 await conn.execute(statement)
         for statement in _STATEMENTS:
             await conn.execute(statement)

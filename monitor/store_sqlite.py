@@ -152,8 +152,9 @@ CREATE TABLE IF NOT EXISTS devices (
 );
 """
 # Versions after 3 (the first versioned this way): the statements that bring a store of
-# the version before up to it, before SCHEMA creates what is new. A store older than 3
-# gets the columns it lacks (`_missing_columns`).
+# the version before up to it (a column added, a row rewritten), before SCHEMA creates
+# what is new; a version that only adds tables or indexes needs none. A store older
+# than 3 gets the columns it lacks (`_missing_columns`).
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 FIRST_MIGRATED = 3
 
@@ -381,7 +382,7 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
     if found == SCHEMA_VERSION and set(_SCHEMA_NAMES) <= have and not missing:
         return
     statements = [f"ALTER TABLE pages ADD COLUMN {column} {decl};" for column, decl in missing]
-    statements += [statement for v in versions for statement in MIGRATIONS[v]]
+    statements += [statement for v in versions for statement in MIGRATIONS.get(v, ())]
     # one script, its own transaction: executescript commits whatever is open first
     await db.executescript("BEGIN IMMEDIATE;\n" + "\n".join(statements) + SCHEMA
                            + "INSERT INTO meta(key, value) VALUES ('schema_version', "

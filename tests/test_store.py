@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from monitor.core.booth import BoothView
 from monitor.core.events import Button, Press, Resolve
 from monitor.store import SCHEMA_VERSION, AttemptRow, EventRow, PageRow, SchemaTooNew, Store
 from tests.harness.core import CoreDriver, incident
-from tests.harness.postgres import Postgres, StoreAt
+from tests.harness.postgres import PASSWORD, Postgres, StoreAt
 
 
 def _event(n: int, booth: str = "b1") -> EventRow:
@@ -271,4 +272,47 @@ async def test_an_older_store_is_migrated_once(store_at: StoreAt) -> None:
     finally:
         await store.close()
     assert store_at.query("SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)]
+
+
+async def test_both_backends_have_the_same_tables_and_columns(
+        tmp_path: Path, postgres_url: str) -> None:
+    """A table or column added to one backend's schema and not the other's fails here
+    (the store's reads and the report run the same SQL on both)."""
+    lite = StoreAt("sqlite", str(tmp_path / "s.db"))
+    pg = StoreAt("postgresql", postgres_url, PASSWORD)
+    for at in (lite, pg):
+        await (await at.open()).close()
+    tables = [t for (t,) in lite.query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    sqlite_columns = {(t, c) for t in tables
+                      for (c,) in lite.query(f"SELECT name FROM pragma_table_info('{t}')")}
+    pg_columns = set(pg.query(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema()"))
+    assert pg_columns == sqlite_columns
+
+
+async def test_a_store_from_before_versions_gets_its_columns(tmp_path: Path) -> None:
+    """A SQLite store made before pages had kind, receipt and delivered_at (and before
+    used ack links) opens with them added and its pages kept, at this version."""
+    at = StoreAt("sqlite", str(tmp_path / "old.db"))
+    store = await at.open()
+    await store.close()
+    for statement in (
+        "DROP TABLE pages", "DROP TABLE used_ack_links",
+        "CREATE TABLE pages (id TEXT PRIMARY KEY, incident TEXT NOT NULL, responder TEXT"
+        " NOT NULL, channel TEXT NOT NULL, level INTEGER NOT NULL, payload TEXT NOT NULL,"
+        " status TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT, created_at REAL"
+        " NOT NULL, updated_at REAL NOT NULL, sent_at REAL, latency REAL)",
+        "INSERT INTO pages VALUES ('p1', 'I1', 'ana', 'pager', 1, '{}', 'sent', 1, NULL,"
+        " 1.0, 2.0, 2.0, 0.5)",
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+    ):
+        at.execute(statement)
+    async with writing(at) as store:
+        await store.put_page(_page("p2", "I1", kind="notice", receipt="R2"))
+    assert at.query("SELECT id, kind, receipt FROM pages ORDER BY id") == [
+        ("p1", "page", None), ("p2", "notice", "R2")]
+    assert at.query("SELECT value FROM meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)]
