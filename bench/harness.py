@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from monitor.store import DB_PASSWORD_ENV, Reader, open_reader
+from monitor.store import open_reader
+from monitor.store_base import DB_PASSWORD_ENV, Reader
 from tests.harness.broker import Mosquitto
 from tests.harness.postgres import PASSWORD as PG_PASSWORD
 from tests.harness.postgres import Postgres, require_postgres

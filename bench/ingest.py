@@ -52,7 +52,7 @@ from bench.harness import (
     broker_line,
     stored,
 )
-from monitor.store import Reader
+from monitor.store_base import Reader
 from tests.harness.broker import free_port
 
 TARGET = 10_000.0  # events/s

@@ -115,7 +115,8 @@ from tqdm import tqdm
 
 from monitor.codec import incident_from_record, incident_json
 from monitor.core.settings import PRIORITIES
-from monitor.store import DB_PASSWORD_ENV, SITE_TIMEZONE, Reader, StoreUnavailable, open_reader
+from monitor.store import SITE_TIMEZONE, open_reader
+from monitor.store_base import DB_PASSWORD_ENV, Reader, StoreUnavailable
 
 GROUPINGS = ("booth", "trigger", "shift", "day")
 FORMATS = ("table", "csv", "json")

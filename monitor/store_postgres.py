@@ -41,7 +41,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from monitor.store import (
+from monitor.store_base import (
     DB_PASSWORD_ENV,
     SCHEMA_VERSION,
     Batch,

@@ -25,7 +25,7 @@ from typing import Any
 import aiosqlite
 
 from monitor.access import User, store_problem
-from monitor.store import (
+from monitor.store_base import (
     SCHEMA_VERSION,
     Batch,
     Row,

@@ -16,7 +16,8 @@ from alerts.tokens import Use
 from monitor.codec import incident_record
 from monitor.core.booth import BoothView
 from monitor.core.events import Button, Press, Resolve
-from monitor.store import SCHEMA_VERSION, AttemptRow, EventRow, PageRow, SchemaTooNew, Store
+from monitor.store import SCHEMA_VERSION, AttemptRow, EventRow, PageRow, Store
+from monitor.store_base import SchemaTooNew
 from tests.harness.core import CoreDriver, incident
 from tests.harness.postgres import PASSWORD, Postgres, StoreAt
 

@@ -34,7 +34,8 @@ from pathlib import PurePosixPath
 
 from monitor.access import User, as_user, read_problem, store_problem
 from monitor.config.problems import Problem
-from monitor.store import DB_PASSWORD_ENV, schema_problem
+from monitor.store import schema_problem
+from monitor.store_base import DB_PASSWORD_ENV
 
 STATE_ROOT = PurePosixPath("/var/lib")  # systemd's StateDirectory= for system services
 

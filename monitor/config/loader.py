@@ -46,7 +46,7 @@ from monitor.core.settings import (
     StoreConfig,
     Thresholds,
 )
-from monitor.store import DB_PASSWORD_ENV
+from monitor.store_base import DB_PASSWORD_ENV
 
 
 def load_config(

@@ -69,7 +69,7 @@ from monitor.core.settings import (
     RateLimitConfig,
     Shift,
 )
-from monitor.store import DB_PASSWORD_ENV, is_url
+from monitor.store_base import DB_PASSWORD_ENV, is_url
 
 # ids, their patterns in the JSON Schema too; a site's and a booth's are in topics
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$"), BeforeValidator(text)]
