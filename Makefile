@@ -22,6 +22,7 @@ install-test: $(BIN)/python
 # would bring node-exporter). Debian's packages may start system services on 1883, 9090
 # and 9093: the tests never use them. Caddy runs deploy/caddy/Caddyfile in front of the
 # service (tests/test_proxy.py); Debian's package starts a caddy on port 80, never used.
+# Chromium, driven by Playwright, presses the ack page's buttons as a nurse's phone would.
 # The store's tests run on PostgreSQL too: tests/harness/postgres.py makes its own cluster
 # with initdb and pg_ctl (/usr/lib/postgresql/<version>/bin) on a free port; the cluster
 # Debian's package starts on 5432 is never used.
@@ -36,6 +37,7 @@ servers:
 	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	{ command -v prometheus-alertmanager && command -v amtool; } >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	{ command -v systemd-sysusers && command -v systemctl && command -v systemd-analyze; } >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
@@ -59,7 +61,8 @@ docs: $(BIN)/python
 	  || $(BIN)/pip install --quiet -e '.[test]'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-# docs/board.png, the README's picture of the station board: the board's screenshot test
+# docs/board.png, the README's picture of the station board, and docs/board.pt_PT.png, the
+# same in European Portuguese for the translators' page: the board's screenshot test
 screenshot: install-test servers
 	BOOTHWATCH_SCREENSHOT=docs/board.png $(BIN)/python -m pytest -q tests/test_board_ui.py -k screenshot
 

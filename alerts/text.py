@@ -48,12 +48,13 @@ def notification_text(delivery: Delivery, _: Gettext) -> tuple[str, str]:
 
 
 def ack_url(delivery: Delivery, via: str | None = None) -> str | None:
-    """The responder's signed ack link of a page (None for notices and tests).
+    """The responder's signed ack link of a page or a self-test (None for notices, and for
+    `boothwatch test-page`, whose tests carry none).
 
     ``via`` adds ``?via=<channel type>`` so the acknowledgement records where it came from.
     """
     url = delivery.payload.get("ack_url")
-    if delivery.kind != "page" or not isinstance(url, str) or not url:
+    if delivery.kind not in ("page", "test") or not isinstance(url, str) or not url:
         return None
     if via is None:
         return url

@@ -5,11 +5,14 @@ with ``--incidents`` incidents (default 100,000) over ``--days`` days at
 ``--booths`` booths, written directly with executemany: each incident with a
 realistic stored view (the ``dataclasses.asdict`` form of an IncidentView, a
 timeline of 3 to 12 entries), its timeline rows and 1 to 4 pages (about 3 % of
-them failed). About 60 % are calls, 20 % unresponsive, 15 % long sessions,
-5 % device_offline; the last few hundred are still open.
+them failed); about 40 % of the resolved high ones record the protocol step
+``entered`` and 5 % ``naloxone`` too, in the steps table and the timeline. About
+60 % are calls, 20 % unresponsive, 15 % long sessions, 5 % device_offline; the
+last few hundred are still open.
 
 Then it runs the command line as a subprocess, output to /dev/null, once per
---by (table), once per format, and once for one week, and prints wall seconds
+--by (table), once per format, once for one week, and once each for two keys at
+once, one booth, --fatigue and --incidents, and prints wall seconds
 and the peak RSS (``ru_maxrss`` of that child, from ``os.wait4``). The first
 line is the floor: starting Python and importing ``monitor.cli``.
 
@@ -59,6 +62,7 @@ def fill(path: Path, incidents: int, booths: int, days: int, seed: int = 7) -> N
     inc_rows: list[tuple[Any, ...]] = []
     tl_rows: list[tuple[Any, ...]] = []
     page_rows: list[tuple[Any, ...]] = []
+    step_rows: list[tuple[Any, ...]] = []
     open_from = incidents - max(1, incidents // 300)
     raised_times = sorted(start + rnd.random() * span for _ in range(incidents))
 
@@ -70,7 +74,10 @@ def fill(path: Path, incidents: int, booths: int, days: int, seed: int = 7) -> N
         db.executemany("INSERT INTO pages(id, incident, responder, channel, level, payload,"
                        " status, attempts, last_error, created_at, updated_at, sent_at,"
                        " latency) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", page_rows)
+        db.executemany("INSERT INTO steps(incident, at, step, responder, count, note, via)"
+                       " VALUES (?,?,?,?,?,?,?)", step_rows)
         db.execute("COMMIT")
+        step_rows.clear()
         inc_rows.clear()
         tl_rows.clear()
         page_rows.clear()
@@ -105,6 +112,17 @@ def fill(path: Path, incidents: int, booths: int, days: int, seed: int = 7) -> N
                                  "detail": {"to": "open", "from": "acknowledged"}})
             timeline.append({"at": presence, "kind": "presence",
                              "detail": {"responder": "ana", "via": "booth"}})
+            if priority == "high" and rnd.random() < 0.4:
+                steps: list[tuple[str, float, int | None]] = [
+                    ("entered", presence + rnd.uniform(5, 30), None)]
+                if rnd.random() < 0.125:
+                    steps.append(("naloxone", steps[0][1] + rnd.uniform(10, 60),
+                                  rnd.randint(1, 2)))
+                for step, at, count in steps:
+                    detail = {"step": step, "responder": "ana", "via": "link",
+                              **({"count": count} if count else {})}
+                    timeline.append({"at": at, "kind": "step", "detail": detail})
+                    step_rows.append((iid, at, step, "ana", count, None, "link"))
             resolved = presence + rnd.lognormvariate(5.5, 0.8)
             outcome = rnd.choice(OUTCOMES)
             state = "resolved"
@@ -182,7 +200,9 @@ def main() -> int:
         cases = [[f"--by={by}"] for by in ("booth", "trigger", "shift", "day")]
         cases += [["--by=day", "--format=csv"], ["--by=day", "--format=json"],
                   ["--by=shift", "--timezone=Europe/Lisbon"],
-                  ["--by=booth", f"--from={week_from}", f"--to={week_to}"]]
+                  ["--by=booth", f"--from={week_from}", f"--to={week_to}"],
+                  ["--by=booth,shift"], ["--booth=b3", "--by=shift"],
+                  ["--by=booth", "--fatigue"], ["--by=booth", "--incidents", "--format=json"]]
         for extra in cases:
             seconds, rss = run(base + extra)
             print(f"report {' '.join(extra):44} {seconds:6.2f} s {rss:7.1f} MiB")

@@ -21,7 +21,14 @@ from aiohttp import web
 from alerts.tokens import AckLink, AckTokens, Use, UsedLinks
 from monitor.board.feed import BoardFeed
 from monitor.codec import booth_json, incident_json, iso
-from monitor.core.events import AddOutcome, IncidentChanged, IncidentEvent, Resolve, SiteEvent
+from monitor.core.events import (
+    AddOutcome,
+    IncidentChanged,
+    IncidentEvent,
+    RecordStep,
+    Resolve,
+    SiteEvent,
+)
 from monitor.core.incident import IncidentView
 from monitor.core.settings import Config
 from monitor.core.site import SiteCore, UnknownIncident
@@ -30,6 +37,7 @@ from monitor.health import Health
 from monitor.i18n import Language
 from monitor.metrics import Metrics
 from monitor.paging import Paging
+from monitor.selftests import SelfTestRunner
 from monitor.station import Stations
 from monitor.store import Store
 
@@ -57,6 +65,7 @@ class Api:
     token: str | None  # BOOTHWATCH_API_TOKEN: /api/... takes it instead of a station session
     stations: Stations  # the station login (BOOTHWATCH_BOARD_PASSWORD)
     board: BoardFeed  # the station boards' streams
+    selftests: SelfTestRunner  # [self_test]: its answers, each channel's last delivery
 
     @property
     def guarded(self) -> bool:
@@ -79,6 +88,10 @@ class Api:
 
     def booths(self) -> list[dict[str, Any]]:
         return [booth_json(v) for v in self.core.booth_views()]
+
+    def responder_name(self, responder_id: str) -> str:
+        return next((r.name for r in self.config.responders if r.id == responder_id),
+                    responder_id)
 
     def booth(self, booth_id: str) -> dict[str, Any]:
         return next(b for b in self.booths() if b["booth"] == booth_id)
@@ -113,14 +126,36 @@ class Api:
         return sorted((v for v in self.core.open_incident_views() if v.raised_at >= at),
                       key=lambda v: v.raised_at)
 
-    def responders(self) -> list[dict[str, Any]]:
-        """Every responder's duty now (no contact details)."""
+    def responders(self, channels: bool = True) -> list[dict[str, Any]]:
+        """Every responder's duty now, and their channels by name with when each last
+        delivered and was last verified by a self-test (no contact details). The boards
+        take the duty alone: their feed resends it whenever it changes."""
         out = self.core.roster.duty_view(self.clock())
         for item in out:
             if item["override"] is not None:
                 item["override"] = {**item["override"], "at": iso(item["override"]["at"]),
                                     "until": iso(item["override"]["until"])}
+            if channels:
+                item["channels"] = self.selftests.channels(item["id"])
         return out
+
+    def booth_test(self, booth_id: str) -> dict[str, Any] | None:
+        """The booth's running or last device test (`monitor.core.boothtest`), and the
+        devices the config gives it; None when it has had none since the start."""
+        test = self.core.tests.get(booth_id)
+        if test is None:
+            return None
+        snap = test.snapshot()
+        return {**snap, "started": iso(snap["started"]), "until": iso(snap["until"]),
+                "ended": iso(snap["ended"]),
+                "heard": {device: {kind: iso(at) for kind, at in kinds.items()}
+                          for device, kinds in snap["heard"].items()},
+                "fired": [{"at": iso(f["at"]), "trigger": f["trigger"]} for f in snap["fired"]],
+                "devices": [d.id for d in self.config.devices if d.booth == booth_id]}
+
+    def answer_test(self, link: AckLink, via: str) -> str | None:
+        """A tap on a self-test's link; the channel it verified (None: not a test we know)."""
+        return self.selftests.answer(link.incident, link.responder, via)
 
     async def audit(self, limit: int, subject: str | None) -> list[dict[str, Any]]:
         await self.store.flush()
@@ -164,6 +199,21 @@ class Api:
         if resolved is None:
             raise UnknownIncident(incident)
         return await self.act(AddOutcome(resolved, responder, outcome, note, via=via))
+
+    async def record_step(self, event: RecordStep, seen: int | None = None) -> IncidentView | None:
+        """Record a protocol step; None, changing nothing, when it repeats one recorded after
+        the first ``seen`` steps by the same responder (a form sent twice by a double tap,
+        which must not count naloxone twice). Raises as `act`.
+
+        The check and the change happen on one turn of the event loop (`act` hands the
+        event to the core before it first awaits), so two taps cannot both pass it.
+        """
+        view = self.open_view(event.incident) if seen is not None else None
+        if view is not None and any(
+                e.detail["step"] == event.step.value and e.detail["responder"] == event.responder
+                for e in [e for e in view.timeline if e.kind == "step"][seen:]):
+            return None
+        return await self.act(event)
 
     async def act_site(self, event: SiteEvent) -> None:
         """Duty and maintenance; raises UnknownBooth, UnknownResponder, BadRequest."""

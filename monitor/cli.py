@@ -107,13 +107,27 @@ def _parser() -> argparse.ArgumentParser:
     test_page.add_argument("--responder", required=True, metavar="ID")
     test_page.add_argument("--channel", metavar="NAME",
                            help="only this one of the responder's channels (default: all)")
-    from monitor import report
+    test_booth = command(
+        "test-booth", "walk through a booth's devices with the person in it, paging nobody",
+        "Starts a device test of the booth on the running service (its triggers are recorded, "
+        "not raised; only --responder hears of them), asks for the call button and then for "
+        "stillness, and reports the devices heard and the triggers fired. Exit 0 when the call "
+        "and unresponsive triggers fired, 1 when one did not, 2 when the test could not run.")
+    test_booth.add_argument("--config", required=True, metavar="FILE")
+    test_booth.add_argument("--booth", required=True, metavar="ID")
+    test_booth.add_argument("--responder", metavar="ID",
+                            help="the person testing: told of each trigger on their channels")
+    test_booth.add_argument("--call-wait", type=float, default=120.0, metavar="S",
+                            help="seconds to wait for the call button (default 120)")
+    from monitor import report_cli
 
-    report.add_arguments(command(
+    report_cli.add_arguments(command(
         "report", "incidents and response times from the store (table, CSV, JSON)",
         "Reads the store (read-only; a SQLite file or PostgreSQL): incidents raised in "
-        "[--from, --to), grouped; response-time percentiles, outcomes, pages; the longest "
-        "incidents with their timeline. Shifts come from --shifts until the roster supplies them."))
+        "[--from, --to), of some "
+        "booths and triggers, grouped by one key or several; response-time percentiles, "
+        "outcomes, pages; the incidents behind each group; alarm fatigue; the longest "
+        "incidents with their timeline. Shifts: --shifts, else the roster's."))
     return parser
 
 
@@ -179,9 +193,14 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
                 speed=args.speed, rate=args.rate, duration=args.duration, protocol=args.protocol,
             ))
         case "report":
-            from monitor import report
+            from monitor import report_cli
 
-            return report.main(args)
+            return report_cli.main(args)
+        case "test-booth":
+            configure(log_format or "console")
+            from monitor import testbooth
+
+            return testbooth.main(args)
         case "test-page":
             configure(log_format or "console")
             from monitor import testpage

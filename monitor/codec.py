@@ -65,7 +65,9 @@ def timeline_json(entry: TimelineEntry) -> dict[str, Any]:
 
 
 def incident_json(view: IncidentView, booth_name: str | None = None) -> dict[str, Any]:
-    """The incident of interface section 7 (API and the incidents/<id> topic)."""
+    """The incident of interface section 7 (API and the incidents/<id> topic); its protocol
+    ``steps`` are the timeline's step entries, in order."""
+    steps = [e for e in view.timeline if e.kind == "step"]
     return {
         "id": view.id,
         "booth": view.booth,
@@ -86,6 +88,10 @@ def incident_json(view: IncidentView, booth_name: str | None = None) -> dict[str
         "outcome": view.outcome,
         "outcome_note": view.outcome_note,
         "urgent": view.urgent,
+        "entered_at": iso(view.first_steps.get("entered")),
+        "naloxone_at": iso(view.first_steps.get("naloxone")),
+        "naloxone_doses": sum(s.detail.get("count", 0) for s in steps),
+        "steps": [timeline_json(s) for s in steps],
         "risk": view.risk,
         "after_hours": view.after_hours,
         "response": response_times(view),
@@ -94,7 +100,8 @@ def incident_json(view: IncidentView, booth_name: str | None = None) -> dict[str
 
 
 def response_times(view: IncidentView) -> dict[str, float | None]:
-    """Seconds from raised_at to the first ack, the first presence, and the resolve."""
+    """Seconds from raised_at to the first ack, the first presence, the resolve, the first
+    time someone entered the booth and the first naloxone."""
     def since(at: float | None) -> float | None:
         return None if at is None else round(at - view.raised_at, 3)
 
@@ -102,6 +109,8 @@ def response_times(view: IncidentView) -> dict[str, float | None]:
         "to_acknowledge": since(view.acknowledged_at),
         "to_presence": since(view.presence_at),
         "to_resolve": since(view.resolved_at),
+        "to_enter": since(view.first_steps.get("entered")),
+        "to_naloxone": since(view.first_steps.get("naloxone")),
     }
 
 
@@ -140,6 +149,9 @@ def incident_from_record(record: dict[str, Any]) -> IncidentView:
     fields = dict(record)
     fields.setdefault("outcome_note", None)  # records written before 0.4 lack these
     fields.setdefault("urgent", False)
+    fields.setdefault("first_steps", {})  # records written before protocol steps lack these
+    last_ack = fields.setdefault("last_ack", None)
+    fields["last_ack"] = None if last_ack is None else (last_ack[0], last_ack[1])
     fields["triggers"] = tuple(fields["triggers"])
     fields["cleared"] = tuple(fields["cleared"])
     fields["timeline"] = tuple(

@@ -190,8 +190,8 @@ async def run_demo(http: str, db: str | None, speed: float, *, verbose: bool = F
 
 class IncidentLines:
     """One line for a person per change of an incident worth telling: opened, a new
-    trigger, acknowledged, someone at the booth, open again, resolved. Reads the
-    incident JSON of the incidents topic (interface section 5)."""
+    trigger, acknowledged, someone at the booth (or the person answered), open again,
+    resolved. Reads the incident JSON of the incidents topic (interface section 5)."""
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[str, str, tuple[str, ...]]] = {}
@@ -218,6 +218,11 @@ class IncidentLines:
             text = f"opened ({what}), id {incident.get('id')}"
         elif state == "acknowledged" and before[0] != state:
             text = f"acknowledged by {incident.get('acknowledged_by')}{after('to_acknowledge')}"
+        elif state == "attended" and before[0] != state and incident.get("presence_by") is None:
+            # attended by the person's answer through the door: nobody is at the booth
+            answers = [s for s in incident.get("steps") or () if s.get("step") == "answered"]
+            who = answers[-1].get("responder") if answers else "staff"
+            text = f"the person answered {who}: nobody else need come"
         elif state == "attended" and before[0] != state:
             text = f"{incident.get('presence_by')} at the booth{after('to_presence')}"
         elif state == "resolved":

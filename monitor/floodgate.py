@@ -58,6 +58,7 @@ class FloodGate:
                                            for b in config.booths if b.id not in with_named}
         self.ack = Sender("ack", "")
         self.duty = Sender("duty", "")
+        self.steps = Sender("steps", "")
         self.routes: dict[str, Sender] = {}
         own = {d.id: Sender(d.source, d.booth, d.id) for d in config.devices}
         for topic, devices in routes.items():

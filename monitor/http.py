@@ -26,7 +26,7 @@ import urllib.parse
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -38,26 +38,33 @@ from monitor.board import http as board
 from monitor.core.booth import IllegalBoothTransition, Maintain, SessionMark
 from monitor.core.durations import parse_duration
 from monitor.core.events import (
+    MAX_DOSES,
     NOTE_MAX,
     OUTCOMES,
+    STEPS,
     Acknowledge,
     Attend,
+    EndBoothTest,
     EndMaintenance,
     IncidentEvent,
     MarkSession,
+    RecordStep,
     Resolve,
     SetDuty,
     SiteEvent,
+    StartBoothTest,
     StartMaintenance,
+    parse_step,
 )
 from monitor.core.incident import IllegalTransition, OutcomeRecorded, Trigger
 from monitor.core.roster import UnknownResponder
+from monitor.core.selftest import channel_of
 from monitor.core.settings import RISKS, ROUTES
-from monitor.core.site import BadRequest, UnknownBooth, UnknownIncident
+from monitor.core.site import BadRequest, BoothBusy, UnknownBooth, UnknownIncident
 from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
 from monitor.i18n import Language
-from monitor.station import COOKIE, CSRF_HEADER, SESSION_TTL, STATION
+from monitor.station import COOKIE, CSRF_HEADER, STATION, set_cookie
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +72,7 @@ MAX_INCIDENTS = 10_000  # the full history is for `boothwatch report`
 RESPONDER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 REASON_MAX = 200
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_T = TypeVar("_T")
 #: the OpenAPI document of every route below (tests/test_openapi.py holds them to it)
 OPENAPI = importlib.resources.files("monitor").joinpath("openapi.json").read_bytes()
 
@@ -82,15 +90,21 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/incidents/{id}/presence", _action("presence")),
         web.post("/api/incidents/{id}/resolve", _action("resolve")),
         web.post("/api/incidents/{id}/outcome", outcome),
+        web.post("/api/incidents/{id}/steps", steps),
         web.get("/api/responders", responders),
         web.post("/api/responders/{id}/duty", duty),
         web.post("/api/booths/{id}/maintenance", maintenance),
         web.post("/api/booths/{id}/maintenance/end", maintenance_end),
         web.post("/api/booths/{id}/session", session),
         web.get("/api/audit", audit),
+        web.get("/api/booths/{id}/test", booth_test),
+        web.post("/api/booths/{id}/test", booth_test_start),
+        web.post("/api/booths/{id}/test/end", booth_test_end),
         web.get("/ack/{token}", ack_page),
         web.post("/ack/{token}", ack_post),
         web.post("/ack/{token}/outcome", ack_outcome),
+        web.post("/ack/{token}/presence", ack_presence),
+        web.post("/ack/{token}/steps", ack_step),
         web.post("/board/login", board_login),
         web.post("/board/logout", board_logout),
         *board.routes(),
@@ -317,6 +331,24 @@ async def outcome(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def steps(request: web.Request) -> web.Response:
+    """A protocol step: ``{"responder", "step", "count"?, "note"?}``."""
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    responder = _short_id(body, "responder", "a responder id is required")
+    if isinstance(responder, web.Response):
+        return responder
+    if "count" in body and body["count"] is None:  # null is not "no count" here
+        return _error(400, f"count: a whole number of doses from 1 to {MAX_DOSES}")
+    try:
+        step = parse_step(body.get("step"), body.get("count"), body.get("note"))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return await _apply(request, RecordStep(request.match_info["id"], responder, step,
+                                            body.get("count"), body.get("note"), via="api"))
+
+
 # --- duty and maintenance ----------------------------------------------------------------
 
 
@@ -349,6 +381,8 @@ async def _site_act(api: Api, event: SiteEvent) -> web.Response | None:
         return _error(404, "unknown responder")
     except UnknownBooth:
         return _error(404, "unknown booth")
+    except BoothBusy as exc:
+        return _error(409, str(exc))
     except BadRequest as exc:
         return _error(400, str(exc))
     except IllegalBoothTransition as exc:
@@ -405,6 +439,40 @@ async def maintenance_end(request: web.Request) -> web.Response:
     booth = request.match_info["id"]
     problem = await _site_act(api, EndMaintenance(booth, by))
     return problem or web.json_response(api.booth(booth))
+
+
+# --- device self-tests (boothwatch test-booth) ----------------------------------------
+
+
+async def booth_test(request: web.Request) -> web.Response:
+    found = request.app[API].booth_test(request.match_info["id"])
+    return _error(404, "no test of this booth since the start") if found is None else (
+        web.json_response(found))
+
+
+async def booth_test_start(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    tester = body.get("tester")
+    if tester is not None:
+        tester = _short_id(body, "tester", "the responder id of the person testing")
+        if isinstance(tester, web.Response):
+            return tester
+    api = request.app[API]
+    until = _parse_until(body.get("until", "10m"), api.clock())
+    if until is None:
+        return _error(400, 'until: an ISO 8601 time with offset or a duration ("10m")')
+    booth = request.match_info["id"]
+    problem = await _site_act(api, StartBoothTest(booth, until, tester))
+    return problem or web.json_response(api.booth_test(booth))
+
+
+async def booth_test_end(request: web.Request) -> web.Response:
+    api = request.app[API]
+    booth = request.match_info["id"]
+    problem = await _site_act(api, EndBoothTest(booth))
+    return problem or web.json_response(api.booth_test(booth))
 
 
 #: what marking a session takes: how closely to watch it, never who is in the booth
@@ -473,6 +541,10 @@ p {{ font-size: 1.1rem; }}
 .high {{ color: #ff6b6b; }} .medium {{ color: #ffd166; }} .low {{ color: #9ad; }}
 button {{ font-size: 1.4rem; padding: 1rem 2rem; width: 100%; border: 0; border-radius: .5rem;
          background: #2a9d8f; color: white; margin-top: 1rem; }}
+.steps {{ display: flex; flex-wrap: wrap; gap: .5rem; margin-top: .5rem; }}
+.steps button {{ flex: 1 1 45%; width: auto; font-size: 1.1rem; padding: .8rem .5rem;
+                margin-top: 0; background: #3a506b; }}
+.done {{ color: #8fd694; }}
 </style></head>
 <body>{body}</body></html>
 """
@@ -595,6 +667,13 @@ async def ack_page(request: web.Request) -> web.Response:
         link = _link(request)
     except InvalidToken as exc:
         return _bad_token(request, exc.reason)
+    channel = channel_of(link.incident)
+    if channel is not None:
+        return _html(request, _("boothwatch self-test"), _h1(_("Self-test")) + _p(
+            _("A test page from boothwatch to %(who)s on %(channel)s. No booth needs you: "
+              "tap below so the staff know this channel reaches you.")
+            % {"who": api.responder_name(link.responder), "channel": channel})
+            + _button(_("It reached me")))
     data = await _incident_data(api, link.incident)
     if data is None:
         return _not_on_record(request, link)
@@ -612,6 +691,8 @@ async def ack_page(request: web.Request) -> web.Response:
     ack_by = data.get("acknowledged_by")
     already = (_p(_("Already acknowledged by %(who)s.") % {"who": ack_by})
                if ack_by and data["state"] != "open" else "")
+    if data["state"] == "open" and data["reopened"]:
+        already = _p(_("Re-opened: nobody reached the booth after it was acknowledged."))
     body = (h1 + _p(f"{_loudness(language, priority)} · {what}", priority)
             + _p(_state(language, data)) + already
             + (_button(_("I'm going (%(who)s)") % {"who": link.responder})
@@ -663,13 +744,97 @@ def _not_on_record(request: web.Request, link: AckLink) -> web.Response:
 
 
 def _after(request: web.Request, data: dict[str, Any]) -> str:
-    """What the page offers once someone is going: the outcome form, until one is recorded."""
+    """What the page offers once someone is going: "I'm at the booth", the protocol steps
+    and the outcome form; once resolved, the steps taken and the outcome form until an
+    outcome is recorded."""
     _ = _language(request).gettext
     if data["state"] != "resolved":
-        return _p(_("When you are done:")) + _outcome_form(request)
+        return (_presence_form(request, data) + _steps_section(request, data)
+                + _p(_("When you are done:")) + _outcome_form(request))
+    taken = _steps_taken(request, data)
     if data.get("outcome") in OUTCOMES:
-        return _p(_("This incident is resolved."))
-    return _p(_("This incident is resolved. What happened?")) + _outcome_form(request)
+        return taken + _p(_("This incident is resolved."))
+    return taken + _p(_("This incident is resolved. What happened?")) + _outcome_form(request)
+
+
+def _ack_action(request: web.Request, what: str) -> str:
+    """The address a form of the ack page posts to (`what`: outcome, presence, steps)."""
+    return (f"{request.app[API].config.http.public_url}/ack/"
+            f"{request.match_info['token']}/{what}")
+
+
+def _clock(request: web.Request, at: str) -> str:
+    """An API time as the site's wall clock."""
+    zone = zoneinfo.ZoneInfo(request.app[API].config.site.timezone)
+    return _language(request).time(datetime.fromisoformat(at).astimezone(zone), day=False)
+
+
+def _presence_form(request: web.Request, data: dict[str, Any]) -> str:
+    """The "I'm at the booth" button (presence) until someone is there; then who and when."""
+    _ = _language(request).gettext
+    if data["presence_at"] is not None:
+        return _p(_("At the booth: %(who)s since %(time)s.") % {
+            "who": data["presence_by"], "time": _clock(request, data["presence_at"])})
+    return _button(_("I'm at the booth"), _ack_action(request, "presence"))
+
+
+STEP_LABELS = {
+    "knocked": N_("Knocked"),
+    "answered": N_("Person answered"),
+    "entered": N_("Entered the booth"),
+    "naloxone": N_("Naloxone given"),
+    "oxygen": N_("Oxygen given"),
+    "ems_called": N_("Emergency services called"),
+    "ems_arrived": N_("Emergency services arrived"),
+    "note": N_("Note"),
+}
+assert tuple(STEP_LABELS) == STEPS
+
+
+def _step_text(request: web.Request, step: dict[str, Any]) -> str:
+    """One recorded step as the list shows it: 20:15:31 Naloxone given (doses: 2), ana."""
+    _ = _language(request).gettext
+    what = _(STEP_LABELS[step["step"]])
+    if step.get("count") is not None:
+        what = _("%(step)s (doses: %(count)d)") % {"step": what, "count": step["count"]}
+    if step.get("note"):
+        what = _("%(step)s: %(note)s") % {"step": what, "note": step["note"]}
+    # TRANSLATORS: a protocol step in the ack page's list: when, what, who recorded it
+    return _("%(time)s %(step)s, %(who)s") % {
+        "time": _clock(request, step["at"]), "step": what, "who": step["responder"]}
+
+
+def _steps_taken(request: web.Request, data: dict[str, Any]) -> str:
+    if not data["steps"]:
+        return ""
+    items = "".join(f"<li data-step=\"{html.escape(s['step'])}\">"
+                    f"{_text(_step_text(request, s))}</li>" for s in data["steps"])
+    return _p(_language(request).gettext("Steps so far:")) + f"<ol>{items}</ol>"
+
+
+def _steps_section(request: web.Request, data: dict[str, Any]) -> str:
+    """What was done so far and a button per protocol step. Each form carries how many steps
+    the page showed (``seen``), so a form sent twice records its step once."""
+    _ = _language(request).gettext
+    start = (f"<form method=\"post\" action=\"{html.escape(_ack_action(request, 'steps'))}\">"
+             f"<input type=\"hidden\" name=\"seen\" value=\"{len(data['steps'])}\">")
+
+    def button(step: str, label: str | None = None) -> str:
+        return (f"<button type=\"submit\" name=\"step\" value=\"{step}\">"
+                f"{_text(label or _(STEP_LABELS[step]))}</button>")
+
+    # the texts are said outside the f-strings: pybabel extracts no call inside one
+    doses_label, note_hint, add_note = _("Doses"), _("A note for the record"), _("Add note")
+    plain = "".join(button(s) for s in STEPS if s not in ("naloxone", "note"))
+    doses = (f"<label>{_text(doses_label)} <input type=\"number\" name=\"count\" value=\"1\" "
+             f"min=\"1\" max=\"{MAX_DOSES}\" required "
+             "style=\"font-size:1.2rem;width:4rem\"></label>")
+    note = (f"<p><textarea name=\"note\" maxlength=\"{NOTE_MAX}\" rows=\"2\" required "
+            f"placeholder=\"{html.escape(note_hint)}\" style=\"width:100%\"></textarea></p>")
+    return (_steps_taken(request, data) + _p(_("Record what you do, as you do it:"))
+            + f"{start}<div class=\"steps\">{plain}</div></form>"
+            + f"{start}<div class=\"steps\">{doses}{button('naloxone')}</div></form>"
+            + f"{start}{note}<div class=\"steps\">{button('note', add_note)}</div></form>")
 
 
 def _used(request: web.Request, data: dict[str, Any], use: Use, status: int) -> web.Response:
@@ -702,6 +867,8 @@ async def ack_post(request: web.Request) -> web.Response:
         return _bad_token(request, exc.reason)
     # the ntfy Acknowledge button adds ?via=ntfy so the timeline says where the tap came from
     via = "ntfy" if request.query.get("via") == "ntfy" else "link"
+    if channel_of(link.incident) is not None:
+        return _answer_test(request, link, via)
     used = await api.claim(link, via)
     if used is not None:
         data = await _incident_data(api, link.incident)
@@ -711,24 +878,122 @@ async def ack_post(request: web.Request) -> web.Response:
         return _used(request, data, used, 403)
     if not api.is_open(link.incident) and not await api.on_record(link.incident):
         return _not_on_record(request, link)
-    going_to = api.open_view(link.incident)
-    response = await _apply(request, Acknowledge(link.incident, link.responder, via=via))
-    if response.status != 200:
-        text = {404: N_("Unknown incident"),
-                409: N_("This incident is already resolved")}.get(response.status, N_("Error"))
-        return _html(request, _("Not acknowledged"), _h1(_(text)), response.status)
-    booth = api.booth_name(going_to.booth) if going_to else _("the booth")
+    acted = await _page_act(request, _("Not acknowledged"), lambda: api.act(
+        Acknowledge(link.incident, link.responder, via=via)))
+    if isinstance(acted, web.Response):
+        return acted
+    data = api.incident_json(acted)
     return _html(request, _("Acknowledged"), (
         _h1(_("Acknowledged"))
-        + _p(_("You are going to %(booth)s. Press presence at the booth when you arrive.")
-             % {"booth": booth})
-        + _p(_("When you are done:")) + _outcome_form(request)))
+        + _p(_("You are going to %(booth)s. When you get there, press I'm at the booth: paging "
+               "stops for everyone.") % {"booth": _booth(data)})
+        + _after(request, data)))
+
+
+async def _page_act(request: web.Request, title: str,
+                    act: Callable[[], Awaitable[_T]]) -> _T | web.Response:
+    """Run an ack page's action: what it returned, or the page that says why it could not
+    be done."""
+    _ = _language(request).gettext
+    try:
+        return await act()
+    except UnknownIncident:
+        return _html(request, title, _h1(_("Unknown incident")), 404)
+    except (IncidentGone, IllegalTransition):
+        back, label = html.escape(_ack_action(request, "").removesuffix("/")), _(
+            "Back to the incident")
+        return _html(request, title, _h1(_("This incident is already resolved"))
+                     + f"<p><a href=\"{back}\">{_text(label)}</a></p>", 409)
+
+
+async def ack_presence(request: web.Request) -> web.Response:
+    """"I'm at the booth" on the ack page: presence, as the responder the link was made for."""
+    api = request.app[API]
+    _ = _language(request).gettext
+    try:
+        link = _link(request)
+    except InvalidToken as exc:
+        return _bad_token(request, exc.reason)
+    acted = await _page_act(request, _("Not saved"), lambda: api.act(
+        Attend(link.incident, link.responder, via="link")))
+    if isinstance(acted, web.Response):
+        return acted
+    data = api.incident_json(acted)
+    booth = _booth(data)
+    return _html(request, _("%(booth)s: at the booth") % {"booth": booth}, (
+        _h1(booth) + _p(_("You are at the booth: paging has stopped."), "done")
+        + _after(request, data)))
+
+
+async def ack_step(request: web.Request) -> web.Response:
+    """A protocol step from the ack page's buttons, as the link's responder."""
+    api = request.app[API]
+    language = _language(request)
+    _ = language.gettext
+    try:
+        link = _link(request)
+    except InvalidToken as exc:
+        return _bad_token(request, exc.reason)
+
+    def not_saved(text: str, status: int) -> web.Response:
+        return _html(request, _("Not saved"), _h1(_("Not saved")) + _p(text), status)
+
+    try:
+        form = await request.post()
+    except ValueError:  # e.g. multipart without a boundary: the browser never sends that
+        return not_saved(_("The form did not arrive whole."), 400)
+    try:
+        count, seen = _form_int(form, "count"), _form_int(form, "seen")
+        note = form.get("note")
+        note = note.strip() or None if isinstance(note, str) else None
+        step = parse_step(form.get("step"), count, note)
+    except ValueError:
+        # the form's own limits keep a person from this (the API names the field)
+        return not_saved(_("Choose a step; naloxone takes 1 to %(doses)d doses, a note at "
+                           "most %(max)d characters.") % {"doses": MAX_DOSES, "max": NOTE_MAX},
+                         400)
+    event = RecordStep(link.incident, link.responder, step, count, note, via="link")
+    acted = await _page_act(request, _("Not saved"), lambda: api.record_step(event, seen))
+    if isinstance(acted, web.Response):
+        return acted
+    if acted is None:
+        view = await api.find(link.incident)
+        assert view is not None  # a repeat is of a step on record
+        said = _("Already recorded: nothing was changed now.")
+    else:
+        view = acted
+        said = _("Recorded: %(step)s.") % {"step": _(STEP_LABELS[step.value])}
+    data = api.incident_json(view)
+    booth = _booth(data)
+    return _html(request, _("%(booth)s: step recorded") % {"booth": booth}, (
+        _h1(booth) + _p(said, "done") + _p(_state(language, data)) + _after(request, data)))
+
+
+def _form_int(form: Any, key: str) -> int | None:
+    """A whole number from a form field, None when it is absent; ValueError if not one."""
+    value = form.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"\d{1,6}", value.strip()):
+        raise ValueError(key)
+    return int(value)
+
+
+def _answer_test(request: web.Request, link: AckLink, via: str) -> web.Response:
+    """A self-test's link tapped: its channel verified (again, if tapped twice: harmless)."""
+    _ = _language(request).gettext
+    channel = request.app[API].answer_test(link, via)
+    if channel is None:
+        return _html(request, _("Unknown self-test"), _h1(_("Unknown self-test")) + _p(
+            _("This test page is from a configuration that has changed since; nothing was "
+              "recorded.")), 404)
+    return _html(request, _("Self-test confirmed"), _h1(_("Confirmed")) + _p(
+        _("This channel (%(channel)s) reaches you. Thank you.") % {"channel": channel}))
 
 
 def _outcome_form(request: web.Request) -> str:
     _ = _language(request).gettext
-    action = (f"{request.app[API].config.http.public_url}/ack/"
-              f"{request.match_info['token']}/outcome")
+    action = _ack_action(request, "outcome")
     note, resolve = _("Note (optional)"), _("Resolve with this outcome")
     return (f"<form method=\"post\" action=\"{html.escape(action)}\">"
             + "".join(f"<p><label><input type=\"radio\" name=\"outcome\" value=\"{key}\" "
@@ -857,7 +1122,7 @@ async def board_login(request: web.Request) -> web.Response:
     api.metrics.station_login("ok")
     log.info("station_login", address=address)
     response = _see_board()
-    _set_cookie(request, response, session.cookie)
+    set_cookie(request, response, session, api.config.http.public_url)
     return response
 
 
@@ -885,9 +1150,3 @@ async def board_logout(request: web.Request) -> web.Response:
     response = _see_board()
     response.del_cookie(COOKIE, path="/")
     return response
-
-
-def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
-    secure = request.secure or request.app[API].config.http.public_url.startswith("https:")
-    response.set_cookie(COOKIE, value, max_age=int(SESSION_TTL), path="/", httponly=True,
-                        samesite="Strict", secure=secure)

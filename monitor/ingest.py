@@ -5,7 +5,7 @@ paho calls `Ingest.on_message` on the event loop thread. By topic:
 * a booth's events topic: the canonical decoder (`devices.adapters.canonical`);
 * an off-the-shelf device's own topic: its firmware adapter, then the registry in
   the core turns readings into booth events;
-* the ack and duty topics of pager gateways.
+* the ack, duty and steps topics of pager gateways.
 
 Every message passes the flood gate (`monitor.floodgate`) and deduplication (an
 event id seen before, or a redelivery of a message seen before), then goes to the
@@ -40,7 +40,9 @@ from monitor.core.events import (
     DeviceReading,
     Heartbeat,
     Press,
+    RecordStep,
     SetDuty,
+    parse_step,
 )
 from monitor.core.flood import Kind, cannot_be_a_call, reading_kind
 from monitor.core.incident import IllegalTransition
@@ -138,7 +140,7 @@ class Ingest:
             d.id for d in config.devices if d.source == "canonical")
         self._routes = device_routes(config)
         self.subscriptions = [self.topics.events, self.topics.ack, self.topics.duty,
-                              *self._routes]
+                              self.topics.steps, *self._routes]
         self.gate = FloodGate(config, self._routes, link, metrics, driver.core.open_call,
                               self.on_message)
         self.seen = RecentKeys(DEDUPE_MEMORY)
@@ -162,6 +164,9 @@ class Ingest:
             elif topic == self.topics.duty:
                 if self.gate.admit(self.gate.duty, msg, generation):
                     self._duty_message(msg, topic, generation, now)
+            elif topic == self.topics.steps:
+                if self.gate.admit(self.gate.steps, msg, generation):
+                    self._steps_message(msg, topic, generation, now)
             elif topic in self._routes:
                 self._device_message(msg, topic, generation, now)
             else:
@@ -240,6 +245,10 @@ class Ingest:
                 return True
             self.seen.add(key)
             return False
+        return self._redelivered(msg, topic)
+
+    def _redelivered(self, msg: paho.MQTTMessage, topic: str) -> bool:
+        """A redelivery (dup flag) of a message seen before, by its topic and payload."""
         digest = hashlib.blake2b(topic.encode() + b"\0" + msg.payload, digest_size=16).digest()
         if msg.dup and digest in self._recent_dups:
             return True
@@ -314,6 +323,45 @@ class Ingest:
             self._link.ack(msg.mid, generation)
             return
         self._metrics.acks.labels("accepted").inc()
+        self._ack_when(handled.stored, msg.mid, generation)
+
+    def _steps_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+                       now: float) -> None:
+        """``{"incident", "responder", "step", "count"?, "note"?}`` on boothwatch/<site>/steps:
+        a protocol step. A copy the broker redelivers is recorded once (two naloxone
+        doses are not four)."""
+        if msg.retain:
+            # a retained step is an old one replayed at every reconnect
+            self._reject(topic, "retained", "retained step ignored", msg.mid, generation)
+            return
+        try:
+            body = json.loads(msg.payload)
+            if not isinstance(body, dict):
+                raise TypeError("not a JSON object")
+            if "count" in body and body["count"] is None:
+                raise ValueError("count: null")
+            step = parse_step(body.get("step"), body.get("count"), body.get("note"))
+            event = RecordStep(str(body["incident"]), str(body["responder"]), step,
+                               body.get("count"), body.get("note"), via="mqtt")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            self._metrics.mqtt_steps.labels("rejected").inc()
+            if self._rate.allow(topic, "bad_step"):
+                # the error names the field, never the note's text
+                log.warning("step_rejected", reason=str(exc)[:200])
+            self._link.ack(msg.mid, generation)
+            return
+        if self._redelivered(msg, topic):
+            self._metrics.mqtt_steps.labels("duplicate").inc()
+            self._ack_when(self._store.barrier(), msg.mid, generation)
+            return
+        try:
+            handled = self._driver.handle(event, now)
+        except (UnknownIncident, IllegalTransition) as exc:
+            self._metrics.mqtt_steps.labels("ignored").inc()
+            log.info("step_ignored", incident=event.incident, reason=type(exc).__name__)
+            self._link.ack(msg.mid, generation)
+            return
+        self._metrics.mqtt_steps.labels("accepted").inc()
         self._ack_when(handled.stored, msg.mid, generation)
 
     def _duty_message(self, msg: paho.MQTTMessage, topic: str, generation: int,

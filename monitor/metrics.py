@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +22,8 @@ from devices.adapters.payload import REASONS
 from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
 from monitor.core.events import OUTCOMES as OUTCOME_VALUES
-from monitor.core.events import Audit, IncidentChanged
+from monitor.core.events import Audit, IncidentChanged, ProtocolStep
+from monitor.core.fatigue import History, actionable
 from monitor.core.incident import (
     AllEngaged,
     BusySkipped,
@@ -31,6 +33,7 @@ from monitor.core.incident import (
     OutcomeSet,
     State,
     StepFired,
+    StepRecorded,
     StepSkipped,
     Transition,
     Trigger,
@@ -78,6 +81,23 @@ class Metrics:
         self.acks = Counter(
             "boothwatch_mqtt_acks", "Acknowledgements from pager gateways on the ack topic",
             ["result"], registry=r,
+        )
+        self.mqtt_steps = Counter(
+            "boothwatch_mqtt_steps",
+            "Protocol steps from pager gateways on the steps topic, by result (accepted; "
+            "rejected: not a valid step; ignored: unknown or resolved incident; duplicate: a "
+            "copy the broker redelivered)",
+            ["result"], registry=r,
+        )
+        self.protocol_steps = Counter(
+            "boothwatch_protocol_steps",
+            "Protocol steps recorded against incidents (knocked, answered, entered, naloxone, "
+            "oxygen, ems_called, ems_arrived, note), by step and the incident's first trigger",
+            ["step", "trigger"], registry=r,
+        )
+        self.naloxone_doses = Counter(
+            "boothwatch_naloxone_doses", "Naloxone doses recorded, by booth", ["booth"],
+            registry=r,
         )
         self.incidents_raised = Counter(
             "boothwatch_incidents_raised", "Incidents raised, by first trigger, priority, booth",
@@ -157,6 +177,12 @@ class Metrics:
             "Station board logins by result (ok; wrong: a wrong password; limited: refused "
             "after too many wrong ones)", ["result"], registry=r,
         )
+        self.self_tests = Counter(
+            "boothwatch_self_tests",
+            "Scheduled self-test pages by result (sent; delivered or failed by the channel; "
+            "answered by a tap on the link; unanswered when the round closed)",
+            ["result"], registry=r,
+        )
         common = ["trigger", "priority", "booth", "level"]
         self.to_ack = Histogram(
             "boothwatch_time_to_acknowledge_seconds", "From raised_at to the first acknowledgement",
@@ -166,9 +192,31 @@ class Metrics:
             "boothwatch_time_to_presence_seconds", "From raised_at to the first presence",
             common, buckets=RESPONSE_BUCKETS, registry=r,
         )
+        self.classed = Counter(
+            "boothwatch_incidents_classed",
+            "Outcomes a person recorded, by booth, first trigger and whether the alarm was "
+            "actionable (false: false_alarm or no_one_there)",
+            ["booth", "trigger", "actionable"], registry=r,
+        )
+        self.to_ack_after = Histogram(
+            "boothwatch_time_to_acknowledge_after_seconds",
+            "Time to the first acknowledgement by what the booth's alarms before it were: "
+            "after a run of non-actionable ones, or after an actionable one",
+            ["booth", "after"], buckets=RESPONSE_BUCKETS, registry=r,
+        )
         self.to_resolve = Histogram(
             "boothwatch_time_to_resolve_seconds", "From raised_at to resolved",
             common, buckets=RESPONSE_BUCKETS, registry=r,
+        )
+        self.to_enter = Histogram(
+            "boothwatch_time_to_enter_seconds",
+            "From raised_at to the first protocol step entered (staff went into the booth)",
+            common, buckets=RESPONSE_BUCKETS, registry=r,
+        )
+        self.to_naloxone = Histogram(
+            "boothwatch_time_to_naloxone_seconds",
+            "From raised_at to the first naloxone recorded", common,
+            buckets=RESPONSE_BUCKETS, registry=r,
         )
 
     def count(self, counter: Counter, *labels: str) -> None:
@@ -235,6 +283,19 @@ class Observer:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # each booth's last alarms (monitor/core/fatigue.py); `seed` fills them at start
+        self.history: dict[str, History] = {}
+
+    def seed(self, outcomes: Iterable[tuple[str, str]]) -> None:
+        """Each booth's last outcomes a person recorded, oldest first, as stored."""
+        for booth, outcome in outcomes:
+            self._history(booth).add(outcome)
+
+    def _history(self, booth: str) -> History:
+        history = self.history.get(booth)
+        if history is None:
+            history = self.history[booth] = History()
+        return history
 
     def command(self, cmd: IncidentChanged | Audit) -> None:
         match cmd:
@@ -270,6 +331,12 @@ class Observer:
                 case OutcomeSet(outcome=outcome):
                     if outcome in OUTCOME_VALUES:
                         m.outcomes.labels(outcome, trigger).inc()
+                    classed = actionable(outcome)
+                    if classed is not None:
+                        m.classed.labels(view.booth, trigger, str(classed).lower()).inc()
+                        self._history(view.booth).add(outcome)
+                case StepRecorded():
+                    self._step(view, change, labels)
                 case Transition(was=None):
                     m.incidents_raised.labels(trigger, view.priority, view.booth).inc()
                     log_soon("incident_raised", incident=view.id, booth=view.booth,
@@ -278,6 +345,10 @@ class Observer:
                     m.reopened.inc()
                 case Transition(to=State.ACKNOWLEDGED, first=True, at=at):
                     m.to_ack.labels(*labels).observe(at - view.raised_at)
+                    # a booth has one open incident: its history is the alarms before it
+                    after = self._history(view.booth).after()
+                    if after is not None:
+                        m.to_ack_after.labels(view.booth, after).observe(at - view.raised_at)
                 case Transition(to=State.ATTENDED, first=True, at=at):
                     m.to_presence.labels(*labels).observe(at - view.raised_at)
                 case Transition(to=State.RESOLVED, at=at):
@@ -289,6 +360,18 @@ class Observer:
                              by=view.resolved_by, outcome=view.outcome)
                 case Transition():
                     pass
+
+    def _step(self, view: IncidentView, step: StepRecorded, labels: tuple[str, ...]) -> None:
+        m = self.metrics
+        m.protocol_steps.labels(step.step.value, labels[0]).inc()
+        if step.count is not None:
+            m.naloxone_doses.labels(view.booth).inc(step.count)
+        if step.first and step.step is ProtocolStep.ENTERED:
+            m.to_enter.labels(*labels).observe(step.at - view.raised_at)
+        elif step.first and step.step is ProtocolStep.NALOXONE:
+            m.to_naloxone.labels(*labels).observe(step.at - view.raised_at)
+        log.info("protocol_step", incident=view.id, booth=view.booth, step=step.step.value,
+                 by=step.by, count=step.count)
 
 
 def log_soon(event: str, **fields: Any) -> None:
@@ -309,7 +392,9 @@ def precreate(metrics: Metrics, config: Config) -> None:
     m = metrics
     for reason in (*REASONS, "retained"):
         m.rejected.labels(reason)
-    for event in ("monitoring_down", "monitoring_restored"):
+    for result in ("sent", "delivered", "failed", "answered", "unanswered"):
+        m.self_tests.labels(result)
+    for event in ("monitoring_down", "monitoring_restored", "self_test_unanswered"):
         for result in ("sent", "failed"):
             m.monitoring_messages.labels(event, result)
     for trigger in Trigger:
@@ -319,6 +404,11 @@ def precreate(metrics: Metrics, config: Config) -> None:
             m.outcomes.labels(outcome, trigger.value)
     for result in ("ok", "wrong", "limited"):
         m.station_logins.labels(result)
+    for result in ("accepted", "rejected", "ignored", "duplicate"):
+        m.mqtt_steps.labels(result)
+    for trigger in Trigger:
+        for step in ProtocolStep:
+            m.protocol_steps.labels(step.value, trigger.value)
     roles = {role for r in config.responders for role in r.roles}
     for priority, policy in config.escalation.items():
         for level in range(1, len(policy.steps) + 1):
@@ -346,6 +436,11 @@ def core_gauges(core: SiteCore, clock: Callable[[], float]) -> Iterable[Metric]:
                 ["priority", "state"], open_by)
     yield gauge("boothwatch_responders_on_duty", "Responders on duty now, by role", ["role"],
                 {(role,): float(n) for role, n in core.roster.on_duty_by_role(now).items()})
+    offset = datetime.fromtimestamp(now, core.roster.tz).utcoffset()
+    yield gauge("boothwatch_site_utc_offset_seconds",
+                "The site's time zone's offset from UTC now (3600 for UTC+1): hour-of-day "
+                "panels group by local time with it", [],
+                {(): offset.total_seconds() if offset is not None else 0.0})
     views = core.booth_views()
     yield gauge("boothwatch_sessions_active", "Booths occupied now", [],
                 {(): float(sum(1 for v in views if v.occupied))})

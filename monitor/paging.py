@@ -10,8 +10,11 @@ console nobody watches reached nobody: the attempt is recorded as printed
 (result ``printed``, not ok) and, for the page, as a failed one. Pages queued
 or mid-retry when the service stopped are sent again at start.
 
-Notices ("Ana is attending") and messages about boothwatch itself (monitoring
-down or restored) take the same path, recorded but never escalated. A Pushover
+Notices ("Ana is attending"), messages about boothwatch itself (monitoring
+down or restored, a self-test nobody answered) and self-test pages (one channel
+each: a test of that channel) take the same path, recorded but never escalated;
+when each channel last delivered to each responder is kept for /api/responders
+and /metrics. A Pushover
 emergency page is followed by its receipt: the nurse's acknowledgement on her
 phone acknowledges the incident.
 """
@@ -34,6 +37,7 @@ from devices.mqtt import MqttLink, NotConnected
 from monitor.codec import iso
 from monitor.core.events import Acknowledge, Event, PageFailed, PageReport, SendNotice, SendPage
 from monitor.core.incident import IllegalTransition
+from monitor.core.selftest import SelfTestPage
 from monitor.core.selfwatch import Recipient
 from monitor.core.settings import Config
 from monitor.core.site import UnknownIncident
@@ -69,6 +73,10 @@ class Paging:
                                   gettext=language.gettext, policies=config.escalation,
                                   receipts=self.receipts)
         self.dispatcher = Dispatcher(channels, self._attempted, self._failed, retry_delays)
+        # (responder, channel) -> when that channel last delivered something to them
+        self.delivered_at: dict[tuple[str, str], float] = {}
+        # a self-test page delivered (reason None) or undeliverable (`monitor.selftests`)
+        self.on_test: Callable[[str, str | None], None] | None = None
         for name, channel in config.channels.items():
             printed = () if channel.reaches_a_person else ("printed",)
             for result in ("sent", "failed", *printed):
@@ -116,6 +124,15 @@ class Paging:
         """A message about boothwatch itself, recorded under the outage's id, over the
         recipient's channels that need no broker; never escalated."""
         self._send("system", outage, recipient.responder, 0, payload, now, recipient.channels)
+
+    def test(self, page: SelfTestPage, payload: dict[str, Any], now: float) -> None:
+        """A self-test page, on its one channel (a test of that channel: no fallback)."""
+        self._send("test", page.test, page.responder, 0, payload, now, (page.channel,))
+
+    async def load_deliveries(self) -> None:
+        """When each channel last delivered to each responder, as the store recorded it."""
+        for responder, channel, at in await self._store.last_deliveries():
+            self.delivered_at[(responder, channel)] = at
 
     def stop(self, incident: str) -> None:
         """Stop retrying the incident's pages; Pushover emergency retries stop buzzing."""
@@ -176,6 +193,9 @@ class Paging:
         self._metrics.pages.labels(attempt.channel, result).inc()
         if attempt.ok:
             self._metrics.page_latency.labels(attempt.channel).observe(attempt.latency)
+            self.delivered_at[(delivery.responder, attempt.channel)] = now
+            if delivery.kind == "test" and self.on_test is not None:
+                self.on_test(delivery.incident, None)
         else:
             log.warning("page_printed_not_delivered" if attempt.printed
                         else "page_attempt_failed", incident=delivery.incident,
@@ -205,6 +225,8 @@ class Paging:
                                     attempt.channel, attempt.ok, attempt.error), now)
 
     def _failed(self, delivery: Delivery, reason: str) -> None:
+        if delivery.kind == "test" and self.on_test is not None:
+            self.on_test(delivery.incident, reason)
         if delivery.kind == "system":
             event = str(delivery.payload.get("event"))
             self._metrics.monitoring_messages.labels(event, "failed").inc()

@@ -37,6 +37,7 @@ from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
 from monitor.codec import booth_json, incident_json
 from monitor.core.booth import BoothView
+from monitor.core.fatigue import DEFAULT_RUN
 from monitor.core.incident import IncidentView
 from monitor.core.settings import Config
 from monitor.core.site import SiteCore
@@ -56,9 +57,10 @@ from monitor.metrics import (
 )
 from monitor.paging import Paging
 from monitor.sdnotify import Notifier
+from monitor.selftests import SelfTestRunner
 from monitor.station import PASSWORD_ENV as STATION_PASSWORD_ENV
 from monitor.station import Stations
-from monitor.store import SITE_TIMEZONE, Store, dumps
+from monitor.store import ROSTER_SHIFTS, SITE_TIMEZONE, Store, dumps
 from monitor.timers import deadline_loop, start_clock, watch_clock
 from monitor.topics import Topics
 
@@ -127,8 +129,10 @@ class Runtime:
         try:
             if isinstance(self.clock, ServiceClock):
                 start_clock(self.clock, await store.latest_time())
-            # `boothwatch report` without a config shows times in the site's zone
+            # `boothwatch report` without a config: times in the site's zone, its shifts
             store.remember(SITE_TIMEZONE, cfg.site.timezone)
+            store.remember(ROSTER_SHIFTS, dumps(sorted(
+                {s.text for r in cfg.responders for s in r.shifts})))
             secret = self.env.get("BOOTHWATCH_SECRET") or await store.secret(
                 "ack_secret", secrets.token_hex(32))
             self.tokens = AckTokens(secret, cfg.http.ack_link_ttl)
@@ -171,20 +175,27 @@ class Runtime:
                         tell=lambda event, now: self.driver.handle(event, now),
                         retry_delays=self._retry_delays, language=self.language)
         # the boards read duty through the Api, built below: the lambda waits for it
-        board = self.board = BoardFeed(lambda: self.api.responders())
+        board = self.board = BoardFeed(lambda: self.api.responders(channels=False))
         publisher = Publisher(link, self.topics, cfg, board)
+        observer = Observer(self.metrics)
+        observer.seed(await store.recent_outcomes(DEFAULT_RUN))
         self.driver = driver = Driver(self.core, store=store, publish=publisher, pages=paging,
-                                      observe=Observer(self.metrics))
+                                      observe=observer)
         ingest = self.ingest = Ingest(cfg, driver, store, link, self.metrics, self.clock)
         ingest.remember(await store.event_ids_since(self.clock() - DEDUPE_WINDOW))
         health = self.health = Health(cfg, core=self.core, link=link, store=store,
                                       paging=paging, notifier=self.notifier, clock=self.clock,
                                       down_since=began)
         await health.resume()
+        selftests = self.selftests = SelfTestRunner(
+            cfg, roster=self.core.roster, store=store, paging=paging, metrics=self.metrics,
+            clock=self.clock)
+        await paging.load_deliveries()
+        await selftests.resume()
         self.api = Api(cfg, self.core, driver, store, paging, health, self.metrics,
                        self.tokens, self.used_links, self.clock,
                        self.env.get(TOKEN_ENV) or None,
-                       self.stations, board)
+                       self.stations, board, selftests)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
                        on_connected=lambda _present: self._connected(publisher),
                        on_link=health.on_link)
@@ -193,7 +204,7 @@ class Runtime:
         for gauges in (lambda: core_gauges(self.core, self.clock),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
                        lambda: store_gauges(store),
-                       lambda: board_gauges(board, cfg, self.clock)):
+                       lambda: board_gauges(board, cfg, self.clock), selftests.gauges):
             self.metrics.watch(gauges)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -204,6 +215,8 @@ class Runtime:
                 if isinstance(self.clock, ServiceClock):
                     tg.create_task(watch_clock(self.clock, self.metrics), name="clock")
                 tg.create_task(health.watch(), name="selfwatch")
+                if selftests.plan is not None:
+                    tg.create_task(selftests.run(), name="self-tests")
                 if self.notifier.watchdog_interval is not None:
                     tg.create_task(health.watchdog(self.notifier.watchdog_interval),
                                    name="sd-watchdog")

@@ -31,6 +31,7 @@ COOKIE = "boothwatch-station"
 CSRF_HEADER = "X-CSRF-Token"
 PASSWORD_ENV = "BOOTHWATCH_BOARD_PASSWORD"
 SESSION_TTL = 30 * 86400.0  # a station board stays up for weeks; a page load renews it
+RENEW_AFTER = 86400.0  # a board's page loaded a day or more after its login gets a new cookie
 MAX_FAILURES = 5
 FAILURE_WINDOW = 60.0
 ALL_FAILURES = 10 * MAX_FAILURES  # across every address: a proxy makes them all one
@@ -87,6 +88,15 @@ class Stations:
             return None
         return Session(cookie, self._csrf(cookie), signed_at.timestamp())
 
+    def renewed(self, session: Session, now: float) -> Session | None:
+        """A new session for one issued `RENEW_AFTER` ago or more (None: keep it), so a
+        board reloaded now and then never meets the end of its session."""
+        if now - session.issued_at < RENEW_AFTER or self.password is None:
+            return None
+        cookie = self._serializer.dumps(secrets.token_urlsafe(16))
+        assert isinstance(cookie, str)
+        return Session(cookie, self._csrf(cookie), now)
+
     def csrf_ok(self, session: Session, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(
             given.encode("utf-8", "surrogateescape"), session.csrf.encode())
@@ -118,3 +128,11 @@ class Stations:
                 del self._failures[stale]
         self._failures.setdefault(address, collections.deque()).append(now)
         self._all_failures.append(now)
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, session: Session,
+               public_url: str) -> None:
+    """The session's cookie on `response`: HttpOnly, SameSite=Strict, Secure behind https."""
+    secure = request.secure or public_url.startswith("https:")
+    response.set_cookie(COOKIE, session.cookie, max_age=int(SESSION_TTL), path="/",
+                        httponly=True, samesite="Strict", secure=secure)

@@ -1,4 +1,5 @@
-"""The store: events, sessions, incidents with their timeline, pages, audit, duty, devices.
+"""The store: events, sessions, incidents with their timeline and protocol steps, pages,
+audit, duty, devices.
 
 Two backends keep it: SQLite (``[store] path``, `monitor.store_sqlite`), the default
 for one box and the demo, and PostgreSQL (``[store] url``, `monitor.store_postgres`)
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,6 +48,7 @@ import structlog
 from alerts.tokens import Use
 from monitor.codec import booth_from_record, incident_from_record
 from monitor.core.booth import BoothView
+from monitor.core.fatigue import ACTIONABLE, NON_ACTIONABLE
 from monitor.core.incident import IncidentView, TimelineEntry
 
 # the rows, dumps and the errors, from where the backends take them too (and here, where
@@ -61,7 +64,23 @@ from monitor.store_base import dumps as dumps
 log = structlog.get_logger(__name__)
 
 SITE_TIMEZONE = "site_timezone"  # the meta key of the site's time zone, for reports
+ROSTER_SHIFTS = "roster_shifts"  # the meta key of the roster's shifts (JSON), for reports
 FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
+
+
+def recent_outcomes(before: float, booths: Sequence[str], run: int
+                    ) -> tuple[str, list[Any]]:
+    """The SQL and parameters of each booth's last `run` outcomes a person recorded on
+    incidents raised before `before`, oldest first: the alarm-fatigue history
+    (`monitor.core.fatigue`) of `boothwatch report` and of the service's metrics."""
+    classed = sorted(ACTIONABLE | NON_ACTIONABLE)
+    where = f" AND booth IN ({','.join('?' * len(booths))})" if booths else ""
+    # the derived table is named: PostgreSQL before 16 requires it
+    return ("SELECT booth, outcome FROM (SELECT booth, outcome, raised_at, row_number() OVER"
+            " (PARTITION BY booth ORDER BY raised_at DESC) AS n FROM incidents"
+            f" WHERE raised_at < ? AND outcome IN ({','.join('?' * len(classed))}){where})"
+            " AS recent WHERE n <= ? ORDER BY booth, raised_at",
+            [before, *classed, *booths, run])
 
 
 class Store:
@@ -412,6 +431,24 @@ class Store:
             args)
         return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
 
+    async def audit_of(self, kind: str, since: float) -> list[dict[str, Any]]:
+        """The audit entries of one kind from `since` on, oldest first."""
+        rows = await self._fetch(
+            "SELECT at, kind, subject, detail FROM audit WHERE kind = ? AND at >= ?"
+            " ORDER BY at, seq", (kind, since))
+        return [{"at": r[0], "kind": r[1], "subject": r[2], **json.loads(r[3])} for r in rows]
+
+    async def recent_outcomes(self, run: int) -> list[tuple[str, str]]:
+        """(booth, outcome) of each booth's last `run` outcomes a person recorded."""
+        sql, params = recent_outcomes(math.inf, (), run)
+        return [(r[0], r[1]) for r in await self._fetch(sql, tuple(params))]
+
+    async def last_deliveries(self) -> list[tuple[str, str, float]]:
+        """(responder, channel, when it last delivered to them), for every pair that did."""
+        rows = await self._fetch("SELECT responder, channel, max(sent_at) FROM pages"
+                                 " WHERE sent_at IS NOT NULL GROUP BY responder, channel")
+        return [(r[0], r[1], float(r[2])) for r in rows]
+
     async def latest_time(self) -> float | None:
         """The newest time anything was recorded at (events, booths, pages, devices)."""
         rows = await self._fetch(
@@ -429,7 +466,7 @@ class Store:
         return [(r[0], r[1]) for r in rows]
 
     async def count(self, table: str) -> int:
-        if table not in ("events", "incidents", "pages", "sessions", "timeline",
+        if table not in ("events", "incidents", "pages", "sessions", "timeline", "steps",
                          "page_attempts", "audit", "duty", "used_ack_links"):
             raise ValueError(table)
         rows = await self._fetch(f"SELECT count(*) FROM {table}")

@@ -18,7 +18,7 @@ from monitor.core.booth import BoothView
 from monitor.core.incident import IncidentView, TimelineEntry
 from monitor.exits import CANTCREAT, OperatorError
 
-SCHEMA_VERSION = 3  # 3: used_ack_links
+SCHEMA_VERSION = 4  # 3: used_ack_links; 4: steps
 URL_SCHEMES = ("postgresql://", "postgres://")  # libpq's own two
 DB_PASSWORD_ENV = "BOOTHWATCH_DB_PASSWORD"  # [store] url's password, never in the file
 
@@ -186,6 +186,13 @@ class Batch:
     def duty_rows(self) -> list[Row]:
         return [(rid, dumps(snap), at) for rid, (snap, at) in self.duty.items()]
 
+    # (incident, at, step, responder, count, note, via): protocol steps also in a table
+    # of their own, for reports to query
+    def step_rows(self) -> list[Row]:
+        return [(iid, e.at, e.detail["step"], e.detail["responder"], e.detail.get("count"),
+                 e.detail.get("note"), e.detail["via"])
+                for iid, e in self.timeline if e.kind == "step"]
+
     # (at, kind, subject, detail)
     def audit_rows(self) -> list[Row]:
         return [(at, kind, subject, dumps(detail)) for at, kind, subject, detail in self.audit]
@@ -247,6 +254,8 @@ class Reader(Protocol):
     errors: tuple[type[Exception], ...]
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows: ...
+    def has(self, table: str) -> bool:
+        """The store has this table (one made by an older boothwatch may not)."""
     def json_field(self, column: str, key: str | int) -> str:
         """SQL for the value at `key` (an index or a name) of the JSON in `column`."""
     def close(self) -> None: ...

@@ -114,6 +114,17 @@ CREATE TABLE IF NOT EXISTS timeline (
     detail text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeline_incident ON timeline(incident);
+CREATE TABLE IF NOT EXISTS steps (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    incident text NOT NULL,
+    at double precision NOT NULL,
+    step text NOT NULL,
+    responder text NOT NULL,
+    count integer,
+    note text,
+    via text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_incident ON steps(incident, step, at);
 CREATE TABLE IF NOT EXISTS pages (
     id text PRIMARY KEY,
     incident text NOT NULL,
@@ -159,6 +170,7 @@ CREATE TABLE IF NOT EXISTS audit (
     detail text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE INDEX IF NOT EXISTS audit_kind ON audit(kind, at);
 CREATE TABLE IF NOT EXISTS used_ack_links (
     digest text PRIMARY KEY,
     incident text NOT NULL,
@@ -180,7 +192,7 @@ CREATE TABLE IF NOT EXISTS devices (
 """
 # Versions after 3, the first on PostgreSQL: the statements that bring a store of the
 # version before up to it (a column added, a row rewritten), before SCHEMA creates what
-# is new; a version that only adds tables or indexes needs none.
+# is new; a version that only adds tables or indexes needs none (4 added steps).
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 FIRST_MIGRATED = 3
 _STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip()]
@@ -261,6 +273,8 @@ _ATTEMPTS = ("INSERT INTO page_attempts" + _from_json(
     + _update("channel", "ok", "error", "latency", "receipt", "at"))
 _DUTY = ("INSERT INTO duty" + _from_json("responder text, snapshot text, updated_at float8")
          + " ON CONFLICT (responder) DO UPDATE SET " + _update("snapshot", "updated_at"))
+_STEPS = ("INSERT INTO steps" + _from_json(
+    "incident text, at float8, step text, responder text, count int4, note text, via text"))
 _AUDIT = "INSERT INTO audit" + _from_json("at float8, kind text, subject text, detail text")
 _DEVICES = ("INSERT INTO devices" + _from_json(
     "id text, booth text, online boolean, last_seen float8, battery int4, snapshot text,"
@@ -343,7 +357,8 @@ class PostgresBackend:
             for statement, rows in (
                 (_EVENTS, b.event_rows()), (_BOOTHS, b.booth_rows()),
                 (_SESSIONS, _last_per_key(b.sessions, 2)), (_INCIDENTS, b.incident_rows()),
-                (_TIMELINE, b.timeline_rows()), (_PAGES, b.page_rows()),
+                (_TIMELINE, b.timeline_rows()), (_STEPS, b.step_rows()),
+                (_PAGES, b.page_rows()),
                 (_ATTEMPTS, _last_per_key(b.attempt_rows(), 2)), (_DUTY, b.duty_rows()),
                 (_AUDIT, b.audit_rows()), (_DEVICES, b.device_rows()),
                 (_META, list(b.meta.items())),

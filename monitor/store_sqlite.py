@@ -88,6 +88,17 @@ CREATE TABLE IF NOT EXISTS timeline (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeline_incident ON timeline(incident);
+CREATE TABLE IF NOT EXISTS steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident TEXT NOT NULL,
+    at REAL NOT NULL,
+    step TEXT NOT NULL,
+    responder TEXT NOT NULL,
+    count INTEGER,
+    note TEXT,
+    via TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_incident ON steps(incident, step, at);
 CREATE TABLE IF NOT EXISTS pages (
     id TEXT PRIMARY KEY,
     incident TEXT NOT NULL,
@@ -132,6 +143,7 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE INDEX IF NOT EXISTS audit_kind ON audit(kind, at);
 CREATE TABLE IF NOT EXISTS used_ack_links (
     digest TEXT PRIMARY KEY,
     incident TEXT NOT NULL,
@@ -153,8 +165,9 @@ CREATE TABLE IF NOT EXISTS devices (
 """
 # Versions after 3 (the first versioned this way): the statements that bring a store of
 # the version before up to it (a column added, a row rewritten), before SCHEMA creates
-# what is new; a version that only adds tables or indexes needs none. A store older
-# than 3 gets the columns it lacks (`_missing_columns`).
+# what is new; a version that only adds tables or indexes needs none (4: steps, which
+# an older store has none of: the protocol came with the table). A store older than 3
+# gets the columns it lacks (`_missing_columns`).
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 FIRST_MIGRATED = 3
 
@@ -283,6 +296,10 @@ class SQLiteBackend:
                     "INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
                     b.timeline_rows(),
                 )
+                if steps := b.step_rows():
+                    await db.executemany(
+                        "INSERT INTO steps(incident, at, step, responder, count, note, via)"
+                        " VALUES (?,?,?,?,?,?,?)", steps)
             if b.pages:
                 await db.executemany(
                     "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
@@ -438,6 +455,10 @@ class Reader:
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, args)
+
+    def has(self, table: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                " AND name = ?", (table,)).fetchone() is not None
 
     def json_field(self, column: str, key: str | int) -> str:
         """SQL for the value at `key` of the JSON in `column` (true is 1)."""

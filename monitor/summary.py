@@ -157,6 +157,10 @@ def summary(config: Config) -> str:
         if policy.skip_busy:
             parts.append("busy responders skipped")
         lines.append(f"  {priority}: {'; '.join(parts)}")
+    test = config.self_test
+    lines.append("self-tests: " + ("none scheduled" if test is None else (
+        f"{test.schedule} ({site.timezone}), a test page to every channel that reaches a "
+        f"person; unanswered after {fd(test.answer_within)} → {', '.join(test.notify)}")))
     return "\n".join(lines)
 
 

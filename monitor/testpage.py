@@ -40,6 +40,7 @@ from devices.mqtt import MqttLink, NotConnected
 from monitor import i18n
 from monitor.config import ConfigError, load_config
 from monitor.core.settings import Config, ResponderConfig
+from monitor.core.words import test_page_message
 from monitor.i18n import Language
 from monitor.logs import protect
 
@@ -93,21 +94,29 @@ def choose(
 def delivery_for(config: Config, responder: ResponderConfig, channel: str,
                  language: Language) -> Delivery:
     """One test page to `responder` over `channel` only, in the site's language."""
-    # in the site's time, with its offset: the responder reads it on a phone, in the room
-    now = datetime.datetime.now(zoneinfo.ZoneInfo(config.site.timezone)).isoformat(
-        sep=" ", timespec="seconds")
     page_id = f"test-{ULID()}"
-    payload = {
+    payload = test_payload(config, responder, channel, time.time(), language)
+    return Delivery(page_id, page_id, responder.id, 0, (channel,), payload,
+                    addresses=dict(responder.address), kind="test")
+
+
+def test_payload(config: Config, responder: ResponderConfig, channel: str, at: float,
+                 language: Language, ack_url: str | None = None) -> dict[str, object]:
+    """What a test page says, in the site's language; with `ack_url` (a scheduled
+    self-test) it asks for a tap."""
+    # in the site's time, with its offset: the responder reads it on a phone, in the room
+    when = datetime.datetime.fromtimestamp(at, zoneinfo.ZoneInfo(config.site.timezone)
+                                           ).isoformat(sep=" ", timespec="seconds")
+    payload: dict[str, object] = {
         "kind": "test",
         "site": config.site.id,
         "responder": responder.id,
-        "message": language.gettext(
-            "TEST PAGE from boothwatch (%(site)s) to %(name)s via %(channel)s at %(time)s. "
-            "No action needed.") % {"site": config.site.name, "name": responder.name,
-                                    "channel": channel, "time": now},
+        "message": language.say(test_page_message(config.site.name, responder.name, channel,
+                                                  when, answer=ack_url is not None)),
     }
-    return Delivery(page_id, page_id, responder.id, 0, (channel,), payload,
-                    addresses=dict(responder.address), kind="test")
+    if ack_url is not None:
+        payload["ack_url"] = ack_url
+    return payload
 
 
 async def send_test_pages(

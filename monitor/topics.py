@@ -22,6 +22,10 @@ class Topics:
         return f"boothwatch/{self.site}/ack"
 
     @property
+    def steps(self) -> str:
+        return f"boothwatch/{self.site}/steps"
+
+    @property
     def duty(self) -> str:
         return f"boothwatch/{self.site}/duty"
 

@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,13 @@ import pytest_asyncio
 from playwright.async_api import Browser
 
 from monitor.board.texts import TEXTS
+from monitor.i18n import BOARD
 from tests.harness.broker import Mosquitto, Publish, Publisher, free_port, require_mosquitto
 from tests.harness.browser import Board, chromium
 from tests.harness.process import ROOT, ServiceProcess
 from tests.harness.service import HandClock, event, events_topic, eventually, start_service
-from tests.harness.site import Site, booth, escalation
+from tests.harness.site import Site, booth, device, escalation
+from tests.test_i18n import write_catalog
 
 #: the browser tests share the module's event loop, which its browser and service live on
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -356,14 +358,23 @@ async def test_a_board_whose_login_ended_keeps_warning_until_logged_in_again(
 
 @pytest.mark.integration
 @in_module_loop
+@pytest.mark.parametrize(("language", "names", "countdown_words"), [
+    ("en", "Booth", "Alarm in 1m 2"),
+    ("pt_PT", "Cabine", "Alarme daqui a 1 min e 2"),
+])
 async def test_screenshot_three_booths(
-        browser: Browser, mosquitto: Mosquitto, mqtt_publish: Publish, tmp_path: Path) -> None:
+        browser: Browser, mosquitto: Mosquitto, mqtt_publish: Publish, tmp_path: Path,
+        language: str, names: str, countdown_words: str) -> None:
     """The README's picture: one booth vacant, one occupied and still with its countdown
-    part-filled, one in alarm; written to docs/board.png by `make screenshot`."""
+    part-filled, one in alarm; written to docs/board.png by `make screenshot` (and in
+    European Portuguese beside it, for the translators' page). No text is cut off in
+    either language."""
     clock = HandClock()
 
     def three(site: Site) -> None:
-        site.booths = [booth("b1"), booth("b2", stillness="3m"), booth("b3")]
+        site.site["language"] = language
+        site.booths = [booth(f"b{i}", f"{names} {i}") for i in (1, 2, 3)]
+        site.booths[1]["stillness"] = "3m"
 
     publish = mqtt_publish  # a broker of its own: the module's service has the same site
     async with start_service(tmp_path, mosquitto, publish, clock=clock, edit=three, env=ENV,
@@ -383,13 +394,134 @@ async def test_screenshot_three_booths(
         await board.expect('[data-booth="b3"][data-priority="high"]')
         countdown = board.tile("b2").locator('[data-tick="countdown"]')
         # the board's clock follows the hand clock from the next ping on
-        await eventually(lambda: _text_has(countdown, "Alarm in 1m 2"), timeout=3)
-        out = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "board.png"
+        await eventually(lambda: _text_has(countdown, countdown_words), timeout=3)
+        out = tmp_path / "board.png"
+        if SCREENSHOT:
+            out = Path(SCREENSHOT) if language == "en" else Path(SCREENSHOT).with_stem(
+                f"{Path(SCREENSHOT).stem}.{language}")
         await board.page.screenshot(path=str(out if out.is_absolute() else ROOT / out))
         assert [await board.tile(b).get_attribute("data-state") for b in ("b1", "b2", "b3")] == [
             "vacant", "occupied", "occupied"]
+        assert await board.clipped() == []
         assert board.errors == []
         await board.close()
+
+
+#: a tile in every state the board draws, booth by booth (test_every_state_fits)
+STATES = ["vacant", "moving", "still", "maintenance", "unmonitored", "acknowledged",
+          "attended", "medium", "reopened", "low battery"]
+
+
+def every_state(language: str, names: str) -> Callable[[Site], None]:
+    def edit(site: Site) -> None:
+        site.site["language"] = language
+        site.booths = [booth(f"b{i}", f"{names} {i}") for i in range(1, len(STATES) + 1)]
+        site.booth("b3")["stillness"] = "10m"
+        site.booth("b5")["device_timeout"] = "1m"
+        site.booth("b8")["long_session"] = "1s"
+        site.devices = [device("b5-radar", "zigbee2mqtt", "zigbee2mqtt/b5-radar", "b5", "motion"),
+                        device("b10-door", "zigbee2mqtt", "zigbee2mqtt/b10-door", "b10", "door")]
+    return edit
+
+
+@pytest.mark.integration
+@in_module_loop
+@pytest.mark.parametrize(("language", "names"), [("en", "Booth"), ("pt_PT", "Cabine")])
+async def test_every_state_fits(
+        browser: Browser, mosquitto: Mosquitto, mqtt_publish: Publish, tmp_path: Path,
+        language: str, names: str) -> None:
+    """Ten booths, each in another state (maintenance, not monitored, an incident someone
+    is going to, one reopened...), on the station's screen: no text is cut off, in
+    English or in Portuguese, whose words are longer."""
+    publish = mqtt_publish
+    async with start_service(tmp_path, mosquitto, publish, clock=HandClock(),
+                             edit=every_state(language, names), env=ENV, step2="1h",
+                             repeat="1h", ack_timeout="2m") as svc:
+        api = svc.runtime.api
+
+        def incident(booth: str) -> str:
+            found = next(b for b in api.booths() if b["booth"] == booth)["incident"]
+            return "" if found is None else str(found["id"])
+
+        async def answer(booth: str, *steps: str) -> None:
+            await eventually(lambda: incident(booth) != "")
+            for step in steps:
+                status, body = await svc.post(f"/api/incidents/{incident(booth)}/{step}",
+                                              {"responder": "ana"}, headers=BEARER)
+                assert status == 200, body
+
+        publish("zigbee2mqtt/b5-radar", '{"occupancy": false}')
+        publish(events_topic("b9"), event("button", press="call"))
+        await answer("b9", "ack")
+        await eventually(lambda: next(b for b in api.booths() if b["booth"] == "b5")[
+            "motion"] is not None)
+        svc.advance(3 * 60)  # b9: nobody arrived in time; b5: its sensor is silent
+        publish("zigbee2mqtt/b10-door", '{"contact": true, "battery": 3}')
+        for b in ("b2", "b3", "b6", "b7", "b8"):
+            publish(events_topic(b), event("occupancy", occupied=True))
+        publish(events_topic("b2"), event("motion", state="moving"))
+        publish(events_topic("b3"), event("motion", state="still"))
+        for b in ("b6", "b7"):
+            publish(events_topic(b), event("button", press="call"))
+        await answer("b6", "ack")
+        await answer("b7", "ack", "presence")
+        status, body = await svc.post("/api/booths/b4/maintenance", {
+            "until": "2h", "reason": "Deep clean after a spill", "by": "rui"}, headers=BEARER)
+        assert status == 200, body
+        await eventually(lambda: incident("b10") != "")
+        svc.advance(100)  # b3 still for a while, b8 over its session limit
+        await eventually(lambda: incident("b8") != "")
+
+        board = await Board.open(browser, svc.base, password=PASSWORD)
+        await board.expect('[data-booth="b8"][data-priority="medium"]')
+        assert [await board.tile(f"b{i}").get_attribute("data-state")
+                for i in range(1, len(STATES) + 1)] == [
+            "vacant", "occupied", "occupied", "maintenance", "unmonitored", "occupied",
+            "occupied", "occupied", "vacant", "vacant"]
+        assert [await board.tile(f"b{i}").get_attribute("data-incident-state")
+                for i in (6, 7, 9)] == ["acknowledged", "attended", "open"]
+        assert await board.tile("b9").locator(".reopened").count() == 1
+        await board.page.screenshot(path=str(tmp_path / "board.png"))
+        assert await board.clipped() == []
+        assert board.errors == []
+        await board.close()
+
+
+@pytest.mark.integration
+@in_module_loop
+async def test_a_line_the_clock_makes_longer_is_fitted_again(
+        browser: Browser, mosquitto: Mosquitto, mqtt_publish: Publish, tmp_path: Path) -> None:
+    """A still booth's line grows as its clock runs ("...há 0 s", "...há 20 min e 40 s"):
+    when it no longer fits, the tile's text is made smaller rather than the line cut
+    short (a site's own wording, longer than the shipped one)."""
+    write_catalog(tmp_path / "locale", "pt_PT", {
+        "Still for {duration}": "Sem nenhum movimento detetado há {duration}"}, context=BOARD)
+
+    def edit(site: Site) -> None:
+        site.site.update(language="pt_PT", catalogs=str(tmp_path / "locale"))
+        site.booths = [booth("b1", "Cabine 1", stillness="1h"), booth("b2"), booth("b3")]
+
+    async with start_service(tmp_path, mosquitto, mqtt_publish, clock=HandClock(), edit=edit,
+                             env=ENV) as svc:
+        board = await Board.open(browser, svc.base, password=PASSWORD,
+                                 viewport={"width": 1280, "height": 800})
+        mqtt_publish(events_topic("b1"), event("occupancy", occupied=True))
+        mqtt_publish(events_topic("b1"), event("motion", state="still"))
+        line = board.tile("b1").locator('[data-tick="still"]')
+        await eventually(lambda: _text_has(line, "detetado há 0 s"), timeout=3)
+        assert await board.clipped() == []
+        size = await _unit(board.tile("b1"))
+        svc.advance(20 * 60 + 40)
+        await eventually(lambda: _text_has(line, "detetado há 20 min e 40 s"), timeout=3)
+        assert await board.clipped() == []  # fitted in the same tick as the words changed
+        assert await _unit(board.tile("b1")) < size
+        assert board.errors == []
+        await board.close()
+
+
+async def _unit(tile: Any) -> float:
+    """The tile's text unit (--u, px), which board.js fits to its content."""
+    return float((await tile.evaluate("el => el.style.getPropertyValue('--u')")).removesuffix("px"))
 
 
 async def _text_has(locator: Any, text: str) -> bool:

@@ -305,6 +305,7 @@ ALLOWED: dict[str, list[tuple[str, str | None]]] = {
     "b1": [(events_topic("b1"), "boothwatch")],
     "pager-gateway": [
         (f"boothwatch/{SITE}/ack", "boothwatch"),
+        (f"boothwatch/{SITE}/steps", "boothwatch"),
         (f"boothwatch/{SITE}/duty", "boothwatch"),
     ],
     "boothwatch": [
@@ -341,11 +342,13 @@ SERVICE_OUT = [f"boothwatch/{SITE}/status", f"boothwatch/{SITE}/booths/b1/state"
                f"boothwatch/{SITE}/incidents/01TEST", f"boothwatch/{SITE}/pages/ana"]
 DENIED: dict[str, list[str]] = {
     "b1": [events_topic("b2"), f"boothwatch/{SITE}/ack", f"boothwatch/{SITE}/duty",
+           f"boothwatch/{SITE}/steps",
            *SERVICE_OUT, "zigbee2mqtt/booth1-button", "tele/tasmota_b1/LWT",
            "esp-b1/binary_sensor/motion/state", "shellies/shelly1-b1/input_event/0"],
     "pager-gateway": [events_topic("b1"), *SERVICE_OUT],
     "boothwatch": [events_topic("b1"), f"boothwatch/{SITE}/ack", "zigbee2mqtt/booth1-button"],
-    "zigbee2mqtt": [events_topic("b1"), f"boothwatch/{SITE}/ack", "tele/tasmota_b1/LWT"],
+    "zigbee2mqtt": [events_topic("b1"), f"boothwatch/{SITE}/ack", f"boothwatch/{SITE}/steps",
+                    "tele/tasmota_b1/LWT"],
     "esp-b1": [events_topic("b1"), "esp-b2/binary_sensor/motion/state",
                f"boothwatch/{SITE}/ack"],
     "tasmota_b1": [events_topic("b1"), "tele/tasmota_b2/LWT", f"boothwatch/{SITE}/ack"],

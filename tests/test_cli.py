@@ -115,7 +115,7 @@ def test_every_command_has_a_one_line_description(capsys: pytest.CaptureFixture[
     commands = next(action.choices for action in _parser()._actions
                     if isinstance(action, argparse._SubParsersAction))
     assert set(commands) == {"run", "check-config", "config-schema", "demo", "sim",
-                             "report", "test-page"}
+                             "report", "test-page", "test-booth"}
     with pytest.raises(SystemExit):
         main(["--help"])
     overview = " ".join(capsys.readouterr().out.split())

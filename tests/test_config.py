@@ -1056,7 +1056,7 @@ def test_summary_mentions_devices() -> None:
 # --------------------------------------------------------------------------- the JSON Schema
 
 TOP_LEVEL = {"site", "mqtt", "store", "http", "defaults", "booths", "devices", "channels",
-             "responders", "escalation", "rate_limit", "board"}
+             "responders", "escalation", "rate_limit", "board", "self_test"}
 
 
 def _refusals(schema: dict[str, Any], node: dict[str, Any], value: object, at: str) -> list[str]:
@@ -1112,7 +1112,8 @@ def test_config_schema_names_the_tables_and_takes_the_example(
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["properties"]) == TOP_LEVEL
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == TOP_LEVEL - {"defaults", "devices", "rate_limit", "board"}
+    assert set(schema["required"]) == TOP_LEVEL - {"defaults", "devices", "rate_limit", "board",
+                                                   "self_test"}
     example = json.loads(json.dumps(_data()))  # the TOML as JSON, as an editor checks it
     assert _refusals(schema, schema, example, "") == []
     fuller = tomllib.loads(
@@ -1173,6 +1174,27 @@ def test_shift_problems_by_key_path() -> None:
     responders[0]["shifts"] = ["sat,sun 20:00-08:00"]
     (shift,) = parse_config(data, {}).responders[0].shifts
     assert (shift.days, shift.start, shift.end) == (frozenset({5, 6}), 20 * 60, 8 * 60)
+
+
+def test_self_test_table_refused_by_key_path() -> None:
+    """[self_test]: every problem named by its key; a good one becomes the core's config."""
+    data = _data()
+    data["self_test"] = {"schedule": "every day 9am", "answer_within": "25h",
+                         "notify": ["role:janitor", "zoe", "role:coordinator"], "when": 1}
+    assert _problems(data) == [
+        "self_test.when: unknown key",
+        'self_test.schedule: expected "<days> HH:MM" such as "daily 09:00" or "mon-fri 09:30", '
+        'got "every day 9am"',
+        "self_test.answer_within: must be at most 24h",
+        'self_test.notify[0]: unknown role "janitor" (no responder has it)',
+        'self_test.notify[1]: unknown responder "zoe" (expected a responder id or role:<role>)',
+    ]
+    data["self_test"] = {"schedule": "mon-fri 09:30"}
+    test = parse_config(data, {}).self_test
+    assert test is not None
+    assert (test.days, test.at, test.answer_within) == (frozenset(range(5)), 570, 3600)
+    assert test.notify == ("role:coordinator", "role:technician")  # no technician: no problem
+    assert parse_config(_data(), {}).self_test is None
 
 
 # --- issue 15: high-risk thresholds, opening hours, skip_busy -------------------------------

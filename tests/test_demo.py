@@ -152,6 +152,12 @@ def test_incident_lines_tell_each_change_once() -> None:
     assert change(outcome="ok") is None  # recorded afterwards: nothing changed for the room
     assert lines.line({"id": "01JE", "booth": "b2", "state": "open", "priority": "high",
                        "triggers": ["call"]}) == "[INCIDENT] b2: opened (high: call), id 01JE"
+    answered = {"id": "01JF", "booth": "b2", "state": "open", "priority": "high",
+                "triggers": ["unresponsive"], "presence_by": None, "steps": []}
+    lines.line(answered)
+    assert lines.line({**answered, "state": "attended", "steps": [
+        {"step": "answered", "responder": "rui"}]}) == (
+        "[INCIDENT] b2: the person answered rui: nobody else need come")
 
 
 # --- the scenarios ----------------------------------------------------------------------

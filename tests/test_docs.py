@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema_rs
 from aiohttp import web
 
-from monitor.core.events import NOTE_MAX, OUTCOMES
+from monitor.core.events import MAX_DOSES, NOTE_MAX, OUTCOMES, STEPS
 from monitor.core.incident import CLEARED_OUTCOME, Trigger
 from monitor.core.settings import PRIORITIES, RISKS, ROUTES
 from monitor.http import routes
@@ -122,6 +122,8 @@ def test_the_documents_vocabularies_are_the_cores() -> None:
     schemas = DOCUMENT["components"]["schemas"]
     assert schemas["Outcome"]["enum"] == list(OUTCOMES)
     assert schemas["Note"]["maxLength"] == NOTE_MAX
+    assert schemas["Step"]["enum"] == list(STEPS)
+    assert schemas["StepRequest"]["properties"]["count"]["maximum"] == MAX_DOSES
     assert schemas["Trigger"]["enum"] == [t.value for t in Trigger]
     assert schemas["Priority"]["enum"] == list(PRIORITIES)
     assert schemas["Risk"]["enum"] == list(RISKS)

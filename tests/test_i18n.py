@@ -267,6 +267,7 @@ async def test_a_portuguese_site_pages_and_answers_in_portuguese(
             assert resp.status == 200
             text = html.unescape(await resp.text())
         for words in ("<h1>Confirmada</h1>", "Vai a caminho: Booth 1.", "Quando terminar:",
+                      "Estou na cabine", "Naloxona administrada", "Bateu à porta",
                       "Sobredosagem: naloxona administrada", 'placeholder="Nota (opcional)"',
                       "Resolver com este desfecho"):
             assert words in text, (words, text)

@@ -152,12 +152,28 @@ def test_one_incident_keeps_to_the_document(site: Site, api: BaseSchema) -> None
     call("GET", "/ack/{token}", 200, path_parameters={"token": token})
     call("POST", "/ack/{token}", 200, path_parameters={"token": token})
     call("POST", "/ack/{token}", 403, path_parameters={"token": token})  # spent
+    form = "application/x-www-form-urlencoded"
+    call("POST", "/ack/{token}/steps", 200, path_parameters={"token": token},
+         body={"step": "knocked", "seen": 0}, media_type=form)
+    call("POST", "/ack/{token}/presence", 200, path_parameters={"token": token})
+    call("POST", "/ack/{token}/steps", 200, path_parameters={"token": token},
+         body={"step": "naloxone", "count": 2}, media_type=form)
+    call("POST", "/ack/{token}/steps", 400, path_parameters={"token": token},
+         body={"step": "oxygen", "count": 2}, media_type=form)
+    steps = call("POST", "/api/incidents/{id}/steps", 200, path_parameters=ids,
+                 body={"responder": "rui", "step": "note", "note": "breathing"})
+    assert [s["step"] for s in steps["steps"]] == ["knocked", "naloxone", "note"]
+    call("POST", "/api/incidents/{id}/steps", 400, path_parameters=ids,
+         body={"responder": "rui", "step": "entered", "count": 1})
     call("POST", "/api/incidents/{id}/ack", 200, path_parameters=ids, body={"responder": "rui"})
     call("POST", "/api/incidents/{id}/presence", 200, path_parameters=ids,
          body={"responder": "rui"})
     call("POST", "/api/incidents/{id}/resolve", 200, path_parameters=ids,
          body={"responder": "rui"})
     call("POST", "/api/incidents/{id}/ack", 409, path_parameters=ids, body={"responder": "ana"})
+    call("POST", "/api/incidents/{id}/steps", 409, path_parameters=ids,
+         body={"responder": "ana", "step": "ems_arrived"})
+    call("POST", "/ack/{token}/presence", 409, path_parameters={"token": token})
     call("GET", "/ack/{token}", 200, path_parameters={"token": token})  # the outcome form
     call("POST", "/ack/{token}/outcome", 200, path_parameters={"token": token},
          body={"outcome": "ok", "note": "talking"}, media_type="application/x-www-form-urlencoded")
@@ -167,6 +183,14 @@ def test_one_incident_keeps_to_the_document(site: Site, api: BaseSchema) -> None
          body={"until": "2h", "reason": "sensor replaced", "by": "rui"})
     call("POST", "/api/booths/{id}/maintenance/end", 200, path_parameters={"id": "b2"},
          body={"by": "rui"})
+    b2 = {"id": "b2"}
+    started = call("POST", "/api/booths/{id}/test", 200, path_parameters=b2,
+                   body={"tester": "ana", "until": "5m"})
+    assert (started["running"], started["tester"], started["fired"]) == (True, "ana", [])
+    call("GET", "/api/booths/{id}/test", 200, path_parameters=b2)
+    call("POST", "/api/booths/{id}/test", 409, path_parameters=b2, body={})  # running
+    call("POST", "/api/booths/{id}/test/end", 200, path_parameters=b2)
+    call("POST", "/api/booths/{id}/test/end", 409, path_parameters=b2)
     call("POST", "/api/responders/{id}/duty", 200, path_parameters={"id": "ana"},
          body={"on": False, "by": "rui"})
     call("GET", "/api/responders", 200)

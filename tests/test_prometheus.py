@@ -35,10 +35,11 @@ DATASOURCE = {"type": "prometheus", "uid": "boothwatch-prom"}
 SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)\{([^}]*)\}")
 # the series with a booth label, recorded ones included
 BY_BOOTH = re.compile(
-    r"boothwatch_(booth_|incidents_raised|time_to_|device_last_seen|device_battery)|_booth_le:")
+    r"boothwatch_(booth_|incidents_raised|incidents_classed|time_to_|device_last_seen|"
+    r"device_battery|naloxone_doses)|_booth_le:")
 # What Grafana would put in place of its variables; "All" is the allValue, ".*".
-GRAFANA_VARIABLES = {"$site": ".*", "$booth": ".*", "$__range": "5m", "$__interval": "1m",
-                     "$__rate_interval": "1m"}
+GRAFANA_VARIABLES = {"$site": ".*", "$booth": ".*", "$__range": "5m", "$__range_s": "300",
+                     "$__interval": "1m", "$__rate_interval": "1m"}
 
 HIGH_AFTER = 6  # seconds: the test copy's "too long" for a high incident, 120 s in production
 RULE_CHANGES = {
@@ -95,6 +96,9 @@ def test_dashboards_are_grafana_json_on_our_datasource() -> None:
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
         for panel in panels(board):
             where = f"{path.name} {panel['title']!r}"
+            if panel["type"] == "row":  # a heading over the panels below it
+                assert panel["gridPos"]["w"] == 24 and panel["title"], where
+                continue
             assert panel["type"] in PANEL_TYPES, where
             assert panel["datasource"] == DATASOURCE, where
             grid = panel["gridPos"]
@@ -158,6 +162,8 @@ async def test_alerts_fire_and_every_panel_has_data(
                 incident = (await hook.wait(count + 1))[count]["incident"]
                 await api(incident, "ack")
                 await api(incident, "presence")
+                await api(incident, "steps", step="entered")
+                await api(incident, "steps", step="naloxone")
                 await api(incident, "resolve", outcome="ok")
 
             def booth(name: str) -> dict[str, Any]:
@@ -212,7 +218,7 @@ async def test_alerts_fire_and_every_panel_has_data(
             for path in DASHBOARDS:
                 board = json.loads(path.read_text())
                 for panel in panels(board):
-                    for target in panel["targets"]:
+                    for target in panel.get("targets", ()):  # a row has none
                         if not await prom.query(grafana_expr(target["expr"])):
                             empty.append(f"{path.name} {panel['title']!r} {target['refId']}")
                 for variable in board["templating"]["list"]:
@@ -230,3 +236,36 @@ async def test_alerts_fire_and_every_panel_has_data(
             await running.aclose()  # the service stops: the dead-man alert
             down = await fired(prom, "BoothwatchDown")
             assert [(a["job"], a["site"]) for a in down] == [("boothwatch", SITE)]
+
+
+async def test_a_channel_unverified_for_36_hours_fires(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish, prometheus_bin: PrometheusBin,
+) -> None:
+    """[self_test] pages daily; Ana answers hers, Rui never does: 37 hours on (a hand clock),
+    Prometheus scraping the real service fires BoothwatchChannelUnverified for Rui's pager
+    only, at the production threshold."""
+    from tests.harness.service import HandClock
+
+    def self_tested(site: Site) -> None:
+        site.self_test = {"schedule": "daily 09:00", "answer_within": "1h"}
+
+    rules = rules_for_test(RULES, tmp_path / "rules.yml")
+    async with start_service(tmp_path, mosquitto, mqtt_publish, edit=self_tested,
+                             clock=HandClock()) as svc:
+        for _ in range(2):  # two days' rounds; Ana answers each
+            count = len(svc.hook.pages)
+            svc.advance(86400 - 1)
+            svc.advance(1)
+            tests = [p for p in (await svc.hook.wait(count + 2))[count:] if p["kind"] == "test"]
+            ana = next(p for p in tests if p["responder"] == "ana")
+            async with svc.http.post(ana["ack_url"]) as resp:
+                assert resp.status == 200
+        svc.advance(38 * 3600 - 2 * 86400)  # 38 h since the start, for Rui
+        assert await svc.metric('boothwatch_channel_unverified_seconds{channel="pager",'
+                                'responder="rui"}') > 36 * 3600
+        http_cfg = svc.runtime.config.http
+        async with Prometheus(tmp_path / "prometheus", prometheus_bin.prometheus,
+                              f"{http_cfg.host}:{http_cfg.port}", [rules]) as prom:
+            unverified = await fired(prom, "BoothwatchChannelUnverified")
+            assert [(a["responder"], a["channel"], a["site"]) for a in unverified] == [
+                ("rui", "pager", SITE)]

@@ -5,7 +5,9 @@ chosen here, so every figure the report gives is known in advance:
 
     A d0 02:00 b1 call          ack +10  presence +60   resolve +300  ok
     B d0 09:00 b1 call          ack +20  presence +90   resolve +600  naloxone
+                                (steps: entered +95, naloxone 2 doses +120)
     C d1 17:00 b2 call          ack +30 (level 2 fired at +30)  presence +90  resolve +900 naloxone
+                                (steps: entered +100, naloxone +150, naloxone +300)
     D d2 23:30 b2 call          ack +10  presence +60 (booth)   clear at booth +120 (no outcome)
     E d3 12:00 b3 long_session  nobody; vacancy resolves it at +240: session_ended
     F d4 20:00 b1 call          ack +10, ack timeout at +130 re-opens (level 2), presence +140,
@@ -23,10 +25,11 @@ import csv
 import io
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,6 +49,8 @@ from monitor.core.events import (
     MotionState,
     Occupancy,
     Press,
+    ProtocolStep,
+    RecordStep,
     Resolve,
     SendPage,
 )
@@ -124,11 +129,16 @@ def simulate_week() -> tuple[Site, dict[str, str]]:
     t = call("B", "b1", T0 + 9 * HOUR)
     site.send(t + 20, Acknowledge(ids["B"], "ana"))
     site.send(t + 90, Attend(ids["B"], "ana"))
+    site.send(t + 95, RecordStep(ids["B"], "ana", ProtocolStep.ENTERED))
+    site.send(t + 120, RecordStep(ids["B"], "ana", ProtocolStep.NALOXONE, count=2))
     site.send(t + 600, Resolve(ids["B"], "ana", outcome="overdose_naloxone"))
     # C: acknowledged only when step two (nurse and coordinator) has fired
     t = call("C", "b2", T0 + DAY + 17 * HOUR)
     site.send(t + 30, Acknowledge(ids["C"], "ana"))
     site.send(t + 90, Attend(ids["C"], "ana"))
+    site.send(t + 100, RecordStep(ids["C"], "ana", ProtocolStep.ENTERED))
+    site.send(t + 150, RecordStep(ids["C"], "ana", ProtocolStep.NALOXONE))
+    site.send(t + 300, RecordStep(ids["C"], "ana", ProtocolStep.NALOXONE))
     site.send(t + 900, Resolve(ids["C"], "ana", outcome="overdose_naloxone"))
     # D: late evening UTC, cleared at the booth (no outcome)
     t = call("D", "b2", T0 + 2 * DAY + 23 * HOUR + 30 * MINUTE)
@@ -286,7 +296,8 @@ def test_by_shift_in_utc_and_in_berlin(db: Path) -> None:
     assert [g["key"] for g in rep["groups"]] == ["night", "day", "evening"]
     assert {k: g["incidents"] for k, g in groups(rep).items()} == {
         "night": 2, "day": 2, "evening": 4}
-    assert rep["shifts"][2] == {"name": "evening", "start": "16:00", "end": "24:00"}
+    assert rep["shifts"][2] == {"name": "evening", "start": "16:00", "end": "24:00",
+                                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
     # Berlin is UTC+1: D (23:30 UTC) is at 00:30, a night incident
     berlin = groups(report(db, by="shift", tz="Europe/Berlin"))
     assert {k: g["incidents"] for k, g in berlin.items()} == {"night": 3, "day": 2, "evening": 3}
@@ -331,7 +342,8 @@ def test_longest_incidents_with_timeline(db: Path, week: tuple[Path, Site, dict[
     assert [i["duration"] for i in longest] == [3 * HOUR, 900, 900, 600, 400]
     assert [i["open"] for i in longest] == [True, False, False, False, False]
     f = longest[4]
-    assert f["response"] == {"to_acknowledge": 10, "to_presence": 140, "to_resolve": 400}
+    assert f["response"] == {"to_acknowledge": 10, "to_presence": 140, "to_resolve": 400,
+                             "to_enter": None, "to_naloxone": None}
     assert f["reopened"] == 1
     kinds = [e["kind"] for e in f["timeline"]]
     assert kinds[:2] == ["trigger", "state"] and "ack" in kinds and "presence" in kinds
@@ -340,6 +352,32 @@ def test_longest_incidents_with_timeline(db: Path, week: tuple[Path, Site, dict[
     assert report(db, longest=0)["longest"] == []
     # report ending before "now": H's age is measured at --to
     assert report(db, end="2025-11-30T22:00:00Z")["longest"][0]["duration"] == HOUR
+
+
+def test_time_to_enter_and_to_the_first_naloxone(db: Path, tmp_path: Path) -> None:
+    """From the protocol steps B and C recorded: the first of each step counts, per group, in
+    total, in CSV and in the table; a store made before steps reports none."""
+    rep = report(db)
+    total, by_booth = rep["total"], groups(rep)
+    assert total["to_enter"] == stats(2, 95, 100, 100)
+    assert total["to_naloxone"] == stats(2, 120, 150, 150)
+    assert by_booth["b1"]["to_naloxone"] == stats(1, 120, 120, 120)
+    assert by_booth["b2"]["to_enter"] == stats(1, 100, 100, 100)
+    assert by_booth["b3"]["to_enter"] == stats(0, None, None, None)
+    rows = {r["booth"]: r for r in csv.DictReader(io.StringIO(render_csv(rep)))}
+    assert (rows["b2"]["to_naloxone_n"], rows["b2"]["to_naloxone_p50"]) == ("1", "150.0")
+    lines = render_table(rep).splitlines()
+    at = lines.index("Protocol steps from raised (n: incidents with that step)")
+    assert lines[at + 1].split() == ["to", "enter", "to", "first", "naloxone"]
+    assert lines[at + 3].split() == ["b1", "1", "1m35s", "1m35s", "1m35s",
+                                     "1", "2m00s", "2m00s", "2m00s"]
+    assert max(len(line) for line in lines) <= 100
+    old = tmp_path / "old.db"
+    old.write_bytes(db.read_bytes())
+    with closing(sqlite3.connect(old)) as conn:
+        conn.execute("DROP TABLE steps")
+        conn.commit()
+    assert report(old)["total"]["to_enter"] == stats(0, None, None, None)
 
 
 def test_csv_one_row_per_group_in_seconds(db: Path) -> None:
@@ -360,11 +398,12 @@ def test_csv_one_row_per_group_in_seconds(db: Path) -> None:
 
 def test_json_is_stable_and_parses(db: Path) -> None:
     rep = json.loads(render_json(report(db, by="day")))
-    assert list(rep) == ["from", "to", "by", "timezone", "shifts", "groups", "total", "longest"]
+    assert list(rep) == ["from", "to", "by", "timezone", "shifts", "groups", "total", "longest",
+                         "filters", "listed"]
     assert list(rep["groups"][0]) == [
-        "key", "incidents", "priority", "to_acknowledge", "to_presence", "to_resolve",
-        "unresolved", "outcomes", "reopened", "max_level", "pages"]
-    assert list(rep["total"]) == list(rep["groups"][0])[1:]
+        "key", "keys", "incidents", "priority", "to_acknowledge", "to_presence", "to_resolve",
+        "to_enter", "to_naloxone", "unresolved", "outcomes", "reopened", "max_level", "pages"]
+    assert list(rep["total"]) == list(rep["groups"][0])[2:]
     assert (rep["by"], rep["timezone"], rep["to"]) == ("day", "UTC", "2025-12-01T00:00:00+00:00")
 
 
@@ -483,7 +522,7 @@ def test_the_store_is_opened_read_only(db: Path) -> None:
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     args = _parser().parse_args(["report", *argv])
-    from monitor import report as module
+    from monitor import report_cli as module
 
     real_err = sys.stderr
     sys.stderr = err
@@ -543,6 +582,86 @@ def test_cli_main_dispatches_report(db: Path, capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out.startswith("booth,incidents,high,medium,low,")
 
 
+def test_filters_by_booth_and_first_trigger(db: Path, week: tuple[Path, Site, dict[str, str]]
+                                            ) -> None:
+    """--booth and --trigger select before grouping; the report says what it selected."""
+    ids = week[2]
+    rep = report(db, booths=["b3"], incidents=True)
+    assert [g["key"] for g in rep["groups"]] == ["b3"]
+    assert [i["id"] for i in rep["groups"][0]["list"]] == [ids["E"], ids["G"]]
+    assert rep["filters"] == {"booth": ["b3"], "trigger": []}
+    rep = report(db, by="trigger", triggers=["call"], booths=["b1", "b2"])
+    assert {k: g["incidents"] for k, g in groups(rep).items()} == {"call": 6}
+    assert [i["id"] for i in rep["longest"]][:1] == [ids["H"]]
+    text = render_table(rep)
+    assert "only booth b1, b2; trigger call" in text.splitlines()[1]
+
+
+def test_by_several_keys_at_once(db: Path) -> None:
+    """--by booth,shift: one group per pair that has incidents, booths then shifts in order."""
+    rep = report(db, by="booth,shift", booths=["b1", "b2"])
+    assert [(g["key"], g["incidents"]) for g in rep["groups"]] == [
+        ("b1 / night", 1), ("b1 / day", 1), ("b1 / evening", 1), ("b2 / evening", 3)]
+    assert rep["groups"][0]["keys"] == {"booth": "b1", "shift": "night"}
+    assert rep["by"] == "booth,shift"
+    rows = list(csv.reader(io.StringIO(render_csv(rep))))
+    assert rows[0][:3] == ["booth", "shift", "incidents"]
+    assert [r[:3] for r in rows[1:]] == [["b1", "night", "1"], ["b1", "day", "1"],
+                                         ["b1", "evening", "1"], ["b2", "evening", "3"]]
+    lines = render_table(rep).splitlines()
+    assert lines[0].endswith("by booth and shift")
+    assert next(line for line in lines if line.startswith("b2 ")).split()[:3] == [
+        "b2", "evening", "3"]
+    with pytest.raises(ValueError, match="not one of"):
+        report(db, by="booth,week")
+
+
+def test_incidents_behind_each_group(db: Path, week: tuple[Path, Site, dict[str, str]]) -> None:
+    """--incidents: each group lists its incidents with their times, in JSON, CSV, table."""
+    ids = week[2]
+    rep = report(db, by="trigger", incidents=True)
+    unresponsive = groups(rep)["unresponsive"]["list"]
+    assert unresponsive == [{
+        "id": ids["G"], "booth": "b3", "trigger": "unresponsive", "priority": "high",
+        "raised_at": "2025-11-29T03:00:00+00:00", "to_acknowledge": 25, "to_presence": 70,
+        "to_resolve": 900, "outcome": "overdose_oxygen", "open": False}]
+    rows = list(csv.DictReader(io.StringIO(render_csv(rep))))
+    assert len(rows) == 8 and rows[0]["trigger"] == "call"
+    assert next(r for r in rows if r["id"] == ids["H"])["open"] == "True"
+    text = render_table(rep)
+    assert "unresponsive (1)" in text
+    lines = text.splitlines()
+    at = lines.index("unresponsive (1)")
+    assert lines[at + 1].split() == "id raised booth ack presence resolve outcome".split()
+    assert lines[at + 2].split() == [ids["G"], "Sat", "11-29", "03:00", "b3", "25s", "1m10s",
+                                     "15m00s", "overdose_oxygen"]
+
+
+def test_roster_shifts_overlap_goes_to_the_latest_start() -> None:
+    """Roster shifts may overlap: a moment is in the shift that began last; none: other."""
+    from monitor.core.roster import parse_shift
+    from monitor.report_time import ShiftTable, roster_shifts
+
+    shifts = roster_shifts(parse_shift(s) for s in (
+        "mon-fri 08:00-16:00", "daily 09:00-17:00", "Mon-Fri 08:00-16:00",
+        "sat,sun 20:00-08:00"))
+    assert [s.name for s in shifts] == [
+        "mon-fri 08:00-16:00", "daily 09:00-17:00", "sat,sun 20:00-08:00"]
+    table = ShiftTable(shifts)
+    utc = ZoneInfo("UTC")
+
+    def at(day: int, hour: int, minute: int = 0) -> datetime:
+        return datetime(2025, 11, 24, hour, minute, tzinfo=utc) + timedelta(days=day)
+
+    assert table.of(at(0, 8, 30)) == "mon-fri 08:00-16:00"
+    assert table.of(at(0, 9)) == "daily 09:00-17:00"  # the later start
+    assert table.of(at(0, 16, 30)) == "daily 09:00-17:00"
+    assert table.of(at(0, 18)) == "other"
+    assert table.of(at(6, 7)) == "sat,sun 20:00-08:00"  # Sunday morning: Saturday's night
+    assert table.of(at(7, 7)) == "sat,sun 20:00-08:00"  # Monday morning: Sunday's night
+    assert table.minutes_left(at(0, 16, 30)) == 30
+
+
 async def test_the_report_is_the_same_from_postgresql(
         db: Path, week: tuple[Path, Site, dict[str, str]], postgres_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -551,11 +670,13 @@ async def test_the_report_is_the_same_from_postgresql(
     BOOTHWATCH_DB_PASSWORD); the report's connection is read-only."""
     await write_store(postgres_url, week[1], password=PASSWORD)
     zone = ZoneInfo("Europe/Lisbon")
-    for by in GROUPINGS:
+    for by in (*GROUPINGS, "booth,shift", "trigger,day"):
         with closing(open_store(db)) as lite, closing(open_store(postgres_url, PASSWORD)) as pg:
             kw: dict[str, Any] = {"start": None, "end": parse_time(WEEK_END, zone), "by": by,
                                   "tz": zone, "shifts": parse_shifts(DEFAULT_SHIFTS),
-                                  "now": NOW}
+                                  "now": NOW, "incidents": True, "fatigue": True}
+            assert build_report(pg, **kw) == build_report(lite, **kw)
+            kw |= {"booths": ["b1", "b3"], "triggers": ["call"]}
             assert build_report(pg, **kw) == build_report(lite, **kw)
     monkeypatch.setenv("BOOTHWATCH_DB_PASSWORD", PASSWORD)
     from_pg = run_cli("--db", postgres_url, "--format", "json", "--to", WEEK_END)

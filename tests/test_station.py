@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from monitor.station import COOKIE, MAX_FAILURES, Stations
+from monitor.station import COOKIE, MAX_FAILURES, RENEW_AFTER, Stations
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.service import Service, event, events_topic, start_service
 
@@ -129,3 +129,17 @@ def test_a_session_survives_a_restart_and_ends_with_a_new_password() -> None:
     assert Stations(SECRET, PASSWORD).session(session.cookie[:-2] + "xx", 20.0) is None
     assert Stations(SECRET, None).login("", 0) is None
     assert Stations(SECRET, PASSWORD).login(PASSWORD + " ", 0) is None
+
+
+def test_a_page_load_a_day_after_login_renews_the_session() -> None:
+    """A board reloaded now and then never reaches the end of its 30 days: a session a day
+    old or more is replaced by a new one (valid, with its own CSRF token); a newer one is
+    kept."""
+    stations = Stations(SECRET, PASSWORD)
+    session = stations.login(PASSWORD, 1000.0)
+    assert session is not None
+    assert stations.renewed(session, 1000.0 + RENEW_AFTER - 1) is None
+    fresh = stations.renewed(session, 1000.0 + RENEW_AFTER)
+    assert fresh is not None and fresh.cookie != session.cookie and fresh.csrf != session.csrf
+    again = stations.session(fresh.cookie, 0)
+    assert again is not None and again.csrf == fresh.csrf

@@ -16,6 +16,7 @@ from alerts.tokens import Use
 from monitor.codec import incident_record
 from monitor.core.booth import BoothView
 from monitor.core.events import Button, Press, Resolve
+from monitor.core.incident import TimelineEntry
 from monitor.store import SCHEMA_VERSION, AttemptRow, EventRow, PageRow, Store
 from monitor.store_base import SchemaTooNew
 from tests.harness.core import CoreDriver, incident
@@ -104,9 +105,9 @@ def _page(id: str, of: str, **kw: Any) -> PageRow:
 
 async def test_every_table_is_written_and_read_back(store_at: StoreAt) -> None:
     """What the service restores after a restart, what the API shows and what the report
-    reads come back as written: incidents and their timeline, pages (the outbox: queued
-    ones are sent again, those of a resolved incident are not), attempts, receipts,
-    duty, devices, audit, booths, meta."""
+    reads come back as written: incidents, their timeline and protocol steps, pages (the
+    outbox: queued ones are sent again, those of a resolved incident are not), attempts,
+    receipts, duty, devices, audit, booths, meta."""
     core = CoreDriver(start=True)
     opened = incident(core.send(Button("b1", Press.CALL)))
     core.advance(1)
@@ -117,6 +118,9 @@ async def test_every_table_is_written_and_read_back(store_at: StoreAt) -> None:
     async with writing(store_at) as store:
         for change in (opened, other, resolved):
             store.put_incident(change.view, change.new)
+        store.put_incident(opened.view, [TimelineEntry(
+            opened.view.raised_at + 5, "step",
+            {"step": "naloxone", "responder": "ana", "count": 1, "via": "api"})])
         store.put_page(_page("p1", first))
         store.put_page(_page("p2", first, status="sent", attempts=1, sent_at=101.0, latency=0.2,
                              receipt="R1"))
@@ -156,11 +160,14 @@ async def test_every_table_is_written_and_read_back(store_at: StoreAt) -> None:
             {"at": 100.0, "kind": "maintenance", "subject": "b2", "by": "rui"}]
         assert [b.id for b in await store.load_booths()] == ["b1"]
         assert await store.latest_time() == 104.0
-        assert await store.count("timeline") == sum(
+        assert await store.count("timeline") == 1 + sum(
             len(c.new) for c in (opened, other, resolved))
+        assert await store.count("steps") == 1
     assert store_at.query("SELECT value FROM meta WHERE key = ?", ("site_timezone",)) == [
         ("Europe/Lisbon",)]
     assert store_at.query("SELECT online FROM devices") in ([(1,)], [(True,)])
+    assert store_at.query("SELECT incident, step, responder, count, note, via FROM steps") == [
+        (first, "naloxone", "ana", 1, None, "api")]
 
 
 async def test_used_links_and_secrets_are_committed_at_once(store_at: StoreAt) -> None:

@@ -3,8 +3,8 @@
 ``GET /board`` renders `board.html` (a `string.Template`) with:
 
 * ``$texts``: `TEXTS` in the site's language, and ``$config``: that language (BCP 47), the
-  site's time zone, the outcomes a resolve takes, how long maintenance may last; each as
-  JSON safe inside ``<script type="application/json">``;
+  site's time zone, the outcomes a resolve takes, how long maintenance may last (as the
+  API reads it, and in words); each as JSON safe inside ``<script type="application/json">``;
 * ``$lang``: the language of the texts;
 * ``$csrf``: the station session's CSRF token, for the page's POSTs (``X-CSRF-Token``);
 * ``$site``, ``$title``: the site's name and the board's title, HTML-escaped.
@@ -21,6 +21,7 @@ import asyncio
 import html
 import json
 import socket
+import time
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -31,8 +32,9 @@ from aiohttp import web
 from monitor.api import API, Api
 from monitor.board.feed import DROPPED, message
 from monitor.board.texts import MAINTENANCE_SPANS, TEXTS
+from monitor.core.durations import parse_duration
 from monitor.core.events import NOTE_MAX, OUTCOMES
-from monitor.station import STATION
+from monitor.station import STATION, set_cookie
 from monitor.store import dumps
 
 log = structlog.get_logger(__name__)
@@ -63,24 +65,30 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def _csrf(request: web.Request) -> str:
-    """The session's CSRF token for the page to send back (none with a bearer token)."""
-    session = request.get(STATION)
-    return session.csrf if session is not None else ""
-
-
 async def page(request: web.Request) -> web.Response:
     api = request.app[API]
+    session = request.get(STATION)  # none with a bearer token
+    # the cookie's age is wall-clock time, as its signature's timestamp is
+    renewed = None if session is None else api.stations.renewed(session, time.time())
+    if renewed is not None:
+        session = renewed
     site, language = api.config.site, api.language
     words = language.board_texts(TEXTS)  # in the site's language (monitor.i18n)
+    # each span as the maintenance API reads it, and as the site's language says it
+    spans = [{"value": span, "label": language.duration(parse_duration(span))}
+             for span in MAINTENANCE_SPANS]
     config = {"lang": language.tag, "timezone": site.timezone, "outcomes": OUTCOMES,
-              "note_max": NOTE_MAX, "maintenance_spans": MAINTENANCE_SPANS}
+              "note_max": NOTE_MAX, "maintenance_spans": spans}
     body = PAGE.substitute(texts=_script_json(words), config=_script_json(config),
-                           lang=language.tag, csrf=html.escape(_csrf(request)),
+                           lang=language.tag,
+                           csrf=html.escape(session.csrf if session is not None else ""),
                            site=html.escape(site.name), title=html.escape(words["title"]))
-    return web.Response(text=body, content_type="text/html", headers={
+    response = web.Response(text=body, content_type="text/html", headers={
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
         "Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff"})
+    if renewed is not None:
+        set_cookie(request, response, renewed, api.config.http.public_url)
+    return response
 
 
 def _script_json(value: object) -> str:
@@ -99,7 +107,7 @@ async def static(request: web.Request) -> web.FileResponse:
 
 def snapshot(api: Api) -> dict[str, Any]:
     """The whole state a board starts from, each part as its API route serves it."""
-    responders = api.responders()
+    responders = api.responders(channels=False)
     return {
         "now": api.clock(),
         "site": {"id": api.config.site.id, "name": api.config.site.name},

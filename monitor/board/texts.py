@@ -3,6 +3,11 @@
 The page embeds `TEXTS` as JSON and its script takes every word from there, never from
 literals of its own, so translating the board is translating this dict. A text may hold
 ``{name}`` fields that the script fills in (a booth, a responder, a time, a duration).
+
+No text puts a number into a sentence: a count follows its label ("Open: HIGH 2",
+"attempt 3", "Level 2"), so every language says it the same for one and for many, and
+the board needs no plural forms. A text that must count ("2 booths") takes a key for one
+and a key for many, chosen by the script.
 """
 
 from __future__ import annotations

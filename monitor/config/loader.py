@@ -29,6 +29,7 @@ from monitor.config.schema import Defaults, SiteFile
 from monitor.config.schema import Policy as PolicyTable
 from monitor.config.values import Loc
 from monitor.core.durations import describe, format_duration, parse_duration
+from monitor.core.selftest import parse_schedule
 from monitor.core.settings import (
     PRIORITIES,
     TECHNICIAN_ROLE,
@@ -41,6 +42,7 @@ from monitor.core.settings import (
     Policy,
     RateLimitConfig,
     ResponderConfig,
+    SelfTestConfig,
     SiteConfig,
     Step,
     StoreConfig,
@@ -142,23 +144,27 @@ def _across_tables(good: _Good, env: Mapping[str, str]) -> list[Problem]:
         problems.append(Problem(("site", "hours"), "outside these hours long sessions and "
                                 "device trouble page role:technician, but no responder has "
                                 f'the role "{TECHNICIAN_ROLE}"'))
+    notifies: list[Loc] = [("escalation", priority, "steps", s, "notify")
+                           for priority in PRIORITIES
+                           for s in good.items("escalation", priority, "steps") or ()]
     for priority in PRIORITIES:
-        steps = ("escalation", priority, "steps")
-        _in_time(good, steps, problems)
-        for s in good.items(*steps) or ():
-            notify = (*steps, s, "notify")
-            for k in good.items(*notify) or ():
-                target = good.get(*notify, k)
-                if target is None:
-                    continue
-                if target.startswith("role:"):
-                    role = target.removeprefix("role:")
-                    if duties is not None and role not in duties:
-                        problems.append(Problem((*notify, k), f"unknown role {describe(role)} "
-                                                              "(no responder has it)"))
-                elif responders is not None and target not in responders:
-                    problems.append(Problem((*notify, k), f"unknown responder {describe(target)} "
-                                            "(expected a responder id or role:<role>)"))
+        _in_time(good, ("escalation", priority, "steps"), problems)
+    self_test = good.whole("self_test")
+    if isinstance(self_test, dict) and "notify" in self_test:
+        notifies.append(("self_test", "notify"))  # the default's roles need no responder
+    for notify in notifies:
+        for k in good.items(*notify) or ():
+            target = good.get(*notify, k)
+            if target is None:
+                continue
+            if target.startswith("role:"):
+                role = target.removeprefix("role:")
+                if duties is not None and role not in duties:
+                    problems.append(Problem((*notify, k), f"unknown role {describe(role)} "
+                                                          "(no responder has it)"))
+            elif responders is not None and target not in responders:
+                problems.append(Problem((*notify, k), f"unknown responder {describe(target)} "
+                                        "(expected a responder id or role:<role>)"))
     return problems
 
 
@@ -360,6 +366,9 @@ def _config(checked: SiteFile, env: Mapping[str, str], source: str) -> Config:
         devices=tuple(DeviceConfig(**{"battery_low": d.battery_low}
                                    | dev.model_dump(exclude_none=True)) for dev in f.devices),
         rate_limit=RateLimitConfig(**f.rate_limit.model_dump()),
+        self_test=None if f.self_test is None else SelfTestConfig(
+            *parse_schedule(f.self_test.schedule), schedule=f.self_test.schedule,
+            answer_within=f.self_test.answer_within, notify=tuple(f.self_test.notify)),
         board=BoardConfig(None if f.board.expected_hours is None
                           else tuple(f.board.expected_hours)),
     )

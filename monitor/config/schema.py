@@ -58,6 +58,7 @@ from monitor.config.values import (
 from monitor.core.durations import describe, format_duration
 from monitor.core.readings import PRESS_TYPES
 from monitor.core.roster import parse_shift
+from monitor.core.selftest import parse_schedule
 from monitor.core.settings import (
     BoothConfig,
     DeviceRole,
@@ -67,6 +68,7 @@ from monitor.core.settings import (
     OccupancyFrom,
     PressAction,
     RateLimitConfig,
+    SelfTestConfig,
     Shift,
 )
 from monitor.store_base import DB_PASSWORD_ENV, is_url
@@ -434,6 +436,32 @@ class Escalation(Table):
     low: Policy
 
 
+# --------------------------------------------------------------------------- self-tests
+
+
+def _schedule(value: object) -> str:
+    written = text(value)
+    try:
+        parse_schedule(written)
+    except ValueError as exc:
+        wrong(f"{exc}, got {describe(written)}")
+    return written.strip()
+
+
+_SELF_TEST = SelfTestConfig(frozenset(), 0, "")  # the defaults
+_ANSWER_MAX = 24 * 3600.0  # a round is closed when the next one starts anyway
+
+
+class SelfTest(Table):
+    """[self_test]: a test page to every responder's every channel on a schedule."""
+
+    schedule: Annotated[str, BeforeValidator(_schedule), WithJsonSchema(
+        {"type": "string", "examples": ["daily 09:00", "mon-fri 09:30"]})]
+    answer_within: Annotated[Positive, check(lambda s: None if s <= _ANSWER_MAX else (
+        f"must be at most {format_duration(_ANSWER_MAX)}"))] = _SELF_TEST.answer_within
+    notify: Strings = Field(default_factory=lambda: list(_SELF_TEST.notify))
+
+
 # --------------------------------------------------------------------------- the file
 
 _RATE = RateLimitConfig()
@@ -482,6 +510,7 @@ class SiteFile(Table):
                           Missing(" (at least one [[responders]] is required)")]
     escalation: Escalation
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    self_test: SelfTest | None = None
     board: Board = Field(default_factory=Board)
 
 

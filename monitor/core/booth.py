@@ -320,6 +320,11 @@ class Booth:
             self.stillness_from = now
             self.unresponsive_fired = False
 
+    def person_answered(self, now: float) -> None:
+        """The person answered through the door or the intercom: alive now, so a person
+        still there is timed afresh (a sensor may not see someone who speaks move)."""
+        self.incident_resolved(now)
+
     # --- timers -----------------------------------------------------------------------
 
     def _still_clock_start(self, now: float) -> float | None:

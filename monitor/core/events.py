@@ -245,7 +245,64 @@ class AddOutcome:
         return self.resolved.id
 
 
-IncidentEvent = Acknowledge | Attend | Resolve | PageFailed | PageReport | AddOutcome
+class ProtocolStep(enum.Enum):
+    """What a responder did at an incident, in the order a response usually runs."""
+
+    KNOCKED = "knocked"
+    ANSWERED = "answered"  # the person responded through the door or the intercom
+    ENTERED = "entered"
+    NALOXONE = "naloxone"  # with a dose count
+    OXYGEN = "oxygen"
+    EMS_CALLED = "ems_called"
+    EMS_ARRIVED = "ems_arrived"
+    NOTE = "note"  # free text only
+
+
+#: the step names of the API, the MQTT topic and the ack page
+STEPS: tuple[str, ...] = tuple(s.value for s in ProtocolStep)
+MAX_DOSES = 10  # naloxone doses in one step: more is a typo, not a dose
+
+
+def parse_step(step: object, count: object = None, note: object = None) -> ProtocolStep:
+    """The step named, after checking its count and note; ValueError names the field."""
+    try:
+        parsed = ProtocolStep(step)
+    except ValueError:
+        raise ValueError(f"step: one of {', '.join(STEPS)}") from None
+    if count is not None:
+        if parsed is not ProtocolStep.NALOXONE:
+            raise ValueError("count: only with naloxone (the doses given)")
+        # bool is an int in Python, never a dose count
+        if type(count) is not int or not 1 <= count <= MAX_DOSES:
+            raise ValueError(f"count: a whole number of doses from 1 to {MAX_DOSES}")
+    if note is not None and (not isinstance(note, str) or len(note) > NOTE_MAX):
+        raise ValueError(f"note: text of at most {NOTE_MAX} characters")
+    if parsed is ProtocolStep.NOTE and not (isinstance(note, str) and note.strip()):
+        raise ValueError("note: the note step needs its text")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStep:
+    """A responder records a protocol step against an open incident (the ack page, the API,
+    the station board, or a pager gateway); ``count`` is naloxone's doses (1 if not given)."""
+
+    incident: str
+    responder: str
+    step: ProtocolStep
+    count: int | None = None
+    note: str | None = None
+    via: str = "api"
+
+    def __post_init__(self) -> None:
+        _need(self.incident, "incident")
+        _need(self.responder, "responder")
+        if not isinstance(self.step, ProtocolStep):
+            raise ValueError("step must be a ProtocolStep")
+        parse_step(self.step.value, self.count, self.note)
+
+
+IncidentEvent = Acknowledge | Attend | Resolve | PageFailed | PageReport | AddOutcome | RecordStep
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +347,29 @@ class EndMaintenance:
 
 
 @dataclass(frozen=True, slots=True)
+class StartBoothTest:
+    """Test a booth's devices until ``until``: triggers are recorded, not raised; only
+    ``tester`` (a responder id, if given) hears of them (`monitor.core.boothtest`)."""
+
+    booth: str
+    until: float
+    tester: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+        if self.tester is not None:
+            _need(self.tester, "tester")
+
+
+@dataclass(frozen=True, slots=True)
+class EndBoothTest:
+    booth: str
+
+    def __post_init__(self) -> None:
+        _need(self.booth, "booth")
+
+
+@dataclass(frozen=True, slots=True)
 class MarkSession:
     """Staff mark the session under way at a booth (API, board): its risk and route."""
 
@@ -305,7 +385,8 @@ class MarkSession:
         check_risk(self.risk, self.route)
 
 
-SiteEvent = SetDuty | StartMaintenance | EndMaintenance | MarkSession
+SiteEvent = (SetDuty | StartMaintenance | EndMaintenance | MarkSession | StartBoothTest
+             | EndBoothTest)
 Event = BoothEvent | DeviceReading | IncidentEvent | SiteEvent
 
 

@@ -11,7 +11,7 @@ Every message the service reads comes from one *sender* (`Sender`):
   bounded by the configuration;
 * an off-the-shelf device: its id, over all of its topics (a topic shared by
   several devices, such as an ESPHome node's status, is a sender of its own);
-* the pager gateway: the ack topic and the duty topic, one sender each.
+* the pager gateway: the ack, duty and steps topics, one sender each.
 
 Each sender has a token bucket: ``burst`` tokens, refilled at ``rate`` a second.
 A message takes a token; with none left it is dropped: acknowledged to the broker,
@@ -90,8 +90,8 @@ class Kind(enum.IntEnum):
 class Sender:
     """Who sent a message: the limiter's key, and the metric's and log's labels."""
 
-    source: str  # "canonical", a firmware ("zigbee2mqtt", ...), "ack" or "duty"
-    booth: str  # "" when the sender is no single booth's (ack, duty, a shared topic)
+    source: str  # "canonical", a firmware ("zigbee2mqtt", ...), "ack", "duty" or "steps"
+    booth: str  # "" when the sender is no single booth's (ack, duty, steps, a shared topic)
     device: str | None = None  # None: the booth's unnamed canonical devices, or a topic
 
 

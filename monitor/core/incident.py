@@ -13,6 +13,20 @@ States: ``open`` -> ``acknowledged`` -> ``attended`` -> ``resolved``.
 * ``acknowledged``: escalation pauses; if nobody is at the booth by
   ``ack_timeout`` the incident re-opens and the *next* step fires at once.
 * ``attended``: presence stops escalation for good.
+* Protocol steps (``knocked``, ``answered``, ``entered``, ``naloxone`` with its
+  doses, ``oxygen``, ``ems_called``, ``ems_arrived``, a ``note``) are recorded
+  against an unresolved incident with who and when. Those only done at the booth
+  (knocked, entered, naloxone, oxygen) are presence too, if nobody was there yet:
+  a nurse answering from her phone at a sensor-only booth has nothing else to
+  press. ``answered`` on an ``unresponsive`` incident means the person is fine:
+  it attends the incident (escalation stops, as presence does) without stamping
+  ``presence_at``; with a call or another reason it is only recorded. Nobody is
+  at the booth then, so the answer settles only the alarm it answered: a later
+  high trigger (still again, a call, a sensor lost while occupied) re-opens the
+  incident and pages from the first step, unlike with staff at the booth.
+* A page sent after an ack timeout re-opened the incident says so, naming the
+  acknowledgement that lapsed (``last_ack``); a re-open by a higher trigger or a
+  second call forgets it, since those pages name their own reason.
 * A call pressed again on an open incident (the person is still waiting)
   marks it *urgent* and jumps escalation to the next step at once (Brave
   Buttons' rule); on an acknowledged incident it re-opens it first.
@@ -52,7 +66,7 @@ from typing import Any
 
 from monitor.core.booth import IncidentRef
 from monitor.core.escalation import Escalation, Fired, fire_due, has_next_step, jump
-from monitor.core.events import OUTCOMES
+from monitor.core.events import OUTCOMES, ProtocolStep
 from monitor.core.settings import Policy, Priority, Risk
 
 
@@ -87,6 +101,11 @@ CLEARED_OUTCOME: dict[Trigger, str] = {
 RANK: dict[Priority, int] = {"low": 0, "medium": 1, "high": 2}
 #: triggers that only a person may resolve
 PERSON_ONLY = frozenset({Trigger.CALL, Trigger.UNRESPONSIVE})
+#: protocol steps a responder can only take at the booth: they are presence too
+AT_THE_BOOTH = frozenset({ProtocolStep.KNOCKED, ProtocolStep.ENTERED, ProtocolStep.NALOXONE,
+                          ProtocolStep.OXYGEN})
+#: the triggers a person answering through the door settles (unresponsive must be one)
+ANSWER_SETTLES = frozenset({Trigger.UNRESPONSIVE, Trigger.LONG_SESSION})
 
 
 class Action(enum.Enum):
@@ -96,6 +115,8 @@ class Action(enum.Enum):
     ACK_TIMEOUT = "ack_timeout"
     REOPEN = "reopen"  # a higher-priority trigger on an acknowledged incident
     TRIGGER = "trigger"  # a trigger folds in (it may then re-open, see add_trigger)
+    STEP = "step"  # a protocol step is recorded (it may then attend, see record_step)
+    ANSWERED = "answered"  # the person answered on an unresponsive incident: fine
 
 
 TRANSITIONS: dict[State, dict[Action, State]] = {
@@ -104,6 +125,8 @@ TRANSITIONS: dict[State, dict[Action, State]] = {
         Action.PRESENCE: State.ATTENDED,
         Action.RESOLVE: State.RESOLVED,
         Action.TRIGGER: State.OPEN,
+        Action.STEP: State.OPEN,
+        Action.ANSWERED: State.ATTENDED,
     },
     State.ACKNOWLEDGED: {
         Action.TRIGGER: State.ACKNOWLEDGED,
@@ -112,12 +135,17 @@ TRANSITIONS: dict[State, dict[Action, State]] = {
         Action.RESOLVE: State.RESOLVED,
         Action.ACK_TIMEOUT: State.OPEN,
         Action.REOPEN: State.OPEN,
+        Action.STEP: State.ACKNOWLEDGED,
+        Action.ANSWERED: State.ATTENDED,
     },
     State.ATTENDED: {
         Action.TRIGGER: State.ATTENDED,
         Action.ACK: State.ATTENDED,
         Action.PRESENCE: State.ATTENDED,
         Action.RESOLVE: State.RESOLVED,
+        Action.STEP: State.ATTENDED,
+        Action.ANSWERED: State.ATTENDED,
+        Action.REOPEN: State.OPEN,  # only when attended by an answer (see add_trigger)
     },
     State.RESOLVED: {},
 }
@@ -132,6 +160,7 @@ class Transition:
     to: State
     by: str | None = None
     first: bool = False  # the first acknowledgement, or the first person at the booth
+    step: str | None = None  # the protocol step that made it (answered, entered...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +195,18 @@ class OutcomeSet:
 
 
 @dataclass(frozen=True, slots=True)
+class StepRecorded:
+    """A responder recorded a protocol step; ``first`` when it is the incident's first of
+    that step (time to enter, time to the first naloxone)."""
+
+    at: float
+    step: ProtocolStep
+    by: str
+    count: int | None  # naloxone's doses, None for the other steps
+    first: bool
+
+
+@dataclass(frozen=True, slots=True)
 class BusySkipped:
     """A step passed over responders of ``role`` busy at another booth for free ones."""
 
@@ -184,7 +225,8 @@ class AllEngaged:
     roles: tuple[str, ...]
 
 
-Change = Transition | StepFired | StepSkipped | DutyGap | OutcomeSet | BusySkipped | AllEngaged
+Change = (Transition | StepFired | StepSkipped | DutyGap | OutcomeSet | BusySkipped | AllEngaged
+          | StepRecorded)
 
 
 class OutcomeRecorded(Exception):
@@ -202,7 +244,7 @@ class IllegalTransition(Exception):
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
     at: float
-    kind: str  # trigger, page, page_failed, state, escalated, note
+    kind: str  # trigger, page, page_failed, state, escalated, step, note
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -231,11 +273,13 @@ class IncidentView:
     timeline: tuple[TimelineEntry, ...]
     trigger_priorities: dict[str, Priority]
     cleared: tuple[str, ...]
+    first_steps: dict[str, float]  # protocol step -> when it was first recorded
     # kept for restart
     escalation_priority: Priority
     next_index: int
     next_at: float | None
     ack_deadline: float | None
+    last_ack: tuple[str, float] | None
     risk: Risk = "standard"  # "high": a trigger came in a high-risk session
     after_hours: bool = False  # raised outside opening hours: its low policy is the technician's
 
@@ -269,6 +313,8 @@ class Incident:
         self.outcome_note: str | None = None
         self.urgent = False
         self.ack_deadline: float | None = None
+        self.last_ack: tuple[str, float] | None = None  # who acknowledged last, and when
+        self.first_steps: dict[ProtocolStep, float] = {}
         self.risk: Risk = risk
         self.after_hours = after_hours
         self._engaged: dict[str, None] = {}  # who acknowledged or came, first first
@@ -322,7 +368,8 @@ class Incident:
         new = allowed[action]
         if new is not self.state:
             self.note(now, "state", to=new.value, **{"from": self.state.value}, **detail)
-            self.changes.append(Transition(now, self.state, new, detail.get("by"), first))
+            self.changes.append(Transition(now, self.state, new, detail.get("by"), first,
+                                           detail.get("step")))
             self.state = new
 
     # --- actions --------------------------------------------------------------------
@@ -337,6 +384,8 @@ class Incident:
         priority = priority or PRIORITY[trigger]
         known = self.trigger_priority.get(trigger)
         self.cleared.discard(trigger)
+        if priority == "high" and self.state is State.ATTENDED and self.presence_at is None:
+            return self._alarm_after_answer(trigger, now, risk)
         if known is not None and trigger is Trigger.CALL:
             return self._called_again(now)
         if known is not None and RANK[priority] <= RANK[known]:
@@ -350,7 +399,21 @@ class Incident:
             return False
         if self.state is State.ACKNOWLEDGED:
             self._go(Action.REOPEN, now, reason="higher priority trigger")
-            self.ack_deadline = None
+            self.ack_deadline = self.last_ack = None
+        self.escalation = Escalation.start(self.priority, self.policy, now)
+        self.note(now, "replanned", priority=self.priority)
+        return True
+
+    def _alarm_after_answer(self, trigger: Trigger, now: float, risk: Risk) -> bool:
+        """A high trigger on an incident the person's answer attended, nobody at the booth:
+        the answer settled the alarm before, not this one. Re-open and page afresh."""
+        if trigger not in self.trigger_priority:
+            self.triggers.append(trigger)
+        self.trigger_priority[trigger] = "high"
+        self.note(now, "trigger", trigger=trigger.value, priority="high", after_answer=True,
+                  **_risk_detail(risk))
+        self._go(Action.REOPEN, now, reason="alarm after the person answered")
+        self.last_ack = None  # its pages are about this alarm, not a lapsed ack
         self.escalation = Escalation.start(self.priority, self.policy, now)
         self.note(now, "replanned", priority=self.priority)
         return True
@@ -363,7 +426,7 @@ class Incident:
             return False  # staff are with them
         if self.state is State.ACKNOWLEDGED:
             self._go(Action.REOPEN, now, reason="call pressed again")
-            self.ack_deadline = None
+            self.ack_deadline = self.last_ack = None
         jump(self.policy, self.escalation, now)
         self.note(now, "jumped", reason="call pressed again")
         return True
@@ -397,6 +460,7 @@ class Incident:
     def acknowledge(self, responder: str, now: float, via: str) -> None:
         self._go(Action.ACK, now, self.acknowledged_at is None, by=responder, via=via)
         self.note(now, "ack", responder=responder, via=via)
+        self.last_ack = (responder, now)
         self._engage(responder)
         if self.acknowledged_at is None:
             self.acknowledged_at, self.acknowledged_by = now, responder
@@ -405,13 +469,47 @@ class Incident:
             timeout = self.policy.ack_timeout
             self.ack_deadline = now + timeout if timeout is not None else None
 
-    def attend(self, responder: str, now: float, via: str) -> None:
-        self._go(Action.PRESENCE, now, self.presence_at is None, by=responder, via=via)
-        self.note(now, "presence", responder=responder, via=via)
+    def attend(self, responder: str, now: float, via: str, step: str | None = None) -> None:
+        """A person at the booth: pressed presence, or took a step only done there."""
+        because = {"step": step} if step is not None else {}
+        first, was = self.presence_at is None, self.state
+        self._go(Action.PRESENCE, now, first, by=responder, via=via, **because)
+        if first and was is State.ATTENDED:
+            # attended by an answer through the door: this is still the first person there,
+            # which time to presence counts, though the state stays
+            self.changes.append(Transition(now, was, was, responder, True, step))
+        self.note(now, "presence", responder=responder, via=via, **because)
         self._engage(responder)
         if self.presence_at is None:
             self.presence_at, self.presence_by = now, responder
         self._stop()
+
+    def record_step(self, step: ProtocolStep, responder: str, now: float, via: str,
+                    count: int | None = None, note: str | None = None) -> None:
+        """A protocol step, with what it implies (see the module docstring)."""
+        self._go(Action.STEP, now)  # a resolved incident raises here, before any change
+        doses = (count or 1) if step is ProtocolStep.NALOXONE else None
+        detail: dict[str, Any] = {"step": step.value, "responder": responder, "via": via}
+        if doses is not None:
+            detail["count"] = doses
+        if note is not None:
+            detail["note"] = note
+        self.note(now, "step", **detail)
+        first = step not in self.first_steps
+        if first:
+            self.first_steps[step] = now
+        self.changes.append(StepRecorded(now, step, responder, doses, first))
+        if step in AT_THE_BOOTH and self.presence_at is None:
+            self.attend(responder, now, via, step.value)
+        elif step is ProtocolStep.ANSWERED and self.answer_settles():
+            self._go(Action.ANSWERED, now, by=responder, via=via, step=step.value)
+            self._stop()
+
+    def answer_settles(self) -> bool:
+        """Whether the person answering means nobody need come: an unresponsive incident
+        with no reason left that answering leaves standing (a call, a device)."""
+        live = set(self.triggers) - self.cleared
+        return Trigger.UNRESPONSIVE in live and live <= ANSWER_SETTLES
 
     def resolve(
         self, responder: str | None, now: float, outcome: str | None, via: str,
@@ -541,10 +639,12 @@ class Incident:
             timeline=tuple(self.timeline),
             trigger_priorities={t.value: p for t, p in self.trigger_priority.items()},
             cleared=tuple(sorted(t.value for t in self.cleared)),
+            first_steps={s.value: at for s, at in self.first_steps.items()},
             escalation_priority=self.escalation.priority,
             next_index=self.escalation.next_index,
             next_at=self.escalation.next_at,
             ack_deadline=self.ack_deadline,
+            last_ack=self.last_ack,
             risk=self.risk,
             after_hours=self.after_hours,
         )
@@ -566,6 +666,8 @@ class Incident:
         self.outcome, self.outcome_note = view.outcome, view.outcome_note
         self.urgent = view.urgent
         self.ack_deadline = view.ack_deadline
+        self.last_ack = view.last_ack
+        self.first_steps = {ProtocolStep(s): at for s, at in view.first_steps.items()}
         self.risk, self.after_hours = view.risk, view.after_hours
         self._engaged = {}
         for entry in view.timeline:

@@ -59,16 +59,7 @@ def parse_shift(text: str) -> Shift:
     match = _SHIFT_RE.fullmatch(text.strip().lower())
     if match is None:
         raise ValueError(_SHIFT_HINT)
-    days: set[int] = set()
-    for part in match["days"].split(","):
-        if part == "daily":
-            days.update(range(7))
-            continue
-        first, _, last = part.partition("-")
-        if first not in _DAYS or (last and last not in _DAYS):
-            raise ValueError(f"unknown day in {part!r} (days: {', '.join(_DAYS)}, or daily)")
-        a, b = _DAYS.index(first), _DAYS.index(last or first)
-        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+    days = parse_days(match["days"])
     times = []
     for key in ("start", "end"):
         hours, minutes = (int(x) for x in match[key].split(":"))
@@ -78,7 +69,22 @@ def parse_shift(text: str) -> Shift:
     start, end = times
     if start == 24 * 60:
         raise ValueError("a shift cannot start at 24:00")
-    return Shift(days=frozenset(days), start=start, end=end, text=text.strip())
+    return Shift(days=days, start=start, end=end, text=text.strip())
+
+
+def parse_days(text: str) -> frozenset[int]:
+    """``"mon-fri"``, ``"sat,sun"``, ``"daily"`` (lower case) -> weekdays, Monday = 0."""
+    days: set[int] = set()
+    for part in text.split(","):
+        if part == "daily":
+            days.update(range(7))
+            continue
+        first, _, last = part.partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise ValueError(f"unknown day in {part!r} (days: {', '.join(_DAYS)}, or daily)")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+    return frozenset(days)
 
 
 def shift_bounds(shift: Shift, day: dt.date, tz: ZoneInfo) -> tuple[float, float]:

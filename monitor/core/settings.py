@@ -233,6 +233,17 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SelfTestConfig:
+    """[self_test]: a test page to every responder's every channel on a weekly schedule."""
+
+    days: frozenset[int]  # Monday = 0
+    at: int  # minutes after local midnight, in the site's time zone
+    schedule: str  # as written, for summaries
+    answer_within: float = 3600.0  # seconds; unanswered by then: `notify` hears of it
+    notify: tuple[str, ...] = (f"role:{COORDINATOR_ROLE}", f"role:{TECHNICIAN_ROLE}")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     site: SiteConfig
     mqtt: MqttConfig
@@ -245,6 +256,7 @@ class Config:
     source: str = field(default="<memory>", compare=False)
     devices: tuple[DeviceConfig, ...] = ()
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    self_test: SelfTestConfig | None = None  # None: no scheduled self-tests
     board: BoardConfig = field(default_factory=BoardConfig)
 
     def booth(self, booth_id: str) -> BoothConfig | None:

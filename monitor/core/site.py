@@ -47,6 +47,9 @@ Maintenance: a booth in maintenance has its automatic triggers
 audited; a call still pages, marked as from a booth in maintenance.
 Maintenance ends by an API call or by itself at ``until``, both audited.
 
+A device self-test (`boothtest`) records what the booth's devices send and the
+triggers that fire instead of raising them; only the person testing hears of them.
+
 Deadlines sit in a heap with lazy deletion, so a site with thousands of booths
 costs O(log n) per event. Unknown incidents raise `UnknownIncident`; actions an
 incident's state does not allow raise `IllegalTransition` and change nothing.
@@ -59,6 +62,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
 from monitor.core.booth import Booth, BoothView, IncidentRef, Timer
+from monitor.core.boothtest import MAX_TEST, BoothTest, heard
 from monitor.core.devices import SENSOR_ROLES, DeviceRegistry, DeviceView, HealthChange
 from monitor.core.escalation import Fired, Targets, resolve_targets
 from monitor.core.events import (
@@ -74,6 +78,7 @@ from monitor.core.events import (
     DeviceReading,
     Door,
     DutyChanged,
+    EndBoothTest,
     EndMaintenance,
     Event,
     Heartbeat,
@@ -85,10 +90,13 @@ from monitor.core.events import (
     PageFailed,
     PageReport,
     Press,
+    ProtocolStep,
+    RecordStep,
     Resolve,
     SendNotice,
     SendPage,
     SetDuty,
+    StartBoothTest,
     StartMaintenance,
     StopPaging,
 )
@@ -117,12 +125,14 @@ from monitor.core.words import (
     STAFF_AT_THE_BOOTH,
     Words,
     all_engaged_message,
+    booth_test_message,
     english,
     notice_message,
     page_message,
 )
 
-_Key = tuple[str, str]  # ("booth" | "incident" | "device" | "maintenance" | "hours", id)
+# ("booth" | "incident" | "device" | "maintenance" | "hours" | "boothtest", id)
+_Key = tuple[str, str]
 #: triggers a booth in maintenance does not raise (a call still pages)
 AUTOMATIC = frozenset({Trigger.LONG_SESSION, Trigger.UNRESPONSIVE, Trigger.DEVICE_OFFLINE})
 #: triggers that outside opening hours page only the technician role, at low priority
@@ -154,6 +164,10 @@ class BadRequest(ValueError):
     """A person asked for something that cannot be (maintenance ending in the past...)."""
 
 
+class BoothBusy(BadRequest):
+    """Not now: the booth has an open incident, or a test running (or none to end)."""
+
+
 class SiteCore:
     def __init__(self, config: Config, new_id: Callable[[], str]) -> None:
         self.config = config
@@ -172,6 +186,7 @@ class SiteCore:
         self._names = {r.id: r.name for r in config.responders}
         self.incidents: dict[str, Incident] = {}  # unresolved only
         self._open_at: dict[str, str] = {}  # booth id -> its unresolved incident id
+        self.tests: dict[str, BoothTest] = {}  # booth id -> its running or last device test
         self._views: dict[str, BoothView] = {}
         self._heap: list[tuple[float, _Key]] = []
         self._due: dict[_Key, float] = {}
@@ -211,6 +226,16 @@ class SiteCore:
             case Resolve(incident=iid, responder=who, outcome=outcome, via=via, note=note):
                 inc = self._incident(iid)
                 self._apply(inc, now, out, lambda: inc.resolve(who, now, outcome, via, note))
+            case RecordStep(incident=iid, responder=who, step=step, count=count, note=note,
+                            via=via):
+                inc = self._incident(iid)
+                self._apply(inc, now, out,
+                            lambda: inc.record_step(step, who, now, via, count, note))
+                if step is ProtocolStep.ANSWERED:
+                    booth = self.booths[inc.booth]
+                    booth.person_answered(now)
+                    self._schedule(("booth", inc.booth), booth.next_deadline())
+                    self._emit_booth(inc.booth, out)
             case PageReport():
                 inc = self._incident(event.incident)
                 self._apply(inc, now, out, lambda: inc.page_report(
@@ -233,6 +258,11 @@ class SiteCore:
                 self._emit_booth(booth_id, out)
             case EndMaintenance(booth=booth_id, by=by):
                 self._end_maintenance(self._booth(booth_id), now, by, out)
+            case StartBoothTest():
+                self._start_test(event, now, out)
+            case EndBoothTest(booth=booth_id):
+                self._booth(booth_id)
+                self._end_test(booth_id, now, "asked", out)
             case MarkSession(booth=booth_id, risk=risk, route=route, by=by, via=via):
                 booth = self._booth(booth_id)
                 self._mark(booth, risk, route, by, via, now, out)
@@ -278,6 +308,8 @@ class SiteCore:
                 self._booth_timer(self.booths[ident], now, out)
             elif kind == "maintenance":
                 self._end_maintenance(self.booths[ident], now, "expiry", out)
+            elif kind == "boothtest":
+                self._end_test(ident, now, "expiry", out)
             elif kind == "hours":
                 self._hours_changed(now, out)
             elif kind == "device":
@@ -357,6 +389,9 @@ class SiteCore:
         booth = self.booths.get(event.booth)
         if booth is None:
             raise UnknownBooth(event.booth)
+        test = self.running_test(event.booth)
+        if test is not None:
+            test.hear(event.device, heard(event), now)
         inc = self._open_incident(event.booth)
         match event:
             case Occupancy(occupied=occupied, risk=risk, route=route, device=device):
@@ -514,6 +549,17 @@ class SiteCore:
         self, booth: Booth, trigger: Trigger, now: float, out: list[Command],
         priority: Priority | None = None, detail: dict[str, Any] | None = None,
     ) -> None:
+        test = self.running_test(booth.config.id)
+        if test is not None:  # recorded, not raised: only the person testing hears of it
+            test.fire(trigger.value, now)
+            out.append(Audit(now, "booth_test_trigger", booth.config.id,
+                             {"test": test.id, "trigger": trigger.value}))
+            if test.tester is not None:
+                out.append(SendNotice(incident=test.id, booth=booth.config.id,
+                                      booth_name=booth.config.name, responder=test.tester,
+                                      priority="low",
+                                      message=booth_test_message(booth.config, trigger)))
+            return
         inc = self._open_incident(booth.config.id)
         if booth.maintenance is not None:
             if trigger in AUTOMATIC:
@@ -685,9 +731,13 @@ class SiteCore:
         busy: dict[str, str] | None = None,
     ) -> list[SendPage]:
         booth = self.booths[inc.booth]
+        lapsed = None
+        if inc.state is State.OPEN and inc.last_ack is not None:  # an ack timeout re-opened it
+            who, at = inc.last_ack
+            lapsed = (self._names.get(who, who), now - at)
         message = page_message(booth.config, inc.triggers, urgent=inc.urgent,
                                maintenance=booth.maintenance is not None, risk=inc.risk,
-                               after_hours=inc.after_hours)
+                               after_hours=inc.after_hours, reopened=lapsed)
         pages = []
         for responder in responders:
             if busy and responder in busy:  # paged last: say where they are
@@ -710,6 +760,44 @@ class SiteCore:
                 )
             )
         return pages
+
+    # --- device self-tests (monitor/core/boothtest.py) ------------------------------
+
+    def running_test(self, booth_id: str) -> BoothTest | None:
+        test = self.tests.get(booth_id)
+        return test if test is not None and test.ended is None else None
+
+    def _start_test(self, event: StartBoothTest, now: float, out: list[Command]) -> None:
+        booth_id = event.booth
+        self._booth(booth_id)
+        if event.tester is not None and event.tester not in self._names:
+            raise UnknownResponder(event.tester)
+        if self._open_incident(booth_id) is not None:
+            raise BoothBusy("the booth has an open incident: resolve it before a test")
+        if self.running_test(booth_id) is not None:
+            raise BoothBusy("a test of this booth is running: end it first")
+        if not now < event.until <= now + MAX_TEST:
+            raise BadRequest(f"until must be in the future, at most {MAX_TEST / 60:g} minutes "
+                             "ahead")
+        test = self.tests[booth_id] = BoothTest(f"boothtest-{self._new_id()}", booth_id, now,
+                                                event.until, event.tester)
+        out.append(Audit(now, "booth_test_started", booth_id,
+                         {"test": test.id, "until": event.until, "by": event.tester}))
+        self._schedule(("boothtest", booth_id), event.until)
+
+    def _end_test(self, booth_id: str, now: float, by: str, out: list[Command]) -> None:
+        test = self.running_test(booth_id)
+        if test is None:
+            raise BoothBusy("no test of this booth is running")
+        test.ended = now
+        self._schedule(("boothtest", booth_id), None)
+        booth = self.booths[booth_id]
+        booth.incident_resolved(now)  # whoever is still there is timed afresh
+        self._schedule(("booth", booth_id), booth.next_deadline())
+        out.append(Audit(now, "booth_test_ended", booth_id, {
+            "test": test.id, "by": by, "heard": sorted(test.heard),
+            "fired": [trigger for _, trigger in test.fired]}))
+        self._emit_booth(booth_id, out)
 
     # --- opening hours --------------------------------------------------------------
 

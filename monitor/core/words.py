@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from monitor.core.durations import format_duration
+from monitor.core.events import ProtocolStep
 from monitor.core.incident import State, Transition, Trigger
 from monitor.core.settings import BoothConfig, Risk
 
@@ -84,10 +85,22 @@ def english(words: Words) -> str:
 def page_message(
     booth: BoothConfig, triggers: Iterable[Trigger], urgent: bool = False,
     maintenance: bool = False, risk: Risk = "standard", after_hours: bool = False,
+    reopened: tuple[str, float] | None = None,
 ) -> Words:
-    """The one line a nurse reads on a lock screen, in the order the triggers came."""
-    text = say("%(booth)s: %(what)s", booth=booth.name,
-               what=reasons(booth, triggers, urgent, risk))
+    """The one line a nurse reads on a lock screen, in the order the triggers came.
+
+    ``reopened`` is (who, seconds ago) of the acknowledgement an ack timeout let lapse:
+    the page then says nobody is there yet, the reasons in brackets.
+    """
+    what = reasons(booth, triggers, urgent, risk)
+    text = say("%(booth)s: %(what)s", booth=booth.name, what=what)
+    if reopened is not None:
+        who, ago = reopened
+        # TRANSLATORS: an acknowledged incident opened again because nobody reached the
+        # booth; %(duration)s after %(who)s acknowledged; %(what)s are the reasons
+        text = say("re-opened: nobody at %(booth)s yet, %(duration)s after %(who)s "
+                   "acknowledged (%(what)s)", booth=booth.name, duration=Duration(round(ago)),
+                   who=who, what=what)
     if urgent:
         # TRANSLATORS: a repeated call; %(message)s is the whole page ("Booth 1: ...")
         text = say("URGENT: %(message)s", message=text)
@@ -148,6 +161,11 @@ def notice_message(change: Transition, who: str | Words, booth_name: str) -> Wor
     if change.to is State.ACKNOWLEDGED:
         # TRANSLATORS: %(who)s acknowledged the page and is on the way to %(booth)s
         return say("%(who)s is attending %(booth)s", who=who, booth=booth_name)
+    if change.to is State.ATTENDED and change.step == ProtocolStep.ANSWERED.value:
+        # TRANSLATORS: the person in the booth answered %(who)s through the door or the
+        # intercom: they are fine, paging stops
+        return say("The person in %(booth)s answered %(who)s: nobody else need come",
+                   who=who, booth=booth_name)
     if change.to is State.ATTENDED and change.was is State.OPEN:
         return say("%(who)s is at %(booth)s", who=who, booth=booth_name)
     if change.to is State.RESOLVED:
@@ -169,3 +187,36 @@ def monitoring_restored(site_name: str, down_for: float) -> tuple[Words, Words]:
             say("%(site)s: monitoring restored after %(duration)s down. Booth events the "
                 "broker kept meanwhile are being processed now.",
                 site=site_name, duration=Duration(down_for)))
+
+
+def test_page_message(site_name: str, responder_name: str, channel: str, when: str,
+                      answer: bool) -> Words:
+    """A test page's text: `boothwatch test-page` (no action) or a self-test (tap to answer)."""
+    values: dict[str, Value] = {"site": site_name, "name": responder_name, "channel": channel,
+                                "time": when}
+    if answer:
+        return say("TEST PAGE from boothwatch (%(site)s) to %(name)s via %(channel)s at "
+                   "%(time)s. Tap the link to confirm it reached you.", **values)
+    return say("TEST PAGE from boothwatch (%(site)s) to %(name)s via %(channel)s at %(time)s. "
+               "No action needed.", **values)
+
+
+def self_test_unanswered(site_name: str, when: str,
+                         missing: Iterable[tuple[str, str, str | None]]) -> tuple[Words, Words]:
+    """The title and text telling coordinators and technicians which channels nobody
+    confirmed: (responder name, channel, why its delivery failed or None)."""
+    items = tuple(
+        say("%(name)s on %(channel)s (not delivered: %(reason)s)", name=name, channel=channel,
+            reason=failed) if failed else say("%(name)s on %(channel)s", name=name,
+                                              channel=channel)
+        for name, channel, failed in missing)
+    return (say("Self-test unanswered · %(site)s", site=site_name),
+            say("%(site)s: the self-test of %(time)s was not confirmed by %(missing)s. A page "
+                "on these channels may not reach anyone: check them now.", site=site_name,
+                time=when, missing=items))
+
+
+def booth_test_message(booth: BoothConfig, trigger: Trigger) -> Words:
+    """What the person testing a booth hears when a trigger fired (nobody else does)."""
+    return say("TEST · %(message)s (a device test: nobody else is paged)",
+               message=page_message(booth, [trigger]))

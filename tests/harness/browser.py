@@ -36,6 +36,30 @@ OscillatorNode.prototype.start = function (when) {
 };
 """
 
+#: the texts `Board.clipped` finds cut off: an element that hides what overflows it (a
+#: tile, a line with an ellipsis, a booth's name) and is wider or taller than its box, or
+#: a part of the bar beyond the screen
+CLIPPED = """
+() => {
+  const cut = [];
+  for (const el of document.querySelectorAll(".tile, .tile *")) {
+    const style = getComputedStyle(el);
+    if (style.overflowX === "visible" && style.overflowY === "visible") continue;
+    if (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1) {
+      const what = el.classList.contains("tile") ? "the tile" : el.textContent.trim();
+      cut.push(el.closest(".tile").dataset.booth + ": " + what + " (" + el.scrollWidth + "x" +
+               el.scrollHeight + " in " + el.clientWidth + "x" + el.clientHeight + ")");
+    }
+  }
+  const width = document.documentElement.clientWidth;
+  for (const el of document.querySelectorAll(".bar > *")) {
+    const box = el.getBoundingClientRect();
+    if (box.left < 0 || box.right > width + 1) cut.push("bar: " + el.textContent.trim());
+  }
+  return cut;
+}
+"""
+
 
 def require_chromium() -> str:
     """The browser, else skip the test (fail it under CI, which must run browser tests)."""
@@ -129,6 +153,12 @@ class Board:
         the sawtooth of a lost link)."""
         played: list[dict[str, Any]] = await self.page.evaluate("window.__tones")
         return [t for t in played if type is None or t["type"] == type]
+
+    async def clipped(self) -> list[str]:
+        """Every text of the tiles and the bar cut off where it is shown (an ellipsis, or
+        past the edge of its tile or the screen): a longer language's words must fit."""
+        found: list[str] = await self.page.evaluate(CLIPPED)
+        return found
 
     def tile(self, booth: str) -> Locator:
         return self.page.locator(f'[data-booth="{booth}"]')

@@ -4,8 +4,8 @@
 pager and the real `Runtime` against a real Mosquitto, real SQLite (or PostgreSQL) and
 real HTTP, and yields a `Service` to talk to it. Given a `HandClock`, the service lives in
 time the test moves: `Service.advance` steps it from deadline to deadline through
-the runtime's driver, as the timer task would, so an escalation or an ack timeout
-is tested without waiting for it.
+the runtime's driver and its self-tests, as the timer tasks would, so an escalation,
+an ack timeout or a scheduled self-test is tested without waiting for it.
 """
 
 from __future__ import annotations
@@ -57,11 +57,17 @@ class Service:
         webhook) are awaited as usual."""
         clock = self.runtime.clock
         assert isinstance(clock, HandClock), "start_service(..., clock=HandClock())"
-        driver = self.runtime.driver
+        driver, tests = self.runtime.driver, self.runtime.selftests
         end = clock.now + seconds
-        while (due := driver.core.next_deadline()) is not None and due <= end:
-            clock.now = max(clock.now, due)
-            driver.fire(clock.now)
+        while True:  # the core's deadlines and the self-tests' rounds, in time order
+            due = [(at, fire) for at, fire in ((driver.core.next_deadline(), driver.fire),
+                                               (tests.next_deadline(), tests.fire))
+                   if at is not None and at <= end]
+            if not due:
+                break
+            at, fire = min(due, key=lambda item: item[0])
+            clock.now = max(clock.now, at)
+            fire(clock.now)
         clock.now = end
         driver.wake.set()  # the timer task re-arms against the new time
 

@@ -108,6 +108,7 @@ class Site:
     escalation: dict[str, Table] = field(default_factory=escalation)
     devices: list[Table] = field(default_factory=list)
     rate_limit: Table | None = None
+    self_test: Table | None = None
 
     def booth(self, id: str) -> Table:
         return next(b for b in self.booths if b["id"] == id)
@@ -137,6 +138,8 @@ class Site:
             doc["devices"] = self.devices
         if self.rate_limit is not None:
             doc["rate_limit"] = self.rate_limit
+        if self.self_test is not None:
+            doc["self_test"] = self.self_test
         return doc
 
     def text(self) -> str:

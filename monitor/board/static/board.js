@@ -198,27 +198,39 @@
   }
 
   /** Each tile's text as large as the layout allows, smaller only where its content
-   * (an alarm with its buttons) would not fit; the booth's name keeps the layout's size. */
+   * (an alarm with its buttons, a language's longer words) would not fit; the booth's
+   * name keeps the layout's size. */
   function fit() {
     tiles.style.setProperty("--name-u", baseUnit.toFixed(1) + "px");
     for (const el of tiles.children) fitTile(el);
   }
 
+  // tiles whose content is cut off even at the smallest text: not fitted again on every tick
+  const unfit = new WeakSet();
+
   function fitTile(el) {
     let unit = baseUnit;
     el.style.setProperty("--u", unit.toFixed(1) + "px");
+    unfit.delete(el);
     if (tiles.classList.contains("scroll")) return;
-    const over = () => el.scrollHeight > el.clientHeight + 1 || overWide(el.querySelector(".name"));
-    for (let i = 0; i < 16 && unit > 11 && over(); i++) {
+    for (let i = 0; i < 16 && unit > 11 && cutOff(el); i++) {
       unit *= 0.93;
       el.style.setProperty("--u", unit.toFixed(1) + "px");
       if (overWide(el.querySelector(".name"))) {
         tiles.style.setProperty("--name-u", unit.toFixed(1) + "px");
       }
     }
+    if (cutOff(el)) unfit.add(el);
   }
 
   const overWide = (el) => el !== null && el.scrollWidth > el.clientWidth + 1;
+
+  /** The tile's content is taller than the tile, or its name or a line (cut with "...")
+   * wider than its room. */
+  function cutOff(el) {
+    return el.scrollHeight > el.clientHeight + 1 ||
+      [...el.querySelectorAll(".name, .line > span")].some(overWide);
+  }
 
   function tileHtml(b) {
     const st = boothState(b);
@@ -458,6 +470,12 @@
           break;
         }
       }
+    }
+    // a clock's words grow ("Still for 9m 59s", "Still for 10m"): a tile they no longer
+    // fit is fitted again rather than cutting its line short
+    if (tiles.classList.contains("scroll")) return;
+    for (const el of root ? [root] : tiles.children) {
+      if (!unfit.has(el) && cutOff(el)) fitTile(el);
     }
   }
 
@@ -792,8 +810,8 @@
 
   function openMaintenance(b, who) {
     const spans = CONFIG.maintenance_spans.map((span, i) =>
-      '<label class="choice"><input type="radio" name="until" required value="' + esc(span) + '"' +
-      (i === 0 ? " checked" : "") + "> " + esc(span) + "</label>").join("");
+      '<label class="choice"><input type="radio" name="until" required value="' + esc(span.value) + '"' +
+      (i === 0 ? " checked" : "") + "> " + esc(span.label) + "</label>").join("");
     const el = dialog(
       "<h2>" + esc(t("maintenance_title", { booth: b.name })) + "</h2>" +
       '<label>' + esc(t("maintenance_reason")) + '<input type="text" name="reason" required maxlength="200" value="' +
