@@ -57,6 +57,8 @@ def booth_json(view: BoothView) -> dict[str, Any]:
         "risk": view.risk,
         "route": view.route,
         "closed": view.closed,
+        "test": None if view.test is None else {
+            "until": iso(view.test["until"]), "tester": view.test["tester"]},
     }
 
 
@@ -127,7 +129,7 @@ _BOOTH_FIELDS = tuple(f for f in BoothView.__dataclass_fields__ if f != "inciden
 #: fields a booth record may lack (written before they existed) and what they mean then
 _BOOTH_DEFAULTS: dict[str, Any] = {
     "door": None, "door_closed_at": None, "awaiting_presence": False, "maintenance": None,
-    "mode": "normal", "unmonitored": False, "devices_ok": True,
+    "mode": "normal", "unmonitored": False, "devices_ok": True, "test": None,
 }
 
 

@@ -76,7 +76,8 @@ async def service(broker: Mosquitto,
     workdir = tmp_path_factory.mktemp("service")
     site = Site(mqtt_port=broker.port, http_port=free_port(), store=workdir / "boothwatch.db",
                 booths=[booth("b1"), booth("b2", stillness=f"{STILLNESS}s"), booth("b3"),
-                        booth("b4"), booth("b5", long_session="1s")],
+                        booth("b4"), booth("b5", long_session="1s"), booth("b6"),
+                        booth("b7")],
                 escalation=escalation(step2="30s", repeat="60s", ack_timeout="5m"))
     svc = ServiceProcess.of(site, workdir, env=ENV)
     svc.start()
@@ -252,6 +253,85 @@ async def test_maintenance_theme_and_responder_are_kept(
 
 @pytest.mark.integration
 @in_module_loop
+async def test_protocol_steps_are_recorded_from_the_board(
+        browser: Browser, service: ServiceProcess, publish: Publish) -> None:
+    """Once someone is going, "Steps" records a protocol step as the chosen responder
+    (naloxone with its doses); the tile lists the steps, latest first."""
+    board = await Board.open(browser, service.base, password=PASSWORD, responder="ana")
+    tile = board.tile("b6")
+    publish(events_topic("b6"), event("button", press="call"))
+    await board.expect('[data-booth="b6"][data-incident-state="open"]')
+    assert await tile.locator('[data-action="steps"]').count() == 0  # nobody going yet
+    await tile.locator('[data-action="ack"]').click()
+    await board.expect('[data-booth="b6"][data-incident-state="acknowledged"]')
+    incident = await tile.get_attribute("data-incident")
+    assert incident is not None
+
+    for step, doses in (("Knocked", None), ("Naloxone", "2")):
+        await tile.locator('[data-action="steps"]').click()
+        dialog = board.page.locator("dialog[open]")
+        await dialog.get_by_label(step, exact=True).check()
+        if doses is not None:
+            await dialog.locator('input[name="count"]').fill(doses)
+        await dialog.locator("[data-submit]").click()
+        await board.expect("dialog[open]", hidden=True)
+    await board.expect('[data-booth="b6"] .steps li:nth-child(2)')
+    steps = (await _incident(service.base, incident))["steps"]
+    assert [(s["step"], s["responder"], s.get("count")) for s in steps] == [
+        ("knocked", "ana", None), ("naloxone", "ana", 2)]
+    lines = await tile.locator(".steps li").all_inner_texts()
+    assert lines[0].startswith("Naloxone \u00d72 ") and lines[0].endswith(" Ana")
+    assert lines[1].startswith("Knocked ")
+    async with aiohttp.ClientSession(headers=BEARER) as http:
+        async with http.post(f"{service.base}/api/incidents/{incident}/resolve",
+                             json={"responder": "ana", "outcome": "overdose_naloxone"}) as resp:
+            assert resp.status == 200, await resp.text()
+    assert board.errors == []
+    await board.close()
+
+
+@pytest.mark.integration
+@in_module_loop
+async def test_device_test_and_high_risk_from_the_board(
+        browser: Browser, service: ServiceProcess, publish: Publish) -> None:
+    """"Test devices" starts the booth's self-test for the chosen responder and the tile
+    says so until "End test"; an occupied booth marked high risk (with its route) is so
+    in /api/booths and on its tile, and back to standard."""
+    board = await Board.open(browser, service.base, password=PASSWORD, responder="rui")
+    tile = board.tile("b7")
+    await tile.locator('[data-action="test-start"]').click()
+    await board.page.locator("dialog[open] [data-submit]").click()
+    await board.expect('[data-booth="b7"] .testing')
+    assert "DEVICE TEST until" in await tile.inner_text()
+    test = await _get(service.base, "/api/booths/b7/test")
+    assert (test["running"], test["tester"]) == (True, "rui")
+    await tile.locator('[data-action="test-end"]').click()
+    await board.page.locator("dialog[open] [data-submit]").click()
+    await board.expect('[data-booth="b7"] .testing', hidden=True)
+    assert (await _get(service.base, "/api/booths/b7/test"))["running"] is False
+    assert "no trigger fired" in await board.page.locator("#toast").inner_text()
+
+    publish(events_topic("b7"), event("occupancy", occupied=True))
+    await tile.locator('[data-action="risk-high"]').click()
+    dialog = board.page.locator("dialog[open]")
+    await dialog.get_by_label("injecting").check()
+    await dialog.locator("[data-submit]").click()
+    await board.expect('[data-booth="b7"] [data-risk="high"]')
+    assert "HIGH RISK: injecting" in await tile.inner_text()
+    b7 = next(b for b in await _get(service.base, "/api/booths") if b["booth"] == "b7")
+    assert (b7["risk"], b7["route"], b7["stillness"]) == ("high", "inject", 60.0)
+    await tile.locator('[data-action="risk-standard"]').click()
+    await board.page.locator("dialog[open] [data-submit]").click()
+    await board.expect('[data-booth="b7"] [data-risk="high"]', hidden=True)
+    b7 = next(b for b in await _get(service.base, "/api/booths") if b["booth"] == "b7")
+    assert b7["risk"] == "standard"
+    publish(events_topic("b7"), event("occupancy", occupied=False))
+    assert board.errors == []
+    await board.close()
+
+
+@pytest.mark.integration
+@in_module_loop
 async def test_a_stopped_service_shows_not_watching_and_a_restart_brings_it_back(
         browser: Browser, service: ServiceProcess, publish: Publish) -> None:
     """Stopping the service turns the board into the NOT WATCHING warning with sound
@@ -408,15 +488,15 @@ async def test_screenshot_three_booths(
 
 
 #: a tile in every state the board draws, booth by booth (test_every_state_fits)
-STATES = ["vacant", "moving", "still", "maintenance", "unmonitored", "acknowledged",
-          "attended", "medium", "reopened", "low battery"]
+STATES = ["vacant, device test", "moving", "still, high risk", "maintenance", "unmonitored",
+          "acknowledged", "attended with steps", "medium", "reopened", "low battery"]
 
 
 def every_state(language: str, names: str) -> Callable[[Site], None]:
     def edit(site: Site) -> None:
         site.site["language"] = language
         site.booths = [booth(f"b{i}", f"{names} {i}") for i in range(1, len(STATES) + 1)]
-        site.booth("b3")["stillness"] = "10m"
+        site.booth("b3").update(stillness="10m", high_risk={"stillness": "5m"})
         site.booth("b5")["device_timeout"] = "1m"
         site.booth("b8")["long_session"] = "1s"
         site.devices = [device("b5-radar", "zigbee2mqtt", "zigbee2mqtt/b5-radar", "b5", "motion"),
@@ -465,6 +545,15 @@ async def test_every_state_fits(
             publish(events_topic(b), event("button", press="call"))
         await answer("b6", "ack")
         await answer("b7", "ack", "presence")
+        for step in ({"step": "knocked"}, {"step": "entered"}, {"step": "oxygen"},
+                     {"step": "naloxone", "count": 2}):
+            status, body = await svc.post(f"/api/incidents/{incident('b7')}/steps",
+                                          {"responder": "ana", **step}, headers=BEARER)
+            assert status == 200, body
+        for path, body in (("b3/session", {"risk": "high", "route": "inject", "by": "rui"}),
+                           ("b1/test", {"tester": "rui"})):
+            status, body = await svc.post(f"/api/booths/{path}", body, headers=BEARER)
+            assert status == 200, body
         status, body = await svc.post("/api/booths/b4/maintenance", {
             "until": "2h", "reason": "Deep clean after a spill", "by": "rui"}, headers=BEARER)
         assert status == 200, body
@@ -481,6 +570,9 @@ async def test_every_state_fits(
         assert [await board.tile(f"b{i}").get_attribute("data-incident-state")
                 for i in (6, 7, 9)] == ["acknowledged", "attended", "open"]
         assert await board.tile("b9").locator(".reopened").count() == 1
+        assert await board.tile("b7").locator(".steps li").count() == 4  # 3 and "earlier"
+        assert await board.tile("b3").locator('[data-risk="high"]').count() == 1
+        assert await board.tile("b1").locator(".testing").count() == 1
         await board.page.screenshot(path=str(tmp_path / "board.png"))
         assert await board.clipped() == []
         assert board.errors == []

@@ -4,7 +4,9 @@
 
 * ``$texts``: `TEXTS` in the site's language, and ``$config``: that language (BCP 47), the
   site's time zone, the outcomes a resolve takes, how long maintenance may last (as the
-  API reads it, and in words); each as JSON safe inside ``<script type="application/json">``;
+  API reads it, and in words), the protocol steps and naloxone's most doses a step takes,
+  the routes a session may be marked with and each booth's high-risk stillness; each as
+  JSON safe inside ``<script type="application/json">``;
 * ``$lang``: the language of the texts;
 * ``$csrf``: the station session's CSRF token, for the page's POSTs (``X-CSRF-Token``);
 * ``$site``, ``$title``: the site's name and the board's title, HTML-escaped.
@@ -33,7 +35,8 @@ from monitor.api import API, Api
 from monitor.board.feed import DROPPED, message
 from monitor.board.texts import MAINTENANCE_SPANS, TEXTS
 from monitor.core.durations import parse_duration
-from monitor.core.events import NOTE_MAX, OUTCOMES
+from monitor.core.events import MAX_DOSES, NOTE_MAX, OUTCOMES, STEPS
+from monitor.core.settings import ROUTES
 from monitor.station import STATION, set_cookie
 from monitor.store import dumps
 
@@ -77,8 +80,11 @@ async def page(request: web.Request) -> web.Response:
     # each span as the maintenance API reads it, and as the site's language says it
     spans = [{"value": span, "label": language.duration(parse_duration(span))}
              for span in MAINTENANCE_SPANS]
+    # each booth's high-risk stillness, for the words of the form that marks a session
+    high_risk = {b.id: b.thresholds("high").stillness for b in api.config.booths}
     config = {"lang": language.tag, "timezone": site.timezone, "outcomes": OUTCOMES,
-              "note_max": NOTE_MAX, "maintenance_spans": spans}
+              "note_max": NOTE_MAX, "maintenance_spans": spans, "steps": STEPS,
+              "max_doses": MAX_DOSES, "routes": ROUTES, "high_risk_stillness": high_risk}
     body = PAGE.substitute(texts=_script_json(words), config=_script_json(config),
                            lang=language.tag,
                            csrf=html.escape(session.csrf if session is not None else ""),

@@ -178,6 +178,9 @@ class BoothView:
     risk: Risk = "standard"
     route: Route | None = None
     closed: bool = False  # outside [site] hours (the site core says)
+    # the device self-test running now, as {"until", "tester"} (the site core says), so
+    # every board shows it; never restored: a restart ends a test
+    test: dict[str, Any] | None = None
 
 
 _STILL = (MotionState.STILL, MotionState.ABSENT)
@@ -360,6 +363,7 @@ class Booth:
     def view(
         self, incident: IncidentRef | None, devices_ok: bool = True, unmonitored: bool = False,
         troubles: tuple[dict[str, str], ...] = (), closed: bool = False,
+        test: dict[str, Any] | None = None,
     ) -> BoothView:
         return BoothView(
             id=self.config.id,
@@ -386,6 +390,7 @@ class Booth:
             risk=self.risk,
             route=self.route,
             closed=closed,
+            test=test,
         )
 
     def load(self, view: BoothView) -> None:

@@ -525,6 +525,8 @@ class SiteCore:
                 for trouble, on in (("offline", not d.online), ("low_battery", d.battery_low))
                 if on),
             closed=self.closed,
+            test=None if (test := self.running_test(booth_id)) is None else {
+                "until": test.until, "tester": test.tester},
         )
 
     def _emit_booth(self, booth_id: str, out: list[Command]) -> None:
@@ -784,6 +786,7 @@ class SiteCore:
         out.append(Audit(now, "booth_test_started", booth_id,
                          {"test": test.id, "until": event.until, "by": event.tester}))
         self._schedule(("boothtest", booth_id), event.until)
+        self._emit_booth(booth_id, out)
 
     def _end_test(self, booth_id: str, now: float, by: str, out: list[Command]) -> None:
         test = self.running_test(booth_id)

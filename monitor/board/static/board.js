@@ -66,6 +66,12 @@
     timeZone: CONFIG.timezone || undefined,
   });
   const clockTime = (at) => timeFormat.format(new Date(at * 1000));
+  // a step's time on a tile: minutes are enough ("Naloxone ×2 18:03 Ana")
+  const shortFormat = new Intl.DateTimeFormat(CONFIG.lang || "en", {
+    hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: CONFIG.timezone || undefined,
+  });
+  const shortTime = (at) => shortFormat.format(new Date(at * 1000));
+  const STEPS_SHOWN = 3; // the latest steps a tile lists; the earlier ones are counted
 
   /** A span of time as people say it: 45s, 2m 40s, 20m, 1h 05m. */
   // durations as the pages word them, in the board's language: "2m 40s", "2 min e 40 s"
@@ -120,6 +126,9 @@
     live: '<circle cx="12" cy="12" r="7" fill="currentColor"/>',
     lost: '<path d="M5 5l14 14M19 5 5 19" stroke="currentColor" stroke-width="3.5"/>',
     sound: '<path d="M3 9h4l5-4v14l-5-4H3z" fill="currentColor"/><path d="M15.5 8.5a5 5 0 0 1 0 7M18 6a8.5 8.5 0 0 1 0 12" fill="none" stroke="currentColor" stroke-width="2"/>',
+    risk: '<path d="M12 2 3 5.5V12c0 5 3.8 9 9 10 5.2-1 9-5 9-10V5.5z" fill="currentColor"/><path d="M11 7h2v7h-2zm0 9h2v2h-2z" class="cut"/>',
+    closed: '<path d="M20 15.5A8.5 8.5 0 1 1 8.5 4a7 7 0 0 0 11.5 11.5z" fill="currentColor"/>',
+    test: '<rect x="4.5" y="3" width="15" height="19" rx="2" fill="none" stroke="currentColor" stroke-width="2.2"/><path d="M8 13l3 3 5-6" fill="none" stroke="currentColor" stroke-width="2.6"/>',
     muted: '<path d="M3 9h4l5-4v14l-5-4H3z" fill="currentColor"/><path d="M15 9l6 6M21 9l-6 6" stroke="currentColor" stroke-width="2.4"/>',
   };
 
@@ -229,7 +238,7 @@
    * wider than its room. */
   function cutOff(el) {
     return el.scrollHeight > el.clientHeight + 1 ||
-      [...el.querySelectorAll(".name, .line > span")].some(overWide);
+      [...el.querySelectorAll(".name, .line > span, .steps li > span")].some(overWide);
   }
 
   function tileHtml(b) {
@@ -239,6 +248,19 @@
       '<div class="head"><h2 class="name">' + esc(b.name) + '</h2><span class="state">' +
         icon(st) + "<span>" + esc(t("state_" + st)) + "</span></span></div>"
     );
+    if (b.closed) {
+      parts.push('<div class="line closed">' + icon("closed") + "<span>" + esc(t("closed")) + "</span></div>");
+    }
+    if (b.test) {
+      const until = clockTime(epoch(b.test.until));
+      parts.push('<div class="line testing">' + icon("test") + "<span>" + esc(b.test.tester
+        ? t("test_running_by", { until: until, name: responderName(b.test.tester) })
+        : t("test_running", { until: until })) + "</span></div>");
+    }
+    if (b.occupied && b.risk === "high") {
+      parts.push('<div class="line risk" data-risk="high">' + icon("risk") + "<span>" + esc(b.route
+        ? t("risk_high_route", { route: t("route_" + b.route) }) : t("risk_high")) + "</span></div>");
+    }
     if (st === "maintenance" && b.maintenance) {
       parts.push(
         '<div class="line detail"><span>' +
@@ -290,19 +312,24 @@
     if (b.incident) {
       parts.push(incidentHtml(b));
     }
-    // a booth is taken out of use when nobody is in it and nothing urgent is open (a
-    // broken sensor's low incident is often why); the alarm's buttons keep the room
-    const urgent = b.incident && b.incident.priority !== "low";
-    if (b.mode !== "maintenance" && (b.occupied || urgent)) {
-      return parts.join("");
+    const foot = footActions(b);
+    if (foot.length) {
+      parts.push('<div class="foot">' + foot.map((a) => '<button type="button" data-action="' + a +
+        '">' + esc(t("action_" + a.replace("-", "_"))) + "</button>").join("") + "</div>");
     }
-    const maint = b.mode === "maintenance" ? "maintenance-end" : "maintenance-start";
-    parts.push(
-      '<div class="foot"><button type="button" data-action="' + maint + '">' +
-        esc(t(b.mode === "maintenance" ? "action_maintenance_end" : "action_maintenance_start")) +
-        "</button></div>"
-    );
     return parts.join("");
+  }
+
+  /** The booth's own actions under its tile, when the alarm's buttons do not need the room. */
+  function footActions(b) {
+    if (b.test) return ["test-end"]; // the tester goes in: ending it stays at hand
+    if (b.mode === "maintenance") return ["maintenance-end"];
+    // an urgent incident's buttons keep the room
+    if (b.incident && b.incident.priority !== "low") return [];
+    // the session under way is watched by its risk; an empty booth can be taken out of
+    // use (a broken sensor's low incident is often why) or tested (not with an incident)
+    if (b.occupied) return [b.risk === "high" ? "risk-standard" : "risk-high"];
+    return b.incident ? ["maintenance-start"] : ["test-start", "maintenance-start"];
   }
 
   function incidentHtml(b) {
@@ -342,9 +369,17 @@
         })) + "</div>"
       );
     }
+    const steps = inc.steps || [];
+    if (steps.length) {
+      const shown = steps.slice(-STEPS_SHOWN).reverse(); // latest first
+      out.push('<ul class="steps">' + shown.map((s) => "<li><span>" + esc(stepWords(s)) +
+        "</span></li>").join("") + (steps.length > shown.length ? '<li class="earlier"><span>' +
+        esc(t("steps_earlier", { count: steps.length - shown.length })) + "</span></li>" : "") + "</ul>");
+    }
     const buttons = [];
     if (inc.state === "open") buttons.push("ack");
     if (inc.state !== "attended") buttons.push("presence");
+    if (inc.state !== "open") buttons.push("steps"); // someone is going or there
     buttons.push("resolve");
     out.push(
       '<div class="actions">' +
@@ -353,6 +388,14 @@
     );
     out.push("</div>");
     return out.join("");
+  }
+
+  /** "Naloxone ×2 18:03 Ana"; a note says its text. */
+  function stepWords(s) {
+    let step = t("step_" + s.step);
+    if (s.step === "note" && s.note) step = s.note;
+    else if (s.step === "naloxone" && s.count) step = t("step_doses", { step: step, count: s.count });
+    return t("step_line", { step: step, time: shortTime(epoch(s.at)), name: responderName(s.responder) });
   }
 
   function renderBooth(b) {
@@ -749,7 +792,12 @@
       toast(t("action_failed", { error: error }));
       return false;
     }
-    return true; // the change itself arrives on the stream
+    // the change itself arrives on the stream; the answer is for words about it
+    try {
+      return await resp.json();
+    } catch (err) {
+      return true;
+    }
   }
 
   function boothOf(el) {
@@ -772,6 +820,26 @@
       openMaintenance(b, who);
     } else if (action === "maintenance-end") {
       openMaintenanceEnd(b, who);
+    } else if (action === "steps" && incident) {
+      openSteps(b, incident, who);
+    } else if (action === "risk-high") {
+      openRiskHigh(b, who);
+    } else if (action === "risk-standard") {
+      ask(t("risk_standard_title", { booth: b.name }), t("risk_standard_submit"), () =>
+        post(boothPath(b, "session"), { risk: "standard", by: who }));
+    } else if (action === "test-start") {
+      ask(t("test_title", { booth: b.name }), t("test_submit"), () =>
+        post(boothPath(b, "test"), { tester: who }), t("test_text"));
+    } else if (action === "test-end") {
+      ask(t("test_end_title", { booth: b.name }), t("test_end_submit"), async () => {
+        const test = await post(boothPath(b, "test/end"), {});
+        if (test && test.fired) {
+          const fired = [...new Set(test.fired.map((f) => triggerWords(f.trigger, b)))];
+          toast(fired.length ? t("test_result", { booth: b.name, fired: fired.join(", ") })
+            : t("test_result_none", { booth: b.name }));
+        }
+        return test;
+      });
     }
   }
 
@@ -817,7 +885,7 @@
       '<label>' + esc(t("maintenance_reason")) + '<input type="text" name="reason" required maxlength="200" value="' +
       esc(t("maintenance_reason_default")) + '"></label>' +
       "<fieldset><legend>" + esc(t("maintenance_for")) + "</legend>" + spans + "</fieldset>",
-      (form) => post("/api/booths/" + encodeURIComponent(b.booth) + "/maintenance", {
+      (form) => post(boothPath(b, "maintenance"), {
         until: form.get("until"), reason: String(form.get("reason") || "").trim(), by: who,
       })
     );
@@ -825,10 +893,65 @@
   }
 
   function openMaintenanceEnd(b, who) {
-    const el = dialog("<h2>" + esc(t("maintenance_end_title", { booth: b.name })) + "</h2>", () =>
-      post("/api/booths/" + encodeURIComponent(b.booth) + "/maintenance/end", { by: who })
+    ask(t("maintenance_end_title", { booth: b.name }), t("maintenance_end_submit"), () =>
+      post(boothPath(b, "maintenance/end"), { by: who }));
+  }
+
+  const boothPath = (b, rest) => "/api/booths/" + encodeURIComponent(b.booth) + "/" + rest;
+
+  /** A question, maybe a sentence under it, and the button that does it. */
+  function ask(title, submit, act, text) {
+    const el = dialog("<h2>" + esc(title) + "</h2>" + (text ? "<p>" + esc(text) + "</p>" : ""), act);
+    el.querySelector("[data-submit]").textContent = submit;
+  }
+
+  function choices(name, keys, words, required) {
+    return keys.map((key) => '<label class="choice"><input type="radio" name="' + name + '"' +
+      (required ? " required" : "") + ' value="' + esc(key) + '"> ' + esc(words(key)) + "</label>").join("");
+  }
+
+  function openSteps(b, incident, who) {
+    const el = dialog(
+      "<h2>" + esc(t("steps_title", { booth: b.name })) + "</h2>" +
+      '<fieldset class="grid"><legend>' + esc(t("steps_step")) + "</legend>" +
+      choices("step", CONFIG.steps, (s) => t("step_" + s), true) + "</fieldset>" +
+      '<label class="doses">' + esc(t("steps_doses")) + ' <input type="number" name="count" min="1" max="' +
+      CONFIG.max_doses + '" value="1" required></label>' +
+      '<label>' + esc(t("steps_note")) + '<textarea name="note" rows="2" maxlength="' + CONFIG.note_max + '"></textarea></label>',
+      (form) => {
+        const step = form.get("step");
+        const body = { responder: who, step: step };
+        if (step === "naloxone") body.count = Number(form.get("count"));
+        const note = String(form.get("note") || "").trim();
+        if (note) body.note = note;
+        return post("/api/incidents/" + encodeURIComponent(incident) + "/steps", body);
+      }
     );
-    el.querySelector("[data-submit]").textContent = t("maintenance_end_submit");
+    const note = el.querySelector("textarea");
+    // a note step needs its text; the doses matter to naloxone alone
+    el.querySelector("fieldset").addEventListener("change", (ev) => {
+      note.required = ev.target.value === "note";
+      el.querySelector(".doses").hidden = ev.target.value !== "naloxone";
+    });
+    el.querySelector(".doses").hidden = true;
+    el.querySelector("[data-submit]").textContent = t("steps_submit");
+  }
+
+  function openRiskHigh(b, who) {
+    const seconds = CONFIG.high_risk_stillness[b.booth];
+    const el = dialog(
+      "<h2>" + esc(t("risk_title", { booth: b.name })) + "</h2>" +
+      (seconds ? "<p>" + esc(t("risk_text", { duration: duration(seconds) })) + "</p>" : "") +
+      '<fieldset class="grid"><legend>' + esc(t("risk_route")) + "</legend>" +
+      '<label class="choice"><input type="radio" name="route" value="" checked> ' + esc(t("route_none")) + "</label>" +
+      choices("route", CONFIG.routes, (r) => t("route_" + r), false) + "</fieldset>",
+      (form) => {
+        const body = { risk: "high", by: who };
+        if (form.get("route")) body.route = form.get("route");
+        return post(boothPath(b, "session"), body);
+      }
+    );
+    el.querySelector("[data-submit]").textContent = t("risk_submit");
   }
 
   // --- the theme ------------------------------------------------------------------------------
