@@ -23,6 +23,9 @@ install-test: $(BIN)/python
 # and 9093: the tests never use them. Caddy runs deploy/caddy/Caddyfile in front of the
 # service (tests/test_proxy.py); Debian's package starts a caddy on port 80, never used.
 # Chromium, driven by Playwright, presses the ack page's buttons as a nurse's phone would.
+# The store's tests run on PostgreSQL too: tests/harness/postgres.py makes its own cluster
+# with initdb and pg_ctl (/usr/lib/postgresql/<version>/bin) on a free port; the cluster
+# Debian's package starts on 5432 is never used.
 # The install test sends its test press with
 # mosquitto_pub and runs deploy/install into a throwaway root, which takes systemd's
 # tools (systemd-sysusers, systemctl, systemd-analyze), not a running systemd. The board's
@@ -35,6 +38,7 @@ servers:
 	{ command -v prometheus-alertmanager && command -v amtool; } >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	{ command -v systemd-sysusers && command -v systemctl && command -v systemd-analyze; } >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -z "$$missing" ] || { \

@@ -10,6 +10,7 @@ site would get. Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -22,9 +23,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from monitor.store import open_reader
+from monitor.store_base import DB_PASSWORD_ENV, Reader
 from tests.harness.broker import Mosquitto
+from tests.harness.postgres import PASSWORD as PG_PASSWORD
+from tests.harness.postgres import Postgres, require_postgres
 from tests.harness.site import Site, Table, policy, responder, step
 from tests.harness.site import booths as site_booths
 
@@ -152,16 +157,18 @@ def bench_site(
     client_id: str = "boothwatch-bench",
     protocol: str = "5",
     extra_booths: Sequence[Table] = (),
+    store_url: str | None = None,
 ) -> Site:
     """A site config: ``booths`` booths b1..bN (then ``extra_booths``), one responder ana
     (nurse) on ``channel`` (the table of ``[channels.pager]``). A call pages ana once
-    (step 0s, repeat every hour), so one press is one page.
+    (step 0s, repeat every hour), so one press is one page. The store is the SQLite file
+    ``db``, or the PostgreSQL database at ``store_url`` (`BenchStore`).
     """
     every_hour = policy(step("0s", "role:nurse"), repeat="1h", ack_timeout="1h")
     site = Site(
         id=SITE, name="Bench site", mqtt_port=mqtt_port, client_id=client_id,
         mqtt={"protocol": protocol, **({"username": MQTT_USER} if auth else {})},
-        store=db, http_port=http_port,
+        store=db, store_url=store_url, http_port=http_port,
         defaults={"long_session": long_session, "stillness": stillness,
                   "device_timeout": device_timeout},
         booths=[*site_booths(booths), *extra_booths],
@@ -171,6 +178,59 @@ def bench_site(
                     "low": policy(step("0s", "role:nurse"))},
     )
     return site
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+class BenchStore:
+    """The bench service's store: a SQLite file in the run's directory, or a database of a
+    PostgreSQL cluster started for the run on a free port (tests/harness/postgres.py) with
+    PostgreSQL's durable defaults (fsync, synchronous_commit on), as SQLite's
+    synchronous=FULL is durable: the two compared commit to disk alike. `count` reads
+    the events stored, on a connection of its own (one per thread)."""
+
+    def __init__(self, backend: str, tmp: Path) -> None:
+        self.backend = backend
+        self.db = tmp / "boothwatch.db"
+        self.url: str | None = None
+        self._postgres: Postgres | None = None
+        self.env: dict[str, str] = {}
+        if backend == "postgresql":
+            self._postgres = Postgres(require_postgres(), durable=True).__enter__()
+            self.url = self._postgres.database()
+            self.env = {DB_PASSWORD_ENV: PG_PASSWORD}
+
+    def site(self) -> dict[str, Any]:
+        """`bench_site`'s store arguments."""
+        return {"db": self.db, "store_url": self.url}
+
+    def describe(self) -> str:
+        if self._postgres is None:
+            return f"SQLite {self.db} (WAL, synchronous=FULL)"
+        return f"PostgreSQL {self.url} (fsync on, synchronous_commit on)"
+
+    def reader(self) -> Reader:
+        """A read-only connection to the store, for counting what the service stored."""
+        return open_reader(self.url or str(self.db), PG_PASSWORD if self.url else None)
+
+    def close(self) -> None:
+        if self._postgres is not None:
+            self._postgres.close()
+
+
+def stored(reader: Reader) -> int:
+    """The events stored. fetchall() runs the statement to its end, which ends SQLite's
+    read transaction: a half-read cursor would keep the old snapshot (and block the
+    service's checkpoints); closing it lets PostgreSQL's server-side cursor go."""
+    with contextlib.closing(reader.execute("SELECT count(*) FROM events")) as cur:
+        return int(cur.fetchall()[0][0])
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite",
+                        help="the service's store: a SQLite file ([store] path, the default) "
+                             "or a PostgreSQL cluster the bench starts ([store] url)")
 
 
 class Service:

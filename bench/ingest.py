@@ -4,13 +4,14 @@ The deploy-config broker, the service (``boothwatch run``, a subprocess) with
 10,000 booths and hour-long thresholds (so nothing pages), and 1-2 publisher
 processes that publish canonical events (occupancy, motion, heartbeat; each with
 a unique id) at QoS 1 as fast as the broker takes them. The clock runs from the
-first publish until ``SELECT count(*) FROM events`` in the service's SQLite file
-reaches the total. Then: /metrics must show every event accepted and none
-rejected, the broker must have dropped nothing, and the service's persistent
-session must hold nothing unacknowledged. Target: >= 10,000 events/s.
+first publish until ``SELECT count(*) FROM events`` in the service's store (SQLite,
+or PostgreSQL with ``--backend postgresql``) reaches the total. Then: /metrics must
+show every event accepted and none rejected, the broker must have dropped nothing,
+and the service's persistent session must hold nothing unacknowledged. Target: >= 10,000 events/s.
 
     .venv/bin/python bench/ingest.py [--booths 10000] [--events 100000] [--publishers 1]
     .venv/bin/python bench/ingest.py --profile ingest.prof   # service under cProfile
+    .venv/bin/python bench/ingest.py --backend postgresql    # the store on PostgreSQL
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import multiprocessing
 import pstats
 import shutil
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -43,12 +43,16 @@ from bench.harness import (
     MQTT_PASSWORD,
     MQTT_USER,
     SITE,
+    BenchStore,
     Broker,
     Service,
+    add_backend_option,
     add_src_option,
     bench_site,
     broker_line,
+    stored,
 )
+from monitor.store_base import Reader
 from tests.harness.broker import free_port
 
 TARGET = 10_000.0  # events/s
@@ -158,18 +162,11 @@ def unacknowledged(broker: Broker, wait: float = 2.0) -> int:
     return received
 
 
-def stored(db: sqlite3.Connection) -> int:
-    # fetchall() runs the statement to its end, which ends the read transaction: a
-    # half-read cursor would keep the old snapshot (and block the service's checkpoints)
-    rows = db.execute("SELECT count(*) FROM events").fetchall()
-    return int(rows[0][0])
-
-
-def report_progress(service: Service, db_path: Path, before: int,
+def report_progress(service: Service, store: BenchStore, before: int,
                     finished: threading.Event) -> None:
     """Every 5 s: stored rows and what /metrics says (in its own thread, since /metrics
     can take seconds to answer under load, which must not delay the measurement)."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    db = store.reader()
     try:
         while not finished.wait(5):
             print(f"  ... {stored(db) - before} stored  {progress(service)}", flush=True)
@@ -210,28 +207,31 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     procs: list[multiprocessing.process.BaseProcess] = []
     failed = False
     code: int | None = None
-    db: sqlite3.Connection | None = None
+    db: Reader | None = None
+    store: BenchStore | None = None
     checked = False  # the run got as far as its figures
     profile = Path(args.profile).resolve() if args.profile else None
     try:
         broker.start()
         print(broker_line(broker))
         http_port = free_port()
-        db_path = tmp / "boothwatch.db"
+        store = BenchStore(args.backend, tmp)
+        print(f"store: {store.describe()}")
         config = bench_site(
-            mqtt_port=broker.port, http_port=http_port, db=db_path, booths=args.booths,
+            mqtt_port=broker.port, http_port=http_port, **store.site(), booths=args.booths,
             # nothing pages; a responder needs a channel that reaches a person
             auth=broker.auth, channel={"type": "console", "watched": True},
             client_id=CLIENT_ID, protocol=args.protocol,
         ).text()
-        service = Service(tmp, config, http_port, profile=profile, src=args.src)
+        service = Service(tmp, config, http_port, profile=profile, src=args.src,
+                          env=store.env)
         service.start()
         ready = service.wait_ready(timeout=120)
         pid = service.process.pid if service.process else "?"
         print(f"service: ready in {ready:.2f} s with {args.booths} booths, MQTT {args.protocol} "
               f"(pid {pid}"
               f"{', under cProfile' if profile else ''})")
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        db = store.reader()
         before = stored(db)
 
         ctx = multiprocessing.get_context("spawn")
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         count = before
         finished = threading.Event()
         reporter = threading.Thread(
-            target=report_progress, args=(service, db_path, before, finished), daemon=True
+            target=report_progress, args=(service, store, before, finished), daemon=True
         )
         reporter.start()
         try:
@@ -336,6 +336,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 print(f"unacknowledged in the service's session after stop: {left}")
                 failed = failed or left > 0
         broker.stop()
+        if store is not None:
+            store.close()
     if profile is not None and code == 0 and profile.exists():
         show_profile(profile, args.top)
         print(f"\nprofile written to {profile}")
@@ -363,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--linger", type=float, default=2.0,
                         help="seconds to wait after the last event is stored before SIGTERM")
     add_src_option(parser)
+    add_backend_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="boothwatch-ingest-"))

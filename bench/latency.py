@@ -9,6 +9,7 @@ on_message; (b) HTTP one-way, a page-sized POST over a keep-alive session to
 the receiver. floor = a + b. Targets: p50 <= 2 x floor p50, p99 < 20 ms.
 
     .venv/bin/python bench/latency.py [--booths 400] [--presses 400] [--interval 0.02]
+    .venv/bin/python bench/latency.py --backend postgresql   # the store on PostgreSQL
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ from bench.harness import (
     MQTT_PASSWORD,
     MQTT_USER,
     SITE,
+    BenchStore,
     Broker,
     Service,
+    add_backend_option,
     add_src_option,
     bench_site,
     broker_line,
@@ -212,18 +215,22 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     broker = Broker(tmp / "broker")
     receiver = Receiver()
     service: Service | None = None
+    store: BenchStore | None = None
     failed = False
     try:
         broker.start()
         print(broker_line(broker))
         await receiver.start()
         http_port = free_port()
+        store = BenchStore(args.backend, tmp)
+        print(f"store: {store.describe()}")
         config = bench_site(
-            mqtt_port=broker.port, http_port=http_port, db=tmp / "boothwatch.db",
+            mqtt_port=broker.port, http_port=http_port, **store.site(),
             booths=args.booths, auth=broker.auth,
             channel={"type": "webhook", "url": receiver.url, "timeout": "5s"},
         ).text()
-        service = Service(tmp, config, http_port, src=args.src, profile=args.profile)
+        service = Service(tmp, config, http_port, src=args.src, profile=args.profile,
+                          env=store.env)
         service.start()
         ready = await asyncio.to_thread(service.wait_ready)
         print(f"service: ready in {ready:.2f} s with {args.booths} booths (pid "
@@ -272,6 +279,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
                 failed = True
         await receiver.stop()
         broker.stop()
+        if store is not None:
+            store.close()
     return 1 if failed else 0
 
 
@@ -287,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="FILE",
                         help="run the service under cProfile and write FILE (skews latency)")
     add_src_option(parser)
+    add_backend_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     args.profile = Path(args.profile).resolve() if args.profile else None

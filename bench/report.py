@@ -38,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from monitor.store import SCHEMA  # noqa: E402
+from monitor.store_sqlite import SCHEMA  # noqa: E402
 
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 TRIGGERS = (("call", "high", 60), ("unresponsive", "high", 20),
@@ -71,7 +71,9 @@ def fill(path: Path, incidents: int, booths: int, days: int, seed: int = 7) -> N
         db.executemany("INSERT INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inc_rows)
         db.executemany("INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
                        tl_rows)
-        db.executemany("INSERT INTO pages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", page_rows)
+        db.executemany("INSERT INTO pages(id, incident, responder, channel, level, payload,"
+                       " status, attempts, last_error, created_at, updated_at, sent_at,"
+                       " latency) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", page_rows)
         db.executemany("INSERT INTO steps(incident, at, step, responder, count, note, via)"
                        " VALUES (?,?,?,?,?,?,?)", step_rows)
         db.execute("COMMIT")

@@ -15,7 +15,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import aiosqlite
 import structlog
 from aiohttp import web
 
@@ -253,7 +252,7 @@ class Api:
             return None
         try:
             fresh = await self.store.use_ack_link(link.digest, claim, now - self.used_links.ttl)
-        except (aiosqlite.Error, OSError) as exc:
+        except self.store.errors as exc:
             log.warning("ack_link_use_in_memory_only", incident=link.incident,
                         reason=type(exc).__name__)
             return None
@@ -263,7 +262,7 @@ class Api:
         """Whether the store has the incident; a store that cannot be read says no."""
         try:
             return await self.store.incident(incident) is not None
-        except (aiosqlite.Error, OSError):
+        except self.store.errors:
             return False
 
 

@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "Exit 0 with a one-screen summary, or 2 listing every problem by its key. Also "
         "checked without connecting: the secrets the config names are set (in --env-file "
         "and this environment), the store's directory is there and writable, the TLS files "
-        "readable, by --user.")
+        "readable, by --user; with [store] url, the database takes --user's connection. "
+        "A store that a newer boothwatch migrated is refused.")
     check.add_argument("file", metavar="FILE")
     check.add_argument("--env-file", metavar="FILE",
                        help="the unit's EnvironmentFile (e.g. /etc/boothwatch/env), read as "
@@ -122,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
 
     report_cli.add_arguments(command(
         "report", "incidents and response times from the store (table, CSV, JSON)",
-        "Reads the SQLite store (read-only): incidents raised in [--from, --to), of some "
+        "Reads the store (read-only; a SQLite file or PostgreSQL): incidents raised in "
+        "[--from, --to), of some "
         "booths and triggers, grouped by one key or several; response-time percentiles, "
         "outcomes, pages; the incidents behind each group; alarm fatigue; the longest "
         "incidents with their timeline. Shifts: --shifts, else the roster's."))

@@ -38,7 +38,7 @@ NOT_A_RESPONDER = "<not a responder id>"
 ACK_TOKEN = "/ack/<token>"
 # the environment variables holding secrets that are not in the config itself
 SECRET_ENV = ("BOOTHWATCH_SECRET", "BOOTHWATCH_API_TOKEN", "BOOTHWATCH_MQTT_PASSWORD",
-              "BOOTHWATCH_BOARD_PASSWORD")
+              "BOOTHWATCH_BOARD_PASSWORD", "BOOTHWATCH_DB_PASSWORD")
 PERSON_KEYS = frozenset({"by", "responder"})
 SYSTEM_ACTORS = frozenset({"booth", "expiry"})  # who acts when no person does
 MIN_SECRET = 4  # shorter values would blank out ordinary words; none of ours is that short

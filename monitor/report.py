@@ -2,14 +2,16 @@
 
 Usage::
 
-    boothwatch report --db FILE [--from DATE] [--to DATE] [--booth b1,b3] [--trigger call]
+    boothwatch report --db FILE|URL [--from DATE] [--to DATE] [--booth b1,b3] [--trigger call]
                       [--by booth|trigger|shift|day[,...]] [--incidents] [--fatigue [--run N]]
                       [--format table|csv|json] [--timezone NAME | --config FILE]
                       [--shifts "night=00:00-08:00,day=08:00-16:00,evening=16:00-24:00"]
                       [--longest N]
 
 It reads the store directly (opened read-only, so it is safe while the service
-runs), not Prometheus, which keeps no detail. docs/coordinators/report.md says
+runs), not Prometheus, which keeps no detail: a SQLite file, or a PostgreSQL URL
+(``postgresql://user@host:port/db``, its password from BOOTHWATCH_DB_PASSWORD or
+libpq's password file), as ``[store]`` names them. docs/coordinators/report.md says
 what each figure means and what scripts may rely on in the JSON and CSV; in
 short:
 
@@ -47,7 +49,6 @@ import heapq
 import json
 import math
 import re
-import sqlite3
 import time
 import zoneinfo
 from array import array
@@ -76,7 +77,8 @@ from monitor.report_time import (
     parse_time,
     roster_shifts,
 )
-from monitor.store import ROSTER_SHIFTS, SITE_TIMEZONE
+from monitor.store import ROSTER_SHIFTS, SITE_TIMEZONE, open_reader
+from monitor.store_base import Reader, StoreUnavailable
 
 __all__ = ["DEFAULT_SHIFTS", "build_report", "human", "load_zone", "nearest_rank",
            "open_store", "parse_shifts", "parse_time", "render_csv", "render_json",
@@ -89,19 +91,24 @@ DEFAULT_LONGEST = 5
 PROGRESS_MIN_ROWS = 20_000
 CHUNK = 5_000
 
-_SELECT = (
-    "SELECT i.id, i.booth, i.priority, json_extract(i.triggers, '$[0]'), i.max_level,"
-    " i.raised_at, i.acknowledged_at, i.presence_at, i.resolved_at, i.outcome,"
-    " json_extract(i.view, '$.reopened'),"
-    # sum(), not count() with status = ?: that makes SQLite pick the status index
-    " (SELECT sum(p.status = 'sent') FROM pages p WHERE p.incident = i.id),"
-    " (SELECT sum(p.status = 'failed') FROM pages p WHERE p.incident = i.id),"
-    " {protocol} FROM incidents i WHERE i.raised_at >= ? AND i.raised_at < ?"
-)
+
+
+def _select(db: Reader) -> str:
+    return (
+        f"SELECT i.id, i.booth, i.priority, {db.json_field('i.triggers', 0)}, i.max_level,"
+        " i.raised_at, i.acknowledged_at, i.presence_at, i.resolved_at, i.outcome,"
+        f" {db.json_field('i.view', 'reopened')},"
+        # sum(), not count() with status = ?: that makes SQLite pick the status index
+        " (SELECT sum(CASE WHEN p.status = 'sent' THEN 1 ELSE 0 END) FROM pages p"
+        " WHERE p.incident = i.id),"
+        " (SELECT sum(CASE WHEN p.status = 'failed' THEN 1 ELSE 0 END) FROM pages p"
+        " WHERE p.incident = i.id),"
+        f" {_protocol_columns(db)} FROM incidents i WHERE i.raised_at >= ? AND i.raised_at < ?"
+    )
 
 
 class ReportError(Exception):
-    """The store cannot be read (missing, not SQLite, not a boothwatch store)."""
+    """The store cannot be read (missing, unreachable, not a boothwatch store)."""
 
 
 def parse_by(text: str) -> tuple[str, ...]:
@@ -190,32 +197,26 @@ def _natural(key: str) -> tuple[Any, ...]:
 # --------------------------------------------------------------------------- reading
 
 
-def open_store(path: str | Path) -> sqlite3.Connection:
-    """The store opened read-only (the service may be writing it: WAL lets both run)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ReportError(f"{path}: no such file")
+def open_store(where: str | Path, password: str | None = None) -> Reader:
+    """The store (a SQLite file or a PostgreSQL URL) opened read-only: the service may be
+    writing it."""
     try:
-        db = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("SELECT id, raised_at, view FROM incidents LIMIT 0")
-        db.execute("SELECT incident, status FROM pages LIMIT 0")
-    except sqlite3.DatabaseError as exc:
-        raise ReportError(f"{path}: not a boothwatch store ({exc})") from None
-    return db
+        return open_reader(str(where), password)
+    except StoreUnavailable as exc:
+        raise ReportError(str(exc)) from None
 
 
-def _meta(db: sqlite3.Connection, key: str) -> str | None:
+def _meta(db: Reader, key: str) -> str | None:
     row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return str(row[0]) if row else None
 
 
-def store_timezone(db: sqlite3.Connection) -> str | None:
+def store_timezone(db: Reader) -> str | None:
     """The site's time zone, as the service recorded it when it last started."""
     return _meta(db, SITE_TIMEZONE)
 
 
-def store_roster(db: sqlite3.Connection) -> tuple[Shift, ...]:
+def store_roster(db: Reader) -> tuple[Shift, ...]:
     """The roster's shifts, as the service recorded them when it last started."""
     text = _meta(db, ROSTER_SHIFTS)
     try:
@@ -225,7 +226,7 @@ def store_roster(db: sqlite3.Connection) -> tuple[Shift, ...]:
 
 
 def build_report(
-    db: sqlite3.Connection,
+    db: Reader,
     *,
     start: datetime | None,
     end: datetime | None,
@@ -276,7 +277,7 @@ def build_report(
     fromts = datetime.fromtimestamp
     try:
         # in raised order: a booth's earlier alarms come first (alarm fatigue)
-        select = _SELECT.format(protocol=_protocol_columns(db))
+        select = _select(db)
         cur = db.execute(f"{select}{where} ORDER BY i.raised_at, i.id", params)
         while rows := cur.fetchmany(CHUNK):
             for (iid, booth, priority, trigger, max_level, raised, acked, presence, resolved,
@@ -378,10 +379,10 @@ def build_report(
     return report
 
 
-def _protocol_columns(db: sqlite3.Connection) -> str:
+def _protocol_columns(db: Reader) -> str:
     """The select list of the first ``entered`` and ``naloxone`` of each incident; NULLs
     from a store made before protocol steps (read-only here: the service adds the table)."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'steps'").fetchone() is None:
+    if not db.has("steps"):
         return "NULL, NULL"
     return ", ".join(f"(SELECT min(s.at) FROM steps s WHERE s.incident = i.id AND s.step = "
                      f"'{step}')" for step in ("entered", "naloxone"))
@@ -413,7 +414,7 @@ def _item(iid: str, booth: str, trigger: str, priority: str, raised: float,
 
 
 def _longest(
-    db: sqlite3.Connection, top: list[tuple[float, float, str]]
+    db: Reader, top: list[tuple[float, float, str]]
 ) -> list[dict[str, Any]]:
     if not top:
         return []

@@ -6,7 +6,7 @@ What the report selects and shows is in `monitor.report` and docs/coordinators/r
 from __future__ import annotations
 
 import argparse
-import sqlite3
+import os
 import sys
 from typing import TextIO
 
@@ -33,11 +33,14 @@ from monitor.report_time import (
     parse_time,
     roster_shifts,
 )
+from monitor.store_base import DB_PASSWORD_ENV
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="FILE",
-                        help="the SQLite store (default: the store of --config)")
+    parser.add_argument("--db", metavar="FILE|URL",
+                        help="the store: a SQLite file or postgresql://user@host:port/db, its "
+                             "password from BOOTHWATCH_DB_PASSWORD (default: the store of "
+                             "--config)")
     parser.add_argument("--from", dest="start", metavar="DATE",
                         help="first day (YYYY-MM-DD) or time (ISO 8601); default: all")
     parser.add_argument("--to", dest="end", metavar="DATE",
@@ -81,6 +84,7 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         return code
 
     db_path, zone_name = args.db, args.timezone
+    password = os.environ.get(DB_PASSWORD_ENV) or None
     known_booths: list[str] | None = None
     roster: tuple[Shift, ...] = ()
     if args.config:
@@ -93,11 +97,12 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
                 print(f"config: {problem}", file=sys.stderr)
             return fail(f"{args.config} has problems (--timezone NAME needs no config)")
         zone_name = zone_name or config.site.timezone
-        db_path = db_path or config.store.path
+        db_path = db_path or config.store.where
+        password = password or config.store.password
         known_booths = [b.id for b in config.booths]
         roster = roster_shifts(s for r in config.responders for s in r.shifts)
     if not db_path:
-        return fail("--db FILE is required (or --config FILE)")
+        return fail("--db FILE|URL is required (or --config FILE)")
     booths, triggers = parse_list(args.booth), parse_list(args.trigger)
     unknown = [b for b in booths if known_booths is not None and b not in known_booths]
     if unknown:
@@ -108,7 +113,7 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     if args.run < 1:
         return fail("--run must be 1 or more")
     try:
-        db = open_store(db_path)
+        db = open_store(db_path, password)
     except ReportError as exc:
         return fail(str(exc), 1)
     try:
@@ -135,8 +140,8 @@ def main(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         return fail(str(exc), 1)
     except ValueError as exc:  # --from without --to, after now
         return fail(str(exc))
-    except sqlite3.Error as exc:
-        return fail(f"{db_path}: {exc}", 1)
+    except db.errors as exc:
+        return fail(f"{db.where}: {' '.join(str(exc).split())}", 1)
     finally:
         db.close()
     render = {"table": render_table, "csv": render_csv, "json": render_json}[args.fmt]

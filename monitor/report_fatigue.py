@@ -23,7 +23,6 @@ Per group (``--by``) and in total:
 from __future__ import annotations
 
 import math
-import sqlite3
 import zoneinfo
 from array import array
 from collections import defaultdict
@@ -35,6 +34,7 @@ from typing import Any
 from monitor.core.fatigue import After, History, actionable
 from monitor.report_time import DAY, WEEK, ShiftTable
 from monitor.store import recent_outcomes
+from monitor.store_base import Reader
 
 Summarize = Callable[[Iterable[float]], dict[str, Any]]
 
@@ -86,7 +86,7 @@ def _booths(booths: Sequence[str]) -> tuple[str, list[Any]]:
     return f" AND booth IN ({','.join('?' * len(booths))})", list(booths)
 
 
-def histories(db: sqlite3.Connection, before: float, booths: Sequence[str],
+def histories(db: Reader, before: float, booths: Sequence[str],
               run: int) -> dict[str, History]:
     """Each booth's history of the `run` classed alarms raised before `before`."""
     out: dict[str, History] = {}
@@ -98,7 +98,7 @@ def histories(db: sqlite3.Connection, before: float, booths: Sequence[str],
 
 
 def occupied_seconds(
-    db: sqlite3.Connection, lo: float, hi: float, tz: zoneinfo.ZoneInfo,
+    db: Reader, lo: float, hi: float, tz: zoneinfo.ZoneInfo,
     keys: Sequence[str], table: ShiftTable, booths: Sequence[str],
 ) -> tuple[dict[tuple[str, ...], float], float]:
     """Occupied seconds in ``[lo, hi)`` per value of `keys` (booth, shift, day), and in all."""

@@ -125,7 +125,7 @@ class Runtime:
         cfg = self.config
         began = self.clock()  # nothing is watched from here until the link is up
         self.notifier.status("starting: opening the store")
-        store = self.store = await Store.open(cfg.store.path)
+        store = self.store = await Store.open(cfg.store.where, password=cfg.store.password)
         try:
             if isinstance(self.clock, ServiceClock):
                 start_clock(self.clock, await store.latest_time())

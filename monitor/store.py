@@ -1,5 +1,13 @@
-"""SQLite store (aiosqlite, WAL): events, sessions, incidents with their timeline and
-protocol steps, pages.
+"""The store: events, sessions, incidents with their timeline and protocol steps, pages,
+audit, duty, devices.
+
+Two backends keep it: SQLite (``[store] path``, `monitor.store_sqlite`), the default
+for one box and the demo, and PostgreSQL (``[store] url``, `monitor.store_postgres`)
+for a site whose store must outlive its box. This module is what does not depend on
+which: the writer task, what a failing store does, and the reads, written once in
+SQL both run (``?`` marks a parameter); `monitor.store_base` has the rows, the batch
+and what a backend must do (`Backend`). A backend holds what differs, each in one
+module: its connections, its schema and migrations, and the commit of a batch.
 
 Writes are batched: callers add rows to the current batch and get a future that
 completes when that batch is committed. One writer task commits whatever has
@@ -11,14 +19,16 @@ A failed commit is never dropped: the batch is kept, merged with what came
 since, and retried with backoff; meanwhile ``writable`` is False (``/readyz``
 says so) and nothing is acknowledged to the broker, which keeps the messages.
 The service goes on from memory (the core pages without waiting for the disk);
-when the store recovers (a lock released, disk space freed) the next commit
-catches up with everything held since the trouble began. Failures are counted
-(``commit_failures``) and logged at once, then at most every
+when the store recovers (a lock released, disk space freed, the database server
+back) the next commit catches up with everything held since the trouble began.
+Failures are counted (``commit_failures``) and logged at once, then at most every
 ``FAILURE_LOG_EVERY`` seconds while they last, and once more on recovery.
 
-SQLITE_FULL and SQLITE_IOERR may roll a transaction back themselves or leave it
-open; a ROLLBACK is always attempted and its own error ignored, and a commit
-never starts inside a transaction left open by an earlier failure.
+Schema versions: the ``meta`` row ``schema_version`` says which version a store has.
+`Store.open` brings an older store up to ``SCHEMA_VERSION`` (each backend's
+``MIGRATIONS``, then its ``SCHEMA``, which creates what is missing) and refuses a
+newer one (`SchemaTooNew`): a store written by a newer boothwatch is never written
+by an older one.
 """
 
 from __future__ import annotations
@@ -27,160 +37,35 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
-import re
-import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-import aiosqlite
 import structlog
 
 from alerts.tokens import Use
-from monitor.access import User, store_problem
-from monitor.codec import booth_from_record, booth_record, incident_from_record, incident_record
+from monitor.codec import booth_from_record, incident_from_record
 from monitor.core.booth import BoothView
 from monitor.core.fatigue import ACTIONABLE, NON_ACTIONABLE
 from monitor.core.incident import IncidentView, TimelineEntry
-from monitor.exits import CANTCREAT, OperatorError
+
+# the rows, dumps and the errors, from where the backends take them too (and here, where
+# the store's callers have always found them)
+from monitor.store_base import SCHEMA_VERSION as SCHEMA_VERSION
+from monitor.store_base import AttemptRow as AttemptRow
+from monitor.store_base import Backend, Batch, Reader, Row, SchemaTooNew, is_url, settle
+from monitor.store_base import EventRow as EventRow
+from monitor.store_base import PageRow as PageRow
+from monitor.store_base import StoreUnavailable as StoreUnavailable
+from monitor.store_base import dumps as dumps
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 4  # 3: used_ack_links; 4: steps
 SITE_TIMEZONE = "site_timezone"  # the meta key of the site's time zone, for reports
 ROSTER_SHIFTS = "roster_shifts"  # the meta key of the roster's shifts (JSON), for reports
 FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    booth TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    event_id TEXT,
-    device TEXT,
-    ts REAL,
-    received_at REAL NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_booth_id ON events(booth, event_id)
-    WHERE event_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
-CREATE TABLE IF NOT EXISTS booths (
-    id TEXT PRIMARY KEY,
-    view TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    booth TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    UNIQUE (booth, started_at)
-);
-CREATE TABLE IF NOT EXISTS incidents (
-    id TEXT PRIMARY KEY,
-    booth TEXT NOT NULL,
-    priority TEXT NOT NULL,
-    state TEXT NOT NULL,
-    triggers TEXT NOT NULL,
-    level INTEGER NOT NULL,
-    max_level INTEGER NOT NULL,
-    raised_at REAL NOT NULL,
-    acknowledged_at REAL,
-    acknowledged_by TEXT,
-    presence_at REAL,
-    resolved_at REAL,
-    resolved_by TEXT,
-    outcome TEXT,
-    view TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
-CREATE INDEX IF NOT EXISTS incidents_raised ON incidents(raised_at);
-CREATE TABLE IF NOT EXISTS timeline (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    incident TEXT NOT NULL,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS timeline_incident ON timeline(incident);
-CREATE TABLE IF NOT EXISTS steps (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    incident TEXT NOT NULL,
-    at REAL NOT NULL,
-    step TEXT NOT NULL,
-    responder TEXT NOT NULL,
-    count INTEGER,
-    note TEXT,
-    via TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS steps_incident ON steps(incident, step, at);
-CREATE TABLE IF NOT EXISTS pages (
-    id TEXT PRIMARY KEY,
-    incident TEXT NOT NULL,
-    responder TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    level INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    last_error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    sent_at REAL,
-    latency REAL
-);
-CREATE INDEX IF NOT EXISTS pages_incident ON pages(incident);
-CREATE INDEX IF NOT EXISTS pages_status ON pages(status);
-CREATE TABLE IF NOT EXISTS page_attempts (
-    page TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    ok INTEGER NOT NULL,
-    error TEXT,
-    latency REAL NOT NULL,
-    receipt TEXT,
-    at REAL NOT NULL,
-    PRIMARY KEY (page, number)
-);
-CREATE TABLE IF NOT EXISTS duty (
-    responder TEXT PRIMARY KEY,
-    snapshot TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
-CREATE INDEX IF NOT EXISTS audit_kind ON audit(kind, at);
-CREATE TABLE IF NOT EXISTS used_ack_links (
-    digest TEXT PRIMARY KEY,
-    incident TEXT NOT NULL,
-    responder TEXT NOT NULL,
-    used_at REAL NOT NULL,
-    via TEXT NOT NULL,
-    signed_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS used_ack_links_used ON used_ack_links(used_at);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY,
-    booth TEXT NOT NULL,
-    online INTEGER NOT NULL,
-    last_seen REAL,
-    battery INTEGER,
-    snapshot TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
 
 
 def recent_outcomes(before: float, booths: Sequence[str], run: int
@@ -190,129 +75,20 @@ def recent_outcomes(before: float, booths: Sequence[str], run: int
     (`monitor.core.fatigue`) of `boothwatch report` and of the service's metrics."""
     classed = sorted(ACTIONABLE | NON_ACTIONABLE)
     where = f" AND booth IN ({','.join('?' * len(booths))})" if booths else ""
+    # the derived table is named: PostgreSQL before 16 requires it
     return ("SELECT booth, outcome FROM (SELECT booth, outcome, raised_at, row_number() OVER"
             " (PARTITION BY booth ORDER BY raised_at DESC) AS n FROM incidents"
             f" WHERE raised_at < ? AND outcome IN ({','.join('?' * len(classed))}){where})"
-            " WHERE n <= ? ORDER BY booth, raised_at", [before, *classed, *booths, run])
-
-
-class StoreUnavailable(OperatorError):
-    """The store cannot be opened or created: the message names the path and why."""
-
-    status = CANTCREAT
-
-    @classmethod
-    def at(cls, path: str, error: Exception) -> StoreUnavailable:
-        # SQLite says "unable to open database file", without the path or the reason
-        where = os.path.abspath(path)
-        why = store_problem(path, f"user {User.current().name}")
-        return cls(f"cannot open the store {where}: "
-                   + (f"{why} (SQLite: {error})" if why else str(error)), path=where)
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    booth: str
-    kind: str
-    event_id: str | None
-    device: str | None
-    ts: float | None
-    received_at: float
-    payload: str
-
-
-@dataclass(slots=True)
-class PageRow:
-    id: str
-    incident: str
-    responder: str
-    channel: str
-    level: int
-    payload: dict[str, Any]
-    status: str  # queued | retrying | sent | delivered | acknowledged | failed
-    attempts: int
-    created_at: float
-    updated_at: float
-    last_error: str | None = None
-    sent_at: float | None = None
-    latency: float | None = None
-    kind: str = "page"  # page | notice
-    receipt: str | None = None  # the service's id (a Pushover receipt) once accepted
-    delivered_at: float | None = None  # the service says the device has it
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRow:
-    page: str
-    number: int
-    channel: str
-    ok: bool
-    error: str | None
-    latency: float
-    receipt: str | None
-    at: float
-
-
-@dataclass(slots=True)
-class _Batch:
-    events: list[EventRow] = field(default_factory=list)
-    booths: dict[str, tuple[BoothView, float]] = field(default_factory=dict)
-    sessions: list[tuple[str, float, float | None]] = field(default_factory=list)
-    incidents: dict[str, IncidentView] = field(default_factory=dict)
-    timeline: list[tuple[str, TimelineEntry]] = field(default_factory=list)
-    pages: dict[str, PageRow] = field(default_factory=dict)
-    devices: dict[str, tuple[str, dict[str, Any], float]] = field(default_factory=dict)
-    attempts: list[AttemptRow] = field(default_factory=list)
-    duty: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
-    audit: list[tuple[float, str, str, dict[str, Any]]] = field(default_factory=list)
-    receipts: list[tuple[str, str, float]] = field(default_factory=list)
-    meta: dict[str, str] = field(default_factory=dict)  # the readiness probe
-    done: asyncio.Future[None] | None = None
-
-    def __len__(self) -> int:
-        return (
-            len(self.events) + len(self.booths) + len(self.sessions) + len(self.incidents)
-            + len(self.timeline) + len(self.pages) + len(self.devices) + len(self.attempts)
-            + len(self.duty) + len(self.audit) + len(self.receipts) + len(self.meta)
-        )
-
-    def absorb(self, later: _Batch) -> None:
-        """Fold a later batch into this one (after a failed commit), keeping order."""
-        self.events += later.events
-        self.booths.update(later.booths)
-        self.sessions += later.sessions
-        self.incidents.update(later.incidents)
-        self.timeline += later.timeline
-        self.pages.update(later.pages)
-        self.devices.update(later.devices)
-        self.attempts += later.attempts
-        self.duty.update(later.duty)
-        self.audit += later.audit
-        self.receipts += later.receipts
-        self.meta.update(later.meta)
-        if later.done is not None:
-            if self.done is None:
-                self.done = later.done
-            else:  # whoever waits on the later batch now waits on this merged one
-                later_done = later.done
-                self.done.add_done_callback(lambda _f: _settle(later_done))
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_default)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"cannot store {type(value).__name__}")
+            " AS recent WHERE n <= ? ORDER BY booth, raised_at",
+            [before, *classed, *booths, run])
 
 
 class Store:
-    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
-        self._db = db
-        self.path = path
-        self._batch = _Batch()
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.where = backend.where
+        self.errors = backend.errors
+        self._batch = Batch()
         self._wakeup = asyncio.Event()
         self._occupied: dict[str, float | None] = {}  # booth -> open session start
         self.writable = True
@@ -324,54 +100,43 @@ class Store:
         self.failing_since: float | None = None  # monotonic, while commits fail
         self._logged_failure_at = 0.0
         self._trouble = asyncio.Event()  # set while commits fail
-        self._failed: _Batch | None = None  # held for the next attempt, with what came since
-        self._committing: _Batch | None = None
+        self._failed: Batch | None = None  # held for the next attempt, with what came since
+        self._committing: Batch | None = None
         self._inflight: asyncio.Future[None] | None = None
         self._inflight_done: asyncio.Future[None] | None = None
         self.on_committed: Callable[[], None] | None = None  # e.g. resume reading MQTT
-        self._links_db: aiosqlite.Connection | None = None  # see `use_ack_link`
         self.on_failed: Callable[[], None] | None = None  # e.g. keep reading MQTT anyway
 
     @classmethod
-    async def open(cls, path: str, busy_timeout_ms: int = 5000) -> Store:
-        """The store at `path`, created if new; StoreUnavailable, naming the path and why,
-        if it cannot be opened (a missing directory, no permission, a full disk)."""
-        db: aiosqlite.Connection | None = None
+    async def open(cls, where: str, *, password: str | None = None,
+                   busy_timeout_ms: int = 5000) -> Store:
+        """The store at `where`, a SQLite path or a PostgreSQL URL (`password` from
+        BOOTHWATCH_DB_PASSWORD, else libpq's own), created or migrated to this schema;
+        StoreUnavailable, naming it and why, if it cannot be opened. A commit waiting for a
+        lock longer than `busy_timeout_ms` fails (and is retried)."""
+        backend: Backend
+        # imported here, psycopg (the postgres extra) only when [store] url asks for it
+        if is_url(where):
+            from monitor.store_postgres import PostgresBackend
+
+            backend = await PostgresBackend.open(where, password, lock_timeout_ms=busy_timeout_ms)
+        else:
+            from monitor.store_sqlite import SQLiteBackend
+
+            backend = await SQLiteBackend.open(where, busy_timeout_ms=busy_timeout_ms)
+        store = cls(backend)
         try:
-            # a failed connect leaves aiosqlite's (0.22) worker thread to post its error to
-            # the event loop after it has closed, a traceback at exit (omnilib/aiosqlite
-            # PR 389): a path that cannot be opened fails here first, with no thread
-            await asyncio.to_thread(lambda: sqlite3.connect(path).close())
-            db = await aiosqlite.connect(path, isolation_level=None)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
-            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            if not await _schema_current(db):
-                # only a new or older store is written to here: a current one opens
-                # read-only, so a restart while the file is locked or the disk is full
-                # still pages
-                await db.executescript(SCHEMA)
-                await _migrate(db)
-                await db.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-        except (sqlite3.Error, OSError) as exc:
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error, OSError):
-                    await db.close()
-            raise StoreUnavailable.at(path, exc) from exc
-        store = cls(db, path)
-        for booth, started in await store._fetch(
-            "SELECT booth, started_at FROM sessions WHERE ended_at IS NULL"
-        ):
-            store._occupied[booth] = started
+            for booth, started in await store._fetch(
+                "SELECT booth, started_at FROM sessions WHERE ended_at IS NULL"
+            ):
+                store._occupied[booth] = started
+        except BaseException:
+            await backend.close()
+            raise
         return store
 
     async def close(self) -> None:
-        if self._links_db is not None:
-            await self._links_db.close()
-        await self._db.close()
+        await self._backend.close()
 
     # --- writes (batched) -------------------------------------------------------------
 
@@ -459,22 +224,22 @@ class Store:
             if self._failed is None:
                 await self._wakeup.wait()
             self._wakeup.clear()
-            batch, self._batch = self._batch, _Batch()
+            batch, self._batch = self._batch, Batch()
             if self._failed is not None:
                 self._failed.absorb(batch)
                 batch, self._failed = self._failed, None
             if not len(batch):
                 if batch.done is not None:
-                    _settle(batch.done)
+                    settle(batch.done)
                 continue
             started = time.perf_counter()
             # a commit is never cancelled half-way: shutdown waits for it in `drain`
             self._committing = batch
-            self._inflight = asyncio.ensure_future(self._commit(batch))
+            self._inflight = asyncio.ensure_future(self._backend.commit(batch))
             self._inflight_done = batch.done
             try:
                 await asyncio.shield(self._inflight)
-            except (aiosqlite.Error, OSError) as exc:
+            except self.errors as exc:
                 self._failed, self._committing = batch, None
                 self._commit_failed(exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -496,18 +261,18 @@ class Store:
         if self.failing_since is None:
             self.failing_since = self._logged_failure_at = now
             log.error("store_commit_failed", error=self.last_error, pending=self.pending(),
-                      retry_in=retry_in, path=self.path)
+                      retry_in=retry_in, store=self.where)
             if self.on_failed is not None:
                 self.on_failed()
         elif now - self._logged_failure_at >= FAILURE_LOG_EVERY:
             self._logged_failure_at = now
             log.error("store_still_failing", error=self.last_error, pending=self.pending(),
                       failing_for=round(now - self.failing_since, 1),
-                      failures=self.commit_failures, path=self.path)
+                      failures=self.commit_failures, store=self.where)
 
-    def _committed(self, batch: _Batch, seconds: float) -> None:
+    def _committed(self, batch: Batch, seconds: float) -> None:
         if self.failing_since is not None:
-            log.warning("store_recovered", rows=len(batch), path=self.path,
+            log.warning("store_recovered", rows=len(batch), store=self.where,
                         failed_for=round(time.monotonic() - self.failing_since, 1))
             self.failing_since = None
         self.writable, self.last_error = True, None
@@ -516,11 +281,11 @@ class Store:
         self.last_commit_at = time.monotonic()
         self.commits += 1
         if batch.done is not None:
-            _settle(batch.done)
+            settle(batch.done)
         if self.on_committed is not None:
             self.on_committed()
 
-    def _settled(self, task: asyncio.Future[None], *, batch: _Batch) -> None:
+    def _settled(self, task: asyncio.Future[None], *, batch: Batch) -> None:
         if not task.cancelled() and task.exception() is None:
             self._committing = None
             self._committed(batch, 0.0)
@@ -528,19 +293,19 @@ class Store:
     async def drain(self) -> None:
         """At shutdown, with the writer stopped: finish the commit under way, then the rest
         (including whatever failed commits held)."""
-        batch = _Batch()
+        batch = Batch()
         if self._inflight is not None:
-            with contextlib.suppress(aiosqlite.Error, OSError):
+            with contextlib.suppress(*self.errors):
                 await self._inflight
         for held in (self._committing, self._failed):
             if held is not None:  # a failed commit's rows: older than the current batch
                 held.absorb(batch)
                 batch = held
         self._committing = self._failed = None
-        current, self._batch = self._batch, _Batch()
+        current, self._batch = self._batch, Batch()
         batch.absorb(current)
         if len(batch):
-            await self._commit(batch)
+            await self._backend.commit(batch)
             self._committed(batch, 0.0)
 
     async def flush(self) -> None:
@@ -564,148 +329,10 @@ class Store:
                 trouble.cancel()
         return True
 
-    async def _commit(self, b: _Batch) -> None:
-        db = self._db
-        await _rollback(db)  # never commit on top of what an earlier failure left open
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            # one statement per table: each row would otherwise make the writer thread and
-            # the event loop trade the GIL, which under load costs far more than the insert
-            if b.events:
-                await db.execute(
-                    "INSERT OR IGNORE INTO events"
-                    "(booth, kind, event_id, device, ts, received_at, payload)"
-                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-                    " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-                    " json_extract(value, '$[4]'), json_extract(value, '$[5]'),"
-                    " json_extract(value, '$[6]') FROM json_each(?)",
-                    (dumps([[e.booth, e.kind, e.event_id, e.device, e.ts, e.received_at,
-                             e.payload] for e in b.events]),),
-                )
-            if b.booths:
-                await db.execute(
-                    "INSERT INTO booths(id, view, updated_at)"
-                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-                    " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
-                    " ON CONFLICT(id) DO UPDATE SET view=excluded.view,"
-                    " updated_at=excluded.updated_at",
-                    (dumps([[bid, dumps(booth_record(view)), at]
-                            for bid, (view, at) in b.booths.items()]),),
-                )
-            if b.sessions:
-                await db.execute(
-                    "INSERT INTO sessions(booth, started_at, ended_at)"
-                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-                    " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
-                    " ON CONFLICT(booth, started_at) DO UPDATE SET ended_at=excluded.ended_at",
-                    (dumps(b.sessions),),
-                )
-            if b.incidents:
-                await db.executemany(
-                    "INSERT INTO incidents(id, booth, priority, state, triggers, level,"
-                    " max_level, raised_at, acknowledged_at, acknowledged_by, presence_at,"
-                    " resolved_at, resolved_by, outcome, view)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(id) DO UPDATE SET priority=excluded.priority,"
-                    " state=excluded.state, triggers=excluded.triggers, level=excluded.level,"
-                    " max_level=excluded.max_level, acknowledged_at=excluded.acknowledged_at,"
-                    " acknowledged_by=excluded.acknowledged_by,"
-                    " presence_at=excluded.presence_at, resolved_at=excluded.resolved_at,"
-                    " resolved_by=excluded.resolved_by, outcome=excluded.outcome,"
-                    " view=excluded.view",
-                    [(v.id, v.booth, v.priority, v.state, dumps(v.triggers), v.level,
-                      v.max_level, v.raised_at, v.acknowledged_at, v.acknowledged_by,
-                      v.presence_at, v.resolved_at, v.resolved_by, v.outcome,
-                      dumps(incident_record(v)))
-                     for v in b.incidents.values()],
-                )
-            if b.timeline:
-                await db.executemany(
-                    "INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
-                    [(iid, e.at, e.kind, dumps(e.detail)) for iid, e in b.timeline],
-                )
-                # protocol steps also in a table of their own, for reports to query
-                steps = [(iid, e.at, e.detail["step"], e.detail["responder"],
-                          e.detail.get("count"), e.detail.get("note"), e.detail["via"])
-                         for iid, e in b.timeline if e.kind == "step"]
-                if steps:
-                    await db.executemany(
-                        "INSERT INTO steps(incident, at, step, responder, count, note, via)"
-                        " VALUES (?,?,?,?,?,?,?)", steps)
-            if b.pages:
-                await db.executemany(
-                    "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
-                    " attempts, last_error, created_at, updated_at, sent_at, latency, kind,"
-                    " receipt, delivered_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
-                    " channel=excluded.channel,"
-                    " attempts=excluded.attempts, last_error=excluded.last_error,"
-                    " updated_at=excluded.updated_at,"
-                    " sent_at=coalesce(excluded.sent_at, pages.sent_at),"
-                    " latency=coalesce(excluded.latency, pages.latency),"
-                    " receipt=coalesce(excluded.receipt, pages.receipt),"
-                    " delivered_at=coalesce(excluded.delivered_at, pages.delivered_at)",
-                    [(p.id, p.incident, p.responder, p.channel, p.level, dumps(p.payload),
-                      p.status, p.attempts, p.last_error, p.created_at, p.updated_at,
-                      p.sent_at, p.latency, p.kind, p.receipt, p.delivered_at)
-                     for p in b.pages.values()],
-                )
-            if b.attempts:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO page_attempts(page, number, channel, ok, error,"
-                    " latency, receipt, at) VALUES (?,?,?,?,?,?,?,?)",
-                    [(a.page, a.number, a.channel, int(a.ok), a.error, a.latency, a.receipt,
-                      a.at) for a in b.attempts],
-                )
-            if b.duty:
-                await db.executemany(
-                    "INSERT INTO duty(responder, snapshot, updated_at) VALUES (?,?,?)"
-                    " ON CONFLICT(responder) DO UPDATE SET snapshot=excluded.snapshot,"
-                    " updated_at=excluded.updated_at",
-                    [(rid, dumps(snap), at) for rid, (snap, at) in b.duty.items()],
-                )
-            if b.receipts:
-                await db.executemany(
-                    "UPDATE pages SET status = CASE WHEN status = 'acknowledged' THEN status"
-                    " ELSE ? END, delivered_at = coalesce(delivered_at, ?), updated_at = ?"
-                    " WHERE receipt = ?",
-                    [(status, at, at, receipt) for receipt, status, at in b.receipts],
-                )
-            if b.audit:
-                await db.executemany(
-                    "INSERT INTO audit(at, kind, subject, detail) VALUES (?,?,?,?)",
-                    [(at, kind, subject, dumps(detail)) for at, kind, subject, detail in b.audit],
-                )
-            if b.devices:
-                await db.execute(
-                    "INSERT INTO devices(id, booth, online, last_seen, battery, snapshot,"
-                    " updated_at) SELECT json_extract(value, '$[0]'),"
-                    " json_extract(value, '$[1]'), json_extract(value, '$[2]'),"
-                    " json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
-                    " json_extract(value, '$[5]'), json_extract(value, '$[6]')"
-                    " FROM json_each(?) WHERE true ON CONFLICT(id) DO UPDATE SET"
-                    " booth=excluded.booth, online=excluded.online,"
-                    " last_seen=excluded.last_seen, battery=excluded.battery,"
-                    " snapshot=excluded.snapshot, updated_at=excluded.updated_at",
-                    (dumps([[did, booth, int(snap["online"]), snap["last_seen"],
-                             snap["battery"], dumps(snap), at]
-                            for did, (booth, snap, at) in b.devices.items()]),),
-                )
-            if b.meta:
-                await db.executemany(
-                    "INSERT INTO meta(key, value) VALUES (?, ?)"
-                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value", b.meta.items())
-            await db.execute("COMMIT")
-        except BaseException:
-            await _rollback(db)
-            raise
-
     # --- reads ------------------------------------------------------------------------
 
-    async def _fetch(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        async with self._db.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+    async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return await self._backend.fetch(sql, args)
 
     async def load_booths(self) -> list[BoothView]:
         return [booth_from_record(json.loads(r[0]))
@@ -828,7 +455,7 @@ class Store:
             "SELECT MAX(t) FROM (SELECT MAX(received_at) AS t FROM events"
             " UNION ALL SELECT MAX(updated_at) FROM booths"
             " UNION ALL SELECT MAX(updated_at) FROM pages"
-            " UNION ALL SELECT MAX(updated_at) FROM devices)")
+            " UNION ALL SELECT MAX(updated_at) FROM devices) AS latest")
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def event_ids_since(self, since: float) -> list[tuple[str, str]]:
@@ -846,12 +473,16 @@ class Store:
         return int(rows[0][0])
 
     async def secret(self, name: str, make: str) -> str:
-        """A value kept in meta (e.g. the ack-link key when no env secret is set)."""
+        """A value kept in meta (e.g. the ack-link key when no env secret is set). Written
+        only when missing (a restart onto a full disk reads it); when another process
+        (PostgreSQL) wrote it first, theirs is the one."""
         rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (name,))
-        if rows:
-            return str(rows[0][0])
-        await self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (name, make))
-        return make
+        if not rows:
+            await self._backend.apart([(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                (name, make))])
+            rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (name,))
+        return str(rows[0][0])
 
     # --- used ack links -------------------------------------------------------------
 
@@ -860,28 +491,18 @@ class Store:
         it was recorded already. Forgets the uses of links signed and used before
         `forget_before` (expired links need no record).
 
-        On a connection of its own: the batch writer's transactions span several awaits
-        on the main one, and a statement slipped in between would commit (or roll back)
-        with that batch instead of now.
+        Apart from the batch writer (`Backend.apart`): its transaction may be open across
+        several awaits, and a statement slipped into it would commit (or roll back) with
+        that batch instead of now.
         """
-        if self._links_db is None:
-            self._links_db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._links_db.execute("PRAGMA synchronous=FULL")
-            await self._links_db.execute("PRAGMA busy_timeout=5000")
-        db = self._links_db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.execute("DELETE FROM used_ack_links WHERE used_at < ? AND signed_at < ?",
-                             (forget_before, forget_before))
-            cursor = await db.execute(
-                "INSERT OR IGNORE INTO used_ack_links(digest, incident, responder, used_at, via,"
-                " signed_at) VALUES (?,?,?,?,?,?)",
-                (digest, use.incident, use.responder, use.at, use.via, use.signed_at))
-            await db.execute("COMMIT")
-        except BaseException:
-            await _rollback(db)
-            raise
-        return cursor.rowcount == 1
+        _, added = await self._backend.apart([
+            ("DELETE FROM used_ack_links WHERE used_at < ? AND signed_at < ?",
+             (forget_before, forget_before)),
+            ("INSERT INTO used_ack_links(digest, incident, responder, used_at, via, signed_at)"
+             " VALUES (?,?,?,?,?,?) ON CONFLICT(digest) DO NOTHING",
+             (digest, use.incident, use.responder, use.at, use.via, use.signed_at)),
+        ])
+        return added == 1
 
     async def used_ack_links(self, since: float) -> list[tuple[str, Use]]:
         """The ack links that acted, except those signed and used before `since`."""
@@ -911,49 +532,34 @@ class Store:
         return f"{self.last_error} (for {since:.0f}s, {self.pending()} rows held in memory)"
 
 
-async def _rollback(db: aiosqlite.Connection) -> None:
-    if db.in_transaction:
-        # SQLITE_FULL may have rolled it back already (then ROLLBACK itself fails); the
-        # error that matters is the one being raised
-        with contextlib.suppress(aiosqlite.Error, OSError):
-            await db.execute("ROLLBACK")
+def schema_problem(where: str, password: str | None, env: Mapping[str, str]) -> str | None:
+    """What keeps `boothwatch run` from using the store at `where`, found by reading it (for
+    check-config): a PostgreSQL server it cannot connect to, a schema newer than this code.
+    A SQLite file that cannot be read is `monitor.access`'s to explain; `env` holds libpq's
+    own variables (PGPASSFILE...), as the service will have them."""
+    if is_url(where):
+        from monitor.store_postgres import schema_version
+
+        try:
+            found = schema_version(where, password, env)
+        except StoreUnavailable as exc:
+            return str(exc)
+    else:
+        from monitor.store_sqlite import schema_version as sqlite_version
+
+        found = sqlite_version(where)
+    if found is not None and found > SCHEMA_VERSION:
+        return str(SchemaTooNew.found(where, found))
+    return None
 
 
-async def _schema_current(db: aiosqlite.Connection) -> bool:
-    """Every table, index and column of this version is there (reading only)."""
-    async with db.execute("SELECT name FROM sqlite_master") as cur:
-        have = {row[0] for row in await cur.fetchall()}
-    if not set(_SCHEMA_NAMES) <= have:
-        return False
-    async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cur:
-        row = await cur.fetchone()
-    return row is not None and row[0] == str(SCHEMA_VERSION) and not await _missing_columns(db)
+def open_reader(where: str, password: str | None = None) -> Reader:
+    """The store at `where` (a path or a URL) opened read-only; StoreUnavailable, saying
+    why, if it is missing, unreachable or no boothwatch store."""
+    if is_url(where):
+        from monitor.store_postgres import Reader as PostgresReader
 
+        return PostgresReader.open(where, password)
+    from monitor.store_sqlite import Reader as SQLiteReader
 
-_SCHEMA_NAMES = re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA)
-_PAGES_COLUMNS = (("kind", "TEXT NOT NULL DEFAULT 'page'"), ("receipt", "TEXT"),
-                  ("delivered_at", "REAL"))
-
-
-async def _missing_columns(db: aiosqlite.Connection) -> list[tuple[str, str]]:
-    async with db.execute("PRAGMA table_info(pages)") as cur:
-        have = {row[1] for row in await cur.fetchall()}
-    return [(column, decl) for column, decl in _PAGES_COLUMNS if column not in have]
-
-
-async def _migrate(db: aiosqlite.Connection) -> None:
-    """Bring a store made by an older version up to this schema (columns added since).
-
-    Tables added since (``used_ack_links`` in version 3, ``steps`` in 4) come from SCHEMA,
-    which creates what is missing whenever `_schema_current` finds something missing. An
-    older store has no steps to copy: the protocol came with the table.
-    """
-    for column, decl in await _missing_columns(db):
-        await db.execute(f"ALTER TABLE pages ADD COLUMN {column} {decl}")
-    await db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                     (str(SCHEMA_VERSION),))
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+    return SQLiteReader.open(where)

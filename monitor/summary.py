@@ -50,6 +50,15 @@ def _push_summary(ch: ChannelConfig, high: Policy | None) -> str:
     return f" {where} ({', '.join(parts)})"
 
 
+def _store(config: Config) -> str:
+    store = config.store
+    if store.url is None:
+        return f"store: {store.path} (SQLite)"
+    password = ("password from BOOTHWATCH_DB_PASSWORD" if store.password
+                else "password, if any, from libpq's password or service file")
+    return f"store: {store.url} (PostgreSQL, {password})"
+
+
 def _board_hours(config: Config) -> str:
     hours = config.board.expected_hours
     if hours is None:
@@ -82,7 +91,7 @@ def summary(config: Config) -> str:
             f"open {', '.join(s.text for s in site.hours)} (outside: long sessions and device "
             "trouble page role:technician at low priority)"),
         f"mqtt: {mqtt.url} as client {mqtt.client_id} ({', '.join(mqtt_extra)})",
-        f"store: {config.store.path}",
+        _store(config),
         f"http: listening on {listen_host}:{http.port}; ack links {http.public_url}/ack/... "
         f"valid {fd(http.ack_link_ttl)}",
         f"board: {http.public_url}/board, {_board_hours(config)}",

@@ -12,6 +12,7 @@ pytest.register_assert_rewrite("tests.harness")
 
 from monitor.logs import PRIVACY  # noqa: E402
 from tests.harness.broker import Mosquitto, Publish, Publisher, require_mosquitto  # noqa: E402
+from tests.harness.postgres import PASSWORD, Postgres, StoreAt, require_postgres  # noqa: E402
 from tests.harness.receivers import Webhook  # noqa: E402
 
 
@@ -46,3 +47,28 @@ async def hook() -> AsyncIterator[Webhook]:
     """The test site's pager, a real HTTP server."""
     async with Webhook() as webhook:
         yield webhook
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL cluster for the whole test session, started when a test first needs it
+    (tests/harness/postgres.py); each test takes a database of its own from it."""
+    with Postgres(require_postgres()) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: Postgres) -> Iterator[str]:
+    """A fresh, empty database of the session's cluster; dropped after the test."""
+    url = postgres.database()
+    yield url
+    postgres.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> StoreAt:
+    """The test's store on each backend in turn: a new SQLite file, a new PostgreSQL
+    database (the cluster starts only when a test asks for this one)."""
+    if request.param == "sqlite":
+        return StoreAt("sqlite", str(tmp_path / "s.db"))
+    return StoreAt("postgresql", request.getfixturevalue("postgres_url"), PASSWORD)

@@ -8,7 +8,6 @@ import hmac
 import html
 import re
 import socket
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,8 +15,6 @@ from typing import Any
 
 import pytest
 
-from alerts.tokens import Use
-from monitor.store import SCHEMA_VERSION, Store
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.service import HandClock, Service, event, events_topic, start_service
 from tests.harness.tokens import respell
@@ -198,47 +195,6 @@ async def test_a_link_of_a_resolved_incident_is_not_spent(service: Service) -> N
     assert status == 200
     assert (await post(svc, page["ack_url"]))[0] == 409
     assert await svc.runtime.store.count("used_ack_links") == 0
-
-
-# --- the store's record of used links -----------------------------------------------------
-
-
-async def test_used_links_are_stored_once_and_pruned(tmp_path: Path) -> None:
-    """A use is committed at once (another connection sees it), a second record of the same
-    link says so, and records older than the cutoff are dropped with the next use."""
-    store = await Store.open(str(tmp_path / "s.db"))
-    try:
-        use = Use("I1", "ana", at=1000.0, via="link", signed_at=990.0)
-        assert await store.use_ack_link("d1", use, forget_before=0.0)
-        assert not await store.use_ack_link("d1", use, forget_before=0.0)
-        with sqlite3.connect(tmp_path / "s.db") as other:
-            assert other.execute("SELECT digest, via FROM used_ack_links").fetchall() == [
-                ("d1", "link")]
-        assert await store.used_ack_links(since=995.0) == [("d1", use)]
-        assert await store.used_ack_links(since=1001.0) == []
-        later = Use("I2", "rui", at=2000.0, via="ntfy", signed_at=1999.0)
-        assert await store.use_ack_link("d2", later, forget_before=1500.0)
-        assert await store.used_ack_links(since=0.0) == [("d2", later)]
-    finally:
-        await store.close()
-
-
-async def test_a_version_2_store_gets_the_table(tmp_path: Path) -> None:
-    """A store made before single-use links opens with the table added, at this version."""
-    path = tmp_path / "old.db"
-    store = await Store.open(str(path))
-    await store.close()
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE used_ack_links")
-        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    store = await Store.open(str(path))
-    try:
-        assert await store.use_ack_link("d", Use("I", "ana", 1.0, "link", 1.0), 0.0)
-    finally:
-        await store.close()
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            str(SCHEMA_VERSION),)
 
 
 # --- the API's bearer token ----------------------------------------------------------------

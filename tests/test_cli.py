@@ -28,8 +28,9 @@ import pytest
 
 from monitor.access import User, as_user
 from monitor.cli import _parser, main
-from monitor.store import Store
+from monitor.store import SCHEMA_VERSION, Store
 from tests.harness.broker import Mosquitto, free_port, require_mosquitto
+from tests.harness.postgres import PASSWORD, ROLE, StoreAt
 from tests.harness.process import ROOT, ServiceProcess
 from tests.harness.service import eventually
 from tests.harness.site import Site, booths, webhook
@@ -282,6 +283,51 @@ def _secret_site(workdir: Path) -> Path:
     site.channels = {"pager": webhook("http://127.0.0.1:9/page", secret=None,
                                       secret_env="PAGER_SECRET")}
     return site.write(workdir / "site.toml")
+
+
+async def test_check_config_connects_to_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """[store] url: check-config connects with the service's environment (the env file's
+    BOOTHWATCH_DB_PASSWORD, or libpq's PGPASSFILE named there) and names store.url when the
+    database refuses us, or when a newer boothwatch migrated it (store.path for SQLite)."""
+    config = offline_site(tmp_path, store_url=postgres_url).write(tmp_path / "site.toml")
+    env = tmp_path / "env"
+    env.write_text(f"BOOTHWATCH_DB_PASSWORD={PASSWORD}\n")
+    done = boothwatch("check-config", str(config), "--env-file", str(env))
+    assert done.returncode == 0, done.stderr
+    assert (f"store: {postgres_url} (PostgreSQL, password from BOOTHWATCH_DB_PASSWORD)"
+            in done.stdout) and PASSWORD not in done.stdout
+    pgpass = tmp_path / "pgpass"  # libpq's password file, as the service's env names it
+    pgpass.write_text(f"*:*:*:{ROLE}:{PASSWORD}\n")
+    pgpass.chmod(0o600)
+    env.write_text(f"PGPASSFILE={pgpass}\n")
+    done = boothwatch("check-config", str(config), "--env-file", str(env))
+    assert done.returncode == 0, done.stderr
+    env.write_text("")
+    done = boothwatch("check-config", str(config), "--env-file", str(env))
+    assert done.returncode == 2 and ("no password supplied (set BOOTHWATCH_DB_PASSWORD in "
+                                     "the service's environment") in done.stderr
+    env.write_text("BOOTHWATCH_DB_PASSWORD=wrong\n")
+    done = boothwatch("check-config", str(config), "--env-file", str(env))
+    assert done.returncode == 2
+    problem = done.stderr.splitlines()[1]
+    assert problem.startswith(f"  store.url: cannot connect to {postgres_url}: ")
+    assert "password authentication failed" in problem
+    # a store that a newer boothwatch migrated, on either backend
+    sqlite_config = offline_site(tmp_path).write(tmp_path / "sqlite.toml")
+    for at in (StoreAt("postgresql", postgres_url, PASSWORD),
+               StoreAt("sqlite", str(tmp_path / "bw.db"))):
+        await (await at.open()).close()
+        at.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                   (str(SCHEMA_VERSION + 1),))
+        done = boothwatch("check-config", str(sqlite_config if at.backend == "sqlite"
+                                              else config),
+                          env={"BOOTHWATCH_DB_PASSWORD": PASSWORD})
+        key = "store.path" if at.backend == "sqlite" else "store.url"
+        assert done.returncode == 2, done.stdout
+        assert done.stderr.splitlines()[1:] == [
+            f"  {key}: the store {at.where} has schema version {SCHEMA_VERSION + 1}, newer "
+            f"than this boothwatch knows ({SCHEMA_VERSION}): a newer boothwatch wrote it; "
+            "run that version again (or restore the backup taken before the upgrade)"]
 
 
 def test_check_config_reads_the_secrets_from_the_env_file(tmp_path: Path) -> None:

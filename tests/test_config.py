@@ -420,6 +420,55 @@ def test_password_from_env() -> None:
     assert config.mqtt.password == "s3cret-pw"
 
 
+def _store(**table: str) -> dict[str, object]:
+    data = _data()
+    data["store"] = table
+    return data
+
+
+def test_store_url_selects_postgresql_with_the_password_from_the_environment() -> None:
+    """[store] url instead of path: the password comes from BOOTHWATCH_DB_PASSWORD (or
+    libpq's own files: none then), and the summary never shows it."""
+    url = "postgresql://boothwatch@db.example:5432/boothwatch?sslmode=verify-full"
+    config = parse_config(_store(url=url), {"BOOTHWATCH_DB_PASSWORD": "s3cret-db"})
+    assert (config.store.url, config.store.path, config.store.password) == (
+        url, None, "s3cret-db")
+    assert config.store.where == url and "s3cret-db" not in repr(config.store)
+    shown = summary(config)
+    assert f"store: {url} (PostgreSQL, password from BOOTHWATCH_DB_PASSWORD)" in shown
+    assert "s3cret-db" not in shown
+    assert parse_config(_store(url=url), {}).store.password is None
+    # a password in the environment is for the URL only
+    assert parse_config(_data(), {"BOOTHWATCH_DB_PASSWORD": "x"}).store.password is None
+
+
+def test_store_needs_one_of_path_and_url() -> None:
+    """Neither or both: one problem naming both keys."""
+    assert _problems(_store()) == [
+        "store.path: missing, and no store.url either: give path for a SQLite file (one "
+        "box) or url for PostgreSQL"]
+    assert _problems(_store(path="bw.db", url="postgresql://bw@db/bw")) == [
+        "store.url: given with store.path: give one, path for SQLite or url for PostgreSQL"]
+
+
+def test_store_url_problems_are_named() -> None:
+    """Not a PostgreSQL URL, a password in it or beside it, an option libpq does not know:
+    each a problem at its key, never showing the password."""
+    for url, why in (
+        ("mysql://bw@db/bw", 'expected "postgresql://user@host:port/database", got '
+                             '"mysql://bw@db/bw"'),
+        ("postgresql://bw:hunter2@db/bw", "do not put the password in the URL; set the "
+                                          "environment variable BOOTHWATCH_DB_PASSWORD"),
+        ("postgresql://bw@db/bw?colour=blue", 'libpq cannot read it: '),
+    ):
+        problems = _problems(_store(url=url))
+        assert len(problems) == 1 and problems[0].startswith(f"store.url: {why}"), problems
+        assert "hunter2" not in problems[0]
+    problems = _problems(_store(url="postgresql://bw@db/bw", password="hunter2"))
+    assert len(problems) == 1 and problems[0].startswith("store.password: do not put")
+    assert "BOOTHWATCH_DB_PASSWORD" in problems[0] and "hunter2" not in problems[0]
+
+
 def test_a_user_name_without_its_password_names_the_variable() -> None:
     """A user name with no BOOTHWATCH_MQTT_PASSWORD is a problem naming the variable: the
     broker would refuse every attempt, and nobody would be watched."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from monitor.cli import _parser
@@ -56,6 +57,7 @@ from monitor.core.events import (
 from monitor.core.words import english
 from monitor.report import (
     DEFAULT_SHIFTS,
+    GROUPINGS,
     build_report,
     human,
     nearest_rank,
@@ -68,6 +70,7 @@ from monitor.report import (
 )
 from monitor.store import PageRow, Store
 from tests.harness.core import CoreDriver, make_config
+from tests.harness.postgres import PASSWORD
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 11, 24, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
@@ -169,8 +172,8 @@ def simulate_week() -> tuple[Site, dict[str, str]]:
     return site, ids
 
 
-async def write_store(path: Path, site: Site) -> None:
-    store = await Store.open(str(path))
+async def write_store(where: Path | str, site: Site, password: str | None = None) -> None:
+    store = await Store.open(str(where), password=password)
     writer = asyncio.create_task(store.run_writer())
     for change in site.changes:
         store.put_incident(change.view, change.new)
@@ -542,7 +545,7 @@ def test_cli_problems_exit_with_a_message(db: Path, tmp_path: Path) -> None:
                                           "--to", "2025-11-25")[2]
     assert "unknown time zone" in run_cli("--db", str(db), "--timezone", "Mars/Olympus")[2]
     assert run_cli("--db", str(db), "--shifts", "x")[0] == 2
-    assert "--db FILE is required" in run_cli()[2]
+    assert "--db FILE|URL is required" in run_cli()[2]
 
 
 def test_cli_config_gives_time_zone_and_store(db: Path, tmp_path: Path) -> None:
@@ -657,3 +660,33 @@ def test_roster_shifts_overlap_goes_to_the_latest_start() -> None:
     assert table.of(at(6, 7)) == "sat,sun 20:00-08:00"  # Sunday morning: Saturday's night
     assert table.of(at(7, 7)) == "sat,sun 20:00-08:00"  # Monday morning: Sunday's night
     assert table.minutes_left(at(0, 16, 30)) == 30
+
+
+async def test_the_report_is_the_same_from_postgresql(
+        db: Path, week: tuple[Path, Site, dict[str, str]], postgres_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The week written to PostgreSQL reports exactly as it does from SQLite, by every
+    grouping and through the command line (--db URL, the password from
+    BOOTHWATCH_DB_PASSWORD); the report's connection is read-only."""
+    await write_store(postgres_url, week[1], password=PASSWORD)
+    zone = ZoneInfo("Europe/Lisbon")
+    for by in (*GROUPINGS, "booth,shift", "trigger,day"):
+        with closing(open_store(db)) as lite, closing(open_store(postgres_url, PASSWORD)) as pg:
+            kw: dict[str, Any] = {"start": None, "end": parse_time(WEEK_END, zone), "by": by,
+                                  "tz": zone, "shifts": parse_shifts(DEFAULT_SHIFTS),
+                                  "now": NOW, "incidents": True, "fatigue": True}
+            assert build_report(pg, **kw) == build_report(lite, **kw)
+            kw |= {"booths": ["b1", "b3"], "triggers": ["call"]}
+            assert build_report(pg, **kw) == build_report(lite, **kw)
+    monkeypatch.setenv("BOOTHWATCH_DB_PASSWORD", PASSWORD)
+    from_pg = run_cli("--db", postgres_url, "--format", "json", "--to", WEEK_END)
+    assert from_pg == run_cli("--db", str(db), "--format", "json", "--to", WEEK_END)
+    assert json.loads(from_pg[1])["total"]["incidents"] == 8
+    with closing(open_store(postgres_url, PASSWORD)) as pg, pytest.raises(
+            psycopg.errors.ReadOnlySqlTransaction):
+        # a statement that writes (a server-side cursor takes no DELETE)
+        pg.execute("SELECT nextval(pg_get_serial_sequence('events', 'seq'))").fetchall()
+    monkeypatch.setenv("BOOTHWATCH_DB_PASSWORD", "wrong")
+    code, _, err = run_cli("--db", postgres_url)
+    assert code == 1 and "password authentication failed" in err
+    assert err.startswith(f"boothwatch report: cannot connect to {postgres_url}: ")

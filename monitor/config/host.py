@@ -1,7 +1,12 @@
-"""What `boothwatch run` will need of the box, checked without connecting (check-config).
+"""What `boothwatch run` will need of the box (check-config): files checked without
+connecting, a PostgreSQL store connected to.
 
 - ``store.path``: its directory exists, and the service's user can create and write
   the store and its -wal and -shm files there (a file system with room left);
+- ``store.url``: the service's user connects to PostgreSQL with the service's
+  environment (BOOTHWATCH_DB_PASSWORD, libpq's PGPASSFILE...); the only check that
+  connects to anything, since a database that refuses us is the commonest mistake there;
+- ``store.path`` or ``store.url``: a store a newer boothwatch migrated is refused;
 - ``mqtt.ca_file``, ``cert_file``, ``key_file`` and the language's catalog in
   ``site.catalogs``: the service's user can read them (the schema has read them
   already, as whoever runs check-config).
@@ -29,6 +34,8 @@ from pathlib import PurePosixPath
 
 from monitor.access import User, as_user, read_problem, store_problem
 from monitor.config.problems import Problem
+from monitor.store import schema_problem
+from monitor.store_base import DB_PASSWORD_ENV
 
 STATE_ROOT = PurePosixPath("/var/lib")  # systemd's StateDirectory= for system services
 
@@ -39,22 +46,39 @@ class Host:
     chosen: bool  # --user was given: the service as systemd runs it
     notes: list[str] = field(default_factory=list)  # what was accepted, and why
 
-    def problems(self, store: str | None, files: Mapping[tuple[str, str], str]
+    def problems(self, store: str | None, files: Mapping[tuple[str, str], str], *,
+                 url: str | None = None, env: Mapping[str, str] | None = None
                  ) -> list[Problem]:
-        """The problems of the store path and of the files the service reads (key path ->
-        file: the [mqtt] TLS files, the site's catalog) that the schema found usable.
+        """The problems of the store (its path, or its URL: connected to) and of the files
+        the service reads (key path -> file: the [mqtt] TLS files, the site's catalog)
+        that the schema found usable, with the service's environment `env`.
         PermissionError if only root could check for the user."""
-        todo: list[tuple[tuple[str, str], str, str]] = []  # (where, kind, path)
+        env = env or {}
+        todo: list[tuple[tuple[str, str], str, str]] = []  # (where, kind, path or URL)
         if store is not None and not self._state_directory(store):
             todo.append((("store", "path"), "store", store))
+        if url is not None:
+            todo.append((("store", "url"), "database", url))
         if not self.user.me:  # else the schema has read them as this very user
             todo += [(where, "read", path) for where, path in files.items()]
         who = f"user {self.user.name}"
 
-        def checks() -> list[str | None]:
-            return [store_problem(path, who) if kind == "store" else read_problem(path, who)
-                    for _, kind, path in todo]
+        def check(kind: str, where: str) -> str | None:
+            match kind:
+                case "store":
+                    return store_problem(where, who) or schema_problem(where, None, env)
+                case "database":
+                    return schema_problem(where, env.get(DB_PASSWORD_ENV) or None, env)
+            return read_problem(where, who)
 
+        def checks() -> list[str | None]:
+            return [check(kind, where) for _, kind, where in todo]
+
+        # the child that is another user may not read this Python's own library (a pyenv
+        # under /root): the modules the checks import are imported here, before it forks
+        import monitor.store_sqlite
+        if url is not None:
+            import monitor.store_postgres  # noqa: F401
         found = as_user(self.user, checks) if todo else []
         return [Problem(where, text) for (where, _, _), text in zip(todo, found, strict=True)
                 if text is not None]

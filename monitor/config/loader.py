@@ -48,6 +48,7 @@ from monitor.core.settings import (
     StoreConfig,
     Thresholds,
 )
+from monitor.store_base import DB_PASSWORD_ENV
 
 
 def load_config(
@@ -93,7 +94,8 @@ def parse_config(
             mine = i18n.catalog_file(Path(catalogs), good.get("site", "language") or i18n.SOURCE)
             files["site", "catalogs"] = str(mine) if mine.is_file() else None
         problems += host.problems(good.get("store", "path"),
-                                  {key: path for key, path in files.items() if path})
+                                  {key: path for key, path in files.items() if path},
+                                  url=good.get("store", "url"), env=env)
     if problems or checked is None:
         raise ConfigError(ordered(problems, data))
     return _config(checked, env, source)
@@ -348,7 +350,8 @@ def _config(checked: SiteFile, env: Mapping[str, str], source: str) -> Config:
         # the table's keys are MqttConfig's fields, the broker URL aside
         mqtt=MqttConfig(*mqtt.url, **mqtt.model_dump(exclude={"url"}),
                         password=env.get(PASSWORD_ENV) or None),
-        store=StoreConfig(**f.store.model_dump()),
+        store=StoreConfig(**f.store.model_dump(),
+                          password=(env.get(DB_PASSWORD_ENV) or None) if f.store.url else None),
         http=HttpConfig(*http.listen, public_url=http.public_url, ack_link_ttl=http.ack_link_ttl),
         booths=tuple(booth(b) for b in f.booths),
         channels={name: c.config(name, env) for name, c in f.channels.items()},

@@ -71,6 +71,7 @@ from monitor.core.settings import (
     SelfTestConfig,
     Shift,
 )
+from monitor.store_base import DB_PASSWORD_ENV, is_url
 
 # ids, their patterns in the JSON Schema too; a site's and a booth's are in topics
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$"), BeforeValidator(text)]
@@ -144,8 +145,45 @@ class Site(Table):
         return self
 
 
+def _store_url(value: object) -> str:
+    url = text(value)
+    if not is_url(url):
+        wrong(f'expected "postgresql://user@host:port/database", got {describe(url)}')
+    parts = urlsplit(url)
+    if parts.password is not None:
+        wrong(f"do not put the password in the URL; set the environment variable "
+              f"{DB_PASSWORD_ENV} instead (or use libpq's password or service file)")
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        wrong("PostgreSQL needs boothwatch's postgres extra (psycopg): "
+              "pip install 'boothwatch[postgres]'")
+    try:
+        conninfo_to_dict(url)  # libpq's own reading: a bad port, an unknown ?option
+    except Exception as exc:  # psycopg.ProgrammingError; libpq's message says what
+        wrong(f"libpq cannot read it: {' '.join(str(exc).split())}")
+    return url
+
+
+_DB_PASSWORD_IN_FILE = {"password": "do not put the password in the file; set the environment "
+                                    f"variable {DB_PASSWORD_ENV} instead"}
+
+
 class Store(Table):
-    path: Text
+    refused = _DB_PASSWORD_IN_FILE
+    path: Text | None = None  # SQLite
+    url: Annotated[str | None, BeforeValidator(_store_url),
+                   WithJsonSchema({"type": "string", "pattern": "^postgres(ql)?://"})] = None
+
+    @model_validator(mode="after")
+    def _one_store(self) -> Self:
+        if self.path is None and self.url is None:
+            wrong("missing, and no store.url either: give path for a SQLite file (one box) "
+                  "or url for PostgreSQL", "path")
+        if self.path is not None and self.url is not None:
+            wrong("given with store.path: give one, path for SQLite or url for PostgreSQL",
+                  "url")
+        return self
 
 
 def _broker(value: object) -> tuple[str, str, int, bool]:

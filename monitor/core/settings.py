@@ -60,7 +60,18 @@ class MqttConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    path: str
+    """One of `path` (SQLite) and `url` (PostgreSQL, with `password` from the environment)."""
+
+    path: str | None = None
+    url: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def where(self) -> str:
+        """What `Store.open` takes: the URL, else the path."""
+        where = self.url or self.path
+        assert where is not None, "the config's check requires path or url"
+        return where
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """The whole service in-process, as the integration tests run it.
 
 `start_service` writes the test site (`tests.harness.site`), starts a `Webhook`
-pager and the real `Runtime` against a real Mosquitto, real SQLite and real HTTP,
-and yields a `Service` to talk to it. Given a `HandClock`, the service lives in
+pager and the real `Runtime` against a real Mosquitto, real SQLite (or PostgreSQL) and
+real HTTP, and yields a `Service` to talk to it. Given a `HandClock`, the service lives in
 time the test moves: `Service.advance` steps it from deadline to deadline through
 the runtime's driver and its self-tests, as the timer tasks would, so an escalation,
 an ack timeout or a scheduled self-test is tested without waiting for it.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -94,19 +95,22 @@ async def start_service(
     tmp_path: Path, broker: Mosquitto, publish: Publish, *, env: dict[str, str] | None = None,
     edit: Callable[[Site], object] | None = None, clock: Callable[[], float] | None = None,
     stillness: str = "3m", long_session: str = "20m", step2: str = "1s", repeat: str = "1s",
-    ack_timeout: str = "1.5s",
+    ack_timeout: str = "1.5s", store_url: str | None = None,
 ) -> AsyncIterator[Service]:
-    """The service on the test site; ``edit`` may change the site before it is written."""
+    """The service on the test site; ``edit`` may change the site before it is written.
+    Its store is a SQLite file in ``tmp_path``, or the PostgreSQL database at ``store_url``
+    (its password in ``env`` as BOOTHWATCH_DB_PASSWORD)."""
     http_port = free_port()
     async with Webhook() as hook:
         site = service_site(mqtt_port=broker.port, http_port=http_port, webhook_url=hook.url,
                             store=tmp_path / "boothwatch.db", stillness=stillness,
                             long_session=long_session, step2=step2, repeat=repeat,
-                            ack_timeout=ack_timeout)
+                            ack_timeout=ack_timeout, store_url=store_url)
         if edit is not None:
             edit(site)
         path = site.write(tmp_path / "boothwatch.toml")
-        runtime = Runtime(load_config(path), env=env or {},
+        # the config reads `env` too (BOOTHWATCH_DB_PASSWORD), over this process's own
+        runtime = Runtime(load_config(path, {**os.environ, **(env or {})}), env=env or {},
                           retry_delays=(0.05, 0.05), clock=clock)
         async with running(runtime):
             async with aiohttp.ClientSession() as http:

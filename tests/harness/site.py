@@ -95,6 +95,7 @@ class Site:
     client_id: str = "boothwatch-test"
     mqtt: Table = field(default_factory=dict)  # username, ca_file, protocol, ...
     store: str | Path = "boothwatch.db"
+    store_url: str | None = None  # PostgreSQL instead of the SQLite file `store`
     http_port: int = 8080
     http: Table = field(default_factory=dict)  # ack_link_ttl, ...
     defaults: Table = field(default_factory=lambda: {
@@ -124,7 +125,7 @@ class Site:
             "site": {"id": self.id, "name": self.name, "timezone": self.timezone, **self.site},
             "mqtt": {"url": self.mqtt_url or f"mqtt://127.0.0.1:{self.mqtt_port}",
                      "client_id": self.client_id, **self.mqtt},
-            "store": {"path": str(self.store)},
+            "store": {"url": self.store_url} if self.store_url else {"path": str(self.store)},
             "http": {"listen": f"127.0.0.1:{self.http_port}",
                      "public_url": f"http://127.0.0.1:{self.http_port}", **self.http},
             "defaults": self.defaults,
@@ -151,9 +152,10 @@ class Site:
 
 def service_site(*, mqtt_port: int, http_port: int, webhook_url: str, store: Path,
                  stillness: str = "3m", long_session: str = "20m", step2: str = "1s",
-                 repeat: str = "1s", ack_timeout: str = "1.5s") -> Site:
+                 repeat: str = "1s", ack_timeout: str = "1.5s",
+                 store_url: str | None = None) -> Site:
     """The site the service tests run: Ana and Rui paged on one signed webhook."""
-    return Site(mqtt_port=mqtt_port, http_port=http_port, store=store,
+    return Site(mqtt_port=mqtt_port, http_port=http_port, store=store, store_url=store_url,
                 defaults={"long_session": long_session, "stillness": stillness,
                           "device_timeout": "15m"},
                 channels={"pager": webhook(webhook_url)},

@@ -1,0 +1,266 @@
+"""What the store (`monitor.store`) and its backends (`monitor.store_sqlite`,
+`monitor.store_postgres`) share: the rows and the batch a commit writes, the schema
+version and what a store that cannot be used raises, and what the store asks of a
+backend (`Backend`) and of a report's connection (`Reader`). The backends import this
+module, never `monitor.store`, which picks one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from monitor.codec import booth_record, incident_record
+from monitor.core.booth import BoothView
+from monitor.core.incident import IncidentView, TimelineEntry
+from monitor.exits import CANTCREAT, OperatorError
+
+SCHEMA_VERSION = 4  # 3: used_ack_links; 4: steps
+URL_SCHEMES = ("postgresql://", "postgres://")  # libpq's own two
+DB_PASSWORD_ENV = "BOOTHWATCH_DB_PASSWORD"  # [store] url's password, never in the file
+
+
+def is_url(where: str) -> bool:
+    """A PostgreSQL URL (``[store] url``), not a SQLite file (``[store] path``)."""
+    return where.startswith(URL_SCHEMES)
+
+
+class StoreUnavailable(OperatorError):
+    """The store cannot be opened or created: the message names it and why."""
+
+    status = CANTCREAT
+
+
+class SchemaTooNew(StoreUnavailable):
+    """The store was brought to a newer schema by a newer boothwatch: never written here."""
+
+    @classmethod
+    def found(cls, where: str, version: int) -> SchemaTooNew:
+        return cls(f"the store {where} has schema version {version}, newer than this "
+                   f"boothwatch knows ({SCHEMA_VERSION}): a newer boothwatch wrote it; run "
+                   "that version again (or restore the backup taken before the upgrade)",
+                   store=where)
+
+
+def pending_migrations(found: int | None, where: str, first: int) -> range:
+    """The versions to migrate through from `found` (None: a new store, which its SCHEMA
+    makes at once); SchemaTooNew if `found` is newer than this code. `first` is the oldest
+    version a backend's MIGRATIONS start from (older ones are brought up otherwise)."""
+    if found is None:
+        return range(0)
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew.found(where, found)
+    return range(max(found, first) + 1, SCHEMA_VERSION + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    booth: str
+    kind: str
+    event_id: str | None
+    device: str | None
+    ts: float | None
+    received_at: float
+    payload: str
+
+
+@dataclass(slots=True)
+class PageRow:
+    id: str
+    incident: str
+    responder: str
+    channel: str
+    level: int
+    payload: dict[str, Any]
+    status: str  # queued | retrying | sent | delivered | acknowledged | failed
+    attempts: int
+    created_at: float
+    updated_at: float
+    last_error: str | None = None
+    sent_at: float | None = None
+    latency: float | None = None
+    kind: str = "page"  # page | notice
+    receipt: str | None = None  # the service's id (a Pushover receipt) once accepted
+    delivered_at: float | None = None  # the service says the device has it
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    page: str
+    number: int
+    channel: str
+    ok: bool
+    error: str | None
+    latency: float
+    receipt: str | None
+    at: float
+
+
+Row = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one commit writes. Its ``*_rows`` give each table's rows in the order of the
+    columns both backends' statements name, so the values are made in one place."""
+
+    events: list[EventRow] = field(default_factory=list)
+    booths: dict[str, tuple[BoothView, float]] = field(default_factory=dict)
+    sessions: list[tuple[str, float, float | None]] = field(default_factory=list)
+    incidents: dict[str, IncidentView] = field(default_factory=dict)
+    timeline: list[tuple[str, TimelineEntry]] = field(default_factory=list)
+    pages: dict[str, PageRow] = field(default_factory=dict)
+    devices: dict[str, tuple[str, dict[str, Any], float]] = field(default_factory=dict)
+    attempts: list[AttemptRow] = field(default_factory=list)
+    duty: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    audit: list[tuple[float, str, str, dict[str, Any]]] = field(default_factory=list)
+    receipts: list[tuple[str, str, float]] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)  # the readiness probe
+    done: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return (
+            len(self.events) + len(self.booths) + len(self.sessions) + len(self.incidents)
+            + len(self.timeline) + len(self.pages) + len(self.devices) + len(self.attempts)
+            + len(self.duty) + len(self.audit) + len(self.receipts) + len(self.meta)
+        )
+
+    def absorb(self, later: Batch) -> None:
+        """Fold a later batch into this one (after a failed commit), keeping order."""
+        self.events += later.events
+        self.booths.update(later.booths)
+        self.sessions += later.sessions
+        self.incidents.update(later.incidents)
+        self.timeline += later.timeline
+        self.pages.update(later.pages)
+        self.devices.update(later.devices)
+        self.attempts += later.attempts
+        self.duty.update(later.duty)
+        self.audit += later.audit
+        self.receipts += later.receipts
+        self.meta.update(later.meta)
+        if later.done is not None:
+            if self.done is None:
+                self.done = later.done
+            else:  # whoever waits on the later batch now waits on this merged one
+                later_done = later.done
+                self.done.add_done_callback(lambda _f: settle(later_done))
+
+    # (booth, kind, event_id, device, ts, received_at, payload)
+    def event_rows(self) -> list[Row]:
+        return [(e.booth, e.kind, e.event_id, e.device, e.ts, e.received_at, e.payload)
+                for e in self.events]
+
+    # (id, view, updated_at)
+    def booth_rows(self) -> list[Row]:
+        return [(bid, dumps(booth_record(view)), at) for bid, (view, at) in self.booths.items()]
+
+    # (id, booth, priority, state, triggers, level, max_level, raised_at, acknowledged_at,
+    #  acknowledged_by, presence_at, resolved_at, resolved_by, outcome, view)
+    def incident_rows(self) -> list[Row]:
+        return [(v.id, v.booth, v.priority, v.state, dumps(v.triggers), v.level, v.max_level,
+                 v.raised_at, v.acknowledged_at, v.acknowledged_by, v.presence_at,
+                 v.resolved_at, v.resolved_by, v.outcome, dumps(incident_record(v)))
+                for v in self.incidents.values()]
+
+    # (incident, at, kind, detail)
+    def timeline_rows(self) -> list[Row]:
+        return [(iid, e.at, e.kind, dumps(e.detail)) for iid, e in self.timeline]
+
+    # (id, incident, responder, channel, level, payload, status, attempts, last_error,
+    #  created_at, updated_at, sent_at, latency, kind, receipt, delivered_at)
+    def page_rows(self) -> list[Row]:
+        return [(p.id, p.incident, p.responder, p.channel, p.level, dumps(p.payload), p.status,
+                 p.attempts, p.last_error, p.created_at, p.updated_at, p.sent_at, p.latency,
+                 p.kind, p.receipt, p.delivered_at) for p in self.pages.values()]
+
+    # (page, number, channel, ok, error, latency, receipt, at)
+    def attempt_rows(self) -> list[Row]:
+        return [(a.page, a.number, a.channel, a.ok, a.error, a.latency, a.receipt, a.at)
+                for a in self.attempts]
+
+    # (responder, snapshot, updated_at)
+    def duty_rows(self) -> list[Row]:
+        return [(rid, dumps(snap), at) for rid, (snap, at) in self.duty.items()]
+
+    # (incident, at, step, responder, count, note, via): protocol steps also in a table
+    # of their own, for reports to query
+    def step_rows(self) -> list[Row]:
+        return [(iid, e.at, e.detail["step"], e.detail["responder"], e.detail.get("count"),
+                 e.detail.get("note"), e.detail["via"])
+                for iid, e in self.timeline if e.kind == "step"]
+
+    # (at, kind, subject, detail)
+    def audit_rows(self) -> list[Row]:
+        return [(at, kind, subject, dumps(detail)) for at, kind, subject, detail in self.audit]
+
+    # (id, booth, online, last_seen, battery, snapshot, updated_at)
+    def device_rows(self) -> list[Row]:
+        return [(did, booth, bool(snap["online"]), snap["last_seen"], snap["battery"],
+                 dumps(snap), at) for did, (booth, snap, at) in self.devices.items()]
+
+    # (status, at, at, receipt): the statement's parameters, in its order
+    def receipt_rows(self) -> list[Row]:
+        return [(status, at, at, receipt) for receipt, status, at in self.receipts]
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+class Backend(Protocol):
+    """What `Store` needs of a database (monitor/store_sqlite.py, monitor/store_postgres.py)."""
+
+    where: str  # the path, or the URL without a password: for messages and logs
+    errors: tuple[type[Exception], ...]  # a store in trouble raises these: retried, no bug
+
+    async def commit(self, batch: Batch) -> None:
+        """Write the batch in one transaction; on an error nothing of it is kept."""
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        """The rows of a query in the SQL both backends run (``?`` parameters)."""
+
+    async def apart(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run the statements in a transaction of their own, beside the writer's, committed
+        when this returns; each one's row count."""
+
+    async def close(self) -> None: ...
+
+
+class Rows(Protocol):
+    """A cursor of a `Reader` (sqlite3's, psycopg's)."""
+
+    def fetchone(self) -> Any: ...
+    def fetchmany(self, size: int) -> list[Any]: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def close(self) -> None: ...
+
+
+class Reader(Protocol):
+    """The store on a read-only, blocking connection, for `boothwatch report`: the same
+    portable SQL as `Store`'s reads, and a backend's JSON function where one is needed."""
+
+    where: str
+    errors: tuple[type[Exception], ...]
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows: ...
+    def has(self, table: str) -> bool:
+        """The store has this table (one made by an older boothwatch may not)."""
+    def json_field(self, column: str, key: str | int) -> str:
+        """SQL for the value at `key` (an index or a name) of the JSON in `column`."""
+    def close(self) -> None: ...
+
+
+def settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,469 @@
+"""The SQLite backend of the store (``[store] path``): one file, WAL, aiosqlite.
+
+Everything SQLite-specific of the store is here: the schema and its migrations, the
+commit of a batch, the connections; `monitor.store` holds the rest.
+
+SQLITE_FULL and SQLITE_IOERR may roll a transaction back themselves or leave it
+open; a ROLLBACK is always attempted and its own error ignored, and a commit
+never starts inside a transaction left open by an earlier failure.
+
+A store already at this schema opens without a write (its schema is only read), so
+a restart while the file is locked or the disk is full still pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from monitor.access import User, store_problem
+from monitor.store_base import (
+    SCHEMA_VERSION,
+    Batch,
+    Row,
+    StoreUnavailable,
+    dumps,
+    pending_migrations,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    booth TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_id TEXT,
+    device TEXT,
+    ts REAL,
+    received_at REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_booth_id ON events(booth, event_id)
+    WHERE event_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+CREATE TABLE IF NOT EXISTS booths (
+    id TEXT PRIMARY KEY,
+    view TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    booth TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    UNIQUE (booth, started_at)
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    booth TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    state TEXT NOT NULL,
+    triggers TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    max_level INTEGER NOT NULL,
+    raised_at REAL NOT NULL,
+    acknowledged_at REAL,
+    acknowledged_by TEXT,
+    presence_at REAL,
+    resolved_at REAL,
+    resolved_by TEXT,
+    outcome TEXT,
+    view TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
+CREATE INDEX IF NOT EXISTS incidents_raised ON incidents(raised_at);
+CREATE TABLE IF NOT EXISTS timeline (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timeline_incident ON timeline(incident);
+CREATE TABLE IF NOT EXISTS steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident TEXT NOT NULL,
+    at REAL NOT NULL,
+    step TEXT NOT NULL,
+    responder TEXT NOT NULL,
+    count INTEGER,
+    note TEXT,
+    via TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_incident ON steps(incident, step, at);
+CREATE TABLE IF NOT EXISTS pages (
+    id TEXT PRIMARY KEY,
+    incident TEXT NOT NULL,
+    responder TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    sent_at REAL,
+    latency REAL,
+    kind TEXT NOT NULL DEFAULT 'page',
+    receipt TEXT,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS pages_incident ON pages(incident);
+CREATE INDEX IF NOT EXISTS pages_status ON pages(status);
+CREATE TABLE IF NOT EXISTS page_attempts (
+    page TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    error TEXT,
+    latency REAL NOT NULL,
+    receipt TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (page, number)
+);
+CREATE TABLE IF NOT EXISTS duty (
+    responder TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE INDEX IF NOT EXISTS audit_kind ON audit(kind, at);
+CREATE TABLE IF NOT EXISTS used_ack_links (
+    digest TEXT PRIMARY KEY,
+    incident TEXT NOT NULL,
+    responder TEXT NOT NULL,
+    used_at REAL NOT NULL,
+    via TEXT NOT NULL,
+    signed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS used_ack_links_used ON used_ack_links(used_at);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    booth TEXT NOT NULL,
+    online INTEGER NOT NULL,
+    last_seen REAL,
+    battery INTEGER,
+    snapshot TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+# Versions after 3 (the first versioned this way): the statements that bring a store of
+# the version before up to it (a column added, a row rewritten), before SCHEMA creates
+# what is new; a version that only adds tables or indexes needs none (4: steps, which
+# an older store has none of: the protocol came with the table). A store older than 3
+# gets the columns it lacks (`_missing_columns`).
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+FIRST_MIGRATED = 3
+
+
+def unavailable(path: str, error: Exception) -> StoreUnavailable:
+    # SQLite says "unable to open database file", without the path or the reason
+    where = os.path.abspath(path)
+    why = store_problem(path, f"user {User.current().name}")
+    return StoreUnavailable(f"cannot open the store {where}: "
+                            + (f"{why} (SQLite: {error})" if why else str(error)), path=where)
+
+
+class SQLiteBackend:
+    errors: tuple[type[Exception], ...] = (aiosqlite.Error, OSError)
+
+    def __init__(self, db: aiosqlite.Connection, path: str, busy_timeout_ms: int) -> None:
+        self._db = db
+        self.where = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._apart: aiosqlite.Connection | None = None  # see `apart`
+
+    @classmethod
+    async def open(cls, path: str, *, busy_timeout_ms: int) -> SQLiteBackend:
+        """The store at `path`, created if new, migrated if older; StoreUnavailable, naming
+        the path and why, if it cannot be opened (a missing directory, no permission, a full
+        disk), SchemaTooNew if a newer boothwatch wrote it."""
+        db: aiosqlite.Connection | None = None
+        try:
+            # a failed connect leaves aiosqlite's (0.22) worker thread to post its error to
+            # the event loop after it has closed, a traceback at exit (omnilib/aiosqlite
+            # PR 389): a path that cannot be opened fails here first, with no thread
+            await asyncio.to_thread(lambda: sqlite3.connect(path).close())
+            db = await aiosqlite.connect(path, isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
+            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            await _migrate(db, path)
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    await db.close()
+            raise unavailable(path, exc) from exc
+        except BaseException:
+            if db is not None:
+                await db.close()
+            raise
+        return cls(db, path, busy_timeout_ms)
+
+    async def close(self) -> None:
+        if self._apart is not None:
+            await self._apart.close()
+        await self._db.close()
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        async with self._db.execute(sql, args) as cur:
+            return [tuple(row) for row in await cur.fetchall()]
+
+    async def apart(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """On a connection of its own: the writer's transactions span several awaits on the
+        main one."""
+        if self._apart is None:
+            self._apart = await aiosqlite.connect(self.where, isolation_level=None)
+            await self._apart.execute("PRAGMA synchronous=FULL")
+            await self._apart.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        db = self._apart
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            counts = [(await db.execute(sql, args)).rowcount for sql, args in statements]
+            await db.execute("COMMIT")
+        except BaseException:
+            await _rollback(db)
+            raise
+        return counts
+
+    async def commit(self, b: Batch) -> None:
+        db = self._db
+        await _rollback(db)  # never commit on top of what an earlier failure left open
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            # one statement per table: each row would otherwise make the writer thread and
+            # the event loop trade the GIL, which under load costs far more than the insert
+            if b.events:
+                await db.execute(
+                    "INSERT OR IGNORE INTO events"
+                    "(booth, kind, event_id, device, ts, received_at, payload)"
+                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                    " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+                    " json_extract(value, '$[4]'), json_extract(value, '$[5]'),"
+                    " json_extract(value, '$[6]') FROM json_each(?)",
+                    (dumps(b.event_rows()),),
+                )
+            if b.booths:
+                await db.execute(
+                    "INSERT INTO booths(id, view, updated_at)"
+                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                    " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
+                    " ON CONFLICT(id) DO UPDATE SET view=excluded.view,"
+                    " updated_at=excluded.updated_at",
+                    (dumps(b.booth_rows()),),
+                )
+            if b.sessions:
+                await db.execute(
+                    "INSERT INTO sessions(booth, started_at, ended_at)"
+                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                    " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
+                    " ON CONFLICT(booth, started_at) DO UPDATE SET ended_at=excluded.ended_at",
+                    (dumps(b.sessions),),
+                )
+            if b.incidents:
+                await db.executemany(
+                    "INSERT INTO incidents(id, booth, priority, state, triggers, level,"
+                    " max_level, raised_at, acknowledged_at, acknowledged_by, presence_at,"
+                    " resolved_at, resolved_by, outcome, view)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(id) DO UPDATE SET priority=excluded.priority,"
+                    " state=excluded.state, triggers=excluded.triggers, level=excluded.level,"
+                    " max_level=excluded.max_level, acknowledged_at=excluded.acknowledged_at,"
+                    " acknowledged_by=excluded.acknowledged_by,"
+                    " presence_at=excluded.presence_at, resolved_at=excluded.resolved_at,"
+                    " resolved_by=excluded.resolved_by, outcome=excluded.outcome,"
+                    " view=excluded.view",
+                    b.incident_rows(),
+                )
+            if b.timeline:
+                await db.executemany(
+                    "INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
+                    b.timeline_rows(),
+                )
+                if steps := b.step_rows():
+                    await db.executemany(
+                        "INSERT INTO steps(incident, at, step, responder, count, note, via)"
+                        " VALUES (?,?,?,?,?,?,?)", steps)
+            if b.pages:
+                await db.executemany(
+                    "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
+                    " attempts, last_error, created_at, updated_at, sent_at, latency, kind,"
+                    " receipt, delivered_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
+                    " channel=excluded.channel,"
+                    " attempts=excluded.attempts, last_error=excluded.last_error,"
+                    " updated_at=excluded.updated_at,"
+                    " sent_at=coalesce(excluded.sent_at, pages.sent_at),"
+                    " latency=coalesce(excluded.latency, pages.latency),"
+                    " receipt=coalesce(excluded.receipt, pages.receipt),"
+                    " delivered_at=coalesce(excluded.delivered_at, pages.delivered_at)",
+                    b.page_rows(),
+                )
+            if b.attempts:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO page_attempts(page, number, channel, ok, error,"
+                    " latency, receipt, at) VALUES (?,?,?,?,?,?,?,?)",
+                    b.attempt_rows(),
+                )
+            if b.duty:
+                await db.executemany(
+                    "INSERT INTO duty(responder, snapshot, updated_at) VALUES (?,?,?)"
+                    " ON CONFLICT(responder) DO UPDATE SET snapshot=excluded.snapshot,"
+                    " updated_at=excluded.updated_at",
+                    b.duty_rows(),
+                )
+            if b.receipts:
+                await db.executemany(
+                    "UPDATE pages SET status = CASE WHEN status = 'acknowledged' THEN status"
+                    " ELSE ? END, delivered_at = coalesce(delivered_at, ?), updated_at = ?"
+                    " WHERE receipt = ?",
+                    b.receipt_rows(),
+                )
+            if b.audit:
+                await db.executemany(
+                    "INSERT INTO audit(at, kind, subject, detail) VALUES (?,?,?,?)",
+                    b.audit_rows(),
+                )
+            if b.devices:
+                await db.execute(
+                    "INSERT INTO devices(id, booth, online, last_seen, battery, snapshot,"
+                    " updated_at) SELECT json_extract(value, '$[0]'),"
+                    " json_extract(value, '$[1]'), json_extract(value, '$[2]'),"
+                    " json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
+                    " json_extract(value, '$[5]'), json_extract(value, '$[6]')"
+                    " FROM json_each(?) WHERE true ON CONFLICT(id) DO UPDATE SET"
+                    " booth=excluded.booth, online=excluded.online,"
+                    " last_seen=excluded.last_seen, battery=excluded.battery,"
+                    " snapshot=excluded.snapshot, updated_at=excluded.updated_at",
+                    (dumps(b.device_rows()),),
+                )
+            if b.meta:
+                await db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value", b.meta.items())
+            await db.execute("COMMIT")
+        except BaseException:
+            await _rollback(db)
+            raise
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    if db.in_transaction:
+        # SQLITE_FULL may have rolled it back already (then ROLLBACK itself fails); the
+        # error that matters is the one being raised
+        with contextlib.suppress(aiosqlite.Error, OSError):
+            await db.execute("ROLLBACK")
+
+
+_SCHEMA_NAMES = re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA)
+# the columns of pages added since version 1 (a store made before lacks them)
+_PAGES_COLUMNS = (("kind", "TEXT NOT NULL DEFAULT 'page'"), ("receipt", "TEXT"),
+                  ("delivered_at", "REAL"))
+
+
+async def _version(db: aiosqlite.Connection) -> int | None:
+    """The store's schema version; None for a new store (no meta table yet)."""
+    async with db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'") as cur:
+        if await cur.fetchone() is None:
+            return None
+    async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row is not None else None
+
+
+async def _migrate(db: aiosqlite.Connection, path: str) -> None:
+    """Bring the store to SCHEMA_VERSION in one transaction, writing nothing when it is
+    there already (every table, index and column of this version present)."""
+    found = await _version(db)
+    versions = pending_migrations(found, path, FIRST_MIGRATED)
+    async with db.execute("SELECT name FROM sqlite_master") as cur:
+        have = {row[0] for row in await cur.fetchall()}
+    missing = await _missing_columns(db) if "pages" in have else []
+    if found == SCHEMA_VERSION and set(_SCHEMA_NAMES) <= have and not missing:
+        return
+    statements = [f"ALTER TABLE pages ADD COLUMN {column} {decl};" for column, decl in missing]
+    statements += [statement for v in versions for statement in MIGRATIONS.get(v, ())]
+    # one script, its own transaction: executescript commits whatever is open first
+    await db.executescript("BEGIN IMMEDIATE;\n" + "\n".join(statements) + SCHEMA
+                           + "INSERT INTO meta(key, value) VALUES ('schema_version', "
+                           f"'{SCHEMA_VERSION}') ON CONFLICT(key) DO UPDATE SET "
+                           "value = excluded.value;\nCOMMIT;")
+
+
+async def _missing_columns(db: aiosqlite.Connection) -> list[tuple[str, str]]:
+    """The columns of `pages` added since version 1, that a store made before lacks."""
+    async with db.execute("PRAGMA table_info(pages)") as cur:
+        have = {row[1] for row in await cur.fetchall()}
+    return [(column, decl) for column, decl in _PAGES_COLUMNS if column not in have]
+
+
+def schema_version(path: str) -> int | None:
+    """The schema version of the store at `path`, read-only; None for none yet, or a file
+    this process cannot read (`monitor.access` says why)."""
+    file = Path(path)
+    if not file.is_file() or file.stat().st_size == 0:
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro",
+                                                uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except (sqlite3.Error, OSError):
+        return None
+    return int(row[0]) if row is not None else None
+
+
+class Reader:
+    """The store opened read-only for `boothwatch report` (the service may be writing it:
+    WAL lets both run)."""
+
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self._db = db
+        self.where = path
+
+    @classmethod
+    def open(cls, path: str) -> Reader:
+        file = Path(path)
+        if not file.is_file():
+            raise StoreUnavailable(f"{path}: no such file")
+        try:
+            db = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("SELECT id, raised_at, view FROM incidents LIMIT 0")
+            db.execute("SELECT incident, status FROM pages LIMIT 0")
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(f"{path}: not a boothwatch store ({exc})") from None
+        return cls(db, path)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, args)
+
+    def has(self, table: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                " AND name = ?", (table,)).fetchone() is not None
+
+    def json_field(self, column: str, key: str | int) -> str:
+        """SQL for the value at `key` of the JSON in `column` (true is 1)."""
+        return f"json_extract({column}, '$[{key}]')" if isinstance(key, int) else (
+            f"json_extract({column}, '$.{key}')")
+
+    def close(self) -> None:
+        self._db.close()
