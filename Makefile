@@ -51,7 +51,7 @@ docs: $(BIN)/python
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install-test servers
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/latency.py --broker-defaults
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/channels.py
 
