@@ -284,14 +284,28 @@ class Service:
 
     def peak_rss_mb(self) -> float | None:
         """VmHWM (peak resident set) of the service process, in MiB."""
+        return self.memory_mb("VmHWM")
+
+    def memory_mb(self, field: str) -> float | None:
+        """A memory figure of the service from /proc (VmRSS, VmHWM...), in MiB."""
         if self.process is None:
             return None
         try:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
         except OSError:
             return None
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
         return int(match.group(1)) / 1024 if match else None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the service so far (from /proc), in seconds."""
+        if self.process is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stderr_tail(self, lines: int = 20) -> str:
         if not self.stderr_path.exists():

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,12 +67,14 @@ PAGE_SAMPLE: dict[str, Any] = {  # what the service POSTs (interface section 8),
 
 
 class Receiver:
-    """A webhook receiver: the arrival time (time.time()) of each POST, keyed by its booth."""
+    """A webhook receiver: the arrival time (time.time()) of each POST, keyed by its booth,
+    and every page with its arrival time in ``pages``."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/page"
         self.arrivals: dict[str, list[float]] = {}
+        self.pages: list[tuple[float, dict[str, Any]]] = []
         self._new = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -91,14 +93,19 @@ class Receiver:
         now = time.time()
         body = json.loads(await request.read())
         self.arrivals.setdefault(str(body.get("booth")), []).append(now)
+        self.pages.append((now, body))
         self._new.set()
         return web.Response(text="ok")
 
     async def wait_for(self, keys: Sequence[str], timeout: float) -> None:
         """Until a page has come for every key, or ``timeout`` seconds."""
+        await self.wait_until(lambda: all(k in self.arrivals for k in keys), timeout)
+
+    async def wait_until(self, done: Callable[[], bool], timeout: float) -> None:
+        """Until ``done()`` (checked at each page), or ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while not all(k in self.arrivals for k in keys):
+                while not done():
                     self._new.clear()
                     await self._new.wait()
 
@@ -211,18 +218,20 @@ def press(broker: Broker, booths: Sequence[str], interval: float) -> dict[str, f
 
 
 class Traffic:
-    """Other booths' events at ``rate`` a second, from a client of its own, until stopped.
+    """Booth events at ``rate`` a second, from a client of its own, until stopped.
 
-    Event i goes to booth (i % booths) + 1 and is step i // booths of that booth's
-    cycle (bench/ingest.py's: occupancy, motion, heartbeat, stillness, vacated), each
-    with a unique id, so every one is stored, acknowledged and may change a booth's
-    retained state or note an open incident.
+    Event i goes to booth i % len(booths) and is step i // len(booths) of that booth's
+    ``cycle`` (by default bench/ingest.py's: occupancy, motion, heartbeat, stillness,
+    vacated), each with a unique id, so every one is stored, acknowledged and may change
+    a booth's retained state or note an open incident.
     """
 
-    def __init__(self, broker: Broker, booths: int, rate: float) -> None:
+    def __init__(self, broker: Broker, booths: Sequence[str], rate: float,
+                 cycle: Sequence[dict[str, Any]] = CYCLE) -> None:
         self._broker = broker
         self._booths = booths
         self._rate = rate
+        self._cycle = cycle
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
@@ -250,9 +259,10 @@ class Traffic:
                 if delay > 0:
                     self._stop.wait(delay)
                     continue
-                booth = i % self._booths + 1
-                body = {**CYCLE[(i // self._booths) % len(CYCLE)], "id": f"bg-{nonce}-{i}"}
-                client.publish(f"boothwatch/{SITE}/booths/b{booth}/events",
+                booth = self._booths[i % len(self._booths)]
+                step = self._cycle[(i // len(self._booths)) % len(self._cycle)]
+                body = {**step, "id": f"bg-{nonce}-{i}"}
+                client.publish(f"boothwatch/{SITE}/booths/{booth}/events",
                                json.dumps(body, separators=(",", ":")).encode(), qos=1)
                 self.sent += 1
             self.seconds = time.monotonic() - start
@@ -325,7 +335,8 @@ async def measure(args: argparse.Namespace, tmp: Path, case: Case, plain: bool) 
         print(f"floor (b) HTTP one-way:   {summarise(case.http)}")
 
         booths = [f"b{i}" for i in range(1, n + 1)]
-        with Traffic(broker, args.booths, args.traffic) as traffic:
+        with Traffic(broker, [f"b{i}" for i in range(1, args.booths + 1)],
+                     args.traffic) as traffic:
             sent = await asyncio.to_thread(press, broker, booths, gap)
             await receiver.wait_for(booths, timeout=15)
         service.check_alive()
