@@ -34,6 +34,7 @@ import random
 import select
 import socket
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +54,9 @@ log = structlog.get_logger(__name__)
 OnMessage = Callable[[paho.MQTTMessage, int], None]
 PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"  # the broker password: never in the config file
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
-READ_BURST = 500  # packets read per wakeup at most, so timers and HTTP still get their turn
+# seconds of reading per wakeup at most, so a due timer, the write of a page just submitted
+# and HTTP get their turn behind a backlog (bench/timers.py: a 49 ms read after a stall)
+READ_BUDGET = 0.002
 REFUSED_LOG_EVERY = 60.0  # seconds between log lines while the broker keeps refusing us
 BAD_CREDENTIALS, NOT_AUTHORIZED = 134, 135  # MQTT 5 CONNACK reason codes
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only; elsewhere left as it is
@@ -498,8 +501,10 @@ class MqttLink:
 
     def _read(self) -> None:
         # paho's loop_read reads one packet whatever max_packets says: drain what is there,
-        # so a burst costs one loop wakeup, not one per message
-        for _ in range(READ_BURST):
+        # so a burst costs one loop wakeup, not one per message (the reader is called again
+        # at once for what is left)
+        until = time.perf_counter() + READ_BUDGET
+        while True:
             if self._client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
             sock = self._sock
@@ -508,7 +513,13 @@ class MqttLink:
             if self._paused:
                 break
             pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
-            if pending is not None and pending() > 0:
+            decrypted = pending is not None and pending() > 0
+            if time.perf_counter() >= until:
+                if decrypted and self._loop is not None:
+                    # the socket may have nothing more to say: poll would not call us
+                    self._loop.call_soon(self._read)
+                break
+            if decrypted:
                 continue
             if not select.select([sock], [], [], 0)[0]:
                 break
