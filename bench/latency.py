@@ -83,7 +83,9 @@ class Receiver:
         app.router.add_post("/page", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        # a burst of pages opens as many connections at once (bench/burst.py): a short
+        # accept queue would drop SYNs, and each would cost the sender a 1 s retransmit
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096).start()
 
     async def stop(self) -> None:
         if self._runner is not None:
