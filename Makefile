@@ -53,6 +53,8 @@ docs: $(BIN)/python
 bench: install-test servers
 	$(BIN)/python bench/latency.py --broker-defaults
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/timers.py
+	$(BIN)/python bench/burst.py
 	$(BIN)/python bench/channels.py
 
 clean:
