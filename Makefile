@@ -86,8 +86,10 @@ pot: $(BIN)/python
 	  --project=boothwatch --copyright-holder="boothwatch contributors" -o $(POT) .
 
 bench: install-test servers
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/latency.py --broker-defaults
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/timers.py
+	$(BIN)/python bench/burst.py
 	$(BIN)/python bench/channels.py
 	$(BIN)/python bench/board.py
 

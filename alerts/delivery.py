@@ -125,6 +125,19 @@ class Channel(Protocol):
         ...
 
 
+def after_pages(callback: Callable[..., object], *args: Any) -> None:
+    """Run ``callback(*args)`` once the pages submitted so far have been written.
+
+    For work that must not stand between a page and its socket (a retained state
+    to encode and publish, a log line). A delivery submitted now takes its first
+    step on the event loop's next turn, and aiohttp (on Python 3.11) writes the
+    request's body from a task of its own one turn after that: two turns on, the
+    page to an open connection is out. bench/latency.py: press to page p50 -0.6 ms.
+    """
+    loop = asyncio.get_running_loop()
+    loop.call_soon(loop.call_soon, callback, *args)
+
+
 def encode_payload(payload: Mapping[str, Any]) -> bytes:
     """The page as compact JSON bytes, the exact bytes sent and signed."""
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()

@@ -83,17 +83,21 @@ def settings(text: str) -> dict[str, str]:
 
 
 class Broker(Mosquitto):
-    """Mosquitto with the deploy config on a free port; ``overrides`` replace deploy settings."""
+    """Mosquitto with the deploy config on a free port; ``overrides`` replace deploy settings.
 
-    def __init__(self, workdir: Path, overrides: dict[str, str] | None = None) -> None:
-        super().__init__(workdir, config=self._deploy_config)
+    ``plain``: Mosquitto's own defaults instead (a listener and the bench account, nothing
+    else), as a site's existing broker or a new user's Debian package would run.
+    """
+
+    def __init__(self, workdir: Path, overrides: dict[str, str] | None = None, *,
+                 plain: bool = False) -> None:
+        super().__init__(workdir, config=self._plain_config if plain else self._deploy_config)
         self.overrides = dict(overrides or {})
         self.auth = False
+        self.plain = plain
 
-    def effective(self) -> dict[str, str]:
-        return settings(self.config_text())
-
-    def _deploy_config(self, _broker: Mosquitto) -> str:
+    def _password_file(self) -> None:
+        """A fresh password file with the bench account, if mosquitto_passwd is installed."""
         passwd = find_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
         if passwd is not None:
             subprocess.run(
@@ -101,6 +105,25 @@ class Broker(Mosquitto):
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             self.auth = True
+
+    def _plain_config(self, _broker: Mosquitto) -> str:
+        self._password_file()
+        out = [f"listener {self.port} {self.host}",
+               f"password_file {self.workdir / 'passwd'}" if self.auth
+               else "allow_anonymous true  # bench: mosquitto_passwd is not installed",
+               f"log_dest file {self.log_path}",
+               # what the harness needs to see the broker up ("running"), and its warnings
+               "log_type error", "log_type warning", "log_type notice", "log_type information"]
+        if os.geteuid() == 0:
+            out.append("user root")  # the packaged user could not write our directory
+        out += [f"{k} {v}" for k, v in self.overrides.items()]
+        return "\n".join(out) + "\n"
+
+    def effective(self) -> dict[str, str]:
+        return settings(self.config_text())
+
+    def _deploy_config(self, _broker: Mosquitto) -> str:
+        self._password_file()
         out: list[str] = []
         seen: set[str] = set()
         for line in DEPLOY_CONF.read_text(encoding="utf-8").splitlines():
@@ -324,14 +347,28 @@ class Service:
 
     def peak_rss_mb(self) -> float | None:
         """VmHWM (peak resident set) of the service process, in MiB."""
+        return self.memory_mb("VmHWM")
+
+    def memory_mb(self, field: str) -> float | None:
+        """A memory figure of the service from /proc (VmRSS, VmHWM...), in MiB."""
         if self.process is None:
             return None
         try:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
         except OSError:
             return None
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
         return int(match.group(1)) / 1024 if match else None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the service so far (from /proc), in seconds."""
+        if self.process is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stderr_tail(self, lines: int = 20) -> str:
         if not self.stderr_path.exists():
@@ -385,4 +422,5 @@ def broker_line(broker: Broker) -> str:
     eff = broker.effective()
     shown = "  ".join(f"{k}={eff.get(k, '(default)')}" for k in LIMIT_KEYS)
     note = "" if not broker.overrides else f"  [overridden: {broker.overrides}]"
-    return f"broker: mosquitto {broker.host}:{broker.port}  {shown}{note}"
+    config = "Mosquitto's defaults" if broker.plain else "deploy config"
+    return f"broker: mosquitto {broker.host}:{broker.port} ({config})  {shown}{note}"

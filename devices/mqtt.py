@@ -19,6 +19,12 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
   thread-safe, so publishes made meanwhile are held and handed to paho once it
   returns (a PUBLISH written before the CONNECT makes the broker hang up). A
   connection closed before its CONNACK is retried at once.
+* The socket is tuned for a broker that is not (Mosquitto's default is no
+  ``set_tcp_nodelay``): TCP_NODELAY, so our small packets (PUBACKs, incident
+  changes) never wait for the broker's delayed ACK, and TCP_QUICKACK re-armed after
+  every read, so the broker's Nagle never holds the next message (a call press)
+  behind our delayed ACK of its last one. Without them a press waited up to 40 ms,
+  Linux's shortest delayed ACK (docs/architecture/latency.md).
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import random
 import select
+import socket
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,9 +54,12 @@ log = structlog.get_logger(__name__)
 OnMessage = Callable[[paho.MQTTMessage, int], None]
 PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"  # the broker password: never in the config file
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
-READ_BURST = 500  # packets read per wakeup at most, so timers and HTTP still get their turn
+# seconds of reading per wakeup at most, so a due timer, the write of a page just submitted
+# and HTTP get their turn behind a backlog (bench/timers.py: a 49 ms read after a stall)
+READ_BUDGET = 0.002
 REFUSED_LOG_EVERY = 60.0  # seconds between log lines while the broker keeps refusing us
 BAD_CREDENTIALS, NOT_AUTHORIZED = 134, 135  # MQTT 5 CONNACK reason codes
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only; elsewhere left as it is
 
 
 def broker_address(url: str) -> tuple[tuple[str, int, bool], list[str]]:
@@ -470,6 +481,7 @@ class MqttLink:
     def _add_reader(self, sock: Any) -> None:
         assert self._loop is not None
         self._sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not self._paused:
             self._loop.add_reader(sock, self._read)
 
@@ -489,18 +501,34 @@ class MqttLink:
 
     def _read(self) -> None:
         # paho's loop_read reads one packet whatever max_packets says: drain what is there,
-        # so a burst costs one loop wakeup, not one per message
-        for _ in range(READ_BURST):
+        # so a burst costs one loop wakeup, not one per message (the reader is called again
+        # at once for what is left)
+        until = time.perf_counter() + READ_BUDGET
+        while True:
             if self._client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
             sock = self._sock
-            if sock is None or self._paused:
+            if sock is None:
                 return
+            if self._paused:
+                break
             pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
-            if pending is not None and pending() > 0:
+            decrypted = pending is not None and pending() > 0
+            if time.perf_counter() >= until:
+                if decrypted and self._loop is not None:
+                    # the socket may have nothing more to say: poll would not call us
+                    self._loop.call_soon(self._read)
+                break
+            if decrypted:
                 continue
             if not select.select([sock], [], [], 0)[0]:
-                return
+                break
+        if TCP_QUICKACK is not None:
+            # ACK what we read now, not up to 40 ms later: the kernel delays it once we
+            # answer within its window (our PUBACKs), and meanwhile a broker without
+            # TCP_NODELAY holds back whatever it sends us next. The kernel drops the
+            # setting again as it sees fit, hence once per read.
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
 
     def _socket_close(self, client: paho.Client, _u: Any, sock: Any) -> None:
         assert self._loop is not None

@@ -11,7 +11,6 @@ Each view has two forms, and only this module knows them:
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,8 +142,16 @@ def booth_from_record(record: dict[str, Any]) -> BoothView:
 
 
 def incident_record(view: IncidentView) -> dict[str, Any]:
-    """The stored form of an incident view (its timeline entries as objects)."""
-    return asdict(view)
+    """The stored form of an incident view (its timeline entries as objects): what
+    `dataclasses.asdict` makes of it, without its deep copies, since the store encodes it
+    at once (asdict was a third of the commits' time in a burst of 1,000 calls)."""
+    record = {name: getattr(view, name) for name in _INCIDENT_FIELDS}
+    record["timeline"] = tuple({"at": e.at, "kind": e.kind, "detail": e.detail}
+                               for e in view.timeline)
+    return record
+
+
+_INCIDENT_FIELDS = tuple(IncidentView.__dataclass_fields__)
 
 
 def incident_from_record(record: dict[str, Any]) -> IncidentView:

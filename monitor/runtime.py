@@ -11,8 +11,9 @@ The path of a booth event, file by file::
     monitor/store.py       the batch commits; ingest acknowledges the MQTT message
 
 Every long-lived loop is a named task under one TaskGroup, started here and nowhere
-else: the store writer, the MQTT link, the core's timers, the self-watch, the clock
-watch, the systemd watchdog, Pushover receipts and HTTP. When one of them fails,
+else: the store writer, the MQTT link, the core's timers, the garbage collector's
+full collections (timed between deadlines), the self-watch, the clock watch, the
+systemd watchdog, Pushover receipts and HTTP. When one of them fails,
 the others stop and the service exits, for systemd to restart it.
 """
 
@@ -28,6 +29,7 @@ import aiohttp
 import structlog
 from ulid import ULID
 
+from alerts.delivery import after_pages
 from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
@@ -61,7 +63,13 @@ from monitor.selftests import SelfTestRunner
 from monitor.station import PASSWORD_ENV as STATION_PASSWORD_ENV
 from monitor.station import Stations
 from monitor.store import ROSTER_SHIFTS, SITE_TIMEZONE, Store, dumps
-from monitor.timers import deadline_loop, start_clock, watch_clock
+from monitor.timers import (
+    collect_garbage,
+    deadline_loop,
+    full_collections_timed,
+    start_clock,
+    watch_clock,
+)
 from monitor.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -70,7 +78,9 @@ log = structlog.get_logger(__name__)
 class Publisher:
     """The driver's publish port: a booth's retained state, an incident's change, duty.
 
-    Each goes on MQTT and to the station boards, encoded once for both.
+    Each goes on MQTT and to the station boards, encoded once for both, once the pages of
+    the same turn are out (`after_pages`); every publish takes that one path, so they keep
+    their order.
     """
 
     def __init__(self, link: MqttLink, topics: Topics, config: Config, board: BoardFeed) -> None:
@@ -80,19 +90,25 @@ class Publisher:
         self._board = board
 
     def booth(self, view: BoothView) -> None:
+        after_pages(self._booth, view)
+
+    def incident(self, view: IncidentView) -> None:
+        after_pages(self._incident, view)
+
+    def _booth(self, view: BoothView) -> None:
         # retained state at QoS 0: it is a snapshot, republished in full on every reconnect,
         # and a PUBACK per event would cost the ingest path more than it buys
         payload = dumps(booth_json(view)).encode()
         self._link.publish(self._topics.state(view.id), payload, qos=0, retain=True)
         self._board.send(b"booth", payload)
 
-    def incident(self, view: IncidentView) -> None:
+    def _incident(self, view: IncidentView) -> None:
         payload = dumps(incident_json(view, self._names.get(view.booth, view.booth))).encode()
         self._link.publish(self._topics.incident(view.id), payload)
         self._board.send(b"incident", payload)
 
     def duty(self) -> None:
-        self._board.duty()  # duty has no MQTT topic
+        after_pages(self._board.duty)  # duty has no MQTT topic; in order with the rest
 
 
 class Runtime:
@@ -150,7 +166,8 @@ class Runtime:
             gc.collect()
             gc.freeze()
             async with client_session() as session:
-                await self._serve(store, session, http, began)
+                with full_collections_timed():
+                    await self._serve(store, session, http, began)
         finally:
             try:
                 await asyncio.wait_for(store.drain(), 5)
@@ -212,6 +229,7 @@ class Runtime:
                 tg.create_task(link.run(), name="mqtt")
                 tg.create_task(deadline_loop(self.clock, driver.next_deadline, driver.wake,
                                              driver.fire, "timer"), name="timers")
+                tg.create_task(collect_garbage(self.clock, self.core.next_deadline), name="gc")
                 if isinstance(self.clock, ServiceClock):
                     tg.create_task(watch_clock(self.clock, self.metrics), name="clock")
                 tg.create_task(health.watch(), name="selfwatch")

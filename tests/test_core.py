@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -323,6 +324,18 @@ def test_restore_fires_what_fell_due_once_and_the_rest_on_time() -> None:
     assert pages(out) == [("ana", 2), ("rui", 2)]
     assert fresh.next_deadline() == T0 + 150
     assert pages(fresh.on_timer(T0 + 150)) == [("ana", 2), ("rui", 2)]
+
+
+def test_an_incident_is_stored_as_dataclasses_asdict_would_make_it() -> None:
+    """The store's faster copy of an incident view leaves nothing out."""
+    clock = CoreDriver()
+    iid = call(clock)
+    clock.advance(8)
+    clock.send(PageFailed(iid, "ana", 1, "pager", "HTTP 503"))
+    (view,) = clock.core.open_incident_views()
+    assert len(view.timeline) > 2
+    assert incident_record(view) == dataclasses.asdict(view)
+    assert json.dumps(incident_record(view)) == json.dumps(dataclasses.asdict(view))
 
 
 def test_restore_resumes_stillness_against_original_deadline() -> None:

@@ -6,12 +6,16 @@ moment the service starts. The crash harness once caught a restart that publishe
 instant between the socket opening and the CONNECT being queued: the PUBLISH went out first,
 the broker dropped the connection as a protocol error, and the service waited 15 s for a
 CONNACK that could not come, hearing no acks meanwhile. These tests force that instant.
+
+And the socket the adapter tunes for a broker that is not tuned (Mosquitto's default: no
+``set_tcp_nodelay``): see docs/architecture/latency.md for the 40 ms it cost a call press.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,9 +26,9 @@ import pytest
 import structlog.testing
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.mqtt import MqttLink
+from devices.mqtt import TCP_QUICKACK, MqttLink
 from monitor.core.settings import MqttConfig
-from tests.harness.broker import Mosquitto
+from tests.harness.broker import Mosquitto, Publisher
 
 WAIT = 20.0  # longer than the adapter's own 15 s CONNACK timeout, so a stall shows as a retry
 
@@ -162,3 +166,43 @@ async def test_a_connection_closed_before_its_connack_is_retried_at_once(
     failures = [e["error"] for e in logs if e["event"] == "mqtt_connect_failed"]
     # the hang-up itself ended the attempt, not the 15 s CONNACK timeout
     assert failures == ["connection closed before CONNACK"], failures
+
+
+@pytest.mark.skipif(TCP_QUICKACK is None, reason="TCP_QUICKACK is Linux's")
+async def test_the_link_neither_delays_its_packets_nor_its_acks(mosquitto: Mosquitto) -> None:
+    """Nagle is off on our side, and after reading a message the socket acknowledges at once
+    again, even when the kernel had gone back to delaying ACKs (the broker's Nagle would hold
+    the next message, a call, until our delayed ACK)."""
+    assert TCP_QUICKACK is not None
+    loop = asyncio.get_running_loop()
+    after_read: asyncio.Queue[int] = asyncio.Queue()
+    link, up = make_link(mosquitto, "socket-options")
+
+    def on_message(_m: paho.MQTTMessage, _g: int) -> None:
+        # runs inside the link's read; the read is over by the time call_soon runs
+        loop.call_soon(lambda: after_read.put_nowait(
+            link._sock.getsockopt(socket.IPPROTO_TCP, TCP_QUICKACK)))
+
+    link._on_message = on_message
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+    # the test's own publish must not wait for an ACK either (its Nagle)
+    publisher_sock = publisher.client.socket()
+    assert isinstance(publisher_sock, socket.socket)
+    publisher_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    quick = []
+    try:
+        async with running(link):
+            assert await wait_up(up)
+            sock = link._sock
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+            for _ in range(3):
+                await asyncio.sleep(0.1)  # every ACK of the connection's start is out
+                # what the kernel does by itself once we answer within its window: delay
+                # ACKs (until its delayed-ACK timer, 40 ms at least: publish right away)
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 0)
+                publisher.client.publish("race-in/press", b"call", qos=0)
+                async with asyncio.timeout(WAIT):
+                    quick.append(await after_read.get())
+    finally:
+        publisher.close()
+    assert quick == [1, 1, 1]
