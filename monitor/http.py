@@ -1104,6 +1104,12 @@ async def board_login(request: web.Request) -> web.Response:
         return _unset(request)
     if not _same_origin(request):
         return _error(403, "a login from another site's page is refused")
+    try:
+        # the whole body first: a check made before an await would let guesses sent at
+        # once on many connections all pass it before any of them counts as a failure
+        form = await request.post()
+    except ValueError as exc:  # a multipart body without its boundary, a broken form
+        return _error(400, f"not a form: {exc}")
     now = api.clock()
     address = _client(request)
     wait = stations.retry_after(address, now)
@@ -1112,10 +1118,6 @@ async def board_login(request: web.Request) -> web.Response:
         api.metrics.station_login("limited")
         text = _language(request).gettext(STATION_TEXT["limited"]) % {"seconds": seconds}
         return _login_form(request, text, 429, headers={"Retry-After": str(seconds)})
-    try:
-        form = await request.post()
-    except ValueError as exc:  # a multipart body without its boundary, a broken form
-        return _error(400, f"not a form: {exc}")
     password = form.get("password")
     session = stations.login(password, now) if isinstance(password, str) else None
     if session is None:

@@ -256,6 +256,10 @@ class Runtime:
                 f"stopping: {len(self.core.incidents)} open incident(s) kept in the store")
             await paging.dispatcher.drain(2.0)
             await paging.dispatcher.close()
+            # publishes wait two loop turns behind the pages (after_pages): let the last
+            # ones reach the link before it closes
+            for _ in range(3):
+                await asyncio.sleep(0)
             await link.close(final=(self.topics.status, b"offline"))
 
     def _connected(self, publisher: Publisher) -> None:

@@ -13,7 +13,8 @@ stops that in current browsers) but cannot read the token out of the board's pag
 
 Wrong passwords are limited per client address (`MAX_FAILURES` in `FAILURE_WINDOW`,
 then 429 until the oldest failure ages out), and over all addresses together ten times
-that, so a guesser cannot try more than a few hundred passwords an hour.
+that for addresses that failed themselves, so a guesser cannot try more than a few hundred
+passwords an hour, and a station that typed its password right is never locked out by them.
 """
 
 from __future__ import annotations
@@ -109,8 +110,11 @@ class Stations:
     def retry_after(self, address: str, now: float) -> float:
         """Seconds until `address` may try again (0: now)."""
         waits = [0.0]
-        for failures, most in ((self._failures.get(address), MAX_FAILURES),
-                               (self._all_failures, ALL_FAILURES)):
+        mine = self._failures.get(address)
+        # the limit over all addresses holds back only those that guessed wrong themselves:
+        # an outsider's guesses must not lock out a station that has not failed
+        for failures, most in ((mine, MAX_FAILURES),
+                               (self._all_failures if mine else None, ALL_FAILURES)):
             if failures is None:
                 continue
             while failures and failures[0] <= now - FAILURE_WINDOW:

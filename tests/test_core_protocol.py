@@ -372,3 +372,18 @@ def test_steps_and_the_lapsed_ack_survive_a_restart() -> None:
     old = {k: v for k, v in record.items() if k not in ("first_steps", "last_ack")}
     assert incident_from_record(old).first_steps == {}
     assert incident_from_record(old).last_ack is None
+
+
+@pytest.mark.parametrize("trouble", [Trigger.DEVICE_OFFLINE, Trigger.LOW_BATTERY])
+def test_device_trouble_after_an_answer_pages_again(trouble: Trigger) -> None:
+    """The answer settled the stillness alarm, nothing else: a sensor that goes offline or
+    runs low afterwards re-opens the incident and pages (it was recorded and paged nobody,
+    leaving a booth whose next occupant nobody could watch)."""
+    clock = CoreDriver()
+    iid = unresponsive(clock)
+    clock.send(step(iid, ANSWERED))
+    inc = clock.core.incidents[iid]
+    assert inc.view().state == "attended"
+    assert inc.add_trigger(trouble, clock.now) is True
+    assert inc.view().state == "open" and trouble in inc.triggers
+    assert inc.on_timer(clock.now) is not None  # the first step pages at once

@@ -353,6 +353,23 @@ def test_who_is_busy_survives_a_restart() -> None:
     assert pages(again.send(Button("b2", Press.CALL))) == [("bea", 1)]
 
 
+def test_an_acknowledgement_that_lapsed_leaves_the_responder_free() -> None:
+    """Ana acknowledged booth 1 and never came (ack timeout): once Rui acknowledges it, Ana
+    is not busy there, so booth 2's call pages her too, before and after a restart."""
+    config = busy_config(skip_busy=True)
+    clock = CoreDriver(config)
+    first = call(clock, "b1")
+    clock.send(Acknowledge(first, "ana"))
+    clock.advance(121)  # the ack timeout re-opens booth 1
+    assert clock.core.incident_view(first).state == "open"
+    clock.send(Acknowledge(first, "rui"))
+    stored = incident_record(clock.core.incident_view(first))
+    again = CoreDriver(config, now=clock.now, ids="again")
+    again.core.restore(now=again.now, incidents=[incident_from_record(stored)])
+    assert sorted(pages(clock.send(Button("b2", Press.CALL)))) == [("ana", 1), ("bea", 1)]
+    assert sorted(pages(again.send(Button("b2", Press.CALL)))) == [("ana", 1), ("bea", 1)]
+
+
 def test_resolve_targets_orders_skips_and_reports_engaged_roles() -> None:
     """The pure rule: free first, busy last; skipped with skip_busy; all busy: engaged."""
     nurses = [r.id for r in STAFF if "nurse" in r.roles]

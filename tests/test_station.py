@@ -7,7 +7,14 @@ from typing import Any
 
 import aiohttp
 
-from monitor.station import COOKIE, MAX_FAILURES, RENEW_AFTER, Stations
+from monitor.station import (
+    ALL_FAILURES,
+    COOKIE,
+    FAILURE_WINDOW,
+    MAX_FAILURES,
+    RENEW_AFTER,
+    Stations,
+)
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.service import Service, event, events_topic, start_service
 
@@ -143,3 +150,16 @@ def test_a_page_load_a_day_after_login_renews_the_session() -> None:
     assert fresh is not None and fresh.cookie != session.cookie and fresh.csrf != session.csrf
     again = stations.session(fresh.cookie, 0)
     assert again is not None and again.csrf == fresh.csrf
+
+
+def test_guessers_elsewhere_never_lock_out_a_station_that_did_not_fail() -> None:
+    """Fifty wrong passwords from ten addresses hold back each of them and any address that
+    failed too, but not a station that has not guessed wrong."""
+    stations = Stations(SECRET, PASSWORD)
+    for n in range(ALL_FAILURES):
+        stations.failed(f"10.0.0.{n % 10}", 100.0)
+    assert stations.retry_after("10.0.0.1", 101.0) > 0
+    assert stations.retry_after("192.168.1.20", 101.0) == 0
+    stations.failed("192.168.1.21", 101.0)  # one slip of its own: the room's limit holds
+    assert stations.retry_after("192.168.1.21", 102.0) > 0
+    assert stations.retry_after("10.0.0.1", 100.0 + FAILURE_WINDOW) == 0

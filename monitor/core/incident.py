@@ -317,7 +317,8 @@ class Incident:
         self.first_steps: dict[ProtocolStep, float] = {}
         self.risk: Risk = risk
         self.after_hours = after_hours
-        self._engaged: dict[str, None] = {}  # who acknowledged or came, first first
+        # who acknowledged or came, first first: True for who came to the booth
+        self._engaged: dict[str, bool] = {}
         self.timeline: list[TimelineEntry] = []
         self.changes: list[Change] = [Transition(now, None, State.OPEN)]
         self.escalation = Escalation.start(self.priority, policies[self.priority], now)
@@ -342,9 +343,14 @@ class Incident:
             return ()
         return tuple(self._engaged)
 
-    def _engage(self, responder: str) -> None:
+    def _engage(self, responder: str, came: bool = False) -> None:
         if responder != "booth":  # the booth's own presence button names nobody
-            self._engaged.setdefault(responder, None)
+            self._engaged[responder] = self._engaged.get(responder, False) or came
+
+    def _lapse(self) -> None:
+        """Open again (an ack timeout, an alarm after an answer): who only acknowledged is
+        not on the way any more, and is free for other booths until they acknowledge again."""
+        self._engaged = {r: came for r, came in self._engaged.items() if came}
 
     def paged(self, upto: int | None = None) -> list[str]:
         """Everyone paged for this incident (before timeline entry `upto`), first paged first."""
@@ -367,6 +373,8 @@ class Incident:
             raise IllegalTransition(self.id, self.state, action)
         new = allowed[action]
         if new is not self.state:
+            if new is State.OPEN:
+                self._lapse()
             self.note(now, "state", to=new.value, **{"from": self.state.value}, **detail)
             self.changes.append(Transition(now, self.state, new, detail.get("by"), first,
                                            detail.get("step")))
@@ -384,8 +392,10 @@ class Incident:
         priority = priority or PRIORITY[trigger]
         known = self.trigger_priority.get(trigger)
         self.cleared.discard(trigger)
-        if priority == "high" and self.state is State.ATTENDED and self.presence_at is None:
-            return self._alarm_after_answer(trigger, now, risk)
+        if self.state is State.ATTENDED and self.presence_at is None and (
+                priority == "high" or trigger not in ANSWER_SETTLES):
+            # what the answer did not settle (a high alarm, device trouble) pages again
+            return self._alarm_after_answer(trigger, priority, now, risk)
         if known is not None and trigger is Trigger.CALL:
             return self._called_again(now)
         if known is not None and RANK[priority] <= RANK[known]:
@@ -404,13 +414,18 @@ class Incident:
         self.note(now, "replanned", priority=self.priority)
         return True
 
-    def _alarm_after_answer(self, trigger: Trigger, now: float, risk: Risk) -> bool:
-        """A high trigger on an incident the person's answer attended, nobody at the booth:
-        the answer settled the alarm before, not this one. Re-open and page afresh."""
-        if trigger not in self.trigger_priority:
+    def _alarm_after_answer(self, trigger: Trigger, priority: Priority, now: float,
+                            risk: Risk) -> bool:
+        """A high trigger or device trouble on an incident the person's answer attended,
+        nobody at the booth: the answer settled the alarm before, not this one. Re-open and
+        page afresh."""
+        known = self.trigger_priority.get(trigger)
+        if known is None:
             self.triggers.append(trigger)
-        self.trigger_priority[trigger] = "high"
-        self.note(now, "trigger", trigger=trigger.value, priority="high", after_answer=True,
+        elif RANK[known] > RANK[priority]:
+            priority = known
+        self.trigger_priority[trigger] = priority
+        self.note(now, "trigger", trigger=trigger.value, priority=priority, after_answer=True,
                   **_risk_detail(risk))
         self._go(Action.REOPEN, now, reason="alarm after the person answered")
         self.last_ack = None  # its pages are about this alarm, not a lapsed ack
@@ -479,7 +494,7 @@ class Incident:
             # which time to presence counts, though the state stays
             self.changes.append(Transition(now, was, was, responder, True, step))
         self.note(now, "presence", responder=responder, via=via, **because)
-        self._engage(responder)
+        self._engage(responder, came=True)
         if self.presence_at is None:
             self.presence_at, self.presence_by = now, responder
         self._stop()
@@ -670,9 +685,11 @@ class Incident:
         self.first_steps = {ProtocolStep(s): at for s, at in view.first_steps.items()}
         self.risk, self.after_hours = view.risk, view.after_hours
         self._engaged = {}
-        for entry in view.timeline:
+        for entry in view.timeline:  # as it went: who acknowledged, came, or lapsed
             if entry.kind in ("ack", "presence"):
-                self._engage(entry.detail["responder"])
+                self._engage(entry.detail["responder"], came=entry.kind == "presence")
+            elif entry.kind == "state" and entry.detail.get("to") == State.OPEN.value:
+                self._lapse()
         self.timeline = list(view.timeline)
         self.changes = []
         self.escalation = Escalation(priority=view.escalation_priority,
