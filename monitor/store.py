@@ -138,6 +138,12 @@ class Store:
     async def close(self) -> None:
         await self._backend.close()
 
+    def fence(self, site: str, holder: str, epoch: int | None) -> None:
+        """Every write from now on first checks that `holder` still has the lease of `site`
+        at `epoch` (PostgreSQL: `monitor.lease`); a refused write raises `LeaseLost`."""
+        assert epoch is not None and hasattr(self._backend, "fence")
+        self._backend.fence = (site, holder, epoch)
+
     # --- writes (batched) -------------------------------------------------------------
 
     def _future(self) -> asyncio.Future[None]:
