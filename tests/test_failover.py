@@ -269,3 +269,100 @@ async def test_writes_of_a_process_that_lost_the_lease_are_refused(
         await first.close()
         await second.close()
         await store.close()
+
+
+async def test_three_processes_share_twelve_sites_and_take_over_a_dead_ones(
+    tmp_path: Path, mosquitto: Mosquitto, postgres: Postgres
+) -> None:
+    """`boothwatch run --config DIR` with twelve sites, in three processes: each owns
+    four; one killed, its sites are owned by the other two within 5 s, and every site
+    has exactly one owner throughout what the test reads."""
+    sites = [f"s{i:02}" for i in range(1, 13)]
+    urls = {s: postgres.database() for s in sites}
+    boxes = []
+    for name in ("a", "b", "c"):
+        directory = tmp_path / name / "sites"
+        directory.mkdir(parents=True)
+        ports = {}
+        for s in sites:
+            ports[s] = free_port()
+            site = Site(id=s, mqtt_port=mosquitto.port, store_url=urls[s],
+                        client_id=f"boothwatch-{s}", http_port=ports[s],
+                        booths=[{"id": "b1", "name": "Booth 1"}],
+                        store=Path("unused.db"))
+            site.document()
+            text = site.text().replace("[store]\n", '[store]\nlease = "1s"\n', 1)
+            (directory / f"{s}.toml").write_text(text)
+        proc = ServiceProcess(directory, 0, tmp_path / name / "service.log", env=ENV)
+        boxes.append((proc, ports))
+
+    async def owners() -> dict[str, list[str]]:
+        """site -> the boxes whose /readyz for it is 200."""
+        found: dict[str, list[str]] = {s: [] for s in sites}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            for (proc, ports), name in zip(boxes, "abc", strict=True):
+                if not proc.running:
+                    continue
+                for s in sites:
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with http.get(f"http://127.0.0.1:{ports[s]}/readyz") as resp:
+                            if resp.status == 200:
+                                found[s].append(name)
+        return found
+
+    def holders() -> dict[str, str]:
+        out = {}
+        for s in sites:
+            with psycopg_connect(postgres, urls[s]) as conn:
+                row = conn.execute("SELECT holder FROM lease WHERE expires_at > now()"
+                                   ).fetchone()
+                out[s] = row[0] if row else ""
+        return out
+
+    async with processes(*(p for p, _ in boxes)):
+        for proc, _ in boxes:
+            proc.start()
+        deadline = time.monotonic() + 60
+
+        async def balanced() -> dict[str, list[str]] | None:
+            found = await owners()
+            counts = Counter(owner for names in found.values() for owner in names)
+            if all(len(names) == 1 for names in found.values()) and \
+                    sorted(counts.values()) == [4, 4, 4]:
+                return found
+            return None
+
+        while (found := await balanced()) is None:
+            for proc, _ in boxes:
+                assert proc.running, proc.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, await owners()
+            await asyncio.sleep(0.5)
+        assert len(set(holders().values())) == 3
+        victim = boxes[0][0]
+        theirs = [s for s, names in found.items() if names == ["a"]]
+        victim.kill()
+        killed = time.monotonic()
+        while True:
+            found = await owners()
+            if all(len(names) == 1 for names in found.values()):
+                break
+            assert time.monotonic() - killed < 5, found
+            await asyncio.sleep(0.1)
+        assert all(found[s][0] in ("b", "c") for s in theirs)
+        # then the two share them evenly, each site with one owner at every look (a site
+        # handed over has none for a moment: the giver stops before the taker starts)
+        deadline = time.monotonic() + 30
+        while True:
+            found = await owners()
+            assert all(len(names) <= 1 for names in found.values()), found
+            counts = Counter(names[0] for names in found.values() if names)
+            if sorted(counts.values()) == [6, 6]:
+                break
+            assert time.monotonic() < deadline, counts
+            await asyncio.sleep(0.2)
+
+
+def psycopg_connect(postgres: Postgres, url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, password=PASSWORD, autocommit=True)
