@@ -26,8 +26,9 @@ from monitor.lease import LeaseLost, SiteLease
 from monitor.store import Store
 from monitor.store_postgres import conninfo
 from tests.harness.broker import Mosquitto, Publish, free_port
+from tests.harness.caddy import Caddy, require_caddy
 from tests.harness.postgres import PASSWORD, Postgres, StoreAt
-from tests.harness.process import ServiceProcess
+from tests.harness.process import ROOT, ServiceProcess
 from tests.harness.receivers import Webhook
 from tests.harness.service import event, events_topic, eventually
 from tests.harness.site import Site, escalation, responder, webhook
@@ -366,3 +367,39 @@ def psycopg_connect(postgres: Postgres, url: str) -> Any:
     import psycopg
 
     return psycopg.connect(url, password=PASSWORD, autocommit=True)
+
+
+async def test_the_shipped_pair_caddyfile_follows_the_owner(
+    tmp_path: Path, mosquitto: Mosquitto, hook: Webhook, postgres_url: str
+) -> None:
+    """deploy/pair/Caddyfile as shipped, in front of a pair: requests reach the owner
+    (the standby is never chosen), and after the owner is killed, the new one."""
+    site = pair_site(mosquitto, hook, postgres_url)
+    a, b = process(site, tmp_path, "a"), process(site, tmp_path, "b")
+    async with processes(a, b):
+        a.start()
+        await a.ready()
+        b.start()
+        await standing_by(b)
+        async with Caddy(tmp_path / "caddy", require_caddy(), "unused",
+                         caddyfile=ROOT / "deploy" / "pair" / "Caddyfile",
+                         env={"BOOTHWATCH_A": f"127.0.0.1:{a.http_port}",
+                              "BOOTHWATCH_B": f"127.0.0.1:{b.http_port}"}) as caddy:
+
+            async def through() -> tuple[int, Any]:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) \
+                        as http, http.get(f"{caddy.url}/api/booths",
+                                          ssl=caddy.ssl_context()) as resp:
+                    return resp.status, await resp.json()
+
+            async def owner_answers() -> bool:
+                status, body = await through()
+                return status == 200 and [x["booth"] for x in body] == ["b1", "b2"]
+
+            await eventually(owner_answers, timeout=10)
+            for _ in range(10):  # never the standby
+                assert await owner_answers()
+            a.kill()
+            killed = time.monotonic()
+            await eventually(owner_answers, timeout=15, every=0.2)
+            assert time.monotonic() - killed < 10
