@@ -157,6 +157,7 @@ class Runtime:
                 self.metrics.watch(lease.gauges)
                 await self._stand_by(lease, http)
                 store.fence(cfg.site.id, lease.holder, lease.standing.epoch)
+                await store.load_sessions()  # as the owner before us left them
                 began = self.clock()  # watched by another process until now
                 self.notifier.status(f"taking over site {cfg.site.id}: restoring")
             else:

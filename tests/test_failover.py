@@ -121,8 +121,16 @@ async def test_the_standby_takes_over_a_killed_owner_mid_escalation(
     async with processes(a, b):
         a.start()
         await a.ready()
+        at = StoreAt("postgresql", postgres_url, PASSWORD)
+        # a session open when the standby starts, ended by the old owner before the switch
+        mqtt_publish(events_topic("b1"), event("occupancy", occupied=True, id="occ-1"))
+        await eventually(lambda: at.query("SELECT count(*) FROM sessions") == [(1,)])
         b.start()
         body = await standing_by(b)
+        mqtt_publish(events_topic("b1"), event("occupancy", occupied=False, id="occ-2"))
+        await eventually(lambda: at.query(
+            "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL") == [(1,)])
+        (ended,) = at.query("SELECT started_at, ended_at FROM sessions")
         assert body["site"] == site.id and body["owner"] is not None
         assert (await get(b, "/healthz"))[0] == 200
         status, text = await get(b, "/metrics")
@@ -150,9 +158,9 @@ async def test_the_standby_takes_over_a_killed_owner_mid_escalation(
         keys = page_keys(hook)
         assert keys[(incident, 2, "ana")] == 1 and keys[(incident, 2, "rui")] == 1, keys
         assert keys[(incident, 1, "ana")] == 1, keys  # not sent again by the new owner
-        at = {(p["incident"], p["level"], p["responder"]): t
-              for p, t in zip(hook.pages, hook.received_at, strict=True)}
-        second = at[(incident, 2, "ana")]
+        arrived = {(p["incident"], p["level"], p["responder"]): t
+                   for p, t in zip(hook.pages, hook.received_at, strict=True)}
+        second = arrived[(incident, 2, "ana")]
         # on schedule: not before its time, and at once when it fell due during the switch
         assert second >= raised + 4 - 0.2
         assert second <= max(raised + 4, killed + took) + 1.5
@@ -161,6 +169,12 @@ async def test_the_standby_takes_over_a_killed_owner_mid_escalation(
         assert max(keys.values()) == 1, keys
         status, text = await get(b, "/metrics")
         assert f'boothwatch_lease_epoch{{site="{site.id}"}} 2.0' in text
+        # a new session under the new owner leaves the one the old owner ended as it was
+        mqtt_publish(events_topic("b1"), event("occupancy", occupied=True, id="occ-3"))
+        await eventually(lambda: at.query("SELECT count(*) FROM sessions") == [(2,)])
+        await asyncio.sleep(0.3)
+        assert at.query("SELECT started_at, ended_at FROM sessions ORDER BY started_at"
+                        )[0] == ended
 
 
 async def test_a_frozen_owner_that_wakes_up_sends_nothing_and_stands_down(
