@@ -243,7 +243,7 @@ class Runtime:
             watchdog = asyncio.create_task(feed(), name="sd-watchdog-standby")
         try:
             await stand_by(lease, self.config.http if http else None,
-                           self.metrics.render_async)
+                           self.metrics.render_async, self.config.mqtt)
         finally:
             if watchdog is not None:
                 watchdog.cancel()

@@ -83,6 +83,10 @@ async def standing_by(proc: ServiceProcess, timeout: float = 15.0) -> dict[str, 
         await asyncio.sleep(0.05)
 
 
+def mosquitto_log(mosquitto: Mosquitto) -> list[str]:
+    return mosquitto.log_text().splitlines()
+
+
 def log_lines(proc: ServiceProcess) -> list[dict[str, Any]]:
     lines = []
     for line in proc.log.read_text().splitlines():
@@ -133,6 +137,10 @@ async def test_the_standby_takes_over_a_killed_owner_mid_escalation(
         (ended,) = at.query("SELECT started_at, ended_at FROM sessions")
         assert body["site"] == site.id and body["owner"] is not None
         assert (await get(b, "/healthz"))[0] == 200
+        # its own connection to the broker, kept open while it stands by
+        await eventually(lambda: any(
+            "boothwatch-pair-standby-" in line for line in mosquitto_log(mosquitto)))
+        assert body["reasons"] == ["standby"]
         status, text = await get(b, "/metrics")
         assert status == 200 and f'boothwatch_site_owner{{site="{site.id}"}} 0.0' in text
         status, text = await get(a, "/metrics")
