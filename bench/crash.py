@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import percentile
+from bench.harness import add_src_option, percentile
 from tests.harness.broker import Mosquitto
 from tests.harness.crash import TrialResult, run_trials
 
@@ -75,6 +75,7 @@ async def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep every trial's files")
     parser.add_argument("--verbose", action="store_true",
                         help="print every trial's kill plan and timeline")
+    add_src_option(parser)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="boothwatch-crash-"))
     broker = Mosquitto(workdir / "mosquitto")
@@ -93,7 +94,8 @@ async def main() -> int:
 
     try:
         results = await run_trials(range(args.seed, args.seed + args.trials),
-                                   (broker.host, broker.port), workdir, progress)
+                                   (broker.host, broker.port), workdir, progress,
+                                   src=args.src.resolve())
     finally:
         broker.stop()
     print(summary(results, time.monotonic() - started))

@@ -256,8 +256,10 @@ def make_plan(rng: random.Random) -> list[KillPlan]:
 
 
 class Trial:
-    def __init__(self, seed: int, broker: tuple[str, int], workdir: Path) -> None:
+    def __init__(self, seed: int, broker: tuple[str, int], workdir: Path,
+                 src: Path | None = None) -> None:
         self.seed = seed
+        self.src = src  # import the service from here (bench/crash.py --src), else this tree
         self.rng = random.Random(seed)  # the kill plan; each booth's script has its own
         self.result = TrialResult(seed, workdir=workdir)
         self.workdir = workdir
@@ -505,7 +507,11 @@ class Trial:
             config = trial_site(site=self.site, mqtt_port=self.broker[1], http_port=http_port,
                                 webhook_url=hook.url, db=db, client_id=f"bw-{self.site}"
                                 ).write(self.workdir / "boothwatch.toml")
-            self.svc = TrialService(config, http_port, self.workdir / "service.log")
+            if self.src is None:
+                self.svc = TrialService(config, http_port, self.workdir / "service.log")
+            else:
+                self.svc = TrialService(config, http_port, self.workdir / "service.log",
+                                        cwd=self.src, env={"PYTHONPATH": str(self.src)})
             self.mqtt = Publisher(*self.broker, timeout=10)
             helpers: list[asyncio.Task[None]] = []
             try:
@@ -785,13 +791,14 @@ class ScriptStuck(Exception):
 
 async def run_trials(seeds: Sequence[int], broker: tuple[str, int], workdir: Path,
                      on_result: Callable[[TrialResult], Awaitable[None] | None] | None = None,
-                     stop_on_failure: bool = False) -> list[TrialResult]:
+                     stop_on_failure: bool = False, src: Path | None = None
+                     ) -> list[TrialResult]:
     """Run trials one after another; each gets its own directory under ``workdir``."""
     results = []
     for seed in seeds:
         trial_dir = workdir / f"trial-{seed}"
         trial_dir.mkdir(parents=True, exist_ok=True)
-        result = await Trial(seed, broker, trial_dir).run()
+        result = await Trial(seed, broker, trial_dir, src).run()
         results.append(result)
         if on_result is not None:
             maybe = on_result(result)
