@@ -12,7 +12,8 @@ event id seen before, or a redelivery of a message seen before), then goes to th
 driver. The event joins the store's current batch, and the message is acknowledged
 to the broker only when that batch has committed. A crash before the commit means
 the broker redelivers, the core sees the event again, and at worst a page goes out
-twice, never zero times. Garbage is counted by reason, logged at most once a
+twice, never zero times, naming the same incident (the event id, or the payload, is
+the incident id's cause: `monitor/core/ids.py`). Garbage is counted by reason, logged at most once a
 minute per topic and reason, and acknowledged (nothing to store): the other booths
 never notice.
 """

@@ -10,7 +10,11 @@ commands it returns; it never reads a clock and never waits::
     commands = core.on_timer(now)           # stillness, long sessions, escalation, ack timeouts
 
 Booth timers fire incident triggers; a trigger opens the booth's incident or
-folds into the open one. Escalation steps become one `SendPage` per responder.
+folds into the open one. A new incident's id is made of what raised it (an MQTT
+message's event id or payload, passed to `handle` as ``cause``, or a timer's
+deadline) and the booth's previous incident (`monitor/core/ids.py`), so the same
+incident raised again after a crash, or by another process restored from the
+store, has the same id. Escalation steps become one `SendPage` per responder.
 Any change to a booth or incident is returned as `BoothChanged` /
 `IncidentChanged`, which the runtime publishes and stores; `restore` rebuilds the
 core from what was stored, and the next `on_timer` fires whatever fell due
