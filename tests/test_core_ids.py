@@ -14,6 +14,8 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from ulid import ULID as ULIDType
+
 from monitor.codec import booth_from_record, booth_record, incident_from_record, incident_record
 from monitor.core.booth import BoothView
 from monitor.core.events import (
@@ -266,3 +268,16 @@ def test_other_sites_and_booths_never_share_an_id() -> None:
     out = site.handle(Button("b1", Press.CALL), T0, "same")
     out += site.handle(Button("b2", Press.CALL), T0, "same")
     assert len(page_ids(out)) == 2
+
+
+def test_ids_read_as_ulids_and_old_ulids_read_back() -> None:
+    """What the ULID library makes of an id is what went in, and the time part of a random
+    ULID (an id stored before) reads back the same."""
+    made = incident_id("lisbon-1", "b1", None, "unresponsive", Cause.deadline(T0 + 0.25))
+    parsed = ULIDType.from_str(made)
+    assert parsed.milliseconds == int((T0 + 0.25) * 1000) == time_ms(made)
+    assert str(parsed) == made
+    for _ in range(50):
+        old = ULIDType()
+        assert time_ms(str(old)) == old.milliseconds
+    assert time_ms("ZZZZZZZZZZZZZZZZZZZZZZZZZZ") == 0  # past 48 bits: not a ULID

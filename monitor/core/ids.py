@@ -40,7 +40,9 @@ from dataclasses import dataclass
 _KEY = b"boothwatch incident id"
 _MAX_MS = (1 << 48) - 1
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_VALUE = {c: i for i, c in enumerate(_CROCKFORD)}
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 characters
+_SHIFTS = range(120, -1, -10)
+_DECODE = str.maketrans(_CROCKFORD, "0123456789abcdefghijklmnopqrstuv")  # for int(_, 32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,8 @@ def incident_id(site: str, booth: str, previous: str | None, trigger: str,
         ms = time_ms(previous)
     ms = min(max(ms, 0), _MAX_MS)
     value = (ms << 80) | int.from_bytes(digest.digest(), "big")
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    # 26 characters of 5 bits are 130 bits: the 128 of the value, 2 zero bits in front
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def time_ms(incident: str | None) -> int:
@@ -92,10 +95,8 @@ def time_ms(incident: str | None) -> int:
     that is not a ULID."""
     if incident is None or len(incident) != 26:
         return 0
-    ms = 0
-    for char in incident[:10].upper():
-        digit = _VALUE.get(char)
-        if digit is None:
-            return 0
-        ms = ms * 32 + digit
+    head = incident[:10].upper()
+    if head.strip(_CROCKFORD):
+        return 0  # a character outside the alphabet
+    ms = int(head.translate(_DECODE), 32)
     return ms if ms <= _MAX_MS else 0
