@@ -20,7 +20,8 @@ import pytest
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.postgres import PASSWORD, Postgres, StoreAt
 from tests.harness.receivers import Webhook
-from tests.harness.service import SITE, event, events_topic, eventually
+from tests.harness.service import event, events_topic, eventually
+from tests.harness.site import SITE
 from tests.test_failover import pair_site, process, processes, standing_by
 
 pytestmark = pytest.mark.integration
