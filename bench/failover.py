@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psycopg
 import tomli_w
 
 from bench.harness import (
@@ -67,6 +68,7 @@ from bench.harness import (
 )
 from bench.latency import Receiver, connect
 from tests.harness.broker import free_port
+from tests.harness.postgres import PASSWORD as PG_PASSWORD
 from tests.harness.site import Site, booths, policy, responder, step
 
 TARGET = 5.0  # s: kill -> first page of the new owner
@@ -199,6 +201,11 @@ async def failovers(args: argparse.Namespace, tmp: Path) -> tuple[list[Round], l
             await asyncio.to_thread(other.wait_standby)
         print(f"processes: {', '.join(names)}; {names[0]} owns the site (ready in "
               f"{ready:.2f} s), {', '.join(names[1:])} standing by")
+        if args.history:
+            took = await asyncio.to_thread(fill_history, store, args.history,
+                                           2 * args.failovers)
+            print(f"history: {args.history:,} events of the last 24 h put in the store in "
+                  f"{took:.1f} s (each takeover loads their ids to deduplicate)")
         client = await asyncio.to_thread(connect, broker, "presses")
         owner = names[0]
         lo, hi = 0.2, min(0.9, args.lease / 2)
@@ -232,15 +239,15 @@ async def failovers(args: argparse.Namespace, tmp: Path) -> tuple[list[Round], l
             assert svc.process is not None
             stopped = time.monotonic()
             code = await asyncio.to_thread(svc.stop)
-            took = None
+            ready_at: float | None = None
             with contextlib.suppress(RuntimeError):
-                took = await asyncio.to_thread(wait_any_ready, pair, 30.0)
+                ready_at = await asyncio.to_thread(wait_any_ready, pair, 30.0)
             print(f"graceful stop: {current} exit {code} after SIGTERM; a standby ready "
-                  f"{'never' if took is None else f'{took - stopped:.2f} s'} after the "
+                  f"{'never' if ready_at is None else f'{ready_at - stopped:.2f} s'} after the "
                   "SIGTERM")
             if code != 0:
                 problems.append(f"{current}: exit {code} after SIGTERM")
-            if took is None:
+            if ready_at is None:
                 problems.append("no standby took over after a clean stop")
     finally:
         if client is not None:
@@ -262,6 +269,24 @@ async def failovers(args: argparse.Namespace, tmp: Path) -> tuple[list[Round], l
         if store is not None:
             store.close()
     return rounds, problems
+
+
+def fill_history(store: BenchStore, count: int, booth_count: int) -> float:
+    """``count`` heartbeats, with ids, over the booths and the last 24 hours, written
+    straight into the store (its schema made by the first process): what a running site
+    has, and what a new owner reads at its takeover (the ids of the deduplication window,
+    `monitor.ingest.DEDUPE_WINDOW`). The seconds it took."""
+    started = time.monotonic()
+    with psycopg.connect(store.url or "", password=PG_PASSWORD, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO events (booth, kind, event_id, ts, received_at, payload)"
+            " SELECT 'b' || (1 + g %% %(booths)s), 'heartbeat', 'history-' || g, t, t,"
+            " '{\"kind\":\"heartbeat\",\"battery\":87}'"
+            " FROM generate_series(1, %(count)s) AS g,"
+            " LATERAL (SELECT extract(epoch FROM now()) - 86000.0 * g / %(count)s AS t) AS x",
+            {"booths": booth_count, "count": count})
+        conn.execute("ANALYZE events")
+    return time.monotonic() - started
 
 
 def wait_any_ready(pair: Pair, timeout: float) -> float:
@@ -327,14 +352,6 @@ async def one_round(r: Round, pair: Pair, receiver: Receiver, client: Any, nonce
     else:
         r.kill_to_page = t - r.killed
         r.late = t - r.due
-    new = pair.services[r.new_owner]
-    taken = log_after(new, "lease_taken", r.killed)
-    if taken is not None:
-        r.detection = taken - r.killed
-        started = log_after(new, "started", taken)
-        connected = log_after(new, "mqtt_connected", taken)
-        r.restore = None if started is None else started - taken
-        r.mqtt = None if connected is None else connected - taken
     switch = pages_of(receiver, r.switch_booth)
     if switch:
         r.switch_page = switch[0][0] - r.killed
@@ -344,6 +361,15 @@ async def one_round(r: Round, pair: Pair, receiver: Receiver, client: Any, nonce
     # and the switch call's own level 2 comes (from the new owner) before the next kill
     await receiver.wait_until(lambda: {p["responder"] for _, p in pages_of(
         receiver, r.switch_booth) if p["level"] == 2} >= set(LEVEL2), timeout=args.step2 + 10)
+    # the new owner's log, now that it has written what it did at its start
+    new = pair.services[r.new_owner]
+    taken = log_after(new, "lease_taken", r.killed)
+    if taken is not None:
+        r.detection = taken - r.killed
+        started = log_after(new, "started", taken)
+        connected = log_after(new, "mqtt_connected", taken)
+        r.restore = None if started is None else started - taken
+        r.mqtt = None if connected is None else connected - taken
     for name, svc in pair.services.items():
         svc.check_alive()
         if name == r.new_owner and (await asyncio.to_thread(svc.readyz))[0] != 200:
@@ -482,6 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "standing by)")
     parser.add_argument("--step2", type=float, default=2.0,
                         help="seconds from the raise to level 2 (the step due in the switch)")
+    parser.add_argument("--history", type=int, default=0, metavar="EVENTS",
+                        help="events of the last 24 h put in the store before the first "
+                             "kill, as a running site has (a new owner loads their ids)")
     parser.add_argument("--seed", type=int, default=None, help="of the kill moments")
     parser.add_argument("--ingest-events", type=int, default=20_000)
     parser.add_argument("--ingest-booths", type=int, default=1_000)
