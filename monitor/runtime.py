@@ -20,6 +20,7 @@ the others stop and the service exits, for systemd to restart it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import secrets
@@ -138,6 +139,7 @@ class Runtime:
         self._retry_delays = retry_delays
         self.started = asyncio.Event()
         self.lease: SiteLease | None = None
+        self._holding: asyncio.Task[None] | None = None  # the lease's renewals
 
     async def run(self, *, http: bool = True) -> None:
         """Run until cancelled; shut down cleanly (status offline, store flushed)."""
@@ -153,6 +155,9 @@ class Runtime:
                                     "process")
                 self.metrics.watch(lease.gauges)
                 await self._stand_by(lease, http)
+                # renewed from now on, not once restored: a restore longer than the ttl
+                # (a day's event ids to load) would let the next standby take the site
+                self._holding = asyncio.create_task(lease.hold(), name="lease")
                 store.fence(cfg.site.id, lease.holder, lease.standing.epoch)
                 began = self.clock()  # watched by another process until now
                 self.notifier.status(f"taking over site {cfg.site.id}: restoring")
@@ -184,6 +189,10 @@ class Runtime:
                 with full_collections_timed():
                     await self._serve(store, session, http, began)
         finally:
+            if self._holding is not None:
+                self._holding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+                    await self._holding
             if self._fenced():
                 # another process owns the site: this one writes nothing more; the broker
                 # keeps every event it did not acknowledge for the new owner
@@ -232,6 +241,11 @@ class Runtime:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+
+    @staticmethod
+    async def _held(holding: asyncio.Task[None]) -> None:
+        """The lease's renewals, running since the takeover: LeaseLost stops the service."""
+        await holding
 
     def _fenced(self) -> bool:
         """Has this process lost the site to another (it must write and send nothing)?"""
@@ -285,8 +299,8 @@ class Runtime:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(store.run_writer(), name="store-writer")
-                if self.lease is not None:
-                    tg.create_task(self.lease.hold(), name="lease")
+                if self._holding is not None:
+                    tg.create_task(self._held(self._holding), name="lease")
                 tg.create_task(link.run(), name="mqtt")
                 tg.create_task(deadline_loop(self.clock, driver.next_deadline, driver.wake,
                                              driver.fire, "timer"), name="timers")
