@@ -76,13 +76,17 @@ SCHEMA = (
     " p_site, p_holder, p_epoch USING ERRCODE = 'BW001'; END IF; END $$",
 )
 FENCED = "BW001"
+# the processes that serve the site (owner and standbys): each one's last sign of life,
+# for a fair share of many sites among several processes (`Share`)
+MEMBERS = ("CREATE TABLE IF NOT EXISTS lease_members (holder TEXT PRIMARY KEY,"
+           " seen_at TIMESTAMPTZ NOT NULL)")
 
 _ACQUIRE = (
     "INSERT INTO lease AS l (site, holder, epoch, expires_at, taken_at)"
     " VALUES (%(site)s, %(holder)s, 1, now() + %(ttl)s * interval '1 second', now())"
     " ON CONFLICT (site) DO UPDATE SET holder = excluded.holder, epoch = l.epoch + 1,"
     " expires_at = excluded.expires_at, taken_at = now()"
-    " WHERE l.expires_at < now() RETURNING epoch")
+    " WHERE l.expires_at < now() - %(grace)s * interval '1 second' RETURNING epoch")
 _RENEW = (
     "UPDATE lease SET expires_at = now() + %(ttl)s * interval '1 second'"
     " WHERE site = %(site)s AND holder = %(holder)s AND epoch = %(epoch)s RETURNING epoch")
@@ -90,12 +94,54 @@ _RELEASE = (
     "UPDATE lease SET expires_at = now() - interval '1 second'"
     " WHERE site = %(site)s AND holder = %(holder)s AND epoch = %(epoch)s")
 _WHO = "SELECT holder, epoch, expires_at > now() FROM lease WHERE site = %(site)s"
+# here, and how many processes serve the site (this one included); members silent for an
+# hour are forgotten
+_SEEN = (
+    "WITH seen AS (INSERT INTO lease_members (holder, seen_at) VALUES (%(holder)s, now())"
+    " ON CONFLICT (holder) DO UPDATE SET seen_at = now()),"
+    " gone AS (DELETE FROM lease_members WHERE seen_at < now() - interval '1 hour')"
+    " SELECT count(*) FILTER (WHERE holder <> %(holder)s) + 1 FROM lease_members"
+    " WHERE seen_at > now() - %(ttl)s * interval '1 second'")
 
 
 def holder_name() -> str:
     """This process, as the lease table and the logs name it: host, pid, and a few random
     characters (a pid is reused after a restart)."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class Handover(Exception):
+    """This process owns more than its share of the sites: it gives one back (cleanly:
+    drained, released) and stands by for it."""
+
+
+class Share:
+    """One process's fair share of the sites it is configured for, among the processes
+    that serve them (`boothwatch run --config DIR`): with M sites and P processes alive,
+    ``ceil(M / P)`` each.
+
+    A process below its share takes an expired lease at once; one at or above it only
+    after the lease has stayed expired for half a ttl (nobody below their share took it:
+    a site is never left unwatched for fairness). A process above its share gives back
+    the site it took last, one at a time."""
+
+    def __init__(self, sites: int) -> None:
+        self.sites = sites
+        self.holder = holder_name()  # the process, in every site's lease table
+        self.owned: dict[str, float] = {}  # site -> when taken (monotonic)
+        self.members: dict[str, int] = {}  # site -> processes that serve it, as last read
+
+    def fair(self) -> int:
+        return math.ceil(self.sites / max(1, max(self.members.values(), default=1)))
+
+    def grace(self, ttl: float) -> float:
+        return 0.0 if len(self.owned) < self.fair() else ttl / 2
+
+    def surplus(self, site: str) -> bool:
+        """Should `site` be given back now?"""
+        if len(self.owned) <= self.fair() or site not in self.owned:
+            return False
+        return site == max(self.owned, key=lambda s: self.owned[s])
 
 
 class LeaseLost(OperatorError):
@@ -142,11 +188,11 @@ class SiteLease:
     delay a renewal), reopened when it breaks."""
 
     def __init__(self, conninfo: str, site: str, *, ttl: float = DEFAULT_TTL,
-                 holder: str | None = None,
+                 holder: str | None = None, share: Share | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._conninfo = conninfo
         self.site = site
-        self.holder = holder or holder_name()
+        self.holder = holder or (share.holder if share is not None else holder_name())
         self.ttl = ttl
         self.standing = Standing(ttl)
         self._monotonic = monotonic
@@ -155,6 +201,7 @@ class SiteLease:
         self._changed = asyncio.Event()  # a renewal answered
         self._logged_at = -math.inf
         self.owner: tuple[str, int] | None = None  # who holds it, as last read (standby)
+        self.share = share
 
     @property
     def epoch(self) -> int | None:
@@ -188,13 +235,17 @@ class SiteLease:
         while True:
             sent = self._monotonic()
             try:
+                await self._seen()
+                grace = 0.0 if self.share is None else self.share.grace(self.ttl)
                 row = await self._one(_ACQUIRE, {"site": self.site, "holder": self.holder,
-                                                 "ttl": self.ttl})
+                                                 "ttl": self.ttl, "grace": grace})
             except (psycopg.Error, OSError) as exc:
                 self._trouble("lease_acquire_failed", exc)
             else:
                 if row is not None:
                     self.standing.renewed(sent, int(row[0]))
+                    if self.share is not None:
+                        self.share.owned[self.site] = self._monotonic()
                     log.info("lease_taken", site=self.site, holder=self.holder,
                              epoch=row[0])
                     return int(row[0])
@@ -223,6 +274,7 @@ class SiteLease:
         epoch = self.standing.epoch
         try:
             async with asyncio.timeout(max(self.ttl / 3, 0.5)):
+                await self._seen()
                 row = await self._one(_RENEW, {"site": self.site, "holder": self.holder,
                                                "epoch": epoch, "ttl": self.ttl})
         except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -275,6 +327,16 @@ class SiteLease:
                 await self._conn.close()
             self._conn = None
             raise
+
+    async def _seen(self) -> None:
+        if self.share is not None:
+            row = await self._one(_SEEN, {"holder": self.holder, "ttl": self.ttl})
+            self.share.members[self.site] = int(row[0])
+
+    def gone(self) -> None:
+        """This process no longer owns the site (stopped, lost or handed over)."""
+        if self.share is not None:
+            self.share.owned.pop(self.site, None)
 
     async def _read_owner(self) -> None:
         with contextlib.suppress(psycopg.Error, OSError):

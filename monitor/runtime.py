@@ -48,7 +48,7 @@ from monitor.driver import Driver
 from monitor.health import Health
 from monitor.http import serve
 from monitor.ingest import DEDUPE_WINDOW, RECEIVE_MAXIMUM, Ingest
-from monitor.lease import LeaseLost, SiteLease, lease_gauges
+from monitor.lease import Handover, LeaseLost, Share, SiteLease, lease_gauges
 from monitor.logs import protect
 from monitor.metrics import (
     Metrics,
@@ -122,8 +122,11 @@ class Runtime:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
         retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8),
+        share: Share | None = None,
     ) -> None:
+        """`share`: this process serves several sites (`monitor.sites`), each a Runtime."""
         self.config = config
+        self._share = share
         self.env = os.environ if env is None else env
         protect(config, self.env)  # what the logs must never show
         # the service clock unless a test brings its own
@@ -159,6 +162,7 @@ class Runtime:
                 # (a day's event ids to load) would let the next standby take the site
                 self._holding = asyncio.create_task(lease.hold(), name="lease")
                 store.fence(cfg.site.id, lease.holder, lease.standing.epoch)
+                await store.load_sessions()  # as the owner before us left them
                 began = self.clock()  # watched by another process until now
                 self.notifier.status(f"taking over site {cfg.site.id}: restoring")
             else:
@@ -206,6 +210,7 @@ class Runtime:
             if lease is not None:
                 if not self._fenced():
                     await lease.release()  # the standby takes over now, not in `ttl`
+                lease.gone()
                 await lease.close()
             await store.close()
             self.notifier.close()
@@ -220,7 +225,17 @@ class Runtime:
             return None
         from monitor.store_postgres import conninfo
 
-        return SiteLease(conninfo(cfg.url, cfg.password), self.config.site.id, ttl=cfg.lease)
+        return SiteLease(conninfo(cfg.url, cfg.password), self.config.site.id, ttl=cfg.lease,
+                         share=self._share)
+
+    async def _balance(self, lease: SiteLease) -> None:
+        """Give the site back when this process owns more than its share (`Share`)."""
+        while True:
+            await asyncio.sleep(lease.ttl)
+            if lease.share is not None and lease.share.surplus(lease.site):
+                log.info("site_handed_over", site=lease.site, owned=len(lease.share.owned),
+                         fair=lease.share.fair())
+                raise Handover(lease.site)
 
     async def _stand_by(self, lease: SiteLease, http: bool) -> None:
         """Hot standby until the lease is ours: /healthz 200, /readyz 503 standby; systemd's
@@ -237,7 +252,7 @@ class Runtime:
             watchdog = asyncio.create_task(feed(), name="sd-watchdog-standby")
         try:
             await stand_by(lease, self.config.http if http else None,
-                           self.metrics.render_async)
+                           self.metrics.render_async, self.config.mqtt)
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -299,8 +314,11 @@ class Runtime:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(store.run_writer(), name="store-writer")
-                if self._holding is not None:
+                if self.lease is not None:
+                    assert self._holding is not None  # since the takeover
                     tg.create_task(self._held(self._holding), name="lease")
+                    if self._share is not None:
+                        tg.create_task(self._balance(self.lease), name="balance")
                 tg.create_task(link.run(), name="mqtt")
                 tg.create_task(deadline_loop(self.clock, driver.next_deadline, driver.wake,
                                              driver.fire, "timer"), name="timers")

@@ -41,7 +41,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from monitor.lease import FENCED, LeaseLost
+from monitor.lease import FENCED, MEMBERS, LeaseLost
 from monitor.lease import SCHEMA as LEASE_SCHEMA
 from monitor.store_base import (
     DB_PASSWORD_ENV,
@@ -198,10 +198,10 @@ CREATE TABLE IF NOT EXISTS devices (
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 FIRST_MIGRATED = 3
 # the site's lease (`monitor.lease`) is PostgreSQL's alone: one SQLite file has one process
-_STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip()] + list(LEASE_SCHEMA)
+_STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip()] + [*LEASE_SCHEMA, MEMBERS]
 _SCHEMA_NAMES = frozenset(
     re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (\w+)",
-               SCHEMA + LEASE_SCHEMA[0]))
+               SCHEMA + LEASE_SCHEMA[0] + MEMBERS))
 
 
 def display(url: str) -> str:

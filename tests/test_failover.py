@@ -28,8 +28,9 @@ from monitor.lease import LeaseLost, SiteLease
 from monitor.store import Store
 from monitor.store_postgres import conninfo
 from tests.harness.broker import Mosquitto, Publish, free_port
+from tests.harness.caddy import Caddy, require_caddy
 from tests.harness.postgres import PASSWORD, Postgres, StoreAt
-from tests.harness.process import ServiceProcess
+from tests.harness.process import ROOT, ServiceProcess
 from tests.harness.receivers import Webhook
 from tests.harness.service import event, events_topic, eventually
 from tests.harness.site import Site, escalation, responder, webhook
@@ -90,6 +91,10 @@ async def standing_by(proc: ServiceProcess, timeout: float = 15.0) -> dict[str, 
         await asyncio.sleep(0.05)
 
 
+def mosquitto_log(mosquitto: Mosquitto) -> list[str]:
+    return mosquitto.log_text().splitlines()
+
+
 def log_lines(proc: ServiceProcess) -> list[dict[str, Any]]:
     lines = []
     for line in proc.log.read_text().splitlines():
@@ -128,10 +133,22 @@ async def test_the_standby_takes_over_a_killed_owner_mid_escalation(
     async with processes(a, b):
         a.start()
         await a.ready()
+        at = StoreAt("postgresql", postgres_url, PASSWORD)
+        # a session open when the standby starts, ended by the old owner before the switch
+        mqtt_publish(events_topic("b1"), event("occupancy", occupied=True, id="occ-1"))
+        await eventually(lambda: at.query("SELECT count(*) FROM sessions") == [(1,)])
         b.start()
         body = await standing_by(b)
+        mqtt_publish(events_topic("b1"), event("occupancy", occupied=False, id="occ-2"))
+        await eventually(lambda: at.query(
+            "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL") == [(1,)])
+        (ended,) = at.query("SELECT started_at, ended_at FROM sessions")
         assert body["site"] == site.id and body["owner"] is not None
         assert (await get(b, "/healthz"))[0] == 200
+        # its own connection to the broker, kept open while it stands by
+        await eventually(lambda: any(
+            "boothwatch-pair-standby-" in line for line in mosquitto_log(mosquitto)))
+        assert body["reasons"] == ["standby"]
         status, text = await get(b, "/metrics")
         assert status == 200 and f'boothwatch_site_owner{{site="{site.id}"}} 0.0' in text
         status, text = await get(a, "/metrics")
@@ -157,9 +174,9 @@ async def test_the_standby_takes_over_a_killed_owner_mid_escalation(
         keys = page_keys(hook)
         assert keys[(incident, 2, "ana")] == 1 and keys[(incident, 2, "rui")] == 1, keys
         assert keys[(incident, 1, "ana")] == 1, keys  # not sent again by the new owner
-        at = {(p["incident"], p["level"], p["responder"]): t
-              for p, t in zip(hook.pages, hook.received_at, strict=True)}
-        second = at[(incident, 2, "ana")]
+        arrived = {(p["incident"], p["level"], p["responder"]): t
+                   for p, t in zip(hook.pages, hook.received_at, strict=True)}
+        second = arrived[(incident, 2, "ana")]
         # on schedule: not before its time, and at once when it fell due during the switch
         assert second >= raised + 4 - 0.2
         assert second <= max(raised + 4, killed + took) + 1.5
@@ -168,6 +185,12 @@ async def test_the_standby_takes_over_a_killed_owner_mid_escalation(
         assert max(keys.values()) == 1, keys
         status, text = await get(b, "/metrics")
         assert f'boothwatch_lease_epoch{{site="{site.id}"}} 2.0' in text
+        # a new session under the new owner leaves the one the old owner ended as it was
+        mqtt_publish(events_topic("b1"), event("occupancy", occupied=True, id="occ-3"))
+        await eventually(lambda: at.query("SELECT count(*) FROM sessions") == [(2,)])
+        await asyncio.sleep(0.3)
+        assert at.query("SELECT started_at, ended_at FROM sessions ORDER BY started_at"
+                        )[0] == ended
 
 
 async def test_a_frozen_owner_that_wakes_up_sends_nothing_and_stands_down(
@@ -326,3 +349,136 @@ async def test_writes_of_a_process_that_lost_the_lease_are_refused(
         await first.close()
         await second.close()
         await store.close()
+
+
+async def test_three_processes_share_twelve_sites_and_take_over_a_dead_ones(
+    tmp_path: Path, mosquitto: Mosquitto, postgres: Postgres
+) -> None:
+    """`boothwatch run --config DIR` with twelve sites, in three processes: each owns
+    four; one killed, its sites are owned by the other two within 5 s, and every site
+    has exactly one owner throughout what the test reads."""
+    sites = [f"s{i:02}" for i in range(1, 13)]
+    urls = {s: postgres.database() for s in sites}
+    boxes = []
+    for name in ("a", "b", "c"):
+        directory = tmp_path / name / "sites"
+        directory.mkdir(parents=True)
+        ports = {}
+        for s in sites:
+            ports[s] = free_port()
+            site = Site(id=s, mqtt_port=mosquitto.port, store_url=urls[s],
+                        client_id=f"boothwatch-{s}", http_port=ports[s],
+                        booths=[{"id": "b1", "name": "Booth 1"}],
+                        store=Path("unused.db"))
+            site.document()
+            text = site.text().replace("[store]\n", '[store]\nlease = "1s"\n', 1)
+            (directory / f"{s}.toml").write_text(text)
+        proc = ServiceProcess(directory, 0, tmp_path / name / "service.log", env=ENV)
+        boxes.append((proc, ports))
+
+    async def owners() -> dict[str, list[str]]:
+        """site -> the boxes whose /readyz for it is 200."""
+        found: dict[str, list[str]] = {s: [] for s in sites}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            for (proc, ports), name in zip(boxes, "abc", strict=True):
+                if not proc.running:
+                    continue
+                for s in sites:
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with http.get(f"http://127.0.0.1:{ports[s]}/readyz") as resp:
+                            if resp.status == 200:
+                                found[s].append(name)
+        return found
+
+    def holders() -> dict[str, str]:
+        out = {}
+        for s in sites:
+            with psycopg_connect(postgres, urls[s]) as conn:
+                row = conn.execute("SELECT holder FROM lease WHERE expires_at > now()"
+                                   ).fetchone()
+                out[s] = row[0] if row else ""
+        return out
+
+    async with processes(*(p for p, _ in boxes)):
+        for proc, _ in boxes:
+            proc.start()
+        deadline = time.monotonic() + 60
+
+        async def balanced() -> dict[str, list[str]] | None:
+            found = await owners()
+            counts = Counter(owner for names in found.values() for owner in names)
+            if all(len(names) == 1 for names in found.values()) and \
+                    sorted(counts.values()) == [4, 4, 4]:
+                return found
+            return None
+
+        while (found := await balanced()) is None:
+            for proc, _ in boxes:
+                assert proc.running, proc.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, await owners()
+            await asyncio.sleep(0.5)
+        assert len(set(holders().values())) == 3
+        victim = boxes[0][0]
+        theirs = [s for s, names in found.items() if names == ["a"]]
+        victim.kill()
+        killed = time.monotonic()
+        while True:
+            found = await owners()
+            if all(len(names) == 1 for names in found.values()):
+                break
+            assert time.monotonic() - killed < 5, found
+            await asyncio.sleep(0.1)
+        assert all(found[s][0] in ("b", "c") for s in theirs)
+        # then the two share them evenly, each site with one owner at every look (a site
+        # handed over has none for a moment: the giver stops before the taker starts)
+        deadline = time.monotonic() + 30
+        while True:
+            found = await owners()
+            assert all(len(names) <= 1 for names in found.values()), found
+            counts = Counter(names[0] for names in found.values() if names)
+            if sorted(counts.values()) == [6, 6]:
+                break
+            assert time.monotonic() < deadline, counts
+            await asyncio.sleep(0.2)
+
+
+def psycopg_connect(postgres: Postgres, url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, password=PASSWORD, autocommit=True)
+
+
+async def test_the_shipped_pair_caddyfile_follows_the_owner(
+    tmp_path: Path, mosquitto: Mosquitto, hook: Webhook, postgres_url: str
+) -> None:
+    """deploy/pair/Caddyfile as shipped, in front of a pair: requests reach the owner
+    (the standby is never chosen), and after the owner is killed, the new one."""
+    site = pair_site(mosquitto, hook, postgres_url)
+    a, b = process(site, tmp_path, "a"), process(site, tmp_path, "b")
+    async with processes(a, b):
+        a.start()
+        await a.ready()
+        b.start()
+        await standing_by(b)
+        async with Caddy(tmp_path / "caddy", require_caddy(), "unused",
+                         caddyfile=ROOT / "deploy" / "pair" / "Caddyfile",
+                         env={"BOOTHWATCH_A": f"127.0.0.1:{a.http_port}",
+                              "BOOTHWATCH_B": f"127.0.0.1:{b.http_port}"}) as caddy:
+
+            async def through() -> tuple[int, Any]:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) \
+                        as http, http.get(f"{caddy.url}/api/booths",
+                                          ssl=caddy.ssl_context()) as resp:
+                    return resp.status, await resp.json()
+
+            async def owner_answers() -> bool:
+                status, body = await through()
+                return status == 200 and [x["booth"] for x in body] == ["b1", "b2"]
+
+            await eventually(owner_answers, timeout=10)
+            for _ in range(10):  # never the standby
+                assert await owner_answers()
+            a.kill()
+            killed = time.monotonic()
+            await eventually(owner_answers, timeout=15, every=0.2)
+            assert time.monotonic() - killed < 10
