@@ -488,7 +488,7 @@ def report(rounds: Sequence[Round], args: argparse.Namespace) -> bool:
 def report_backends(figures: Sequence[BackendFigures], args: argparse.Namespace) -> None:
     print(f"\nstore backends (bench/ingest.py --events {args.ingest_events} --booths "
           f"{args.ingest_booths}; bench/latency.py --booths {args.latency_presses}), "
-          "one run each, alternating:")
+          "one run each:")
     print(f"  {'':<11} {'ingest':>14} {'press->page p50':>17} {'p99':>10}")
     for f in figures:
         rate = "?" if f.rate is None else f"{f.rate:,.0f} ev/s"
