@@ -10,17 +10,27 @@ same address the owner's full service will answer once it takes over:
   box that answers 200;
 * ``GET /metrics``: ``boothwatch_site_owner`` 0 and the process's own metrics;
 * anything else 503 with ``Retry-After``: no booth is watched here, ask the owner.
+
+It also keeps a connection of its own to the site's broker (its client id with
+``-standby`` and the process's holder appended, no subscription, nothing kept by the
+broker; MQTT 5 only, as 3.1.1 has no session expiry) so that a standby that could not
+reach the broker says so long before it matters: ``/readyz`` adds the reason ``broker not
+connected``. It is closed before the owner's connection, with the site's own client id
+and session, opens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
-from monitor.core.settings import HttpConfig
+from devices.mqtt import MqttLink
+from monitor.core.settings import HttpConfig, MqttConfig
 from monitor.lease import SiteLease
 
 log = structlog.get_logger(__name__)
@@ -28,6 +38,7 @@ log = structlog.get_logger(__name__)
 Render = Callable[[], Awaitable[bytes]]
 LEASE: web.AppKey[SiteLease] = web.AppKey("lease", SiteLease)
 RENDER: web.AppKey[Render] = web.AppKey("render")
+LINK: web.AppKey[MqttLink | None] = web.AppKey("link")
 
 
 def _owner(lease: SiteLease) -> dict[str, object]:
@@ -40,7 +51,10 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    return web.json_response({"ready": False, "reasons": ["standby"],
+    link = request.app[LINK]
+    reasons = ["standby"] + (["broker not connected"]
+                             if link is not None and not link.connected else [])
+    return web.json_response({"ready": False, "reasons": reasons,
                               **_owner(request.app[LEASE])}, status=503)
 
 
@@ -59,10 +73,11 @@ async def _elsewhere(request: web.Request) -> web.Response:
         status=503, headers={"Retry-After": "1"})
 
 
-def app(lease: SiteLease, render: Render) -> web.Application:
+def app(lease: SiteLease, render: Render, link: MqttLink | None = None) -> web.Application:
     application = web.Application(client_max_size=64 * 1024)
     application[LEASE] = lease
     application[RENDER] = render
+    application[LINK] = link
     application.add_routes([
         web.get("/healthz", _healthz),
         web.get("/readyz", _readyz),
@@ -72,19 +87,33 @@ def app(lease: SiteLease, render: Render) -> web.Application:
     return application
 
 
-async def stand_by(lease: SiteLease, http: HttpConfig | None, render: Render) -> int:
-    """Answer as a standby on `http` (None: no HTTP) until the lease is ours; its epoch."""
+async def stand_by(lease: SiteLease, http: HttpConfig | None, render: Render,
+                   mqtt: MqttConfig | None = None) -> int:
+    """Answer as a standby on `http` (None: no HTTP), with a broker connection of its own
+    on `mqtt` (None: none), until the lease is ours; its epoch."""
     from monitor.http import listen  # the full service's HTTP: not needed to stand by
 
     log.info("standby", site=lease.site, holder=lease.holder)
+    link = linking = None
+    # MQTT 5 only: a 3.1.1 broker would keep a session for every standby's client id
+    if mqtt is not None and mqtt.protocol == "5":
+        link = MqttLink(dataclasses.replace(
+            mqtt, client_id=f"{mqtt.client_id}-standby-{lease.holder}"[:128],
+            session_expiry=0))
+        linking = asyncio.create_task(link.run(), name="mqtt-standby")
     runner = None
-    if http is not None:
-        runner = web.AppRunner(app(lease, render), access_log=None)
-        await runner.setup()
-        await listen(runner, http)
     try:
+        if http is not None:
+            runner = web.AppRunner(app(lease, render, link), access_log=None)
+            await runner.setup()
+            await listen(runner, http)
         return await lease.acquire()
     finally:
+        if linking is not None and link is not None:
+            linking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await linking
+            await link.close()
         if runner is not None:
             # the owner's service listens on the same address next
             await asyncio.shield(runner.cleanup())
