@@ -20,6 +20,7 @@ the others stop and the service exits, for systemd to restart it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import secrets
@@ -141,6 +142,7 @@ class Runtime:
         self._retry_delays = retry_delays
         self.started = asyncio.Event()
         self.lease: SiteLease | None = None
+        self._holding: asyncio.Task[None] | None = None  # the lease's renewals
 
     async def run(self, *, http: bool = True) -> None:
         """Run until cancelled; shut down cleanly (status offline, store flushed)."""
@@ -156,6 +158,9 @@ class Runtime:
                                     "process")
                 self.metrics.watch(lease.gauges)
                 await self._stand_by(lease, http)
+                # renewed from now on, not once restored: a restore longer than the ttl
+                # (a day's event ids to load) would let the next standby take the site
+                self._holding = asyncio.create_task(lease.hold(), name="lease")
                 store.fence(cfg.site.id, lease.holder, lease.standing.epoch)
                 await store.load_sessions()  # as the owner before us left them
                 began = self.clock()  # watched by another process until now
@@ -188,6 +193,10 @@ class Runtime:
                 with full_collections_timed():
                     await self._serve(store, session, http, began)
         finally:
+            if self._holding is not None:
+                self._holding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+                    await self._holding
             if self._fenced():
                 # another process owns the site: this one writes nothing more; the broker
                 # keeps every event it did not acknowledge for the new owner
@@ -248,6 +257,11 @@ class Runtime:
             if watchdog is not None:
                 watchdog.cancel()
 
+    @staticmethod
+    async def _held(holding: asyncio.Task[None]) -> None:
+        """The lease's renewals, running since the takeover: LeaseLost stops the service."""
+        await holding
+
     def _fenced(self) -> bool:
         """Has this process lost the site to another (it must write and send nothing)?"""
         return self.lease is not None and self.lease.standing.lost
@@ -301,7 +315,8 @@ class Runtime:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(store.run_writer(), name="store-writer")
                 if self.lease is not None:
-                    tg.create_task(self.lease.hold(), name="lease")
+                    assert self._holding is not None  # since the takeover
+                    tg.create_task(self._held(self._holding), name="lease")
                     if self._share is not None:
                         tg.create_task(self._balance(self.lease), name="balance")
                 tg.create_task(link.run(), name="mqtt")

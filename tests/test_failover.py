@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
+import tomli_w
 
 from monitor.lease import LeaseLost, SiteLease
 from monitor.store import Store
@@ -49,13 +51,19 @@ def pair_site(mosquitto: Mosquitto, hook: Webhook, url: str, *, step2: str = "4s
                 store=Path("unused.db"))
 
 
-def process(site: Site, workdir: Path, name: str) -> ServiceProcess:
-    """One box of the pair: the same site, its own HTTP port and log."""
+def process(site: Site, workdir: Path, name: str, *, lease: float | None = None
+            ) -> ServiceProcess:
+    """One box of the pair: the same site, its own HTTP port and log; ``lease``, the
+    ttl of ``[store] lease`` in seconds (default 3)."""
     site.http_port = free_port()
     box = workdir / name
     box.mkdir()
-    return ServiceProcess(site.write(box / "boothwatch.toml"), site.http_port,
-                          box / "service.log", env=ENV)
+    document = site.document()
+    if lease is not None:
+        document["store"]["lease"] = f"{lease:g}s"
+    config = box / "boothwatch.toml"
+    config.write_text(tomli_w.dumps(document), encoding="utf-8")
+    return ServiceProcess(config, site.http_port, box / "service.log", env=ENV)
 
 
 async def readyz(proc: ServiceProcess) -> tuple[int, dict[str, Any]]:
@@ -262,6 +270,55 @@ async def test_a_postgresql_restart_keeps_the_owner_paging(
         assert "standby" in (await readyz(b))[1]["reasons"]
         assert a.running and b.running
         assert len(hook.pages) == 1
+
+
+async def test_a_new_owner_renews_its_lease_while_it_restores(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish, hook: Webhook,
+    postgres_url: str
+) -> None:
+    """A restore that takes longer than the lease's ttl (a day's event ids to load, a busy
+    server: here the events table is locked for 3 ttl) must not cost the new owner the
+    site: it renews from the moment it takes the lease, so the other standby keeps
+    standing by instead of taking the site and restoring in turn (each owner standing
+    down in the middle of its restore, exit 75, and nobody paging meanwhile)."""
+    ttl = 1.0
+    site = pair_site(mosquitto, hook, postgres_url, step2="2s")
+    a, b, c = (process(site, tmp_path, name, lease=ttl) for name in "abc")
+    at = StoreAt("postgresql", postgres_url, PASSWORD)
+    async with processes(a, b, c):
+        a.start()
+        await a.ready()
+        b.start()
+        c.start()
+        await standing_by(b)
+        await standing_by(c)
+        mqtt_publish(events_topic("b1"), event("button", press="call", id="press-1"))
+        (first,) = await hook.wait(1)
+        await asyncio.sleep(0.5)  # the page is recorded as sent
+        async with await psycopg.AsyncConnection.connect(postgres_url,
+                                                         password=PASSWORD) as slow:
+            # every read of the restore waits (less than the store's lock_timeout, 5 s)
+            await slow.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            a.kill()
+            await eventually(lambda: at.query("SELECT epoch FROM lease") == [(2,)],
+                             timeout=10)
+            await asyncio.sleep(3 * ttl)  # the restore is still waiting
+            ((holder, epoch),) = at.query("SELECT holder, epoch FROM lease")
+            await slow.rollback()
+        assert epoch == 2, "the site changed hands while its new owner restored"
+        pid = int(holder.split(":")[1])  # holder_name(): host, pid, random
+        owner, standby = (b, c) if b.proc is not None and b.proc.pid == pid else (c, b)
+        await owner.ready(timeout=10)
+        await hook.wait(3, timeout=10)  # level 2, from the new owner
+        await asyncio.sleep(2 * ttl)  # a lost lease would show by now
+        assert b.running and c.running
+        assert (await standing_by(standby))["epoch"] == 2
+        assert not any(line.get("event") == "lease_lost"
+                       for proc in (b, c) for line in log_lines(proc))
+        keys = page_keys(hook)
+        incident = first["incident"]
+        assert keys == {(incident, 1, "ana"): 1, (incident, 2, "ana"): 1,
+                        (incident, 2, "rui"): 1}, keys
 
 
 async def test_writes_of_a_process_that_lost_the_lease_are_refused(
