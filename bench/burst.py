@@ -148,11 +148,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         await asyncio.sleep(args.settle)
 
         nonce = uuid.uuid4().hex[:8]
-        heard = 0.0
+        heard: dict[str, float] = {}
         if args.burst_kind == "silent":
             # every sensor heard from once: all fall silent `--silence` after it was read
-            heard = time.time()
-            await asyncio.to_thread(press_at_once, broker, availability(burst, "online"), burst)
+            heard = await asyncio.to_thread(press_at_once, broker,
+                                            availability(burst, "online"), burst)
         # the connection to the receiver is open before anything is measured
         sent_before = await asyncio.to_thread(press_spaced, broker, before, args.interval, nonce)
         await receiver.wait_for(before, timeout=30)
@@ -162,7 +162,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
             return 1
 
         if args.burst_kind == "silent":
-            wait = heard + args.silence - args.lead - time.time()
+            wait = min(heard.values()) + args.silence - args.lead - time.time()
             if wait < 0:
                 print(f"burst: --silence {args.silence:g} s too short for the probes before")
                 return 1
@@ -207,11 +207,18 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         if paged and sent_burst:
             print(f"  first press -> last page at the webhook:  {max(paged) - first:.3f} s"
                   f"  (all {len(paged)} pages)")
+        # a sensor is due (offline) `--silence` after it was read: no earlier than published
+        due = {b: t + args.silence for b, t in heard.items()}
+        if paged and due:
+            print(f"  first sensor due -> last page at the webhook: "
+                  f"{max(paged) - min(due.values()):.3f} s  (all {len(paged)} pages)")
         if paged and incidents:
             print(f"  first raised -> last page at the webhook: "
                   f"{max(paged) - first_raised:.3f} s  (all {len(paged)} pages)")
         if sent_burst:
             print(f"  press -> page, burst:        {summarise(latencies(receiver, sent_burst))}")
+        if due:
+            print(f"  due -> page, burst:          {summarise(latencies(receiver, due))}")
         print(f"  raised -> page, burst:       {summarise(latencies(receiver, incidents))}")
         print(f"other booths' calls, {args.interval * 1000:g} ms apart:")
         print(f"  before the burst:            {summarise(latencies(receiver, sent_before))}")
