@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from monitor import __version__, envfile, exits
+from monitor import __version__, envfile, exits, startup
 from monitor.access import User
 from monitor.config import ConfigError, load_config
 from monitor.config.host import Host
@@ -156,6 +156,7 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
             print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
             return 0
         case "run":
+            startup.mark("imports")
             configure(log_format or "json")
             try:
                 config = load_config(args.config)
@@ -163,8 +164,10 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
                 for problem in exc.problems:
                     print(f"config: {problem}", file=sys.stderr)
                 return exits.CONFIG
+            startup.mark("config")
             from monitor.runtime import Runtime
 
+            startup.mark("runtime_imports")
             return _run_until_signal(Runtime(config).run())
         case "demo":
             from monitor.demo import run_demo

@@ -33,7 +33,7 @@ from alerts.delivery import after_pages
 from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
-from monitor import i18n
+from monitor import i18n, startup
 from monitor.api import TOKEN_ENV, Api
 from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
@@ -135,6 +135,7 @@ class Runtime:
         self.notifier = Notifier(self.env)  # systemd: READY, WATCHDOG, STATUS, STOPPING
         self._retry_delays = retry_delays
         self.started = asyncio.Event()
+        startup.mark("runtime_built")
 
     async def run(self, *, http: bool = True) -> None:
         """Run until cancelled; shut down cleanly (status offline, store flushed)."""
@@ -142,6 +143,7 @@ class Runtime:
         began = self.clock()  # nothing is watched from here until the link is up
         self.notifier.status("starting: opening the store")
         store = self.store = await Store.open(cfg.store.where, password=cfg.store.password)
+        startup.mark("store_open")
         try:
             if isinstance(self.clock, ServiceClock):
                 start_clock(self.clock, await store.latest_time())
@@ -155,11 +157,13 @@ class Runtime:
             self.stations = Stations(secret, self.env.get(STATION_PASSWORD_ENV))
             now = self.clock()
             self.used_links.load(await store.used_ack_links(now - cfg.http.ack_link_ttl))
-            self.core.restore(booths=await store.load_booths(),
-                              incidents=await store.load_open_incidents(),
-                              devices=await store.load_devices(),
-                              duty=await store.load_duty(), now=now)
+            booths, incidents = await store.load_booths(), await store.load_open_incidents()
+            devices, duty = await store.load_devices(), await store.load_duty()
+            startup.mark("store_loaded")
+            self.core.restore(booths=booths, incidents=incidents, devices=devices, duty=duty,
+                              now=now)
             self.core.start(now)
+            startup.mark("restored")
             # what start-up built (the config, the booths, the imported modules) lives as
             # long as the process: out of the collector's sight, every collection on the
             # ingest path walks only what events make (bench/ingest.py: ~5% more events/s)
@@ -246,8 +250,10 @@ class Runtime:
                     tg.create_task(board.watch_duty(), name="board-duty")
                 await paging.resend_unsent()
                 driver.wake.set()  # fire whatever fell due while we were down
+                startup.mark("serving")
                 log.info("started", site=cfg.site.id, booths=len(cfg.booths),
                          open_incidents=len(self.core.incidents))
+                log.info("startup", phases_ms=startup.phases())
                 self.started.set()
                 health.serving()
         finally:
