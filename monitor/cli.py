@@ -25,7 +25,32 @@ from monitor.summary import summary, warnings
 log = structlog.get_logger("monitor.cli")
 
 
-def _parser() -> argparse.ArgumentParser:
+_COMMANDS = ("run", "check-config", "config-schema", "demo", "sim", "test-page", "test-booth",
+             "report")
+#: commands whose options need a module that is slow to import (the simulator's scenarios,
+#: the report's figures): another command's parser leaves their options out
+_HEAVY = ("sim", "report")
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command `argv` names, None if none: the first word that is one, skipping the
+    value of --log-format (the only option before a command that takes one)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--log-format":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; for the command `only` (but sim and report), the options of
+    sim and report are left out, and their modules not imported (`boothwatch run` starts
+    sooner: bench/restart.py)."""
+    full = only is None or only in _HEAVY or only not in _COMMANDS
     # options that work before or after the command: every command's parser has them too,
     # with no default there, so one given before the command is not overwritten
     anywhere = argparse.ArgumentParser(add_help=False)
@@ -76,27 +101,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="timer scale: 2 halves every demo threshold")
     demo.add_argument("--verbose", action="store_true",
                       help="the service's logs on stderr (default: a file the banner names)")
-    from devices.simulator import DEFAULT_RATE, FORMATS, SCENARIOS
-
     sim = command("sim", "simulated booth devices publishing to a broker",
                   "What the devices of booths b1..bN would publish, in the format of one "
                   "firmware; a summary every few seconds; Ctrl-C stops it.")
-    sim.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL",
-                     help="broker (default mqtt://127.0.0.1:1883; mqtt://user:pass@host too)")
-    sim.add_argument("--site", metavar="ID", help="site id, for canonical topics")
-    sim.add_argument("--booths", type=int, required=True, metavar="N")
-    sim.add_argument("--format", required=True, choices=FORMATS)
-    sim.add_argument("--scenario", choices=SCENARIOS)
-    sim.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
-                     help=f"load: messages a second over all booths (default {DEFAULT_RATE:g})")
-    sim.add_argument("--speed", type=float, default=1.0, metavar="X",
-                     help="compress time: every offset divided by X")
-    sim.add_argument("--duration", type=float, default=None, metavar="S",
-                     help="stop after S seconds (default: when done; load runs until Ctrl-C)")
-    sim.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
-                     help="MQTT version (default 5: only MQTT 5 says when a publish is refused)")
-    sim.add_argument("--print-devices", action="store_true",
-                     help="print the [[booths]] and [[devices]] TOML for a config, and exit")
+    if full:
+        _sim_options(sim)
     test_page = command(
         "test-page", "send a clearly marked test page through the real channels",
         "Like a fire-alarm test: one test page to the responder on each of their channels "
@@ -119,16 +128,39 @@ def _parser() -> argparse.ArgumentParser:
                             help="the person testing: told of each trigger on their channels")
     test_booth.add_argument("--call-wait", type=float, default=120.0, metavar="S",
                             help="seconds to wait for the call button (default 120)")
-    from monitor import report_cli
-
-    report_cli.add_arguments(command(
+    report = command(
         "report", "incidents and response times from the store (table, CSV, JSON)",
         "Reads the store (read-only; a SQLite file or PostgreSQL): incidents raised in "
         "[--from, --to), of some "
         "booths and triggers, grouped by one key or several; response-time percentiles, "
         "outcomes, pages; the incidents behind each group; alarm fatigue; the longest "
-        "incidents with their timeline. Shifts: --shifts, else the roster's."))
+        "incidents with their timeline. Shifts: --shifts, else the roster's.")
+    if full:
+        from monitor import report_cli
+
+        report_cli.add_arguments(report)
     return parser
+
+
+def _sim_options(sim: argparse.ArgumentParser) -> None:
+    from devices.simulator import DEFAULT_RATE, FORMATS, SCENARIOS
+
+    sim.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL",
+                     help="broker (default mqtt://127.0.0.1:1883; mqtt://user:pass@host too)")
+    sim.add_argument("--site", metavar="ID", help="site id, for canonical topics")
+    sim.add_argument("--booths", type=int, required=True, metavar="N")
+    sim.add_argument("--format", required=True, choices=FORMATS)
+    sim.add_argument("--scenario", choices=SCENARIOS)
+    sim.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
+                     help=f"load: messages a second over all booths (default {DEFAULT_RATE:g})")
+    sim.add_argument("--speed", type=float, default=1.0, metavar="X",
+                     help="compress time: every offset divided by X")
+    sim.add_argument("--duration", type=float, default=None, metavar="S",
+                     help="stop after S seconds (default: when done; load runs until Ctrl-C)")
+    sim.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
+                     help="MQTT version (default 5: only MQTT 5 says when a publish is refused)")
+    sim.add_argument("--print-devices", action="store_true",
+                     help="print the [[booths]] and [[devices]] TOML for a config, and exit")
 
 
 #: the services: a closed stderr there is a fault to see, never a reader who left
@@ -136,7 +168,8 @@ SERVICES = frozenset({"run", "demo"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(_command_of(argv)).parse_args(argv)
     log_format = getattr(args, "log_format", None)
     if args.command in SERVICES:
         return _command(args, log_format)

@@ -74,6 +74,8 @@ from monitor.topics import Topics
 
 log = structlog.get_logger(__name__)
 
+REPUBLISH_SLICE = 250  # booth states published on connect per loop turn (~8 ms of the loop)
+
 
 class Publisher:
     """The driver's publish port: a booth's retained state, an incident's change, duty.
@@ -272,8 +274,20 @@ class Runtime:
         if self.mqtt.generation > 1:
             self.metrics.broker_reconnects.inc()
         self.mqtt.publish(self.topics.status, b"online", retain=True)
-        for view in self.core.booth_views():
-            publisher.booth(view)  # QoS 0: whatever a broken link lost, send again
+        # every booth's state (QoS 0: whatever a broken link lost, send again), a slice a
+        # loop turn: at 10,000 booths all at once held the loop for 0.4 s, and with it the
+        # subscription's acknowledgement (/readyz), pages and the events kept for us
+        self._republish(publisher, self.mqtt.generation, 0)
+
+    def _republish(self, publisher: Publisher, generation: int, start: int) -> None:
+        if generation != self.mqtt.generation:
+            return  # connected again meanwhile: that connection sends them all
+        views = self.core.booth_views()  # as they are now: a booth changed since is newer
+        for view in views[start:start + REPUBLISH_SLICE]:
+            publisher.booth(view)
+        if start + REPUBLISH_SLICE < len(views):
+            asyncio.get_running_loop().call_soon(self._republish, publisher, generation,
+                                                 start + REPUBLISH_SLICE)
 
     # what tests and the demo read of a running service
     def booths_json(self) -> list[dict[str, object]]:
