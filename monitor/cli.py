@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
+import gc
 import os
-import signal
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from monitor import __version__, envfile, exits, startup
-from monitor.access import User
-from monitor.config import ConfigError, load_config
-from monitor.config.host import Host
+# light: what the service imports comes in `main`, once the collector is off (see there)
+from monitor import __version__, exits, startup
 from monitor.exits import OperatorError
-from monitor.logs import LogFormat, configure
-from monitor.summary import summary, warnings
 
-log = structlog.get_logger("monitor.cli")
+if TYPE_CHECKING:
+    from monitor.logs import LogFormat
 
 
 _COMMANDS = ("run", "check-config", "config-schema", "demo", "sim", "test-page", "test-booth",
@@ -169,21 +162,36 @@ SERVICES = frozenset({"run", "demo"})
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser(_command_of(argv)).parse_args(argv)
-    log_format = getattr(args, "log_format", None)
-    if args.command in SERVICES:
-        return _command(args, log_format)
-    status = exits.STOPPED
-    with _reader_may_leave():
-        status = _command(args, log_format)
-    return status
+    command = _command_of(argv)
+    if command == "run":
+        # Start-up imports, checks and restores ~10^6 objects that live as long as the
+        # process: the cyclic collector would walk them again and again (a fifth of the
+        # start at 10,000 booths, bench/restart.py). Runtime.run enables it once they are
+        # collected once and frozen.
+        gc.disable()
+    try:
+        args = _parser(command).parse_args(argv)
+        log_format = getattr(args, "log_format", None)
+        if args.command in SERVICES:
+            return _command(args, log_format)
+        status = exits.STOPPED
+        with _reader_may_leave():
+            status = _command(args, log_format)
+        return status
+    finally:
+        gc.enable()
 
 
 def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
+    from monitor.config import ConfigError, load_config
+    from monitor.logs import configure
+
     match args.command:
         case "check-config":
             return _check_config(args.file, args.env_file, args.user)
         case "config-schema":
+            import json
+
             from monitor.config.schema import json_schema
 
             print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
@@ -247,6 +255,12 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
 
 def _check_config(file: str, env_file: str | None, user_name: str | None) -> int:
     """check-config: the config, and what the service will need of this box."""
+    from monitor import envfile
+    from monitor.access import User
+    from monitor.config import ConfigError, load_config
+    from monitor.config.host import Host
+    from monitor.summary import summary, warnings
+
     env: dict[str, str] = dict(os.environ)
     problems: list[str] = []
     if env_file is not None:
@@ -300,6 +314,8 @@ def _reader_may_leave() -> Iterator[None]:
 def _run_until_signal(coro: Coroutine[Any, Any, None]) -> int:
     """Run ``coro``; SIGTERM or SIGINT cancels it cleanly and the process exits 0; an
     operator's mistake ends it with one log line and its own status, never a traceback."""
+    import asyncio
+    import signal
 
     async def runner() -> None:
         task = asyncio.current_task()
@@ -319,8 +335,10 @@ def _run_until_signal(coro: Coroutine[Any, Any, None]) -> int:
         if mistakes is None:
             raise
         mistake = _first(mistakes)
-        log.critical("cannot_run", problem=str(mistake), exit_status=mistake.status,
-                     **mistake.context)
+        import structlog
+
+        structlog.get_logger("monitor.cli").critical(
+            "cannot_run", problem=str(mistake), exit_status=mistake.status, **mistake.context)
         if bugs is not None:
             raise bugs from None
         return mistake.status

@@ -171,6 +171,7 @@ class Runtime:
             # ingest path walks only what events make (bench/ingest.py: ~5% more events/s)
             gc.collect()
             gc.freeze()
+            gc.enable()  # `boothwatch run` starts with it off (monitor/cli.py)
             async with client_session() as session:
                 with full_collections_timed():
                     await self._serve(store, session, http, began)
