@@ -46,7 +46,7 @@ from monitor.core.site import SiteCore
 from monitor.driver import Driver
 from monitor.health import Health
 from monitor.http import serve
-from monitor.ingest import DEDUPE_WINDOW, RECEIVE_MAXIMUM, Ingest
+from monitor.ingest import DEDUPE_MEMORY, DEDUPE_WINDOW, RECEIVE_MAXIMUM, Ingest
 from monitor.logs import protect
 from monitor.metrics import (
     Metrics,
@@ -168,8 +168,10 @@ class Runtime:
             startup.mark("restored")
             # what start-up built (the config, the booths, the imported modules) lives as
             # long as the process: out of the collector's sight, every collection on the
-            # ingest path walks only what events make (bench/ingest.py: ~5% more events/s)
-            gc.collect()
+            # ingest path walks only what events make (bench/ingest.py: ~5% more events/s).
+            # Frozen without a collection first: its garbage is ~2,000 objects the imports
+            # left, and at 10,000 booths a full collection walked 10^6 objects for 90 ms
+            # of the start (bench/restart.py).
             gc.freeze()
             gc.enable()  # `boothwatch run` starts with it off (monitor/cli.py)
             async with client_session() as session:
@@ -206,7 +208,7 @@ class Runtime:
         self.driver = driver = Driver(self.core, store=store, publish=publisher, pages=paging,
                                       observe=observer)
         ingest = self.ingest = Ingest(cfg, driver, store, link, self.metrics, self.clock)
-        ingest.remember(await store.event_ids_since(self.clock() - DEDUPE_WINDOW))
+        ingest.remember(await store.event_ids_since(self.clock() - DEDUPE_WINDOW, DEDUPE_MEMORY))
         health = self.health = Health(cfg, core=self.core, link=link, store=store,
                                       paging=paging, notifier=self.notifier, clock=self.clock,
                                       down_since=began)
