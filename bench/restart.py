@@ -76,7 +76,10 @@ TARGET_RSS = 150.0  # MiB
 STEP2, STEP3 = 3.0, 6.0  # the high policy's steps after the first
 PROBE_STILLNESS = 8.0  # the stillness probes' threshold
 FAST = "4s"  # the thresholds of the booths that raise the store's incidents
-ON_TIME = 0.1  # a timer's page within this of its deadline (of the start) is on time
+# a timer's page within this of its deadline (of /readyz, when due while down) counts as
+# re-armed on time: one re-armed from the restart instead would be seconds late; how late
+# timers fire under load is bench/timers.py's to measure
+ON_TIME = 0.25
 
 
 def topic(booth_id: str) -> str:
