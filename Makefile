@@ -93,6 +93,7 @@ bench: install-test servers
 	$(BIN)/python bench/restart.py
 	$(BIN)/python bench/channels.py
 	$(BIN)/python bench/board.py
+	$(BIN)/python bench/failover.py
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

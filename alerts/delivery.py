@@ -151,6 +151,13 @@ class _Job:
     waiting: bool = False  # in a retry sleep, so cancelling the task interrupts no attempt
 
 
+class Gate(Protocol):
+    """May this process send now (`monitor.lease`: it still owns the site)?"""
+
+    def permit(self) -> bool: ...
+    async def settle(self) -> bool: ...
+
+
 class Dispatcher:
     """Delivers pages in the background, one task per `Delivery`, with fallback and retries.
 
@@ -170,6 +177,7 @@ class Dispatcher:
         on_failed: Callable[[Delivery, str], None],
         retry_delays: Sequence[float] = (0.5, 1, 2, 4, 8),
         jitter: float = 0.1,
+        gate: Gate | None = None,
     ) -> None:
         if any(not delay >= 0 for delay in retry_delays):
             raise ValueError(f"retry delays must be >= 0, got {retry_delays!r}")
@@ -180,6 +188,7 @@ class Dispatcher:
         self._on_failed = on_failed
         self._retry_delays = tuple(float(delay) for delay in retry_delays)
         self._jitter = jitter
+        self._gate = gate
         self._jobs: set[_Job] = set()
 
     @property
@@ -241,6 +250,11 @@ class Dispatcher:
         for round_ in range(1, rounds + 1):
             for position, name in enumerate(delivery.channels):
                 if job.stopped:
+                    return
+                if self._gate is not None and not self._gate.permit() \
+                        and not await self._gate.settle():
+                    # another process owns the site now: it has this page in the outbox
+                    log.warning("page left to the site's new owner", **_ids(delivery))
                     return
                 number += 1
                 channel = self._channels.get(name)

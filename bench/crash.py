@@ -6,7 +6,9 @@ session; 1-3 kills per trial at random points, each with a random downtime) agai
 one Mosquitto of our own, and prints what was checked and what diverged. Trial *i* uses
 seed ``--seed + i``; a failed trial prints its seed, the kill plan, what diverged and
 its timeline, and ``--trials 1 --seed S`` plays the same plan again (the processes'
-timing is real, so the moments differ by milliseconds). Exit 1 when a trial failed.
+timing is real, so the moments differ by milliseconds). Exit 1 when a trial failed; a
+ghost incident (a page naming an id the store never had) is a failure. ``--src DIR``
+runs the service from another copy of the packages (e.g. main, to compare).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import percentile
+from bench.harness import add_src_option, percentile
 from tests.harness.broker import Mosquitto
 from tests.harness.crash import TrialResult, run_trials
 
@@ -57,7 +59,7 @@ def summary(results: list[TrialResult], wall: float) -> str:
         f"pages received:           {total('pages_received')}",
         f"pages duplicated:         {total('duplicates')}  (each across a crash)",
         f"ghost incidents:          {total('ghost_incidents')}  (paged, killed before "
-        "the commit, raised again under a new id on redelivery)",
+        "the commit, raised again under another id: target 0)",
         f"acks repeated:            {total('reacks')}  (the first named a ghost incident)",
         f"ghost links offered:      {total('offers_taken')}  (a link to a ghost incident "
         "acknowledged the alarm raised again, through its page's offer)",
@@ -75,6 +77,7 @@ async def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep every trial's files")
     parser.add_argument("--verbose", action="store_true",
                         help="print every trial's kill plan and timeline")
+    add_src_option(parser)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="boothwatch-crash-"))
     broker = Mosquitto(workdir / "mosquitto")
@@ -93,7 +96,8 @@ async def main() -> int:
 
     try:
         results = await run_trials(range(args.seed, args.seed + args.trials),
-                                   (broker.host, broker.port), workdir, progress)
+                                   (broker.host, broker.port), workdir, progress,
+                                   src=args.src.resolve())
     finally:
         broker.stop()
     print(summary(results, time.monotonic() - started))

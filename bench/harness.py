@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import re
@@ -22,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -381,6 +383,57 @@ class Service:
             return 0
         return self.stderr_path.read_text(encoding="utf-8", errors="replace").count(word)
 
+    def kill(self) -> float:
+        """SIGKILL now and reap the process; ``time.time()`` just after the signal went.
+        `start` runs it again (its log goes on in the same file)."""
+        process, self.process = self.process, None
+        assert process is not None and process.poll() is None, "not running"
+        process.send_signal(signal.SIGKILL)
+        killed = time.time()
+        process.wait()
+        for f in self._files:
+            f.close()
+        self._files = []
+        return killed
+
+    def readyz(self, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
+        """GET /readyz: its status and JSON body (0 and {} when nothing answers)."""
+        try:
+            with urllib.request.urlopen(self.base + "/readyz", timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except ValueError:
+                return exc.code, {}
+        except (urllib.error.URLError, OSError, ValueError):
+            return 0, {}
+
+    def wait_standby(self, timeout: float = 60.0) -> float:
+        """Poll GET /readyz until it answers 503 ``standby`` naming an owner (another
+        process holds the site's lease, `monitor.standby`); the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() < started + timeout:
+            self.check_alive()
+            status, body = self.readyz()
+            if status == 503 and "standby" in body.get("reasons", ()) and body.get("owner"):
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise RuntimeError(f"service not standing by within {timeout} s:\n"
+                           f"{self.stderr_tail()}")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The service's JSON log lines so far (every run of it), parsed."""
+        if not self.stderr_path.exists():
+            return []
+        lines = []
+        for line in self.stderr_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(line)
+                if isinstance(parsed, dict):
+                    lines.append(parsed)
+        return lines
+
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait (SIGKILL after ``timeout``); the exit code, None if never started."""
         process, self.process = self.process, None
@@ -424,3 +477,56 @@ def broker_line(broker: Broker) -> str:
     note = "" if not broker.overrides else f"  [overridden: {broker.overrides}]"
     config = "Mosquitto's defaults" if broker.plain else "deploy config"
     return f"broker: mosquitto {broker.host}:{broker.port} ({config})  {shown}{note}"
+
+
+# --------------------------------------------------------------------------- backends
+
+_RATE = re.compile(r"^ingest rate:\s+([\d,]+) events/s", re.MULTILINE)
+_LATENCY = re.compile(r"^press -> page \(service\):.*?p50 ([\d.]+)\s+p90 ([\d.]+)\s+"
+                      r"p99 ([\d.]+)", re.MULTILINE)
+
+
+@dataclass
+class BackendFigures:
+    """What bench/ingest.py and bench/latency.py measured on one store backend."""
+
+    backend: str
+    rate: float | None = None  # events/s stored and acknowledged
+    p50: float | None = None  # press to page, ms
+    p99: float | None = None
+    failures: list[str] = field(default_factory=list)  # "ingest.py: exit 1", ...
+
+
+def backend_figures(backend: str, *, events: int, booths: int, presses: int,
+                    src: Path = REPO, log: Path | None = None) -> BackendFigures:
+    """Run bench/ingest.py (``events`` events over ``booths`` booths) and bench/latency.py
+    (``presses`` presses, one per booth) with the store on ``backend``, each as a process
+    of its own with its own broker, service and store; their figures. Their whole output
+    is appended to ``log`` when given."""
+    figures = BackendFigures(backend)
+    bench = REPO / "bench"
+    python = REPO / ".venv" / "bin" / "python"
+    exe = str(python) if python.exists() else sys.executable
+    runs = (("ingest.py", "--events", str(events), "--booths", str(booths)),
+            ("latency.py", "--booths", str(presses)))
+    for script, *args in runs:
+        argv = [exe, str(bench / script), "--backend", backend, "--src", str(src), *args]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=900,
+                                  check=False)
+            out, code = done.stdout, done.returncode
+            err = done.stderr
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+            code, err = -1, "timed out after 900 s"
+        if log is not None:
+            with log.open("a", encoding="utf-8") as f:
+                f.write(f"$ {' '.join(argv)}\n{out}{err}\n(exit {code})\n\n")
+        if code != 0:
+            figures.failures.append(f"{script} --backend {backend}: exit {code}")
+        rate, latency = _RATE.search(out), _LATENCY.search(out)
+        if rate is not None:
+            figures.rate = float(rate.group(1).replace(",", ""))
+        if latency is not None:
+            figures.p50, figures.p99 = float(latency[1]), float(latency[3])
+    return figures

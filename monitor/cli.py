@@ -8,6 +8,7 @@ import gc
 import os
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # light: what the service imports comes in `main`, once the collector is off (see there)
@@ -66,7 +67,8 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     run = command("run", "run the service in the foreground",
                   "SIGTERM or SIGINT stops it cleanly (exit 0). Exit 2: the config has a "
                   "problem; 73: the store cannot be opened; 69: the HTTP address cannot be "
-                  "listened on (docs/reference/cli.md).")
+                  "listened on; 75: another process took the site's lease (PostgreSQL; "
+                  "docs/reference/cli.md). --config DIR runs every site in DIR/*.toml.")
     run.add_argument("--config", required=True, metavar="FILE")
     check = command(
         "check-config", "check a config file, and what the service will need, and summarise it",
@@ -199,6 +201,9 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
         case "run":
             startup.mark("imports")
             configure(log_format or "json")
+            if Path(args.config).is_dir():
+                startup.off()  # several runtimes at once: their phases would mix
+                return _run_sites(Path(args.config))
             try:
                 config = load_config(args.config)
             except ConfigError as exc:
@@ -309,6 +314,37 @@ def _reader_may_leave() -> Iterator[None]:
         for stream in (sys.stdout, sys.stderr):
             os.dup2(devnull, stream.fileno())
         os.close(devnull)
+
+
+def _run_sites(directory: Path) -> int:
+    """`run --config DIR`: every site of the directory in this process (`monitor.sites`);
+    every problem of every file first, each named by its file."""
+    from monitor.config import ConfigError, load_config
+    from monitor.sites import run_sites, site_files
+
+    files = site_files(directory)
+    problems = [] if files else [f"{directory}: no *.toml site config in it"]
+    configs = []
+    for path in files:
+        try:
+            configs.append(load_config(path))
+        except ConfigError as exc:
+            problems += [f"{path.name}: {problem}" for problem in exc.problems]
+    for what, key in (("site.id", lambda c: c.site.id),
+                      ("mqtt.client_id", lambda c: c.mqtt.client_id),
+                      ("http.listen", lambda c: (c.http.host, c.http.port))):
+        seen: dict[object, str] = {}
+        for path, config in zip(files, configs, strict=False):
+            value = key(config)
+            if value in seen:
+                problems.append(f"{path.name}: {what}: the same as in {seen[value]}; each "
+                                "site needs its own")
+            seen.setdefault(value, path.name)
+    if problems:
+        for problem in problems:
+            print(f"config: {problem}", file=sys.stderr)
+        return exits.CONFIG
+    return _run_until_signal(run_sites(configs))
 
 
 def _run_until_signal(coro: Coroutine[Any, Any, None]) -> int:

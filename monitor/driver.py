@@ -88,9 +88,10 @@ class Driver:
         self.wake = asyncio.Event()  # set when an event moved the next deadline earlier
         self._armed: float | None = None  # the deadline the timer task sleeps towards
 
-    def handle(self, event: Event, now: float) -> Handled:
-        """Apply ``event`` at ``now``; raises what the core raises (unknown incident...)."""
-        commands = self.core.handle(event, now)
+    def handle(self, event: Event, now: float, cause: str | bytes | None = None) -> Handled:
+        """Apply ``event`` at ``now``; raises what the core raises (unknown incident...).
+        ``cause``: the MQTT message's event id, or its payload (see `SiteCore.handle`)."""
+        commands = self.core.handle(event, now, cause)
         stored = self.execute(commands, now)
         self.rearm()
         return Handled(commands, stored)

@@ -59,7 +59,7 @@ from monitor.core.events import (
 from monitor.core.incident import IllegalTransition, OutcomeRecorded, Trigger
 from monitor.core.roster import UnknownResponder
 from monitor.core.selftest import channel_of
-from monitor.core.settings import RISKS, ROUTES
+from monitor.core.settings import RISKS, ROUTES, HttpConfig
 from monitor.core.site import BadRequest, BoothBusy, UnknownBooth, UnknownIncident
 from monitor.core.words import N_, reasons
 from monitor.exits import UNAVAILABLE, OperatorError
@@ -135,7 +135,16 @@ async def serve(api: Api) -> None:
     """Serve until cancelled."""
     runner = web.AppRunner(make_app(api), access_log=None)
     await runner.setup()
-    cfg = api.config.http
+    await listen(runner, api.config.http)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+async def listen(runner: web.AppRunner, cfg: HttpConfig) -> None:
+    """Listen on ``[http] listen`` (the full service, or a standby's few answers); the
+    runner cleaned up and `ListenFailed` if the address cannot be had."""
     site = web.TCPSite(runner, cfg.host, cfg.port)
     try:
         await site.start()
@@ -147,10 +156,6 @@ async def serve(api: Api) -> None:
                               if exc.errno == errno.EADDRINUSE else ""),
                            address=address) from exc
     log.info("http_listening", host=cfg.host, port=cfg.port)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
 
 
 #: paths under /api/ and /board/ that anyone may reach

@@ -12,7 +12,8 @@ event id seen before, or a redelivery of a message seen before), then goes to th
 driver. The event joins the store's current batch, and the message is acknowledged
 to the broker only when that batch has committed. A crash before the commit means
 the broker redelivers, the core sees the event again, and at worst a page goes out
-twice, never zero times. Garbage is counted by reason, logged at most once a
+twice, never zero times, naming the same incident (the event id, or the payload, is
+the incident id's cause: `monitor/core/ids.py`). Garbage is counted by reason, logged at most once a
 minute per topic and reason, and acknowledged (nothing to store): the other booths
 never notice.
 """
@@ -222,7 +223,9 @@ class Ingest:
             return
         # the core first: a page's delivery task is then queued before the store writer
         # wakes, so the page leaves before the batch is built
-        self._driver.handle(parsed.event, now)
+        # what a redelivery repeats, so an incident raised again after a crash keeps its id
+        cause = parsed.event_id or payload
+        self._driver.handle(parsed.event, now, cause)
         stored = self._store.add_event(
             EventRow(booth=booth, kind=kind, event_id=parsed.event_id, device=parsed.device,
                      ts=parsed.ts, received_at=now, payload=msg.payload.decode())
@@ -233,7 +236,8 @@ class Ingest:
         if parsed.device in self._canonical_devices:
             # a canonical device's health: any event is a sign of life, a heartbeat its battery
             battery = parsed.event.battery if isinstance(parsed.event, Heartbeat) else None
-            self._driver.handle(DeviceReading(parsed.device, Reading(battery=battery)), now)
+            self._driver.handle(DeviceReading(parsed.device, Reading(battery=battery)), now,
+                                cause)
         self._metrics.count(self._metrics.events, kind, "accepted")
         self.last_event_at = now
 
@@ -286,7 +290,8 @@ class Ingest:
                                 reason=decoded.reason, detail=decoded.detail)
                 continue
             for reading in decoded:
-                handled = self._driver.handle(DeviceReading(device.id, reading, retained), now)
+                handled = self._driver.handle(DeviceReading(device.id, reading, retained), now,
+                                              payload)
                 if any(not isinstance(c, DeviceChanged) for c in handled.commands):
                     # it changed something: keep the message itself for the record
                     self._store.add_event(EventRow(

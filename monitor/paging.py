@@ -29,7 +29,7 @@ import aiohttp
 import structlog
 from ulid import ULID
 
-from alerts.delivery import Attempt, Delivery, DeliveryError, DeliveryKind, Dispatcher
+from alerts.delivery import Attempt, Delivery, DeliveryError, DeliveryKind, Dispatcher, Gate
 from alerts.factory import build_channels
 from alerts.receipts import ReceiptWatcher
 from alerts.tokens import AckTokens
@@ -53,7 +53,8 @@ Tell = Callable[[Event, float], object]
 class Paging:
     def __init__(self, config: Config, *, store: Store, link: MqttLink, tokens: AckTokens,
                  metrics: Metrics, clock: Callable[[], float], session: aiohttp.ClientSession,
-                 tell: Tell, retry_delays: tuple[float, ...], language: Language) -> None:
+                 tell: Tell, retry_delays: tuple[float, ...], language: Language,
+                 gate: Gate | None = None) -> None:
         """``tell(event, now)`` hands the core what became of a page (the driver);
         `language` says the core's words (pages, notices) as the site reads them."""
         self._config = config
@@ -72,7 +73,9 @@ class Paging:
         channels = build_channels(config.channels, session, self._publish, config.site.id,
                                   gettext=language.gettext, policies=config.escalation,
                                   receipts=self.receipts)
-        self.dispatcher = Dispatcher(channels, self._attempted, self._failed, retry_delays)
+        # `gate`: the site's lease (`monitor.lease`), asked before every attempt
+        self.dispatcher = Dispatcher(channels, self._attempted, self._failed, retry_delays,
+                                     gate=gate)
         # (responder, channel) -> when that channel last delivered something to them
         self.delivered_at: dict[tuple[str, str], float] = {}
         # a self-test page delivered (reason None) or undeliverable (`monitor.selftests`)

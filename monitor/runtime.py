@@ -20,6 +20,7 @@ the others stop and the service exits, for systemd to restart it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import secrets
@@ -47,6 +48,7 @@ from monitor.driver import Driver
 from monitor.health import Health
 from monitor.http import serve
 from monitor.ingest import DEDUPE_MEMORY, DEDUPE_WINDOW, RECEIVE_MAXIMUM, Ingest
+from monitor.lease import Handover, LeaseLost, Share, SiteLease, lease_gauges
 from monitor.logs import protect
 from monitor.metrics import (
     Metrics,
@@ -60,6 +62,7 @@ from monitor.metrics import (
 from monitor.paging import Paging
 from monitor.sdnotify import Notifier
 from monitor.selftests import SelfTestRunner
+from monitor.standby import stand_by
 from monitor.station import PASSWORD_ENV as STATION_PASSWORD_ENV
 from monitor.station import Stations
 from monitor.store import ROSTER_SHIFTS, SITE_TIMEZONE, Store, dumps
@@ -121,8 +124,11 @@ class Runtime:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
         retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8),
+        share: Share | None = None,
     ) -> None:
+        """`share`: this process serves several sites (`monitor.sites`), each a Runtime."""
         self.config = config
+        self._share = share
         self.env = os.environ if env is None else env
         protect(config, self.env)  # what the logs must never show
         # the service clock unless a test brings its own
@@ -137,6 +143,8 @@ class Runtime:
         self.notifier = Notifier(self.env)  # systemd: READY, WATCHDOG, STATUS, STOPPING
         self._retry_delays = retry_delays
         self.started = asyncio.Event()
+        self.lease: SiteLease | None = None
+        self._holding: asyncio.Task[None] | None = None  # the lease's renewals
         startup.mark("runtime_built")
 
     async def run(self, *, http: bool = True) -> None:
@@ -146,7 +154,28 @@ class Runtime:
         self.notifier.status("starting: opening the store")
         store = self.store = await Store.open(cfg.store.where, password=cfg.store.password)
         startup.mark("store_open")
+        lease = self.lease = self._site_lease()
         try:
+            if lease is not None:
+                # several processes share this store: stand by until the site is ours
+                self.notifier.ready(f"standby: site {cfg.site.id} is watched by another "
+                                    "process")
+                self.metrics.watch(lease.gauges)
+                collecting = gc.isenabled()
+                gc.enable()  # standing by may last days: `boothwatch run` started with it off
+                await self._stand_by(lease, http)
+                if not collecting:
+                    gc.disable()  # the restore, as on a start (monitor/cli.py)
+                startup.mark("standby")  # the site watched by another process meanwhile
+                # renewed from now on, not once restored: a restore longer than the ttl
+                # (a day's event ids to load) would let the next standby take the site
+                self._holding = asyncio.create_task(lease.hold(), name="lease")
+                store.fence(cfg.site.id, lease.holder, lease.standing.epoch)
+                await store.load_sessions()  # as the owner before us left them
+                began = self.clock()  # watched by another process until now
+                self.notifier.status(f"taking over site {cfg.site.id}: restoring")
+            else:
+                self.metrics.watch(lambda: lease_gauges(cfg.site.id, owner=True, epoch=None))
             if isinstance(self.clock, ServiceClock):
                 start_clock(self.clock, await store.latest_time())
             # `boothwatch report` without a config: times in the site's zone, its shifts
@@ -178,15 +207,79 @@ class Runtime:
                 with full_collections_timed():
                     await self._serve(store, session, http, began)
         finally:
-            try:
-                await asyncio.wait_for(store.drain(), 5)
-            except Exception:
-                # the broker still holds every unacknowledged event: nothing is lost
-                log.exception("store_drain_failed")
+            if self._holding is not None:
+                self._holding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, LeaseLost):
+                    await self._holding
+            if self._fenced():
+                # another process owns the site: this one writes nothing more; the broker
+                # keeps every event it did not acknowledge for the new owner
+                log.warning("store_not_drained", reason="lease lost", pending=store.pending())
+            else:
+                try:
+                    await asyncio.wait_for(store.drain(), 5)
+                except Exception:
+                    # the broker still holds every unacknowledged event: nothing is lost
+                    log.exception("store_drain_failed")
+            if lease is not None:
+                if not self._fenced():
+                    await lease.release()  # the standby takes over now, not in `ttl`
+                lease.gone()
+                await lease.close()
             await store.close()
             self.notifier.close()
             gc.unfreeze()  # collectable again (tests run many runtimes in one process)
+            gc.enable()  # also when start-up failed before it was enabled
             log.info("stopped")
+
+    def _site_lease(self) -> SiteLease | None:
+        """The site's lease when the store is PostgreSQL (several processes may share it);
+        None for SQLite, whose one process owns the site."""
+        cfg = self.config.store
+        if cfg.url is None:
+            return None
+        from monitor.store_postgres import conninfo
+
+        return SiteLease(conninfo(cfg.url, cfg.password), self.config.site.id, ttl=cfg.lease,
+                         share=self._share)
+
+    async def _balance(self, lease: SiteLease) -> None:
+        """Give the site back when this process owns more than its share (`Share`)."""
+        while True:
+            await asyncio.sleep(lease.ttl)
+            if lease.share is not None and lease.share.surplus(lease.site):
+                log.info("site_handed_over", site=lease.site, owned=len(lease.share.owned),
+                         fair=lease.share.fair())
+                raise Handover(lease.site)
+
+    async def _stand_by(self, lease: SiteLease, http: bool) -> None:
+        """Hot standby until the lease is ours: /healthz 200, /readyz 503 standby; systemd's
+        watchdog kept fed."""
+        watchdog = None
+        if self.notifier.watchdog_interval is not None:
+            interval = self.notifier.watchdog_interval
+
+            async def feed() -> None:
+                while True:
+                    self.notifier.watchdog(f"standby: site {self.config.site.id}")
+                    await asyncio.sleep(interval)
+
+            watchdog = asyncio.create_task(feed(), name="sd-watchdog-standby")
+        try:
+            await stand_by(lease, self.config.http if http else None,
+                           self.metrics.render_async, self.config.mqtt)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    @staticmethod
+    async def _held(holding: asyncio.Task[None]) -> None:
+        """The lease's renewals, running since the takeover: LeaseLost stops the service."""
+        await holding
+
+    def _fenced(self) -> bool:
+        """Has this process lost the site to another (it must write and send nothing)?"""
+        return self.lease is not None and self.lease.standing.lost
 
     async def _serve(self, store: Store, session: aiohttp.ClientSession, http: bool,
                      began: float) -> None:
@@ -199,7 +292,8 @@ class Runtime:
         paging = Paging(cfg, store=store, link=link, tokens=self.tokens, metrics=self.metrics,
                         clock=self.clock, session=session,
                         tell=lambda event, now: self.driver.handle(event, now),
-                        retry_delays=self._retry_delays, language=self.language)
+                        retry_delays=self._retry_delays, language=self.language,
+                        gate=self.lease)
         # the boards read duty through the Api, built below: the lambda waits for it
         board = self.board = BoardFeed(lambda: self.api.responders(channels=False))
         publisher = Publisher(link, self.topics, cfg, board)
@@ -235,6 +329,11 @@ class Runtime:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(store.run_writer(), name="store-writer")
+                if self.lease is not None:
+                    assert self._holding is not None  # since the takeover
+                    tg.create_task(self._held(self._holding), name="lease")
+                    if self._share is not None:
+                        tg.create_task(self._balance(self.lease), name="balance")
                 tg.create_task(link.run(), name="mqtt")
                 tg.create_task(deadline_loop(self.clock, driver.next_deadline, driver.wake,
                                              driver.fire, "timer"), name="timers")
@@ -258,9 +357,15 @@ class Runtime:
                 startup.mark("serving")
                 log.info("started", site=cfg.site.id, booths=len(cfg.booths),
                          open_incidents=len(self.core.incidents))
-                log.info("startup", phases_ms=startup.phases())
+                if phases := startup.phases():
+                    log.info("startup", phases_ms=phases)
                 self.started.set()
                 health.serving()
+        except* LeaseLost:
+            # from the renewal or from a commit the database refused: pages stop at once
+            assert self.lease is not None
+            self.lease.lose()
+            raise
         finally:
             health.stopping = True
             self.notifier.stopping(
@@ -271,7 +376,8 @@ class Runtime:
             # ones reach the link before it closes
             for _ in range(3):
                 await asyncio.sleep(0)
-            await link.close(final=(self.topics.status, b"offline"))
+            # the new owner's "online" must stand: a process that lost the site says nothing
+            await link.close(final=None if self._fenced() else (self.topics.status, b"offline"))
 
     def _connected(self, publisher: Publisher) -> None:
         if self.mqtt.generation > 1:

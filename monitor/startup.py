@@ -12,6 +12,7 @@ import time
 
 _marks: list[tuple[str, float]] = []
 _reported = False
+_on = True
 
 
 def _exec_time() -> float | None:
@@ -25,15 +26,22 @@ def _exec_time() -> float | None:
         return None
 
 
+def off() -> None:
+    """No phases from now on (`run` of several sites: their runtimes' phases would mix)."""
+    global _on
+    _on = False
+
+
 def mark(phase: str) -> None:
     """`phase` ends now."""
-    _marks.append((phase, time.time()))
+    if _on:
+        _marks.append((phase, time.time()))
 
 
 def phases() -> dict[str, int]:
     """Each phase marked since the last call, in milliseconds; the process's first phase
     from the exec, if known (a later runtime in the same process, as in tests, has no
-    exec of its own: its first phase is left out)."""
+    exec of its own: its first phase is left out). Empty after `off`."""
     global _reported
     out: dict[str, int] = {}
     before = None if _reported or not _marks else _exec_time()

@@ -126,17 +126,26 @@ class Store:
             backend = await SQLiteBackend.open(where, busy_timeout_ms=busy_timeout_ms)
         store = cls(backend)
         try:
-            for booth, started in await store._fetch(
-                "SELECT booth, started_at FROM sessions WHERE ended_at IS NULL"
-            ):
-                store._occupied[booth] = started
+            await store.load_sessions()
         except BaseException:
             await backend.close()
             raise
         return store
 
+    async def load_sessions(self) -> None:
+        """Which booths have a session open in the store: again when a standby takes the
+        site over, after the store was written by the owner before it."""
+        self._occupied = {booth: started for booth, started in await self._fetch(
+            "SELECT booth, started_at FROM sessions WHERE ended_at IS NULL")}
+
     async def close(self) -> None:
         await self._backend.close()
+
+    def fence(self, site: str, holder: str, epoch: int | None) -> None:
+        """Every write from now on first checks that `holder` still has the lease of `site`
+        at `epoch` (PostgreSQL: `monitor.lease`); a refused write raises `LeaseLost`."""
+        assert epoch is not None and hasattr(self._backend, "fence")
+        self._backend.fence = (site, holder, epoch)
 
     # --- writes (batched) -------------------------------------------------------------
 

@@ -41,6 +41,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from monitor.lease import FENCED, MEMBERS, LeaseLost
+from monitor.lease import SCHEMA as LEASE_SCHEMA
 from monitor.store_base import (
     DB_PASSWORD_ENV,
     SCHEMA_VERSION,
@@ -195,9 +197,11 @@ CREATE TABLE IF NOT EXISTS devices (
 # is new; a version that only adds tables or indexes needs none (4 added steps).
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 FIRST_MIGRATED = 3
-_STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip()]
+# the site's lease (`monitor.lease`) is PostgreSQL's alone: one SQLite file has one process
+_STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip()] + [*LEASE_SCHEMA, MEMBERS]
 _SCHEMA_NAMES = frozenset(
-    re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
+    re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (\w+)",
+               SCHEMA + LEASE_SCHEMA[0] + MEMBERS))
 
 
 def display(url: str) -> str:
@@ -287,6 +291,9 @@ _RECEIPT = ("UPDATE pages SET status = CASE WHEN status = 'acknowledged' THEN st
             " WHERE receipt = %s")
 
 
+_LEASE_CHECK = "SELECT lease_check(%s, %s, %s)"
+
+
 def _last_per_key(rows: Iterable[Row], width: int) -> list[Row]:
     """One row per key (its first `width` values), the last given: an INSERT ... ON
     CONFLICT DO UPDATE may not touch a row twice, and the last one is what statements
@@ -300,6 +307,9 @@ class PostgresBackend:
     def __init__(self, pool: AsyncConnectionPool, where: str) -> None:
         self._pool = pool
         self.where = where
+        # (site, holder, epoch) of this process's lease once it owns the site: every write
+        # checks it first, in its own transaction (`monitor.lease`, fencing)
+        self.fence: tuple[str, str, int] | None = None
 
     @classmethod
     async def open(cls, url: str, password: str | None, *,
@@ -348,12 +358,35 @@ class PostgresBackend:
             return [tuple(row) for row in await cur.fetchall()]
 
     async def apart(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        async with self._pool.connection() as conn, conn.transaction():
-            return [(await conn.execute(pg_sql(sql), args)).rowcount for sql, args in statements]
+        with self._fenced():
+            async with self._pool.connection() as conn, conn.transaction():
+                if self.fence is not None:
+                    await conn.execute(_LEASE_CHECK, self.fence)
+                return [(await conn.execute(pg_sql(sql), args)).rowcount
+                        for sql, args in statements]
 
     async def commit(self, b: Batch) -> None:
+        with self._fenced():
+            await self._commit(b)
+
+    @contextlib.contextmanager
+    def _fenced(self) -> Iterator[None]:
+        """A write refused because the lease is another process's now: `LeaseLost`, which
+        the store does not retry (the process stands down)."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            if exc.sqlstate != FENCED or self.fence is None:
+                raise
+            site, _holder, epoch = self.fence
+            raise LeaseLost(f"a write for site {site} was refused: its lease is no longer "
+                            f"ours (epoch {epoch}): standing down", site=site) from exc
+
+    async def _commit(self, b: Batch) -> None:
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             cur = conn.cursor()
+            if self.fence is not None:
+                await cur.execute(_LEASE_CHECK, self.fence)
             for statement, rows in (
                 (_EVENTS, b.event_rows()), (_BOOTHS, b.booth_rows()),
                 (_SESSIONS, _last_per_key(b.sessions, 2)), (_INCIDENTS, b.incident_rows()),

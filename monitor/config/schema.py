@@ -174,6 +174,10 @@ class Store(Table):
     path: Text | None = None  # SQLite
     url: Annotated[str | None, BeforeValidator(_store_url),
                    WithJsonSchema({"type": "string", "pattern": "^postgres(ql)?://"})] = None
+    # PostgreSQL: how long a site's lease lasts unrenewed, so how soon a standby takes
+    # over from a dead owner (`monitor.lease`)
+    lease: Annotated[Duration, check(lambda s: None if 1 <= s <= 60 else
+                                     "must be between 1s and 60s")] = 3.0
 
     @model_validator(mode="after")
     def _one_store(self) -> Self:

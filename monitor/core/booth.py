@@ -181,6 +181,9 @@ class BoothView:
     # the device self-test running now, as {"until", "tester"} (the site core says), so
     # every board shows it; never restored: a restart ends a test
     test: dict[str, Any] | None = None
+    # kept for restart, not published: the id of the booth's latest incident, which the
+    # next one's id is made from (`monitor.core.ids`); committed with that incident
+    last_incident: str | None = None
 
 
 _STILL = (MotionState.STILL, MotionState.ABSENT)
@@ -203,6 +206,7 @@ class Booth:
         self.risk: Risk = "standard"
         self.route: Route | None = None
         self.limits = config.thresholds("standard")  # the session's, read on every event
+        self.last_incident: str | None = None  # see BoothView.last_incident
         self._table = DOOR_SESSION if config.occupancy_from == "door" else SENSOR_SESSION
 
     @property
@@ -391,6 +395,7 @@ class Booth:
             route=self.route,
             closed=closed,
             test=test,
+            last_incident=self.last_incident,
         )
 
     def load(self, view: BoothView) -> None:
@@ -410,6 +415,7 @@ class Booth:
         self.door_closed = None if view.door is None else view.door == "closed"
         self.door_closed_at = view.door_closed_at
         self.maintenance = view.maintenance
+        self.last_incident = view.last_incident
         # a mark outlives a restart only with its session
         self._set_risk(view.risk if view.occupied else "standard",
                        view.route if view.occupied else None)

@@ -65,6 +65,7 @@ class StoreConfig:
     path: str | None = None
     url: str | None = None
     password: str | None = field(default=None, repr=False)
+    lease: float = 3.0  # PostgreSQL: the site lease's time to live (`monitor.lease`)
 
     @property
     def where(self) -> str:

@@ -10,7 +10,11 @@ commands it returns; it never reads a clock and never waits::
     commands = core.on_timer(now)           # stillness, long sessions, escalation, ack timeouts
 
 Booth timers fire incident triggers; a trigger opens the booth's incident or
-folds into the open one. Escalation steps become one `SendPage` per responder.
+folds into the open one. A new incident's id is made of what raised it (an MQTT
+message's event id or payload, passed to `handle` as ``cause``, or a timer's
+deadline) and the booth's previous incident (`monitor/core/ids.py`), so the same
+incident raised again after a crash, or by another process restored from the
+store, has the same id. Escalation steps become one `SendPage` per responder.
 Any change to a booth or incident is returned as `BoothChanged` /
 `IncidentChanged`, which the runtime publishes and stores; `restore` rebuilds the
 core from what was stored, and the next `on_timer` fires whatever fell due
@@ -100,6 +104,7 @@ from monitor.core.events import (
     StartMaintenance,
     StopPaging,
 )
+from monitor.core.ids import Cause, incident_id
 from monitor.core.incident import (
     Action,
     Change,
@@ -170,8 +175,13 @@ class BoothBusy(BadRequest):
 
 class SiteCore:
     def __init__(self, config: Config, new_id: Callable[[], str]) -> None:
+        """``new_id`` makes the ids of device self-tests (never restored); an incident's
+        id is made of what raised it (`monitor.core.ids`)."""
         self.config = config
         self._new_id = new_id
+        # what is being handled now, should it raise an incident: an MQTT message's event
+        # id (str) or payload (bytes), or the deadline a timer fired for (float)
+        self._cause: str | bytes | float | None = None
         self._policies: dict[Priority, Policy] = dict(config.escalation)
         low = config.escalation["low"]
         self._after_hours: dict[Priority, Policy] = {**self._policies, "low": Policy(
@@ -207,7 +217,12 @@ class SiteCore:
 
     # --- public API -----------------------------------------------------------------
 
-    def handle(self, event: Event, now: float) -> list[Command]:
+    def handle(self, event: Event, now: float, cause: str | bytes | None = None
+               ) -> list[Command]:
+        """``cause``: for an MQTT message, its event id (str) or, with none, its payload
+        (bytes): what a redelivery repeats, so an incident it raises again after a crash
+        gets the same id. None for what no redelivery repeats (the API)."""
+        self._cause = cause
         out: list[Command] = []
         match event:
             case Occupancy() | Motion() | Button() | Heartbeat() | Door():
@@ -304,6 +319,7 @@ class SiteCore:
             _, key = heapq.heappop(self._heap)
             del self._due[key]
             kind, ident = key
+            self._cause = at
             if kind == "booth":
                 self._booth_timer(self.booths[ident], now, out)
             elif kind == "maintenance":
@@ -348,6 +364,9 @@ class SiteCore:
             inc = Incident.from_view(iview, self._plan(iview.after_hours))
             self.incidents[inc.id] = inc
             self._open_at[inc.booth] = inc.id
+            booth = self.booths[inc.booth]
+            if booth.last_incident is None:  # stored before booths kept it
+                booth.last_incident = inc.id
             self._track_engaged(inc)
             self._schedule(("incident", inc.id), inc.next_deadline())
         for booth_id in self.booths:
@@ -506,8 +525,10 @@ class SiteCore:
         return [d.view() for d in self.registry.devices.values()]
 
     def _booth_timer(self, booth: Booth, now: float, out: list[Command]) -> None:
+        deadlines = booth.deadlines()
         for timer in booth.on_timer(now):
-            self._trigger(booth, _TIMER_TRIGGER[timer], now, out)
+            self._trigger(booth, _TIMER_TRIGGER[timer], now, out,
+                          cause=Cause.deadline(deadlines[timer]))
         self._schedule(("booth", booth.config.id), booth.next_deadline())
         self._emit_booth(booth.config.id, out)
 
@@ -550,7 +571,10 @@ class SiteCore:
     def _trigger(
         self, booth: Booth, trigger: Trigger, now: float, out: list[Command],
         priority: Priority | None = None, detail: dict[str, Any] | None = None,
+        cause: Cause | None = None,
     ) -> None:
+        """Open the booth's incident or fold ``trigger`` into it. A new incident's id is
+        made of ``cause``, or of what is being handled (`_cause`)."""
         test = self.running_test(booth.config.id)
         if test is not None:  # recorded, not raised: only the person testing hears of it
             test.fire(trigger.value, now)
@@ -577,7 +601,15 @@ class SiteCore:
             detail = {**(detail or {}), "text": "; ".join(
                 t for t in ((detail or {}).get("text"), text) if t)}
         if inc is None:
-            inc = Incident(self._new_id(), booth.config.id, trigger, now,
+            booth_id = booth.config.id
+            if cause is None:
+                raw = self._cause
+                cause = (Cause.deadline(raw) if isinstance(raw, int | float)
+                         else Cause.message(raw))
+            iid = incident_id(self.config.site.id, booth_id, booth.last_incident,
+                              trigger.value, cause)
+            booth.last_incident = iid
+            inc = Incident(iid, booth_id, trigger, now,
                            self._plan(after_hours), priority, booth.risk, after_hours)
             self.incidents[inc.id] = inc
             self._open_at[booth.config.id] = inc.id

@@ -35,9 +35,14 @@ class Caddy(Daemon):
     name = "caddy"
     ready_path = "/healthz"  # boothwatch's, through the proxy
 
-    def __init__(self, workdir: Path, binary: str, upstream: str) -> None:
+    def __init__(self, workdir: Path, binary: str, upstream: str, *,
+                 caddyfile: Path = CADDYFILE, env: dict[str, str] | None = None) -> None:
+        """`caddyfile`: a shipped file (deploy/pair/Caddyfile for a pair); `env`: more of
+        its placeholders (BOOTHWATCH_A, BOOTHWATCH_B)."""
         super().__init__(workdir, binary)
         self.upstream = upstream
+        self.caddyfile = caddyfile
+        self.env = env or {}
         self.config_path = self.workdir / "Caddyfile"
         self.http_port = 0
 
@@ -57,7 +62,7 @@ class Caddy(Daemon):
         self.http_port = free_port()
         test_options = ("{\n\tadmin off\n\tskip_install_trust\n"
                         f"\thttp_port {self.http_port}\n\thttps_port {{$TEST_HTTPS_PORT}}\n}}\n\n")
-        self.config_path.write_text(test_options + CADDYFILE.read_text(encoding="utf-8"),
+        self.config_path.write_text(test_options + self.caddyfile.read_text(encoding="utf-8"),
                                     encoding="utf-8")
 
     def arguments(self) -> list[str]:
@@ -66,7 +71,8 @@ class Caddy(Daemon):
     async def _spawn(self) -> None:
         env = {**os.environ, "HOME": str(self.workdir), "XDG_DATA_HOME": str(self.workdir / "data"),
                "XDG_CONFIG_HOME": str(self.workdir / "config"), "TEST_HTTPS_PORT": str(self.port),
-               "BOOTHWATCH_SITE": "localhost", "BOOTHWATCH_UPSTREAM": self.upstream}
+               "BOOTHWATCH_SITE": "localhost", "BOOTHWATCH_UPSTREAM": self.upstream,
+               **self.env}
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 self.binary, *self.arguments(), stdin=asyncio.subprocess.DEVNULL, stdout=log,

@@ -108,7 +108,7 @@ class Postgres:
                 "port": str(self.port), "listen_addresses": self.host,
                 "unix_socket_directories": str(self.workdir),
                 # few connections and little memory: the box is shared with the other tests
-                "max_connections": "60", "shared_buffers": "16MB",
+                "max_connections": "250", "shared_buffers": "16MB",
             }
             if not self.durable:
                 settings |= {"fsync": "off", "full_page_writes": "off"}
