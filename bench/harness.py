@@ -161,6 +161,10 @@ class Broker(Mosquitto):
         out += [f"{k} {v}" for k, v in self.overrides.items() if k not in seen]
         return "\n".join(out) + "\n"
 
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def dropped_warnings(self) -> int:
         return self.log_text().count("Outgoing messages are being dropped")
 
@@ -364,13 +368,7 @@ class Service:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time of the service so far (from /proc), in seconds."""
-        if self.process is None:
-            return None
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None if self.process is None else cpu_seconds(self.process.pid)
 
     def stderr_tail(self, lines: int = 20) -> str:
         if not self.stderr_path.exists():
@@ -452,6 +450,15 @@ class Service:
             f.close()
         self._files = []
         return code
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (from /proc), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def add_src_option(parser: argparse.ArgumentParser) -> None:

@@ -50,6 +50,7 @@ from bench.harness import (
     add_src_option,
     bench_site,
     broker_line,
+    cpu_seconds,
     stored,
 )
 from monitor.store_base import Reader
@@ -183,7 +184,10 @@ def progress(service: Service) -> str:
         return f"(/metrics did not answer: {exc})"
     accepted = metric_sum(m, "boothwatch_events_total", 'result="accepted"')
     pending = m.get("boothwatch_store_pending_writes", float("nan"))
+    commit = m.get("boothwatch_store_last_commit_seconds", float("nan"))
+    unacked = m.get("boothwatch_mqtt_unacked_messages", float("nan"))
     return (f"accepted {accepted:.0f}  rows waiting for commit {pending:.0f}  "
+            f"last commit {commit * 1000:.0f} ms  unacknowledged {unacked:.0f}  "
             f"(/metrics answered in {time.monotonic() - started:.2f} s)")
 
 
@@ -254,6 +258,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         print(f"publishing {args.events} events to {args.booths} booths from "
               f"{args.publishers} publisher process(es), QoS 1, {args.inflight} in flight each")
 
+        broker_pid = broker.pid()
+        cpu_before = service.cpu_seconds()
+        broker_cpu_before = cpu_seconds(broker_pid) if broker_pid else None
         go.set()
         target = before + args.events
         deadline = time.monotonic() + args.timeout
@@ -269,6 +276,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 service.check_alive()
                 count = stored(db)
             done_at = time.time()
+            cpu_after = service.cpu_seconds()
+            broker_cpu_after = cpu_seconds(broker_pid) if broker_pid else None
         finally:
             finished.set()
             reporter.join(15)
@@ -305,6 +314,13 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         print(f"service received all:     {received_in:.2f} s after the first publish "
               f"({total_stored / max(received_in, 1e-9):,.0f}/s); the last commit came "
               f"{done_at - float(last_received):.2f} s after that")
+        if cpu_before is not None and cpu_after is not None:
+            cpu = cpu_after - cpu_before
+            print(f"service CPU:              {cpu:.2f} s for {total_stored} events "
+                  f"({cpu / max(total_stored, 1) * 1e6:.0f} µs/event, all threads; "
+                  f"{cpu / max(elapsed, 1e-9):.0%} of one core)")
+        if broker_cpu_before is not None and broker_cpu_after is not None:
+            print(f"broker CPU:               {broker_cpu_after - broker_cpu_before:.2f} s")
         print(f"metrics:                  accepted {accepted:.0f}  duplicate {duplicates:.0f}  "
               f"error {errors:.0f}  rejected {rejected:.0f}")
         print(f"broker drop warnings:     {broker.dropped_warnings()}")

@@ -25,6 +25,10 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
   every read, so the broker's Nagle never holds the next message (a call press)
   behind our delayed ACK of its last one. Without them a press waited up to 40 ms,
   Linux's shortest delayed ACK (docs/architecture/latency.md).
+* paho's socket is buffered (`_Buffered`, bench/ingest.py, docs/architecture/ingest.md):
+  one ``recv`` takes a burst where paho asked the kernel three times per packet, and
+  everything paho writes in one loop turn (the PUBACKs of a commit, the retained
+  states) goes out in one ``send``. paho still reads and writes every packet itself.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ READ_BUDGET = 0.002
 REFUSED_LOG_EVERY = 60.0  # seconds between log lines while the broker keeps refusing us
 BAD_CREDENTIALS, NOT_AUTHORIZED = 134, 135  # MQTT 5 CONNACK reason codes
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only; elsewhere left as it is
+READ_CHUNK = 65536  # bytes a read takes from the kernel at most: a burst's worth of events
 
 
 def broker_address(url: str) -> tuple[tuple[str, int, bool], list[str]]:
@@ -144,6 +149,82 @@ def tls_problems(
     return problems
 
 
+class _Buffered:
+    """paho's socket, buffered both ways; everything but recv and send goes to the socket.
+
+    A transport, not a codec: paho still reads and writes every MQTT packet itself.
+
+    In: ``recv`` serves paho from a buffer that one kernel ``recv`` fills with what is
+    there (up to READ_CHUNK: a burst of events), where paho asked the kernel three times
+    per packet (the type byte, the length, the rest). An empty buffer and nothing in the
+    kernel raise BlockingIOError, as the socket would: paho keeps a packet it has begun
+    and goes on with it at the next read. Out: ``send`` only appends; `MqttLink` writes
+    the lot once per loop turn (the PUBACKs of a commit, the retained states of a turn:
+    one ``send``), and keeps what the kernel would not take for when the socket is
+    writable again.
+    """
+
+    __slots__ = ("_in", "_pos", "out", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self._in = b""
+        self._pos = 0
+        self.out = bytearray()
+
+    def __getattr__(self, name: str) -> Any:  # setblocking, pending, getpeername...
+        return getattr(self.sock, name)
+
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
+
+    def setsockopt(self, *args: Any) -> None:
+        self.sock.setsockopt(*args)
+
+    def getsockopt(self, *args: Any) -> Any:
+        return self.sock.getsockopt(*args)
+
+    def recv(self, size: int) -> bytes:
+        pos = self._pos
+        if pos >= len(self._in):
+            data: bytes = self.sock.recv(READ_CHUNK)  # BlockingIOError when there is none
+            if not data:
+                return data  # the broker closed the connection: paho says so
+            self._in, pos = data, 0
+        chunk: bytes = self._in[pos:pos + size]
+        self._pos = pos + len(chunk)
+        return chunk
+
+    def buffered(self) -> bool:
+        """Bytes wait here, or TLS holds decrypted ones: no readiness event will say so."""
+        pending = getattr(self.sock, "pending", None)
+        return self._pos < len(self._in) or (pending is not None and pending() > 0)
+
+    def send(self, data: bytes | bytearray) -> int:
+        self.out += data
+        return len(data)
+
+    def close(self) -> None:
+        # paho closes right after "writing" its DISCONNECT: send it (and what is before it)
+        self.write()
+        self.sock.close()
+
+    def write(self) -> bool:
+        """Write what is held, as far as the kernel takes it; True once all of it is out (or
+        the connection is broken: reading will find out and reconnect)."""
+        out = self.out
+        while out:
+            try:
+                sent = self.sock.send(out)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return False
+            except OSError:
+                out.clear()
+                return True
+            del out[:sent]
+        return True
+
+
 class NotConnected(Exception):
     """The broker is not reachable right now."""
 
@@ -159,6 +240,14 @@ class Refused(ConnectionError):
     def credentials(self) -> bool:
         """Refused for who we are (MQTT 3.1.1's return codes 4 and 5 read the same)."""
         return self.reason.value in (BAD_CREDENTIALS, NOT_AUTHORIZED)
+
+
+class _Client(paho.Client):
+    """paho's client on a `_Buffered` socket."""
+
+    def _create_socket(self) -> Any:
+        # paho 2.x's one place where the connection's socket is made (TLS wrapped in it)
+        return _Buffered(super()._create_socket())
 
 
 class MqttLink:
@@ -187,7 +276,9 @@ class MqttLink:
         self.generation = 0  # bumped on every new connection
         self.connected = False
         self._unacked_subs: set[int] = set()
-        self._sock: Any = None
+        self._sock: _Buffered | None = None
+        self._flush_soon = False  # a write of what the turn queued is scheduled
+        self._writer = False  # waiting for the socket to take the rest
         # set while paho's connect() runs in the executor: publishes are held until it returns
         self._held: list[tuple[str, bytes, int, bool]] | None = None
         self._paused = False
@@ -197,7 +288,7 @@ class MqttLink:
         self._misc: asyncio.Task[None] | None = None
         self._confirm: dict[int, asyncio.Future[None]] = {}
         v5 = config.protocol == "5"
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             clean_session=None if v5 else False,
@@ -379,8 +470,29 @@ class MqttLink:
         """Acknowledge a message of connection ``generation``; False if that connection is gone."""
         if generation != self.generation or not self.connected:
             return False
-        self._client.ack(mid, 1)
+        self._client.ack(mid, 1)  # paho writes it into the buffer: out at the turn's end
         return True
+
+    def _write_soon(self) -> None:
+        """Write at the end of this turn: the acks of a whole commit, and the publishes
+        of the turn, in one send."""
+        if not self._flush_soon and self._loop is not None:
+            self._flush_soon = True
+            self._loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        self._flush_soon = False
+        sock = self._sock
+        if sock is None or self._loop is None:
+            return
+        self._client.loop_write()  # paho's packets into the buffer
+        done = sock.write()
+        if done and self._writer:
+            self._writer = False
+            self._loop.remove_writer(sock)
+        elif not done and not self._writer:
+            self._writer = True
+            self._loop.add_writer(sock, self._write)
 
     # --- paho callbacks (on the loop thread) ------------------------------------------
 
@@ -478,7 +590,7 @@ class MqttLink:
     def _socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
         self._call(self._add_reader, sock)
 
-    def _add_reader(self, sock: Any) -> None:
+    def _add_reader(self, sock: _Buffered) -> None:
         assert self._loop is not None
         self._sock = sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -497,31 +609,29 @@ class MqttLink:
             self._paused = False
             if self._sock is not None:
                 self._loop.add_reader(self._sock, self._read)
+                self._loop.call_soon(self._read)  # bytes may wait in the buffer
             log.info("mqtt_reading_resumed")
 
     def _read(self) -> None:
         # paho's loop_read reads one packet whatever max_packets says: drain what is there,
-        # so a burst costs one loop wakeup, not one per message (the reader is called again
-        # at once for what is left)
+        # so a burst costs one loop wakeup, not one per message, but for READ_BUDGET at most
+        sock = self._sock
+        if sock is None or self._loop is None:
+            return
         until = time.perf_counter() + READ_BUDGET
+        client = self._client
         while True:
-            if self._client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
-            sock = self._sock
-            if sock is None:
-                return
+            if self._sock is not sock:
+                return  # closed meanwhile
             if self._paused:
                 break
-            pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
-            decrypted = pending is not None and pending() > 0
             if time.perf_counter() >= until:
-                if decrypted and self._loop is not None:
-                    # the socket may have nothing more to say: poll would not call us
-                    self._loop.call_soon(self._read)
+                if sock.buffered():
+                    self._loop.call_soon(self._read)  # poll would not call us for it
                 break
-            if decrypted:
-                continue
-            if not select.select([sock], [], [], 0)[0]:
+            if not sock.buffered() and not select.select([sock.sock], [], [], 0)[0]:
                 break
         if TCP_QUICKACK is not None:
             # ACK what we read now, not up to 40 ms later: the kernel delays it once we
@@ -533,13 +643,12 @@ class MqttLink:
     def _socket_close(self, client: paho.Client, _u: Any, sock: Any) -> None:
         assert self._loop is not None
         self._sock = None
+        self._writer = False
         self._call(self._loop.remove_reader, sock)
         self._call(self._loop.remove_writer, sock)
 
     def _register_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._call(self._loop.add_writer, sock, client.loop_write)
+        self._call(self._write_soon)  # paho queued a packet
 
     def _unregister_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._call(self._loop.remove_writer, sock)
+        pass  # `_write` watches the socket itself while the kernel is full

@@ -65,7 +65,7 @@ DEDUPE_MEMORY = 200_000
 RECENT_PAYLOADS = 10_000  # digests of id-less messages kept to spot a redelivery (dup flag)
 # the broker applies no backpressure (Mosquitto overruns its in-flight limit), so stop
 # reading MQTT while this many rows wait for a commit, and read again once below LOW
-PENDING_HIGH = 20_000
+PENDING_HIGH = 10_000
 PENDING_LOW = 5_000
 # ...but never while commits fail: the store is not slow then, it is stuck, and a paused
 # reader would stop hearing calls. During a store outage the service reads, pages and holds
@@ -148,6 +148,8 @@ class Ingest:
         self._recent_dups = RecentKeys(RECENT_PAYLOADS)
         self._rate = RateLimit(60.0)
         self.unacked = 0  # MQTT messages held until their rows are committed
+        # the messages waiting for each store future: one callback per commit, not per message
+        self._waiting: dict[asyncio.Future[None], list[tuple[int, int]]] = {}
         self.last_event_at: float | None = None
 
     def remember(self, ids: Iterable[tuple[str, str]]) -> None:
@@ -407,11 +409,19 @@ class Ingest:
             log.critical("mqtt_window_nearly_full", unacked=self.unacked,
                          window=RECEIVE_MAXIMUM, store_error=self._store.last_error)
 
-        def ack(_f: asyncio.Future[None]) -> None:
-            self.unacked -= 1
-            self._link.ack(mid, generation)
+        waiting = self._waiting.get(stored)
+        if waiting is None:
+            waiting = self._waiting[stored] = []
+            stored.add_done_callback(self._stored)
+        waiting.append((mid, generation))
 
-        stored.add_done_callback(ack)
+    def _stored(self, stored: asyncio.Future[None]) -> None:
+        """Acknowledge every message whose rows ``stored`` held (a commit's worth)."""
+        waiting = self._waiting.pop(stored)
+        self.unacked -= len(waiting)
+        ack = self._link.ack
+        for mid, generation in waiting:
+            ack(mid, generation)
 
     def gauges(self) -> Iterable[Metric]:
         now = self._clock()

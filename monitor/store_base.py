@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from monitor.codec import booth_record, incident_record
 from monitor.core.booth import BoothView
 from monitor.core.incident import IncidentView, TimelineEntry
@@ -208,7 +210,13 @@ class Batch:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_default)
+    """Compact JSON: orjson, a tenth of json's time on the ingest path (each event's
+    booth view is encoded to publish and to store); what orjson refuses (an integer past
+    64 bits, a key that is not a string) goes json's way."""
+    try:
+        return orjson.dumps(value, default=_default).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), default=_default)
 
 
 def _default(value: Any) -> Any:

@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,9 @@ class SQLiteBackend:
         self.where = path
         self._busy_timeout_ms = busy_timeout_ms
         self._apart: aiosqlite.Connection | None = None  # see `apart`
+        # the writer: a connection of its own, used only in its own thread (`commit`)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._write_db: sqlite3.Connection | None = None
 
     @classmethod
     async def open(cls, path: str, *, busy_timeout_ms: int) -> SQLiteBackend:
@@ -217,6 +221,10 @@ class SQLiteBackend:
         return cls(db, path, busy_timeout_ms)
 
     async def close(self) -> None:
+        if self._write_db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._write_db.close)
+            self._write_db = None
+        self._writer.shutdown(wait=False)
         if self._apart is not None:
             await self._apart.close()
         await self._db.close()
@@ -226,8 +234,7 @@ class SQLiteBackend:
             return [tuple(row) for row in await cur.fetchall()]
 
     async def apart(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        """On a connection of its own: the writer's transactions span several awaits on the
-        main one."""
+        """On a connection of its own, committed now, whatever the writer is doing."""
         if self._apart is None:
             self._apart = await aiosqlite.connect(self.where, isolation_level=None)
             await self._apart.execute("PRAGMA synchronous=FULL")
@@ -243,125 +250,173 @@ class SQLiteBackend:
         return counts
 
     async def commit(self, b: Batch) -> None:
-        db = self._db
-        await _rollback(db)  # never commit on top of what an earlier failure left open
-        await db.execute("BEGIN IMMEDIATE")
+        """The batch in one transaction, on the writer's connection and thread: one hand-off
+        each way per commit. Each statement on the event loop's side was a round trip
+        through the loop and the GIL, and under load each cost more than its SQL
+        (docs/architecture/ingest.md)."""
+        steps = _steps(b)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._run, steps)
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.where, isolation_level=None, check_same_thread=False)
         try:
-            # one statement per table: each row would otherwise make the writer thread and
-            # the event loop trade the GIL, which under load costs far more than the insert
-            if b.events:
-                await db.execute(
-                    "INSERT OR IGNORE INTO events"
-                    "(booth, kind, event_id, device, ts, received_at, payload)"
-                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-                    " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-                    " json_extract(value, '$[4]'), json_extract(value, '$[5]'),"
-                    " json_extract(value, '$[6]') FROM json_each(?)",
-                    (dumps(b.event_rows()),),
-                )
-            if b.booths:
-                await db.execute(
-                    "INSERT INTO booths(id, view, updated_at)"
-                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-                    " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
-                    " ON CONFLICT(id) DO UPDATE SET view=excluded.view,"
-                    " updated_at=excluded.updated_at",
-                    (dumps(b.booth_rows()),),
-                )
-            if b.sessions:
-                await db.execute(
-                    "INSERT INTO sessions(booth, started_at, ended_at)"
-                    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-                    " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
-                    " ON CONFLICT(booth, started_at) DO UPDATE SET ended_at=excluded.ended_at",
-                    (dumps(b.sessions),),
-                )
-            if b.incidents:
-                await db.executemany(
-                    "INSERT INTO incidents(id, booth, priority, state, triggers, level,"
-                    " max_level, raised_at, acknowledged_at, acknowledged_by, presence_at,"
-                    " resolved_at, resolved_by, outcome, view)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(id) DO UPDATE SET priority=excluded.priority,"
-                    " state=excluded.state, triggers=excluded.triggers, level=excluded.level,"
-                    " max_level=excluded.max_level, acknowledged_at=excluded.acknowledged_at,"
-                    " acknowledged_by=excluded.acknowledged_by,"
-                    " presence_at=excluded.presence_at, resolved_at=excluded.resolved_at,"
-                    " resolved_by=excluded.resolved_by, outcome=excluded.outcome,"
-                    " view=excluded.view",
-                    b.incident_rows(),
-                )
-            if b.timeline:
-                await db.executemany(
-                    "INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
-                    b.timeline_rows(),
-                )
-                if steps := b.step_rows():
-                    await db.executemany(
-                        "INSERT INTO steps(incident, at, step, responder, count, note, via)"
-                        " VALUES (?,?,?,?,?,?,?)", steps)
-            if b.pages:
-                await db.executemany(
-                    "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
-                    " attempts, last_error, created_at, updated_at, sent_at, latency, kind,"
-                    " receipt, delivered_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
-                    " channel=excluded.channel,"
-                    " attempts=excluded.attempts, last_error=excluded.last_error,"
-                    " updated_at=excluded.updated_at,"
-                    " sent_at=coalesce(excluded.sent_at, pages.sent_at),"
-                    " latency=coalesce(excluded.latency, pages.latency),"
-                    " receipt=coalesce(excluded.receipt, pages.receipt),"
-                    " delivered_at=coalesce(excluded.delivered_at, pages.delivered_at)",
-                    b.page_rows(),
-                )
-            if b.attempts:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO page_attempts(page, number, channel, ok, error,"
-                    " latency, receipt, at) VALUES (?,?,?,?,?,?,?,?)",
-                    b.attempt_rows(),
-                )
-            if b.duty:
-                await db.executemany(
-                    "INSERT INTO duty(responder, snapshot, updated_at) VALUES (?,?,?)"
-                    " ON CONFLICT(responder) DO UPDATE SET snapshot=excluded.snapshot,"
-                    " updated_at=excluded.updated_at",
-                    b.duty_rows(),
-                )
-            if b.receipts:
-                await db.executemany(
-                    "UPDATE pages SET status = CASE WHEN status = 'acknowledged' THEN status"
-                    " ELSE ? END, delivered_at = coalesce(delivered_at, ?), updated_at = ?"
-                    " WHERE receipt = ?",
-                    b.receipt_rows(),
-                )
-            if b.audit:
-                await db.executemany(
-                    "INSERT INTO audit(at, kind, subject, detail) VALUES (?,?,?,?)",
-                    b.audit_rows(),
-                )
-            if b.devices:
-                await db.execute(
-                    "INSERT INTO devices(id, booth, online, last_seen, battery, snapshot,"
-                    " updated_at) SELECT json_extract(value, '$[0]'),"
-                    " json_extract(value, '$[1]'), json_extract(value, '$[2]'),"
-                    " json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
-                    " json_extract(value, '$[5]'), json_extract(value, '$[6]')"
-                    " FROM json_each(?) WHERE true ON CONFLICT(id) DO UPDATE SET"
-                    " booth=excluded.booth, online=excluded.online,"
-                    " last_seen=excluded.last_seen, battery=excluded.battery,"
-                    " snapshot=excluded.snapshot, updated_at=excluded.updated_at",
-                    (dumps(b.device_rows()),),
-                )
-            if b.meta:
-                await db.executemany(
-                    "INSERT INTO meta(key, value) VALUES (?, ?)"
-                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value", b.meta.items())
-            await db.execute("COMMIT")
+            db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
+            db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         except BaseException:
-            await _rollback(db)
+            db.close()
             raise
+        return db
+
+    def _run(self, steps: list[tuple[str, Any, bool]]) -> None:
+        """In the writer's thread: the statements in one transaction."""
+        if self._write_db is None:
+            self._write_db = self._connect_writer()
+        db = self._write_db
+        _rollback_now(db)  # never commit on top of what an earlier failure left open
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args, many in steps:
+                if many:
+                    db.executemany(sql, args)
+                else:
+                    db.execute(sql, args)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback_now(db)
+            raise
+
+
+def _steps(b: Batch) -> list[tuple[str, Any, bool]]:
+    """The statements that store batch ``b``, their parameters encoded now (on the loop:
+    the rows are a snapshot of this moment)."""
+    steps: list[tuple[str, Any, bool]] = []
+
+    def one(sql: str, args: Sequence[Any]) -> None:
+        steps.append((sql, args, False))
+
+    def many(sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        steps.append((sql, rows, True))
+
+    # one statement per table: each row would otherwise make the writer thread and the
+    # event loop trade the GIL (sqlite3 lets it go around every step), which under load
+    # costs far more than the insert
+    if b.events:
+        one(
+            "INSERT OR IGNORE INTO events"
+            "(booth, kind, event_id, device, ts, received_at, payload)"
+            " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+            " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+            " json_extract(value, '$[4]'), json_extract(value, '$[5]'),"
+            " json_extract(value, '$[6]') FROM json_each(?)",
+            (dumps(b.event_rows()),),
+        )
+    if b.booths:
+        one(
+            "INSERT INTO booths(id, view, updated_at)"
+            " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+            " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
+            " ON CONFLICT(id) DO UPDATE SET view=excluded.view,"
+            " updated_at=excluded.updated_at",
+            (dumps(b.booth_rows()),),
+        )
+    if b.sessions:
+        one(
+            "INSERT INTO sessions(booth, started_at, ended_at)"
+            " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+            " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
+            " ON CONFLICT(booth, started_at) DO UPDATE SET ended_at=excluded.ended_at",
+            (dumps(b.sessions),),
+        )
+    if b.incidents:
+        many(
+            "INSERT INTO incidents(id, booth, priority, state, triggers, level,"
+            " max_level, raised_at, acknowledged_at, acknowledged_by, presence_at,"
+            " resolved_at, resolved_by, outcome, view)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET priority=excluded.priority,"
+            " state=excluded.state, triggers=excluded.triggers, level=excluded.level,"
+            " max_level=excluded.max_level, acknowledged_at=excluded.acknowledged_at,"
+            " acknowledged_by=excluded.acknowledged_by,"
+            " presence_at=excluded.presence_at, resolved_at=excluded.resolved_at,"
+            " resolved_by=excluded.resolved_by, outcome=excluded.outcome,"
+            " view=excluded.view",
+            b.incident_rows(),
+        )
+    if b.timeline:
+        many(
+            "INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
+            b.timeline_rows(),
+        )
+        if rows := b.step_rows():
+            many(
+                "INSERT INTO steps(incident, at, step, responder, count, note, via)"
+                " VALUES (?,?,?,?,?,?,?)", rows)
+    if b.pages:
+        many(
+            "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
+            " attempts, last_error, created_at, updated_at, sent_at, latency, kind,"
+            " receipt, delivered_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
+            " channel=excluded.channel,"
+            " attempts=excluded.attempts, last_error=excluded.last_error,"
+            " updated_at=excluded.updated_at,"
+            " sent_at=coalesce(excluded.sent_at, pages.sent_at),"
+            " latency=coalesce(excluded.latency, pages.latency),"
+            " receipt=coalesce(excluded.receipt, pages.receipt),"
+            " delivered_at=coalesce(excluded.delivered_at, pages.delivered_at)",
+            b.page_rows(),
+        )
+    if b.attempts:
+        many(
+            "INSERT OR REPLACE INTO page_attempts(page, number, channel, ok, error,"
+            " latency, receipt, at) VALUES (?,?,?,?,?,?,?,?)",
+            b.attempt_rows(),
+        )
+    if b.duty:
+        many(
+            "INSERT INTO duty(responder, snapshot, updated_at) VALUES (?,?,?)"
+            " ON CONFLICT(responder) DO UPDATE SET snapshot=excluded.snapshot,"
+            " updated_at=excluded.updated_at",
+            b.duty_rows(),
+        )
+    if b.receipts:
+        many(
+            "UPDATE pages SET status = CASE WHEN status = 'acknowledged' THEN status"
+            " ELSE ? END, delivered_at = coalesce(delivered_at, ?), updated_at = ?"
+            " WHERE receipt = ?",
+            b.receipt_rows(),
+        )
+    if b.audit:
+        many(
+            "INSERT INTO audit(at, kind, subject, detail) VALUES (?,?,?,?)",
+            b.audit_rows(),
+        )
+    if b.devices:
+        one(
+            "INSERT INTO devices(id, booth, online, last_seen, battery, snapshot,"
+            " updated_at) SELECT json_extract(value, '$[0]'),"
+            " json_extract(value, '$[1]'), json_extract(value, '$[2]'),"
+            " json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
+            " json_extract(value, '$[5]'), json_extract(value, '$[6]')"
+            " FROM json_each(?) WHERE true ON CONFLICT(id) DO UPDATE SET"
+            " booth=excluded.booth, online=excluded.online,"
+            " last_seen=excluded.last_seen, battery=excluded.battery,"
+            " snapshot=excluded.snapshot, updated_at=excluded.updated_at",
+            (dumps(b.device_rows()),),
+        )
+    if b.meta:
+        many(
+            "INSERT INTO meta(key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value", list(b.meta.items()))
+    return steps
+
+
+def _rollback_now(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        # see _rollback
+        with contextlib.suppress(sqlite3.Error, OSError):
+            db.execute("ROLLBACK")
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

@@ -180,8 +180,10 @@ async def test_the_link_neither_delays_its_packets_nor_its_acks(mosquitto: Mosqu
 
     def on_message(_m: paho.MQTTMessage, _g: int) -> None:
         # runs inside the link's read; the read is over by the time call_soon runs
+        assert link._sock is not None
+        sock = link._sock
         loop.call_soon(lambda: after_read.put_nowait(
-            link._sock.getsockopt(socket.IPPROTO_TCP, TCP_QUICKACK)))
+            sock.getsockopt(socket.IPPROTO_TCP, TCP_QUICKACK)))
 
     link._on_message = on_message
     publisher = Publisher(mosquitto.host, mosquitto.port)
@@ -194,6 +196,7 @@ async def test_the_link_neither_delays_its_packets_nor_its_acks(mosquitto: Mosqu
         async with running(link):
             assert await wait_up(up)
             sock = link._sock
+            assert sock is not None
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
             for _ in range(3):
                 await asyncio.sleep(0.1)  # every ACK of the connection's start is out
@@ -206,3 +209,71 @@ async def test_the_link_neither_delays_its_packets_nor_its_acks(mosquitto: Mosqu
     finally:
         publisher.close()
     assert quick == [1, 1, 1]
+
+
+async def test_a_burst_through_the_buffered_socket_arrives_whole_and_is_acknowledged(
+        mosquitto: Mosquitto) -> None:
+    """Through the link's buffered socket (many packets per read, packets split across
+    reads): messages with and without MQTT 5 properties arrive with their topic, payload,
+    QoS, retain flag and packet id, in order; a burst of QoS 1 messages, each acknowledged
+    with `ack` (the acks of a turn written at once), leaves nothing for the broker to
+    redeliver to the session."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    got: list[tuple[str, bytes, int, bool]] = []
+    burst = 300
+    all_in = asyncio.Event()
+    link, up = make_link(mosquitto, "fast-path")
+
+    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+        got.append((msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
+        if msg.qos:
+            assert msg.mid > 0
+            assert link.ack(msg.mid, generation)
+        if len(got) == burst + 3:
+            all_in.set()
+
+    link._on_message = on_message
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped
+    props.UserProperty = ("firmware", "1.2")
+    try:
+        async with running(link):
+            assert await wait_up(up)
+            publisher.client.publish("race-in/props", b"with properties", qos=1,
+                                     properties=props).wait_for_publish(5)
+            await asyncio.to_thread(publisher.publish, "race-in/plain", b"plain", 1)
+            await asyncio.to_thread(publisher.publish, "race-in/zero", "qos 0 \u00e9", 0)
+            for i in range(burst):
+                publisher.client.publish(f"race-in/burst/{i}", b"x" * (i % 200), qos=1)
+            async with asyncio.timeout(WAIT):
+                await all_in.wait()
+    finally:
+        publisher.close()
+    assert got[:3] == [("race-in/props", b"with properties", 1, False),
+                       ("race-in/plain", b"plain", 1, False),
+                       ("race-in/zero", "qos 0 \u00e9".encode(), 0, False)]
+    assert got[3:] == [(f"race-in/burst/{i}", b"x" * (i % 200), 1, False) for i in range(burst)]
+    # the link closed cleanly: resuming its session, the broker has nothing left for it
+    again, up_again = make_link(mosquitto, "fast-path")
+    redelivered: list[str] = []
+    marker = asyncio.Event()
+
+    def record(msg: paho.MQTTMessage, _g: int) -> None:
+        redelivered.append(msg.topic)
+        if msg.topic == "race-in/marker":
+            marker.set()
+
+    again._on_message = record
+    async with running(again):
+        assert await wait_up(up_again)
+        # a message of our own after any the broker kept: once it is in, nothing was kept
+        publisher = Publisher(mosquitto.host, mosquitto.port)
+        try:
+            await asyncio.to_thread(publisher.publish, "race-in/marker", b"", 1)
+            async with asyncio.timeout(WAIT):
+                await marker.wait()
+        finally:
+            publisher.close()
+    assert redelivered == ["race-in/marker"]

@@ -77,7 +77,7 @@ def json_object(payload: bytes) -> dict[str, Any] | Rejected:
 
 def object_from_text(decoded: str) -> dict[str, Any] | Rejected:
     try:
-        data = json.loads(decoded, parse_constant=_no_constant)
+        data = _DECODER.decode(decoded)
     except RecursionError:
         return Rejected("not_json", "nested too deep")
     except ValueError as e:  # JSONDecodeError, NaN/Infinity, an int too long to convert
@@ -89,3 +89,7 @@ def object_from_text(decoded: str) -> dict[str, Any] | Rejected:
 
 def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
+
+
+# one decoder for every message: json.loads(..., parse_constant=...) builds one per call
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
