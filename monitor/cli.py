@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Start-up imports, checks and restores ~10^6 objects that live as long as the
         # process: the cyclic collector would walk them again and again (a fifth of the
         # start at 10,000 booths, bench/restart.py). Runtime.run enables it once they are
-        # collected once and frozen.
+        # frozen.
         gc.disable()
     try:
         args = _parser(command).parse_args(argv)
