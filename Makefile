@@ -90,6 +90,7 @@ bench: install-test servers
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/timers.py
 	$(BIN)/python bench/burst.py
+	$(BIN)/python bench/restart.py
 	$(BIN)/python bench/channels.py
 	$(BIN)/python bench/board.py
 	$(BIN)/python bench/failover.py

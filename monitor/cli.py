@@ -3,30 +3,48 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
+import gc
 import os
-import signal
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from monitor import __version__, envfile, exits
-from monitor.access import User
-from monitor.config import ConfigError, load_config
-from monitor.config.host import Host
+# light: what the service imports comes in `main`, once the collector is off (see there)
+from monitor import __version__, exits, startup
 from monitor.exits import OperatorError
-from monitor.logs import LogFormat, configure
-from monitor.summary import summary, warnings
 
-log = structlog.get_logger("monitor.cli")
+if TYPE_CHECKING:
+    from monitor.logs import LogFormat
 
 
-def _parser() -> argparse.ArgumentParser:
+_COMMANDS = ("run", "check-config", "config-schema", "demo", "sim", "test-page", "test-booth",
+             "report")
+#: commands whose options need a module that is slow to import (the simulator's scenarios,
+#: the report's figures): another command's parser leaves their options out
+_HEAVY = ("sim", "report")
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command `argv` names, None if none: the first word that is one, skipping the
+    value of --log-format (the only option before a command that takes one)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--log-format":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; for the command `only` (but sim and report), the options of
+    sim and report are left out, and their modules not imported (`boothwatch run` starts
+    sooner: bench/restart.py)."""
+    full = only is None or only in _HEAVY or only not in _COMMANDS
     # options that work before or after the command: every command's parser has them too,
     # with no default there, so one given before the command is not overwritten
     anywhere = argparse.ArgumentParser(add_help=False)
@@ -78,27 +96,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="timer scale: 2 halves every demo threshold")
     demo.add_argument("--verbose", action="store_true",
                       help="the service's logs on stderr (default: a file the banner names)")
-    from devices.simulator import DEFAULT_RATE, FORMATS, SCENARIOS
-
     sim = command("sim", "simulated booth devices publishing to a broker",
                   "What the devices of booths b1..bN would publish, in the format of one "
                   "firmware; a summary every few seconds; Ctrl-C stops it.")
-    sim.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL",
-                     help="broker (default mqtt://127.0.0.1:1883; mqtt://user:pass@host too)")
-    sim.add_argument("--site", metavar="ID", help="site id, for canonical topics")
-    sim.add_argument("--booths", type=int, required=True, metavar="N")
-    sim.add_argument("--format", required=True, choices=FORMATS)
-    sim.add_argument("--scenario", choices=SCENARIOS)
-    sim.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
-                     help=f"load: messages a second over all booths (default {DEFAULT_RATE:g})")
-    sim.add_argument("--speed", type=float, default=1.0, metavar="X",
-                     help="compress time: every offset divided by X")
-    sim.add_argument("--duration", type=float, default=None, metavar="S",
-                     help="stop after S seconds (default: when done; load runs until Ctrl-C)")
-    sim.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
-                     help="MQTT version (default 5: only MQTT 5 says when a publish is refused)")
-    sim.add_argument("--print-devices", action="store_true",
-                     help="print the [[booths]] and [[devices]] TOML for a config, and exit")
+    if full:
+        _sim_options(sim)
     test_page = command(
         "test-page", "send a clearly marked test page through the real channels",
         "Like a fire-alarm test: one test page to the responder on each of their channels "
@@ -121,16 +123,39 @@ def _parser() -> argparse.ArgumentParser:
                             help="the person testing: told of each trigger on their channels")
     test_booth.add_argument("--call-wait", type=float, default=120.0, metavar="S",
                             help="seconds to wait for the call button (default 120)")
-    from monitor import report_cli
-
-    report_cli.add_arguments(command(
+    report = command(
         "report", "incidents and response times from the store (table, CSV, JSON)",
         "Reads the store (read-only; a SQLite file or PostgreSQL): incidents raised in "
         "[--from, --to), of some "
         "booths and triggers, grouped by one key or several; response-time percentiles, "
         "outcomes, pages; the incidents behind each group; alarm fatigue; the longest "
-        "incidents with their timeline. Shifts: --shifts, else the roster's."))
+        "incidents with their timeline. Shifts: --shifts, else the roster's.")
+    if full:
+        from monitor import report_cli
+
+        report_cli.add_arguments(report)
     return parser
+
+
+def _sim_options(sim: argparse.ArgumentParser) -> None:
+    from devices.simulator import DEFAULT_RATE, FORMATS, SCENARIOS
+
+    sim.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL",
+                     help="broker (default mqtt://127.0.0.1:1883; mqtt://user:pass@host too)")
+    sim.add_argument("--site", metavar="ID", help="site id, for canonical topics")
+    sim.add_argument("--booths", type=int, required=True, metavar="N")
+    sim.add_argument("--format", required=True, choices=FORMATS)
+    sim.add_argument("--scenario", choices=SCENARIOS)
+    sim.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
+                     help=f"load: messages a second over all booths (default {DEFAULT_RATE:g})")
+    sim.add_argument("--speed", type=float, default=1.0, metavar="X",
+                     help="compress time: every offset divided by X")
+    sim.add_argument("--duration", type=float, default=None, metavar="S",
+                     help="stop after S seconds (default: when done; load runs until Ctrl-C)")
+    sim.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
+                     help="MQTT version (default 5: only MQTT 5 says when a publish is refused)")
+    sim.add_argument("--print-devices", action="store_true",
+                     help="print the [[booths]] and [[devices]] TOML for a config, and exit")
 
 
 #: the services: a closed stderr there is a fault to see, never a reader who left
@@ -138,28 +163,46 @@ SERVICES = frozenset({"run", "demo"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    log_format = getattr(args, "log_format", None)
-    if args.command in SERVICES:
-        return _command(args, log_format)
-    status = exits.STOPPED
-    with _reader_may_leave():
-        status = _command(args, log_format)
-    return status
+    argv = sys.argv[1:] if argv is None else argv
+    command = _command_of(argv)
+    if command == "run":
+        # Start-up imports, checks and restores ~10^6 objects that live as long as the
+        # process: the cyclic collector would walk them again and again (a fifth of the
+        # start at 10,000 booths, bench/restart.py). Runtime.run enables it once they are
+        # frozen.
+        gc.disable()
+    try:
+        args = _parser(command).parse_args(argv)
+        log_format = getattr(args, "log_format", None)
+        if args.command in SERVICES:
+            return _command(args, log_format)
+        status = exits.STOPPED
+        with _reader_may_leave():
+            status = _command(args, log_format)
+        return status
+    finally:
+        gc.enable()
 
 
 def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
+    from monitor.config import ConfigError, load_config
+    from monitor.logs import configure
+
     match args.command:
         case "check-config":
             return _check_config(args.file, args.env_file, args.user)
         case "config-schema":
+            import json
+
             from monitor.config.schema import json_schema
 
             print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
             return 0
         case "run":
+            startup.mark("imports")
             configure(log_format or "json")
             if Path(args.config).is_dir():
+                startup.off()  # several runtimes at once: their phases would mix
                 return _run_sites(Path(args.config))
             try:
                 config = load_config(args.config)
@@ -167,8 +210,10 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
                 for problem in exc.problems:
                     print(f"config: {problem}", file=sys.stderr)
                 return exits.CONFIG
+            startup.mark("config")
             from monitor.runtime import Runtime
 
+            startup.mark("runtime_imports")
             return _run_until_signal(Runtime(config).run())
         case "demo":
             from monitor.demo import run_demo
@@ -215,6 +260,12 @@ def _command(args: argparse.Namespace, log_format: LogFormat | None) -> int:
 
 def _check_config(file: str, env_file: str | None, user_name: str | None) -> int:
     """check-config: the config, and what the service will need of this box."""
+    from monitor import envfile
+    from monitor.access import User
+    from monitor.config import ConfigError, load_config
+    from monitor.config.host import Host
+    from monitor.summary import summary, warnings
+
     env: dict[str, str] = dict(os.environ)
     problems: list[str] = []
     if env_file is not None:
@@ -268,6 +319,7 @@ def _reader_may_leave() -> Iterator[None]:
 def _run_sites(directory: Path) -> int:
     """`run --config DIR`: every site of the directory in this process (`monitor.sites`);
     every problem of every file first, each named by its file."""
+    from monitor.config import ConfigError, load_config
     from monitor.sites import run_sites, site_files
 
     files = site_files(directory)
@@ -298,6 +350,8 @@ def _run_sites(directory: Path) -> int:
 def _run_until_signal(coro: Coroutine[Any, Any, None]) -> int:
     """Run ``coro``; SIGTERM or SIGINT cancels it cleanly and the process exits 0; an
     operator's mistake ends it with one log line and its own status, never a traceback."""
+    import asyncio
+    import signal
 
     async def runner() -> None:
         task = asyncio.current_task()
@@ -317,8 +371,10 @@ def _run_until_signal(coro: Coroutine[Any, Any, None]) -> int:
         if mistakes is None:
             raise
         mistake = _first(mistakes)
-        log.critical("cannot_run", problem=str(mistake), exit_status=mistake.status,
-                     **mistake.context)
+        import structlog
+
+        structlog.get_logger("monitor.cli").critical(
+            "cannot_run", problem=str(mistake), exit_status=mistake.status, **mistake.context)
         if bugs is not None:
             raise bugs from None
         return mistake.status

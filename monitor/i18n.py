@@ -31,17 +31,14 @@ import io
 import string
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime
-from babel.lists import format_list
-from babel.messages.catalog import PYTHON_FORMAT, Catalog
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import PoFileError, read_po
-from babel.units import format_unit
 
 from monitor.core.words import Words, render
+
+if TYPE_CHECKING:
+    from babel.messages.catalog import Catalog
 
 DOMAIN = "boothwatch"
 SOURCE = "en"  # the message ids' language
@@ -107,12 +104,19 @@ def _directories(site_catalogs: str | None) -> list[Path]:
 
 def read_catalog(path: Path, locale: Locale | str | None = None) -> Catalog:
     """A .po or .pot file; PoFileError if it is not one, OSError if it cannot be read."""
+    # Babel's catalog modules, dates and units are imported where used: English (no
+    # catalog) needs none of them to start
+    from babel.messages.pofile import read_po
+
     with path.open("rb") as handle:
         return read_po(handle, locale=locale, domain=DOMAIN, abort_invalid=True)
 
 
 def _compile(path: Path, locale: Locale, problems: list[str]) -> gettext.GNUTranslations | None:
     """The catalog at `path` as gettext reads a .mo; its problems appended to `problems`."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import PoFileError
+
     try:
         catalog = read_catalog(path, locale)
     except PoFileError as exc:
@@ -177,6 +181,8 @@ def _listed(fields: set[str]) -> str:
 
 
 def _placeholders(text: str) -> set[str]:
+    from babel.messages.catalog import PYTHON_FORMAT
+
     return {m.group(1) for m in PYTHON_FORMAT.finditer(text) if m.group(1)}
 
 
@@ -213,12 +219,17 @@ class Language:
 
     def time(self, when: datetime.datetime, *, day: bool) -> str:
         """A wall-clock time ("20:15:03"), with the day before it when `day` ("23 Nov")."""
+        from babel.dates import format_datetime
+
         return format_datetime(when, "d MMM HH:mm:ss" if day else "HH:mm:ss",
                                locale=self.locale)
 
 
 @functools.lru_cache(maxsize=1024)  # a page says its booth's few thresholds again and again
 def _duration(locale: str, seconds: int) -> str:
+    from babel.lists import format_list
+    from babel.units import format_unit
+
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     parts = [(n, unit) for n, unit in ((hours, "hour"), (minutes, "minute"), (secs, "second"))

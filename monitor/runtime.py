@@ -34,7 +34,7 @@ from alerts.delivery import after_pages
 from alerts.http import client_session
 from alerts.tokens import AckTokens, UsedLinks
 from devices.mqtt import MqttLink
-from monitor import i18n
+from monitor import i18n, startup
 from monitor.api import TOKEN_ENV, Api
 from monitor.board.feed import BoardFeed
 from monitor.clock import ServiceClock
@@ -47,7 +47,7 @@ from monitor.core.site import SiteCore
 from monitor.driver import Driver
 from monitor.health import Health
 from monitor.http import serve
-from monitor.ingest import DEDUPE_WINDOW, RECEIVE_MAXIMUM, Ingest
+from monitor.ingest import DEDUPE_MEMORY, DEDUPE_WINDOW, RECEIVE_MAXIMUM, Ingest
 from monitor.lease import Handover, LeaseLost, Share, SiteLease, lease_gauges
 from monitor.logs import protect
 from monitor.metrics import (
@@ -76,6 +76,8 @@ from monitor.timers import (
 from monitor.topics import Topics
 
 log = structlog.get_logger(__name__)
+
+REPUBLISH_SLICE = 250  # booth states published on connect per loop turn (~8 ms of the loop)
 
 
 class Publisher:
@@ -143,6 +145,7 @@ class Runtime:
         self.started = asyncio.Event()
         self.lease: SiteLease | None = None
         self._holding: asyncio.Task[None] | None = None  # the lease's renewals
+        startup.mark("runtime_built")
 
     async def run(self, *, http: bool = True) -> None:
         """Run until cancelled; shut down cleanly (status offline, store flushed)."""
@@ -150,6 +153,7 @@ class Runtime:
         began = self.clock()  # nothing is watched from here until the link is up
         self.notifier.status("starting: opening the store")
         store = self.store = await Store.open(cfg.store.where, password=cfg.store.password)
+        startup.mark("store_open")
         lease = self.lease = self._site_lease()
         try:
             if lease is not None:
@@ -157,7 +161,12 @@ class Runtime:
                 self.notifier.ready(f"standby: site {cfg.site.id} is watched by another "
                                     "process")
                 self.metrics.watch(lease.gauges)
+                collecting = gc.isenabled()
+                gc.enable()  # standing by may last days: `boothwatch run` started with it off
                 await self._stand_by(lease, http)
+                if not collecting:
+                    gc.disable()  # the restore, as on a start (monitor/cli.py)
+                startup.mark("standby")  # the site watched by another process meanwhile
                 # renewed from now on, not once restored: a restore longer than the ttl
                 # (a day's event ids to load) would let the next standby take the site
                 self._holding = asyncio.create_task(lease.hold(), name="lease")
@@ -179,16 +188,21 @@ class Runtime:
             self.stations = Stations(secret, self.env.get(STATION_PASSWORD_ENV))
             now = self.clock()
             self.used_links.load(await store.used_ack_links(now - cfg.http.ack_link_ttl))
-            self.core.restore(booths=await store.load_booths(),
-                              incidents=await store.load_open_incidents(),
-                              devices=await store.load_devices(),
-                              duty=await store.load_duty(), now=now)
+            booths, incidents = await store.load_booths(), await store.load_open_incidents()
+            devices, duty = await store.load_devices(), await store.load_duty()
+            startup.mark("store_loaded")
+            self.core.restore(booths=booths, incidents=incidents, devices=devices, duty=duty,
+                              now=now)
             self.core.start(now)
+            startup.mark("restored")
             # what start-up built (the config, the booths, the imported modules) lives as
             # long as the process: out of the collector's sight, every collection on the
-            # ingest path walks only what events make (bench/ingest.py: ~5% more events/s)
-            gc.collect()
+            # ingest path walks only what events make (bench/ingest.py: ~5% more events/s).
+            # Frozen without a collection first: its garbage is ~2,000 objects the imports
+            # left, and at 10,000 booths a full collection walked 10^6 objects for 90 ms
+            # of the start (bench/restart.py).
             gc.freeze()
+            gc.enable()  # `boothwatch run` starts with it off (monitor/cli.py)
             async with client_session() as session:
                 with full_collections_timed():
                     await self._serve(store, session, http, began)
@@ -215,6 +229,7 @@ class Runtime:
             await store.close()
             self.notifier.close()
             gc.unfreeze()  # collectable again (tests run many runtimes in one process)
+            gc.enable()  # also when start-up failed before it was enabled
             log.info("stopped")
 
     def _site_lease(self) -> SiteLease | None:
@@ -287,7 +302,7 @@ class Runtime:
         self.driver = driver = Driver(self.core, store=store, publish=publisher, pages=paging,
                                       observe=observer)
         ingest = self.ingest = Ingest(cfg, driver, store, link, self.metrics, self.clock)
-        ingest.remember(await store.event_ids_since(self.clock() - DEDUPE_WINDOW))
+        ingest.remember(await store.event_ids_since(self.clock() - DEDUPE_WINDOW, DEDUPE_MEMORY))
         health = self.health = Health(cfg, core=self.core, link=link, store=store,
                                       paging=paging, notifier=self.notifier, clock=self.clock,
                                       down_since=began)
@@ -339,8 +354,11 @@ class Runtime:
                     tg.create_task(board.watch_duty(), name="board-duty")
                 await paging.resend_unsent()
                 driver.wake.set()  # fire whatever fell due while we were down
+                startup.mark("serving")
                 log.info("started", site=cfg.site.id, booths=len(cfg.booths),
                          open_incidents=len(self.core.incidents))
+                if phases := startup.phases():
+                    log.info("startup", phases_ms=phases)
                 self.started.set()
                 health.serving()
         except* LeaseLost:
@@ -365,8 +383,20 @@ class Runtime:
         if self.mqtt.generation > 1:
             self.metrics.broker_reconnects.inc()
         self.mqtt.publish(self.topics.status, b"online", retain=True)
-        for view in self.core.booth_views():
-            publisher.booth(view)  # QoS 0: whatever a broken link lost, send again
+        # every booth's state (QoS 0: whatever a broken link lost, send again), a slice a
+        # loop turn: at 10,000 booths all at once held the loop for 0.4 s, and with it the
+        # subscription's acknowledgement (/readyz), pages and the events kept for us
+        self._republish(publisher, self.mqtt.generation, 0)
+
+    def _republish(self, publisher: Publisher, generation: int, start: int) -> None:
+        if generation != self.mqtt.generation:
+            return  # connected again meanwhile: that connection sends them all
+        views = self.core.booth_views()  # as they are now: a booth changed since is newer
+        for view in views[start:start + REPUBLISH_SLICE]:
+            publisher.booth(view)
+        if start + REPUBLISH_SLICE < len(views):
+            asyncio.get_running_loop().call_soon(self._republish, publisher, generation,
+                                                 start + REPUBLISH_SLICE)
 
     # what tests and the demo read of a running service
     def booths_json(self) -> list[dict[str, object]]:

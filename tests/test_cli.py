@@ -150,6 +150,24 @@ def test_no_log_format_leaves_each_command_its_default() -> None:
     assert not hasattr(_parser().parse_args(["run", "--config", "X"]), "log_format")
 
 
+@pytest.mark.parametrize("argv", [
+    ["run", "--config", "X"],
+    ["--log-format", "console", "run", "--config", "X"],
+    ["check-config", "X"],
+])
+def test_other_commands_leave_the_simulator_and_the_report_unimported(argv: list[str]) -> None:
+    """The parser of `run` (and the other light commands) reads its line as the full one
+    does, without importing the simulator or the report: the service starts sooner."""
+    code = ("import sys; from monitor.cli import _command_of, _parser; "
+            f"args = _parser(_command_of({argv!r})).parse_args({argv!r}); "
+            "print(sorted(m for m in ('devices.simulator', 'monitor.report', "
+            "'monitor.report_cli') if m in sys.modules)); print(vars(args))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.splitlines()
+    assert out[0] == "[]"
+    assert out[1] == str(vars(_parser().parse_args(argv)))
+
+
 # --------------------------------------------------------------------------- run
 
 

@@ -75,6 +75,17 @@ async def test_duplicate_event_ids_are_stored_once(store_at: StoreAt) -> None:
         assert await store.event_ids_since(0) == [("b1", "e1")]
 
 
+async def test_the_event_ids_reloaded_are_the_newest_oldest_first(store_at: StoreAt) -> None:
+    """At start the runtime reloads the ids of the last day, at most what its memory holds:
+    the newest of them, in the order they came (the oldest is forgotten first)."""
+    async with writing(store_at) as store:
+        await asyncio.gather(*(store.add_event(_event(n)) for n in (5, 3, 1, 4, 2)))
+        assert await store.event_ids_since(1002.0) == [("b1", "e2"), ("b1", "e3"),
+                                                       ("b1", "e4"), ("b1", "e5")]
+        assert await store.event_ids_since(0, limit=3) == [("b1", "e3"), ("b1", "e4"),
+                                                           ("b1", "e5")]
+
+
 async def test_sessions_open_and_close_with_occupancy(store_at: StoreAt) -> None:
     """Occupied starts a session row; vacant closes it with the end time, also when both
     land in one batch."""

@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
-
-import apprise
-from apprise.manager_plugins import NotificationManager
 
 from alerts.delivery import Delivery, DeliveryError
 from alerts.text import ACK_LABEL, SOURCE_TEXT, Gettext, ack_url, mask, notification_text
 from monitor.core.durations import describe
 from monitor.core.settings import ADDRESS_PLACEHOLDER, ChannelConfig
+
+# Apprise itself is imported where it is used: ~30 ms of every start (bench/restart.py),
+# for the sites that have an apprise channel only
+if TYPE_CHECKING:
+    import apprise
 
 
 def url_problem(url: str) -> str | None:
@@ -25,6 +28,9 @@ def url_problem(url: str) -> str | None:
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         return "expected an Apprise URL such as tgram://..., mailto://..., json://..."
+    import apprise
+    from apprise.manager_plugins import NotificationManager
+
     schemes = NotificationManager()  # type: ignore[no-untyped-call]  # apprise leaves it untyped
     if scheme.lower() not in schemes:
         return f"Apprise does not know the scheme {describe(scheme)}"
@@ -53,10 +59,10 @@ class AppriseChannel:
 
     # A high page is a failure the nurse must act on; Apprise services colour or
     # sound by these types.
-    NOTIFY_TYPES: Mapping[str, apprise.NotifyType] = {
-        "high": apprise.NotifyType.FAILURE,
-        "medium": apprise.NotifyType.WARNING,
-        "low": apprise.NotifyType.INFO,
+    NOTIFY_TYPES: Mapping[str, str] = {  # apprise.NotifyType's names
+        "high": "FAILURE",
+        "medium": "WARNING",
+        "low": "INFO",
     }
 
     def __init__(self, config: ChannelConfig, gettext: Gettext = SOURCE_TEXT) -> None:
@@ -75,12 +81,16 @@ class AppriseChannel:
         return self._url.replace(ADDRESS_PLACEHOLDER, quote(address, safe="+@"))
 
     def notify_type(self, delivery: Delivery) -> apprise.NotifyType:
+        import apprise
+
         if delivery.kind not in ("page", "system"):
             return apprise.NotifyType.INFO
         priority = str(delivery.payload.get("priority", ""))
-        return self.NOTIFY_TYPES.get(priority, apprise.NotifyType.FAILURE)
+        return apprise.NotifyType[self.NOTIFY_TYPES.get(priority, "FAILURE")]
 
     async def send(self, delivery: Delivery, address: str | None) -> str | None:
+        import apprise
+
         service = apprise.Apprise()
         if not service.add(self.url(address)):
             raise DeliveryError("apprise: the URL is not usable (check its form)")
