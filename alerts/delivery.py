@@ -9,8 +9,17 @@ the next one at once; a round where no channel delivered is retried after a
 back-off. Delivered means accepted by a channel that reaches a person: a console
 nobody watches (`reaches_a_person` false) prints the page, that attempt is
 reported as `printed`, not delivered, and the round goes on. Each `Delivery`
-gets its own asyncio task, so a hanging or failing channel never delays a page
-to anyone else, and `submit` never blocks the caller.
+gets its own asyncio task, and `submit` never blocks the caller.
+
+Attempts are admitted by priority (`Slots`): urgent, then high, medium, low,
+first come first served within one. At most ``max_in_flight`` attempts of a
+delivery's rank or above are under way at once, so a burst of a thousand low
+pages (every booth's sensor offline after a power cut) goes out as fast as the
+event loop allows while a call's page starts at once: lower-ranked attempts never
+count against it. A slot is held until the attempt ends or for ``slot_hold``
+seconds, whichever comes first: an attempt still waiting on a slow or hanging
+service after that costs the loop nothing and stops counting, so it never holds
+up pages to anyone else for longer.
 
 Safety rules (a page must never be silently lost):
 
@@ -32,6 +41,8 @@ carry booth names and messages and are never logged.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import random
 import time
@@ -50,6 +61,9 @@ log = structlog.get_logger(__name__)
 #: boothwatch itself (monitoring down or restored; loud by its priority, never escalated)
 DeliveryKind = Literal["page", "notice", "test", "system"]
 DELIVERY_KINDS: tuple[DeliveryKind, ...] = ("page", "notice", "test", "system")
+#: a delivery's rank among attempts waiting for a slot, by priority; urgent ranks above all
+PRIORITY_RANKS = {"low": 0, "medium": 1, "high": 2}
+URGENT_RANK = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +79,14 @@ class Delivery:
     # channel name -> the responder's address there (ntfy topic, Pushover user key, phone...)
     addresses: Mapping[str, str] = field(default_factory=dict)
     kind: DeliveryKind = "page"
+    # the incident's (or message's) priority: which attempts go first when many wait
+    priority: str = "high"
+    urgent: bool = False
+
+    @property
+    def rank(self) -> int:
+        """Higher goes first: urgent, then high, medium, low."""
+        return URGENT_RANK if self.urgent else PRIORITY_RANKS[self.priority]
 
     def __post_init__(self) -> None:
         for what in ("page_id", "incident", "responder"):
@@ -75,6 +97,9 @@ class Delivery:
             raise ValueError(f"channels must be non-empty names, got {self.channels!r}")
         if self.kind not in DELIVERY_KINDS:
             raise ValueError(f"kind must be one of {DELIVERY_KINDS}, got {self.kind!r}")
+        if self.priority not in PRIORITY_RANKS:
+            raise ValueError(f"priority must be one of {tuple(PRIORITY_RANKS)}, "
+                             f"got {self.priority!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +173,101 @@ class _Job:
     delivery: Delivery
     task: asyncio.Task[None] | None = None
     stopped: bool = False  # cancel() was called: no further attempt
-    waiting: bool = False  # in a retry sleep, so cancelling the task interrupts no attempt
+    # in a retry sleep or waiting for a slot, so cancelling the task interrupts no attempt
+    waiting: bool = False
+
+
+class Slot:
+    """One admitted attempt's place in `Slots`; `release` it when the attempt ends."""
+
+    __slots__ = ("_slots", "_timer", "rank", "released")
+
+    def __init__(self, slots: Slots, rank: int) -> None:
+        self._slots = slots
+        self.rank = rank
+        self.released = False
+        self._timer: asyncio.TimerHandle | None = None
+        if slots.hold is not None:
+            self._timer = asyncio.get_running_loop().call_later(slots.hold, self.release)
+
+    def release(self) -> None:
+        """Give the place back (at the end of the attempt, or when the hold ran out)."""
+        if self.released:
+            return
+        self.released = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._slots._release(self.rank)
+
+
+class Slots:
+    """Admission of attempts by rank: at most `limit` of rank r or above under way.
+
+    An attempt of rank r is admitted at once when fewer than `limit` attempts of
+    rank r or above hold a slot and none of rank r or above is waiting; else it
+    waits, and freed places go to the highest rank waiting, first come first served
+    within a rank. So attempts of a lower rank never delay a higher one, and every
+    waiting attempt is admitted as soon as those above it leave room.
+    """
+
+    def __init__(self, limit: int, hold: float | None) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        if hold is not None and not hold > 0:
+            raise ValueError(f"hold must be > 0, got {hold!r}")
+        self.limit = limit
+        self.hold = hold
+        self._busy = [0] * (URGENT_RANK + 1)  # slots held, by rank
+        self._waiting: list[tuple[int, int, asyncio.Future[Slot]]] = []  # (-rank, seq, fut)
+        self._seq = itertools.count()
+
+    @property
+    def busy(self) -> int:
+        """Slots held."""
+        return sum(self._busy)
+
+    @property
+    def waiting(self) -> int:
+        """Attempts waiting for a slot."""
+        return sum(1 for _key, _seq, fut in self._waiting if not fut.done())
+
+    def _room(self, rank: int) -> bool:
+        return sum(self._busy[rank:]) < self.limit
+
+    def _grant(self, rank: int) -> Slot:
+        self._busy[rank] += 1
+        return Slot(self, rank)
+
+    async def acquire(self, rank: int) -> Slot:
+        """A slot for an attempt of `rank`; without a wait when there is room."""
+        waiting = self._waiting
+        while waiting and waiting[0][2].done():
+            heapq.heappop(waiting)  # cancelled while waiting
+        if (not waiting or -waiting[0][0] < rank) and self._room(rank):
+            return self._grant(rank)
+        fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        heapq.heappush(waiting, (-rank, next(self._seq), fut))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                fut.result().release()  # granted, but the task was cancelled meanwhile
+            else:
+                fut.cancel()
+            raise
+
+    def _release(self, rank: int) -> None:
+        self._busy[rank] -= 1
+        waiting = self._waiting
+        while waiting:
+            key, _seq, fut = waiting[0]
+            if fut.done():
+                heapq.heappop(waiting)
+                continue
+            if not self._room(-key):
+                return
+            heapq.heappop(waiting)
+            fut.set_result(self._grant(-key))
 
 
 class Gate(Protocol):
@@ -167,7 +286,8 @@ class Dispatcher:
     ``retry_delays[n-1]`` (± `jitter` as a fraction) and runs round ``n+1``. After
     ``len(retry_delays) + 1`` failed rounds ``on_failed(delivery, last_reason)`` is
     called once. Callbacks are plain functions, called from the delivery tasks,
-    never from inside `submit` or `cancel`.
+    never from inside `submit` or `cancel`. Each attempt waits for a slot
+    (`Slots`: ``max_in_flight`` by rank, held at most ``slot_hold`` seconds).
     """
 
     def __init__(
@@ -178,6 +298,8 @@ class Dispatcher:
         retry_delays: Sequence[float] = (0.5, 1, 2, 4, 8),
         jitter: float = 0.1,
         gate: Gate | None = None,
+        max_in_flight: int = 32,
+        slot_hold: float | None = 0.1,
     ) -> None:
         if any(not delay >= 0 for delay in retry_delays):
             raise ValueError(f"retry delays must be >= 0, got {retry_delays!r}")
@@ -190,6 +312,7 @@ class Dispatcher:
         self._jitter = jitter
         self._gate = gate
         self._jobs: set[_Job] = set()
+        self.slots = Slots(max_in_flight, slot_hold)
 
     @property
     def pending(self) -> int:
@@ -249,23 +372,23 @@ class Dispatcher:
         real: tuple[str, str] | None = None  # (channel, reason) of the round's last failure
         for round_ in range(1, rounds + 1):
             for position, name in enumerate(delivery.channels):
-                if job.stopped:
-                    return
-                if self._gate is not None and not self._gate.permit() \
-                        and not await self._gate.settle():
-                    # another process owns the site now: it has this page in the outbox
-                    log.warning("page left to the site's new owner", **_ids(delivery))
+                slot = await self._admit(job)
+                if slot is None:
                     return
                 number += 1
                 channel = self._channels.get(name)
                 receipt, printed = None, False
                 if channel is None:
+                    slot.release()
                     error, latency = "unknown channel", 0.0
                     log.error("page for an unknown channel", channel_name=name,
                               **_ids(delivery))
                 else:
-                    error_or_none, latency, receipt = await _attempt(
-                        channel, delivery, delivery.addresses.get(name))
+                    try:
+                        error_or_none, latency, receipt = await _attempt(
+                            channel, delivery, delivery.addresses.get(name))
+                    finally:
+                        slot.release()
                     if error_or_none is None and channel.reaches_a_person:
                         self._report(delivery, Attempt(number, name, True, None, latency,
                                                        final=True, receipt=receipt))
@@ -288,6 +411,25 @@ class Dispatcher:
             real = None
             if not job.stopped:
                 await self._wait(job, self._retry_delays[round_ - 1])
+
+    async def _admit(self, job: _Job) -> Slot | None:
+        """A slot for the job's next attempt, or None: stopped, or left to another owner."""
+        while True:
+            if job.stopped:
+                return None
+            if self._gate is not None and not self._gate.permit() \
+                    and not await self._gate.settle():
+                # another process owns the site now: it has this page in the outbox
+                log.warning("page left to the site's new owner", **_ids(job.delivery))
+                return None
+            job.waiting = True
+            try:
+                slot = await self.slots.acquire(job.delivery.rank)
+            finally:
+                job.waiting = False
+            if not job.stopped and (self._gate is None or self._gate.permit()):
+                return slot
+            slot.release()  # stopped or the lease moved while it waited: look again
 
     async def _wait(self, job: _Job, delay: float) -> None:
         job.waiting = True

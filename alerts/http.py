@@ -27,8 +27,10 @@ def client_session() -> aiohttp.ClientSession:
     instead of paying a TCP (and TLS) handshake per page. No cap on connections:
     aiohttp's default pool holds 100, and requests hanging on a dead endpoint (each
     until its channel's `timeout`) would hold them all, so pages to every other
-    service would queue behind them. The dispatcher's deliveries (responders times
-    open incidents) already bound how many run at once.
+    service would queue behind them. The dispatcher bounds how many attempts start
+    at once (`alerts.delivery.Slots`, by priority), so a burst of pages reuses a few
+    kept-alive connections instead of opening one per page; an attempt hanging past
+    its slot's hold stops counting there, and keeps its own connection here.
     """
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 

@@ -29,7 +29,15 @@ import aiohttp
 import structlog
 from ulid import ULID
 
-from alerts.delivery import Attempt, Delivery, DeliveryError, DeliveryKind, Dispatcher, Gate
+from alerts.delivery import (
+    PRIORITY_RANKS,
+    Attempt,
+    Delivery,
+    DeliveryError,
+    DeliveryKind,
+    Dispatcher,
+    Gate,
+)
 from alerts.factory import build_channels
 from alerts.receipts import ReceiptWatcher
 from alerts.tokens import AckTokens
@@ -158,7 +166,8 @@ class Paging:
             return None
         delivery = Delivery(page_id=str(ULID()), incident=incident, responder=responder_id,
                             level=level, channels=channels or responder.channels,
-                            payload=payload, addresses=responder.address, kind=kind)
+                            payload=payload, addresses=responder.address, kind=kind,
+                            **_ranking(payload))
         self.dispatcher.submit(delivery)
         return self._store.put_page(_row(delivery, now, delivery.channels[0], "queued", 0))
 
@@ -174,7 +183,7 @@ class Paging:
                 level=row.level, payload=row.payload,
                 channels=responder.channels if responder is not None else (row.channel,),
                 addresses=responder.address if responder is not None else {},
-                kind="notice" if row.kind == "notice" else "page"))
+                kind="notice" if row.kind == "notice" else "page", **_ranking(row.payload)))
 
     async def watch_receipts(self) -> None:
         """Follow again the Pushover emergency receipts of pages still open at a restart."""
@@ -265,6 +274,15 @@ class Paging:
             await self._link.publish_confirmed(topic, payload)
         except NotConnected as exc:
             raise DeliveryError(str(exc)) from exc
+
+
+def _ranking(payload: dict[str, Any]) -> dict[str, Any]:
+    """The delivery's priority and urgency, from its payload: which of many waiting
+    attempts goes first (`alerts.delivery.Slots`). A payload without one (a self-test
+    page) ranks as high; an unknown priority (a row from another version) as well."""
+    priority = payload.get("priority")
+    return {"priority": priority if priority in PRIORITY_RANKS else "high",
+            "urgent": payload.get("urgent") is True}
 
 
 def _row(delivery: Delivery, now: float, channel: str, status: str, attempts: int,

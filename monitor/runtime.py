@@ -336,7 +336,7 @@ class Runtime:
                         tg.create_task(self._balance(self.lease), name="balance")
                 tg.create_task(link.run(), name="mqtt")
                 tg.create_task(deadline_loop(self.clock, driver.next_deadline, driver.wake,
-                                             driver.fire, "timer"), name="timers")
+                                             driver.fire_some, "timer"), name="timers")
                 tg.create_task(collect_garbage(self.clock, self.core.next_deadline), name="gc")
                 if isinstance(self.clock, ServiceClock):
                     tg.create_task(watch_clock(self.clock, self.metrics), name="clock")

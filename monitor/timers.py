@@ -35,11 +35,14 @@ async def deadline_loop(clock: Callable[[], float], next_deadline: Callable[[], 
     while True:
         deadline = next_deadline()
         timeout = None if deadline is None else max(0.0, deadline - clock())
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-        # that arrives as the event is set, and shutdown would then hang
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await wake.wait()
+        if timeout == 0:
+            await asyncio.sleep(0)  # more is due (a slice of a burst): after one turn
+        else:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and shutdown would then hang
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
         wake.clear()
         try:
             fire(clock())

@@ -313,9 +313,15 @@ class SiteCore:
             heapq.heappop(self._heap)  # stale: the entity's deadline moved or went away
         return None
 
-    def on_timer(self, now: float) -> list[Command]:
+    def on_timer(self, now: float, limit: int | None = None) -> list[Command]:
+        """Fire the deadlines due at ``now`` in their order; with `limit`, at most that
+        many (the rest stay due, for the next call)."""
         out: list[Command] = []
+        fired = 0
         while (at := self.next_deadline()) is not None and at <= now:
+            if limit is not None and fired >= limit:
+                break
+            fired += 1
             _, key = heapq.heappop(self._heap)
             del self._due[key]
             kind, ident = key
