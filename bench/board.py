@@ -31,9 +31,7 @@ import contextlib
 import json
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from multiprocessing.queues import Queue
@@ -59,6 +57,7 @@ from bench.harness import (
     broker_line,
     percentile,
     summarise,
+    workdir,
 )
 from tests.harness.board import ENV, PASSWORD, BoardStream, board_stream, login
 from tests.harness.broker import free_port
@@ -328,14 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--booths, --rate, --seconds and --boards must be positive")
     if args.browsers < 0:
         parser.error("--browsers must be 0 or more")
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-board-"))
-    try:
+    with workdir("board", args) as tmp:
         return asyncio.run(run(args, tmp))
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

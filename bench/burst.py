@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -42,7 +40,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import SITE, Broker, Service, add_src_option, bench_site, broker_line, summarise
+from bench.harness import (
+    SITE,
+    Broker,
+    Service,
+    add_src_option,
+    bench_site,
+    broker_line,
+    summarise,
+    workdir,
+)
 from bench.latency import Receiver, connect, publish_spaced
 from tests.harness.broker import free_port
 from tests.harness.site import Table, device
@@ -269,14 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.profile = Path(args.profile).resolve() if args.profile else None
     if args.burst + 2 * args.probes > args.booths:
         parser.error("--booths must hold --burst booths and twice --probes others")
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-burst-"))
-    try:
+    with workdir("burst", args) as tmp:
         return asyncio.run(run(args, tmp))
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,7 @@ import asyncio
 import contextlib
 import json
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -65,6 +63,7 @@ from bench.harness import (
     backend_figures,
     broker_line,
     percentile,
+    workdir,
 )
 from bench.latency import Receiver, connect
 from tests.harness.broker import free_port
@@ -523,43 +522,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.lease <= 60:
         parser.error("--lease must be between 1 and 60 s, as [store] lease")
     args.seed = int(time.time()) % 100_000 if args.seed is None else args.seed
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-failover-"))
+    with workdir("failover", args) as tmp:
+        return run(args, tmp)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> int:
+    """The failovers, then the backends; 1 when anything failed (the files kept)."""
     print(f"seed {args.seed}, files in {tmp}", flush=True)
     started = time.monotonic()
     failed = False
-    try:
-        rounds, problems = asyncio.run(failovers(args, tmp))
-        met = report(rounds, args)
-        print(f"failover part: {time.monotonic() - started:.0f} s")
-        if problems:
+    rounds, problems = asyncio.run(failovers(args, tmp))
+    met = report(rounds, args)
+    print(f"failover part: {time.monotonic() - started:.0f} s")
+    if problems:
+        failed = True
+        print("\nFAILED:")
+        for problem in problems:
+            print(f"  - {problem}")
+    if not args.no_backends:
+        log = tmp / "backends.log"
+        figures = []
+        for backend in ("sqlite", "postgresql"):
+            print(f"running ingest and latency on {backend} ...", flush=True)
+            figures.append(backend_figures(
+                backend, events=args.ingest_events, booths=args.ingest_booths,
+                presses=args.latency_presses, src=args.src, log=log))
+        report_backends(figures, args)
+        if any(f.failures for f in figures):
             failed = True
-            print("\nFAILED:")
-            for problem in problems:
-                print(f"  - {problem}")
-        if not args.no_backends:
-            log = tmp / "backends.log"
-            figures = []
-            for backend in ("sqlite", "postgresql"):
-                print(f"running ingest and latency on {backend} ...", flush=True)
-                figures.append(backend_figures(
-                    backend, events=args.ingest_events, booths=args.ingest_booths,
-                    presses=args.latency_presses, src=args.src, log=log))
-            report_backends(figures, args)
-            if any(f.failures for f in figures):
-                failed = True
-                args.keep = True
-                print(f"  (their output: {log})")
-        verdict = "FAILED" if failed else "nothing lost, duplicated or misbehaving"
-        print(f"\ntotal {time.monotonic() - started:.0f} s; takeover target "
-              f"{'MET' if met else 'MISSED'}; {verdict}")
-        if failed:
             args.keep = True
-        return 1 if failed else 0
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"  (their output: {log})")
+    verdict = "FAILED" if failed else "nothing lost, duplicated or misbehaving"
+    print(f"\ntotal {time.monotonic() - started:.0f} s; takeover target "
+          f"{'MET' if met else 'MISSED'}; {verdict}")
+    if failed:
+        args.keep = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -26,9 +26,7 @@ import asyncio
 import json
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from multiprocessing.queues import Queue
@@ -52,6 +50,7 @@ from bench.harness import (
     broker_line,
     percentile,
     summarise,
+    workdir,
 )
 from bench.latency import Receiver, press
 from tests.harness.broker import free_port
@@ -269,14 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rates: comma-separated numbers, e.g. 0,1000,3000,5000")
     if any(r < 0 for r in args.rates) or args.presses < 1:
         parser.error("--rates must be >= 0 and --presses >= 1")
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-flood-"))
-    try:
+    with workdir("flood", args) as tmp:
         return asyncio.run(run(args, tmp))
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

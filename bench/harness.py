@@ -19,10 +19,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -459,6 +460,21 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def workdir(name: str, args: argparse.Namespace) -> Iterator[Path]:
+    """A bench's temporary directory (configs, logs, stores): removed at the end unless
+    ``args.keep`` is set then (``--keep``, or the run itself when it failed), in which case
+    its path is printed."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"boothwatch-{name}-"))
+    try:
+        yield tmp
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def add_src_option(parser: argparse.ArgumentParser) -> None:

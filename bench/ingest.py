@@ -20,9 +20,7 @@ import argparse
 import json
 import multiprocessing
 import pstats
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -52,6 +50,7 @@ from bench.harness import (
     broker_line,
     cpu_seconds,
     stored,
+    workdir,
 )
 from monitor.store_base import Reader
 from tests.harness.broker import free_port
@@ -384,14 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_backend_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-ingest-"))
-    try:
+    with workdir("ingest", args) as tmp:
         return run(args, tmp)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -54,6 +52,7 @@ from bench.harness import (
     broker_line,
     percentile,
     summarise,
+    workdir,
 )
 from bench.ingest import CYCLE
 from tests.harness.broker import free_port
@@ -436,14 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.presses = args.booths if args.presses is None else args.presses
     if not 0 < args.presses <= args.booths:
         parser.error("--presses must be between 1 and --booths (one press per booth)")
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-latency-"))
-    try:
+    with workdir("latency", args) as tmp:
         return asyncio.run(run(args, tmp))
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

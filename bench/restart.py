@@ -41,9 +41,7 @@ import asyncio
 import compileall
 import contextlib
 import json
-import shutil
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -66,6 +64,7 @@ from bench.harness import (
     bench_site,
     broker_line,
     stored,
+    workdir,
 )
 from bench.latency import Receiver, connect
 from tests.harness.broker import free_port
@@ -532,14 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.booths < args.incidents + args.still + 2 * args.probes * args.runs:
         parser.error("--booths must hold the incidents, the still booths and the probes")
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-restart-"))
-    try:
+    with workdir("restart", args) as tmp:
         return run(args, tmp)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

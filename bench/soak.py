@@ -29,9 +29,7 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -51,6 +49,7 @@ from bench.harness import (
     Service,
     add_src_option,
     bench_site,
+    workdir,
 )
 from bench.latency import connect
 from tests.harness.broker import free_port
@@ -332,14 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run the service without the systemd unit's Environment= settings")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-soak-"))
-    try:
+    with workdir("soak", args) as tmp:
         return asyncio.run(run(args, tmp))
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,6 +47,7 @@ from bench.harness import (
     bench_site,
     broker_line,
     percentile,
+    workdir,
 )
 from bench.latency import Receiver, Traffic, connect, publish_spaced
 from tests.harness.broker import free_port
@@ -286,14 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, name)
         if not (value.endswith("s") and value[:-1].replace(".", "", 1).isdigit()):
             parser.error(f"--{name.replace('_', '-')} takes seconds, e.g. 3s")
-    tmp = Path(tempfile.mkdtemp(prefix="boothwatch-timers-"))
-    try:
+    with workdir("timers", args) as tmp:
         return asyncio.run(run(args, tmp))
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

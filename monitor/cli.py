@@ -324,17 +324,17 @@ def _run_sites(directory: Path) -> int:
 
     files = site_files(directory)
     problems = [] if files else [f"{directory}: no *.toml site config in it"]
-    configs = []
+    loaded = []  # (file, config) of the files that load
     for path in files:
         try:
-            configs.append(load_config(path))
+            loaded.append((path, load_config(path)))
         except ConfigError as exc:
             problems += [f"{path.name}: {problem}" for problem in exc.problems]
     for what, key in (("site.id", lambda c: c.site.id),
                       ("mqtt.client_id", lambda c: c.mqtt.client_id),
                       ("http.listen", lambda c: (c.http.host, c.http.port))):
         seen: dict[object, str] = {}
-        for path, config in zip(files, configs, strict=False):
+        for path, config in loaded:
             value = key(config)
             if value in seen:
                 problems.append(f"{path.name}: {what}: the same as in {seen[value]}; each "
@@ -344,7 +344,7 @@ def _run_sites(directory: Path) -> int:
         for problem in problems:
             print(f"config: {problem}", file=sys.stderr)
         return exits.CONFIG
-    return _run_until_signal(run_sites(configs))
+    return _run_until_signal(run_sites([config for _, config in loaded]))
 
 
 def _run_until_signal(coro: Coroutine[Any, Any, None]) -> int:

@@ -190,6 +190,30 @@ def test_run_names_a_missing_store_directory_in_the_log_format_asked(tmp_path: P
                                "unable to open database file)")
 
 
+def test_run_of_a_directory_names_every_problem_by_its_file(tmp_path: Path) -> None:
+    """`run --config DIR`: a file that does not load and two sites sharing a client id are
+    each named with their own file, before anything starts (exit 2); an empty directory
+    says so."""
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    (sites / "a.toml").write_text("[site]\nid = 'a'\n")  # nearly everything missing
+    offline_site(tmp_path, id="b", client_id="shared").write(sites / "b.toml")
+    offline_site(tmp_path, id="c", client_id="shared").write(sites / "c.toml")
+    done = boothwatch("run", "--config", str(sites))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("config: a.toml: ") for line in lines), done.stderr
+    assert ("config: c.toml: mqtt.client_id: the same as in b.toml; each site needs its "
+            "own") in lines, done.stderr
+    assert not any(line.startswith(("config: b.toml", "config: c.toml: site.id"))
+                   for line in lines), done.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = boothwatch("run", "--config", str(empty))
+    assert done.returncode == 2
+    assert f"config: {empty}: no *.toml site config in it" in done.stderr
+
+
 def test_run_names_a_store_directory_its_user_cannot_write(
         shared_dir: Path, closed_store: tuple[Path, str | None]) -> None:
     """The service's user cannot create files in the store's directory: exit 73, the

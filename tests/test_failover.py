@@ -116,6 +116,19 @@ async def processes(*procs: ServiceProcess) -> AsyncIterator[None]:
                 proc.proc.wait(5)
 
 
+@contextlib.asynccontextmanager
+async def pair(site: Site, workdir: Path
+               ) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Box a owning the site, box b standing by for it; both killed at the end."""
+    a, b = process(site, workdir, "a"), process(site, workdir, "b")
+    async with processes(a, b):
+        a.start()
+        await a.ready()
+        b.start()
+        await standing_by(b)
+        yield a, b
+
+
 def page_keys(hook: Webhook) -> Counter[tuple[str, int, str]]:
     return Counter((p["incident"], p["level"], p["responder"]) for p in hook.pages)
 
@@ -202,12 +215,7 @@ async def test_a_frozen_owner_that_wakes_up_sends_nothing_and_stands_down(
     page the receiver got is counted: none twice) and exits 75 for systemd to restart it
     as a standby."""
     site = pair_site(mosquitto, hook, postgres_url, step2="3s")
-    a, b = process(site, tmp_path, "a"), process(site, tmp_path, "b")
-    async with processes(a, b):
-        a.start()
-        await a.ready()
-        b.start()
-        await standing_by(b)
+    async with pair(site, tmp_path) as (a, b):
         mqtt_publish(events_topic("b1"), event("button", press="call", id="press-1"))
         (first,) = await hook.wait(1)
         incident = first["incident"]
@@ -248,13 +256,8 @@ async def test_a_postgresql_restart_keeps_the_owner_paging(
     """PostgreSQL restarted under the pair: the owner keeps paging from memory while the
     store is away, both reconnect, the owner keeps the site and catches the store up."""
     site = pair_site(mosquitto, hook, postgres_url, step2="1h")
-    a, b = process(site, tmp_path, "a"), process(site, tmp_path, "b")
     at = StoreAt("postgresql", postgres_url, PASSWORD)
-    async with processes(a, b):
-        a.start()
-        await a.ready()
-        b.start()
-        await standing_by(b)
+    async with pair(site, tmp_path) as (a, b):
         await asyncio.to_thread(postgres.stop)
         try:
             mqtt_publish(events_topic("b1"), event("button", press="call", id="press-1"))
@@ -454,12 +457,7 @@ async def test_the_shipped_pair_caddyfile_follows_the_owner(
     """deploy/pair/Caddyfile as shipped, in front of a pair: requests reach the owner
     (the standby is never chosen), and after the owner is killed, the new one."""
     site = pair_site(mosquitto, hook, postgres_url)
-    a, b = process(site, tmp_path, "a"), process(site, tmp_path, "b")
-    async with processes(a, b):
-        a.start()
-        await a.ready()
-        b.start()
-        await standing_by(b)
+    async with pair(site, tmp_path) as (a, b):
         async with Caddy(tmp_path / "caddy", require_caddy(), "unused",
                          caddyfile=ROOT / "deploy" / "pair" / "Caddyfile",
                          env={"BOOTHWATCH_A": f"127.0.0.1:{a.http_port}",

@@ -22,7 +22,7 @@ from tests.harness.postgres import PASSWORD, Postgres, StoreAt
 from tests.harness.receivers import Webhook
 from tests.harness.service import event, events_topic, eventually
 from tests.harness.site import SITE
-from tests.test_failover import pair_site, process, processes, standing_by
+from tests.test_failover import pair, pair_site
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,8 @@ async def test_a_call_paged_by_an_owner_killed_before_its_commit_keeps_its_id(
     """Owner pages with the store away, dies; the standby pages the redelivered call under
     the same incident id, and an MQTT ack naming the first page's id acknowledges it."""
     site = pair_site(mosquitto, hook, postgres_url, step2="1h")
-    a, b = process(site, tmp_path, "a"), process(site, tmp_path, "b")
     at = StoreAt("postgresql", postgres_url, PASSWORD)
-    async with processes(a, b):
-        a.start()
-        await a.ready()
-        b.start()
-        await standing_by(b)
+    async with pair(site, tmp_path) as (a, b):
         await asyncio.to_thread(postgres.stop)
         try:
             mqtt_publish(events_topic("b1"), event("button", press="call", id="press-1"))
