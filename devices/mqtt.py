@@ -34,6 +34,7 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import select
 import socket
@@ -389,7 +390,9 @@ class MqttLink:
         # PUBLISH before CONNECT. Publishes wait until connect() has returned.
         self._held = []
         try:
-            await self._loop.run_in_executor(None, connect)
+            # in this task's context: the socket's callbacks, registered from the executor
+            # thread, run in it too (the logs' context, e.g. which site: monitor/sites.py)
+            await self._loop.run_in_executor(None, contextvars.copy_context().run, connect)
         finally:
             held, self._held = self._held, None
             for topic, payload, qos, retain in held:

@@ -38,6 +38,9 @@ async def run_sites(configs: list[Config]) -> None:
 
 
 async def _site(config: Config, share: Share) -> None:
+    # every log line of this site's runtime (its tasks and callbacks inherit this task's
+    # context) names the site: several sites share one process's log
+    structlog.contextvars.bind_contextvars(site=config.site.id)
     while True:
         try:
             await Runtime(config, share=share).run()

@@ -421,6 +421,10 @@ async def test_three_processes_share_twelve_sites_and_take_over_a_dead_ones(
             assert time.monotonic() < deadline, await owners()
             await asyncio.sleep(0.5)
         assert len(set(holders().values())) == 3
+        # one log for twelve sites: each line of a site's runtime says which
+        connected = [line for line in log_lines(boxes[1][0]) if line.get("event") in (
+            "mqtt_connected", "incident_raised", "http_listening")]
+        assert connected and all(line.get("site") in sites for line in connected), connected
         victim = boxes[0][0]
         theirs = [s for s, names in found.items() if names == ["a"]]
         victim.kill()
