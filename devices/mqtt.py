@@ -29,6 +29,10 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
   one ``recv`` takes a burst where paho asked the kernel three times per packet, and
   everything paho writes in one loop turn (the PUBACKs of a commit, the retained
   states) goes out in one ``send``. paho still reads and writes every packet itself.
+* paho's ``on_publish`` is set only while a `publish_confirmed` waits for its PUBACK, and
+  never while paho writes: paho calls it for every QoS 0 publish it writes as well (a
+  ReasonCode and a Properties made for each retained state), and paho numbers QoS 0
+  publishes too, so one written with a waiting page's number confirmed that page early.
 """
 
 from __future__ import annotations
