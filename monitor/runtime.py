@@ -321,7 +321,7 @@ class Runtime:
                        on_link=health.on_link)
         store.on_committed = ingest.store_committed
         store.on_failed = ingest.store_failed
-        for gauges in (lambda: core_gauges(self.core, self.clock),
+        for gauges in (lambda: core_gauges(self.core, self.clock, self.metrics.per_booth),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
                        lambda: store_gauges(store),
                        lambda: board_gauges(board, cfg, self.clock), selftests.gauges):

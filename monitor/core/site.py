@@ -562,20 +562,31 @@ class SiteCore:
         self._emit_booth(booth.config.id, out)
 
     def _booth_view(self, booth_id: str) -> BoothView:
-        inc = self._open_incident(booth_id)
+        """The booth's view now (built on every event of the booth: kept lean)."""
+        iid = self._open_at.get(booth_id)
+        if iid is None:
+            ref = None
+        else:
+            inc = self.incidents[iid]
+            ref = IncidentRef(inc.id, inc.priority, inc.state.value, inc.level)
         devices = self.registry.booth_devices(booth_id)
-        ref = None if inc is None else IncidentRef(inc.id, inc.priority, inc.state.value, inc.level)
-        return self.booths[booth_id].view(
-            ref,
-            devices_ok=all(d.online and not d.battery_low for d in devices),
-            unmonitored=self._unmonitored(booth_id),
-            troubles=tuple(
+        if devices and not all(d.online and not d.battery_low for d in devices):
+            devices_ok = False
+            troubles = tuple(
                 {"device": d.config.id, "role": d.config.role, "trouble": trouble}
                 for d in devices
                 for trouble, on in (("offline", not d.online), ("low_battery", d.battery_low))
-                if on),
+                if on)
+        else:  # every device well (or none): nothing in trouble, no sensor offline
+            devices_ok, troubles = True, ()
+        test = self.tests.get(booth_id)
+        return self.booths[booth_id].view(
+            ref,
+            devices_ok=devices_ok,
+            unmonitored=not devices_ok and self._unmonitored(booth_id),
+            troubles=troubles,
             closed=self.closed,
-            test=None if (test := self.running_test(booth_id)) is None else {
+            test=None if test is None or test.ended is not None else {
                 "until": test.until, "tester": test.tester},
         )
 
