@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import pstats
 import sys
 import threading
@@ -119,6 +120,7 @@ def publisher(index: int, port: int, auth: bool, booth_numbers: list[int], booth
         while not go.wait(0.05):
             client.loop(0)  # keep-alive while the others get ready
         first = time.time()
+        cpu = time.process_time()  # this process's CPU (all its threads) while it publishes
         sent = 0
         queued = 0.0
         give_up = time.monotonic() + 300
@@ -130,7 +132,8 @@ def publisher(index: int, port: int, auth: bool, booth_numbers: list[int], booth
                 if sent == len(messages):
                     queued = time.time()
             client.loop(0.01)
-        results.put(("done", index, first, queued or time.time(), time.time(), acked))
+        results.put(("done", index, first, queued or time.time(), time.time(), acked,
+                     time.process_time() - cpu))
     finally:
         client.disconnect()
 
@@ -290,6 +293,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         queued = max(d[3] for d in done)
         broker_acked = max(d[4] for d in done)
         pub_acks = sum(d[5] for d in done)
+        publishers_cpu = sum(d[6] for d in done)
         total_stored = count - before
         elapsed = done_at - first
 
@@ -313,13 +317,27 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         print(f"service received all:     {received_in:.2f} s after the first publish "
               f"({total_stored / max(received_in, 1e-9):,.0f}/s); the last commit came "
               f"{done_at - float(last_received):.2f} s after that")
+        per_event = 1e6 / max(total_stored, 1)
+        shares: dict[str, float] = {}
         if cpu_before is not None and cpu_after is not None:
-            cpu = cpu_after - cpu_before
+            cpu = shares["service"] = cpu_after - cpu_before
             print(f"service CPU:              {cpu:.2f} s for {total_stored} events "
-                  f"({cpu / max(total_stored, 1) * 1e6:.0f} µs/event, all threads; "
+                  f"({cpu * per_event:.0f} µs/event, all threads; "
                   f"{cpu / max(elapsed, 1e-9):.0%} of one core)")
         if broker_cpu_before is not None and broker_cpu_after is not None:
-            print(f"broker CPU:               {broker_cpu_after - broker_cpu_before:.2f} s")
+            cpu = shares["broker"] = broker_cpu_after - broker_cpu_before
+            print(f"broker CPU:               {cpu:.2f} s ({cpu * per_event:.0f} µs/event)")
+        shares["publishers"] = publishers_cpu
+        print(f"publishers' CPU:          {publishers_cpu:.2f} s ({publishers_cpu * per_event:.0f}"
+              f" µs/event, {args.publishers} Python process(es) with paho)")
+        if len(shares) == 3:
+            # the three share the box: its cores are all the CPU they have between them
+            cores = os.cpu_count() or 1
+            budget = cores / TARGET * 1e6
+            together = sum(shares.values()) * per_event
+            print(f"CPU per event, all three: {together:.0f} µs (service "
+                  f"{shares['service'] / sum(shares.values()):.0%}); {cores} cores give the "
+                  f"three {budget:.0f} µs per event at {TARGET:,.0f} events/s")
         print(f"metrics:                  accepted {accepted:.0f}  duplicate {duplicates:.0f}  "
               f"error {errors:.0f}  rejected {rejected:.0f}")
         print(f"broker drop warnings:     {broker.dropped_warnings()}")

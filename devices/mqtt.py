@@ -29,6 +29,10 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
   one ``recv`` takes a burst where paho asked the kernel three times per packet, and
   everything paho writes in one loop turn (the PUBACKs of a commit, the retained
   states) goes out in one ``send``. paho still reads and writes every packet itself.
+* paho's ``on_publish`` is set only while a `publish_confirmed` waits for its PUBACK, and
+  never while paho writes: paho calls it for every QoS 0 publish it writes as well (a
+  ReasonCode and a Properties made for each retained state), and paho numbers QoS 0
+  publishes too, so one written with a waiting page's number confirmed that page early.
 """
 
 from __future__ import annotations
@@ -313,7 +317,8 @@ class MqttLink:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
-        client.on_publish = self._handle_publish
+        # on_publish only while a publish_confirmed waits (`_hear_pubacks`): paho calls it
+        # for every QoS 0 publish it writes too, each with a new ReasonCode and Properties
         client.on_subscribe = self._handle_subscribe
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
@@ -463,11 +468,23 @@ class MqttLink:
         if info.is_published():
             return
         self._confirm[info.mid] = fut
+        self._hear_pubacks()
         try:
             async with asyncio.timeout(timeout):
                 await fut
         finally:
             self._confirm.pop(info.mid, None)
+            self._hear_pubacks()
+
+    def _hear_pubacks(self) -> None:
+        """paho's on_publish is set while a `publish_confirmed` waits for its PUBACK, and only
+        then: paho also calls it for each QoS 0 publish it writes (every retained booth state),
+        with a ReasonCode and a Properties made for the call. `_write` takes it away while
+        paho writes: a PUBACK is only ever read, and a QoS 0 publish written with the mid of
+        the one waiting (paho numbers QoS 0 publishes too, 16 bits) must not confirm it."""
+        wanted = self._handle_publish if self._confirm else None
+        if self._client.on_publish != wanted:
+            self._client.on_publish = wanted
 
     def ack(self, mid: int, generation: int) -> bool:
         """Acknowledge a message of connection ``generation``; False if that connection is gone."""
@@ -488,7 +505,15 @@ class MqttLink:
         sock = self._sock
         if sock is None or self._loop is None:
             return
-        self._client.loop_write()  # paho's packets into the buffer
+        client = self._client
+        if self._confirm:
+            client.on_publish = None  # see `_hear_pubacks`
+            try:
+                client.loop_write()  # paho's packets into the buffer
+            finally:
+                client.on_publish = self._handle_publish
+        else:
+            client.loop_write()  # paho's packets into the buffer
         done = sock.write()
         if done and self._writer:
             self._writer = False
@@ -565,6 +590,7 @@ class MqttLink:
             if not fut.done():
                 fut.set_exception(NotConnected("connection lost before PUBACK"))
         self._confirm.clear()
+        self._hear_pubacks()
         self._tell_link()
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:

@@ -11,6 +11,7 @@ Each view has two forms, and only this module knows them:
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,20 +126,34 @@ def booth_record(view: BoothView) -> dict[str, Any]:
 
 
 _BOOTH_FIELDS = tuple(f for f in BoothView.__dataclass_fields__ if f != "incident")
-#: fields a booth record may lack (written before they existed) and what they mean then
+_BOOTH_NAMES = tuple(BoothView.__dataclass_fields__)
+#: what each field a booth record lacks means (the record was written before it existed)
 _BOOTH_DEFAULTS: dict[str, Any] = {
+    **{f.name: f.default for f in fields(BoothView) if f.default is not MISSING},
     "door": None, "door_closed_at": None, "awaiting_presence": False, "maintenance": None,
     "mode": "normal", "unmonitored": False, "devices_ok": True, "test": None,
 }
 
 
 def booth_from_record(record: dict[str, Any]) -> BoothView:
-    fields = {**_BOOTH_DEFAULTS, **record}
-    inc = fields["incident"]
-    fields["incident"] = None if inc is None else IncidentRef(
-        id=inc["id"], priority=inc["priority"], state=inc["state"], level=inc["level"])
-    fields["troubles"] = tuple(fields.get("troubles", ()))
-    return BoothView(**fields)
+    values = {**_BOOTH_DEFAULTS, **record}
+    inc = values["incident"]
+    values["incident"] = None if inc is None else IncidentRef(
+        inc["id"], inc["priority"], inc["state"], inc["level"])
+    values["troubles"] = tuple(values["troubles"])
+    return BoothView(*_in_order(values, _BOOTH_NAMES))
+
+
+def _in_order(values: dict[str, Any], names: tuple[str, ...]) -> list[Any]:
+    """`values` as the positional arguments of a view whose fields are `names`.
+
+    Not ``View(**values)``: the keys of a decoded record are not interned, so Python
+    matched each of the ~30 keywords by comparing strings, and a booth's view took twice
+    as long to make (10,000 of them at every start: bench/restart.py)."""
+    if len(values) != len(names):
+        raise TypeError(f"a stored record has the fields {sorted(values)}; "
+                        f"expected {sorted(names)}")
+    return [values[name] for name in names]
 
 
 def incident_record(view: IncidentView) -> dict[str, Any]:
@@ -155,15 +170,20 @@ _INCIDENT_FIELDS = tuple(IncidentView.__dataclass_fields__)
 
 
 def incident_from_record(record: dict[str, Any]) -> IncidentView:
-    fields = dict(record)
-    fields.setdefault("outcome_note", None)  # records written before 0.4 lack these
-    fields.setdefault("urgent", False)
-    fields.setdefault("first_steps", {})  # records written before protocol steps lack these
-    last_ack = fields.setdefault("last_ack", None)
-    fields["last_ack"] = None if last_ack is None else (last_ack[0], last_ack[1])
-    fields["triggers"] = tuple(fields["triggers"])
-    fields["cleared"] = tuple(fields["cleared"])
-    fields["timeline"] = tuple(
-        TimelineEntry(e["at"], e["kind"], e["detail"]) for e in fields["timeline"]
+    values = {**_INCIDENT_DEFAULTS, **record}
+    values.setdefault("first_steps", {})  # records written before protocol steps lack these
+    last_ack = values["last_ack"]
+    values["last_ack"] = None if last_ack is None else (last_ack[0], last_ack[1])
+    values["triggers"] = tuple(values["triggers"])
+    values["cleared"] = tuple(values["cleared"])
+    values["timeline"] = tuple(
+        TimelineEntry(e["at"], e["kind"], e["detail"]) for e in values["timeline"]
     )
-    return IncidentView(**fields)
+    return IncidentView(*_in_order(values, _INCIDENT_FIELDS))
+
+
+#: what each field an incident record lacks means (written before 0.4, or before last_ack)
+_INCIDENT_DEFAULTS: dict[str, Any] = {
+    **{f.name: f.default for f in fields(IncidentView) if f.default is not MISSING},
+    "outcome_note": None, "urgent": False, "last_ack": None,
+}

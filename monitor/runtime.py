@@ -136,7 +136,7 @@ class Runtime:
         self.topics = Topics(config.site.id)
         self.metrics = Metrics()
         precreate(self.metrics, config)
-        self.core = SiteCore(config, new_id=lambda: str(ULID()))
+        self.core = SiteCore(config, new_id=lambda: str(ULID()), restoring=True)  # in run
         # the config's check loaded it already, moments ago
         self.language = i18n.load(config.site.language, config.site.catalogs)
         self.used_links = UsedLinks(config.http.ack_link_ttl)  # ack links are single use
@@ -320,7 +320,7 @@ class Runtime:
                        on_connected=lambda _present: self._connected(publisher),
                        on_link=health.on_link)
         store.on_failed = ingest.store_failed
-        for gauges in (lambda: core_gauges(self.core, self.clock),
+        for gauges in (lambda: core_gauges(self.core, self.clock, self.metrics.per_booth),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
                        lambda: store_gauges(store),
                        lambda: board_gauges(board, cfg, self.clock), selftests.gauges):
@@ -385,17 +385,19 @@ class Runtime:
         # every booth's state (QoS 0: whatever a broken link lost, send again), a slice a
         # loop turn: at 10,000 booths all at once held the loop for 0.4 s, and with it the
         # subscription's acknowledgement (/readyz), pages and the events kept for us
-        self._republish(publisher, self.mqtt.generation, 0)
+        self._republish(publisher, self.mqtt.generation, list(self.core.booths), 0)
 
-    def _republish(self, publisher: Publisher, generation: int, start: int) -> None:
+    def _republish(self, publisher: Publisher, generation: int, booths: list[str],
+                   start: int) -> None:
         if generation != self.mqtt.generation:
             return  # connected again meanwhile: that connection sends them all
-        views = self.core.booth_views()  # as they are now: a booth changed since is newer
-        for view in views[start:start + REPUBLISH_SLICE]:
+        # as they are now: a booth changed since is newer; after a restart, each view is
+        # built here, a slice at a time, not all by the restore (`SiteCore.restore`)
+        for view in self.core.booth_views(booths[start:start + REPUBLISH_SLICE]):
             publisher.booth(view)
-        if start + REPUBLISH_SLICE < len(views):
+        if start + REPUBLISH_SLICE < len(booths):
             asyncio.get_running_loop().call_soon(self._republish, publisher, generation,
-                                                 start + REPUBLISH_SLICE)
+                                                 booths, start + REPUBLISH_SLICE)
 
     # what tests and the demo read of a running service
     def booths_json(self) -> list[dict[str, object]]:

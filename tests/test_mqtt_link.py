@@ -277,3 +277,32 @@ async def test_a_burst_through_the_buffered_socket_arrives_whole_and_is_acknowle
         finally:
             publisher.close()
     assert redelivered == ["race-in/marker"]
+
+
+async def test_a_confirmed_publish_is_confirmed_by_its_own_puback_only(
+        mosquitto: Mosquitto) -> None:
+    """`publish_confirmed` returns on the broker's PUBACK of its message, and paho's
+    on_publish is set only while one waits. paho numbers QoS 0 publishes too (16 bits,
+    wrapping) and calls on_publish as it writes each: the retained states written while a
+    page waits for its PUBACK came round to the page's number and confirmed it before the
+    broker had it."""
+    link, up = make_link(mosquitto, "confirm-own")
+    async with running(link):
+        assert await wait_up(up)
+        client: paho.Client = link._client
+        assert client.on_publish is None  # QoS 0 writes build nothing for it
+        link.pause_reading()  # the page's PUBACK waits in the kernel meanwhile
+        confirmed = asyncio.create_task(link.publish_confirmed("race-out/page", b"page"))
+        await asyncio.sleep(0)  # published, waiting for its PUBACK
+        assert client.on_publish is not None
+        for i in range(65535):  # the numbers come round to the waiting page's
+            link.publish("race-out/state", b"%d" % i, qos=0, retain=False)
+            if i % 1000 == 999:
+                await asyncio.sleep(0)  # the link writes them
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not confirmed.done()
+        link.resume_reading()
+        async with asyncio.timeout(WAIT):
+            await confirmed
+        assert client.on_publish is None
