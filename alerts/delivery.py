@@ -13,13 +13,14 @@ gets its own asyncio task, and `submit` never blocks the caller.
 
 Attempts are admitted by priority (`Slots`): urgent, then high, medium, low,
 first come first served within one. At most ``max_in_flight`` attempts of a
-delivery's rank or above are under way at once, so a burst of a thousand low
-pages (every booth's sensor offline after a power cut) goes out as fast as the
-event loop allows while a call's page starts at once: lower-ranked attempts never
-count against it. A slot is held until the attempt ends or for ``slot_hold``
-seconds, whichever comes first: an attempt still waiting on a slow or hanging
-service after that costs the loop nothing and stops counting, so it never holds
-up pages to anyone else for longer.
+delivery's rank or above are under way at once, ``max_in_flight_lower`` for a
+medium or low one, so a burst of a thousand low pages (every booth's sensor
+offline after a power cut) goes out a few at a time, each turn of the event loop
+short, while a call's page starts at once: lower-ranked attempts never count
+against it. A slot is held until the attempt ends or for ``slot_hold`` seconds,
+whichever comes first: an attempt still waiting on a slow or hanging service
+after that costs the loop nothing and stops counting, so it never holds up pages
+to anyone else for longer.
 
 Safety rules (a page must never be silently lost):
 
@@ -201,22 +202,33 @@ class Slot:
 
 
 class Slots:
-    """Admission of attempts by rank: at most `limit` of rank r or above under way.
+    """Admission of attempts by rank: at most `limit` of rank r or above under way, and
+    for the ranks below high (medium, low) at most `lower` of any rank.
 
-    An attempt of rank r is admitted at once when fewer than `limit` attempts of
-    rank r or above hold a slot and none of rank r or above is waiting; else it
-    waits, and freed places go to the highest rank waiting, first come first served
-    within a rank. So attempts of a lower rank never delay a higher one, and every
-    waiting attempt is admitted as soon as those above it leave room.
+    An attempt of rank r is admitted at once when fewer than its rank's limit of
+    attempts of rank r or above hold a slot and none of rank r or above is waiting;
+    else it waits, and freed places go to the highest rank waiting, first come first
+    served within a rank. So attempts of a lower rank never delay a higher one, and
+    every waiting attempt is admitted as soon as those above it leave room. `lower`
+    bounds how much of each turn of the event loop a burst of low pages takes (each
+    attempt under way does a step a turn): a call's page, read between those turns,
+    waits that much less.
     """
 
-    def __init__(self, limit: int, hold: float | None) -> None:
+    def __init__(self, limit: int, hold: float | None, lower: int | None = None) -> None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
+        lower = limit if lower is None else lower
+        if not 1 <= lower <= limit:
+            raise ValueError(f"lower must be in [1, limit], got {lower!r}")
         if hold is not None and not hold > 0:
             raise ValueError(f"hold must be > 0, got {hold!r}")
         self.limit = limit
+        self.lower = lower
         self.hold = hold
+        # the limit by rank: `lower` below high
+        self._limits = [lower if rank < PRIORITY_RANKS["high"] else limit
+                        for rank in range(URGENT_RANK + 1)]
         self._busy = [0] * (URGENT_RANK + 1)  # slots held, by rank
         self._waiting: list[tuple[int, int, asyncio.Future[Slot]]] = []  # (-rank, seq, fut)
         self._seq = itertools.count()
@@ -232,7 +244,7 @@ class Slots:
         return sum(1 for _key, _seq, fut in self._waiting if not fut.done())
 
     def _room(self, rank: int) -> bool:
-        return sum(self._busy[rank:]) < self.limit
+        return sum(self._busy[rank:]) < self._limits[rank]
 
     def _grant(self, rank: int) -> Slot:
         self._busy[rank] += 1
@@ -287,7 +299,8 @@ class Dispatcher:
     ``len(retry_delays) + 1`` failed rounds ``on_failed(delivery, last_reason)`` is
     called once. Callbacks are plain functions, called from the delivery tasks,
     never from inside `submit` or `cancel`. Each attempt waits for a slot
-    (`Slots`: ``max_in_flight`` by rank, held at most ``slot_hold`` seconds).
+    (`Slots`: ``max_in_flight`` by rank, ``max_in_flight_lower`` for medium and low,
+    held at most ``slot_hold`` seconds).
     """
 
     def __init__(
@@ -300,6 +313,7 @@ class Dispatcher:
         gate: Gate | None = None,
         max_in_flight: int = 32,
         slot_hold: float | None = 0.1,
+        max_in_flight_lower: int | None = 4,
     ) -> None:
         if any(not delay >= 0 for delay in retry_delays):
             raise ValueError(f"retry delays must be >= 0, got {retry_delays!r}")
@@ -312,7 +326,9 @@ class Dispatcher:
         self._jitter = jitter
         self._gate = gate
         self._jobs: set[_Job] = set()
-        self.slots = Slots(max_in_flight, slot_hold)
+        self.slots = Slots(max_in_flight, slot_hold,
+                           None if max_in_flight_lower is None
+                           else min(max_in_flight_lower, max_in_flight))
 
     @property
     def pending(self) -> int:

@@ -47,11 +47,14 @@ Stored = asyncio.Future[None]
 
 #: how long the timer task fires deadlines in one turn of the event loop (seconds), and
 #: how many it asks the core for at a time: 1,000 sensors falling silent at once are
-#: 1,000 incidents, about 0.15 ms of the core and as much again of pages, rows and
-#: publishes each; in one go they held the loop (and the calls read meanwhile) for
-#: 120 ms and more (bench/burst.py). The MQTT reader's slice is 2 ms likewise.
-FIRE_SLICE = 0.005
-FIRE_BATCH = 10
+#: 1,000 incidents, about 0.3 ms each of the core, the page's start and the rows, and
+#: each brings as much again in the turns after (its publishes, its page's request and
+#: records). A call read during the burst waits for about three turns (its read, its
+#: delivery's first step, aiohttp writing the body): fired 5 ms (10 deadlines) a turn,
+#: its page took p99 100-500 ms; 1 ms (one deadline at a time), p99 14-17 ms
+#: (bench/burst.py). The MQTT reader's slice is 2 ms, the store's encoding 1 ms.
+FIRE_SLICE = 0.001
+FIRE_BATCH = 1
 
 
 class StorePort(Protocol):

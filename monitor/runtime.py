@@ -319,7 +319,6 @@ class Runtime:
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
                        on_connected=lambda _present: self._connected(publisher),
                        on_link=health.on_link)
-        store.on_committed = ingest.store_committed
         store.on_failed = ingest.store_failed
         for gauges in (lambda: core_gauges(self.core, self.clock, self.metrics.per_booth),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -122,6 +122,7 @@ class Batch:
     receipts: list[tuple[str, str, float]] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)  # the readiness probe
     done: asyncio.Future[None] | None = None
+    encoded: dict[str, list[Row]] | None = None  # each table's rows, once `encode` made them
 
     def __len__(self) -> int:
         return (
@@ -132,6 +133,7 @@ class Batch:
 
     def absorb(self, later: Batch) -> None:
         """Fold a later batch into this one (after a failed commit), keeping order."""
+        self.encoded = None
         self.events += later.events
         self.booths.update(later.booths)
         self.sessions += later.sessions
@@ -153,40 +155,33 @@ class Batch:
 
     # (booth, kind, event_id, device, ts, received_at, payload)
     def event_rows(self) -> list[Row]:
-        return [(e.booth, e.kind, e.event_id, e.device, e.ts, e.received_at, e.payload)
-                for e in self.events]
+        return self._rows("events")
 
     # (id, view, updated_at)
     def booth_rows(self) -> list[Row]:
-        return [(bid, dumps(booth_record(view)), at) for bid, (view, at) in self.booths.items()]
+        return self._rows("booths")
 
     # (id, booth, priority, state, triggers, level, max_level, raised_at, acknowledged_at,
     #  acknowledged_by, presence_at, resolved_at, resolved_by, outcome, view)
     def incident_rows(self) -> list[Row]:
-        return [(v.id, v.booth, v.priority, v.state, dumps(v.triggers), v.level, v.max_level,
-                 v.raised_at, v.acknowledged_at, v.acknowledged_by, v.presence_at,
-                 v.resolved_at, v.resolved_by, v.outcome, dumps(incident_record(v)))
-                for v in self.incidents.values()]
+        return self._rows("incidents")
 
     # (incident, at, kind, detail)
     def timeline_rows(self) -> list[Row]:
-        return [(iid, e.at, e.kind, dumps(e.detail)) for iid, e in self.timeline]
+        return self._rows("timeline")
 
     # (id, incident, responder, channel, level, payload, status, attempts, last_error,
     #  created_at, updated_at, sent_at, latency, kind, receipt, delivered_at)
     def page_rows(self) -> list[Row]:
-        return [(p.id, p.incident, p.responder, p.channel, p.level, dumps(p.payload), p.status,
-                 p.attempts, p.last_error, p.created_at, p.updated_at, p.sent_at, p.latency,
-                 p.kind, p.receipt, p.delivered_at) for p in self.pages.values()]
+        return self._rows("pages")
 
     # (page, number, channel, ok, error, latency, receipt, at)
     def attempt_rows(self) -> list[Row]:
-        return [(a.page, a.number, a.channel, a.ok, a.error, a.latency, a.receipt, a.at)
-                for a in self.attempts]
+        return self._rows("attempts")
 
     # (responder, snapshot, updated_at)
     def duty_rows(self) -> list[Row]:
-        return [(rid, dumps(snap), at) for rid, (snap, at) in self.duty.items()]
+        return self._rows("duty")
 
     # (incident, at, step, responder, count, note, via): protocol steps also in a table
     # of their own, for reports to query
@@ -197,16 +192,95 @@ class Batch:
 
     # (at, kind, subject, detail)
     def audit_rows(self) -> list[Row]:
-        return [(at, kind, subject, dumps(detail)) for at, kind, subject, detail in self.audit]
+        return self._rows("audit")
 
     # (id, booth, online, last_seen, battery, snapshot, updated_at)
     def device_rows(self) -> list[Row]:
-        return [(did, booth, bool(snap["online"]), snap["last_seen"], snap["battery"],
-                 dumps(snap), at) for did, (booth, snap, at) in self.devices.items()]
+        return self._rows("devices")
 
     # (status, at, at, receipt): the statement's parameters, in its order
     def receipt_rows(self) -> list[Row]:
         return [(status, at, at, receipt) for receipt, status, at in self.receipts]
+
+    def encode(self) -> Iterator[None]:
+        """Make every table's rows (the JSON of views, payloads and snapshots: most of a
+        commit's time on the event loop), one at a time, yielding after each so the
+        caller can let the loop turn in between (`Store.run_writer`). The ``*_rows``
+        methods then return what this made; a change to the batch (`absorb`) drops it."""
+        encoded: dict[str, list[Row]] = {}
+        for table, (items, make) in self._tables().items():
+            rows: list[Row] = []
+            for item in items:
+                rows.append(make(item))
+                yield
+            encoded[table] = rows
+        self.encoded = encoded
+
+    def _rows(self, table: str) -> list[Row]:
+        if self.encoded is not None:
+            return self.encoded[table]
+        items, make = self._tables()[table]
+        return [make(item) for item in items]
+
+    def _tables(self) -> dict[str, tuple[Iterable[Any], Callable[[Any], Row]]]:
+        """Each table's items in the batch, and how one becomes a row."""
+        return {
+            "events": (self.events, _event_row),
+            "booths": (self.booths.items(), _booth_row),
+            "incidents": (self.incidents.values(), _incident_row),
+            "timeline": (self.timeline, _timeline_row),
+            "pages": (self.pages.values(), _page_row),
+            "attempts": (self.attempts, _attempt_row),
+            "duty": (self.duty.items(), _duty_row),
+            "audit": (self.audit, _audit_row),
+            "devices": (self.devices.items(), _device_row),
+        }
+
+
+def _event_row(e: EventRow) -> Row:
+    return (e.booth, e.kind, e.event_id, e.device, e.ts, e.received_at, e.payload)
+
+
+def _booth_row(item: tuple[str, tuple[BoothView, float]]) -> Row:
+    bid, (view, at) = item
+    return (bid, dumps(booth_record(view)), at)
+
+
+def _incident_row(v: IncidentView) -> Row:
+    return (v.id, v.booth, v.priority, v.state, dumps(v.triggers), v.level, v.max_level,
+            v.raised_at, v.acknowledged_at, v.acknowledged_by, v.presence_at,
+            v.resolved_at, v.resolved_by, v.outcome, dumps(incident_record(v)))
+
+
+def _timeline_row(item: tuple[str, TimelineEntry]) -> Row:
+    iid, e = item
+    return (iid, e.at, e.kind, dumps(e.detail))
+
+
+def _page_row(p: PageRow) -> Row:
+    return (p.id, p.incident, p.responder, p.channel, p.level, dumps(p.payload), p.status,
+            p.attempts, p.last_error, p.created_at, p.updated_at, p.sent_at, p.latency,
+            p.kind, p.receipt, p.delivered_at)
+
+
+def _attempt_row(a: AttemptRow) -> Row:
+    return (a.page, a.number, a.channel, a.ok, a.error, a.latency, a.receipt, a.at)
+
+
+def _duty_row(item: tuple[str, tuple[dict[str, Any], float]]) -> Row:
+    rid, (snap, at) = item
+    return (rid, dumps(snap), at)
+
+
+def _audit_row(item: tuple[float, str, str, dict[str, Any]]) -> Row:
+    at, kind, subject, detail = item
+    return (at, kind, subject, dumps(detail))
+
+
+def _device_row(item: tuple[str, tuple[str, dict[str, Any], float]]) -> Row:
+    did, (booth, snap, at) = item
+    return (did, booth, bool(snap["online"]), snap["last_seen"], snap["battery"], dumps(snap),
+            at)
 
 
 def dumps(value: Any) -> str:

@@ -286,9 +286,15 @@ class SQLiteBackend:
             raise
 
 
+def _rows(columns: int) -> str:
+    """``SELECT`` of a JSON array of rows (the one parameter), one column per element."""
+    picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(columns))
+    return f" SELECT {picks} FROM json_each(?) WHERE true"
+
+
 def _steps(b: Batch) -> list[tuple[str, Any, bool]]:
-    """The statements that store batch ``b``, their parameters encoded now (on the loop:
-    the rows are a snapshot of this moment)."""
+    """The statements that store batch ``b``: each table's rows as one JSON array, one
+    statement (`Store.run_writer` made the rows, a slice of the loop at a time)."""
     steps: list[tuple[str, Any, bool]] = []
 
     def one(sql: str, args: Sequence[Any]) -> None:
@@ -297,118 +303,64 @@ def _steps(b: Batch) -> list[tuple[str, Any, bool]]:
     def many(sql: str, rows: Sequence[Sequence[Any]]) -> None:
         steps.append((sql, rows, True))
 
-    # one statement per table: each row would otherwise make the writer thread and the
-    # event loop trade the GIL (sqlite3 lets it go around every step), which under load
-    # costs far more than the insert
-    if b.events:
-        one(
-            "INSERT OR IGNORE INTO events"
-            "(booth, kind, event_id, device, ts, received_at, payload)"
-            " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-            " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-            " json_extract(value, '$[4]'), json_extract(value, '$[5]'),"
-            " json_extract(value, '$[6]') FROM json_each(?)",
-            (dumps(b.event_rows()),),
-        )
-    if b.booths:
-        one(
-            "INSERT INTO booths(id, view, updated_at)"
-            " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-            " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
-            " ON CONFLICT(id) DO UPDATE SET view=excluded.view,"
-            " updated_at=excluded.updated_at",
-            (dumps(b.booth_rows()),),
-        )
-    if b.sessions:
-        one(
-            "INSERT INTO sessions(booth, started_at, ended_at)"
-            " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-            " json_extract(value, '$[2]') FROM json_each(?) WHERE true"
-            " ON CONFLICT(booth, started_at) DO UPDATE SET ended_at=excluded.ended_at",
-            (dumps(b.sessions),),
-        )
-    if b.incidents:
-        many(
-            "INSERT INTO incidents(id, booth, priority, state, triggers, level,"
-            " max_level, raised_at, acknowledged_at, acknowledged_by, presence_at,"
-            " resolved_at, resolved_by, outcome, view)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(id) DO UPDATE SET priority=excluded.priority,"
-            " state=excluded.state, triggers=excluded.triggers, level=excluded.level,"
-            " max_level=excluded.max_level, acknowledged_at=excluded.acknowledged_at,"
-            " acknowledged_by=excluded.acknowledged_by,"
-            " presence_at=excluded.presence_at, resolved_at=excluded.resolved_at,"
-            " resolved_by=excluded.resolved_by, outcome=excluded.outcome,"
-            " view=excluded.view",
-            b.incident_rows(),
-        )
-    if b.timeline:
-        many(
-            "INSERT INTO timeline(incident, at, kind, detail) VALUES (?,?,?,?)",
-            b.timeline_rows(),
-        )
-        if rows := b.step_rows():
-            many(
-                "INSERT INTO steps(incident, at, step, responder, count, note, via)"
-                " VALUES (?,?,?,?,?,?,?)", rows)
-    if b.pages:
-        many(
-            "INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
-            " attempts, last_error, created_at, updated_at, sent_at, latency, kind,"
-            " receipt, delivered_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
-            " channel=excluded.channel,"
-            " attempts=excluded.attempts, last_error=excluded.last_error,"
-            " updated_at=excluded.updated_at,"
-            " sent_at=coalesce(excluded.sent_at, pages.sent_at),"
-            " latency=coalesce(excluded.latency, pages.latency),"
-            " receipt=coalesce(excluded.receipt, pages.receipt),"
-            " delivered_at=coalesce(excluded.delivered_at, pages.delivered_at)",
-            b.page_rows(),
-        )
-    if b.attempts:
-        many(
-            "INSERT OR REPLACE INTO page_attempts(page, number, channel, ok, error,"
-            " latency, receipt, at) VALUES (?,?,?,?,?,?,?,?)",
-            b.attempt_rows(),
-        )
-    if b.duty:
-        many(
-            "INSERT INTO duty(responder, snapshot, updated_at) VALUES (?,?,?)"
-            " ON CONFLICT(responder) DO UPDATE SET snapshot=excluded.snapshot,"
-            " updated_at=excluded.updated_at",
-            b.duty_rows(),
-        )
-    if b.receipts:
+    def table(insert: str, rows: Sequence[Sequence[Any]], conflict: str = "") -> None:
+        if rows:
+            one(insert + _rows(len(rows[0])) + conflict, (dumps(rows),))
+
+    # one statement per table, its rows in one JSON parameter: sqlite3 lets the GIL go
+    # around every step of a statement, so each row of an executemany made the writer
+    # thread and the event loop trade the GIL; with the loop busy (a burst of incidents)
+    # every trade waited for it, and a commit of 2,000 rows took most of a second
+    table("INSERT OR IGNORE INTO events(booth, kind, event_id, device, ts, received_at,"
+          " payload)", b.event_rows())
+    table("INSERT INTO booths(id, view, updated_at)", b.booth_rows(),
+          " ON CONFLICT(id) DO UPDATE SET view=excluded.view, updated_at=excluded.updated_at")
+    table("INSERT INTO sessions(booth, started_at, ended_at)", b.sessions,
+          " ON CONFLICT(booth, started_at) DO UPDATE SET ended_at=excluded.ended_at")
+    table("INSERT INTO incidents(id, booth, priority, state, triggers, level, max_level,"
+          " raised_at, acknowledged_at, acknowledged_by, presence_at, resolved_at,"
+          " resolved_by, outcome, view)", b.incident_rows(),
+          " ON CONFLICT(id) DO UPDATE SET priority=excluded.priority,"
+          " state=excluded.state, triggers=excluded.triggers, level=excluded.level,"
+          " max_level=excluded.max_level, acknowledged_at=excluded.acknowledged_at,"
+          " acknowledged_by=excluded.acknowledged_by,"
+          " presence_at=excluded.presence_at, resolved_at=excluded.resolved_at,"
+          " resolved_by=excluded.resolved_by, outcome=excluded.outcome,"
+          " view=excluded.view")
+    table("INSERT INTO timeline(incident, at, kind, detail)", b.timeline_rows())
+    table("INSERT INTO steps(incident, at, step, responder, count, note, via)",
+          b.step_rows())
+    table("INSERT INTO pages(id, incident, responder, channel, level, payload, status,"
+          " attempts, last_error, created_at, updated_at, sent_at, latency, kind, receipt,"
+          " delivered_at)", b.page_rows(),
+          " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
+          " channel=excluded.channel,"
+          " attempts=excluded.attempts, last_error=excluded.last_error,"
+          " updated_at=excluded.updated_at,"
+          " sent_at=coalesce(excluded.sent_at, pages.sent_at),"
+          " latency=coalesce(excluded.latency, pages.latency),"
+          " receipt=coalesce(excluded.receipt, pages.receipt),"
+          " delivered_at=coalesce(excluded.delivered_at, pages.delivered_at)")
+    table("INSERT OR REPLACE INTO page_attempts(page, number, channel, ok, error, latency,"
+          " receipt, at)", b.attempt_rows())
+    table("INSERT INTO duty(responder, snapshot, updated_at)", b.duty_rows(),
+          " ON CONFLICT(responder) DO UPDATE SET snapshot=excluded.snapshot,"
+          " updated_at=excluded.updated_at")
+    if b.receipts:  # in order: a later report of the same receipt wins
         many(
             "UPDATE pages SET status = CASE WHEN status = 'acknowledged' THEN status"
             " ELSE ? END, delivered_at = coalesce(delivered_at, ?), updated_at = ?"
             " WHERE receipt = ?",
             b.receipt_rows(),
         )
-    if b.audit:
-        many(
-            "INSERT INTO audit(at, kind, subject, detail) VALUES (?,?,?,?)",
-            b.audit_rows(),
-        )
-    if b.devices:
-        one(
-            "INSERT INTO devices(id, booth, online, last_seen, battery, snapshot,"
-            " updated_at) SELECT json_extract(value, '$[0]'),"
-            " json_extract(value, '$[1]'), json_extract(value, '$[2]'),"
-            " json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
-            " json_extract(value, '$[5]'), json_extract(value, '$[6]')"
-            " FROM json_each(?) WHERE true ON CONFLICT(id) DO UPDATE SET"
-            " booth=excluded.booth, online=excluded.online,"
-            " last_seen=excluded.last_seen, battery=excluded.battery,"
-            " snapshot=excluded.snapshot, updated_at=excluded.updated_at",
-            (dumps(b.device_rows()),),
-        )
-    if b.meta:
-        many(
-            "INSERT INTO meta(key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value=excluded.value", list(b.meta.items()))
+    table("INSERT INTO audit(at, kind, subject, detail)", b.audit_rows())
+    table("INSERT INTO devices(id, booth, online, last_seen, battery, snapshot, updated_at)",
+          b.device_rows(),
+          " ON CONFLICT(id) DO UPDATE SET booth=excluded.booth, online=excluded.online,"
+          " last_seen=excluded.last_seen, battery=excluded.battery,"
+          " snapshot=excluded.snapshot, updated_at=excluded.updated_at")
+    table("INSERT INTO meta(key, value)", list(b.meta.items()),
+          " ON CONFLICT(key) DO UPDATE SET value=excluded.value")
     return steps
 
 

@@ -208,6 +208,28 @@ async def test_slots_release_is_idempotent_and_a_granted_cancel_gives_back() -> 
     again.release()
 
 
+async def test_medium_and_low_attempts_share_the_lower_limit() -> None:
+    """With `lower` 2 of 4: at most two medium or low attempts under way, none while two
+    of any rank are, and high ones still get all four at once."""
+    slots = Slots(4, None, lower=2)
+    lower = [await slots.acquire(0), await slots.acquire(1)]
+    low = asyncio.ensure_future(slots.acquire(0))
+    highs = [await slots.acquire(2) for _ in range(4)]  # the lower ones hold up none
+    await turns()
+    assert not low.done() and slots.busy == 6 and slots.waiting == 1
+    for slot in lower:
+        slot.release()
+    await turns()
+    assert not low.done()  # four high attempts under way: no room below high
+    for slot in highs[:3]:
+        slot.release()
+    await turns()
+    assert low.done() and slots.busy == 2
+    (await low).release()
+    highs[3].release()
+    assert slots.busy == 0 and slots.waiting == 0
+
+
 def test_delivery_priority_and_rank() -> None:
     assert [page("x", p).rank for p in ("low", "medium", "high")] == [0, 1, 2]
     assert page("x", "low", urgent=True).rank == 3
@@ -215,6 +237,8 @@ def test_delivery_priority_and_rank() -> None:
         page("x", "critical")
     with pytest.raises(ValueError, match="limit"):
         Slots(0, None)
+    with pytest.raises(ValueError, match="lower"):
+        Slots(4, None, lower=5)
 
 
 def test_paging_ranks_a_delivery_by_its_payload() -> None:

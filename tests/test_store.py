@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from alerts.tokens import Use
+from monitor import store as store_module
 from monitor.codec import incident_record
 from monitor.core.booth import BoothView
 from monitor.core.events import Button, Press, Resolve
 from monitor.core.incident import TimelineEntry
 from monitor.store import SCHEMA_VERSION, AttemptRow, EventRow, PageRow, Store
-from monitor.store_base import SchemaTooNew
+from monitor.store_base import Batch, SchemaTooNew
 from tests.harness.core import CoreDriver, incident
 from tests.harness.postgres import PASSWORD, Postgres, StoreAt
 
@@ -257,6 +258,38 @@ async def test_drain_after_cancel_keeps_everything(store_at: StoreAt) -> None:
     await store.drain()
     assert await store.count("events") == 600
     await store.close()
+
+
+async def test_cancelled_while_encoding_a_batch_drain_keeps_it(
+        store_at: StoreAt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer makes a batch's rows a slice of the loop at a time: cancelled between two
+    slices (shutdown), nothing of that batch is lost."""
+    monkeypatch.setattr(store_module, "ENCODE_SLICE", 0.0)  # a turn after every row
+    store = await store_at.open()
+    writer = asyncio.create_task(store.run_writer())
+    for n in range(50):
+        store.add_event(_event(n))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert store.pending() == 50  # being encoded, not committed
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    await store.drain()
+    assert await store.count("events") == 50
+    await store.close()
+
+
+def test_a_batch_encoded_row_by_row_gives_the_same_rows() -> None:
+    """`Batch.encode` yields once a row and makes what the ``*_rows`` methods give; a batch
+    folded into it afterwards is not left out."""
+    batch = Batch(events=[_event(n) for n in range(3)],
+                  audit=[(1.0, "duty", "ana", {"on": True})])
+    plain = (batch.event_rows(), batch.audit_rows())
+    assert sum(1 for _ in batch.encode()) == 4
+    assert (batch.event_rows(), batch.audit_rows()) == plain
+    batch.absorb(Batch(events=[_event(3)]))
+    assert len(batch.event_rows()) == 4
 
 
 async def test_a_newer_schema_is_refused(store_at: StoreAt) -> None:
