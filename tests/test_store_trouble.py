@@ -1,4 +1,5 @@
-"""Store trouble (issue 6): the SQLite file locked by another process, and a full disk.
+"""Store trouble (issue 6): the SQLite file locked by another process, and a full disk;
+and a slow store (commits wait for the lock, none fails), which pauses reading MQTT.
 
 The whole service runs against a real Mosquitto, a real webhook server and a real
 SQLite file. The lock is another process holding ``BEGIN EXCLUSIVE``; the full disk
@@ -16,13 +17,15 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from monitor import ingest
+from monitor.store import Store
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.service import Service, event, events_topic, eventually, start_service
 from tests.harness.site import Site
@@ -243,6 +246,65 @@ async def test_a_call_is_read_behind_more_held_events_than_the_old_window(
             assert await svc.metric("boothwatch_mqtt_unacked_messages ") == 1501.0
         await eventually(lambda: metric_is(svc, "boothwatch_mqtt_unacked_messages ", 0.0), 20)
     assert rows(db, "SELECT count(*) FROM events") == [(1501,)]
+
+
+@pytest.fixture
+def slow_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A low read pause (50 messages, again below 25), and a store that waits a minute for
+    a lock (the default 5 s) so that a commit behind `locked` is slow, not failed: while
+    commits fail the ingest deliberately reads on (`Ingest.store_failed`)."""
+    monkeypatch.setattr(ingest, "UNACKED_HIGH", 50)
+    monkeypatch.setattr(ingest, "UNACKED_LOW", 25)
+    opened = Store.open.__func__  # type: ignore[attr-defined]
+
+    async def patient(cls: type[Store], /, where: str, **kw: Any) -> Store:
+        return await opened(cls, where, **{**kw, "busy_timeout_ms": 60_000})  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Store, "open", classmethod(patient))
+
+
+async def test_a_slow_store_pauses_reading_and_the_broker_keeps_the_rest(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish, slow_store: None
+) -> None:
+    """Commits wait for another process's lock: past UNACKED_HIGH messages waiting for
+    their commit, reading stops and the broker keeps the rest; once the commit goes
+    through, reading resumes and every event is stored once and acknowledged."""
+    db = tmp_path / "boothwatch.db"
+    count, high = 200, ingest.UNACKED_HIGH
+    unacked = "boothwatch_mqtt_unacked_messages "
+    accepted = 'boothwatch_events_total{kind="heartbeat",result="accepted"}'
+
+    def reading(logs: list[MutableMapping[str, Any]]) -> list[str]:
+        return [e["event"] for e in logs if e["event"].startswith("mqtt_reading_")]
+
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
+                             edit=Site.no_rate_limit) as svc:
+        store = svc.runtime.store
+        with capture_logs() as logs:
+            async with locked(db):
+                for n in range(count):  # each returns once the broker has it
+                    svc.publish(events_topic("b2"), event("heartbeat", battery=90, id=f"hb-{n}"))
+                await eventually(lambda: reading(logs) == ["mqtt_reading_paused"], 10)
+                # paused just past the mark, and it stays there: the metrics requests give
+                # the loop turns to read, and a reader still registered would take the rest
+                for _ in range(3):
+                    held = await svc.metric(unacked)
+                    # a read already queued on the loop may take a message or two more
+                    assert high < held <= high + 10, held
+                    assert await svc.metric(accepted) == held
+                # slow, not failed: a failure would have resumed reading on purpose
+                assert store.writable and store.commit_failures == 0
+                assert rows(db, "SELECT count(*) FROM events") == [(0,)]
+            # the commit goes through: reading resumes and the broker sends the rest
+            await eventually(lambda: metric_is(svc, accepted, float(count)), 20)
+            await eventually(lambda: metric_is(svc, unacked, 0.0), 10)
+        events = reading(logs)
+        assert events[0] == "mqtt_reading_paused" and events[-1] == "mqtt_reading_resumed"
+        assert not any(e["event"].startswith("store_") for e in logs)
+        assert store.commit_failures == 0
+    assert rows(db, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(count, count)]
+    # everything was acknowledged: a fresh start on the same session gets no redelivery
+    await no_redelivery(tmp_path, mosquitto, mqtt_publish, edit=Site.no_rate_limit)
 
 
 def _mount_tmpfs(where: Path, size: str) -> None:
