@@ -62,6 +62,35 @@ async def test_a_burst_is_committed_in_few_batches(store_at: StoreAt) -> None:
         assert store.commits <= 3
 
 
+async def test_the_writer_wakes_behind_the_pages(
+        store_at: StoreAt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows added along with a page wake the writer only once the page is out: its
+    delivery's first step, then the task writing its body (aiohttp on Python 3.11),
+    and only then the writer's step; the rows are committed all the same."""
+    order: list[str] = []
+    original = store_module.encode
+
+    async def encode(batch: Batch) -> None:
+        order.append("writer")
+        await original(batch)
+
+    monkeypatch.setattr(store_module, "encode", encode)
+    async with writing(store_at) as store:
+        async def deliver() -> None:
+            order.append("page step")
+
+            async def body() -> None:
+                order.append("page body")
+
+            await asyncio.get_running_loop().create_task(body())
+
+        page = asyncio.create_task(deliver())
+        stored = store.add_event(_event(1))
+        await asyncio.gather(page, stored)
+        assert order == ["page step", "page body", "writer"]
+        assert await store.event_ids_since(0) == [("b1", "e1")]
+
+
 async def test_duplicate_event_ids_are_stored_once(store_at: StoreAt) -> None:
     """The unique (booth, id) index keeps a redelivered event out of the table, in one
     batch or the next; events without an id are all kept."""
