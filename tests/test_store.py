@@ -255,7 +255,7 @@ def _store_blocked(at: StoreAt, postgres: Postgres | None) -> Iterator[None]:
 async def test_a_failed_commit_is_retried_not_dropped(
         store_at: StoreAt, request: pytest.FixtureRequest) -> None:
     """While the store cannot commit, nothing is confirmed and the trouble is said; after,
-    everything is, in one catch-up commit."""
+    everything is, the held commit first."""
     server = request.getfixturevalue("postgres") if store_at.backend == "postgresql" else None
     async with writing(store_at, busy_timeout_ms=50) as store:
         await store.add_event(_event(0))
