@@ -406,8 +406,16 @@ class PostgresBackend:
                             f"ours (epoch {epoch}): standing down", site=site) from exc
 
     async def _commit(self, b: Batch) -> None:
-        async with (self._pool.connection() as conn, conn.pipeline() as pipeline,
-                    conn.transaction()):
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._rows(conn, b)
+            # a plain round trip last, outside the pipeline: a pipeline's flush requests leave
+            # the server's idle-in-transaction timer disarmed (measured: a session idle after
+            # them was still there after twice the timeout), so a session whose COMMIT never
+            # came would hold its locks (the mark's row, the lease's) until found dead
+            await conn.execute("SELECT 1")
+
+    async def _rows(self, conn: psycopg.AsyncConnection[Any], b: Batch) -> None:
+        async with conn.pipeline() as pipeline:
             cur = conn.cursor()
             if self.fence is not None:
                 await cur.execute(_LEASE_CHECK, self.fence)
@@ -433,11 +441,6 @@ class PostgresBackend:
                     await cur.execute(statement, (dumps(rows),))
             if b.receipts:  # in order: a later report of the same receipt wins
                 await cur.executemany(_RECEIPT, b.receipt_rows())
-            # the rows' answers before the COMMIT is sent: a session whose COMMIT never comes
-            # is then idle in its transaction, which the server ends after
-            # idle_in_transaction_session_timeout (waiting inside a pipeline, it would hold
-            # its locks, the mark's row among them, until the connection is found dead)
-            await pipeline.sync()
 
 
 async def _migrate(conn: psycopg.AsyncConnection[Any], where: str) -> None:

@@ -7,11 +7,13 @@ what, when). Each commit moves the writer's mark in `meta` first (`Store._attemp
 mark that moved tells a landed commit from one that did not.
 
 On PostgreSQL a real server sits behind a relay (`tests/harness/cut_proxy.py`) that cuts
-the store's connection at its COMMIT: the answer lost, the COMMIT lost (the session left
-open inside its transaction, holding the mark's row), or the COMMIT reaching the server
-late, after the store has moved on. On both backends the commit is also made to fail
-right after it landed (the backend's error raised once the transaction committed), and
-another writer's mark is found in the way.
+the store's connection at its COMMIT: the answer lost, the COMMIT lost with the connection
+(the server rolls back), or the COMMIT held back, its session open inside its transaction
+and holding the mark's row: reaching the server late, after the store has moved on, or
+never (the server ends the session once it has been idle in its transaction for twice the
+lock timeout). On both backends the commit is also made to fail right after it landed
+(the backend's error raised once the transaction committed), and another writer's mark is
+found in the way.
 """
 
 from __future__ import annotations
@@ -93,9 +95,10 @@ def _counts(at: StoreAt) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("how", ["lose_answer", "lose_commit", "late_commit"])
 async def test_a_commit_cut_at_its_commit_is_stored_once(postgres_url: str, how: str) -> None:
-    """The answer lost (the server committed), the COMMIT lost (it did not; its session holds
-    the mark's row until the server ends it), or the COMMIT arriving 1 s late, once the
-    store is already trying again: every row is stored once, and what came meanwhile too."""
+    """The answer lost (the server committed), the COMMIT lost (the connection gone both
+    ways: the server rolled back), or the COMMIT arriving 1 s late while its session holds
+    the mark's row and the store is already trying again: every row is stored once, and
+    what came meanwhile too."""
     async with relayed(postgres_url) as (proxy, store, at):
         async with writing(store):
             with capture_logs() as logs:
@@ -189,3 +192,17 @@ async def test_another_writers_mark_is_taken_over(store_at: StoreAt) -> None:
         ((mark,),) = store_at.query(
             "SELECT value FROM meta WHERE key = 'last_commit:boothwatch'")
         assert mark != "theirs"
+
+
+async def test_a_commit_that_never_arrives_is_ended_by_the_server(postgres_url: str) -> None:
+    """The COMMIT held back for longer than the server's idle-in-transaction timeout (2 s
+    here): the server ends the session, its locks go, and the batch is stored once."""
+    async with relayed(postgres_url) as (proxy, store, at):
+        async with writing(store):
+            proxy.late_commit(30.0)
+            done = _batch(store, 1)
+            await _failed(store)
+            later = _batch(store, 11)
+            await asyncio.wait_for(asyncio.gather(done, later), 8)
+            assert _counts(at) == (2, 4, 4)
+            assert not proxy.late_sent

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-# the Parse message of psycopg's COMMIT (an unnamed statement): after its type byte and
-# length (5 bytes), the empty name and the query text
-COMMIT_PARSE = b"\x00COMMIT\x00"
+# the store's COMMIT, a simple query (a Query message: its type byte and length, 5 bytes,
+# then the text)
+COMMIT_PARSE = b"COMMIT\x00"
 CUT_AFTER = 0.3  # seconds from the COMMIT to the client's connection closing
 
 
