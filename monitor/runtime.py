@@ -152,7 +152,8 @@ class Runtime:
         cfg = self.config
         began = self.clock()  # nothing is watched from here until the link is up
         self.notifier.status("starting: opening the store")
-        store = self.store = await Store.open(cfg.store.where, password=cfg.store.password)
+        store = self.store = await Store.open(cfg.store.where, password=cfg.store.password,
+                                              writer=cfg.site.id)
         startup.mark("store_open")
         lease = self.lease = self._site_lease()
         try:

@@ -38,6 +38,7 @@ import contextlib
 import json
 import math
 import random
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -90,8 +91,11 @@ def recent_outcomes(before: float, booths: Sequence[str], run: int
 
 
 class Store:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, writer: str = "boothwatch") -> None:
         self._backend = backend
+        # the meta key each commit writes its batch's mark under: one writer a site at a time
+        # (a pair's lease fences the other out), so the site's id is enough
+        self._mark_key = f"last_commit:{writer}"
         self.where = backend.where
         self.errors = backend.errors
         self._batch = Batch()
@@ -115,7 +119,7 @@ class Store:
 
     @classmethod
     async def open(cls, where: str, *, password: str | None = None,
-                   busy_timeout_ms: int = 5000) -> Store:
+                   busy_timeout_ms: int = 5000, writer: str = "boothwatch") -> Store:
         """The store at `where`, a SQLite path or a PostgreSQL URL (`password` from
         BOOTHWATCH_DB_PASSWORD, else libpq's own), created or migrated to this schema;
         StoreUnavailable, naming it and why, if it cannot be opened. A commit waiting for a
@@ -130,7 +134,7 @@ class Store:
             from monitor.store_sqlite import SQLiteBackend
 
             backend = await SQLiteBackend.open(where, busy_timeout_ms=busy_timeout_ms)
-        store = cls(backend)
+        store = cls(backend, writer)
         try:
             await store.load_sessions()
         except BaseException:
@@ -248,6 +252,23 @@ class Store:
         while True:
             if self._failed is None:
                 await self._wakeup.wait()
+            elif self._failed.unsure:
+                # the connection may have broken after the server committed (the answer to
+                # COMMIT lost): committing it again would store its events, timeline, steps
+                # and audit twice. Its mark says whether it landed.
+                try:
+                    landed = await self._landed(self._failed)
+                except self.errors as exc:
+                    self._commit_failed(exc, delay)
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if landed:
+                    batch, self._failed = self._failed, None
+                    log.warning("store_commit_landed", rows=len(batch), store=self.where)
+                    delay = 0.05
+                    self._committed(batch, 0.0)
+                    continue  # what came meanwhile is in the next batch: the wake-up is set
             self._wakeup.clear()
             batch, self._batch = self._batch, Batch()
             if self._failed is not None:
@@ -259,6 +280,7 @@ class Store:
                 continue
             started = time.perf_counter()
             self._committing = batch  # `drain` commits it if we are cancelled while encoding
+            self._mark(batch)
             await encode(batch)
             # a commit is never cancelled half-way: shutdown waits for it in `drain`
             self._inflight = asyncio.ensure_future(self._backend.commit(batch))
@@ -266,6 +288,7 @@ class Store:
             try:
                 await asyncio.shield(self._inflight)
             except self.errors as exc:
+                batch.unsure = True
                 self._failed, self._committing = batch, None
                 self._commit_failed(exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -277,6 +300,19 @@ class Store:
             self._committing = None
             delay = 0.05
             self._committed(batch, time.perf_counter() - started)
+
+    def _mark(self, batch: Batch) -> None:
+        """Give the batch its mark, written with it (kept through retries: a batch's mark is
+        known absent once `_landed` said no, so a later commit with it is told apart)."""
+        if batch.mark is None:
+            batch.mark = (self._mark_key, secrets.token_hex(8))
+
+    async def _landed(self, batch: Batch) -> bool:
+        """Whether a failed commit of `batch` landed all the same (and no longer can, if not)."""
+        await self._backend.settle(batch)
+        rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (self._mark_key,))
+        batch.unsure = False
+        return bool(rows) and batch.mark is not None and rows[0][0] == batch.mark[1]
 
     def _commit_failed(self, exc: BaseException, retry_in: float) -> None:
         now = time.monotonic()
@@ -319,16 +355,22 @@ class Store:
         (including whatever failed commits held)."""
         batch = Batch()
         if self._inflight is not None:
-            with contextlib.suppress(*self.errors):
+            try:
                 await self._inflight
+            except self.errors:
+                if self._committing is not None:
+                    self._committing.unsure = True
         for held in (self._committing, self._failed):
-            if held is not None:  # a failed commit's rows: older than the current batch
+            if held is not None and held.unsure and await self._landed(held):
+                self._committed(held, 0.0)  # stored after all: never twice
+            elif held is not None:  # a failed commit's rows: older than the current batch
                 held.absorb(batch)
                 batch = held
         self._committing = self._failed = None
         current, self._batch = self._batch, Batch()
         batch.absorb(current)
         if len(batch):
+            self._mark(batch)
             await self._backend.commit(batch)
             self._committed(batch, 0.0)
 

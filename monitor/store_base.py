@@ -125,6 +125,11 @@ class Batch:
     meta: dict[str, str] = field(default_factory=dict)  # the readiness probe
     done: asyncio.Future[None] | None = None
     encoded: dict[str, list[Row]] | None = None  # each table's rows, once `encode` made them
+    # Written with the batch (in `meta`), so that a commit whose answer was lost can be
+    # looked up rather than committed twice (`Store.run_writer`).
+    mark: tuple[str, str] | None = None  # (meta key, value): bookkeeping, not a row of its own
+    unsure: bool = False  # a commit of it failed: it may have landed all the same
+    session: Any = None  # the backend's handle on the connection its last commit used
 
     def __len__(self) -> int:
         return (
@@ -154,6 +159,11 @@ class Batch:
             else:  # whoever waits on the later batch now waits on this merged one
                 later_done = later.done
                 self.done.add_done_callback(lambda _f: settle(later_done))
+
+    # (key, value)
+    def meta_rows(self) -> list[Row]:
+        """The meta rows, the batch's mark with them."""
+        return [*self.meta.items(), *([self.mark] if self.mark is not None else [])]
 
     # (booth, kind, event_id, device, ts, received_at, payload)
     def event_rows(self) -> list[Row]:
@@ -319,7 +329,12 @@ class Backend(Protocol):
     errors: tuple[type[Exception], ...]  # a store in trouble raises these: retried, no bug
 
     async def commit(self, batch: Batch) -> None:
-        """Write the batch in one transaction; on an error nothing of it is kept."""
+        """Write the batch in one transaction; on an error nothing of it is kept, or, when
+        the connection broke during the COMMIT, all of it may have been."""
+
+    async def settle(self, batch: Batch) -> None:
+        """After a failed commit of `batch`: return once that commit can no longer land (its
+        session is over), so that reading its mark tells whether it did."""
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         """The rows of a query in the SQL both backends run (``?`` parameters)."""

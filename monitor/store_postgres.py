@@ -28,6 +28,7 @@ DDL is transactional), so several processes starting together migrate once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -53,6 +54,10 @@ from monitor.store_base import (
     pending_migrations,
 )
 
+# A failed commit's session, still on the server, is ended and waited for this long at most
+# (it ends within milliseconds once terminated; a retry asks again after that)
+SETTLE_POLL = 0.05
+SETTLE_POLLS = 100
 POOL_SIZE = 4  # the writer, the ack links, reads for HTTP and the self-watch at once
 # libpq's settings where the URL sets none: connecting, and noticing a dead peer, in
 # seconds (tcp_user_timeout bounds a write to a server that vanished)
@@ -382,8 +387,36 @@ class PostgresBackend:
             raise LeaseLost(f"a write for site {site} was refused: its lease is no longer "
                             f"ours (epoch {epoch}): standing down", site=site) from exc
 
+    async def settle(self, batch: Batch) -> None:
+        """Wait until the session of the batch's failed commit is over (ended, at once, if it
+        still runs): a COMMIT the server received lands or not while that session lives,
+        whatever became of its connection to us."""
+        pid, batch.session = batch.session, None
+        if pid is None:
+            return  # the server answered: whatever failed was rolled back
+        async with self._pool.connection() as conn:
+            for _ in range(SETTLE_POLLS):
+                cur = await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                         " WHERE pid = %s", (pid,))
+                if await cur.fetchone() is None:
+                    return
+                await asyncio.sleep(SETTLE_POLL)
+        batch.session = pid  # asked again on the next retry
+        raise psycopg.OperationalError(f"the session of a failed commit (backend {pid}) has "
+                                       f"not ended after {SETTLE_POLLS * SETTLE_POLL:.0f} s")
+
     async def _commit(self, b: Batch) -> None:
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self._pool.connection() as conn:
+            b.session = conn.info.backend_pid
+            try:
+                await self._transaction(conn, b)
+            except BaseException:
+                if not conn.broken:
+                    b.session = None  # the server's answer came: the transaction is over
+                raise
+
+    async def _transaction(self, conn: psycopg.AsyncConnection[Any], b: Batch) -> None:
+        async with conn.pipeline(), conn.transaction():
             cur = conn.cursor()
             if self.fence is not None:
                 await cur.execute(_LEASE_CHECK, self.fence)
@@ -394,7 +427,7 @@ class PostgresBackend:
                 (_PAGES, b.page_rows()),
                 (_ATTEMPTS, _last_per_key(b.attempt_rows(), 2)), (_DUTY, b.duty_rows()),
                 (_AUDIT, b.audit_rows()), (_DEVICES, b.device_rows()),
-                (_META, list(b.meta.items())),
+                (_META, b.meta_rows()),
             ):
                 if rows:
                     await cur.execute(statement, (dumps(rows),))

@@ -229,6 +229,10 @@ class SQLiteBackend:
             await self._apart.close()
         await self._db.close()
 
+    async def settle(self, batch: Batch) -> None:
+        """Nothing to wait for: a failed commit was rolled back in the writer's thread before
+        the error reached the store."""
+
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         async with self._db.execute(sql, args) as cur:
             return [tuple(row) for row in await cur.fetchall()]
@@ -359,7 +363,7 @@ def _steps(b: Batch) -> list[tuple[str, Any, bool]]:
           " ON CONFLICT(id) DO UPDATE SET booth=excluded.booth, online=excluded.online,"
           " last_seen=excluded.last_seen, battery=excluded.battery,"
           " snapshot=excluded.snapshot, updated_at=excluded.updated_at")
-    table("INSERT INTO meta(key, value)", list(b.meta.items()),
+    table("INSERT INTO meta(key, value)", b.meta_rows(),
           " ON CONFLICT(key) DO UPDATE SET value=excluded.value")
     return steps
 

@@ -52,3 +52,19 @@ def test_full_memory_of_event_ids_stops_growing() -> None:
     per_id = (full - before) / DEDUPE_MEMORY
     assert per_id < 120, f"{per_id:.0f} bytes per remembered id"
     assert after - full < 256 * 1024, f"grew {(after - full) / 2**20:.1f} MiB once full"
+
+
+def test_extend_keeps_what_adding_one_at_a_time_keeps() -> None:
+    """The ids loaded at start go in at once: the same keys, in the same order of
+    forgetting, as adding each, also past capacity and with keys repeated."""
+    sequence = [b"a", b"b", b"c", b"a", b"d", b"b", b"e", b"a", b"f"]
+    one_by_one, at_once = RecentKeys(3), RecentKeys(3)
+    for key in sequence:
+        one_by_one.add(key)
+    at_once.extend(iter(sequence))
+    assert len(at_once) == len(one_by_one) == 3
+    assert [k in at_once for k in sequence] == [k in one_by_one for k in sequence]
+    for key in (b"g", b"h"):  # the oldest goes first in both
+        one_by_one.add(key)
+        at_once.add(key)
+        assert [k in at_once for k in sequence] == [k in one_by_one for k in sequence]
