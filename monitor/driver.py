@@ -12,7 +12,9 @@ core's commands go out through four ports, in this order:
   future returned completes when the batch has committed, and ingest
   acknowledges the MQTT message only then;
 * **observe** (`ObservePort`): metrics and log lines, from the typed news of an
-  incident's change and from audit records.
+  incident's change and from audit records, once the pages of the same turn are out
+  (`after_pages`): nobody waits for them, and an incident's first metric series for a
+  booth costs about 0.1 ms to make.
 
 Nothing here awaits: `handle` and `fire` run to the end on the caller's turn of
 the event loop, so a test can drive the whole service with a hand-stepped clock
@@ -27,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
+from alerts.delivery import after_pages
 from monitor.core.booth import BoothView
 from monitor.core.events import (
     Audit,
@@ -152,7 +155,7 @@ class Driver:
                     self._pages.stop(incident)
                 case Audit(at=at, kind=kind, subject=subject, detail=detail):
                     done = self._store.add_audit(at, kind, subject, detail)
-                    self._observe.command(cmd)
+                    after_pages(self._observe.command, cmd)
                 case DutyChanged(snapshot=snapshot):
                     self._publish.duty()
                     done = self._store.put_duty(snapshot, now)
@@ -162,7 +165,7 @@ class Driver:
                 case IncidentChanged(view=view, new=new):
                     self._publish.incident(view)
                     done = self._store.put_incident(view, new)
-                    self._observe.command(cmd)
+                    after_pages(self._observe.command, cmd)
                 case DeviceChanged(view=dview, snapshot=snapshot):
                     done = self._store.put_device(dview.booth, snapshot, now)
                 case _:

@@ -58,7 +58,17 @@ from monitor.core.incident import IncidentView, TimelineEntry
 # the store's callers have always found them)
 from monitor.store_base import SCHEMA_VERSION as SCHEMA_VERSION
 from monitor.store_base import AttemptRow as AttemptRow
-from monitor.store_base import Backend, Batch, Reader, Row, SchemaTooNew, is_url, settle
+from monitor.store_base import (
+    Backend,
+    Batch,
+    Mark,
+    MarkMoved,
+    Reader,
+    Row,
+    SchemaTooNew,
+    is_url,
+    settle,
+)
 from monitor.store_base import EventRow as EventRow
 from monitor.store_base import PageRow as PageRow
 from monitor.store_base import StoreUnavailable as StoreUnavailable
@@ -72,6 +82,9 @@ FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an 
 #: how long the writer encodes a batch's rows in one turn of the event loop (seconds): a
 #: burst's commit (1,000 incidents with their pages, booths and devices) took 10-35 ms
 #: of the loop in one go, and a call read meanwhile waited for it (bench/burst.py)
+# commits of one batch whose mark another commit moved meanwhile, before giving up for a
+# while (retried as a failed commit): more means two processes write as one site
+MARK_TRIES = 3
 ENCODE_SLICE = 0.001
 
 
@@ -96,8 +109,11 @@ class Store:
         # the meta key each commit writes its batch's mark under: one writer a site at a time
         # (a pair's lease fences the other out), so the site's id is enough
         self._mark_key = f"last_commit:{writer}"
+        self._mark_value: str | None = None  # its value as last known (`_attempt`)
         self.where = backend.where
         self.errors = backend.errors
+        # a commit failing so is tried again
+        self._retried: tuple[type[Exception], ...] = (*backend.errors, MarkMoved)
         self._batch = Batch()
         self._wakeup = asyncio.Event()
         self._waking = False  # the writer's wake-up is scheduled (behind the pages)
@@ -137,6 +153,7 @@ class Store:
         store = cls(backend, writer)
         try:
             await store.load_sessions()
+            store._mark_value = await store._read_mark()
         except BaseException:
             await backend.close()
             raise
@@ -252,43 +269,27 @@ class Store:
         while True:
             if self._failed is None:
                 await self._wakeup.wait()
-            elif self._failed.unsure:
-                # the connection may have broken after the server committed (the answer to
-                # COMMIT lost): committing it again would store its events, timeline, steps
-                # and audit twice. Its mark says whether it landed.
-                try:
-                    landed = await self._landed(self._failed)
-                except self.errors as exc:
-                    self._commit_failed(exc, delay)
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, 5.0)
-                    continue
-                if landed:
-                    batch, self._failed = self._failed, None
-                    log.warning("store_commit_landed", rows=len(batch), store=self.where)
-                    delay = 0.05
-                    self._committed(batch, 0.0)
-                    continue  # what came meanwhile is in the next batch: the wake-up is set
-            self._wakeup.clear()
-            batch, self._batch = self._batch, Batch()
             if self._failed is not None:
-                self._failed.absorb(batch)
+                # retried alone, not merged with what came since: a failed commit may have
+                # landed all the same (the answer to its COMMIT lost), and then only its own
+                # rows are stored (`_attempt`); the rest waits in the next batch
                 batch, self._failed = self._failed, None
-            if not len(batch):
-                if batch.done is not None:
-                    settle(batch.done)
-                continue
+            else:
+                self._wakeup.clear()
+                batch, self._batch = self._batch, Batch()
+                if not len(batch):
+                    if batch.done is not None:
+                        settle(batch.done)
+                    continue
             started = time.perf_counter()
             self._committing = batch  # `drain` commits it if we are cancelled while encoding
-            self._mark(batch)
             await encode(batch)
             # a commit is never cancelled half-way: shutdown waits for it in `drain`
-            self._inflight = asyncio.ensure_future(self._backend.commit(batch))
+            self._inflight = asyncio.ensure_future(self._attempt(batch))
             self._inflight_done = batch.done
             try:
                 await asyncio.shield(self._inflight)
-            except self.errors as exc:
-                batch.unsure = True
+            except self._retried as exc:
                 self._failed, self._committing = batch, None
                 self._commit_failed(exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -301,18 +302,36 @@ class Store:
             delay = 0.05
             self._committed(batch, time.perf_counter() - started)
 
-    def _mark(self, batch: Batch) -> None:
-        """Give the batch its mark, written with it (kept through retries: a batch's mark is
-        known absent once `_landed` said no, so a later commit with it is told apart)."""
-        if batch.mark is None:
-            batch.mark = (self._mark_key, secrets.token_hex(8))
+    async def _attempt(self, batch: Batch) -> None:
+        """Commit `batch` once, never twice.
 
-    async def _landed(self, batch: Batch) -> bool:
-        """Whether a failed commit of `batch` landed all the same (and no longer can, if not)."""
-        await self._backend.settle(batch)
+        A connection can break after the server committed, the answer to COMMIT lost: the
+        commit fails here yet landed, and committing the batch again would store its events
+        without an id, timeline, steps and audit twice. So each commit first moves this
+        writer's mark in `meta` from the value last known to a new one (`mark_statement`),
+        or does nothing. A mark that moved was moved by a commit whose answer was lost:
+        one of this batch's (stored, then: done) or an earlier writer's (the value is
+        taken and the batch committed over it). A failed commit whose session is still
+        open holds the mark's row, so the next waits for it to end either way."""
+        for _ in range(MARK_TRIES):
+            batch.mark = Mark(self._mark_key, self._mark_value, secrets.token_hex(8))
+            batch.marks.append(batch.mark.value)
+            try:
+                await self._backend.commit(batch)
+            except MarkMoved:
+                self._mark_value = await self._read_mark()
+                if self._mark_value in batch.marks:
+                    log.warning("store_commit_landed", rows=len(batch), store=self.where)
+                    return
+                continue
+            self._mark_value = batch.mark.value
+            return
+        raise MarkMoved(f"{self._mark_key} moved {MARK_TRIES} times: another process writes "
+                        "as this site")
+
+    async def _read_mark(self) -> str | None:
         rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (self._mark_key,))
-        batch.unsure = False
-        return bool(rows) and batch.mark is not None and rows[0][0] == batch.mark[1]
+        return rows[0][0] if rows else None
 
     def _commit_failed(self, exc: BaseException, retry_in: float) -> None:
         now = time.monotonic()
@@ -353,26 +372,19 @@ class Store:
     async def drain(self) -> None:
         """At shutdown, with the writer stopped: finish the commit under way, then the rest
         (including whatever failed commits held)."""
-        batch = Batch()
         if self._inflight is not None:
-            try:
-                await self._inflight
-            except self.errors:
-                if self._committing is not None:
-                    self._committing.unsure = True
-        for held in (self._committing, self._failed):
-            if held is not None and held.unsure and await self._landed(held):
-                self._committed(held, 0.0)  # stored after all: never twice
-            elif held is not None:  # a failed commit's rows: older than the current batch
-                held.absorb(batch)
-                batch = held
+            with contextlib.suppress(*self._retried):
+                await self._inflight  # done, its batch is no longer `_committing`
+        # a failed commit's rows, older than the current batch: committed first, on their own
+        held = self._failed or self._committing
         self._committing = self._failed = None
+        if held is not None:
+            await self._attempt(held)
+            self._committed(held, 0.0)
         current, self._batch = self._batch, Batch()
-        batch.absorb(current)
-        if len(batch):
-            self._mark(batch)
-            await self._backend.commit(batch)
-            self._committed(batch, 0.0)
+        if len(current):
+            await self._attempt(current)
+            self._committed(current, 0.0)
 
     async def flush(self) -> None:
         """Wait until everything added so far is committed (the writer commits in order);

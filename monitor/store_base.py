@@ -106,6 +106,33 @@ class AttemptRow:
 Row = tuple[Any, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A writer's mark in `meta`, set by each of its commits: from `expected` (its value as
+    the writer last knew it, None for none) to `value`, or the commit does not happen."""
+
+    key: str
+    expected: str | None
+    value: str
+
+
+class MarkMoved(Exception):
+    """The mark was not what the commit expected: another commit set it since (one of ours
+    whose answer was lost, or an earlier writer's). Nothing of the batch was written."""
+
+
+def mark_statement(mark: Mark) -> tuple[str, tuple[str, ...]]:
+    """The statement (``?`` parameters) that sets `mark`; it changes one row, or none if the
+    mark moved. Run first in a commit's transaction, it takes the mark's row lock, so a
+    commit whose session is still open holds up the next until it is over, committed or
+    not: a commit can never land behind a later one's look at the mark."""
+    if mark.expected is None:
+        return ("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                (mark.key, mark.value))
+    return ("UPDATE meta SET value = ? WHERE key = ? AND value = ?",
+            (mark.value, mark.key, mark.expected))
+
+
 @dataclass(slots=True)
 class Batch:
     """What one commit writes. Its ``*_rows`` give each table's rows in the order of the
@@ -125,11 +152,10 @@ class Batch:
     meta: dict[str, str] = field(default_factory=dict)  # the readiness probe
     done: asyncio.Future[None] | None = None
     encoded: dict[str, list[Row]] | None = None  # each table's rows, once `encode` made them
-    # Written with the batch (in `meta`), so that a commit whose answer was lost can be
-    # looked up rather than committed twice (`Store.run_writer`).
-    mark: tuple[str, str] | None = None  # (meta key, value): bookkeeping, not a row of its own
-    unsure: bool = False  # a commit of it failed: it may have landed all the same
-    session: Any = None  # the backend's handle on the connection its last commit used
+    # the mark this commit sets, first thing in its transaction, and every mark its commits
+    # set so far: a commit that failed may have landed all the same (`Store._attempt`)
+    mark: Mark | None = None
+    marks: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -138,32 +164,9 @@ class Batch:
             + len(self.duty) + len(self.audit) + len(self.receipts) + len(self.meta)
         )
 
-    def absorb(self, later: Batch) -> None:
-        """Fold a later batch into this one (after a failed commit), keeping order."""
-        self.encoded = None
-        self.events += later.events
-        self.booths.update(later.booths)
-        self.sessions += later.sessions
-        self.incidents.update(later.incidents)
-        self.timeline += later.timeline
-        self.pages.update(later.pages)
-        self.devices.update(later.devices)
-        self.attempts += later.attempts
-        self.duty.update(later.duty)
-        self.audit += later.audit
-        self.receipts += later.receipts
-        self.meta.update(later.meta)
-        if later.done is not None:
-            if self.done is None:
-                self.done = later.done
-            else:  # whoever waits on the later batch now waits on this merged one
-                later_done = later.done
-                self.done.add_done_callback(lambda _f: settle(later_done))
-
     # (key, value)
     def meta_rows(self) -> list[Row]:
-        """The meta rows, the batch's mark with them."""
-        return [*self.meta.items(), *([self.mark] if self.mark is not None else [])]
+        return list(self.meta.items())
 
     # (booth, kind, event_id, device, ts, received_at, payload)
     def event_rows(self) -> list[Row]:
@@ -329,12 +332,9 @@ class Backend(Protocol):
     errors: tuple[type[Exception], ...]  # a store in trouble raises these: retried, no bug
 
     async def commit(self, batch: Batch) -> None:
-        """Write the batch in one transaction; on an error nothing of it is kept, or, when
-        the connection broke during the COMMIT, all of it may have been."""
-
-    async def settle(self, batch: Batch) -> None:
-        """After a failed commit of `batch`: return once that commit can no longer land (its
-        session is over), so that reading its mark tells whether it did."""
+        """Write the batch in one transaction, its `mark` first (`mark_statement`: none of it
+        and `MarkMoved` if the mark is not what the batch expects); on an error nothing of it
+        is kept, or, when the connection broke during the COMMIT, all of it may have been."""
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         """The rows of a query in the SQL both backends run (``?`` parameters)."""

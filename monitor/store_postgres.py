@@ -28,7 +28,6 @@ DDL is transactional), so several processes starting together migrate once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import itertools
@@ -48,16 +47,14 @@ from monitor.store_base import (
     DB_PASSWORD_ENV,
     SCHEMA_VERSION,
     Batch,
+    MarkMoved,
     Row,
     StoreUnavailable,
     dumps,
+    mark_statement,
     pending_migrations,
 )
 
-# A failed commit's session, still on the server, is ended and waited for this long at most
-# (it ends within milliseconds once terminated; a retry asks again after that)
-SETTLE_POLL = 0.05
-SETTLE_POLLS = 100
 POOL_SIZE = 4  # the writer, the ack links, reads for HTTP and the self-watch at once
 # libpq's settings where the URL sets none: connecting, and noticing a dead peer, in
 # seconds (tcp_user_timeout bounds a write to a server that vanished)
@@ -306,6 +303,17 @@ def _last_per_key(rows: Iterable[Row], width: int) -> list[Row]:
     return list({row[:width]: row for row in rows}.values())
 
 
+SERVER_KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5,
+                     "tcp_keepalives_count": 3}
+
+
+def idle_in_transaction_ms(lock_timeout_ms: int) -> int:
+    """How long a session of ours may sit idle inside a transaction before the server ends
+    it: twice the lock timeout (at least 2 s), so that a retried commit waiting for a dead
+    session's lock fails at most twice before that lock goes."""
+    return max(2 * int(lock_timeout_ms), 2000)
+
+
 class PostgresBackend:
     errors: tuple[type[Exception], ...] = (psycopg.Error, OSError)
 
@@ -334,6 +342,16 @@ class PostgresBackend:
         async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
             # a commit blocked by someone's lock fails (and is retried) instead of hanging
             await conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            # a session of ours idle inside a transaction is one whose connection broke
+            # mid-commit (ours never wait between statements): the server ends it, freeing
+            # its locks (the mark's row among them), instead of holding them until TCP
+            # keepalive notices, hours later
+            await conn.execute("SET idle_in_transaction_session_timeout = "
+                               f"{idle_in_transaction_ms(lock_timeout_ms)}")
+            # and a connection cut without a word (a network gone) found dead by the server
+            # in about 25 s, not the system's default two hours: its locks go with it
+            for name, seconds in SERVER_KEEPALIVES.items():
+                await conn.execute(f"SET {name} = {seconds}")
 
         pool = AsyncConnectionPool(
             info, min_size=1, max_size=POOL_SIZE, open=False, name="boothwatch",
@@ -387,39 +405,29 @@ class PostgresBackend:
             raise LeaseLost(f"a write for site {site} was refused: its lease is no longer "
                             f"ours (epoch {epoch}): standing down", site=site) from exc
 
-    async def settle(self, batch: Batch) -> None:
-        """Wait until the session of the batch's failed commit is over (ended, at once, if it
-        still runs): a COMMIT the server received lands or not while that session lives,
-        whatever became of its connection to us."""
-        pid, batch.session = batch.session, None
-        if pid is None:
-            return  # the server answered: whatever failed was rolled back
-        async with self._pool.connection() as conn:
-            for _ in range(SETTLE_POLLS):
-                cur = await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                         " WHERE pid = %s", (pid,))
-                if await cur.fetchone() is None:
-                    return
-                await asyncio.sleep(SETTLE_POLL)
-        batch.session = pid  # asked again on the next retry
-        raise psycopg.OperationalError(f"the session of a failed commit (backend {pid}) has "
-                                       f"not ended after {SETTLE_POLLS * SETTLE_POLL:.0f} s")
-
     async def _commit(self, b: Batch) -> None:
-        async with self._pool.connection() as conn:
-            b.session = conn.info.backend_pid
-            try:
-                await self._transaction(conn, b)
-            except BaseException:
-                if not conn.broken:
-                    b.session = None  # the server's answer came: the transaction is over
-                raise
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._rows(conn, b)
+            # a plain round trip last, outside the pipeline: a pipeline's flush requests leave
+            # the server's idle-in-transaction timer disarmed (measured: a session idle after
+            # them was still there after twice the timeout), so a session whose COMMIT never
+            # came would hold its locks (the mark's row, the lease's) until found dead
+            await conn.execute("SELECT 1")
 
-    async def _transaction(self, conn: psycopg.AsyncConnection[Any], b: Batch) -> None:
-        async with conn.pipeline(), conn.transaction():
+    async def _rows(self, conn: psycopg.AsyncConnection[Any], b: Batch) -> None:
+        async with conn.pipeline() as pipeline:
             cur = conn.cursor()
             if self.fence is not None:
                 await cur.execute(_LEASE_CHECK, self.fence)
+            if b.mark is not None:
+                # the mark first, and its answer before the rows are sent (a round trip of
+                # its own, the transaction still open: a Sync ends no BEGIN ... block)
+                sql, args = mark_statement(b.mark)
+                marked = conn.cursor()
+                await marked.execute(pg_sql(sql), args)
+                await pipeline.sync()
+                if marked.rowcount != 1:
+                    raise MarkMoved(b.mark.key)
             for statement, rows in (
                 (_EVENTS, b.event_rows()), (_BOOTHS, b.booth_rows()),
                 (_SESSIONS, _last_per_key(b.sessions, 2)), (_INCIDENTS, b.incident_rows()),

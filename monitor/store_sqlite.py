@@ -29,9 +29,12 @@ from monitor.access import User, store_problem
 from monitor.store_base import (
     SCHEMA_VERSION,
     Batch,
+    Mark,
+    MarkMoved,
     Row,
     StoreUnavailable,
     dumps,
+    mark_statement,
     pending_migrations,
 )
 
@@ -229,10 +232,6 @@ class SQLiteBackend:
             await self._apart.close()
         await self._db.close()
 
-    async def settle(self, batch: Batch) -> None:
-        """Nothing to wait for: a failed commit was rolled back in the writer's thread before
-        the error reached the store."""
-
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         async with self._db.execute(sql, args) as cur:
             return [tuple(row) for row in await cur.fetchall()]
@@ -259,7 +258,7 @@ class SQLiteBackend:
         through the loop and the GIL, and under load each cost more than its SQL
         (docs/architecture/ingest.md)."""
         steps = _steps(b)
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._run, steps)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._run, steps, b.mark)
 
     def _connect_writer(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.where, isolation_level=None, check_same_thread=False)
@@ -271,14 +270,16 @@ class SQLiteBackend:
             raise
         return db
 
-    def _run(self, steps: list[tuple[str, Any, bool]]) -> None:
-        """In the writer's thread: the statements in one transaction."""
+    def _run(self, steps: list[tuple[str, Any, bool]], mark: Mark | None) -> None:
+        """In the writer's thread: the mark, then the statements, in one transaction."""
         if self._write_db is None:
             self._write_db = self._connect_writer()
         db = self._write_db
         _rollback_now(db)  # never commit on top of what an earlier failure left open
         db.execute("BEGIN IMMEDIATE")
         try:
+            if mark is not None and db.execute(*mark_statement(mark)).rowcount != 1:
+                raise MarkMoved(mark.key)
             for sql, args, many in steps:
                 if many:
                     db.executemany(sql, args)

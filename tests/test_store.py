@@ -257,7 +257,7 @@ def _store_blocked(at: StoreAt, postgres: Postgres | None) -> Iterator[None]:
 async def test_a_failed_commit_is_retried_not_dropped(
         store_at: StoreAt, request: pytest.FixtureRequest) -> None:
     """While the store cannot commit, nothing is confirmed and the trouble is said; after,
-    everything is, in one catch-up commit."""
+    everything is, the held commit first."""
     server = request.getfixturevalue("postgres") if store_at.backend == "postgresql" else None
     async with writing(store_at, busy_timeout_ms=50) as store:
         await store.add_event(_event(0))
@@ -312,15 +312,12 @@ async def test_cancelled_while_encoding_a_batch_drain_keeps_it(
 
 
 def test_a_batch_encoded_row_by_row_gives_the_same_rows() -> None:
-    """`Batch.encode` yields once a row and makes what the ``*_rows`` methods give; a batch
-    folded into it afterwards is not left out."""
+    """`Batch.encode` yields once a row and makes what the ``*_rows`` methods give."""
     batch = Batch(events=[_event(n) for n in range(3)],
                   audit=[(1.0, "duty", "ana", {"on": True})])
     plain = (batch.event_rows(), batch.audit_rows())
     assert sum(1 for _ in batch.encode()) == 4
     assert (batch.event_rows(), batch.audit_rows()) == plain
-    batch.absorb(Batch(events=[_event(3)]))
-    assert len(batch.event_rows()) == 4
 
 
 def test_a_booth_row_holds_the_booth_record() -> None:

@@ -3,11 +3,13 @@ the digest that makes them single use."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from itsdangerous import URLSafeTimedSerializer
 
 from alerts.tokens import AckLink, AckTokens, InvalidToken, UsedLinks
 from tests.harness.tokens import respell
@@ -206,3 +208,25 @@ def test_a_link_signed_in_the_future_is_kept_until_ttl_after_signing() -> None:
     assert used.get("d2") is not None
     used.forget_before(2101.0 - 100.0)
     assert used.get("d2") is None
+
+
+def test_a_token_is_signed_without_a_new_signer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page carries a token, so it is signed by the signer made once (the
+    serializer's `dumps` made one per token, and tried zlib on it); it is the
+    serializer's own format all the same, read back by `check` and by itsdangerous."""
+    tokens = AckTokens(SECRET, TTL)
+    made = 0
+    original = URLSafeTimedSerializer.make_signer
+
+    def make_signer(self: URLSafeTimedSerializer, salt: str | bytes | None = None) -> object:
+        nonlocal made
+        made += 1
+        return original(self, salt)
+
+    monkeypatch.setattr(URLSafeTimedSerializer, "make_signer", make_signer)
+    token = tokens.make("01JDINCIDENT", "ana")
+    assert made == 0
+    assert tokens.check(token).incident == "01JDINCIDENT"
+    serializer = URLSafeTimedSerializer(SECRET, salt="boothwatch-ack",
+                                        signer_kwargs={"digest_method": hashlib.sha256})
+    assert serializer.loads(token)[:2] == ["01JDINCIDENT", "ana"]
