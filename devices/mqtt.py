@@ -202,8 +202,12 @@ class _Buffered:
 
     def buffered(self) -> bool:
         """Bytes wait here, or TLS holds decrypted ones: no readiness event will say so."""
+        if self._pos < len(self._in):
+            return True
+        # only a TLS socket has `pending`: asked after the buffer, since on a plain socket
+        # the getattr raises and catches an AttributeError, and this runs per message
         pending = getattr(self.sock, "pending", None)
-        return self._pos < len(self._in) or (pending is not None and pending() > 0)
+        return pending is not None and pending() > 0
 
     def send(self, data: bytes | bytearray) -> int:
         self.out += data

@@ -20,12 +20,30 @@ from monitor.core.incident import IncidentView, TimelineEntry
 
 
 def iso(at: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-23T20:15:03.120Z."""
+    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-23T20:15:03.120Z.
+
+    datetime rounds to the microsecond and the milliseconds are cut from that, as
+    ``isoformat(timespec="milliseconds")`` does; the text of the whole second is kept
+    (`_SECONDS`): isoformat of an aware datetime took two thirds of the time, and the
+    times a service writes (each retained booth state has up to three, every booth in
+    GET /api/booths) fall in few seconds.
+    """
     if at is None:
         return None
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    moment = datetime.fromtimestamp(at, UTC)
+    micro = moment.microsecond
+    # the second `moment` is in: `at` is within half a microsecond of it plus `micro`
+    second = round(at - micro / 1_000_000)
+    text = _SECONDS.get(second)
+    if text is None:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        text = _SECONDS[second] = moment.replace(microsecond=0, tzinfo=None).isoformat()
+    return f"{text}.{micro // 1000:03d}Z"
+
+
+_SECONDS: dict[int, str] = {}  # epoch second -> "2026-11-23T20:15:03"
+_SECONDS_KEPT = 4096
 
 
 def booth_json(view: BoothView) -> dict[str, Any]:

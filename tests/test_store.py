@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from alerts.tokens import Use
 from monitor import store as store_module
-from monitor.codec import incident_record
-from monitor.core.booth import BoothView
+from monitor.codec import booth_from_record, booth_record, incident_record
+from monitor.core.booth import BoothView, IncidentRef
 from monitor.core.events import Button, Press, Resolve
 from monitor.core.incident import TimelineEntry
 from monitor.store import SCHEMA_VERSION, AttemptRow, EventRow, PageRow, Store
@@ -316,6 +318,25 @@ def test_a_batch_encoded_row_by_row_gives_the_same_rows() -> None:
     plain = (batch.event_rows(), batch.audit_rows())
     assert sum(1 for _ in batch.encode()) == 4
     assert (batch.event_rows(), batch.audit_rows()) == plain
+
+
+def test_a_booth_row_holds_the_booth_record() -> None:
+    """The booths table keeps `booth_record`'s document (orjson writes the view itself), for
+    a booth with every field set, and it reads back as the same view."""
+    view = BoothView(
+        id="b1", name="Booth 1", occupied=True, session_started_at=90.0, motion="still",
+        still_since=95.5, incident=IncidentRef("01J", "high", "open", 2), devices_ok=False,
+        mode="maintenance", maintenance={"since": 1.0, "until": 2.0, "reason": "r", "by": "rui"},
+        door="closed", unmonitored=True, stillness_from=95.5, unresponsive_fired=True,
+        long_fired=False, door_closed_at=89.0, awaiting_presence=False, stillness=60.0,
+        long_session=600.0, unresponsive_at=155.5,
+        troubles=({"device": "d1", "role": "motion", "trouble": "offline"},), risk="high",
+        route="inject", closed=True, test={"until": 300.0, "tester": "ana"},
+        last_incident="01H")
+    [(booth, text, at)] = Batch(booths={"b1": (view, 100.0)}).booth_rows()
+    assert (booth, at) == ("b1", 100.0)
+    assert orjson.loads(text) == json.loads(json.dumps(booth_record(view)))
+    assert booth_from_record(orjson.loads(text)) == view
 
 
 async def test_a_newer_schema_is_refused(store_at: StoreAt) -> None:

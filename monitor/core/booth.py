@@ -340,16 +340,33 @@ class Booth:
         starts = [t for t in (self.still_since, self.session_started_at) if t is not None]
         return max(starts) if starts else now
 
+    def unresponsive_at(self) -> float | None:
+        """When the unresponsive timer fires if nobody moves (None: not timing)."""
+        if self.occupied and self.stillness_from is not None and not self.unresponsive_fired:
+            return self.stillness_from + self.limits.stillness
+        return None
+
+    def _long_session_at(self) -> float | None:
+        if self.occupied and self.session_started_at is not None and not self.long_fired:
+            return self.session_started_at + self.limits.long_session
+        return None
+
     def deadlines(self) -> dict[Timer, float]:
         out: dict[Timer, float] = {}
-        if self.occupied and self.stillness_from is not None and not self.unresponsive_fired:
-            out[Timer.UNRESPONSIVE] = self.stillness_from + self.limits.stillness
-        if self.occupied and self.session_started_at is not None and not self.long_fired:
-            out[Timer.LONG_SESSION] = self.session_started_at + self.limits.long_session
+        unresponsive = self.unresponsive_at()
+        if unresponsive is not None:
+            out[Timer.UNRESPONSIVE] = unresponsive
+        long_session = self._long_session_at()
+        if long_session is not None:
+            out[Timer.LONG_SESSION] = long_session
         return out
 
     def next_deadline(self) -> float | None:
-        return min(self.deadlines().values(), default=None)
+        """The earlier of `deadlines` (asked on every event of the booth: no dict made)."""
+        unresponsive, long_session = self.unresponsive_at(), self._long_session_at()
+        if unresponsive is None or long_session is None:
+            return long_session if unresponsive is None else unresponsive
+        return min(unresponsive, long_session)
 
     def on_timer(self, now: float) -> list[Timer]:
         """Fire every timer due at ``now``; each fires once per session or still spell."""
@@ -389,7 +406,7 @@ class Booth:
             awaiting_presence=self.session is Session.AWAITING,
             stillness=self.limits.stillness,
             long_session=self.limits.long_session,
-            unresponsive_at=self.deadlines().get(Timer.UNRESPONSIVE),
+            unresponsive_at=self.unresponsive_at(),
             troubles=troubles,
             risk=self.risk,
             route=self.route,
