@@ -79,12 +79,12 @@ log = structlog.get_logger(__name__)
 SITE_TIMEZONE = "site_timezone"  # the meta key of the site's time zone, for reports
 ROSTER_SHIFTS = "roster_shifts"  # the meta key of the roster's shifts (JSON), for reports
 FAILURE_LOG_EVERY = 30.0  # seconds between "still failing" log lines during an outage
-#: how long the writer encodes a batch's rows in one turn of the event loop (seconds): a
-#: burst's commit (1,000 incidents with their pages, booths and devices) took 10-35 ms
-#: of the loop in one go, and a call read meanwhile waited for it (bench/burst.py)
 # commits of one batch whose mark another commit moved meanwhile, before giving up for a
 # while (retried as a failed commit): more means two processes write as one site
 MARK_TRIES = 3
+#: how long the writer encodes a batch's rows in one turn of the event loop (seconds): a
+#: burst's commit (1,000 incidents with their pages, booths and devices) took 10-35 ms
+#: of the loop in one go, and a call read meanwhile waited for it (bench/burst.py)
 ENCODE_SLICE = 0.001
 
 

@@ -164,10 +164,6 @@ class Batch:
             + len(self.duty) + len(self.audit) + len(self.receipts) + len(self.meta)
         )
 
-    # (key, value)
-    def meta_rows(self) -> list[Row]:
-        return list(self.meta.items())
-
     # (booth, kind, event_id, device, ts, received_at, payload)
     def event_rows(self) -> list[Row]:
         return self._rows("events")

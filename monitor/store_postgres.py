@@ -435,7 +435,7 @@ class PostgresBackend:
                 (_PAGES, b.page_rows()),
                 (_ATTEMPTS, _last_per_key(b.attempt_rows(), 2)), (_DUTY, b.duty_rows()),
                 (_AUDIT, b.audit_rows()), (_DEVICES, b.device_rows()),
-                (_META, b.meta_rows()),
+                (_META, list(b.meta.items())),
             ):
                 if rows:
                     await cur.execute(statement, (dumps(rows),))

@@ -364,7 +364,7 @@ def _steps(b: Batch) -> list[tuple[str, Any, bool]]:
           " ON CONFLICT(id) DO UPDATE SET booth=excluded.booth, online=excluded.online,"
           " last_seen=excluded.last_seen, battery=excluded.battery,"
           " snapshot=excluded.snapshot, updated_at=excluded.updated_at")
-    table("INSERT INTO meta(key, value)", b.meta_rows(),
+    table("INSERT INTO meta(key, value)", list(b.meta.items()),
           " ON CONFLICT(key) DO UPDATE SET value=excluded.value")
     return steps
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from monitor.codec import booth_from_record, booth_record, incident_record
 from monitor.core.booth import BoothView, IncidentRef
 from monitor.core.events import Button, Press, Resolve
 from monitor.core.incident import TimelineEntry
-from monitor.store import SCHEMA_VERSION, AttemptRow, EventRow, PageRow, Store
+from monitor.store import SCHEMA_VERSION, AttemptRow, EventRow, PageRow
 from monitor.store_base import Batch, SchemaTooNew
 from tests.harness.core import CoreDriver, incident
-from tests.harness.postgres import PASSWORD, Postgres, StoreAt
+from tests.harness.postgres import PASSWORD, Postgres, StoreAt, writing
 
 
 def _event(n: int, booth: str = "b1") -> EventRow:
@@ -38,21 +38,6 @@ def _booth(occupied: bool, started: float | None) -> BoothView:
                      stillness_from=None,
                      unresponsive_fired=False,
                      long_fired=False)
-
-
-@contextlib.asynccontextmanager
-async def writing(at: StoreAt, **kw: Any) -> AsyncIterator[Store]:
-    """The store open with its writer running; everything committed and closed after."""
-    store = await at.open(**kw)
-    writer = asyncio.create_task(store.run_writer())
-    try:
-        yield store
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
-        await store.drain()
-        await store.close()
 
 
 async def test_a_burst_is_committed_in_few_batches(store_at: StoreAt) -> None:

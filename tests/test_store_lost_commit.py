@@ -30,7 +30,7 @@ from structlog.testing import capture_logs
 from monitor.store import EventRow, Store
 from monitor.store_base import Batch
 from tests.harness.cut_proxy import CutProxy
-from tests.harness.postgres import PASSWORD, StoreAt
+from tests.harness.postgres import PASSWORD, StoreAt, writing
 
 pytestmark = pytest.mark.integration
 
@@ -43,30 +43,17 @@ def _event(n: int, event_id: str | None) -> EventRow:
 
 
 @contextlib.asynccontextmanager
-async def writing(store: Store) -> AsyncIterator[Store]:
-    writer = asyncio.create_task(store.run_writer())
-    try:
-        yield store
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
-        await store.drain()
-        await store.close()
-
-
-@contextlib.asynccontextmanager
-async def relayed(postgres_url: str) -> AsyncIterator[tuple[CutProxy, Store, StoreAt]]:
-    """The store, on `postgres_url` through a relay that can cut it (not yet writing)."""
+async def relayed(postgres_url: str) -> AsyncIterator[tuple[CutProxy, StoreAt, StoreAt]]:
+    """A relay that can cut connections to `postgres_url`; the store through it, and the
+    store as read directly."""
     parts = urlsplit(postgres_url)
     assert parts.hostname is not None and parts.port is not None
     proxy = await CutProxy(parts.hostname, parts.port).start()
     via = urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{proxy.port}"))
-    store = await Store.open(via, password=PASSWORD, busy_timeout_ms=LOCK_TIMEOUT_MS)
     try:
-        yield proxy, store, StoreAt("postgresql", postgres_url, PASSWORD)
+        yield (proxy, StoreAt("postgresql", via, PASSWORD),
+               StoreAt("postgresql", postgres_url, PASSWORD))
     finally:
-        await store.close()
         await proxy.close()
 
 
@@ -99,44 +86,45 @@ async def test_a_commit_cut_at_its_commit_is_stored_once(postgres_url: str, how:
     ways: the server rolled back), or the COMMIT arriving 1 s late while its session holds
     the mark's row and the store is already trying again: every row is stored once, and
     what came meanwhile too."""
-    async with relayed(postgres_url) as (proxy, store, at):
-        async with writing(store):
-            with capture_logs() as logs:
-                if how == "late_commit":
-                    proxy.late_commit(1.0)
-                else:
-                    getattr(proxy, how)()
-                done = _batch(store, 1)
-                await _failed(store)
-                later = _batch(store, 11)  # came during the trouble
-                await asyncio.wait_for(asyncio.gather(done, later), 30)
-            assert proxy.cuts == 1
+    async with (relayed(postgres_url) as (proxy, via, at),
+                writing(via, busy_timeout_ms=LOCK_TIMEOUT_MS) as store):
+        with capture_logs() as logs:
             if how == "late_commit":
-                assert proxy.late_sent
-            assert _counts(at) == (2, 4, 4)
-            landed = [e for e in logs if e["event"] == "store_commit_landed"]
-            assert len(landed) == (0 if how == "lose_commit" else 1)
-            assert store.writable
+                proxy.late_commit(1.0)
+            else:
+                getattr(proxy, how)()
+            done = _batch(store, 1)
+            await _failed(store)
+            later = _batch(store, 11)  # came during the trouble
+            await asyncio.wait_for(asyncio.gather(done, later), 30)
+        assert proxy.cuts == 1
+        if how == "late_commit":
+            assert proxy.late_sent
+        assert _counts(at) == (2, 4, 4)
+        landed = [e for e in logs if e["event"] == "store_commit_landed"]
+        assert len(landed) == (0 if how == "lose_commit" else 1)
+        assert store.writable
 
 
 async def test_a_late_commit_and_a_cut_retry_store_everything_once(postgres_url: str) -> None:
     """The first COMMIT held back for 1.5 s and the retry's COMMIT lost as well, rows added
     meanwhile: each row is stored once, and nothing is said to be stored that is not."""
-    async with relayed(postgres_url) as (proxy, store, at):
-        async with writing(store):
-            proxy.late_commit(1.5)
-            done = _batch(store, 1)
-            await _failed(store)
-            proxy.lose_commit()  # the retry's COMMIT, when it comes
-            later = _batch(store, 11)
-            await asyncio.wait_for(asyncio.gather(done, later), 30)
-            assert _counts(at) == (2, 4, 4)
-            assert proxy.cuts == 2
+    async with (relayed(postgres_url) as (proxy, via, at),
+                writing(via, busy_timeout_ms=LOCK_TIMEOUT_MS) as store):
+        proxy.late_commit(1.5)
+        done = _batch(store, 1)
+        await _failed(store)
+        proxy.lose_commit()  # the retry's COMMIT, when it comes
+        later = _batch(store, 11)
+        await asyncio.wait_for(asyncio.gather(done, later), 30)
+        assert _counts(at) == (2, 4, 4)
+        assert proxy.cuts == 2
 
 
 async def test_shutdown_after_a_lost_answer_stores_it_once(postgres_url: str) -> None:
     """Stopped at the first failure, before any retry: `drain` moves the mark the same way."""
-    async with relayed(postgres_url) as (proxy, store, at):
+    async with relayed(postgres_url) as (proxy, via, at):
+        store = await via.open(busy_timeout_ms=LOCK_TIMEOUT_MS)
         writer = asyncio.create_task(store.run_writer())
 
         def stop() -> None:  # at the first failure, before any retry
@@ -152,25 +140,25 @@ async def test_shutdown_after_a_lost_answer_stores_it_once(postgres_url: str) ->
         await store.drain()
         assert done.done() and done.exception() is None
         assert _counts(at) == (1, 2, 2)
+        await store.close()
 
 
 async def test_a_commit_that_landed_but_failed_is_not_stored_twice(store_at: StoreAt) -> None:
     """On both backends: the commit goes through, then fails as a lost answer would (the
     backend's own error); the retry finds its mark moved by that commit and stores nothing
     more. What came meanwhile is stored after it."""
-    store = await store_at.open()
-    backend: Any = store._backend
-    real = backend.commit
-    lost: list[Batch] = []
+    async with writing(store_at) as store:
+        backend: Any = store._backend
+        real = backend.commit
+        lost: list[Batch] = []
 
-    async def answer_lost(batch: Batch) -> None:
-        await real(batch)
-        if not lost:
-            lost.append(batch)
-            raise store.errors[0]("the answer to COMMIT was lost")
+        async def answer_lost(batch: Batch) -> None:
+            await real(batch)
+            if not lost:
+                lost.append(batch)
+                raise store.errors[0]("the answer to COMMIT was lost")
 
-    backend.commit = answer_lost
-    async with writing(store):
+        backend.commit = answer_lost
         with capture_logs() as logs:
             done = _batch(store, 1)
             await _failed(store)
@@ -183,8 +171,7 @@ async def test_a_commit_that_landed_but_failed_is_not_stored_twice(store_at: Sto
 async def test_another_writers_mark_is_taken_over(store_at: StoreAt) -> None:
     """The mark moved by someone else (an earlier process of this site whose last commit
     landed after this one read it): the batch is committed over it, once."""
-    store = await store_at.open()
-    async with writing(store):
+    async with writing(store_at) as store:
         await _batch(store, 1)
         store_at.execute("UPDATE meta SET value = 'theirs' WHERE key = 'last_commit:boothwatch'")
         await asyncio.wait_for(_batch(store, 11), 10)
@@ -197,12 +184,12 @@ async def test_another_writers_mark_is_taken_over(store_at: StoreAt) -> None:
 async def test_a_commit_that_never_arrives_is_ended_by_the_server(postgres_url: str) -> None:
     """The COMMIT held back for longer than the server's idle-in-transaction timeout (2 s
     here): the server ends the session, its locks go, and the batch is stored once."""
-    async with relayed(postgres_url) as (proxy, store, at):
-        async with writing(store):
-            proxy.late_commit(30.0)
-            done = _batch(store, 1)
-            await _failed(store)
-            later = _batch(store, 11)
-            await asyncio.wait_for(asyncio.gather(done, later), 8)
-            assert _counts(at) == (2, 4, 4)
-            assert not proxy.late_sent
+    async with (relayed(postgres_url) as (proxy, via, at),
+                writing(via, busy_timeout_ms=LOCK_TIMEOUT_MS) as store):
+        proxy.late_commit(30.0)
+        done = _batch(store, 1)
+        await _failed(store)
+        later = _batch(store, 11)
+        await asyncio.wait_for(asyncio.gather(done, later), 8)
+        assert _counts(at) == (2, 4, 4)
+        assert not proxy.late_sent

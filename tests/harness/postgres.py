@@ -19,11 +19,13 @@ SQLite's ``synchronous=FULL``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -212,3 +214,18 @@ class StoreAt:
             return
         with psycopg.connect(self.where, password=self.password, autocommit=True) as conn:
             conn.execute(pg_sql(sql), args)
+
+
+@contextlib.asynccontextmanager
+async def writing(at: StoreAt, **kw: Any) -> AsyncIterator[Store]:
+    """The store open with its writer running; everything committed and closed after."""
+    store = await at.open(**kw)
+    writer = asyncio.create_task(store.run_writer())
+    try:
+        yield store
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await store.drain()
+        await store.close()
