@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -56,11 +57,40 @@ def require_mosquitto() -> str:
     return binary
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_FREE_PORTS_FROM = 10000
+_FREE_PORTS_TO = max(_FREE_PORTS_FROM + 2000, min(_ephemeral_low(), 32768))
+_handed_out: set[int] = set()
+_ports = random.Random()  # its own seed from os.urandom: two test runs on one box differ
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A port nothing listens on now, for a server a test is about to start.
+
+    Taken below the kernel's ephemeral range, not by binding port 0: a port from that
+    range can be given to any outgoing connection (a service's MQTT or PostgreSQL
+    client, say) between this call and the server's bind, which once made a
+    twelve-site test's HTTP bind fail with "address already in use". Never the same
+    port twice in one test process."""
+    for _ in range(1000):
+        port = _ports.randrange(_FREE_PORTS_FROM, _FREE_PORTS_TO)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_FREE_PORTS_FROM}-{_FREE_PORTS_TO}")
 
 
 class Publish(Protocol):
