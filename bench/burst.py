@@ -230,6 +230,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         print(f"other booths' calls, {args.interval * 1000:g} ms apart:")
         print(f"  before the burst:            {summarise(latencies(receiver, sent_before))}")
         print(f"  during the burst:            {summarise(latencies(receiver, sent_during))}")
+        # where they waited: to be read and raised, or for their page once raised
+        raised_during = raised(receiver, during)
+        print(f"    publish -> raised:         "
+              f"{summarise([raised_during[b] - t for b, t in sent_during.items() if b in raised_during])}")
+        print(f"    raised -> page:            {summarise(latencies(receiver, raised_during))}")
         print(f"pages: expected {len(everyone)}, missing {len(missing)}, extra {extra}; "
               f"service CPU during the burst {cpu * 100:.0f}%")
         print(f"service RSS now {service.memory_mb('VmRSS') or 0:.1f} MiB, peak (VmHWM) "
