@@ -232,8 +232,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         print(f"  during the burst:            {summarise(latencies(receiver, sent_during))}")
         # where they waited: to be read and raised, or for their page once raised
         raised_during = raised(receiver, during)
-        print(f"    publish -> raised:         "
-              f"{summarise([raised_during[b] - t for b, t in sent_during.items() if b in raised_during])}")
+        waited = [raised_during[b] - t for b, t in sent_during.items() if b in raised_during]
+        print(f"    publish -> raised:         {summarise(waited)}")
         print(f"    raised -> page:            {summarise(latencies(receiver, raised_during))}")
         print(f"pages: expected {len(everyone)}, missing {len(missing)}, extra {extra}; "
               f"service CPU during the burst {cpu * 100:.0f}%")
