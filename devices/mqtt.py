@@ -29,6 +29,13 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
   one ``recv`` takes a burst where paho asked the kernel three times per packet, and
   everything paho writes in one loop turn (the PUBACKs of a commit, the retained
   states) goes out in one ``send``. paho still reads and writes every packet itself.
+* Messages are read ahead of their handling (at most `INBOX_MAX` waiting): a read takes
+  what the socket has for `READ_BUDGET`, paho parsing each, then the inbox is handled for
+  `HANDLE_BUDGET` a turn. A message the listener's ``urgent`` says may be a call is
+  handled before the other topics' messages read with it, unless a message of its own
+  topic waits ahead of it: a call published while a burst of 1,000 availability messages
+  was being handled used to wait behind all of them (bench/burst.py --burst-kind offline).
+  Each topic keeps its order, as a device's own messages do from the broker.
 * paho's ``on_publish`` is set only while a `publish_confirmed` waits for its PUBACK, and
   never while paho writes: paho calls it for every QoS 0 publish it writes as well (a
   ReasonCode and a Properties made for each retained state), and paho numbers QoS 0
@@ -44,6 +51,7 @@ import select
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,11 +69,17 @@ from monitor.core.settings import MqttConfig
 log = structlog.get_logger(__name__)
 
 OnMessage = Callable[[paho.MQTTMessage, int], None]
+Urgent = Callable[[paho.MQTTMessage], bool]
 PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"  # the broker password: never in the config file
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
 # seconds of reading per wakeup at most, so a due timer, the write of a page just submitted
 # and HTTP get their turn behind a backlog (bench/timers.py: a 49 ms read after a stall)
 READ_BUDGET = 0.002
+# seconds of handling what was read per turn at most (urgent messages first)
+HANDLE_BUDGET = 0.002
+# messages read but not yet handled at most: reading stops there until half are handled
+# (they are unacknowledged: the broker still has them)
+INBOX_MAX = 2000
 REFUSED_LOG_EVERY = 60.0  # seconds between log lines while the broker keeps refusing us
 BAD_CREDENTIALS, NOT_AUTHORIZED = 134, 135  # MQTT 5 CONNACK reason codes
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only; elsewhere left as it is
@@ -266,6 +280,7 @@ class MqttLink:
         *,
         subscriptions: Sequence[str] = (),
         on_message: OnMessage | None = None,
+        urgent: Urgent | None = None,
         will: tuple[str, bytes] | None = None,
         on_connected: Callable[[bool], None] | None = None,
         on_link: Callable[[bool], None] | None = None,
@@ -278,6 +293,7 @@ class MqttLink:
         self.config = config
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
+        self._urgent = urgent
         self._on_connected = on_connected
         self._on_link = on_link
         self._link_up = False  # what on_link was last told
@@ -290,7 +306,15 @@ class MqttLink:
         self._writer = False  # waiting for the socket to take the rest
         # set while paho's connect() runs in the executor: publishes are held until it returns
         self._held: list[tuple[str, bytes, int, bool]] | None = None
-        self._paused = False
+        self._paused = False  # the caller asked us to stop reading
+        self._full = False  # INBOX_MAX messages read and not yet handled
+        self._reading = False  # the loop watches the socket for us
+        # read, not yet handled: (message, its connection's generation); calls apart
+        self._inbox: deque[tuple[paho.MQTTMessage, int, str]] = deque()  # and its topic
+        self._urgent_inbox: deque[tuple[paho.MQTTMessage, int]] = deque()
+        self._inbox_topics: dict[str, int] = {}  # topic -> its messages in `_inbox`
+        self._handle_soon = False  # a `_handle` is scheduled
+        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._lost = asyncio.Event()
@@ -332,12 +356,15 @@ class MqttLink:
         self._receive_maximum = receive_maximum
 
     def attach(self, *, subscriptions: Sequence[str], on_message: OnMessage,
+               urgent: Urgent | None = None,
                on_connected: Callable[[bool], None] | None = None,
                on_link: Callable[[bool], None] | None = None) -> None:
         """Who listens: set once before `run`, by a caller whose listeners need this link
-        already (to acknowledge, to publish)."""
+        already (to acknowledge, to publish). ``urgent(message)``: whether it may be a
+        call, to be handled before other topics' messages already read."""
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
+        self._urgent = urgent
         self._on_connected = on_connected
         self._on_link = on_link
 
@@ -346,6 +373,7 @@ class MqttLink:
     async def run(self) -> None:
         """Stay connected until cancelled."""
         self._loop = asyncio.get_running_loop()
+        self._closed = False
         delay = self._backoff[0]
         refusals = 0  # in a row
         logged_at = -REFUSED_LOG_EVERY
@@ -449,6 +477,11 @@ class MqttLink:
                 pass
         self._client.disconnect()
         self._set_disconnected()
+        # what was read and not handled stays unacknowledged: the broker delivers it again
+        self._closed = True
+        self._inbox.clear()
+        self._urgent_inbox.clear()
+        self._inbox_topics.clear()
 
     # --- publishing and acknowledging ---------------------------------------------------
 
@@ -598,8 +631,49 @@ class MqttLink:
         self._tell_link()
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        if self._on_message is not None:
-            self._on_message(msg, self.generation)
+        """paho read a message: into the inbox, handled once the read is done (`_handle`)."""
+        if self._on_message is None:
+            return
+        topic = msg.topic
+        urgent = self._urgent
+        if urgent is not None and topic not in self._inbox_topics and urgent(msg):
+            self._urgent_inbox.append((msg, self.generation))
+        else:
+            self._inbox.append((msg, self.generation, topic))
+            topics = self._inbox_topics
+            topics[topic] = topics.get(topic, 0) + 1
+
+    def _handle(self) -> None:
+        """Hand what was read to the listener, urgent messages first, for HANDLE_BUDGET."""
+        self._handle_soon = False
+        on_message = self._on_message
+        if on_message is None or self._closed:
+            return
+        urgent, inbox, topics = self._urgent_inbox, self._inbox, self._inbox_topics
+        until = time.perf_counter() + HANDLE_BUDGET
+        try:
+            while True:
+                if urgent:
+                    msg, generation = urgent.popleft()
+                elif inbox:
+                    msg, generation, topic = inbox.popleft()
+                    left = topics[topic] - 1
+                    if left:
+                        topics[topic] = left
+                    else:
+                        del topics[topic]
+                else:
+                    break
+                on_message(msg, generation)
+                if time.perf_counter() >= until:
+                    break
+        finally:
+            if (urgent or inbox) and not self._closed and self._loop is not None:
+                self._handle_soon = True
+                self._loop.call_soon(self._handle)
+            if self._full and len(inbox) <= INBOX_MAX // 2:
+                self._full = False
+                self._watch()
 
     def _handle_publish(
         self, _c: paho.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties
@@ -626,46 +700,67 @@ class MqttLink:
     def _add_reader(self, sock: _Buffered) -> None:
         assert self._loop is not None
         self._sock = sock
+        self._reading = False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if not self._paused:
-            self._loop.add_reader(sock, self._read)
+        self._watch()
+
+    def _watch(self) -> None:
+        """Have the loop watch the socket for us, unless reading is paused or the inbox full."""
+        sock, loop = self._sock, self._loop
+        if sock is None or loop is None:
+            return
+        wanted = not self._paused and not self._full
+        if wanted and not self._reading:
+            self._reading = True
+            loop.add_reader(sock, self._read)
+            loop.call_soon(self._read)  # bytes may wait in the buffer
+        elif not wanted and self._reading:
+            self._reading = False
+            loop.remove_reader(sock)
 
     def pause_reading(self) -> None:
         """Stop taking messages (the caller is behind); the broker keeps them meanwhile."""
         if not self._paused and self._sock is not None and self._loop is not None:
             self._paused = True
-            self._loop.remove_reader(self._sock)
+            self._watch()
             log.warning("mqtt_reading_paused", reason="store behind")
 
     def resume_reading(self) -> None:
         if self._paused and self._loop is not None:
             self._paused = False
-            if self._sock is not None:
-                self._loop.add_reader(self._sock, self._read)
-                self._loop.call_soon(self._read)  # bytes may wait in the buffer
+            self._watch()
             log.info("mqtt_reading_resumed")
 
     def _read(self) -> None:
         # paho's loop_read reads one packet whatever max_packets says: drain what is there,
-        # so a burst costs one loop wakeup, not one per message, but for READ_BUDGET at most
+        # so a burst costs one loop wakeup, not one per message, but for READ_BUDGET at most;
+        # then handle what was read (`_handle`), unless a handling is already scheduled
         sock = self._sock
-        if sock is None or self._loop is None:
+        if sock is None or self._loop is None or not self._reading:
             return
         until = time.perf_counter() + READ_BUDGET
         client = self._client
-        while True:
-            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return
-            if self._sock is not sock:
-                return  # closed meanwhile
-            if self._paused:
-                break
-            if time.perf_counter() >= until:
-                if sock.buffered():
-                    self._loop.call_soon(self._read)  # poll would not call us for it
-                break
-            if not sock.buffered() and not select.select([sock.sock], [], [], 0)[0]:
-                break
+        try:
+            while True:
+                if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    return
+                if self._sock is not sock:
+                    return  # closed meanwhile
+                if self._paused:
+                    break
+                if len(self._inbox) >= INBOX_MAX:
+                    self._full = True
+                    self._watch()
+                    break
+                if time.perf_counter() >= until:
+                    if sock.buffered():
+                        self._loop.call_soon(self._read)  # poll would not call us for it
+                    break
+                if not sock.buffered() and not select.select([sock.sock], [], [], 0)[0]:
+                    break
+        finally:
+            if not self._handle_soon:
+                self._handle()
         if TCP_QUICKACK is not None:
             # ACK what we read now, not up to 40 ms later: the kernel delays it once we
             # answer within its window (our PUBACKs), and meanwhile a broker without
@@ -676,6 +771,7 @@ class MqttLink:
     def _socket_close(self, client: paho.Client, _u: Any, sock: Any) -> None:
         assert self._loop is not None
         self._sock = None
+        self._reading = False
         self._writer = False
         self._call(self._loop.remove_reader, sock)
         self._call(self._loop.remove_writer, sock)

@@ -158,6 +158,10 @@ class Ingest:
                               self.topics.steps, *self._routes]
         self.gate = FloodGate(config, self._routes, link, metrics, driver.core.open_call,
                               self.on_message)
+        self._call_topics = frozenset(
+            topic for topic, devices in self._routes.items()
+            if any(d.id in self.gate.calling for d in devices))
+        self._gateway_topics = frozenset((self.topics.ack, self.topics.duty, self.topics.steps))
         self.seen = RecentKeys(DEDUPE_MEMORY)
         self._recent_dups = RecentKeys(RECENT_PAYLOADS)
         self._rate = RateLimit(60.0)
@@ -165,6 +169,17 @@ class Ingest:
         # the messages waiting for each store future: one callback per commit, not per message
         self._waiting: dict[asyncio.Future[None], list[tuple[int, int]]] = {}
         self.last_event_at: float | None = None
+
+    def urgent(self, msg: paho.MQTTMessage) -> bool:
+        """Whether a message may be a call press, to be handled before other topics'
+        messages read with it (`devices.mqtt.MqttLink`): a booth event that may say
+        "call", or anything on a call button's own topics."""
+        topic = msg.topic
+        if topic in self._call_topics:
+            return True
+        if topic in self._routes or topic in self._gateway_topics:
+            return False
+        return not cannot_be_a_call(msg.payload)
 
     def remember(self, ids: Iterable[tuple[str, str]]) -> None:
         """Event ids already stored (at start): their redeliveries are duplicates."""

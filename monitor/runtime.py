@@ -318,8 +318,9 @@ class Runtime:
                        self.env.get(TOKEN_ENV) or None,
                        self.stations, board, selftests)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
-                       on_connected=lambda _present: self._connected(publisher),
-                       on_link=health.on_link)
+                    urgent=ingest.urgent,
+                    on_connected=lambda _present: self._connected(publisher),
+                    on_link=health.on_link)
         store.on_failed = ingest.store_failed
         for gauges in (lambda: core_gauges(self.core, self.clock, self.metrics.per_booth),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
