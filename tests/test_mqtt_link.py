@@ -306,3 +306,117 @@ async def test_a_confirmed_publish_is_confirmed_by_its_own_puback_only(
         async with asyncio.timeout(WAIT):
             await confirmed
         assert client.on_publish is None
+
+
+def _busy(seconds: float) -> None:
+    """Hold the loop as handling a message that raises an incident does."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+async def _queue_while_away(broker: Mosquitto, client_id: str,
+                            messages: list[tuple[str, bytes]]) -> None:
+    """The link's session subscribed, then ``messages`` queued by the broker while the link
+    is away: on its next connection they arrive at once, a burst already in its socket."""
+    link, up = make_link(broker, client_id)
+    async with running(link):
+        assert await wait_up(up)
+    publisher = Publisher(broker.host, broker.port)
+    try:
+        infos = [publisher.client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(WAIT)
+    finally:
+        publisher.close()
+
+
+async def test_a_call_read_behind_a_burst_is_handled_before_the_burst(
+        mosquitto: Mosquitto) -> None:
+    """Messages are read ahead of their handling: a call (``urgent``) that arrives behind 400
+    other messages, each of which takes 0.5 ms to handle, is handled long before the last
+    of them, instead of 400th. A topic keeps its order: a call on a topic whose earlier
+    message is still waiting is handled after that message."""
+    burst = [(f"race-in/burst/{i}", b"offline") for i in range(400)]
+    burst[200] = ("race-in/booth/b", b"occupied")
+    messages = [*burst, ("race-in/booth/a", b"call"), ("race-in/booth/b", b"call")]
+    await _queue_while_away(mosquitto, "calls-first", messages)
+
+    link, up = make_link(mosquitto, "calls-first")
+    handled: list[tuple[str, bytes]] = []
+    all_in = asyncio.Event()
+
+    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+        _busy(0.0005)
+        handled.append((msg.topic, bytes(msg.payload)))
+        link.ack(msg.mid, generation)
+        if len(handled) == len(messages):
+            all_in.set()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                urgent=lambda msg: bytes(msg.payload) == b"call",
+                on_link=lambda ready: up.set() if ready else None)
+    async with running(link):
+        async with asyncio.timeout(WAIT):
+            await all_in.wait()
+    assert sorted(handled) == sorted(messages)  # each once
+    first_call = handled.index(("race-in/booth/a", b"call"))
+    assert first_call < 200, f"the call was handled {first_call + 1}th of {len(messages)}"
+    # b's call came behind b's own earlier message, which waited in the burst
+    assert handled.index(("race-in/booth/b", b"occupied")) < \
+        handled.index(("race-in/booth/b", b"call"))
+    # the rest in the order read
+    rest = [m for m in handled if m[1] != b"call"]
+    assert rest == [m for m in messages if m[1] != b"call"]
+
+
+async def test_reading_ahead_stops_at_the_inbox_limit_and_loses_nothing(
+        mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most INBOX_MAX messages wait read and unhandled (reading stops, the broker keeps
+    the rest); every message is still handled once, in order. Closed with messages read and
+    not handled, the link leaves them unacknowledged: the broker delivers them again."""
+    monkeypatch.setattr("devices.mqtt.INBOX_MAX", 40)
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(300)]
+    await _queue_while_away(mosquitto, "inbox-limit", messages)
+
+    link, up = make_link(mosquitto, "inbox-limit")
+    handled: list[str] = []
+    waiting: list[int] = []
+    stop_at = asyncio.Event()
+
+    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+        _busy(0.0002)
+        waiting.append(len(link._inbox))
+        handled.append(msg.topic)
+        link.ack(msg.mid, generation)
+        if len(handled) == 200:
+            stop_at.set()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                on_link=lambda ready: up.set() if ready else None)
+    async with running(link):
+        async with asyncio.timeout(WAIT):
+            await stop_at.wait()
+    # closed at the 200th: what was read and not handled must come again
+    assert handled[:200] == [t for t, _ in messages[:200]]
+    assert max(waiting) <= 40
+    assert max(waiting) >= 30, "the burst was never read ahead: the test proves nothing"
+
+    again, _ = make_link(mosquitto, "inbox-limit")
+    rest: list[str] = []
+    done = asyncio.Event()
+
+    def record(msg: paho.MQTTMessage, generation: int) -> None:
+        rest.append(msg.topic)
+        again.ack(msg.mid, generation)
+        if msg.topic == messages[-1][0]:
+            done.set()
+
+    again._on_message = record
+    async with running(again):
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+    # every message once at least; a redelivery only of what the first link had not acked
+    seen = set(handled) | set(rest)
+    assert seen == {t for t, _ in messages}
+    assert not set(rest) & set(handled[:150]), "messages acked long before came again"
