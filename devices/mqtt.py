@@ -644,7 +644,8 @@ class MqttLink:
             topics[topic] = topics.get(topic, 0) + 1
 
     def _handle(self) -> None:
-        """Hand what was read to the listener, urgent messages first, for HANDLE_BUDGET."""
+        """Hand what was read to the listener, urgent messages first, for HANDLE_BUDGET.
+        While reading is paused (the caller is behind) only urgent ones."""
         self._handle_soon = False
         on_message = self._on_message
         if on_message is None or self._closed:
@@ -655,7 +656,7 @@ class MqttLink:
             while True:
                 if urgent:
                     msg, generation = urgent.popleft()
-                elif inbox:
+                elif inbox and not self._paused:
                     msg, generation, topic = inbox.popleft()
                     left = topics[topic] - 1
                     if left:
@@ -668,9 +669,8 @@ class MqttLink:
                 if time.perf_counter() >= until:
                     break
         finally:
-            if (urgent or inbox) and not self._closed and self._loop is not None:
-                self._handle_soon = True
-                self._loop.call_soon(self._handle)
+            if urgent or (inbox and not self._paused):
+                self._schedule_handle()
             if self._full and len(inbox) <= INBOX_MAX // 2:
                 self._full = False
                 self._watch()
@@ -696,6 +696,17 @@ class MqttLink:
 
     def _socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
         self._call(self._add_reader, sock)
+
+    def _schedule_handle(self) -> None:
+        if not self._handle_soon and not self._closed and self._loop is not None:
+            self._handle_soon = True
+            self._loop.call_soon(self._handle)
+
+    def _handle_urgent(self) -> None:
+        urgent, on_message = self._urgent_inbox, self._on_message
+        while urgent and on_message is not None and not self._closed:
+            msg, generation = urgent.popleft()
+            on_message(msg, generation)
 
     def _add_reader(self, sock: _Buffered) -> None:
         assert self._loop is not None
@@ -729,6 +740,8 @@ class MqttLink:
         if self._paused and self._loop is not None:
             self._paused = False
             self._watch()
+            if self._inbox:
+                self._schedule_handle()  # what was read before the pause
             log.info("mqtt_reading_resumed")
 
     def _read(self) -> None:
@@ -761,6 +774,8 @@ class MqttLink:
         finally:
             if not self._handle_soon:
                 self._handle()
+            elif self._urgent_inbox:
+                self._handle_urgent()  # the backlog's turn comes; a call's is now
         if TCP_QUICKACK is not None:
             # ACK what we read now, not up to 40 ms later: the kernel delays it once we
             # answer within its window (our PUBACKs), and meanwhile a broker without

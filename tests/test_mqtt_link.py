@@ -420,3 +420,44 @@ async def test_reading_ahead_stops_at_the_inbox_limit_and_loses_nothing(
     seen = set(handled) | set(rest)
     assert seen == {t for t, _ in messages}
     assert not set(rest) & set(handled[:150]), "messages acked long before came again"
+
+
+async def test_paused_the_link_still_handles_the_calls_already_read(
+        mosquitto: Mosquitto) -> None:
+    """The caller pauses reading (its store is behind) as it handles a call: the messages
+    already read wait, but the other call among them is still handled; resumed, the rest
+    follow, in order, each once."""
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(100)]
+    messages += [("race-in/booth/a", b"call"), ("race-in/booth/b", b"call")]
+    await _queue_while_away(mosquitto, "paused-call", messages)
+
+    link, up = make_link(mosquitto, "paused-call")
+    handled: list[str] = []
+    calls, all_in = asyncio.Event(), asyncio.Event()
+
+    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+        _busy(0.0002)
+        handled.append(msg.topic)
+        link.ack(msg.mid, generation)
+        if len(handled) == len(messages):
+            all_in.set()
+        if msg.topic == "race-in/booth/a":
+            link.pause_reading()  # as the ingest does past UNACKED_HIGH
+        if msg.topic == "race-in/booth/b":
+            calls.set()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                urgent=lambda msg: bytes(msg.payload) == b"call",
+                on_link=lambda ready: up.set() if ready else None)
+    async with running(link):
+        async with asyncio.timeout(WAIT):
+            await calls.wait()
+        for _ in range(20):
+            await asyncio.sleep(0.01)  # turns in which nothing else may be handled
+        n = handled.index("race-in/booth/a")
+        assert handled == [*(t for t, _ in messages[:n]), "race-in/booth/a", "race-in/booth/b"]
+        assert len(link._inbox) == 100 - n > 0, "nothing was read ahead: the test proves nothing"
+        link.resume_reading()
+        async with asyncio.timeout(WAIT):
+            await all_in.wait()
+    assert handled[n + 2:] == [t for t, _ in messages[n:100]]
