@@ -31,11 +31,14 @@ latency. ``loop_misc`` runs once a second for keep-alive pings.
   states) goes out in one ``send``. paho still reads and writes every packet itself.
 * Messages are read ahead of their handling (at most `INBOX_MAX` waiting): a read takes
   what the socket has for `READ_BUDGET`, paho parsing each, then the inbox is handled for
-  `HANDLE_BUDGET` a turn. A message the listener's ``urgent`` says may be a call is
-  handled before the other topics' messages read with it, unless a message of its own
-  topic waits ahead of it: a call published while a burst of 1,000 availability messages
-  was being handled used to wait behind all of them (bench/burst.py --burst-kind offline).
-  Each topic keeps its order, as a device's own messages do from the broker.
+  `HANDLE_BUDGET` a turn. The listener's ``order`` gives each message a key (a booth)
+  whose messages keep their order, and says whether it is urgent (a press, say): an
+  urgent message is handled before the other keys' messages read with it, unless a
+  message of its own key waits ahead of it. A call published while a burst of 1,000
+  availability messages was being handled used to wait behind all of them
+  (bench/burst.py --burst-kind offline). `stop_reading` hands over what was read at
+  shutdown; a new connection that finds its session drops what the old one read and had
+  not handled at QoS 1 (the broker sends it again).
 * paho's ``on_publish`` is set only while a `publish_confirmed` waits for its PUBACK, and
   never while paho writes: paho calls it for every QoS 0 publish it writes as well (a
   ReasonCode and a Properties made for each retained state), and paho numbers QoS 0
@@ -69,7 +72,9 @@ from monitor.core.settings import MqttConfig
 log = structlog.get_logger(__name__)
 
 OnMessage = Callable[[paho.MQTTMessage, int], None]
-Urgent = Callable[[paho.MQTTMessage], bool]
+# a message's ordering key (messages of one key are handled in the order read) and
+# whether it is urgent (handled before other keys' messages read before it)
+Order = Callable[[paho.MQTTMessage], tuple[str, bool]]
 PASSWORD_ENV = "BOOTHWATCH_MQTT_PASSWORD"  # the broker password: never in the config file
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
 # seconds of reading per wakeup at most, so a due timer, the write of a page just submitted
@@ -280,7 +285,7 @@ class MqttLink:
         *,
         subscriptions: Sequence[str] = (),
         on_message: OnMessage | None = None,
-        urgent: Urgent | None = None,
+        order: Order | None = None,
         will: tuple[str, bytes] | None = None,
         on_connected: Callable[[bool], None] | None = None,
         on_link: Callable[[bool], None] | None = None,
@@ -293,7 +298,7 @@ class MqttLink:
         self.config = config
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
-        self._urgent = urgent
+        self._order = order
         self._on_connected = on_connected
         self._on_link = on_link
         self._link_up = False  # what on_link was last told
@@ -308,11 +313,12 @@ class MqttLink:
         self._held: list[tuple[str, bytes, int, bool]] | None = None
         self._paused = False  # the caller asked us to stop reading
         self._full = False  # INBOX_MAX messages read and not yet handled
+        self._stopped = False  # `stop_reading`: read no more
         self._reading = False  # the loop watches the socket for us
-        # read, not yet handled: (message, its connection's generation); calls apart
-        self._inbox: deque[tuple[paho.MQTTMessage, int, str]] = deque()  # and its topic
-        self._urgent_inbox: deque[tuple[paho.MQTTMessage, int]] = deque()
-        self._inbox_topics: dict[str, int] = {}  # topic -> its messages in `_inbox`
+        # read, not yet handled: (message, its connection's generation, its key)
+        self._inbox: deque[tuple[paho.MQTTMessage, int, str]] = deque()
+        self._urgent_inbox: deque[tuple[paho.MQTTMessage, int, str]] = deque()
+        self._inbox_keys: dict[str, int] = {}  # key -> its messages in `_inbox`
         self._handle_soon = False  # a `_handle` is scheduled
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -356,15 +362,15 @@ class MqttLink:
         self._receive_maximum = receive_maximum
 
     def attach(self, *, subscriptions: Sequence[str], on_message: OnMessage,
-               urgent: Urgent | None = None,
+               order: Order | None = None,
                on_connected: Callable[[bool], None] | None = None,
                on_link: Callable[[bool], None] | None = None) -> None:
         """Who listens: set once before `run`, by a caller whose listeners need this link
-        already (to acknowledge, to publish). ``urgent(message)``: whether it may be a
-        call, to be handled before other topics' messages already read."""
+        already (to acknowledge, to publish). ``order(message)``: its key and whether it
+        is urgent (see the module's docstring); without it, each topic in its order."""
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
-        self._urgent = urgent
+        self._order = order
         self._on_connected = on_connected
         self._on_link = on_link
 
@@ -373,7 +379,7 @@ class MqttLink:
     async def run(self) -> None:
         """Stay connected until cancelled."""
         self._loop = asyncio.get_running_loop()
-        self._closed = False
+        self._closed = self._stopped = self._full = False
         delay = self._backoff[0]
         refusals = 0  # in a row
         logged_at = -REFUSED_LOG_EVERY
@@ -477,11 +483,9 @@ class MqttLink:
                 pass
         self._client.disconnect()
         self._set_disconnected()
-        # what was read and not handled stays unacknowledged: the broker delivers it again
+        # what was read and not handled (none after `stop_reading`) stays unacknowledged
         self._closed = True
-        self._inbox.clear()
-        self._urgent_inbox.clear()
-        self._inbox_topics.clear()
+        self._drop(lambda _entry: True)
 
     # --- publishing and acknowledging ---------------------------------------------------
 
@@ -571,6 +575,13 @@ class MqttLink:
             return
         self.generation += 1
         self.connected = True
+        if flags.session_present:
+            # the session kept what we read and did not acknowledge: it comes again, so what
+            # the old connection read at QoS 1 and we did not handle yet would come twice
+            generation = self.generation
+            dropped = self._drop(lambda entry: entry[1] != generation and entry[0].qos > 0)
+            if dropped:
+                log.info("mqtt_read_dropped_for_redelivery", messages=dropped)
         self._unacked_subs = set()
         for topic in self._subscriptions:
             _rc, mid = client.subscribe(topic, qos=1)
@@ -634,14 +645,53 @@ class MqttLink:
         """paho read a message: into the inbox, handled once the read is done (`_handle`)."""
         if self._on_message is None:
             return
-        topic = msg.topic
-        urgent = self._urgent
-        if urgent is not None and topic not in self._inbox_topics and urgent(msg):
-            self._urgent_inbox.append((msg, self.generation))
+        order = self._order
+        key, urgent = (msg.topic, False) if order is None else order(msg)
+        keys = self._inbox_keys
+        if urgent and key not in keys:
+            self._urgent_inbox.append((msg, self.generation, key))
         else:
-            self._inbox.append((msg, self.generation, topic))
-            topics = self._inbox_topics
-            topics[topic] = topics.get(topic, 0) + 1
+            self._inbox.append((msg, self.generation, key))
+            keys[key] = keys.get(key, 0) + 1
+
+    def _next(self, urgent_only: bool) -> tuple[paho.MQTTMessage, int] | None:
+        """The next message to handle: an urgent one, else the oldest (not if urgent_only)."""
+        if self._urgent_inbox:
+            msg, generation, _key = self._urgent_inbox.popleft()
+            return msg, generation
+        if not self._inbox or urgent_only:
+            return None
+        msg, generation, key = self._inbox.popleft()
+        keys = self._inbox_keys
+        left = keys[key] - 1
+        if left:
+            keys[key] = left
+        else:
+            del keys[key]
+        return msg, generation
+
+    def _drop(self, which: Callable[[tuple[paho.MQTTMessage, int, str]], bool]) -> int:
+        """Forget the read messages ``which`` picks (unhandled, so unacknowledged)."""
+        before = len(self._inbox) + len(self._urgent_inbox)
+        self._urgent_inbox = deque(e for e in self._urgent_inbox if not which(e))
+        self._inbox = deque(e for e in self._inbox if not which(e))
+        self._inbox_keys = {}
+        for _msg, _generation, key in self._inbox:
+            self._inbox_keys[key] = self._inbox_keys.get(key, 0) + 1
+        return before - len(self._inbox) - len(self._urgent_inbox)
+
+    def stop_reading(self, *, handle: bool = True) -> None:
+        """Read no more (shutdown), and hand the listener everything already read now,
+        before what it pages with closes (a QoS 0 message is not sent again); or, with
+        ``handle`` false (the site is another process's now), forget it."""
+        self._stopped = True
+        self._watch()
+        on_message = self._on_message
+        if not handle or on_message is None:
+            self._drop(lambda _entry: True)
+            return
+        while (entry := self._next(urgent_only=False)) is not None:
+            on_message(*entry)
 
     def _handle(self) -> None:
         """Hand what was read to the listener, urgent messages first, for HANDLE_BUDGET.
@@ -650,28 +700,16 @@ class MqttLink:
         on_message = self._on_message
         if on_message is None or self._closed:
             return
-        urgent, inbox, topics = self._urgent_inbox, self._inbox, self._inbox_topics
         until = time.perf_counter() + HANDLE_BUDGET
         try:
-            while True:
-                if urgent:
-                    msg, generation = urgent.popleft()
-                elif inbox and not self._paused:
-                    msg, generation, topic = inbox.popleft()
-                    left = topics[topic] - 1
-                    if left:
-                        topics[topic] = left
-                    else:
-                        del topics[topic]
-                else:
-                    break
-                on_message(msg, generation)
+            while (entry := self._next(urgent_only=self._paused)) is not None:
+                on_message(*entry)
                 if time.perf_counter() >= until:
                     break
         finally:
-            if urgent or (inbox and not self._paused):
+            if self._urgent_inbox or (self._inbox and not self._paused):
                 self._schedule_handle()
-            if self._full and len(inbox) <= INBOX_MAX // 2:
+            if self._full and len(self._inbox) <= INBOX_MAX // 2:
                 self._full = False
                 self._watch()
 
@@ -703,10 +741,10 @@ class MqttLink:
             self._loop.call_soon(self._handle)
 
     def _handle_urgent(self) -> None:
-        urgent, on_message = self._urgent_inbox, self._on_message
-        while urgent and on_message is not None and not self._closed:
-            msg, generation = urgent.popleft()
-            on_message(msg, generation)
+        on_message = self._on_message
+        while on_message is not None and not self._closed and \
+                (entry := self._next(urgent_only=True)) is not None:
+            on_message(*entry)
 
     def _add_reader(self, sock: _Buffered) -> None:
         assert self._loop is not None
@@ -720,7 +758,7 @@ class MqttLink:
         sock, loop = self._sock, self._loop
         if sock is None or loop is None:
             return
-        wanted = not self._paused and not self._full
+        wanted = not self._paused and not self._full and not self._stopped
         if wanted and not self._reading:
             self._reading = True
             loop.add_reader(sock, self._read)

@@ -34,6 +34,7 @@ from devices import adapters
 from devices.adapters.canonical import Parsed, parse_event, parse_topic
 from devices.adapters.payload import Rejected
 from devices.mqtt import MqttLink
+from monitor.core.devices import ROLE_ACTIONS
 from monitor.core.events import (
     Acknowledge,
     Button,
@@ -140,6 +141,13 @@ def device_routes(config: Config) -> dict[str, list[DeviceConfig]]:
     return routes
 
 
+def _booth_of(topic: str, devices: list[DeviceConfig]) -> str:
+    """The booth a device topic's messages are about, or the topic itself when it serves
+    several booths (a bridge's)."""
+    booths = {d.booth for d in devices}
+    return booths.pop() if len(booths) == 1 else topic
+
+
 class Ingest:
     def __init__(self, config: Config, driver: Driver, store: Store, link: MqttLink,
                  metrics: Metrics, clock: Callable[[], float]) -> None:
@@ -158,10 +166,13 @@ class Ingest:
                               self.topics.steps, *self._routes]
         self.gate = FloodGate(config, self._routes, link, metrics, driver.core.open_call,
                               self.on_message)
-        self._call_topics = frozenset(
-            topic for topic, devices in self._routes.items()
-            if any(d.id in self.gate.calling for d in devices))
-        self._gateway_topics = frozenset((self.topics.ack, self.topics.duty, self.topics.steps))
+        # `order` of a device's or a gateway's topic
+        self._order_of: dict[str, tuple[str, bool]] = {
+            topic: (_booth_of(topic, devices),
+                    any(d.role in ROLE_ACTIONS for d in devices))
+            for topic, devices in self._routes.items()}
+        for topic in (self.topics.ack, self.topics.duty, self.topics.steps):
+            self._order_of[topic] = (topic, True)
         self.seen = RecentKeys(DEDUPE_MEMORY)
         self._recent_dups = RecentKeys(RECENT_PAYLOADS)
         self._rate = RateLimit(60.0)
@@ -170,16 +181,24 @@ class Ingest:
         self._waiting: dict[asyncio.Future[None], list[tuple[int, int]]] = {}
         self.last_event_at: float | None = None
 
-    def urgent(self, msg: paho.MQTTMessage) -> bool:
-        """Whether a message may be a call press, to be handled before other topics'
-        messages read with it (`devices.mqtt.MqttLink`): a booth event that may say
-        "call", or anything on a call button's own topics."""
+    def order(self, msg: paho.MQTTMessage) -> tuple[str, bool]:
+        """How the MQTT link may reorder a message read with others (`devices.mqtt`): its
+        key, the booth whose messages keep their order whatever their topic (else the
+        topic), and whether it is urgent, handled before other booths' messages read
+        before it. Urgent: whatever a person sends, which may open, answer or end an
+        incident (a booth event that may be a button press, a button's topics, the pager
+        gateways' acks, duty and steps), never a sensor's reading. So a call is not held
+        behind a burst of sensors going offline, and keeps its place behind a "clear"
+        from its booth or a duty change."""
         topic = msg.topic
-        if topic in self._call_topics:
-            return True
-        if topic in self._routes or topic in self._gateway_topics:
-            return False
-        return not cannot_be_a_call(msg.payload)
+        known = self._order_of.get(topic)
+        if known is not None:
+            return known
+        booth = parse_topic(topic, self._site)
+        if booth is None:
+            return topic, False
+        payload = msg.payload
+        return booth, b"button" in payload or b"\\" in payload
 
     def remember(self, ids: Iterable[tuple[str, str]]) -> None:
         """Event ids already stored (at start): their redeliveries are duplicates."""

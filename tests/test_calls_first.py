@@ -4,7 +4,7 @@ A power cut makes every sensor's availability say offline at once; a call presse
 to wait until the service had raised an incident for each of those messages read before it
 (bench/burst.py --burst-kind offline: p99 0.23-0.31 s on a fast box). The MQTT link reads
 ahead of its handling, and the ingest says which messages may be calls
-(`Ingest.urgent`): those go first, each topic keeping its own order.
+(`Ingest.order`): those go first, each booth's messages keeping their order.
 """
 
 from __future__ import annotations
@@ -30,33 +30,71 @@ def message(topic: str, payload: bytes | str) -> paho.MQTTMessage:
 
 
 def burst_site(site: Site) -> None:
-    """A Zigbee2MQTT occupancy sensor in each of b1..b300, b301 with none, and a z2m call
-    button in b302."""
+    """A Zigbee2MQTT occupancy sensor in each of b1..b300, b301 with none, and z2m call and
+    presence buttons in b302."""
     site.booths = booths(SENSORS + 2)
     site.devices = [
         *(device(f"s{i}", "zigbee2mqtt", f"z2m/s{i}", f"b{i}", "occupancy")
           for i in range(1, SENSORS + 1)),
         device("button", "zigbee2mqtt", "z2m/button", f"b{SENSORS + 2}", "call_button"),
+        device("presence", "zigbee2mqtt", "z2m/presence", f"b{SENSORS + 2}", "presence_button"),
     ]
     site.no_rate_limit()
 
 
-async def test_what_may_be_a_call_is_urgent(tmp_path: Path, mosquitto: Mosquitto,
-                                            mqtt_publish: Publish) -> None:
-    """A booth event that may say "call" and anything on a call button's topics are urgent;
-    other booth events, a sensor's messages and the pager gateways' topics are not."""
+async def test_what_a_person_sends_is_urgent_and_keeps_its_booths_order(
+        tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish) -> None:
+    """`Ingest.order`: a booth event that may be a press, a button's topics and the pager
+    gateways' topics are urgent; sensor readings are not. A booth's messages share its
+    key whatever their topic, so a call never overtakes its own booth's "clear"."""
     async with start_service(tmp_path, mosquitto, mqtt_publish, edit=burst_site) as svc:
-        urgent = svc.runtime.ingest.urgent
+        order = svc.runtime.ingest.order
         topics = svc.runtime.ingest.topics
-        assert urgent(message(events_topic("b1"), event("button", press="call")))
-        assert urgent(message(events_topic("b1"), b'{"kind":"button","press":"\\u0063all"}'))
-        assert not urgent(message(events_topic("b1"), event("button", press="presence")))
-        assert not urgent(message(events_topic("b1"), event("motion", still=True)))
-        assert urgent(message("z2m/button", '{"action":"single"}'))
-        assert urgent(message("z2m/button/availability", '{"state":"offline"}'))
-        assert not urgent(message("z2m/s1", '{"occupancy":true}'))
-        assert not urgent(message("z2m/s1/availability", '{"state":"offline"}'))
-        assert not urgent(message(topics.ack, '{"incident":"call","responder":"ana"}'))
+        button = f"b{SENSORS + 2}"
+        assert order(message(events_topic("b1"), event("button", press="call"))) == ("b1", True)
+        assert order(message(events_topic("b1"), b'{"kind":"\\u0062utton","press":"call"}')) \
+            == ("b1", True)
+        assert order(message(events_topic("b1"), event("button", press="clear"))) == ("b1", True)
+        assert order(message(events_topic("b1"), event("motion", still=True))) == ("b1", False)
+        assert order(message("z2m/button", '{"action":"single"}')) == (button, True)
+        assert order(message("z2m/presence", '{"action":"double"}')) == (button, True)
+        assert order(message("z2m/button/availability", '{"state":"offline"}')) == (button, True)
+        assert order(message("z2m/s1", '{"occupancy":true}')) == ("b1", False)
+        assert order(message("z2m/s1/availability", '{"state":"offline"}')) == ("b1", False)
+        for topic in (topics.ack, topics.duty, topics.steps):
+            assert order(message(topic, "{}")) == (topic, True)
+        assert order(message("elsewhere/x", "call")) == ("elsewhere/x", False)
+
+
+async def test_a_clear_then_a_call_from_one_booth_keep_their_order_in_a_burst(
+        tmp_path: Path, mosquitto: Mosquitto, mqtt_publish: Publish) -> None:
+    """A nurse clears a call with the booth's presence button, then the person calls again
+    on the call button (another topic), both behind a burst of offline sensors: the clear
+    ends the first incident and the second call opens a new one. Handled the other way
+    round, the call would join the open incident and the clear would end both."""
+    booth = f"b{SENSORS + 2}"
+    async with start_service(tmp_path, mosquitto, mqtt_publish, step2="1h",
+                             edit=burst_site) as svc:
+        rt = svc.runtime
+        mqtt_publish("z2m/button", '{"action":"single"}')
+        first = await eventually(lambda: [v.id for v in rt.core.open_incident_views()
+                                          if v.booth == booth], timeout=10)
+        rt.mqtt.pause_reading()
+        for i in range(1, SENSORS + 1):
+            mqtt_publish(f"z2m/s{i}/availability", '{"state":"offline"}')
+        mqtt_publish("z2m/presence", '{"action":"double"}')  # clear
+        mqtt_publish("z2m/button", '{"action":"single"}')  # and a new call
+        rt.mqtt.resume_reading()
+
+        def settled() -> list[str] | None:
+            views = list(rt.core.open_incident_views())
+            if len(views) < SENSORS + 1:
+                return None
+            return [v.id for v in views if v.booth == booth]
+
+        now_open = await eventually(settled, timeout=30)
+        assert len(now_open) == 1 and now_open != first, \
+            "the second call did not open an incident of its own"
 
 
 async def test_a_call_behind_a_burst_of_offline_sensors_is_raised_first(

@@ -354,7 +354,7 @@ async def test_a_call_read_behind_a_burst_is_handled_before_the_burst(
             all_in.set()
 
     link.attach(subscriptions=["race-in/#"], on_message=on_message,
-                urgent=lambda msg: bytes(msg.payload) == b"call",
+                order=lambda msg: (msg.topic, bytes(msg.payload) == b"call"),
                 on_link=lambda ready: up.set() if ready else None)
     async with running(link):
         async with asyncio.timeout(WAIT):
@@ -447,7 +447,7 @@ async def test_paused_the_link_still_handles_the_calls_already_read(
             calls.set()
 
     link.attach(subscriptions=["race-in/#"], on_message=on_message,
-                urgent=lambda msg: bytes(msg.payload) == b"call",
+                order=lambda msg: (msg.topic, bytes(msg.payload) == b"call"),
                 on_link=lambda ready: up.set() if ready else None)
     async with running(link):
         async with asyncio.timeout(WAIT):
@@ -461,3 +461,87 @@ async def test_paused_the_link_still_handles_the_calls_already_read(
         async with asyncio.timeout(WAIT):
             await all_in.wait()
     assert handled[n + 2:] == [t for t, _ in messages[n:100]]
+
+
+async def test_stop_reading_hands_over_what_was_read_and_reads_no_more(
+        mosquitto: Mosquitto) -> None:
+    """At shutdown `stop_reading` hands the listener every message already read, at once
+    (a QoS 0 message would not come again), and nothing more is read after it."""
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(300)]
+    await _queue_while_away(mosquitto, "stop-reading", messages)
+    link, up = make_link(mosquitto, "stop-reading")
+    handled: list[str] = []
+    some = asyncio.Event()
+
+    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+        _busy(0.0002)
+        handled.append(msg.topic)
+        link.ack(msg.mid, generation)
+        if len(handled) == 5:
+            some.set()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                on_link=lambda ready: up.set() if ready else None)
+    async with running(link):
+        async with asyncio.timeout(WAIT):
+            await some.wait()
+        waiting = len(link._inbox)
+        assert waiting > 0, "nothing was read ahead: the test proves nothing"
+        before = len(handled)
+        link.stop_reading()
+        assert len(handled) == before + waiting and not link._inbox
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        assert len(handled) == before + waiting  # nothing read since
+    assert handled == [t for t, _ in messages[:len(handled)]]
+
+
+async def test_a_new_connection_drops_what_the_old_one_read_and_the_session_resends(
+        mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection is lost with messages read and not handled: the new connection finds
+    its session, which sends them again, so the old copies are dropped, not handled twice.
+    Every message is handled."""
+    monkeypatch.setattr("devices.mqtt.INBOX_MAX", 40)
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(120)]
+    await _queue_while_away(mosquitto, "cut-read", messages)
+    link, up = make_link(mosquitto, "cut-read")
+    handled: list[str] = []
+    some, all_in = asyncio.Event(), asyncio.Event()
+
+    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+        _busy(0.02)  # slow: 40 read take longer than the link's 0.5 s to come back
+        handled.append(msg.topic)
+        link.ack(msg.mid, generation)
+        if len(handled) == 2:
+            some.set()
+        if {t for t, _ in messages} <= set(handled):
+            all_in.set()
+
+    def take_over() -> None:
+        """Another connection with the link's client id: the broker drops the link's. It
+        acknowledges nothing and leaves at once, so the session keeps every message."""
+        other = paho.Client(CallbackAPIVersion.VERSION2, client_id="cut-read",
+                            protocol=paho.MQTTv5, manual_ack=True)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
+        props.SessionExpiryInterval = 3600  # else the session ends with this connection
+        other.connect(mosquitto.host, mosquitto.port, clean_start=False, properties=props)
+        other.disconnect()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                on_link=lambda ready: up.set() if ready else None)
+    with structlog.testing.capture_logs() as logs:
+        async with running(link):
+            async with asyncio.timeout(WAIT):
+                await some.wait()
+            assert len(link._inbox) > 20, "nothing was read ahead: the test proves nothing"
+            await asyncio.to_thread(take_over)
+            async with asyncio.timeout(WAIT):
+                await all_in.wait()
+    dropped = [e for e in logs if e["event"] == "mqtt_read_dropped_for_redelivery"]
+    assert dropped and dropped[0]["messages"] > 0, [e["event"] for e in logs]
+    # twice only what was handled before the new connection (its ack lost with the old one)
+    twice = {t for t in handled if handled.count(t) > 1}
+    assert len(twice) + dropped[0]["messages"] <= len(messages), (len(twice), dropped)
+    assert len(handled) <= len(messages) + len(twice)
