@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 
+from devices.mqtt import Message
 from tests.harness.broker import Mosquitto, Publish
 from tests.harness.service import event, events_topic, eventually, start_service
 from tests.harness.site import Site, booths, device
@@ -23,10 +23,9 @@ pytestmark = pytest.mark.integration
 SENSORS = 300
 
 
-def message(topic: str, payload: bytes | str) -> paho.MQTTMessage:
-    msg = paho.MQTTMessage(mid=1, topic=topic.encode())
-    msg.payload = payload.encode() if isinstance(payload, str) else payload
-    return msg
+def message(topic: str, payload: bytes | str) -> Message:
+    return Message(topic, payload.encode() if isinstance(payload, str) else payload, 1, 1,
+                   False, False)
 
 
 def burst_site(site: Site) -> None:

@@ -26,7 +26,7 @@ import pytest
 import structlog.testing
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.mqtt import TCP_QUICKACK, MqttLink
+from devices.mqtt import TCP_QUICKACK, Message, MqttLink
 from monitor.core.settings import MqttConfig
 from tests.harness.broker import Mosquitto, Publisher
 
@@ -178,7 +178,7 @@ async def test_the_link_neither_delays_its_packets_nor_its_acks(mosquitto: Mosqu
     after_read: asyncio.Queue[int] = asyncio.Queue()
     link, up = make_link(mosquitto, "socket-options")
 
-    def on_message(_m: paho.MQTTMessage, _g: int) -> None:
+    def on_message(_m: Message, _g: int) -> None:
         # runs inside the link's read; the read is over by the time call_soon runs
         assert link._sock is not None
         sock = link._sock
@@ -226,7 +226,7 @@ async def test_a_burst_through_the_buffered_socket_arrives_whole_and_is_acknowle
     all_in = asyncio.Event()
     link, up = make_link(mosquitto, "fast-path")
 
-    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+    def on_message(msg: Message, generation: int) -> None:
         got.append((msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
         if msg.qos:
             assert msg.mid > 0
@@ -260,7 +260,7 @@ async def test_a_burst_through_the_buffered_socket_arrives_whole_and_is_acknowle
     redelivered: list[str] = []
     marker = asyncio.Event()
 
-    def record(msg: paho.MQTTMessage, _g: int) -> None:
+    def record(msg: Message, _g: int) -> None:
         redelivered.append(msg.topic)
         if msg.topic == "race-in/marker":
             marker.set()
@@ -346,7 +346,7 @@ async def test_a_call_read_behind_a_burst_is_handled_before_the_burst(
     handled: list[tuple[str, bytes]] = []
     all_in = asyncio.Event()
 
-    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+    def on_message(msg: Message, generation: int) -> None:
         _busy(0.0005)
         handled.append((msg.topic, bytes(msg.payload)))
         link.ack(msg.mid, generation)
@@ -384,7 +384,7 @@ async def test_reading_ahead_stops_at_the_inbox_limit_and_loses_nothing(
     waiting: list[int] = []
     stop_at = asyncio.Event()
 
-    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+    def on_message(msg: Message, generation: int) -> None:
         _busy(0.0002)
         waiting.append(len(link._inbox))
         handled.append(msg.topic)
@@ -406,7 +406,7 @@ async def test_reading_ahead_stops_at_the_inbox_limit_and_loses_nothing(
     rest: list[str] = []
     done = asyncio.Event()
 
-    def record(msg: paho.MQTTMessage, generation: int) -> None:
+    def record(msg: Message, generation: int) -> None:
         rest.append(msg.topic)
         again.ack(msg.mid, generation)
         if msg.topic == messages[-1][0]:
@@ -435,7 +435,7 @@ async def test_paused_the_link_still_handles_the_calls_already_read(
     handled: list[str] = []
     calls, all_in = asyncio.Event(), asyncio.Event()
 
-    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+    def on_message(msg: Message, generation: int) -> None:
         _busy(0.0002)
         handled.append(msg.topic)
         link.ack(msg.mid, generation)
@@ -473,7 +473,7 @@ async def test_stop_reading_hands_over_what_was_read_and_reads_no_more(
     handled: list[str] = []
     some = asyncio.Event()
 
-    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+    def on_message(msg: Message, generation: int) -> None:
         _busy(0.0002)
         handled.append(msg.topic)
         link.ack(msg.mid, generation)
@@ -508,7 +508,7 @@ async def test_a_new_connection_drops_what_the_old_one_read_and_the_session_rese
     handled: list[str] = []
     some, all_in = asyncio.Event(), asyncio.Event()
 
-    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+    def on_message(msg: Message, generation: int) -> None:
         _busy(0.02)  # slow: 40 read take longer than the link's 0.5 s to come back
         handled.append(msg.topic)
         link.ack(msg.mid, generation)
