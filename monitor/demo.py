@@ -39,12 +39,11 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn, TextIO
 
-import paho.mqtt.client as paho
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
 from devices import simulator as sim
-from devices.mqtt import MqttLink
+from devices.mqtt import Message, MqttLink
 from monitor.api import TOKEN_ENV
 from monitor.config import ConfigError, parse_config
 from monitor.core.durations import format_duration
@@ -240,7 +239,7 @@ def _watch_incidents(config: Config, out: TextIO) -> MqttLink:
     """A client of the broker that prints `IncidentLines` as incidents change."""
     lines = IncidentLines()
 
-    def on_message(message: paho.MQTTMessage, generation: int) -> None:
+    def on_message(message: Message, generation: int) -> None:
         try:
             incident = json.loads(message.payload)
         except ValueError:

@@ -19,11 +19,10 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
-import paho.mqtt.client as paho
 import structlog
 from prometheus_client.core import Metric
 
-from devices.mqtt import MqttLink
+from devices.mqtt import Message, MqttLink
 from monitor.core.flood import RATE_LIMITED, Kind, Limiter, Sender, held_slot, may_call
 from monitor.core.settings import Config, DeviceConfig
 from monitor.metrics import Metrics, gauge
@@ -31,7 +30,7 @@ from monitor.metrics import Metrics, gauge
 log = structlog.get_logger(__name__)
 
 Slot = tuple[Sender, str]
-Release = Callable[[paho.MQTTMessage, int], None]
+Release = Callable[[Message, int], None]
 
 
 class FloodGate:
@@ -69,15 +68,15 @@ class FloodGate:
                 self.routes[topic] = Sender(devices[0].source,
                                             booths.pop() if len(booths) == 1 else "")
         self.calling = frozenset(d.id for d in config.devices if may_call(d))
-        self._held: dict[Slot, tuple[paho.MQTTMessage, int]] = {}
+        self._held: dict[Slot, tuple[Message, int]] = {}
         self._retrying: set[Slot] = set()
-        self._releasing: paho.MQTTMessage | None = None  # a held message on its way in
+        self._releasing: Message | None = None  # a held message on its way in
 
     def event_sender(self, booth: str, device: str | None) -> Sender:
         """The sender of a parsed event on a booth's topic."""
         return self._events[(booth, device if (booth, device) in self._named else None)]
 
-    def admit(self, sender: Sender, msg: paho.MQTTMessage, generation: int,
+    def admit(self, sender: Sender, msg: Message, generation: int,
               kind: Kind = Kind.OTHER, booth: str = "") -> bool:
         """Whether `msg` goes in now; if not, it is held back or dropped (see the header)."""
         if msg is self._releasing:
@@ -137,7 +136,7 @@ class FloodGate:
         self._metrics.count(self._metrics.dropped, sender.source, sender.booth, reason)
 
     @staticmethod
-    def _slot(sender: Sender, msg: paho.MQTTMessage) -> Slot:
+    def _slot(sender: Sender, msg: Message) -> Slot:
         return sender, held_slot(msg.payload) if sender.source == "canonical" else ""
 
     def gauges(self) -> Iterable[Metric]:

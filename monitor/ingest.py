@@ -26,14 +26,14 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterable
 
-import paho.mqtt.client as paho
 import structlog
 from prometheus_client.core import Metric
 
 from devices import adapters
 from devices.adapters.canonical import Parsed, parse_event, parse_topic
 from devices.adapters.payload import Rejected
-from devices.mqtt import MqttLink
+from devices.mqtt import Message, MqttLink
+from monitor.core.devices import ROLE_ACTIONS
 from monitor.core.events import (
     Acknowledge,
     Button,
@@ -140,6 +140,13 @@ def device_routes(config: Config) -> dict[str, list[DeviceConfig]]:
     return routes
 
 
+def _booth_of(topic: str, devices: list[DeviceConfig]) -> str:
+    """The booth a device topic's messages are about, or the topic itself when it serves
+    several booths (a bridge's)."""
+    booths = {d.booth for d in devices}
+    return booths.pop() if len(booths) == 1 else topic
+
+
 class Ingest:
     def __init__(self, config: Config, driver: Driver, store: Store, link: MqttLink,
                  metrics: Metrics, clock: Callable[[], float]) -> None:
@@ -158,6 +165,13 @@ class Ingest:
                               self.topics.steps, *self._routes]
         self.gate = FloodGate(config, self._routes, link, metrics, driver.core.open_call,
                               self.on_message)
+        # `order` of a device's or a gateway's topic
+        self._order_of: dict[str, tuple[str, bool]] = {
+            topic: (_booth_of(topic, devices),
+                    any(d.role in ROLE_ACTIONS for d in devices))
+            for topic, devices in self._routes.items()}
+        for topic in (self.topics.ack, self.topics.duty, self.topics.steps):
+            self._order_of[topic] = (topic, True)
         self.seen = RecentKeys(DEDUPE_MEMORY)
         self._recent_dups = RecentKeys(RECENT_PAYLOADS)
         self._rate = RateLimit(60.0)
@@ -166,11 +180,30 @@ class Ingest:
         self._waiting: dict[asyncio.Future[None], list[tuple[int, int]]] = {}
         self.last_event_at: float | None = None
 
+    def order(self, msg: Message) -> tuple[str, bool]:
+        """How the MQTT link may reorder a message read with others (`devices.mqtt`): its
+        key, the booth whose messages keep their order whatever their topic (else the
+        topic), and whether it is urgent, handled before other booths' messages read
+        before it. Urgent: whatever a person sends, which may open, answer or end an
+        incident (a booth event that may be a button press, a button's topics, the pager
+        gateways' acks, duty and steps), never a sensor's reading. So a call is not held
+        behind a burst of sensors going offline, and keeps its place behind a "clear"
+        from its booth or a duty change."""
+        topic = msg.topic
+        known = self._order_of.get(topic)
+        if known is not None:
+            return known
+        booth = parse_topic(topic, self._site)
+        if booth is None:
+            return topic, False
+        payload = msg.payload
+        return booth, b"button" in payload or b"\\" in payload
+
     def remember(self, ids: Iterable[tuple[str, str]]) -> None:
         """Event ids already stored (at start): their redeliveries are duplicates."""
         self.seen.extend(event_key(booth, event_id) for booth, event_id in ids)
 
-    def on_message(self, msg: paho.MQTTMessage, generation: int) -> None:
+    def on_message(self, msg: Message, generation: int) -> None:
         now = self._clock()
         topic = msg.topic  # paho decodes it on every read
         try:
@@ -200,7 +233,7 @@ class Ingest:
 
     # --- booth events -----------------------------------------------------------------
 
-    def _event_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+    def _event_message(self, msg: Message, topic: str, generation: int,
                        now: float) -> None:
         booth = parse_topic(topic, self._site)
         if booth is None:
@@ -252,7 +285,7 @@ class Ingest:
         self._metrics.count(self._metrics.events, kind, "accepted")
         self.last_event_at = now
 
-    def _duplicate(self, booth: str, parsed: Parsed, msg: paho.MQTTMessage, topic: str) -> bool:
+    def _duplicate(self, booth: str, parsed: Parsed, msg: Message, topic: str) -> bool:
         """Same event id seen before, or a redelivery (dup flag) of a message seen before."""
         if parsed.event_id is not None:
             key = event_key(booth, parsed.event_id)
@@ -262,7 +295,7 @@ class Ingest:
             return False
         return self._redelivered(msg, topic)
 
-    def _redelivered(self, msg: paho.MQTTMessage, topic: str) -> bool:
+    def _redelivered(self, msg: Message, topic: str) -> bool:
         """A redelivery (dup flag) of a message seen before, by its topic and payload."""
         digest = hashlib.blake2b(topic.encode() + b"\0" + msg.payload, digest_size=16).digest()
         if msg.dup and digest in self._recent_dups:
@@ -272,7 +305,7 @@ class Ingest:
 
     # --- off-the-shelf devices --------------------------------------------------------
 
-    def _device_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+    def _device_message(self, msg: Message, topic: str, generation: int,
                         now: float) -> None:
         """An off-the-shelf device's own topic: its adapter, then the registry in the core."""
         payload = bytes(msg.payload)
@@ -319,7 +352,7 @@ class Ingest:
 
     # --- pager gateways ---------------------------------------------------------------
 
-    def _ack_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+    def _ack_message(self, msg: Message, topic: str, generation: int,
                      now: float) -> None:
         """``{"incident": "<id>", "responder": "ana"}`` on boothwatch/<site>/ack."""
         try:
@@ -341,7 +374,7 @@ class Ingest:
         self._metrics.acks.labels("accepted").inc()
         self._ack_when(handled.stored, msg.mid, generation)
 
-    def _steps_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+    def _steps_message(self, msg: Message, topic: str, generation: int,
                        now: float) -> None:
         """``{"incident", "responder", "step", "count"?, "note"?}`` on boothwatch/<site>/steps:
         a protocol step. A copy the broker redelivers is recorded once (two naloxone
@@ -380,7 +413,7 @@ class Ingest:
         self._metrics.mqtt_steps.labels("accepted").inc()
         self._ack_when(handled.stored, msg.mid, generation)
 
-    def _duty_message(self, msg: paho.MQTTMessage, topic: str, generation: int,
+    def _duty_message(self, msg: Message, topic: str, generation: int,
                       now: float) -> None:
         """``{"responder": "ana", "on": true}`` on boothwatch/<site>/duty: check in or out."""
         if msg.retain:

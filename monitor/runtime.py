@@ -318,8 +318,9 @@ class Runtime:
                        self.env.get(TOKEN_ENV) or None,
                        self.stations, board, selftests)
         link.attach(subscriptions=ingest.subscriptions, on_message=ingest.on_message,
-                       on_connected=lambda _present: self._connected(publisher),
-                       on_link=health.on_link)
+                    order=ingest.order,
+                    on_connected=lambda _present: self._connected(publisher),
+                    on_link=health.on_link)
         store.on_failed = ingest.store_failed
         for gauges in (lambda: core_gauges(self.core, self.clock, self.metrics.per_booth),
                        lambda: process_gauges(self.clock), health.gauges, ingest.gauges,
@@ -368,6 +369,9 @@ class Runtime:
             raise
         finally:
             health.stopping = True
+            # what the link read and has not handled yet, handled now, while pages can
+            # still go out (a QoS 0 message is not sent again); nothing if fenced
+            link.stop_reading(handle=not self._fenced())
             self.notifier.stopping(
                 f"stopping: {len(self.core.incidents)} open incident(s) kept in the store")
             await paging.dispatcher.drain(2.0)

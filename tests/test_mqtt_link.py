@@ -26,7 +26,7 @@ import pytest
 import structlog.testing
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.mqtt import TCP_QUICKACK, MqttLink
+from devices.mqtt import TCP_QUICKACK, Message, MqttLink
 from monitor.core.settings import MqttConfig
 from tests.harness.broker import Mosquitto, Publisher
 
@@ -178,7 +178,7 @@ async def test_the_link_neither_delays_its_packets_nor_its_acks(mosquitto: Mosqu
     after_read: asyncio.Queue[int] = asyncio.Queue()
     link, up = make_link(mosquitto, "socket-options")
 
-    def on_message(_m: paho.MQTTMessage, _g: int) -> None:
+    def on_message(_m: Message, _g: int) -> None:
         # runs inside the link's read; the read is over by the time call_soon runs
         assert link._sock is not None
         sock = link._sock
@@ -226,7 +226,7 @@ async def test_a_burst_through_the_buffered_socket_arrives_whole_and_is_acknowle
     all_in = asyncio.Event()
     link, up = make_link(mosquitto, "fast-path")
 
-    def on_message(msg: paho.MQTTMessage, generation: int) -> None:
+    def on_message(msg: Message, generation: int) -> None:
         got.append((msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
         if msg.qos:
             assert msg.mid > 0
@@ -260,7 +260,7 @@ async def test_a_burst_through_the_buffered_socket_arrives_whole_and_is_acknowle
     redelivered: list[str] = []
     marker = asyncio.Event()
 
-    def record(msg: paho.MQTTMessage, _g: int) -> None:
+    def record(msg: Message, _g: int) -> None:
         redelivered.append(msg.topic)
         if msg.topic == "race-in/marker":
             marker.set()
@@ -306,3 +306,242 @@ async def test_a_confirmed_publish_is_confirmed_by_its_own_puback_only(
         async with asyncio.timeout(WAIT):
             await confirmed
         assert client.on_publish is None
+
+
+def _busy(seconds: float) -> None:
+    """Hold the loop as handling a message that raises an incident does."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+async def _queue_while_away(broker: Mosquitto, client_id: str,
+                            messages: list[tuple[str, bytes]]) -> None:
+    """The link's session subscribed, then ``messages`` queued by the broker while the link
+    is away: on its next connection they arrive at once, a burst already in its socket."""
+    link, up = make_link(broker, client_id)
+    async with running(link):
+        assert await wait_up(up)
+    publisher = Publisher(broker.host, broker.port)
+    try:
+        infos = [publisher.client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(WAIT)
+    finally:
+        publisher.close()
+
+
+async def test_a_call_read_behind_a_burst_is_handled_before_the_burst(
+        mosquitto: Mosquitto) -> None:
+    """Messages are read ahead of their handling: a call (``urgent``) that arrives behind 400
+    other messages, each of which takes 0.5 ms to handle, is handled long before the last
+    of them, instead of 400th. A topic keeps its order: a call on a topic whose earlier
+    message is still waiting is handled after that message."""
+    burst = [(f"race-in/burst/{i}", b"offline") for i in range(400)]
+    burst[200] = ("race-in/booth/b", b"occupied")
+    messages = [*burst, ("race-in/booth/a", b"call"), ("race-in/booth/b", b"call")]
+    await _queue_while_away(mosquitto, "calls-first", messages)
+
+    link, up = make_link(mosquitto, "calls-first")
+    handled: list[tuple[str, bytes]] = []
+    all_in = asyncio.Event()
+
+    def on_message(msg: Message, generation: int) -> None:
+        _busy(0.0005)
+        handled.append((msg.topic, bytes(msg.payload)))
+        link.ack(msg.mid, generation)
+        if len(handled) == len(messages):
+            all_in.set()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                order=lambda msg: (msg.topic, bytes(msg.payload) == b"call"),
+                on_link=lambda ready: up.set() if ready else None)
+    async with running(link):
+        async with asyncio.timeout(WAIT):
+            await all_in.wait()
+    assert sorted(handled) == sorted(messages)  # each once
+    first_call = handled.index(("race-in/booth/a", b"call"))
+    assert first_call < 200, f"the call was handled {first_call + 1}th of {len(messages)}"
+    # b's call came behind b's own earlier message, which waited in the burst
+    assert handled.index(("race-in/booth/b", b"occupied")) < \
+        handled.index(("race-in/booth/b", b"call"))
+    # the rest in the order read
+    rest = [m for m in handled if m[1] != b"call"]
+    assert rest == [m for m in messages if m[1] != b"call"]
+
+
+async def test_reading_ahead_stops_at_the_inbox_limit_and_loses_nothing(
+        mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most INBOX_MAX messages wait read and unhandled (reading stops, the broker keeps
+    the rest); every message is still handled once, in order. Closed with messages read and
+    not handled, the link leaves them unacknowledged: the broker delivers them again."""
+    monkeypatch.setattr("devices.mqtt.INBOX_MAX", 40)
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(300)]
+    await _queue_while_away(mosquitto, "inbox-limit", messages)
+
+    link, up = make_link(mosquitto, "inbox-limit")
+    handled: list[str] = []
+    waiting: list[int] = []
+    stop_at = asyncio.Event()
+
+    def on_message(msg: Message, generation: int) -> None:
+        _busy(0.0002)
+        waiting.append(len(link._inbox))
+        handled.append(msg.topic)
+        link.ack(msg.mid, generation)
+        if len(handled) == 200:
+            stop_at.set()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                on_link=lambda ready: up.set() if ready else None)
+    async with running(link):
+        async with asyncio.timeout(WAIT):
+            await stop_at.wait()
+    # closed at the 200th: what was read and not handled must come again
+    assert handled[:200] == [t for t, _ in messages[:200]]
+    assert max(waiting) <= 40
+    assert max(waiting) >= 30, "the burst was never read ahead: the test proves nothing"
+
+    again, _ = make_link(mosquitto, "inbox-limit")
+    rest: list[str] = []
+    done = asyncio.Event()
+
+    def record(msg: Message, generation: int) -> None:
+        rest.append(msg.topic)
+        again.ack(msg.mid, generation)
+        if msg.topic == messages[-1][0]:
+            done.set()
+
+    again._on_message = record
+    async with running(again):
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+    # every message once at least; a redelivery only of what the first link had not acked
+    seen = set(handled) | set(rest)
+    assert seen == {t for t, _ in messages}
+    assert not set(rest) & set(handled[:150]), "messages acked long before came again"
+
+
+async def test_paused_the_link_still_handles_the_calls_already_read(
+        mosquitto: Mosquitto) -> None:
+    """The caller pauses reading (its store is behind) as it handles a call: the messages
+    already read wait, but the other call among them is still handled; resumed, the rest
+    follow, in order, each once."""
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(100)]
+    messages += [("race-in/booth/a", b"call"), ("race-in/booth/b", b"call")]
+    await _queue_while_away(mosquitto, "paused-call", messages)
+
+    link, up = make_link(mosquitto, "paused-call")
+    handled: list[str] = []
+    calls, all_in = asyncio.Event(), asyncio.Event()
+
+    def on_message(msg: Message, generation: int) -> None:
+        _busy(0.0002)
+        handled.append(msg.topic)
+        link.ack(msg.mid, generation)
+        if len(handled) == len(messages):
+            all_in.set()
+        if msg.topic == "race-in/booth/a":
+            link.pause_reading()  # as the ingest does past UNACKED_HIGH
+        if msg.topic == "race-in/booth/b":
+            calls.set()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                order=lambda msg: (msg.topic, bytes(msg.payload) == b"call"),
+                on_link=lambda ready: up.set() if ready else None)
+    async with running(link):
+        async with asyncio.timeout(WAIT):
+            await calls.wait()
+        for _ in range(20):
+            await asyncio.sleep(0.01)  # turns in which nothing else may be handled
+        n = handled.index("race-in/booth/a")
+        assert handled == [*(t for t, _ in messages[:n]), "race-in/booth/a", "race-in/booth/b"]
+        assert len(link._inbox) == 100 - n > 0, "nothing was read ahead: the test proves nothing"
+        link.resume_reading()
+        async with asyncio.timeout(WAIT):
+            await all_in.wait()
+    assert handled[n + 2:] == [t for t, _ in messages[n:100]]
+
+
+async def test_stop_reading_hands_over_what_was_read_and_reads_no_more(
+        mosquitto: Mosquitto) -> None:
+    """At shutdown `stop_reading` hands the listener every message already read, at once
+    (a QoS 0 message would not come again), and nothing more is read after it."""
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(300)]
+    await _queue_while_away(mosquitto, "stop-reading", messages)
+    link, up = make_link(mosquitto, "stop-reading")
+    handled: list[str] = []
+    some = asyncio.Event()
+
+    def on_message(msg: Message, generation: int) -> None:
+        _busy(0.0002)
+        handled.append(msg.topic)
+        link.ack(msg.mid, generation)
+        if len(handled) == 5:
+            some.set()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                on_link=lambda ready: up.set() if ready else None)
+    async with running(link):
+        async with asyncio.timeout(WAIT):
+            await some.wait()
+        waiting = len(link._inbox)
+        assert waiting > 0, "nothing was read ahead: the test proves nothing"
+        before = len(handled)
+        link.stop_reading()
+        assert len(handled) == before + waiting and not link._inbox
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        assert len(handled) == before + waiting  # nothing read since
+    assert handled == [t for t, _ in messages[:len(handled)]]
+
+
+async def test_a_new_connection_drops_what_the_old_one_read_and_the_session_resends(
+        mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection is lost with messages read and not handled: the new connection finds
+    its session, which sends them again, so the old copies are dropped, not handled twice.
+    Every message is handled."""
+    monkeypatch.setattr("devices.mqtt.INBOX_MAX", 40)
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(120)]
+    await _queue_while_away(mosquitto, "cut-read", messages)
+    link, up = make_link(mosquitto, "cut-read")
+    handled: list[str] = []
+    some, all_in = asyncio.Event(), asyncio.Event()
+
+    def on_message(msg: Message, generation: int) -> None:
+        _busy(0.02)  # slow: 40 read take longer than the link's 0.5 s to come back
+        handled.append(msg.topic)
+        link.ack(msg.mid, generation)
+        if len(handled) == 2:
+            some.set()
+        if {t for t, _ in messages} <= set(handled):
+            all_in.set()
+
+    def take_over() -> None:
+        """Another connection with the link's client id: the broker drops the link's. It
+        acknowledges nothing and leaves at once, so the session keeps every message."""
+        other = paho.Client(CallbackAPIVersion.VERSION2, client_id="cut-read",
+                            protocol=paho.MQTTv5, manual_ack=True)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
+        props.SessionExpiryInterval = 3600  # else the session ends with this connection
+        other.connect(mosquitto.host, mosquitto.port, clean_start=False, properties=props)
+        other.disconnect()
+
+    link.attach(subscriptions=["race-in/#"], on_message=on_message,
+                on_link=lambda ready: up.set() if ready else None)
+    with structlog.testing.capture_logs() as logs:
+        async with running(link):
+            async with asyncio.timeout(WAIT):
+                await some.wait()
+            assert len(link._inbox) > 20, "nothing was read ahead: the test proves nothing"
+            await asyncio.to_thread(take_over)
+            async with asyncio.timeout(WAIT):
+                await all_in.wait()
+    dropped = [e for e in logs if e["event"] == "mqtt_read_dropped_for_redelivery"]
+    assert dropped and dropped[0]["messages"] > 0, [e["event"] for e in logs]
+    # twice only what was handled before the new connection (its ack lost with the old one)
+    twice = {t for t in handled if handled.count(t) > 1}
+    assert len(twice) + dropped[0]["messages"] <= len(messages), (len(twice), dropped)
+    assert len(handled) <= len(messages) + len(twice)
