@@ -335,7 +335,7 @@ class MqttLink:
         self._held: list[tuple[str, bytes, int, bool]] | None = None
         self._paused = False  # the caller asked us to stop reading
         self._full = False  # INBOX_MAX messages read and not yet handled
-        self._stopped = False  # `stop_reading`: read no more
+        self._stopped = False  # `stop_reading`: take no more messages
         self._reading = False  # the loop watches the socket for us
         # read, not yet handled: (message, its connection's generation, its key)
         self._inbox: deque[tuple[Message, int, str]] = deque()
@@ -665,8 +665,8 @@ class MqttLink:
 
     def _handle_message(self, _c: paho.Client, _u: Any, read: paho.MQTTMessage) -> None:
         """paho read a message: into the inbox, handled once the read is done (`_handle`)."""
-        if self._on_message is None:
-            return
+        if self._on_message is None or self._stopped:
+            return  # after `stop_reading`: unacknowledged, the broker keeps it
         msg = message_of(read)
         order = self._order
         key, urgent = (msg.topic, False) if order is None else order(msg)
@@ -704,11 +704,11 @@ class MqttLink:
         return before - len(self._inbox) - len(self._urgent_inbox)
 
     def stop_reading(self, *, handle: bool = True) -> None:
-        """Read no more (shutdown), and hand the listener everything already read now,
-        before what it pages with closes (a QoS 0 message is not sent again); or, with
-        ``handle`` false (the site is another process's now), forget it."""
+        """Take no more messages (shutdown), and hand the listener everything already read
+        now, before what it pages with closes (a QoS 0 message is not sent again); or,
+        with ``handle`` false (the site is another process's now), forget it. The socket
+        is still read: the PUBACK of a last publish (`close`) must come in."""
         self._stopped = True
-        self._watch()
         on_message = self._on_message
         if not handle or on_message is None:
             self._drop(lambda _entry: True)
@@ -781,7 +781,7 @@ class MqttLink:
         sock, loop = self._sock, self._loop
         if sock is None or loop is None:
             return
-        wanted = not self._paused and not self._full and not self._stopped
+        wanted = not self._paused and not self._full
         if wanted and not self._reading:
             self._reading = True
             loop.add_reader(sock, self._read)
