@@ -72,7 +72,6 @@ from monitor.core.settings import MqttConfig
 log = structlog.get_logger(__name__)
 
 
-
 class Message(NamedTuple):
     """A message as the link hands it over: what paho read, without paho's object (an
     `MQTTMessage` carries an `MQTTMessageInfo` and its `threading.Condition`, and decodes
@@ -707,28 +706,37 @@ class MqttLink:
         """Take no more messages (shutdown), and hand the listener everything already read
         now, before what it pages with closes (a QoS 0 message is not sent again); or,
         with ``handle`` false (the site is another process's now), forget it. The socket
-        is still read: the PUBACK of a last publish (`close`) must come in."""
+        is read again even if paused or full: the PUBACK of a last publish (`close`) must
+        come in, and what else arrives is left to the broker."""
         self._stopped = True
+        if handle:
+            self._hand_over(urgent_only=False)
+        self._drop(lambda _entry: True)
+        self._paused = self._full = False
+        self._watch()
+
+    def _hand_over(self, urgent_only: bool, until: float | None = None) -> None:
+        """Give the listener the inbox's messages, urgent ones first (only those if
+        ``urgent_only``, or while reading is paused, which the listener may do as it
+        goes, but for `stop_reading`), until it is empty or `time.perf_counter` passes
+        ``until``."""
         on_message = self._on_message
-        if not handle or on_message is None:
-            self._drop(lambda _entry: True)
+        if on_message is None or self._closed:
             return
-        while (entry := self._next(urgent_only=False)) is not None:
+        while (entry := self._next(
+                urgent_only or (self._paused and not self._stopped))) is not None:
             on_message(*entry)
+            if until is not None and time.perf_counter() >= until:
+                return
 
     def _handle(self) -> None:
         """Hand what was read to the listener, urgent messages first, for HANDLE_BUDGET.
         While reading is paused (the caller is behind) only urgent ones."""
         self._handle_soon = False
-        on_message = self._on_message
-        if on_message is None or self._closed:
+        if self._on_message is None or self._closed:
             return
-        until = time.perf_counter() + HANDLE_BUDGET
         try:
-            while (entry := self._next(urgent_only=self._paused)) is not None:
-                on_message(*entry)
-                if time.perf_counter() >= until:
-                    break
+            self._hand_over(False, time.perf_counter() + HANDLE_BUDGET)
         finally:
             if self._urgent_inbox or (self._inbox and not self._paused):
                 self._schedule_handle()
@@ -762,12 +770,6 @@ class MqttLink:
         if not self._handle_soon and not self._closed and self._loop is not None:
             self._handle_soon = True
             self._loop.call_soon(self._handle)
-
-    def _handle_urgent(self) -> None:
-        on_message = self._on_message
-        while on_message is not None and not self._closed and \
-                (entry := self._next(urgent_only=True)) is not None:
-            on_message(*entry)
 
     def _add_reader(self, sock: _Buffered) -> None:
         assert self._loop is not None
@@ -836,7 +838,7 @@ class MqttLink:
             if not self._handle_soon:
                 self._handle()
             elif self._urgent_inbox:
-                self._handle_urgent()  # the backlog's turn comes; a call's is now
+                self._hand_over(urgent_only=True)  # the backlog's turn comes; a call's now
         if TCP_QUICKACK is not None:
             # ACK what we read now, not up to 40 ms later: the kernel delays it once we
             # answer within its window (our PUBACKs), and meanwhile a broker without

@@ -205,7 +205,7 @@ class Ingest:
 
     def on_message(self, msg: Message, generation: int) -> None:
         now = self._clock()
-        topic = msg.topic  # paho decodes it on every read
+        topic = msg.topic
         try:
             if topic == self.topics.ack:
                 if self.gate.admit(self.gate.ack, msg, generation):
@@ -243,7 +243,7 @@ class Ingest:
             # a retained message is a snapshot someone left on the broker, not a new event
             self._reject(topic, "retained", "retained message ignored", msg.mid, generation)
             return
-        payload = bytes(msg.payload)
+        payload = msg.payload
         # no named device here and certainly no call: limit it before parsing it, so a
         # flood's drop path never parses JSON
         known = self.gate.unnamed.get(booth) if cannot_be_a_call(payload) else None
@@ -308,9 +308,9 @@ class Ingest:
     def _device_message(self, msg: Message, topic: str, generation: int,
                         now: float) -> None:
         """An off-the-shelf device's own topic: its adapter, then the registry in the core."""
-        payload = bytes(msg.payload)
+        payload = msg.payload
         routes = self._routes[topic]
-        retained = bool(msg.retain)
+        retained = msg.retain
         early: list[list[Reading] | Rejected] | None = None
         kind, booth = Kind.OTHER, ""
         if any(d.id in self.gate.calling for d in routes):

@@ -18,7 +18,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -26,7 +26,7 @@ import pytest
 import structlog.testing
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.mqtt import TCP_QUICKACK, Message, MqttLink
+from devices.mqtt import TCP_QUICKACK, Message, MqttLink, Order
 from monitor.core.settings import MqttConfig
 from tests.harness.broker import Mosquitto, Publisher
 
@@ -331,6 +331,53 @@ async def _queue_while_away(broker: Mosquitto, client_id: str,
         publisher.close()
 
 
+class Slow:
+    """A listener that takes ``busy`` seconds a message (as raising an incident does),
+    keeps each message, acknowledges it, then calls ``also`` with it."""
+
+    def __init__(self, link: MqttLink, busy: float,
+                 also: Callable[[Message], None] | None = None) -> None:
+        self.link, self.busy, self.also = link, busy, also
+        self.messages: list[Message] = []
+        self._waits: list[tuple[Callable[[], bool], asyncio.Event]] = []
+
+    @property
+    def topics(self) -> list[str]:
+        return [m.topic for m in self.messages]
+
+    def __call__(self, msg: Message, generation: int) -> None:
+        _busy(self.busy)
+        self.messages.append(msg)
+        self.link.ack(msg.mid, generation)
+        if self.also is not None:
+            self.also(msg)
+        for check, event in self._waits:
+            if check():
+                event.set()
+
+    async def until(self, check: Callable[[], bool]) -> None:
+        """Wait (WAIT at most) until ``check()`` holds (checked after each message)."""
+        if check():
+            return
+        event = asyncio.Event()
+        self._waits.append((check, event))
+        async with asyncio.timeout(WAIT):
+            await event.wait()
+
+
+def listen(link: MqttLink, up: asyncio.Event, busy: float, *, order: Order | None = None,
+           also: Callable[[Message], None] | None = None) -> Slow:
+    """`link` (from `make_link`) subscribed to race-in/# with a `Slow` listener."""
+    slow = Slow(link, busy, also)
+    link.attach(subscriptions=["race-in/#"], on_message=slow, order=order,
+                on_link=lambda ready: up.set() if ready else None)
+    return slow
+
+
+def calls_urgent(msg: Message) -> tuple[str, bool]:
+    return msg.topic, msg.payload == b"call"
+
+
 async def test_a_call_read_behind_a_burst_is_handled_before_the_burst(
         mosquitto: Mosquitto) -> None:
     """Messages are read ahead of their handling: a call (``urgent``) that arrives behind 400
@@ -343,22 +390,10 @@ async def test_a_call_read_behind_a_burst_is_handled_before_the_burst(
     await _queue_while_away(mosquitto, "calls-first", messages)
 
     link, up = make_link(mosquitto, "calls-first")
-    handled: list[tuple[str, bytes]] = []
-    all_in = asyncio.Event()
-
-    def on_message(msg: Message, generation: int) -> None:
-        _busy(0.0005)
-        handled.append((msg.topic, bytes(msg.payload)))
-        link.ack(msg.mid, generation)
-        if len(handled) == len(messages):
-            all_in.set()
-
-    link.attach(subscriptions=["race-in/#"], on_message=on_message,
-                order=lambda msg: (msg.topic, bytes(msg.payload) == b"call"),
-                on_link=lambda ready: up.set() if ready else None)
+    slow = listen(link, up, 0.0005, order=calls_urgent)
     async with running(link):
-        async with asyncio.timeout(WAIT):
-            await all_in.wait()
+        await slow.until(lambda: len(slow.messages) == len(messages))
+    handled = [(m.topic, m.payload) for m in slow.messages]
     assert sorted(handled) == sorted(messages)  # each once
     first_call = handled.index(("race-in/booth/a", b"call"))
     assert first_call < 200, f"the call was handled {first_call + 1}th of {len(messages)}"
@@ -380,23 +415,11 @@ async def test_reading_ahead_stops_at_the_inbox_limit_and_loses_nothing(
     await _queue_while_away(mosquitto, "inbox-limit", messages)
 
     link, up = make_link(mosquitto, "inbox-limit")
-    handled: list[str] = []
     waiting: list[int] = []
-    stop_at = asyncio.Event()
-
-    def on_message(msg: Message, generation: int) -> None:
-        _busy(0.0002)
-        waiting.append(len(link._inbox))
-        handled.append(msg.topic)
-        link.ack(msg.mid, generation)
-        if len(handled) == 200:
-            stop_at.set()
-
-    link.attach(subscriptions=["race-in/#"], on_message=on_message,
-                on_link=lambda ready: up.set() if ready else None)
+    slow = listen(link, up, 0.0002, also=lambda _m: waiting.append(len(link._inbox)))
     async with running(link):
-        async with asyncio.timeout(WAIT):
-            await stop_at.wait()
+        await slow.until(lambda: len(slow.messages) >= 200)
+    handled = slow.topics
     # closed at the 200th: what was read and not handled must come again
     assert handled[:200] == [t for t, _ in messages[:200]]
     assert max(waiting) <= 40
@@ -432,34 +455,23 @@ async def test_paused_the_link_still_handles_the_calls_already_read(
     await _queue_while_away(mosquitto, "paused-call", messages)
 
     link, up = make_link(mosquitto, "paused-call")
-    handled: list[str] = []
-    calls, all_in = asyncio.Event(), asyncio.Event()
 
-    def on_message(msg: Message, generation: int) -> None:
-        _busy(0.0002)
-        handled.append(msg.topic)
-        link.ack(msg.mid, generation)
-        if len(handled) == len(messages):
-            all_in.set()
+    def pause_at_a(msg: Message) -> None:
         if msg.topic == "race-in/booth/a":
             link.pause_reading()  # as the ingest does past UNACKED_HIGH
-        if msg.topic == "race-in/booth/b":
-            calls.set()
 
-    link.attach(subscriptions=["race-in/#"], on_message=on_message,
-                order=lambda msg: (msg.topic, bytes(msg.payload) == b"call"),
-                on_link=lambda ready: up.set() if ready else None)
+    slow = listen(link, up, 0.0002, order=calls_urgent, also=pause_at_a)
     async with running(link):
-        async with asyncio.timeout(WAIT):
-            await calls.wait()
+        await slow.until(lambda: "race-in/booth/b" in slow.topics)
         for _ in range(20):
             await asyncio.sleep(0.01)  # turns in which nothing else may be handled
+        handled = slow.topics
         n = handled.index("race-in/booth/a")
         assert handled == [*(t for t, _ in messages[:n]), "race-in/booth/a", "race-in/booth/b"]
         assert len(link._inbox) == 100 - n > 0, "nothing was read ahead: the test proves nothing"
         link.resume_reading()
-        async with asyncio.timeout(WAIT):
-            await all_in.wait()
+        await slow.until(lambda: len(slow.messages) == len(messages))
+    handled = slow.topics
     assert handled[n + 2:] == [t for t, _ in messages[n:100]]
 
 
@@ -471,32 +483,44 @@ async def test_stop_reading_hands_over_what_was_read_and_reads_no_more(
     messages = [(f"race-in/burst/{i}", b"x") for i in range(300)]
     await _queue_while_away(mosquitto, "stop-reading", messages)
     link, up = make_link(mosquitto, "stop-reading")
-    handled: list[str] = []
-    some = asyncio.Event()
-
-    def on_message(msg: Message, generation: int) -> None:
-        _busy(0.0002)
-        handled.append(msg.topic)
-        link.ack(msg.mid, generation)
-        if len(handled) == 5:
-            some.set()
-
-    link.attach(subscriptions=["race-in/#"], on_message=on_message,
-                on_link=lambda ready: up.set() if ready else None)
+    slow = listen(link, up, 0.0002)
     async with running(link):
-        async with asyncio.timeout(WAIT):
-            await some.wait()
+        await slow.until(lambda: len(slow.messages) >= 5)
         waiting = len(link._inbox)
         assert waiting > 0, "nothing was read ahead: the test proves nothing"
-        before = len(handled)
+        before = len(slow.messages)
         link.stop_reading()
-        assert len(handled) == before + waiting and not link._inbox
+        assert len(slow.messages) == before + waiting and not link._inbox
         for _ in range(10):
             await asyncio.sleep(0.01)
-        assert len(handled) == before + waiting  # nothing taken since
+        assert len(slow.messages) == before + waiting  # nothing taken since
         # its PUBACK is read (a link that stopped reading waited out the timeout)
         await link.publish_confirmed("race/status", b"offline", timeout=5)
+    handled = slow.topics
     assert handled == [t for t, _ in messages[:len(handled)]]
+
+
+async def test_stopped_while_paused_the_link_reads_again_for_its_last_puback(
+        mosquitto: Mosquitto) -> None:
+    """Shutdown finds reading paused (the store behind): `stop_reading` hands over what was
+    read and watches the socket again, so the PUBACK of the last publish (`close`'s
+    "offline") comes in instead of its timeout."""
+    messages = [(f"race-in/burst/{i}", b"x") for i in range(300)]
+    await _queue_while_away(mosquitto, "stop-paused", messages)
+    link, up = make_link(mosquitto, "stop-paused")
+
+    def pause_at_5(_msg: Message) -> None:
+        if len(slow.messages) == 5:
+            link.pause_reading()
+
+    slow = listen(link, up, 0.0002, also=pause_at_5)
+    async with running(link):
+        await slow.until(lambda: len(slow.messages) >= 5)
+        assert not link._reading, "the socket is watched: the test proves nothing"
+        link.stop_reading()
+        assert not link._inbox
+        await link.publish_confirmed("race/status", b"offline", timeout=5)
+    assert slow.topics == [t for t, _ in messages[:len(slow.topics)]]
 
 
 async def test_a_new_connection_drops_what_the_old_one_read_and_the_session_resends(
@@ -508,17 +532,7 @@ async def test_a_new_connection_drops_what_the_old_one_read_and_the_session_rese
     messages = [(f"race-in/burst/{i}", b"x") for i in range(120)]
     await _queue_while_away(mosquitto, "cut-read", messages)
     link, up = make_link(mosquitto, "cut-read")
-    handled: list[str] = []
-    some, all_in = asyncio.Event(), asyncio.Event()
-
-    def on_message(msg: Message, generation: int) -> None:
-        _busy(0.02)  # slow: 40 read take longer than the link's 0.5 s to come back
-        handled.append(msg.topic)
-        link.ack(msg.mid, generation)
-        if len(handled) == 2:
-            some.set()
-        if {t for t, _ in messages} <= set(handled):
-            all_in.set()
+    slow = listen(link, up, 0.02)  # slow: 40 read take longer than the link's 0.5 s to return
 
     def take_over() -> None:
         """Another connection with the link's client id: the broker drops the link's. It
@@ -532,16 +546,13 @@ async def test_a_new_connection_drops_what_the_old_one_read_and_the_session_rese
         other.connect(mosquitto.host, mosquitto.port, clean_start=False, properties=props)
         other.disconnect()
 
-    link.attach(subscriptions=["race-in/#"], on_message=on_message,
-                on_link=lambda ready: up.set() if ready else None)
     with structlog.testing.capture_logs() as logs:
         async with running(link):
-            async with asyncio.timeout(WAIT):
-                await some.wait()
+            await slow.until(lambda: len(slow.messages) >= 2)
             assert len(link._inbox) > 20, "nothing was read ahead: the test proves nothing"
             await asyncio.to_thread(take_over)
-            async with asyncio.timeout(WAIT):
-                await all_in.wait()
+            await slow.until(lambda: {t for t, _ in messages} <= set(slow.topics))
+    handled = slow.topics
     dropped = [e for e in logs if e["event"] == "mqtt_read_dropped_for_redelivery"]
     assert dropped and dropped[0]["messages"] > 0, [e["event"] for e in logs]
     # twice only what was handled before the new connection (its ack lost with the old one)

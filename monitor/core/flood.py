@@ -212,7 +212,7 @@ def held_slot(payload: bytes | bytearray) -> str:
     return ""
 
 
-def cannot_be_a_call(payload: bytes | bytearray) -> bool:
+def cannot_be_a_call(payload: bytes) -> bool:
     """True when a canonical payload is certainly no call press, whatever else it is.
 
     A call needs the JSON string "call": the bytes ``call`` or a backslash escape
